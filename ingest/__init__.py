@@ -1,0 +1,1 @@
+"""Webhook endpoint, RTMS session workers and clients: Zoom in, raw topics out."""

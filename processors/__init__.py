@@ -1,0 +1,1 @@
+"""Faust agents: reorder, dedupe, gaps, transcript utterances, meetings index (a later wave)."""

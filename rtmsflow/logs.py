@@ -1,0 +1,52 @@
+"""Structured logging: one JSON object a line, carrying the meeting id where there is one.
+
+Use `log = get_logger(__name__)` and `log.info("frame dropped", extra={"meeting": m, "reason": r})`;
+every key passed in `extra` lands in the JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line: ts, level, logger, msg and every `extra` key."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Send every logger's records to stderr as JSON lines. Safe to call twice."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_rtmsflow", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._rtmsflow = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A standard logger; `setup_logging` makes its output JSON."""
+    return logging.getLogger(name)

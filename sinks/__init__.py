@@ -1,0 +1,1 @@
+"""Consumers that write recordings (PyAV) and transcripts, and finalize meetings (a later wave)."""
