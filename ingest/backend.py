@@ -1,0 +1,260 @@
+"""The seam between an RTMS session backend and the Kafka sink it feeds.
+
+A *backend* holds one RTMS stream of one meeting: it connects (raw WebSockets in
+`ingest.ws_client`, or Zoom's SDK), parses what Zoom sends into the typed values below and hands
+each one to an `IngestSink`. The sink (`ingest.producer.KafkaSink`) stamps every value with its
+frame identity (`ingest_seq`, `received_at_ms`) and produces it to the raw topics, keyed by meeting.
+
+Who does what:
+
+* the backend parses and validates; anything it cannot parse goes to `sink.dead_letter` and the
+  meeting goes on. It answers keep-alives and reconnects by itself within one stream (media drop,
+  signaling drop, duplicate-signal retry).
+* the backend never writes end-of-stream markers. `wait()` returns a `SessionOutcome` once the
+  stream is over; the owner (the worker) then calls `sink.end_of_stream(...)`. On a rebalance the
+  owner calls `backend.stop()` then `sink.flush(...)` only: the meeting is not over.
+* sink methods are coroutines: they return as soon as the record is queued and only block when the
+  in-flight window of the producer is full (that is the backpressure the backend must respect).
+  A backend that runs on foreign threads (the SDK) calls them with
+  `asyncio.run_coroutine_threadsafe(..., loop)`.
+
+Typical use (what the worker does)::
+
+    backend = load_backend(settings.ingest_backend)(settings, sink)
+    await backend.start(session)
+    outcome = await backend.wait()          # or: await backend.stop() on revocation
+    if outcome.ended:
+        await sink.end_of_stream(session, outcome.stop_reason)
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Protocol
+
+from rtmsflow.settings import Settings
+
+
+class Product(StrEnum):
+    """Which Zoom product a stream belongs to (the Avro `Product` enum's symbols)."""
+
+    MEETING = "MEETING"
+    WEBINAR = "WEBINAR"
+    VIDEO_SDK = "VIDEO_SDK"
+    CONTACT_CENTER = "CONTACT_CENTER"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class StreamSession:
+    """One RTMS stream to hold: what a `*.rtms_started` webhook says.
+
+    `meeting_uuid` is the instance id whatever the product (meeting / webinar uuid, Video SDK
+    session id, Contact Center engagement id); it is the Kafka key and the handshake's
+    `meeting_uuid`. `server_urls` is Zoom's string as sent (may hold several comma-separated URLs).
+    """
+
+    meeting_uuid: str
+    rtms_stream_id: str
+    server_urls: str
+    product: Product = Product.MEETING
+
+
+# --- typed values a backend hands to the sink -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    """Audio parameters as granted in the data handshake response (msg 4)."""
+
+    codec: str = "L16"  # L16, G711, G722, OPUS
+    sample_rate: int = 16000
+    channels: int = 1
+    send_rate_ms: int = 20
+    mixed: bool = True
+
+
+@dataclass(frozen=True)
+class VideoParams:
+    """Video / deskshare parameters as granted in the data handshake response."""
+
+    codec: str = "H264"  # H264, JPG, PNG
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+
+
+@dataclass(frozen=True)
+class AudioData:
+    """One audio packet (msg 14), payload already base64-decoded."""
+
+    timestamp_ms: int
+    payload: bytes
+    params: AudioParams
+    participant_id: int = 0
+    participant_name: str | None = None
+    channel_id: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoData:
+    """One video (msg 15) or deskshare (msg 16) frame, payload already base64-decoded."""
+
+    kind: Literal["VIDEO", "DESKSHARE"]
+    timestamp_ms: int
+    payload: bytes
+    params: VideoParams
+    participant_id: int = 0
+    participant_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptData:
+    """One transcript piece (msg 17)."""
+
+    timestamp_ms: int
+    text: str
+    participant_id: int = 0
+    participant_name: str | None = None
+    channel_id: str | None = None
+    language: int | None = None
+    start_time_ms: int = 0
+    end_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A participant named in an event (leave events carry no name)."""
+
+    user_id: int
+    user_name: str | None = None
+
+
+@dataclass(frozen=True)
+class EventData:
+    """A signaling message worth keeping: EVENT_UPDATE (6), STREAM_STATE (8), SESSION_STATE (9).
+
+    `name` is the readable name of the raw_event schema (participant_join, active_speaker,
+    stream_state, ...); `body` is the message's JSON exactly as received.
+    """
+
+    msg_type: int
+    name: str
+    timestamp_ms: int
+    body: str
+    event_type: int | None = None
+    participant_id: int = 0
+    participant_name: str | None = None
+    participants: tuple[Participant, ...] = ()
+    state: int | None = None
+    reason: int | None = None
+    rtms_session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetterData:
+    """Input the backend could not use. `payload` is the message exactly as received."""
+
+    source: str  # ws:signaling, ws:media/audio, sdk, ...
+    reason: str  # for a human: "bad base64 in content.data"
+    error: str  # error class, e.g. ProtocolError.bad_base64
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    """How a backend's session ended.
+
+    `ended` = the stream is over (STREAM_STATE TERMINATED, stream closed by us, fatal handshake
+    status, reconnect budget spent): the owner writes end-of-stream markers. `ended=False` means we
+    left (rebalance, shutdown) and another worker may take the stream over.
+    """
+
+    ended: bool
+    stop_reason: int | None = None
+    detail: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+# --- the two interfaces ------------------------------------------------------------------------
+
+
+class IngestSink(Protocol):
+    """Where a backend puts what it received. All methods are safe to call concurrently for
+    different sessions; for one session, calls must come in receive order (that order is the
+    `ingest_seq` order)."""
+
+    async def audio(self, session: StreamSession, frame: AudioData) -> None:
+        """Queue one audio packet for `rtms.raw.audio`."""
+
+    async def video(self, session: StreamSession, frame: VideoData) -> None:
+        """Queue one video or deskshare frame for `rtms.raw.video`."""
+
+    async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
+        """Queue one transcript piece for `rtms.raw.transcript`."""
+
+    async def event(self, session: StreamSession, event: EventData) -> None:
+        """Queue one event / state update for `rtms.raw.events`."""
+
+    async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
+        """Queue unusable input for `rtms.deadletter` (and count it)."""
+
+    async def flush(self, session: StreamSession | None = None) -> None:
+        """Wait until everything queued so far (for this session, or for all) is acknowledged."""
+
+    async def end_of_stream(self, session: StreamSession, stop_reason: int | None) -> None:
+        """Flush the session, then write the end-of-stream marker on every raw topic. Idempotent
+        per (meeting, stream id)."""
+
+
+class SessionBackend(ABC):
+    """Holds one RTMS stream and feeds an `IngestSink`. One instance per stream.
+
+    Lifecycle: `start()` once, then `wait()` and/or `stop()`; `stop()` is idempotent. Backends are
+    built as `factory(settings, sink)`; `load_backend(settings.ingest_backend)` returns the factory.
+    """
+
+    @abstractmethod
+    async def start(self, session: StreamSession) -> None:
+        """Begin connecting in the background; returns without waiting for the handshake."""
+
+    @abstractmethod
+    async def reconnect(self, server_urls: str | None = None) -> None:
+        """Tear signaling and media down and connect again: `rtms_interrupted` (same URLs) or a
+        server failover (a new `rtms_started` with new `server_urls`)."""
+
+    @abstractmethod
+    async def stop(self, *, close_stream: bool = False) -> None:
+        """Leave: `close_stream=True` asks Zoom to end the stream (STREAM_CLOSE_REQ), False just
+        disconnects (rebalance; Zoom keeps the stream for the next owner). Idempotent."""
+
+    @abstractmethod
+    async def wait(self) -> SessionOutcome:
+        """Until the session is over, by itself or through `stop()`."""
+
+
+class BackendFactory(Protocol):
+    """Builds a backend: `factory(settings, sink)`."""
+
+    def __call__(self, settings: Settings, sink: IngestSink) -> SessionBackend: ...
+
+
+# name -> "module:attribute"; modules are imported on use so the SDK is only loaded when chosen.
+BACKENDS: dict[str, str] = {
+    "websocket": "ingest.ws_client:WebSocketBackend",
+    "sdk": "ingest.sdk_backend:SdkBackend",
+}
+
+
+def load_backend(name: str) -> BackendFactory:
+    """The backend class registered under `name` (Settings.ingest_backend)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown ingest backend {name!r}: choose one of {sorted(BACKENDS)}") from None
+    module_name, attr = target.split(":")
+    factory: BackendFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
