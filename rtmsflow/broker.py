@@ -113,6 +113,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_manifest(libs: Path) -> None:
+    """Record the name and SHA-256 of every jar in `libs` in its manifest (see `verify_libs`)."""
+    manifest = {
+        "kafka": KAFKA_VERSION,
+        "jars": {jar.name: _sha256(jar) for jar in sorted(libs.glob("*.jar"))},
+    }
+    (libs / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
 def _free_port(avoid: frozenset[int] = frozenset()) -> int:
     """A TCP port on 127.0.0.1 that is free now (the broker binds it a few seconds later)."""
     for _ in range(50):
@@ -326,11 +335,7 @@ class LocalKafka:
                     f"fetching Kafka {KAFKA_VERSION} jars with Maven failed (exit {result.returncode}); "
                     f"check network access to Maven Central (or your ~/.m2/settings.xml mirror):\n{tail}"
                 )
-            manifest = {
-                "kafka": KAFKA_VERSION,
-                "jars": {jar.name: _sha256(jar) for jar in jars},
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            write_manifest(tmp)
             if self.libs_dir.exists():
                 shutil.rmtree(self.libs_dir)
             tmp.rename(self.libs_dir)
