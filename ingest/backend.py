@@ -222,9 +222,10 @@ class SessionBackend(ABC):
         """Begin connecting in the background; returns without waiting for the handshake."""
 
     @abstractmethod
-    async def reconnect(self, server_urls: str | None = None) -> None:
-        """Tear signaling and media down and connect again: `rtms_interrupted` (same URLs) or a
-        server failover (a new `rtms_started` with new `server_urls`)."""
+    async def reconnect(self, server_urls: str | None = None, since_ms: int | None = None) -> None:
+        """Tear signaling and media down and connect again: `rtms_interrupted` (no URLs; skipped
+        when the backend has reconnected on its own since `since_ms`, the webhook's time) or a
+        server failover (a new `rtms_started` with new `server_urls`: always)."""
 
     @abstractmethod
     async def stop(self, *, close_stream: bool = False) -> None:

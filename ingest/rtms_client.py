@@ -1,0 +1,829 @@
+"""The RTMS client as a pure state machine (sans-I/O): what to send, when to (re)connect, what to emit.
+
+`RtmsClient` is fed what happened on the sockets (`on_open`, `on_message`, `on_closed`, ...) and the
+time, and answers with actions (`Connect`, `Send`, `Disconnect`, `Deliver`, `Finish`) that the
+asyncio shell (`ingest.ws_client`) carries out. It never touches a socket or a clock, so every
+decision (handshakes, keep-alives, failover, backoff, fatal statuses) is unit tested without I/O.
+
+Every socket a `Connect` opens has a connection number (`conn`); events of a connection the machine
+has already given up on carry a stale number and are ignored, so a late close of an old socket can
+never tear down its replacement.
+
+Reconnection (protocol notes 4.3):
+* signaling socket lost, or `rtms_interrupted` → close everything, reconnect signaling + media;
+* a media socket lost (or silent past `idle_timeout_s`) → reconnect that socket only;
+* a new `rtms_started` with new `server_urls` (failover) → full reconnect to the new URLs now;
+* handshake status 8 (duplicate signal request: the previous owner is still connected) → retry;
+  other non-zero statuses are fatal.
+Retries wait `backoff_base_s × 2^n` (≤ `backoff_cap_s`, jittered to 50-100 %); n resets once the
+client is streaming again. `max_attempts` consecutive failures end the session.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ingest import metrics
+from ingest.allowlist import DisallowedUrl, check_url, split_server_urls
+from ingest.backend import (
+    AudioData,
+    AudioParams,
+    DeadLetterData,
+    EventData,
+    Participant,
+    Product,
+    SessionOutcome,
+    StreamSession,
+    TranscriptData,
+    VideoData,
+    VideoParams,
+)
+from rtmsflow import rtms_protocol as proto
+from rtmsflow.logs import get_logger
+from rtmsflow.rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StatusCode, StreamState
+
+log = get_logger(__name__)
+
+SIGNALING = "signaling"
+CLIENT_AGENT = "rtmsflow-ws"
+
+# media type -> (channel / server_urls key, MediaType bit)
+_MEDIA_KEYS: dict[str, MediaType] = {
+    "audio": MediaType.AUDIO,
+    "video": MediaType.VIDEO,
+    "deskshare": MediaType.DESKSHARE,
+    "transcript": MediaType.TRANSCRIPT,
+}
+_RETRYABLE_MEDIA = {StatusCode.MEDIA_DATA_ALL_CONNECTION_EXIST, StatusCode.DUPLICATE_MEDIA_DATA_CONNECTION}
+_SUBSCRIBED_EVENTS = (
+    EventType.ACTIVE_SPEAKER_CHANGE,
+    EventType.PARTICIPANT_JOIN,
+    EventType.PARTICIPANT_LEAVE,
+    EventType.SHARING_START,
+    EventType.SHARING_STOP,
+    EventType.PARTICIPANT_VIDEO_ON,
+    EventType.PARTICIPANT_VIDEO_OFF,
+)
+_EVENT_NAMES = {
+    1: "first_packet",
+    2: "active_speaker",
+    3: "participant_join",
+    4: "participant_leave",
+    5: "sharing_start",
+    6: "sharing_stop",
+    7: "media_interrupted",
+    8: "video_on",
+    9: "video_off",
+}
+_STATE_MSGS = {
+    MsgType.STREAM_STATE_UPDATE: "stream_state",
+    MsgType.SESSION_STATE_UPDATE: "session_state",
+    MsgType.SESSION_STATE_RESP: "session_state",
+    MsgType.STREAM_STATE_RESP: "stream_state",
+    MsgType.VIDEO_SUBSCRIPTION_RESP: "video_subscription",
+}
+_KNOWN_MSG_TYPES = frozenset(int(t) for t in MsgType)
+_AUDIO_CODECS = {1: "L16", 2: "G711", 3: "G722", 4: "OPUS"}
+_VIDEO_CODECS = {5: "JPG", 6: "PNG", 7: "H264"}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What to ask Zoom for, and how patiently to reconnect."""
+
+    client_id: str
+    client_secret: str
+    audio: bool = True
+    audio_multi: bool = False  # per-participant audio (data_opt 2) instead of the mixed stream
+    video: bool = True
+    video_resolution: int = proto.Resolution.HD
+    video_fps: int = 25
+    deskshare: bool = False
+    transcript: bool = True
+    transcript_language: int = -1  # RTMS language code as a hint; -1 = automatic
+    buffer_data: bool | None = None  # None: Zoom's default (flush audio buffered before we connected)
+    backoff_base_s: float = 3.0
+    backoff_cap_s: float = 30.0
+    max_attempts: int = 5
+    handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 65.0  # no message at all on a socket for this long = it is dead
+    close_timeout_s: float = 5.0  # wait for STREAM_CLOSE_RESP
+    allowed_hosts: tuple[str, ...] = ("*",)
+    allow_insecure_ws: bool = True
+
+    def media_params(self, key: str) -> proto.MediaParams:
+        """The `media_params` we request for one media socket."""
+        if key == "audio":
+            opt = (
+                proto.DataOption.AUDIO_MULTI_STREAMS
+                if self.audio_multi
+                else proto.DataOption.AUDIO_MIXED_STREAM
+            )
+            return proto.MediaParams(audio=proto.AudioParams(data_opt=opt))
+        if key == "video":
+            return proto.MediaParams(
+                video=proto.VideoParams(resolution=self.video_resolution, fps=self.video_fps)
+            )
+        if key == "deskshare":
+            return proto.MediaParams(
+                deskshare=proto.VideoParams(
+                    codec=proto.Codec.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
+                )
+            )
+        if self.transcript_language >= 0:
+            return proto.MediaParams(transcript=proto.TranscriptParams(src_language=self.transcript_language))
+        return proto.MediaParams(
+            transcript=proto.TranscriptParams(src_language=proto.TranscriptLanguage.NONE, enable_lid=True)
+        )
+
+    def wanted(self) -> list[str]:
+        """The media types to connect, in handshake order."""
+        flags = {
+            "audio": self.audio,
+            "video": self.video,
+            "deskshare": self.deskshare,
+            "transcript": self.transcript,
+        }
+        return [key for key in _MEDIA_KEYS if flags[key]]
+
+
+class Backoff:
+    """Jittered exponential delays: `base × 2^n` capped, each scaled by a random 50-100 %."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.rng = rng
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * (2**self.attempts))
+        self.attempts += 1
+        return delay * (0.5 + 0.5 * self.rng.random())
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+# --- actions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a WebSocket to `url` for `channel`; report back with `conn`."""
+
+    channel: str
+    url: str
+    conn: int
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send `text` on the socket `conn` of `channel`."""
+
+    channel: str
+    conn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Close the socket `conn` of `channel` with `code` (its later events are stale)."""
+
+    channel: str
+    conn: int
+    code: int = 1000
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Hand a parsed value to the sink (in this order)."""
+
+    item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The session is over; nothing more will be asked."""
+
+    outcome: SessionOutcome
+
+
+Action = Connect | Send | Disconnect | Deliver | Finish
+
+
+class Phase(Enum):
+    IDLE = "idle"
+    SIGNALING = "signaling"  # connecting / handshaking signaling
+    MEDIA = "media"  # signaling up, media handshakes in progress
+    READY = "ready"  # streaming
+    BACKOFF = "backoff"  # waiting to reconnect everything
+    CLOSING = "closing"  # STREAM_CLOSE_REQ sent, waiting for the response
+    ENDED = "ended"
+
+
+@dataclass
+class _Socket:
+    conn: int
+    url: str
+    opened: bool = False
+    ready: bool = False  # handshake answered with status 0
+    last_rx: float = 0.0
+    deadline: float = 0.0  # handshake deadline until ready
+
+
+@dataclass
+class _MediaSlot:
+    """One media type's connection state, kept across reconnects of its socket."""
+
+    key: str
+    url: str
+    backoff: Backoff
+    retry_at: float | None = None
+    disabled: bool = False
+
+
+@dataclass
+class _Granted:
+    audio: AudioParams = field(default_factory=AudioParams)
+    video: VideoParams = field(default_factory=VideoParams)
+    deskshare: VideoParams = field(default_factory=lambda: VideoParams(codec="JPG", fps=1))
+
+
+class RtmsClient:
+    """One RTMS stream's client logic. Methods take `now` (monotonic seconds) and return actions."""
+
+    def __init__(
+        self, session: StreamSession, config: ClientConfig, rng: random.Random | None = None
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.rng = rng or random.Random()
+        self.phase = Phase.IDLE
+        self.urls = split_server_urls(session.server_urls)
+        self.url_index = 0
+        self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, self.rng)
+        self.retry_at: float | None = None
+        self.close_deadline: float | None = None
+        self.sockets: dict[str, _Socket] = {}
+        self.media: dict[str, _MediaSlot] = {}
+        self.granted = _Granted()
+        self.signature = proto.handshake_signature(
+            config.client_id, config.client_secret, session.meeting_uuid, session.rtms_stream_id
+        )
+        self.ready_count = 0  # how often the client reached READY (1 = first connect)
+        self.ready_at_wall_ms = 0
+        self._conn = 0
+        self._sequence = 0
+        self._stopping_close_stream = False
+
+    # --- introspection ---------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is Phase.ENDED
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `on_tick` has something to do (None = only socket events matter)."""
+        times: list[float] = []
+        if self.retry_at is not None:
+            times.append(self.retry_at)
+        if self.close_deadline is not None:
+            times.append(self.close_deadline)
+        for slot in self.media.values():
+            if slot.retry_at is not None:
+                times.append(slot.retry_at)
+        for sock in self.sockets.values():
+            times.append(sock.last_rx + self.config.idle_timeout_s)
+            if not sock.ready:
+                times.append(sock.deadline)
+        return min(times) if times else None
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Connect for the first time."""
+        if self.phase is not Phase.IDLE:
+            raise RuntimeError(f"start() in phase {self.phase.value}")
+        if not self.urls:
+            return self._finish(True, None, "no server_urls")
+        return self._connect_signaling(now)
+
+    def on_open(self, channel: str, conn: int, now: float) -> list[Action]:
+        sock = self._current(channel, conn)
+        if sock is None:
+            return []
+        sock.opened = True
+        sock.last_rx = now
+        if channel == SIGNALING:
+            self._sequence += 1
+            req = proto.HandshakeRequest(
+                meeting_uuid=self.session.meeting_uuid,
+                rtms_stream_id=self.session.rtms_stream_id,
+                signature=self.signature,
+                sequence=self._sequence,
+                buffer_data=self.config.buffer_data,
+                rtms_client_agent=CLIENT_AGENT,
+            )
+            return [Send(channel, conn, proto.encode(req))]
+        self._sequence += 1
+        req3 = proto.DataHandshakeRequest(
+            meeting_uuid=self.session.meeting_uuid,
+            rtms_stream_id=self.session.rtms_stream_id,
+            signature=self.signature,
+            media_type=int(_MEDIA_KEYS[channel]),
+            media_params=self.config.media_params(channel),
+            sequence=self._sequence,
+        )
+        return [Send(channel, conn, proto.encode(req3))]
+
+    def on_open_failed(self, channel: str, conn: int, error: str, now: float) -> list[Action]:
+        sock = self._current(channel, conn)
+        if sock is None:
+            return []
+        del self.sockets[channel]
+        log.warning(
+            "RTMS connect failed",
+            extra=self._ctx(channel=channel, url=sock.url, error=error),
+        )
+        if channel == SIGNALING:
+            if self.phase is Phase.SIGNALING and self.url_index + 1 < len(self.urls):
+                self.url_index += 1  # comma-separated server_urls: try the next one now
+                return self._connect_signaling(now)
+            return self._full_retry(now, f"signaling connect failed: {error}")
+        return self._media_retry(channel, now, f"connect failed: {error}")
+
+    def on_closed(self, channel: str, conn: int, code: int | None, now: float) -> list[Action]:
+        sock = self._current(channel, conn)
+        if sock is None:
+            return []
+        del self.sockets[channel]
+        return self._lost(channel, now, f"socket closed ({code})")
+
+    def on_message(self, channel: str, conn: int, raw: str | bytes, now: float, wall_ms: int) -> list[Action]:
+        sock = self._current(channel, conn)
+        if sock is None:
+            return []
+        sock.last_rx = now
+        try:
+            msg = proto.decode_json(raw)
+        except ProtocolError as exc:
+            return [self._dead_letter(channel, raw, exc)]
+        msg_type = msg["msg_type"]
+        if msg_type == MsgType.KEEP_ALIVE_REQ:
+            return self._keep_alive(channel, conn, raw, msg)
+        if channel == SIGNALING:
+            return self._on_signaling(conn, raw, msg, now, wall_ms)
+        return self._on_media(channel, conn, raw, msg, now, wall_ms)
+
+    def on_tick(self, now: float) -> list[Action]:
+        """Act on every deadline that has passed."""
+        actions: list[Action] = []
+        if self.phase is Phase.ENDED:
+            return actions
+        if self.close_deadline is not None and now >= self.close_deadline:
+            self.close_deadline = None
+            return self._close_all() + self._finish(
+                True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "close timed out"
+            )
+        if self.phase is Phase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            self.url_index = 0
+            return self._connect_signaling(now)
+        for channel, sock in list(self.sockets.items()):
+            if self.sockets.get(channel) is not sock:
+                continue  # replaced by an action taken in this tick
+            silent = now - sock.last_rx >= self.config.idle_timeout_s
+            late = not sock.ready and now >= sock.deadline
+            if silent or late:
+                actions.append(Disconnect(channel, sock.conn, 1000))
+                del self.sockets[channel]
+                reason = "no message within the idle timeout" if silent else "no handshake response in time"
+                actions += self._lost(channel, now, reason)
+                if self.phase is Phase.ENDED or channel == SIGNALING:
+                    return actions
+        for slot in self.media.values():
+            if (
+                slot.retry_at is not None
+                and now >= slot.retry_at
+                and self.phase in (Phase.MEDIA, Phase.READY)
+            ):
+                slot.retry_at = None
+                actions += self._connect_media(slot, now)
+        return actions
+
+    def request_reconnect(
+        self, now: float, server_urls: str | None = None, since_wall_ms: int | None = None
+    ) -> list[Action]:
+        """`rtms_interrupted` (no URLs) or a failover (new URLs): reconnect everything now.
+
+        An interruption is news only if we have not reconnected since: with a reconnect under way,
+        or streaming again since `since_wall_ms` (the webhook's time), it is ignored, so Zoom's
+        report of a drop we already healed does not tear the new connection down."""
+        if self.phase in (Phase.ENDED, Phase.CLOSING):
+            return []
+        if not server_urls:
+            if self.phase in (Phase.SIGNALING, Phase.MEDIA):
+                return []
+            if (
+                self.phase is Phase.READY
+                and since_wall_ms is not None
+                and self.ready_at_wall_ms >= since_wall_ms
+            ):
+                return []
+        if server_urls:
+            self.urls = split_server_urls(server_urls)
+        self.url_index = 0
+        self.retry_at = None
+        scope = "failover" if server_urls else "interrupted"
+        metrics.RECONNECTS.labels(scope=scope).inc()
+        log.info("RTMS reconnect requested", extra=self._ctx(scope=scope, urls=self.urls))
+        return self._close_all() + self._connect_signaling(now)
+
+    def request_stop(self, now: float, close_stream: bool) -> list[Action]:
+        """Leave. `close_stream` asks Zoom to end the stream (STREAM_CLOSE_REQ, wait for 22)."""
+        if self.phase in (Phase.ENDED, Phase.CLOSING):
+            return []
+        sig = self.sockets.get(SIGNALING)
+        if close_stream and sig is not None and sig.ready:
+            self.phase = Phase.CLOSING
+            self.retry_at = None
+            for slot in self.media.values():
+                slot.retry_at = None
+            self.close_deadline = now + self.config.close_timeout_s
+            close = proto.StreamCloseRequest(self.session.rtms_stream_id)
+            return [Send(SIGNALING, sig.conn, proto.encode(close))]
+        return self._close_all() + self._finish(close_stream, None, "left")
+
+    # --- signaling ---------------------------------------------------------------------------------
+
+    def _on_signaling(
+        self, conn: int, raw: str | bytes, msg: dict[str, Any], now: float, wall_ms: int
+    ) -> list[Action]:
+        msg_type = msg["msg_type"]
+        try:
+            if msg_type == MsgType.SIGNALING_HAND_SHAKE_RESP:
+                return self._on_handshake(proto.HandshakeResponse.from_dict(msg), now, wall_ms)
+            if msg_type == MsgType.EVENT_UPDATE:
+                return [Deliver(self._event(proto.EventUpdate.from_dict(msg), raw))]
+            if msg_type == MsgType.STREAM_STATE_UPDATE:
+                update = proto.StreamStateUpdate.from_dict(msg)
+                actions: list[Action] = [
+                    Deliver(self._state_event(msg, raw, update.state, update.reason, update.timestamp))
+                ]
+                if update.state == StreamState.TERMINATED:
+                    log.info("RTMS stream terminated", extra=self._ctx(stop_reason=update.reason))
+                    actions += self._close_all() + self._finish(True, update.reason, "stream terminated")
+                return actions
+            if msg_type == MsgType.SESSION_STATE_UPDATE:
+                s = proto.SessionStateUpdate.from_dict(msg)
+                ev = self._state_event(msg, raw, s.state, s.stop_reason, s.timestamp, s.rtms_session_id)
+                return [Deliver(ev)]
+            if msg_type == MsgType.STREAM_CLOSE_RESP:
+                proto.StreamCloseResponse.from_dict(msg)
+                if self.phase is Phase.CLOSING:
+                    return self._close_all() + self._finish(
+                        True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us"
+                    )
+                return []
+            if msg_type in _STATE_MSGS:
+                state = msg.get("state")
+                ts = msg.get("timestamp")
+                return [
+                    Deliver(
+                        self._state_event(
+                            msg,
+                            raw,
+                            state if isinstance(state, int) else None,
+                            None,
+                            ts if isinstance(ts, int) else 0,
+                        )
+                    )
+                ]
+        except ProtocolError as exc:
+            return [self._dead_letter(SIGNALING, raw, exc)]
+        if msg_type in _KNOWN_MSG_TYPES:
+            log.debug("ignored signaling message", extra=self._ctx(msg_type=msg_type))
+            return []
+        return [
+            self._dead_letter(SIGNALING, raw, ProtocolError("unknown_msg_type", "msg_type", str(msg_type)))
+        ]
+
+    def _on_handshake(self, resp: proto.HandshakeResponse, now: float, wall_ms: int) -> list[Action]:
+        sig = self.sockets.get(SIGNALING)
+        if self.phase is not Phase.SIGNALING or sig is None:
+            return []
+        if resp.status_code == StatusCode.DUPLICATE_SIGNAL_REQUEST:
+            # someone (a previous owner, a retried webhook) still holds the stream: close, wait, retry
+            return self._full_retry(now, f"duplicate signal request: {resp.reason}")
+        if resp.status_code != StatusCode.OK:
+            log.error(
+                "RTMS handshake refused",
+                extra=self._ctx(status_code=resp.status_code, reason=resp.reason),
+            )
+            return self._close_all() + self._finish(
+                True, None, f"handshake status {resp.status_code}: {resp.reason}"
+            )
+        sig.ready = True
+        self.phase = Phase.MEDIA
+        self.media = {}
+        for key in self.config.wanted():
+            url = resp.media_urls.get(key)
+            if not url:
+                log.warning("no media URL for a wanted type", extra=self._ctx(media=key))
+                continue
+            try:
+                check_url(url, self.config.allowed_hosts, self.config.allow_insecure_ws)
+            except DisallowedUrl as exc:
+                log.error("media URL not allowed", extra=self._ctx(media=key, error=str(exc)))
+                continue
+            self.media[key] = _MediaSlot(
+                key, url, Backoff(self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
+            )
+        actions: list[Action] = []
+        for slot in self.media.values():
+            actions += self._connect_media(slot, now)
+        return actions + self._maybe_ready(now, wall_ms)
+
+    # --- media -------------------------------------------------------------------------------------
+
+    def _on_media(
+        self, channel: str, conn: int, raw: str | bytes, msg: dict[str, Any], now: float, wall_ms: int
+    ) -> list[Action]:
+        msg_type = msg["msg_type"]
+        try:
+            if msg_type in proto.MEDIA_MSG_TYPES:
+                frame = proto.MediaFrame.from_dict(msg)
+                item = self._media_item(frame)
+                if item is None:
+                    return []
+                return [Deliver(item)]
+            if msg_type == MsgType.DATA_HAND_SHAKE_RESP:
+                return self._on_data_handshake(
+                    channel, proto.DataHandshakeResponse.from_dict(msg), now, wall_ms
+                )
+            if msg_type == MsgType.META_DATA_AUDIO:
+                ts = msg.get("timestamp")
+                ev = EventData(
+                    msg_type=msg_type,
+                    name="audio_metadata",
+                    timestamp_ms=ts if isinstance(ts, int) else 0,
+                    body=_text(raw),
+                )
+                return [Deliver(ev)]
+        except ProtocolError as exc:
+            return [self._dead_letter(channel, raw, exc)]
+        return [self._dead_letter(channel, raw, ProtocolError("unknown_msg_type", "msg_type", str(msg_type)))]
+
+    def _on_data_handshake(
+        self, channel: str, resp: proto.DataHandshakeResponse, now: float, wall_ms: int
+    ) -> list[Action]:
+        sock = self.sockets.get(channel)
+        slot = self.media.get(channel)
+        if sock is None or slot is None or sock.ready:
+            return []
+        if resp.status_code in _RETRYABLE_MEDIA:
+            del self.sockets[channel]
+            return [Disconnect(channel, sock.conn)] + self._media_retry(
+                channel, now, f"status {resp.status_code}"
+            )
+        if resp.status_code != StatusCode.OK:
+            log.error(
+                "RTMS media handshake refused; continuing without this type",
+                extra=self._ctx(media=channel, status_code=resp.status_code, reason=resp.reason),
+            )
+            del self.sockets[channel]
+            slot.disabled = True
+            return [Disconnect(channel, sock.conn)] + self._maybe_ready(now, wall_ms)
+        sock.ready = True
+        slot.backoff.reset()
+        self._grant(channel, resp.media_params)
+        if self.phase is Phase.READY:
+            metrics.RECONNECTS.labels(scope="media").inc()
+            log.info("RTMS media socket reconnected", extra=self._ctx(media=channel))
+            return []
+        return self._maybe_ready(now, wall_ms)
+
+    def _grant(self, key: str, params: proto.MediaParams | None) -> None:
+        """Remember the parameters to decode with: the response's, else what we asked for."""
+        asked = self.config.media_params(key)
+        if key == "audio":
+            a = (params.audio if params else None) or asked.audio or proto.AudioParams()
+            rate = proto.AudioSampleRate(a.sample_rate).hz if a.sample_rate in (0, 1, 2, 3) else 16000
+            self.granted.audio = AudioParams(
+                codec=_AUDIO_CODECS.get(a.codec, str(a.codec)),
+                sample_rate=rate,
+                channels=a.channel,
+                send_rate_ms=a.send_rate,
+                mixed=a.data_opt != proto.DataOption.AUDIO_MULTI_STREAMS,
+            )
+        elif key in ("video", "deskshare"):
+            got = (getattr(params, key) if params else None) or getattr(asked, key) or proto.VideoParams()
+            size = proto.Resolution(got.resolution).size if got.resolution in (1, 2, 3, 4) else (0, 0)
+            value = VideoParams(
+                codec=_VIDEO_CODECS.get(got.codec, str(got.codec)), width=size[0], height=size[1], fps=got.fps
+            )
+            setattr(self.granted, key, value)
+
+    def _maybe_ready(self, now: float, wall_ms: int = 0) -> list[Action]:
+        """After the last media handshake: CLIENT_READY_ACK, then the event subscription."""
+        if self.phase is not Phase.MEDIA:
+            return []
+        pending = [
+            s
+            for s in self.media.values()
+            if not s.disabled and not (s.key in self.sockets and self.sockets[s.key].ready)
+        ]
+        if pending:
+            return []
+        sig = self.sockets.get(SIGNALING)
+        if sig is None:
+            return []
+        self.phase = Phase.READY
+        self.ready_count += 1
+        self.ready_at_wall_ms = wall_ms
+        if self.ready_count > 1:
+            metrics.RECONNECTS.labels(scope="full").inc()
+        self.backoff.reset()
+        log.info(
+            "RTMS stream connected",
+            extra=self._ctx(
+                media=sorted(k for k, s in self.media.items() if not s.disabled), connects=self.ready_count
+            ),
+        )
+        return [
+            Send(SIGNALING, sig.conn, proto.encode(proto.ClientReadyAck(self.session.rtms_stream_id))),
+            Send(SIGNALING, sig.conn, proto.encode(proto.EventSubscription.subscribe(*_SUBSCRIBED_EVENTS))),
+        ]
+
+    def _media_item(
+        self, frame: proto.MediaFrame
+    ) -> AudioData | VideoData | TranscriptData | EventData | None:
+        name = frame.user_name or None
+        if frame.msg_type == MsgType.MEDIA_DATA_AUDIO:
+            assert isinstance(frame.data, bytes)
+            return AudioData(
+                frame.timestamp, frame.data, self.granted.audio, frame.user_id, name, frame.channel_id
+            )
+        if frame.msg_type in (MsgType.MEDIA_DATA_VIDEO, MsgType.MEDIA_DATA_SHARE):
+            assert isinstance(frame.data, bytes)
+            if frame.msg_type == MsgType.MEDIA_DATA_VIDEO:
+                return VideoData(
+                    "VIDEO", frame.timestamp, frame.data, self.granted.video, frame.user_id, name
+                )
+            return VideoData(
+                "DESKSHARE", frame.timestamp, frame.data, self.granted.deskshare, frame.user_id, name
+            )
+        if frame.msg_type == MsgType.MEDIA_DATA_TRANSCRIPT:
+            assert isinstance(frame.data, str)
+            return TranscriptData(
+                timestamp_ms=frame.timestamp,
+                text=frame.data,
+                participant_id=frame.user_id,
+                participant_name=name,
+                channel_id=frame.channel_id,
+                language=frame.language,
+                start_time_ms=frame.start_time or 0,
+                end_time_ms=frame.end_time or 0,
+            )
+        # chat (18): "not supported yet" by Zoom; kept as an event so nothing is lost
+        body = json.dumps(frame.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return EventData(int(frame.msg_type), "chat", frame.timestamp, body, None, frame.user_id, name)
+
+    # --- connection management ---------------------------------------------------------------------
+
+    def _connect_signaling(self, now: float) -> list[Action]:
+        self.phase = Phase.SIGNALING
+        self.media = {}
+        return [self._open(SIGNALING, self.urls[self.url_index], now)]
+
+    def _connect_media(self, slot: _MediaSlot, now: float) -> list[Action]:
+        return [self._open(slot.key, slot.url, now)]
+
+    def _open(self, channel: str, url: str, now: float) -> Connect:
+        self._conn += 1
+        self.sockets[channel] = _Socket(
+            self._conn, url, last_rx=now, deadline=now + self.config.handshake_timeout_s
+        )
+        return Connect(channel, url, self._conn)
+
+    def _lost(self, channel: str, now: float, why: str) -> list[Action]:
+        """A socket is gone (closed, failed, silent): decide what to reconnect."""
+        if self.phase is Phase.CLOSING:
+            if channel == SIGNALING:
+                return self._close_all() + self._finish(
+                    True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us"
+                )
+            return []
+        if self.phase in (Phase.ENDED, Phase.BACKOFF, Phase.IDLE):
+            return []
+        if channel == SIGNALING:
+            log.warning("RTMS signaling lost", extra=self._ctx(why=why))
+            return self._full_retry(now, f"signaling lost: {why}")
+        log.warning("RTMS media socket lost", extra=self._ctx(media=channel, why=why))
+        return self._media_retry(channel, now, why)
+
+    def _media_retry(self, channel: str, now: float, why: str) -> list[Action]:
+        slot = self.media.get(channel)
+        if slot is None or self.phase not in (Phase.MEDIA, Phase.READY):
+            return []
+        if slot.backoff.attempts >= self.config.max_attempts:
+            return self._full_retry(now, f"media {channel} kept failing: {why}")
+        slot.retry_at = now + slot.backoff.next_delay()
+        return []
+
+    def _full_retry(self, now: float, why: str) -> list[Action]:
+        actions = self._close_all()
+        if self.backoff.attempts >= self.config.max_attempts:
+            log.error("RTMS reconnect budget spent", extra=self._ctx(why=why, attempts=self.backoff.attempts))
+            return actions + self._finish(
+                True, None, f"gave up after {self.backoff.attempts} attempts: {why}"
+            )
+        self.phase = Phase.BACKOFF
+        delay = self.backoff.next_delay()
+        self.retry_at = now + delay
+        log.info(
+            "RTMS reconnect scheduled",
+            extra=self._ctx(why=why, delay_s=round(delay, 3), attempt=self.backoff.attempts),
+        )
+        return actions
+
+    def _close_all(self) -> list[Action]:
+        actions: list[Action] = [Disconnect(channel, sock.conn) for channel, sock in self.sockets.items()]
+        self.sockets = {}
+        for slot in self.media.values():
+            slot.retry_at = None
+        return actions
+
+    def _finish(self, ended: bool, stop_reason: int | None, detail: str) -> list[Action]:
+        self.phase = Phase.ENDED
+        self.retry_at = None
+        self.close_deadline = None
+        self.media = {}
+        return [Finish(SessionOutcome(ended=ended, stop_reason=stop_reason, detail=detail))]
+
+    def _current(self, channel: str, conn: int) -> _Socket | None:
+        sock = self.sockets.get(channel)
+        return sock if sock is not None and sock.conn == conn and self.phase is not Phase.ENDED else None
+
+    # --- small builders ---------------------------------------------------------------------------
+
+    def _keep_alive(self, channel: str, conn: int, raw: str | bytes, msg: dict[str, Any]) -> list[Action]:
+        try:
+            req = proto.KeepAliveRequest.from_dict(msg)
+        except ProtocolError as exc:
+            return [self._dead_letter(channel, raw, exc)]
+        return [Send(channel, conn, proto.encode(req.response()))]
+
+    def _event(self, ev: proto.EventUpdate, raw: str | bytes) -> EventData:
+        zcc = self.session.product is Product.CONTACT_CENTER and ev.event_type >= 8
+        name = (
+            f"zcc_event_{ev.event_type}" if zcc else _EVENT_NAMES.get(ev.event_type, f"event_{ev.event_type}")
+        )
+        participants = tuple(Participant(p.user_id, p.user_name) for p in ev.participants or ())
+        return EventData(
+            msg_type=MsgType.EVENT_UPDATE,
+            name=name,
+            timestamp_ms=ev.timestamp,
+            body=_text(raw),
+            event_type=ev.event_type,
+            participant_id=ev.user_id or 0,
+            participant_name=ev.user_name or None,
+            participants=participants,
+        )
+
+    def _state_event(
+        self,
+        msg: dict[str, Any],
+        raw: str | bytes,
+        state: int | None,
+        reason: int | None,
+        timestamp: int,
+        rtms_session_id: str | None = None,
+    ) -> EventData:
+        return EventData(
+            msg_type=msg["msg_type"],
+            name=_STATE_MSGS.get(msg["msg_type"], "state"),
+            timestamp_ms=timestamp,
+            body=_text(raw),
+            state=state,
+            reason=reason,
+            rtms_session_id=rtms_session_id or None,
+        )
+
+    def _dead_letter(self, channel: str, raw: str | bytes, exc: ProtocolError) -> Deliver:
+        source = "ws:signaling" if channel == SIGNALING else f"ws:media/{channel}"
+        payload = raw.encode() if isinstance(raw, str) else bytes(raw)
+        log.warning("malformed RTMS message", extra=self._ctx(source=source, reason=str(exc)))
+        return Deliver(DeadLetterData(source, str(exc), f"ProtocolError.{exc.reason}", payload))
+
+    def _ctx(self, **extra: Any) -> dict[str, Any]:
+        return {"meeting": self.session.meeting_uuid, "rtms_stream_id": self.session.rtms_stream_id, **extra}
+
+
+def _text(raw: str | bytes) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")

@@ -1,0 +1,396 @@
+"""The RTMS client state machine, driven without sockets: handshakes, keep-alives, frames,
+dead letters, failover, backoff and stop."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from typing import Any
+
+import pytest
+
+from ingest.backend import AudioData, DeadLetterData, EventData, StreamSession, TranscriptData, VideoData
+from ingest.rtms_client import (
+    SIGNALING,
+    Action,
+    Backoff,
+    ClientConfig,
+    Connect,
+    Deliver,
+    Disconnect,
+    Finish,
+    Phase,
+    RtmsClient,
+    Send,
+)
+from rtmsflow import rtms_protocol as proto
+
+MEDIA_URLS = {k: f"ws://127.0.0.1:9/media/{k}" for k in ("audio", "video", "transcript", "deskshare")}
+SESSION = StreamSession("meet==", "stream-1", "ws://127.0.0.1:9/signaling")
+CONFIG = ClientConfig("cid", "csecret", backoff_base_s=1.0, backoff_cap_s=8.0, max_attempts=3)
+
+
+def sent(actions: list[Action]) -> list[tuple[str, dict[str, Any]]]:
+    return [(a.channel, json.loads(a.text)) for a in actions if isinstance(a, Send)]
+
+
+def of(actions: list[Action], kind: type) -> list[Any]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+class Harness:
+    """Plays the server side: opens what the client connects, answers handshakes."""
+
+    def __init__(self, client: RtmsClient) -> None:
+        self.client = client
+        self.now = 100.0
+        self.conns: dict[str, int] = {}
+
+    def run(self, actions: list[Action]) -> list[Action]:
+        for a in actions:
+            if isinstance(a, Connect):
+                self.conns[a.channel] = a.conn
+        return actions
+
+    def open(self, channel: str) -> list[Action]:
+        return self.run(self.client.on_open(channel, self.conns[channel], self.now))
+
+    def recv(self, channel: str, msg: dict[str, Any] | str | bytes, wall_ms: int = 1_000) -> list[Action]:
+        raw = json.dumps(msg) if isinstance(msg, dict) else msg
+        return self.run(self.client.on_message(channel, self.conns[channel], raw, self.now, wall_ms))
+
+    def close(self, channel: str, code: int | None = 1006) -> list[Action]:
+        return self.run(self.client.on_closed(channel, self.conns[channel], code, self.now))
+
+    def tick(self, advance: float) -> list[Action]:
+        self.now += advance
+        return self.run(self.client.on_tick(self.now))
+
+    def connect_all(self, media_params: dict[str, Any] | None = None, wall_ms: int = 1_000) -> list[Action]:
+        """Drive a full connect from start (or from a pending signaling Connect) to READY."""
+        if self.client.phase is Phase.IDLE:
+            self.run(self.client.start(self.now))
+        self.open(SIGNALING)
+        actions = self.recv(
+            SIGNALING,
+            {
+                "msg_type": 2,
+                "status_code": 0,
+                "media_server": {"server_urls": {**MEDIA_URLS, "all": "ws://x/all"}},
+            },
+        )
+        out: list[Action] = []
+        for c in of(actions, Connect):
+            self.open(c.channel)
+            resp: dict[str, Any] = {"msg_type": 4, "status_code": 0, "payload_encrypted": False}
+            if media_params and c.channel in media_params:
+                resp["media_params"] = {c.channel: media_params[c.channel]}
+            out += self.recv(c.channel, resp, wall_ms)
+        return out
+
+
+def ready_client(config: ClientConfig = CONFIG, **kw: Any) -> Harness:
+    h = Harness(RtmsClient(SESSION, config, random.Random(7)))
+    h.connect_all(**kw)
+    assert h.client.phase is Phase.READY
+    return h
+
+
+def test_happy_path_handshakes_then_ready_ack_then_subscription() -> None:
+    client = RtmsClient(SESSION, CONFIG, random.Random(1))
+    h = Harness(client)
+    start = h.run(client.start(h.now))
+    assert start == [Connect(SIGNALING, SESSION.server_urls, 1)]
+    ((chan, hello),) = sent(h.open(SIGNALING))
+    assert chan == SIGNALING and hello["msg_type"] == 1 and hello["meeting_uuid"] == "meet=="
+    assert hello["signature"] == proto.handshake_signature("cid", "csecret", "meet==", "stream-1")
+    resp = {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}
+    connects = of(h.recv(SIGNALING, resp), Connect)
+    assert [c.channel for c in connects] == ["audio", "video", "transcript"]  # deskshare off by default
+    last: list[Action] = []
+    for c in connects:
+        ((_, req),) = sent(h.open(c.channel))
+        assert (
+            req["msg_type"] == 3 and req["media_type"] == {"audio": 1, "video": 2, "transcript": 8}[c.channel]
+        )
+        assert req["signature"] == hello["signature"]
+        if c.channel == "audio":
+            assert (
+                req["media_params"]["audio"]["data_opt"] == 1 and req["media_params"]["audio"]["codec"] == 1
+            )
+        if c.channel == "transcript":
+            assert req["media_params"]["transcript"]["src_language"] == -1
+        assert sent(last) == []  # no ready-ack before every media handshake is answered
+        last = h.recv(c.channel, {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
+    (c1, ack), (c2, sub) = sent(last)
+    assert (c1, ack) == (SIGNALING, {"msg_type": 7, "rtms_stream_id": "stream-1"})
+    assert c2 == SIGNALING and sub["msg_type"] == 5
+    assert {e["event_type"] for e in sub["events"]} == {2, 3, 4, 5, 6, 8, 9}
+    assert client.phase is Phase.READY
+
+
+def test_options_multi_stream_audio_deskshare_and_language_hint() -> None:
+    config = ClientConfig("c", "s", audio_multi=True, deskshare=True, transcript_language=9)
+    h = Harness(RtmsClient(SESSION, config))
+    h.run(h.client.start(h.now))
+    h.open(SIGNALING)
+    connects = of(
+        h.recv(SIGNALING, {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}),
+        Connect,
+    )
+    assert [c.channel for c in connects] == ["audio", "video", "deskshare", "transcript"]
+    reqs = {c.channel: sent(h.open(c.channel))[0][1] for c in connects}
+    assert reqs["audio"]["media_params"]["audio"]["data_opt"] == 2
+    assert reqs["deskshare"]["media_type"] == 4
+    assert reqs["transcript"]["media_params"]["transcript"]["src_language"] == 9
+
+
+def test_frames_decoded_with_the_granted_params_in_receive_order() -> None:
+    granted = {"audio": {"codec": 1, "sample_rate": 3, "channel": 2, "data_opt": 2, "send_rate": 40},
+               "video": {"codec": 7, "resolution": 1, "fps": 10}}  # fmt: skip
+    h = ready_client(media_params=granted)
+    pcm, h264 = b"\x01\x02" * 10, b"\x00\x00\x00\x01\x67xyz"
+    a = h.recv("audio", {"msg_type": 14, "content": {"user_id": 7, "user_name": "Ann", "timestamp": 5,
+                                                     "data": base64.b64encode(pcm).decode()}})  # fmt: skip
+    v = h.recv(
+        "video",
+        {"msg_type": 15, "content": {"user_id": 7, "timestamp": 6, "data": base64.b64encode(h264).decode()}},
+    )
+    t = h.recv("transcript", {"msg_type": 17, "content": {"user_id": 7, "timestamp": 7, "data": "héllo"}})
+    (audio,), (video,), (text,) = (
+        (x.item for x in of(a, Deliver)),
+        (x.item for x in of(v, Deliver)),
+        (x.item for x in of(t, Deliver)),
+    )
+    assert isinstance(audio, AudioData) and audio.payload == pcm and audio.participant_name == "Ann"
+    assert (
+        audio.params.sample_rate,
+        audio.params.channels,
+        audio.params.send_rate_ms,
+        audio.params.mixed,
+    ) == (48000, 2, 40, False)
+    assert isinstance(video, VideoData) and video.payload == h264 and video.kind == "VIDEO"
+    assert (video.params.codec, video.params.width, video.params.height, video.params.fps) == (
+        "H264",
+        640,
+        360,
+        10,
+    )
+    assert video.participant_name is None  # missing user_name is defaulted, not fatal
+    assert (
+        isinstance(text, TranscriptData)
+        and text.text == "héllo"
+        and text.language is None
+        and text.start_time_ms == 0
+    )
+
+
+def test_keep_alive_answered_on_the_socket_it_came_on() -> None:
+    h = ready_client()
+    for chan in (SIGNALING, "video"):
+        actions = h.recv(chan, {"msg_type": 12, "timestamp": 1795480540077, "sequence": 3})
+        assert sent(actions) == [(chan, {"msg_type": 13, "sequence": 3, "timestamp": 1795480540077})]
+        assert of(actions, Send)[0].conn == h.conns[chan]
+    assert sent(h.recv("audio", {"msg_type": 12, "timestamp": 9})) == [
+        ("audio", {"msg_type": 13, "timestamp": 9})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("channel", "raw", "error"),
+    [
+        ("audio", "{not json", "ProtocolError.bad_json"),
+        (
+            "audio",
+            json.dumps({"msg_type": 14, "content": {"timestamp": 1, "data": "@@not base64@@"}}),
+            "ProtocolError.bad_base64",
+        ),
+        ("video", json.dumps({"msg_type": 15, "content": {"data": "AAAA"}}), "ProtocolError.missing_field"),
+        ("audio", json.dumps({"msg_type": 99, "content": {}}), "ProtocolError.unknown_msg_type"),
+        (SIGNALING, json.dumps({"msg_type": 77}), "ProtocolError.unknown_msg_type"),
+        (SIGNALING, json.dumps({"msg_type": 6}), "ProtocolError.missing_field"),
+        (
+            "transcript",
+            b'{"msg_type": 17, "content": {"timestamp": "x", "data": "a"}}',
+            "ProtocolError.bad_field",
+        ),
+    ],
+)
+def test_malformed_message_becomes_a_dead_letter_and_the_meeting_goes_on(
+    channel: str, raw: str | bytes, error: str
+) -> None:
+    h = ready_client()
+    (deliver,) = h.recv(channel, raw)
+    assert isinstance(deliver, Deliver) and isinstance(deliver.item, DeadLetterData)
+    letter = deliver.item
+    assert letter.error == error
+    assert letter.payload == (raw.encode() if isinstance(raw, str) else raw)
+    assert letter.source == ("ws:signaling" if channel == SIGNALING else f"ws:media/{channel}")
+    assert h.client.phase is Phase.READY
+    ok = h.recv("audio", {"msg_type": 14, "content": {"timestamp": 2, "data": "AAA="}})
+    assert isinstance(of(ok, Deliver)[0].item, AudioData)
+
+
+def test_events_and_state_updates_are_delivered_with_their_body() -> None:
+    h = ready_client()
+    join = {
+        "msg_type": 6,
+        "event": {"event_type": 3, "timestamp": 11, "participants": [{"user_id": 1, "user_name": "A"}]},
+    }
+    (d,) = h.recv(SIGNALING, join)
+    assert (
+        isinstance(d.item, EventData)
+        and d.item.name == "participant_join"
+        and d.item.participants[0].user_name == "A"
+    )
+    assert json.loads(d.item.body) == join
+    (d,) = h.recv(SIGNALING, {"msg_type": 9, "state": 2, "timestamp": 12, "rtms_session_id": "sess"})
+    assert d.item.name == "session_state" and d.item.rtms_session_id == "sess" and d.item.state == 2
+
+
+def test_comma_separated_server_urls_are_tried_in_order() -> None:
+    session = StreamSession("m", "s", "ws://127.0.0.1:1/a, ws://127.0.0.1:2/b")
+    h = Harness(RtmsClient(session, CONFIG))
+    (c,) = h.run(h.client.start(h.now))
+    assert c.url == "ws://127.0.0.1:1/a"
+    (c2,) = h.run(h.client.on_open_failed(SIGNALING, c.conn, "refused", h.now))
+    assert isinstance(c2, Connect) and c2.url == "ws://127.0.0.1:2/b"
+    assert h.run(h.client.on_open_failed(SIGNALING, c2.conn, "refused", h.now)) == []
+    assert h.client.phase is Phase.BACKOFF
+    (c3,) = h.tick(CONFIG.backoff_cap_s)
+    assert isinstance(c3, Connect) and c3.url == "ws://127.0.0.1:1/a"
+
+
+def test_duplicate_signal_request_is_retried_after_backoff() -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG, random.Random(3)))
+    h.run(h.client.start(h.now))
+    h.open(SIGNALING)
+    actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": 8, "reason": "duplicate signal request"})
+    assert of(actions, Disconnect) == [Disconnect(SIGNALING, 1)]
+    assert h.client.phase is Phase.BACKOFF
+    deadline = h.client.next_deadline()
+    assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
+    assert h.tick(0.4) == []
+    assert of(h.tick(0.7), Connect) == [Connect(SIGNALING, SESSION.server_urls, 2)]
+    h.connect_all()
+    assert h.client.phase is Phase.READY and h.client.backoff.attempts == 0
+
+
+@pytest.mark.parametrize("status", [2, 3, 45])
+def test_other_handshake_statuses_are_fatal(status: int) -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG))
+    h.run(h.client.start(h.now))
+    h.open(SIGNALING)
+    actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": status, "reason": "no"})
+    (finish,) = of(actions, Finish)
+    assert finish.outcome.ended and f"status {status}" in finish.outcome.detail
+    assert of(actions, Disconnect) == [Disconnect(SIGNALING, 1)]
+
+
+def test_dropped_media_socket_reconnects_only_that_socket() -> None:
+    h = ready_client()
+    assert h.close("video") == []
+    (c,) = h.tick(1.0)
+    assert c == Connect("video", MEDIA_URLS["video"], c.conn) and c.conn > 4
+    assert sent(h.open("video"))[0][1]["msg_type"] == 3
+    again = h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
+    assert again == []  # no second ready-ack, signaling and the other media untouched
+    assert h.client.phase is Phase.READY
+
+
+def test_dropped_signaling_reconnects_signaling_and_media() -> None:
+    h = ready_client()
+    old = dict(h.conns)
+    actions = h.close(SIGNALING)
+    assert {(d.channel, d.conn) for d in of(actions, Disconnect)} == {
+        (k, old[k]) for k in ("audio", "video", "transcript")
+    }
+    assert h.client.phase is Phase.BACKOFF
+    (c,) = h.tick(1.0)
+    assert c.channel == SIGNALING
+    final = h.connect_all()
+    assert [m["msg_type"] for _, m in sent(final)] == [7, 5]
+    # a late close of an old socket is stale and changes nothing
+    assert h.client.on_closed("audio", old["audio"], 1006, h.now) == []
+    assert h.client.phase is Phase.READY
+
+
+def test_silent_media_socket_is_treated_as_lost() -> None:
+    h = ready_client()
+    h.recv(SIGNALING, {"msg_type": 12, "timestamp": 1})
+    h.now += CONFIG.idle_timeout_s - 1
+    for chan in (SIGNALING, "audio", "transcript"):
+        h.recv(chan, {"msg_type": 12, "timestamp": 2})
+    actions = h.tick(1.5)
+    assert of(actions, Disconnect) == [Disconnect("video", h.conns["video"])]
+    assert of(h.tick(1.0), Connect)[0].channel == "video"
+
+
+def test_stream_terminated_closes_everything_with_its_reason() -> None:
+    h = ready_client()
+    actions = h.recv(SIGNALING, {"msg_type": 8, "state": 4, "reason": 6, "timestamp": 50})
+    assert isinstance(actions[0], Deliver) and actions[0].item.name == "stream_state"
+    assert {d.code for d in of(actions, Disconnect)} == {1000} and len(of(actions, Disconnect)) == 4
+    (finish,) = of(actions, Finish)
+    assert finish.outcome.ended and finish.outcome.stop_reason == 6
+
+
+def test_stop_with_close_stream_sends_21_and_waits_for_22() -> None:
+    h = ready_client()
+    actions = h.run(h.client.request_stop(h.now, close_stream=True))
+    assert sent(actions) == [(SIGNALING, {"msg_type": 21, "rtms_stream_id": "stream-1"})]
+    done = h.recv(SIGNALING, {"msg_type": 22, "rtms_stream_id": "stream-1", "status_code": 0})
+    assert len(of(done, Disconnect)) == 4 and of(done, Finish)[0].outcome.stop_reason == 20
+
+
+def test_stop_with_close_stream_gives_up_waiting_after_the_timeout() -> None:
+    h = ready_client()
+    h.run(h.client.request_stop(h.now, close_stream=True))
+    assert h.tick(CONFIG.close_timeout_s - 0.1) == []
+    assert of(h.tick(0.2), Finish)[0].outcome.ended
+
+
+def test_leave_without_closing_the_stream() -> None:
+    h = ready_client()
+    actions = h.run(h.client.request_stop(h.now, close_stream=False))
+    assert len(of(actions, Disconnect)) == 4 and not of(actions, Finish)[0].outcome.ended
+    assert h.run(h.client.request_stop(h.now, close_stream=False)) == []  # idempotent
+
+
+def test_failover_reconnects_everything_to_the_new_url_at_once() -> None:
+    h = ready_client()
+    actions = h.run(h.client.request_reconnect(h.now, "ws://127.0.0.1:10/new"))
+    assert len(of(actions, Disconnect)) == 4
+    assert of(actions, Connect) == [Connect(SIGNALING, "ws://127.0.0.1:10/new", h.conns[SIGNALING])]
+
+
+def test_interrupted_webhook_older_than_our_reconnect_is_ignored() -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG))
+    h.connect_all(wall_ms=5_000)
+    assert h.client.request_reconnect(h.now, None, since_wall_ms=4_000) == []
+    actions = h.client.request_reconnect(h.now, None, since_wall_ms=6_000)
+    assert of(actions, Connect) and of(actions, Disconnect)
+
+
+def test_reconnect_budget_ends_the_session() -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG, random.Random(5)))
+    (c,) = h.run(h.client.start(h.now))
+    finish: list[Finish] = []
+    for _ in range(CONFIG.max_attempts + 1):
+        actions = h.run(h.client.on_open_failed(SIGNALING, h.conns[SIGNALING], "refused", h.now))
+        finish = of(actions, Finish)
+        if finish:
+            break
+        h.tick(CONFIG.backoff_cap_s)
+    assert finish and finish[0].outcome.ended and "gave up" in finish[0].outcome.detail
+
+
+def test_backoff_is_jittered_exponential_capped_and_resets() -> None:
+    b = Backoff(3.0, 30.0, random.Random(0))
+    delays = [b.next_delay() for _ in range(6)]
+    for n, d in enumerate(delays):
+        full = min(30.0, 3.0 * 2**n)
+        assert full / 2 <= d <= full
+    b.reset()
+    assert b.next_delay() <= 3.0
