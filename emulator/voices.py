@@ -1,0 +1,168 @@
+"""Speech-like PCM for synthetic participants, and the sync beep.
+
+Audio is RTMS's default: L16 (signed 16-bit little-endian), 16 kHz, mono. Each participant has a
+voice of their own (pitch, timbre, speaking rate drawn from the meeting seed and their index):
+voiced syllables built from a harmonic series shaped by vowel formants, with consonant noise
+bursts and pauses between words. A voice is a loop of a few seconds, pre-cut into packets of the
+negotiated send rate, so a timeline hands out the same `bytes` objects again and again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # 32: 16 kHz, 16-bit, mono
+
+BEEP_HZ = 1_000
+BEEP_MS = 100
+BEEP_AMPLITUDE = 0.8  # of full scale; voices peak at VOICE_PEAK, so a beep stands out clearly
+VOICE_PEAK = 0.3
+
+# A voice loop lasts this long, rounded up to a whole number of packets.
+LOOP_MS = 4_000
+
+# (F1, F2) formant centres of a few vowels, Hz.
+_VOWELS = ((730, 1090), (270, 2290), (530, 1840), (570, 840), (300, 870), (660, 1720), (440, 1020))
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceLoop:
+    """One participant's voice as a loop of PCM packets of `packet_ms` each."""
+
+    seed: int
+    index: int
+    packet_ms: int
+    packets: tuple[bytes, ...]
+    f0_hz: float
+
+    def packet(self, window: int) -> bytes:
+        """The packet for the absolute window number `window` (window k covers k*packet_ms...)."""
+        return self.packets[window % len(self.packets)]
+
+
+def _voice_f0(seed: int, index: int) -> float:
+    """Pitch 90-360 Hz; indices 0..23 of one meeting get distinct semitones (7 is coprime with 24)."""
+    jitter = np.random.default_rng([seed, index, 0xF0]).uniform(0.0, 0.6)
+    return 90.0 * 2.0 ** ((((index * 7) + seed) % 24 + jitter) / 12.0)
+
+
+def synthesize_voice(seed: int, index: int, n_samples: int) -> np.ndarray:
+    """`n_samples` of speech-like float32 audio in [-VOICE_PEAK, VOICE_PEAK] for one voice."""
+    rng = np.random.default_rng([seed, index, 0x5EEC])
+    f0 = _voice_f0(seed, index)
+    syllable_s = rng.uniform(0.14, 0.24)  # speaking rate differs per person
+    brightness = rng.uniform(0.6, 1.4)  # spectral tilt: timbre
+    out = np.zeros(n_samples, dtype=np.float32)
+    pos = 0
+    while pos < n_samples:
+        # one word: 1-4 syllables, then a short pause
+        for _ in range(int(rng.integers(1, 5))):
+            n = int(SAMPLE_RATE * syllable_s * rng.uniform(0.7, 1.4))
+            n = min(n, n_samples - pos)
+            if n <= 0:
+                break
+            t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+            # intonation: a glide of up to +-15 % over the syllable
+            glide = rng.uniform(-0.15, 0.15)
+            freq = f0 * (1.0 + glide * t / max(t[-1], 1e-3))
+            phase = 2.0 * np.pi * np.cumsum(freq) / SAMPLE_RATE
+            f1, f2 = _VOWELS[int(rng.integers(len(_VOWELS)))]
+            voiced = np.zeros(n, dtype=np.float64)
+            for h in range(1, int(4000 // f0) + 1):
+                hf = h * f0
+                gain = (
+                    np.exp(-(((hf - f1) / 180.0) ** 2)) + 0.6 * np.exp(-(((hf - f2) / 250.0) ** 2)) + 0.08
+                ) / h**brightness
+                voiced += gain * np.sin(h * phase)
+            envelope = np.sin(np.pi * np.arange(n) / n) ** 0.6
+            chunk = voiced * envelope
+            # consonant onset: 15-40 ms of noise
+            burst = min(n, int(SAMPLE_RATE * rng.uniform(0.015, 0.04)))
+            chunk[:burst] += rng.normal(0.0, 0.25 * np.abs(voiced).max(), burst) * np.linspace(1, 0, burst)
+            out[pos : pos + n] = chunk
+            pos += n
+        pos += int(SAMPLE_RATE * rng.uniform(0.05, 0.25))
+    peak = float(np.abs(out).max()) or 1.0
+    return (out * (VOICE_PEAK / peak)).astype(np.float32)
+
+
+def to_pcm(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] (clipped) to L16 little-endian bytes."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def from_pcm(data: bytes) -> np.ndarray:
+    """L16 little-endian bytes to float32 samples in [-1, 1]."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
+
+
+_loops: OrderedDict[tuple[int, int, int], VoiceLoop] = OrderedDict()
+_loops_lock = threading.Lock()
+_LOOP_CACHE_SIZE = 1024  # ~128 KB each: bounded even with hundreds of meetings of distinct seeds
+
+
+def voice_loop(seed: int, index: int, packet_ms: int) -> VoiceLoop:
+    """The cached voice loop of participant `index` in meetings of `seed`, cut into packets.
+
+    Synthesis takes a few ms, far less than reading a file would, so this cache lives in memory
+    only. The loop is LOOP_MS rounded up to whole packets (identical content for every send rate
+    that divides LOOP_MS: 20, 40, 80, 100, 160, 200, 400, 500, 800, 1000 ms).
+    """
+    key = (seed, index, packet_ms)
+    with _loops_lock:
+        loop = _loops.get(key)
+        if loop is not None:
+            _loops.move_to_end(key)
+            return loop
+    n_packets = -(-LOOP_MS // packet_ms)
+    samples = synthesize_voice(seed, index, n_packets * packet_ms * SAMPLE_RATE // 1000)
+    pcm = to_pcm(samples)
+    size = packet_ms * BYTES_PER_MS
+    loop = VoiceLoop(
+        seed,
+        index,
+        packet_ms,
+        tuple(pcm[i * size : (i + 1) * size] for i in range(n_packets)),
+        _voice_f0(seed, index),
+    )
+    with _loops_lock:
+        _loops[key] = loop
+        while len(_loops) > _LOOP_CACHE_SIZE:
+            _loops.popitem(last=False)
+    return loop
+
+
+def beep_samples() -> np.ndarray:
+    """The sync beep: BEEP_MS of a BEEP_HZ sine at BEEP_AMPLITUDE, starting at phase 0."""
+    t = np.arange(BEEP_MS * SAMPLE_RATE // 1000, dtype=np.float64) / SAMPLE_RATE
+    return (BEEP_AMPLITUDE * np.sin(2.0 * np.pi * BEEP_HZ * t)).astype(np.float32)
+
+
+_BEEP = beep_samples()
+
+
+def add_beep(pcm: bytes | None, packet_ms: int, window_start_ms: int, beep_start_ms: int) -> bytes:
+    """`pcm` (or silence when None) with the part of a beep starting at `beep_start_ms` that
+    falls in the window [window_start_ms, window_start_ms + packet_ms) mixed in, sample-exact."""
+    n = packet_ms * SAMPLE_RATE // 1000
+    base = from_pcm(pcm) if pcm is not None else np.zeros(n, dtype=np.float32)
+    offset = (beep_start_ms - window_start_ms) * SAMPLE_RATE // 1000  # beep sample 0 in this window
+    lo = max(0, offset)
+    hi = min(n, offset + len(_BEEP))
+    if lo < hi:
+        base = base.copy()
+        base[lo:hi] += _BEEP[lo - offset : hi - offset]
+    return to_pcm(base)
+
+
+def mix(packets: list[bytes]) -> bytes:
+    """The sum of equally long L16 packets, clipped."""
+    total = np.zeros(len(packets[0]) // 2, dtype=np.int32)
+    for p in packets:
+        total += np.frombuffer(p, dtype="<i2")
+    return np.clip(total, -32768, 32767).astype("<i2").tobytes()
