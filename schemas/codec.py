@@ -210,7 +210,8 @@ class Codec:
         try:
             record = schemaless_reader(body, entry.writer, entry.reader)
         except Exception as exc:  # untrusted bytes: fastavro raises EOFError, ValueError, IndexError...
-            raise DecodeError(topic, f"truncated or invalid Avro body ({type(exc).__name__}: {exc})") from exc
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DecodeError(topic, f"truncated or invalid Avro body ({detail})") from exc
         if body.tell() != len(data):
             raise DecodeError(
                 topic, f"invalid Avro body: {len(data) - body.tell()} bytes left after the record"
@@ -259,7 +260,8 @@ class Codec:
                     schema_id=key,
                 )
             writer = found
-            if writer.full_name != current.full_name:
+            # Avro resolution matches records by unqualified name (the spec), so compare those.
+            if writer.full_name.rpartition(".")[2] != current.full_name.rpartition(".")[2]:
                 raise UnknownSchemaError(
                     topic,
                     f"schema id {key} is {writer.full_name}, topic {topic!r} holds {current.full_name}",
