@@ -190,6 +190,17 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL us when our parent dies (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
 def _cmdline(pid: int) -> str | None:
     """The command line of a live, non-zombie process, or None."""
     proc = Path(f"/proc/{pid}")
@@ -455,9 +466,13 @@ class LocalKafka:
                 f"formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}"
             )
 
-    def start(self, timeout: float = 90.0) -> str:
+    def start(self, timeout: float = 90.0, *, die_with_caller: bool = False) -> str:
         """Start the broker (fetching jars if needed) and return its bootstrap address once it
-        answers. If this state dir's broker already runs, return its address and change nothing."""
+        answers. If this state dir's broker already runs, return its address and change nothing.
+
+        `die_with_caller=True` (Linux) has the kernel kill the broker if the calling thread's
+        process dies without stopping it -- for a test session killed by a CI timeout, say; the
+        default leaves the broker running on its own, as `rtmsflow kafka up` needs."""
         with self._locked(self.state_dir):
             running = self.status()
             if running is not None:
@@ -494,6 +509,7 @@ class LocalKafka:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     cwd=self.state_dir,
+                    preexec_fn=_die_with_parent if die_with_caller else None,
                 )
             self.pid_file.write_text(f"{self._proc.pid}\n")
             self.port_file.write_text(f"{port}\n")

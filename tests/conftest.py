@@ -132,7 +132,7 @@ def kafka_bootstrap(
         broker = LocalKafka(state_dir)
         fetched = broker.fetch()
         t1 = time.monotonic()
-        bootstrap = broker.start(timeout=120)
+        bootstrap = broker.start(timeout=120, die_with_caller=True)
         jars = f"jars fetched in {fetched.seconds:.1f} s" if fetched.downloaded else "cached jars"
         line = (
             f"Kafka broker: local KRaft {KAFKA_VERSION} at {bootstrap} (started by the test session in "
