@@ -71,7 +71,32 @@ def schema_version(
     # fastavro gives the 8 bytes as hex in the order single-object encoding writes them
     # (little-endian), e.g. "null" -> 8a8f25cce724dd63 (Avro spec: 0x63dd24e7cc258f8a).
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    _bytes_defaults(parsed)
     return SchemaVersion(name, version, origin, obj, parsed, canonical, fp)
+
+
+def _bytes_defaults(t: Any) -> None:
+    """Turn the JSON-string defaults of bytes fields into bytes, in place in a parsed schema.
+
+    Avro writes a bytes default as a JSON string whose code points 0-255 are the bytes; fastavro
+    keeps the str, so a record that omits `payload` (an end-of-stream marker) would fail to encode,
+    and a reader filling a missing bytes field would hand out a str."""
+    if isinstance(t, list):
+        for branch in t:
+            _bytes_defaults(branch)
+    elif isinstance(t, dict):
+        if t.get("type") == "record":
+            for f in t["fields"]:
+                ftype = f["type"]
+                first = ftype[0] if isinstance(ftype, list) and ftype else ftype
+                kind = first.get("type") if isinstance(first, dict) else first
+                if kind in ("bytes", "fixed") and isinstance(f.get("default"), str):
+                    f["default"] = f["default"].encode("latin-1")
+                _bytes_defaults(ftype)
+        elif t.get("type") == "array":
+            _bytes_defaults(t["items"])
+        elif t.get("type") == "map":
+            _bytes_defaults(t["values"])
 
 
 def _read(entry: Traversable, *, name: str, version: int | None, origin: str) -> SchemaVersion:
