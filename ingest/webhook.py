@@ -1,0 +1,191 @@
+"""`rtmsflow ingest http`: Zoom's webhooks in, `session_event` records on `rtms.sessions` out.
+
+Order of checks for POST <path> (default /webhook):
+
+1. signed requests (`x-zm-signature` present): signature over the raw body (401), timestamp
+   within `Settings.webhook_max_skew_s` (401); unsigned requests may only be
+   `endpoint.url_validation`, everything else is 401;
+2. body: JSON envelope (400), `endpoint.url_validation` answered with `{plainToken, encryptedToken}`;
+3. lifecycle events (`*.rtms_started|stopped|interrupted`): required fields (400), every URL of
+   `server_urls` against the allowlist (400, nothing produced); other events: 200, ignored;
+4. the record is produced to `rtms.sessions` (key = meeting) and the broker's ack awaited before
+   answering 200. Awaiting costs a few ms (linger 0 on this producer) and makes the 200 mean
+   "durable": if Kafka is down we answer 503 and Zoom retries, instead of losing a started stream.
+
+Every outcome is logged (with the meeting when known) and counted in
+`rtmsflow_ingest_webhooks_total{result}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ingest import metrics
+from ingest.allowlist import DisallowedUrl, check_server_urls
+from ingest.webhook_events import (
+    URL_VALIDATION,
+    WebhookRejected,
+    answer_url_validation,
+    check_timestamp,
+    parse_body,
+    session_event,
+    verify_signature,
+)
+from rtmsflow.kafka_client import make_producer
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import SESSIONS
+
+log = get_logger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+PRODUCE_TIMEOUT_S = 2.5  # Zoom wants an answer within ~3 s
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WebhookServer:
+    """The webhook HTTP endpoint with its own producer. `start()` binds and returns the port
+    (pass port 0 for a free one), `stop()` closes the listener, then the producer."""
+
+    def __init__(self, settings: Settings, *, path: str = "/webhook", codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.path = path
+        self.codec = codec or Codec.from_settings(settings)
+        self.topic = SESSIONS.full_name(settings.topic_prefix)
+        self.producer: AIOKafkaProducer | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes only; the producer is started by `start()`)."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post(self.path, self.handle_webhook)
+        app.router.add_get("/health", self.handle_health)
+        app.router.add_get("/metrics", handle_metrics)
+        return app
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        await self.codec.prepare([self.topic])
+        self.producer = make_producer(self.settings, linger_ms=0)
+        await self.producer.start()
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            host or self.settings.http_host,
+            self.settings.http_port if port is None else port,
+        )
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        log.info(
+            "webhook endpoint listening", extra={"port": self.port, "path": self.path, "topic": self.topic}
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        ok = self.producer is not None
+        return web.json_response({"status": "ok" if ok else "starting"}, status=200 if ok else 503)
+
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(
+                WebhookRejected(413, "malformed", f"body larger than {MAX_BODY_BYTES} bytes"), {}
+            )
+        received = now_ms()
+        signature = request.headers.get("x-zm-signature")
+        timestamp = request.headers.get("x-zm-request-timestamp")
+        context: dict[str, Any] = {}
+        try:
+            if signature is not None or timestamp is not None:
+                verify_signature(self.settings.zoom_webhook_secret, timestamp, raw, signature)
+                assert timestamp is not None
+                check_timestamp(timestamp, received, self.settings.webhook_max_skew_s)
+            body = parse_body(raw)
+            context["event"] = body["event"]
+            if body["event"] == URL_VALIDATION:
+                answer = answer_url_validation(body, self.settings.zoom_webhook_secret)
+                return self._ok("url_validation", context, answer)
+            if signature is None:
+                raise WebhookRejected(
+                    401, "bad_signature", "missing x-zm-signature or x-zm-request-timestamp"
+                )
+            event = session_event(body, received)
+            if event is None:
+                return self._ok("ignored", context, {"status": "ignored"})
+            context.update(meeting=event.meeting_uuid, rtms_stream_id=event.rtms_stream_id)
+            if event.server_urls is not None:
+                try:
+                    check_server_urls(event.server_urls, self.settings)
+                except DisallowedUrl as exc:
+                    raise WebhookRejected(400, "disallowed_url", str(exc)) from None
+            await self._produce(event.meeting_uuid, event.record)
+        except WebhookRejected as rejected:
+            return self._reject(rejected, context)
+        except Exception as exc:  # Kafka down or slow: let Zoom retry
+            log.exception("session event not produced", extra=context)
+            return self._reject(WebhookRejected(503, "produce_failed", f"not stored: {exc!r}"), context)
+        return self._ok("accepted", context, {"status": "accepted"})
+
+    async def _produce(self, meeting_uuid: str, record: dict[str, Any]) -> None:
+        if self.producer is None:
+            raise RuntimeError("webhook endpoint not started")
+        value = self.codec.encode(self.topic, record)
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            self.producer.send_and_wait(self.topic, value=value, key=meeting_uuid.encode()),
+            PRODUCE_TIMEOUT_S,
+        )
+        metrics.PRODUCE_LATENCY.labels(topic="sessions").observe(time.perf_counter() - started)
+
+    def _ok(self, result: str, context: dict[str, Any], answer: dict[str, str]) -> web.Response:
+        metrics.WEBHOOKS.labels(result=result).inc()
+        log.info("webhook %s", result, extra={**context, "result": result})
+        return web.json_response(answer)
+
+    def _reject(self, rejected: WebhookRejected, context: dict[str, Any]) -> web.Response:
+        metrics.WEBHOOKS.labels(result=rejected.result).inc()
+        log.warning(
+            "webhook rejected: %s",
+            rejected.reason,
+            extra={**context, "result": rejected.result, "status": rejected.status},
+        )
+        return web.json_response(
+            {"error": rejected.result, "reason": rejected.reason}, status=rejected.status
+        )
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of this process's registry."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve_http(settings: Settings, path: str) -> None:
+    """Run the endpoint until cancelled (the CLI's `ingest http`)."""
+    server = WebhookServer(settings, path=path)
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
