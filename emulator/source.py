@@ -1,0 +1,108 @@
+"""What a stream plays: a `SyntheticMeeting` (adapted to the negotiated parameters) or a list of
+hand-made items (played as given)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from emulator.negotiate import ChannelParams
+from emulator.wire import AUDIO, DESKSHARE, TRANSCRIPT, VIDEO, MediaItemLike
+from rtmsflow.rtms_protocol import (
+    AudioChannel,
+    AudioParams,
+    AudioSampleRate,
+    Codec,
+    ContentType,
+    Resolution,
+    VideoParams,
+)
+
+_RESOLUTION_NAME = {
+    Resolution.SD: "360p",
+    Resolution.HD: "720p",
+    Resolution.FHD: "1080p",
+    Resolution.QHD: "1080p",
+}
+_NAME_RESOLUTION = {"360p": Resolution.SD, "720p": Resolution.HD, "1080p": Resolution.FHD}
+
+
+class MeetingSource:
+    """Adapts one meeting to what a client negotiated.
+
+    A synthetic meeting is L16 16 kHz mono and H.264 (any other audio format or JPG/PNG is
+    granted as that, and the response says so); its camera resolution and frame rate follow the
+    first video or deskshare handshake when the spec allows it (a rate that does not divide the
+    sync-beep period keeps the spec's). Hand-made items are played exactly as given and the
+    requested parameters are echoed.
+    """
+
+    def __init__(self, meeting: Any) -> None:
+        self._items: Sequence[MediaItemLike] | None = None
+        self._meeting = meeting
+        if not hasattr(meeting, "timeline"):
+            self._items = sorted(meeting, key=lambda item: item.offset_ms)
+        self._video_fixed = False
+
+    @property
+    def synthetic(self) -> bool:
+        return self._items is None
+
+    def adjust(self, channel: int, params: ChannelParams) -> ChannelParams:
+        """The parameters this source really sends for `channel` given the validated request."""
+        if self._items is not None:
+            return params
+        if channel == AUDIO and isinstance(params, AudioParams):
+            return dataclasses.replace(
+                params,
+                content_type=ContentType.RAW_AUDIO,
+                codec=Codec.L16,
+                sample_rate=AudioSampleRate.SR_16K,
+                channel=AudioChannel.MONO,
+            )
+        if channel in (VIDEO, DESKSHARE) and isinstance(params, VideoParams):
+            spec = self._meeting.spec
+            if not self._video_fixed and spec.video is not None:
+                self._video_fixed = True
+                self._meeting = self._derive(
+                    spec, _RESOLUTION_NAME[Resolution(params.resolution)], params.fps
+                )
+                spec = self._meeting.spec
+            resolution = _NAME_RESOLUTION[spec.video] if spec.video else params.resolution
+            return dataclasses.replace(params, codec=Codec.H264, resolution=resolution, fps=spec.fps)
+        return params
+
+    def _derive(self, spec: Any, video: str, fps: int) -> Any:
+        for changes in ({"video": video, "fps": fps}, {"video": video}):
+            if all(getattr(spec, k) == v for k, v in changes.items()):
+                return self._meeting
+            try:
+                new_spec = dataclasses.replace(spec, **changes)
+            except ValueError:
+                continue
+            return type(self._meeting)(new_spec)
+        return self._meeting
+
+    def prepare(self, send_rate_ms: int) -> None:
+        """Load or encode what the meeting needs (blocking: call it in a thread)."""
+        if self._items is None:
+            self._meeting.prepare(send_rate_ms)
+
+    def items(
+        self, channels: set[int], audio_mode: str, send_rate_ms: int, start_ms: int = 0
+    ) -> Iterator[MediaItemLike]:
+        """Every item from `start_ms` on, sorted by offset: events, and media of `channels`."""
+        if self._items is not None:
+            return (i for i in self._items if i.offset_ms >= start_ms)
+        timeline: Iterator[MediaItemLike] = self._meeting.timeline(
+            audio_mode=audio_mode,
+            send_rate_ms=send_rate_ms,
+            video=VIDEO in channels,
+            transcripts=TRANSCRIPT in channels,
+            deskshare=DESKSHARE in channels,
+            events=True,
+            audio=AUDIO in channels,
+            start_ms=start_ms,
+        )
+        return timeline

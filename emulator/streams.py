@@ -1,0 +1,781 @@
+"""One emulated RTMS stream: its sockets, its state machine and its media clock.
+
+`Stream` is driven by three inputs: messages from its sockets (`on_message`, `detach`), the
+pacer (`pump`: frames, keep-alives and deadlines that are due) and the test (`StreamHandle`).
+The media clock starts at the first CLIENT_READY_ACK and then runs like a real meeting's: while a
+socket is down, audio and transcripts are buffered (sent on reconnect), video is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from emulator.faults import Faults, Malformed, malformed_text
+from emulator.negotiate import ChannelParams, Grant
+from emulator.source import MeetingSource
+from emulator.wire import (
+    AUDIO,
+    CHANNEL_NAMES,
+    CHANNEL_OF,
+    TRANSCRIPT,
+    VIDEO,
+    FrameEncoder,
+    MediaItemLike,
+    render,
+    ws_text_frame,
+)
+from rtmsflow import rtms_protocol as rp
+from rtmsflow.logs import get_logger
+
+if TYPE_CHECKING:
+    from emulator.pacer import Pacer
+
+log = get_logger(__name__)
+
+LATE_MS = 20.0  # a frame sent more than this after its due time is counted late
+
+
+class Phase(Enum):
+    """Where a stream is in its life."""
+
+    WAITING = "waiting"  # added, no signaling handshake yet
+    CONNECTED = "connected"  # signaling handshake done, waiting for CLIENT_READY_ACK
+    ACTIVE = "active"  # media flows
+    INTERRUPTED = "interrupted"  # signaling lost; waiting for a reconnection
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A change a webhook sender reports: "interrupted" (signaling lost), "failover" (a new
+    `server_urls` for the same stream) or "stopped" (with `stop_reason`)."""
+
+    kind: str
+    meeting_uuid: str
+    rtms_stream_id: str
+    server_urls: str
+    stop_reason: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SentFrame:
+    """A media frame as sent (kept only with `record=True`)."""
+
+    channel: str
+    user_id: int
+    user_name: str
+    timestamp: int
+    data: bytes | str
+    start_time: int | None = None
+    end_time: int | None = None
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream. `late` counts frames sent more than 20 ms after their due time."""
+
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNEL_NAMES, 0))
+    bytes_sent: int = 0
+    events_sent: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNEL_NAMES, 0))
+    buffered: int = 0
+    late: int = 0
+    max_late_ms: float = 0.0
+    keepalives_sent: int = 0
+    keepalives_answered: int = 0
+    bad_client_messages: int = 0
+    signaling_handshakes: int = 0
+    media_handshakes: int = 0
+    reordered: list[tuple[str, int, int]] = field(default_factory=list)  # (channel, user_id, timestamp)
+    duplicated: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+class Peer:
+    """One accepted WebSocket. Server-to-client frames are written straight to the transport
+    (whole, unmasked frames, so they never interleave with the library's own control frames)."""
+
+    __slots__ = ("ws", "transport", "role", "channels", "unanswered", "ka_seq", "_tasks")
+
+    def __init__(self, ws: ServerConnection, role: str) -> None:
+        self.ws = ws
+        self.transport = ws.transport
+        self.role = role  # "signaling", or the media URL key ("audio", ..., "all")
+        self.channels: tuple[int, ...] = ()
+        self.unanswered = 0
+        self.ka_seq = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def open(self) -> bool:
+        return self.ws.protocol.state is State.OPEN and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> bool:
+        if not self.open:
+            return False
+        self.transport.write(data)
+        return True
+
+    def send(self, msg: rp.Message | str) -> bool:
+        return self.write(ws_text_frame(msg if isinstance(msg, str) else rp.encode(msg)))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a close frame (in the background)."""
+        task = asyncio.ensure_future(self.ws.close(code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame (the client sees 1006)."""
+        self.transport.abort()
+
+    def ignore_pings(self) -> None:
+        """Stop answering WebSocket pings (the library answers them inside its protocol object)."""
+        protocol = self.ws.protocol
+        send_frame = protocol.send_frame
+
+        def send_unless_pong(frame: Frame) -> None:
+            if frame.opcode is not Opcode.PONG:
+                send_frame(frame)
+
+        protocol.send_frame = send_unless_pong  # type: ignore[method-assign]
+
+
+class Stream:
+    """The engine of one stream (the public face is `StreamHandle`)."""
+
+    def __init__(
+        self,
+        *,
+        meeting_uuid: str,
+        stream_id: str,
+        source: MeetingSource,
+        faults: Faults,
+        speed: float,
+        base_ms: int | None,
+        start_delay_s: float,
+        record: bool,
+        encoder: FrameEncoder,
+        pacer: Pacer,
+        urls: Callable[[Stream], str],
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.meeting_uuid = meeting_uuid
+        self.stream_id = stream_id
+        self.session_id = hashlib.sha256(f"session:{meeting_uuid}:{stream_id}".encode()).hexdigest()[:32]
+        self.source = source
+        self.faults = faults
+        self.speed = speed
+        self.base_ms = base_ms
+        self.start_delay_s = start_delay_s
+        self.encoder = encoder
+        self.pacer = pacer
+        self._urls = urls
+        self.route = ""  # URL token; a failover changes it
+        self.phase = Phase.WAITING
+        self.paused = False
+        self.signaling: Peer | None = None
+        self.media: list[Peer | None] = [None, None, None, None]
+        self.grants: dict[int, ChannelParams] = {}
+        self.subscribed: set[int] = set()
+        self.roster: dict[int, str] = {}
+        self.video_subscription: int | None = None
+        self.t0: float | None = None  # loop time of media offset 0
+        self._items: Iterator[MediaItemLike] | None = None
+        self._next: MediaItemLike | None = None
+        self._activating = False
+        self._buffers: tuple[deque[MediaItemLike], ...] = (deque(), deque(), deque(), deque())
+        self._held: list[tuple[Any, ...] | None] = [None, None, None, None]
+        self._media_counter = 0
+        self._reorder = faults.reorder_indices()
+        self._duplicate = faults.duplicate_indices()
+        self._pending_malformed = list(faults.malformed)
+        self.deadline: float | None = None
+        self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
+        self.next_keepalive: float | None = None
+        self.wake_at: float | None = None
+        self.stats = StreamStats()
+        self.sent_log: list[SentFrame] | None = [] if record else None
+        self.listeners: list[Callable[[Lifecycle], None]] = []
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.active_event = asyncio.Event()
+        self._offset_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._language = rp.TranscriptLanguage.ENGLISH.value
+
+    # --- time -----------------------------------------------------------------------------------
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def media_ms(self, now: float) -> float:
+        """Media time (ms from offset 0) at loop time `now`."""
+        return (now - self.t0) * 1000.0 * self.speed if self.t0 is not None else 0.0
+
+    def now_ms(self, now: float | None = None) -> int:
+        """The stream's epoch-ms clock: base + media time once started, wall clock before."""
+        if self.t0 is None or self.base_ms is None:
+            return int(time.time() * 1000)
+        return self.base_ms + int(self.media_ms(self._loop_time() if now is None else now))
+
+    @property
+    def server_urls(self) -> str:
+        return self._urls(self)
+
+    # --- lifecycle notifications -------------------------------------------------------------------
+
+    def _notify(self, kind: str, stop_reason: int | None = None) -> None:
+        event = Lifecycle(kind, self.meeting_uuid, self.stream_id, self.server_urls, stop_reason)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("lifecycle listener failed", extra={"meeting": self.meeting_uuid})
+
+    # --- sockets ------------------------------------------------------------------------------------
+
+    def signaling_handshake(self, peer: Peer, req: rp.HandshakeRequest) -> rp.HandshakeResponse:
+        """Accept or refuse a signaling handshake that reached this stream's URL."""
+        if self.phase is Phase.TERMINATED:
+            return rp.HandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "stream is over")
+        if self.signaling is not None and self.signaling.open:
+            return rp.HandshakeResponse(rp.StatusCode.DUPLICATE_SIGNAL_REQUEST, "duplicate signal request")
+        self.signaling = peer
+        peer.channels = ()
+        if not self.faults.answer_keepalives:
+            peer.ignore_pings()
+        self.stats.signaling_handshakes += 1
+        if self.phase in (Phase.WAITING, Phase.INTERRUPTED):
+            self.phase = Phase.CONNECTED
+        self._arm_keepalive()
+        return rp.HandshakeResponse(rp.StatusCode.OK, "", self.media_urls())
+
+    def media_urls(self) -> dict[str, str]:
+        base = self.server_urls.rsplit("/", 1)[0] + "/media/"
+        return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "all")}
+
+    def media_handshake(self, peer: Peer, grant: Grant) -> rp.DataHandshakeResponse:
+        """Accept or refuse a data handshake whose parameters were negotiated into `grant`."""
+        if self.phase is Phase.TERMINATED:
+            return rp.DataHandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "stream is over")
+        if self.signaling is None or not self.signaling.open:
+            return rp.DataHandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "no signaling connection")
+        if grant.status != rp.StatusCode.OK:
+            return rp.DataHandshakeResponse(grant.status, grant.reason)
+        taken = [p for p in (self.media[ch] for ch in grant.channels) if p is not None and p.open]
+        if taken:
+            code = (
+                rp.StatusCode.MEDIA_DATA_ALL_CONNECTION_EXIST
+                if peer.role == "all" or any(p.role == "all" for p in taken)
+                else rp.StatusCode.DUPLICATE_MEDIA_DATA_CONNECTION
+            )
+            return rp.DataHandshakeResponse(code, code.name)
+        assert grant.params is not None
+        for ch in grant.channels:
+            self.grants.setdefault(ch, grant.params[ch])  # the first grant of a channel holds
+            self.media[ch] = peer
+        peer.channels = grant.channels
+        if not self.faults.answer_keepalives:
+            peer.ignore_pings()
+        transcript = self.grants.get(TRANSCRIPT)
+        if isinstance(transcript, rp.TranscriptParams) and transcript.src_language >= 0:
+            self._language = transcript.src_language
+        self.stats.media_handshakes += 1
+        granted = {ch: self.grants[ch] for ch in grant.channels}
+        response = rp.DataHandshakeResponse(
+            rp.StatusCode.OK, "", Grant(0, "", grant.channels, granted).media_params()
+        )
+        if self.phase is Phase.ACTIVE:
+            # a media socket came back: everything buffered for it goes out right after msg 4
+            asyncio.get_running_loop().call_soon(self._media_restored, peer)
+        return response
+
+    def _media_restored(self, peer: Peer) -> None:
+        if self.phase is not Phase.ACTIVE:
+            return
+        self._flush_buffers(peer.channels)
+        if all(self.media[ch] is not None for ch in self.grants):
+            self.deadline = None
+        self.pacer.wake(self)
+
+    def detach(self, peer: Peer) -> None:
+        """A socket of this stream is gone (closed by either side, or lost)."""
+        if peer is self.signaling:
+            self.signaling = None
+            if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
+                self._interrupt_signaling(rp.StopReason.AWAIT_RECONNECTION_TIMEOUT)
+            return
+        lost = [ch for ch in peer.channels if self.media[ch] is peer]
+        for ch in lost:
+            self.media[ch] = None
+        if lost and self.phase is Phase.ACTIVE:
+            now = self._loop_time()
+            ts = self.now_ms(now)
+            if self.signaling is not None:
+                self._send_event(rp.EventUpdate(rp.EventType.MEDIA_CONNECTION_INTERRUPTED, ts), always=True)
+                self.signaling.send(
+                    rp.StreamStateUpdate(
+                        rp.StreamState.INTERRUPTED, rp.StopReason.DATA_CONNECTION_INTERRUPTED, ts
+                    )
+                )
+            if self.deadline is None:
+                self.deadline = now + self.faults.media_reconnect_s
+                self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
+                self.pacer.wake(self, self.deadline)
+
+    def _interrupt_signaling(self, reason: rp.StopReason) -> None:
+        """Signaling is lost: media goes down with it; wait for a reconnection."""
+        for peer in self._media_peers():
+            peer.close(1001, "signaling interrupted")
+        self.media = [None, None, None, None]
+        self.phase = Phase.INTERRUPTED
+        now = self._loop_time()
+        self.deadline = now + self.faults.signaling_reconnect_s
+        self.deadline_reason = reason
+        self.pacer.wake(self, self.deadline)
+        self._notify("interrupted")
+
+    def failover(self) -> None:
+        """The server "died": abort every socket and wait for the client at the new URL."""
+        peers = self.peers()
+        self.signaling = None
+        self.media = [None, None, None, None]
+        for peer in peers:
+            peer.abort()
+        if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
+            self.phase = Phase.INTERRUPTED
+            self.deadline = self._loop_time() + self.faults.signaling_reconnect_s
+            self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
+            self.pacer.wake(self, self.deadline)
+        self._notify("failover")
+
+    def _media_peers(self) -> list[Peer]:
+        seen: list[Peer] = []
+        for peer in self.media:
+            if peer is not None and peer not in seen:
+                seen.append(peer)
+        return seen
+
+    def peers(self) -> list[Peer]:
+        """Every live socket of the stream, signaling first."""
+        return ([self.signaling] if self.signaling is not None else []) + self._media_peers()
+
+    # --- client messages -----------------------------------------------------------------------------
+
+    def on_message(self, peer: Peer, raw: str | bytes) -> None:
+        """A message from the client after the handshake (either socket)."""
+        try:
+            msg = rp.parse(raw)
+        except rp.ProtocolError as exc:
+            self.stats.bad_client_messages += 1
+            log.warning(
+                "bad client message",
+                extra={
+                    "meeting": self.meeting_uuid,
+                    "socket": peer.role,
+                    "reason": exc.reason,
+                    "field": exc.field,
+                },
+            )
+            return
+        if isinstance(msg, rp.KeepAliveResponse):
+            peer.unanswered = 0
+            self.stats.keepalives_answered += 1
+        elif isinstance(msg, rp.KeepAliveRequest):
+            if self.faults.answer_keepalives:
+                peer.send(msg.response())
+        elif peer is not self.signaling:
+            self.stats.bad_client_messages += 1
+        elif isinstance(msg, rp.ClientReadyAck):
+            self._ready()
+        elif isinstance(msg, rp.EventSubscription):
+            self._subscribe(msg)
+        elif isinstance(msg, rp.StreamCloseRequest):
+            peer.send(rp.StreamCloseResponse(self.stream_id, rp.StatusCode.OK, "OK", self.now_ms()))
+            self.terminate(rp.StopReason.RECEIVER_REQUEST_CLOSE)
+        elif isinstance(msg, rp.VideoSubscriptionRequest):
+            peer.send(self._video_subscription(msg))
+        elif isinstance(msg, rp.SessionStateRequest):
+            state = rp.SessionState.PAUSED if self.paused else rp.SessionState.STARTED
+            peer.send(rp.SessionStateResponse(self.session_id, state, self.now_ms()))
+        elif isinstance(msg, rp.StreamStateRequest):
+            peer.send(rp.StreamStateResponse(self.stream_id, self._stream_state(), self.now_ms()))
+        else:
+            self.stats.bad_client_messages += 1
+
+    def _stream_state(self) -> rp.StreamState:
+        if self.phase is Phase.ACTIVE:
+            return rp.StreamState.PAUSED if self.paused else rp.StreamState.ACTIVE
+        if self.phase is Phase.INTERRUPTED:
+            return rp.StreamState.INTERRUPTED
+        if self.phase is Phase.TERMINATED:
+            return rp.StreamState.TERMINATED
+        return rp.StreamState.INACTIVE
+
+    def _subscribe(self, msg: rp.EventSubscription) -> None:
+        for event_type, on in msg.changes:
+            if not on:
+                self.subscribed.discard(event_type)
+            elif event_type not in self.subscribed:
+                self.subscribed.add(event_type)
+                if event_type == rp.EventType.PARTICIPANT_JOIN and self.roster and self.phase is Phase.ACTIVE:
+                    # a late subscriber learns who is already there
+                    people = tuple(rp.Participant(uid, name) for uid, name in self.roster.items())
+                    self._send_event(
+                        rp.EventUpdate(rp.EventType.PARTICIPANT_JOIN, self.now_ms(), participants=people)
+                    )
+
+    def _video_subscription(self, msg: rp.VideoSubscriptionRequest) -> rp.VideoSubscriptionResponse:
+        video = self.grants.get(VIDEO)
+        ts = self.now_ms()
+        if (
+            not isinstance(video, rp.VideoParams)
+            or video.data_opt != rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+        ):
+            code = rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
+            return rp.VideoSubscriptionResponse(
+                msg.user_id, code, "video data_opt is not individual stream", ts
+            )
+        if msg.subscribe and msg.user_id == self.video_subscription:
+            code = rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION
+            return rp.VideoSubscriptionResponse(msg.user_id, code, code.name, ts)
+        if msg.subscribe:
+            self.video_subscription = msg.user_id
+        elif msg.user_id == self.video_subscription:
+            self.video_subscription = None
+        return rp.VideoSubscriptionResponse(msg.user_id, rp.StatusCode.OK, "OK", ts)
+
+    def _ready(self) -> None:
+        """CLIENT_READY_ACK: start (or resume after a reconnection) the media."""
+        if self.phase is not Phase.CONNECTED or self._activating:
+            return
+        if self._items is None:
+            self._activating = True
+            task = asyncio.ensure_future(self._open_media())
+            task.add_done_callback(self._activation_done)
+        else:
+            self._go_active()
+
+    async def _open_media(self) -> None:
+        audio = self.grants.get(AUDIO)
+        audio_mode = "mixed"
+        send_rate = 20
+        if isinstance(audio, rp.AudioParams):
+            audio_mode = "multi" if audio.data_opt == rp.DataOption.AUDIO_MULTI_STREAMS else "mixed"
+            send_rate = audio.send_rate
+        if self.source.synthetic:
+            await asyncio.to_thread(self.source.prepare, send_rate)
+        self._items = self.source.items(set(self.grants), audio_mode, send_rate)
+        self._next = next(self._items, None)
+        self.t0 = self._loop_time() + self.start_delay_s
+        if self.base_ms is None:
+            self.base_ms = int(time.time() * 1000 + self.start_delay_s * 1000)
+
+    def _activation_done(self, task: asyncio.Future[None]) -> None:
+        self._activating = False
+        if task.cancelled() or task.exception() is not None:
+            log.error(
+                "could not open the meeting's media",
+                exc_info=task.exception(),
+                extra={"meeting": self.meeting_uuid},
+            )
+            self.terminate(rp.StopReason.INTERNAL_EXCEPTION)
+            return
+        if self.phase is Phase.CONNECTED:
+            self._go_active()
+
+    def _go_active(self) -> None:
+        assert self.base_ms is not None
+        self.phase = Phase.ACTIVE
+        self.deadline = None if all(self.media[ch] is not None for ch in self.grants) else self.deadline
+        ts = self.now_ms()
+        self._send_event(rp.EventUpdate(rp.EventType.FIRST_PACKET_TIMESTAMP, self.base_ms), always=True)
+        if self.signaling is not None:
+            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.ACTIVE, rp.StopReason.UNDEFINED, ts))
+            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.STARTED, ts, self.session_id))
+        self._flush_buffers(tuple(range(4)))
+        self.active_event.set()
+        self.pacer.wake(self)
+
+    # --- events and states ---------------------------------------------------------------------------
+
+    def _send_event(self, event: rp.EventUpdate, always: bool = False) -> None:
+        if self.signaling is None or self.phase is not Phase.ACTIVE:
+            return
+        if always or event.event_type in self.subscribed:
+            if self.signaling.send(event):
+                self.stats.events_sent += 1
+
+    def _play_event(self, item: MediaItemLike) -> None:
+        event = dict(item.event or {})
+        event_type = int(event.pop("event_type"))
+        people = event.get("participants")
+        if event_type == rp.EventType.PARTICIPANT_JOIN and people:
+            self.roster.update({int(p["user_id"]): str(p.get("user_name", "")) for p in people})
+        elif event_type == rp.EventType.PARTICIPANT_LEAVE and people:
+            for p in people:
+                self.roster.pop(int(p["user_id"]), None)
+        if self.signaling is None or self.phase is not Phase.ACTIVE or event_type not in self.subscribed:
+            return
+        assert self.base_ms is not None
+        body = {"event_type": event_type, "timestamp": self.base_ms + item.offset_ms, **event}
+        if self.signaling.send(rp.EventUpdate.from_dict({"event": body})):
+            self.stats.events_sent += 1
+
+    def pause(self) -> None:
+        if self.phase is not Phase.ACTIVE or self.paused:
+            return
+        self.paused = True
+        ts = self.now_ms()
+        if self.signaling is not None:
+            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.PAUSED, rp.StopReason.UNDEFINED, ts))
+            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.PAUSED, ts, self.session_id))
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        ts = self.now_ms()
+        if self.signaling is not None and self.phase is Phase.ACTIVE:
+            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.RESUMED, rp.StopReason.UNDEFINED, ts))
+            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.RESUMED, ts, self.session_id))
+
+    def terminate(self, reason: int) -> None:
+        """End the stream: SESSION_STATE STOPPED and STREAM_STATE TERMINATED with `reason`; the
+        client closes its sockets, the server closes what is left after `close_grace_s`."""
+        if self.phase is Phase.TERMINATED:
+            return
+        ts = self.now_ms()
+        if self.signaling is not None:
+            self.signaling.send(
+                rp.SessionStateUpdate(rp.SessionState.STOPPED, ts, self.session_id, stop_reason=reason)
+            )
+            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.TERMINATED, reason, ts))
+        self.phase = Phase.TERMINATED
+        for _, fut in self._offset_waiters:
+            if not fut.done():
+                fut.set_exception(RuntimeError(f"stream terminated (reason {reason})"))
+        self._offset_waiters.clear()
+        if not self.done.done():
+            self.done.set_result(int(reason))
+        log.info(
+            "stream terminated",
+            extra={"meeting": self.meeting_uuid, "stream": self.stream_id, "reason": int(reason)},
+        )
+        self._notify("stopped", int(reason))
+        asyncio.get_running_loop().call_later(self.faults.close_grace_s, self._close_leftovers)
+
+    def _close_leftovers(self) -> None:
+        for peer in self.peers():
+            if peer.open:
+                peer.close(1000, "stream terminated")
+
+    def pump_failed(self, exc: BaseException) -> None:
+        self.terminate(rp.StopReason.INTERNAL_EXCEPTION)
+
+    # --- the pacer's work ------------------------------------------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        if self.faults.send_keepalives and self.next_keepalive is None:
+            self.next_keepalive = self._loop_time() + self.faults.keepalive_s
+            self.pacer.wake(self, self.next_keepalive)
+
+    def _keepalives(self, now: float) -> None:
+        ts = self.now_ms(now)
+        for peer in self.peers():
+            if peer.unanswered >= self.faults.keepalive_misses:
+                self._keepalive_timeout(peer, now)
+                continue
+            peer.unanswered += 1
+            peer.ka_seq += 1
+            if peer.send(rp.KeepAliveRequest(ts, peer.ka_seq)):
+                self.stats.keepalives_sent += 1
+
+    def _keepalive_timeout(self, peer: Peer, now: float) -> None:
+        log.info("keep-alive timeout", extra={"meeting": self.meeting_uuid, "socket": peer.role})
+        if peer is self.signaling:
+            self.signaling = None
+            peer.close(1000, "keep-alive timeout")
+            if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
+                self._interrupt_signaling(rp.StopReason.KEEP_ALIVE_TIMEOUT)
+            return
+        self.detach(peer)
+        self.deadline_reason = rp.StopReason.KEEP_ALIVE_TIMEOUT
+        peer.close(1000, "keep-alive timeout")
+
+    def pump(self, now: float) -> float | None:
+        """Send everything due at loop time `now`; return the next time something is due."""
+        if self.phase is Phase.TERMINATED:
+            return None
+        if self.deadline is not None and now >= self.deadline:
+            self.terminate(self.deadline_reason)
+            return None
+        if self.next_keepalive is not None and now >= self.next_keepalive:
+            self._keepalives(now)
+            self.next_keepalive = now + self.faults.keepalive_s
+        wake = min(self.next_keepalive or float("inf"), self.deadline or float("inf"))
+        if self.t0 is not None and self.phase is not Phase.WAITING:
+            media_ms = self.media_ms(now)
+            self._play_due(now, media_ms)
+            if self.phase is Phase.TERMINATED:
+                return None
+            if self._next is None:
+                self.terminate(rp.StopReason.MEETING_ENDED)
+                return None
+            wake = min(wake, self.t0 + self._next.offset_ms / (1000.0 * self.speed))
+            if self._offset_waiters:
+                self._release_waiters(media_ms)
+        return wake if wake != float("inf") else None
+
+    def _play_due(self, now: float, media_ms: float) -> None:
+        limit = media_ms + 1.0 * self.speed  # up to 1 ms early
+        item = self._next
+        if item is None or item.offset_ms > limit:
+            return
+        out: dict[Peer, list[bytes]] = {}
+        items = self._items
+        assert items is not None
+        active = self.phase is Phase.ACTIVE
+        while item is not None and item.offset_ms <= limit:
+            if item.kind == "event":
+                self._play_event(item)
+            else:
+                self._play_media(item, CHANNEL_OF[item.kind], media_ms, active, out)
+            item = next(items, None)
+        self._next = item
+        if self._pending_malformed and active and out:
+            self._send_malformed(out)
+        for peer, chunks in out.items():
+            if chunks:
+                peer.write(b"".join(chunks))
+
+    def _play_media(
+        self, item: MediaItemLike, ch: int, media_ms: float, active: bool, out: dict[Peer, list[bytes]]
+    ) -> None:
+        stats = self.stats
+        if self.paused:
+            stats.dropped[CHANNEL_NAMES[ch]] += 1
+            return
+        if ch == VIDEO and self.video_subscription != item.user_id:
+            video = self.grants.get(VIDEO)
+            if (
+                isinstance(video, rp.VideoParams)
+                and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+            ):
+                return  # individual-stream video: only the subscribed participant's frames
+        peer = self.media[ch]
+        if peer is None or not active:
+            if ch == AUDIO or ch == TRANSCRIPT:
+                buf = self._buffers[ch]
+                buf.append(item)
+                stats.buffered += 1
+                while buf and buf[0].offset_ms < item.offset_ms - self.faults.buffer_ms:
+                    buf.popleft()
+                    stats.dropped[CHANNEL_NAMES[ch]] += 1
+            else:
+                stats.dropped[CHANNEL_NAMES[ch]] += 1
+            return
+        late = (media_ms - item.offset_ms) / self.speed
+        if late > LATE_MS:
+            stats.late += 1
+        if late > stats.max_late_ms:
+            stats.max_late_ms = late
+        self._emit(item, ch, peer, out)
+
+    def _emit(self, item: MediaItemLike, ch: int, peer: Peer, out: dict[Peer, list[bytes]]) -> None:
+        """Render one media frame (applying the reorder/duplicate faults) into `out`."""
+        base = self.base_ms
+        assert base is not None
+        counter = self._media_counter
+        self._media_counter = counter + 1
+        pieces = self.encoder.pieces(ch, item, self._language if ch == TRANSCRIPT else None)
+        chunks = out.get(peer)
+        if chunks is None:
+            chunks = out[peer] = []
+        stats = self.stats
+        name = CHANNEL_NAMES[ch]
+        if counter in self._reorder and self._held[ch] is None:
+            self._held[ch] = (item, pieces)
+            stats.reordered.append((name, item.user_id, base + item.offset_ms))
+            return
+        copies = 2 if counter in self._duplicate else 1
+        if copies == 2:
+            stats.duplicated.append((name, item.user_id, base + item.offset_ms))
+        for _ in range(copies):
+            stats.bytes_sent += render(pieces, base, chunks)
+            stats.sent[name] += 1
+            self._record(name, item)
+        held = self._held[ch]
+        if held is not None:
+            self._held[ch] = None
+            stats.bytes_sent += render(held[1], base, chunks)
+            stats.sent[name] += 1
+            self._record(name, held[0])
+
+    def _record(self, channel: str, item: MediaItemLike) -> None:
+        if self.sent_log is not None:
+            base = self.base_ms or 0
+            start = item.start_ms if channel == "transcript" else None
+            end = item.end_ms if channel == "transcript" else None
+            self.sent_log.append(
+                SentFrame(
+                    channel,
+                    item.user_id,
+                    item.user_name,
+                    base + item.offset_ms,
+                    item.data,
+                    None if start is None else base + start,
+                    None if end is None else base + end,
+                )
+            )
+
+    def _flush_buffers(self, channels: tuple[int, ...]) -> None:
+        """Send what was buffered for `channels` while their sockets were down."""
+        out: dict[Peer, list[bytes]] = {}
+        for ch in channels:
+            peer = self.media[ch]
+            buf = self._buffers[ch]
+            if peer is None or not buf:
+                continue
+            while buf:
+                self._emit(buf.popleft(), ch, peer, out)
+        for peer, chunks in out.items():
+            peer.write(b"".join(chunks))
+
+    def _send_malformed(self, out: dict[Peer, list[bytes]]) -> None:
+        peer = next(iter(out))
+        ts = self.now_ms()
+        chunks = out[peer]
+        while self._pending_malformed:
+            chunks.append(ws_text_frame(malformed_text(self._pending_malformed.pop(0), ts)))
+
+    def inject(self, kind: Malformed, channel: str = "audio") -> bool:
+        """Send one malformed message of `kind` now on `channel`'s socket."""
+        peer = self.media[CHANNEL_OF[channel]]
+        return peer is not None and peer.write(ws_text_frame(malformed_text(kind, self.now_ms())))
+
+    async def wait_media(self, offset_ms: int) -> None:
+        """Until the media clock has passed `offset_ms` (and what was due then was sent)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._offset_waiters.append((offset_ms, fut))
+        await fut
+
+    def _release_waiters(self, media_ms: float) -> None:
+        keep = []
+        for offset, fut in self._offset_waiters:
+            if offset <= media_ms:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((offset, fut))
+        self._offset_waiters = keep
