@@ -56,3 +56,122 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
         return out
     finally:
         await consumer.stop()
+
+
+# --- the whole ingest path against the emulator -------------------------------------------------------
+
+import asyncio  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from emulator.media import MeetingSpec, SyntheticMeeting  # noqa: E402
+from emulator.server import RTMSServer  # noqa: E402
+from emulator.webhooks import StreamIdentity, WebhookSender  # noqa: E402
+from ingest.backend import IngestSink, SessionBackend  # noqa: E402
+from ingest.webhook import WebhookServer  # noqa: E402
+from ingest.worker import SessionWorker  # noqa: E402
+from ingest.ws_client import WebSocketBackend, client_config  # noqa: E402
+
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
+
+
+def small_meeting(seed: int = 1, duration_s: float = 3.0, participants: int = 2) -> SyntheticMeeting:
+    """A short meeting with small video (360p, 10 fps) and sync beeps every second."""
+    meeting = SyntheticMeeting(
+        MeetingSpec(
+            seed=seed,
+            participants=participants,
+            duration_s=duration_s,
+            video="360p",
+            fps=10,
+            beep_every_ms=1000,
+        )
+    )
+    meeting.prepare()
+    return meeting
+
+
+@dataclass
+class Stack:
+    """Emulator ("Zoom"), webhook endpoint and in-process workers over one test's topics."""
+
+    settings: Settings
+    server: RTMSServer
+    hooks: WebhookSender
+    webhook: WebhookServer
+    group: str
+    backends: list[WebSocketBackend] = field(default_factory=list)
+    workers: list[tuple[SessionWorker, asyncio.Task[None]]] = field(default_factory=list)
+
+    def backend_factory(self, s: Settings, sink: IngestSink) -> SessionBackend:
+        config = client_config(s, backoff_base_s=0.2, video_resolution=1, video_fps=10)
+        backend = WebSocketBackend(s, sink, config=config)
+        self.backends.append(backend)
+        return backend
+
+    async def start_worker(self) -> SessionWorker:
+        worker = SessionWorker(
+            self.settings, group_id=self.group, backend_factory=self.backend_factory, session_timeout_ms=6000
+        )
+        await worker.start()
+        self.workers.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    async def stop_workers(self) -> None:
+        for worker, task in self.workers:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.stop()
+        self.workers.clear()
+
+    def stream(
+        self, meeting: SyntheticMeeting | list[Any], *, seed: int = 1, speed: float = 1.0, **kw: Any
+    ) -> tuple[StreamIdentity, Any]:
+        """A new emulated meeting: its webhook identity and its emulator handle (frames recorded)."""
+        identity = StreamIdentity.generate("meeting", "", seed=seed, index=int(uuid.uuid4().int % 10**6))
+        handle = self.server.add_stream(
+            identity.instance_id, identity.rtms_stream_id, meeting, speed=speed, record=True, **kw
+        )
+        return dataclasses.replace(identity, server_urls=handle.server_urls), handle
+
+    async def raw(self, meeting_uuid: str) -> dict[str, list[dict[str, Any]]]:
+        """The meeting's records on each raw topic, in offset order."""
+        out = {}
+        for name in RAW:
+            records = await read_topic(self.settings, self.settings.topic_prefix + name)
+            out[name] = [v for k, v, _, _ in records if k == meeting_uuid.encode()]
+        return out
+
+    async def wait_eos(self, meeting_uuid: str, timeout_s: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+        """Until every raw topic has the meeting's end-of-stream marker; returns the records."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.raw(meeting_uuid)
+                if all(any(v["end_of_stream"] for v in raw[name]) for name in RAW):
+                    return raw
+                await asyncio.sleep(0.5)
+
+
+@asynccontextmanager
+async def ingest_stack(settings: Settings, **server_kw: Any) -> AsyncIterator[Stack]:
+    s = ingest_settings(settings)
+    server = RTMSServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, **server_kw)
+    await server.start()
+    webhook = WebhookServer(s)
+    port = await webhook.start(host="127.0.0.1", port=0)
+    hooks = WebhookSender(f"http://127.0.0.1:{port}/webhook", WEBHOOK_SECRET, retries=0)
+    await hooks.start()
+    stack = Stack(s, server, hooks, webhook, group=f"ingest-{uuid.uuid4().hex[:8]}")
+    try:
+        yield stack
+    finally:
+        await stack.stop_workers()
+        await hooks.stop()
+        await webhook.stop()
+        await server.stop()
+
+
+def frames_of(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [v for v in raw if not v["end_of_stream"]]

@@ -1,0 +1,387 @@
+"""`KafkaSink`: the `IngestSink` that puts every frame, event and dead letter on its raw topic.
+
+Each value becomes one Avro record keyed by the meeting UUID, stamped with its frame identity:
+meeting, stream kind, participant, RTMS timestamp, plus `ingest_seq` (a counter per meeting, stream
+id and stream kind, kept for the life of this process so a reconnect does not reset it) and
+`received_at_ms`.
+
+Throughput without unbounded memory: records are handed to the idempotent producer with `send()`
+(batched by `linger_ms`) and never awaited one by one. Each stream has an in-flight window (records
+and bytes); a sink call only waits when its window is full, which slows the socket reader and so
+pushes back on Zoom instead of growing a queue.
+
+End of stream: `end_of_stream` waits until every record of the stream is acknowledged, then writes
+the marker on each raw topic and waits for those too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from ingest import metrics
+from ingest.backend import (
+    AudioData,
+    AudioParams,
+    DeadLetterData,
+    EventData,
+    StreamSession,
+    TranscriptData,
+    VideoData,
+    VideoParams,
+)
+from rtmsflow.kafka_client import make_producer
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from schemas.codec import Codec, EncodeError
+from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
+
+log = get_logger(__name__)
+
+_ENDED_MEMORY = 10_000  # streams whose end-of-stream was written, remembered to stay idempotent
+
+
+class ProduceFailed(RuntimeError):
+    """Records of a stream were not acknowledged by Kafka (after the producer's own retries)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Window:
+    """Bounds what one stream has in flight, in records and bytes."""
+
+    def __init__(self, max_records: int, max_bytes: int) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.records = 0
+        self.bytes = 0
+        self._room = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        # a record larger than the byte budget still goes, alone
+        while self.records and (self.records >= self.max_records or self.bytes + size > self.max_bytes):
+            self._room.clear()
+            await self._room.wait()
+        self.records += 1
+        self.bytes += size
+
+    def release(self, size: int) -> None:
+        self.records -= 1
+        self.bytes -= size
+        self._room.set()
+
+
+@dataclass
+class _Stream:
+    """What the sink keeps per (meeting, stream id)."""
+
+    window: _Window
+    seqs: dict[str, int] = field(default_factory=dict)
+    pending: set[asyncio.Future[Any]] = field(default_factory=set)
+    last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
+    failures: int = 0
+
+    def next_seq(self, kind: str) -> int:
+        seq = self.seqs.get(kind, 0)
+        self.seqs[kind] = seq + 1
+        return seq
+
+
+class KafkaSink:
+    """`IngestSink` on Kafka. `start()` starts the producer (unless one was given), `stop()`
+    flushes and stops it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        producer: AIOKafkaProducer | None = None,
+        codec: Codec | None = None,
+        max_in_flight: int = 2_000,
+        max_in_flight_bytes: int = 16 << 20,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec or Codec.from_settings(settings)
+        self._own_producer = producer is None
+        self.producer = producer
+        self.max_in_flight = max_in_flight
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._ending: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._topics = {spec.name: spec.full_name(settings.topic_prefix) for spec in (*_RAW, DEADLETTER)}
+
+    async def start(self) -> None:
+        await self.codec.prepare(self._topics.values())
+        if self.producer is None:
+            self.producer = make_producer(self.settings)
+            await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is None:
+            return
+        try:
+            await self.flush()
+        finally:
+            if self._own_producer:
+                await self.producer.stop()
+                self.producer = None
+
+    # --- IngestSink ---------------------------------------------------------------------------
+
+    async def audio(self, session: StreamSession, frame: AudioData) -> None:
+        stream = self._stream(session)
+        record = self._identity(session, stream, "AUDIO", frame.timestamp_ms, frame.participant_id)
+        record.update(
+            participant_name=frame.participant_name,
+            channel_id=frame.channel_id,
+            payload=frame.payload,
+            media=_audio_params(frame.params),
+        )
+        await self._send(session, stream, RAW_AUDIO, record, "audio", len(frame.payload))
+
+    async def video(self, session: StreamSession, frame: VideoData) -> None:
+        stream = self._stream(session)
+        record = self._identity(session, stream, frame.kind, frame.timestamp_ms, frame.participant_id)
+        record.update(
+            participant_name=frame.participant_name, payload=frame.payload, media=_video_params(frame.params)
+        )
+        await self._send(session, stream, RAW_VIDEO, record, frame.kind.lower(), len(frame.payload))
+
+    async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
+        stream = self._stream(session)
+        record = self._identity(session, stream, "TRANSCRIPT", frame.timestamp_ms, frame.participant_id)
+        record.update(
+            participant_name=frame.participant_name,
+            channel_id=frame.channel_id,
+            text=frame.text,
+            language=frame.language,
+            start_time_ms=frame.start_time_ms,
+            end_time_ms=frame.end_time_ms,
+        )
+        await self._send(session, stream, RAW_TRANSCRIPT, record, "transcript", len(frame.text.encode()))
+
+    async def event(self, session: StreamSession, event: EventData) -> None:
+        stream = self._stream(session)
+        kind = "CHAT" if event.name == "chat" else "EVENT"
+        record = self._identity(session, stream, kind, event.timestamp_ms, event.participant_id)
+        record.update(
+            participant_name=event.participant_name,
+            msg_type=event.msg_type,
+            event_type=event.event_type,
+            name=event.name,
+            participants=[{"user_id": p.user_id, "user_name": p.user_name} for p in event.participants],
+            state=event.state,
+            reason=event.reason,
+            rtms_session_id=event.rtms_session_id,
+            body=event.body,
+        )
+        await self._send(session, stream, RAW_EVENTS, record, "event", len(event.body))
+
+    async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
+        record = {
+            "meeting_uuid": session.meeting_uuid if session else None,
+            "rtms_stream_id": session.rtms_stream_id if session else None,
+            "stage": "ingest",
+            "source": letter.source,
+            "reason": letter.reason,
+            "error": letter.error,
+            "payload": letter.payload,
+            "received_at_ms": now_ms(),
+            "ingest_seq": None,
+        }
+        metrics.DEAD_LETTERS.labels(error=letter.error).inc()
+        log.warning(
+            "dead letter",
+            extra={
+                "meeting": record["meeting_uuid"],
+                "rtms_stream_id": record["rtms_stream_id"],
+                "source": letter.source,
+                "reason": letter.reason,
+                "error": letter.error,
+                "bytes": len(letter.payload),
+            },
+        )
+        topic = self._topics[DEADLETTER.name]
+        value = self.codec.encode(topic, record)
+        key = session.meeting_uuid.encode() if session else None
+        if session is None:
+            await self._producer().send_and_wait(topic, value=value, key=key)
+            return
+        stream = self._stream(session)
+        await stream.window.acquire(len(value))
+        await self._track(stream, topic, key, value, len(value), "deadletter")
+
+    async def flush(self, session: StreamSession | None = None) -> None:
+        if session is None:
+            await self._producer().flush()
+            streams = list(self._streams.values())
+        else:
+            found = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
+            streams = [found] if found else []
+        for stream in streams:
+            if stream.pending:
+                await asyncio.wait(list(stream.pending))
+            if stream.failures:
+                failed, stream.failures = stream.failures, 0
+                raise ProduceFailed(f"{failed} records were not acknowledged by Kafka")
+
+    async def end_of_stream(self, session: StreamSession, stop_reason: int | None) -> None:
+        key = (session.meeting_uuid, session.rtms_stream_id)
+        if key in self._ended:
+            return
+        running = self._ending.get(key)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ending[key] = done
+        try:
+            await self.flush(session)
+            stream = self._stream(session)
+            fallback = max(stream.last_ts.values(), default=now_ms())
+            markers = (
+                (RAW_AUDIO, "AUDIO"),
+                (RAW_VIDEO, "VIDEO"),
+                (RAW_TRANSCRIPT, "TRANSCRIPT"),
+                (RAW_EVENTS, "EVENT"),
+            )
+            for spec, kind in markers:
+                ts = stream.last_ts.get(spec.name, fallback)
+                record = self._identity(session, stream, kind, ts, 0)
+                record.update(end_of_stream=True, stop_reason=stop_reason, **_EOS_FIELDS[spec.name])
+                await self._send(session, stream, spec, record, None, 0)
+            await self.flush(session)
+            metrics.EOS_MARKERS.inc(len(markers))
+            self._ended[key] = None
+            while len(self._ended) > _ENDED_MEMORY:
+                self._ended.popitem(last=False)
+            self._streams.pop(key, None)
+            log.info(
+                "end of stream written",
+                extra={
+                    "meeting": session.meeting_uuid,
+                    "rtms_stream_id": session.rtms_stream_id,
+                    "stop_reason": stop_reason,
+                },
+            )
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._ending.pop(key, None)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            raise RuntimeError("KafkaSink not started")
+        return self.producer
+
+    def _stream(self, session: StreamSession) -> _Stream:
+        key = (session.meeting_uuid, session.rtms_stream_id)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream(_Window(self.max_in_flight, self.max_in_flight_bytes))
+        return stream
+
+    def _identity(
+        self, session: StreamSession, stream: _Stream, kind: str, ts: int, participant: int
+    ) -> dict[str, Any]:
+        return {
+            "meeting_uuid": session.meeting_uuid,
+            "rtms_stream_id": session.rtms_stream_id,
+            "stream_kind": kind,
+            "participant_id": participant,
+            "timestamp_ms": ts,
+            "ingest_seq": stream.next_seq(kind),
+            "received_at_ms": now_ms(),
+        }
+
+    async def _send(
+        self,
+        session: StreamSession,
+        stream: _Stream,
+        spec: TopicSpec,
+        record: dict[str, Any],
+        kind: str | None,
+        size: int,
+    ) -> None:
+        topic = self._topics[spec.name]
+        try:
+            value = self.codec.encode(topic, record)
+        except EncodeError as exc:
+            payload = record.get("payload") or str(record.get("text") or record.get("body") or "").encode()
+            letter = DeadLetterData(f"ingest:{spec.name}", str(exc), "EncodeError", bytes(payload))
+            await self.dead_letter(session, letter)
+            return
+        stream.last_ts[spec.name] = record["timestamp_ms"]
+        await stream.window.acquire(len(value))
+        await self._track(
+            stream, topic, session.meeting_uuid.encode(), value, len(value), spec.name.rsplit(".", 1)[-1]
+        )
+        if kind is not None:
+            metrics.FRAMES.labels(kind=kind).inc()
+            metrics.BYTES.labels(kind=kind).inc(size)
+
+    async def _track(
+        self, stream: _Stream, topic: str, key: bytes | None, value: bytes, size: int, label: str
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            fut = await self._producer().send(topic, value=value, key=key)
+        except BaseException:
+            stream.window.release(size)
+            raise
+        stream.pending.add(fut)
+        metrics.IN_FLIGHT.inc()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            stream.pending.discard(f)
+            stream.window.release(size)
+            metrics.IN_FLIGHT.dec()
+            if f.cancelled() or f.exception() is not None:
+                stream.failures += 1
+                log.error(
+                    "record not acknowledged",
+                    extra={"topic": topic, "error": repr(None if f.cancelled() else f.exception())},
+                )
+            else:
+                metrics.PRODUCE_LATENCY.labels(topic=label).observe(time.perf_counter() - started)
+
+        fut.add_done_callback(done)
+
+
+_RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+_EOS_FIELDS: dict[str, dict[str, Any]] = {
+    RAW_AUDIO.name: {
+        "payload": b"",
+        "media": {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True},
+    },
+    RAW_VIDEO.name: {"payload": b"", "media": {"codec": "H264", "width": 0, "height": 0, "fps": 0}},
+    RAW_TRANSCRIPT.name: {"text": ""},
+    RAW_EVENTS.name: {"msg_type": 0, "name": "end_of_stream", "body": ""},
+}
+
+
+def _audio_params(p: AudioParams) -> dict[str, Any]:
+    return {
+        "codec": p.codec,
+        "sample_rate": p.sample_rate,
+        "channels": p.channels,
+        "send_rate_ms": p.send_rate_ms,
+        "mixed": p.mixed,
+    }
+
+
+def _video_params(p: VideoParams) -> dict[str, Any]:
+    return {"codec": p.codec, "width": p.width, "height": p.height, "fps": p.fps}

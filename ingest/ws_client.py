@@ -1,0 +1,265 @@
+"""`WebSocketBackend`: the default session backend, a thin asyncio shell around `RtmsClient`.
+
+The shell owns the sockets (one task per WebSocket, `websockets` asyncio client) and one loop that
+feeds the state machine with what the sockets report, in order, and carries out its actions: open,
+send, close, hand values to the sink. Socket readers share one inbox with a bounded number of
+pending messages, so a slow sink (a full producer window) stops the readers, which stops reading
+from Zoom: backpressure instead of a growing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from ingest.backend import (
+    AudioData,
+    DeadLetterData,
+    EventData,
+    IngestSink,
+    SessionBackend,
+    SessionOutcome,
+    StreamSession,
+    TranscriptData,
+    VideoData,
+)
+from ingest.rtms_client import Action, ClientConfig, Connect, Deliver, Disconnect, Finish, RtmsClient, Send
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 32 << 20  # a base64 key frame of a large video can exceed websockets' 1 MiB default
+INBOX_SLOTS = 256  # socket messages waiting for the loop, all sockets of one stream together
+
+
+def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
+    """The client configuration from the settings (credentials, language, allowlist) plus overrides."""
+    base: dict[str, Any] = {
+        "client_id": settings.zoom_client_id,
+        "client_secret": settings.zoom_client_secret,
+        "transcript_language": settings.transcript_language,
+        "allowed_hosts": settings.allowed_hosts,
+        "allow_insecure_ws": settings.allow_insecure_ws,
+    }
+    base.update(overrides)
+    return ClientConfig(**base)
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str  # open, open_failed, message, closed, stop, reconnect
+    channel: str = ""
+    conn: int = 0
+    data: Any = None
+    wall_ms: int = 0
+
+
+class WebSocketBackend(SessionBackend):
+    """Holds one RTMS stream over raw WebSockets (protocol notes 2-4). Build with
+    `WebSocketBackend(settings, sink, config=..., ssl_context=...)`; config defaults to
+    `client_config(settings)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: IngestSink,
+        *,
+        config: ClientConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.config = config or client_config(settings)
+        self.ssl_context = ssl_context
+        self.rng = rng
+        self.session: StreamSession | None = None
+        self.client: RtmsClient | None = None
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(INBOX_SLOTS)
+        self._sockets: dict[tuple[str, int], ClientConnection] = {}
+        self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[SessionOutcome] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+
+    # --- SessionBackend ---------------------------------------------------------------------------
+
+    async def start(self, session: StreamSession) -> None:
+        if self._loop_task is not None:
+            raise RuntimeError("WebSocketBackend.start() called twice; use one backend per stream")
+        self.session = session
+        self.client = RtmsClient(session, self.config, self.rng)
+        self._loop_task = asyncio.create_task(self._run(), name=f"rtms:{session.meeting_uuid}")
+
+    async def reconnect(self, server_urls: str | None = None, since_ms: int | None = None) -> None:
+        self._events.put_nowait(_Event("reconnect", data=(server_urls, since_ms)))
+
+    async def stop(self, *, close_stream: bool = False) -> None:
+        if self._loop_task is None:
+            return
+        if not self._loop_task.done():
+            self._events.put_nowait(_Event("stop", data=close_stream))
+        await asyncio.wait([self._loop_task])
+
+    async def wait(self) -> SessionOutcome:
+        if self._loop_task is None:
+            raise RuntimeError("WebSocketBackend.wait() before start()")
+        return await asyncio.shield(self._loop_task)
+
+    @property
+    def ready_count(self) -> int:
+        """How many times the stream was (re)connected; for tests and logs."""
+        return self.client.ready_count if self.client else 0
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> SessionOutcome:
+        assert self.client is not None
+        client = self.client
+        outcome: SessionOutcome | None = None
+        try:
+            outcome = await self._execute(client.start(time.monotonic()))
+            while outcome is None:
+                deadline = client.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    event = await asyncio.wait_for(self._events.get(), timeout)
+                except TimeoutError:
+                    outcome = await self._execute(client.on_tick(time.monotonic()))
+                    continue
+                outcome = await self._execute(self._feed(client, event))
+                if event.kind == "message":
+                    self._slots.release()
+            return outcome
+        except asyncio.CancelledError:
+            return SessionOutcome(ended=False, detail="cancelled")
+        except Exception as exc:  # a bug or a sink failure: end this session, not the worker
+            log.exception("RTMS session failed", extra={"meeting": client.session.meeting_uuid})
+            return SessionOutcome(ended=False, detail=f"session failed: {exc!r}")
+        finally:
+            await self._close_everything()
+
+    def _feed(self, client: RtmsClient, event: _Event) -> list[Action]:
+        now = time.monotonic()
+        if event.kind == "message":
+            return client.on_message(event.channel, event.conn, event.data, now, event.wall_ms)
+        if event.kind == "open":
+            return client.on_open(event.channel, event.conn, now)
+        if event.kind == "open_failed":
+            return client.on_open_failed(event.channel, event.conn, event.data, now)
+        if event.kind == "closed":
+            return client.on_closed(event.channel, event.conn, event.data, now)
+        if event.kind == "stop":
+            return client.request_stop(now, close_stream=event.data)
+        if event.kind == "reconnect":
+            urls, since = event.data
+            return client.request_reconnect(now, urls, since)
+        raise ValueError(f"unknown event {event.kind}")
+
+    async def _execute(self, actions: list[Action]) -> SessionOutcome | None:
+        assert self.session is not None
+        outcome: SessionOutcome | None = None
+        for action in actions:
+            if isinstance(action, Deliver):
+                await self._deliver(action.item)
+            elif isinstance(action, Send):
+                ws = self._sockets.get((action.channel, action.conn))
+                if ws is not None:
+                    try:
+                        await ws.send(action.text)
+                    except ConnectionClosed:
+                        pass  # its reader reports the close
+            elif isinstance(action, Connect):
+                key = (action.channel, action.conn)
+                self._readers[key] = asyncio.create_task(self._socket(action), name=f"ws:{action.channel}")
+            elif isinstance(action, Disconnect):
+                self._disconnect(action.channel, action.conn, action.code)
+            elif isinstance(action, Finish):
+                outcome = action.outcome
+        return outcome
+
+    async def _deliver(
+        self, item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData
+    ) -> None:
+        assert self.session is not None
+        if isinstance(item, AudioData):
+            await self.sink.audio(self.session, item)
+        elif isinstance(item, VideoData):
+            await self.sink.video(self.session, item)
+        elif isinstance(item, TranscriptData):
+            await self.sink.transcript(self.session, item)
+        elif isinstance(item, EventData):
+            await self.sink.event(self.session, item)
+        else:
+            await self.sink.dead_letter(self.session, item)
+
+    # --- sockets -----------------------------------------------------------------------------------
+
+    async def _socket(self, action: Connect) -> None:
+        """Connect, then report every message and the close to the loop."""
+        key = (action.channel, action.conn)
+        ssl_arg: Any = self.ssl_context if action.url.startswith("wss://") and self.ssl_context else None
+        try:
+            ws = await connect(
+                action.url,
+                ssl=ssl_arg,
+                max_size=MAX_MESSAGE_BYTES,
+                compression=None,
+                open_timeout=self.config.handshake_timeout_s,
+                close_timeout=2,
+                user_agent_header="rtmsflow",
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._events.put_nowait(_Event("open_failed", action.channel, action.conn, repr(exc)))
+            return
+        self._sockets[key] = ws
+        self._events.put_nowait(_Event("open", action.channel, action.conn))
+        code: int | None = None
+        try:
+            async for message in ws:
+                await self._slots.acquire()
+                self._events.put_nowait(
+                    _Event("message", action.channel, action.conn, message, time.time_ns() // 1_000_000)
+                )
+        except ConnectionClosed:
+            pass
+        finally:
+            code = ws.close_code
+            self._sockets.pop(key, None)
+            self._readers.pop(key, None)
+            self._events.put_nowait(_Event("closed", action.channel, action.conn, code))
+
+    def _disconnect(self, channel: str, conn: int, code: int) -> None:
+        key = (channel, conn)
+        ws = self._sockets.pop(key, None)
+        reader = self._readers.pop(key, None)
+
+        async def close() -> None:
+            if ws is not None:
+                try:
+                    await ws.close(code)
+                except Exception:
+                    pass
+            if reader is not None and not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+
+        task = asyncio.create_task(close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _close_everything(self) -> None:
+        for channel, conn in list(self._readers):
+            self._disconnect(channel, conn, 1000)
+        if self._closers:
+            await asyncio.gather(*list(self._closers), return_exceptions=True)
