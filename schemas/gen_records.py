@@ -40,8 +40,8 @@ Fields with a default in the schema are NotRequired: `Codec.encode` fills them i
 returns every field, so `cast(AudioFrame, codec.decode(topic, data))` is exact.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TypedDict needs real NotRequired[...] objects to know
+# which keys are required at run time (__required_keys__). Named types are defined before use.
 from typing import Literal, NotRequired, TypedDict
 '''
 
