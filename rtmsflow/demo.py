@@ -71,6 +71,11 @@ class TopicSummary:
         self.first_ts_ms = ts if self.first_ts_ms is None else min(self.first_ts_ms, ts)
         self.last_ts_ms = ts if self.last_ts_ms is None else max(self.last_ts_ms, ts)
 
+    def media_span_ms(self) -> int:
+        if self.first_ts_ms is None or self.last_ts_ms is None:
+            return 0
+        return self.last_ts_ms - self.first_ts_ms
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.records,
@@ -79,7 +84,7 @@ class TopicSummary:
             "end_of_stream_last": self.eos_last,
             "by_participant": dict(self.participants),
             "by_name": dict(self.names),
-            "media_span_ms": (self.last_ts_ms - self.first_ts_ms) if self.first_ts_ms is not None else 0,
+            "media_span_ms": self.media_span_ms(),
         }
 
 

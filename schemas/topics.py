@@ -8,10 +8,10 @@ meeting UUID, so one meeting's records land in the same partition number on ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """Where a topic sits in the flow."""
 
     CONTROL = "control"  # sessions, meetings index
