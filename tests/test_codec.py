@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import uuid
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +21,7 @@ from fastavro.schema import fingerprint
 from schema_samples import SAMPLES
 
 import schemas.codec as codec_module
+from rtmsflow.registry import LocalRegistry
 from schemas.catalog import catalog, current_schema, schema_names, schema_version
 from schemas.codec import (
     SINGLE_OBJECT_MAGIC,
@@ -134,6 +138,52 @@ def test_fingerprint_ignores_docs_and_formatting() -> None:
     stripped = json.loads(current.json, object_hook=lambda d: {k: v for k, v in d.items() if k != "doc"})
     again = schema_version(json.dumps(stripped, indent=7), name="audio_frame", version=None, origin="test")
     assert again.fingerprint == current.fingerprint
+
+
+_JAVA_INTEROP = """
+import java.nio.ByteBuffer;
+import java.nio.file.*;
+import org.apache.avro.Schema;
+import org.apache.avro.generic.*;
+import org.apache.avro.message.*;
+
+public class Interop {
+  public static void main(String[] args) throws Exception {
+    Schema schema = new Schema.Parser().parse(new String(Files.readAllBytes(Paths.get(args[0]))));
+    GenericRecord record = new BinaryMessageDecoder<GenericRecord>(GenericData.get(), schema)
+        .decode(Files.readAllBytes(Paths.get(args[1])));
+    record.put("seq", ((Long) record.get("seq")) + 1000);
+    ByteBuffer out = new BinaryMessageEncoder<GenericRecord>(GenericData.get(), schema).encode(record);
+    byte[] bytes = new byte[out.remaining()];
+    out.get(bytes);
+    Files.write(Paths.get(args[2]), bytes);
+  }
+}
+"""
+
+
+def test_apache_avro_java_reads_and_writes_our_single_object_encoding(tmp_path: Path) -> None:
+    """Not only fastavro agreeing with itself: Apache Avro 1.12 (Java, from the registry's jars)
+    decodes our bytes with BinaryMessageDecoder, and we decode what its BinaryMessageEncoder wrote."""
+    lib = LocalRegistry().fetch() / "lib"
+    assert list(lib.glob("org.apache.avro.avro-*.jar")), f"no Avro jar in {lib}"
+    (tmp_path / "Interop.java").write_text(_JAVA_INTEROP)
+    record = SAMPLES["audio_frame"][0]
+    (tmp_path / "ours.bin").write_bytes(Codec().encode("rtms.audio", record))
+    avsc = resources.files("schemas") / "avro" / "audio_frame.avsc"
+    (tmp_path / "audio_frame.avsc").write_text(avsc.read_text())
+    result = subprocess.run(
+        ["java", "-cp", f"{lib}/*", "Interop.java", "audio_frame.avsc", "ours.bin", "theirs.bin"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    decoded = Codec().decode("rtms.audio", (tmp_path / "theirs.bin").read_bytes())
+    assert decoded["seq"] == record["seq"] + 1000
+    _expected({k: v for k, v in record.items() if k != "seq"}, decoded)
 
 
 # -- malformed input -----------------------------------------------------------------------------
