@@ -93,10 +93,9 @@ async def read_meeting(settings: Settings, meeting_uuid: str, timeout_s: float) 
     from rtmsflow.kafka_client import make_consumer
     from schemas.codec import Codec
 
-    codec = Codec(settings.schema_registry_url or None)
+    codec = Codec.from_settings(settings)
     names = {spec.full_name(settings.topic_prefix): spec for spec in (*t.RAW_TOPICS, t.DEADLETTER)}
-    if settings.schema_registry_url:
-        await codec.prepare(list(names))
+    await codec.prepare(list(names))
     consumer = make_consumer(*names, group_id=None, settings=settings)
     summaries: dict[str, TopicSummary] = defaultdict(TopicSummary)
     ended: set[str] = set()
@@ -111,7 +110,7 @@ async def read_meeting(settings: Settings, meeting_uuid: str, timeout_s: float) 
                 for rec in records:
                     if rec.key != key or rec.value is None:
                         continue
-                    value = codec.decode(rec.topic, rec.value)
+                    value = await codec.decode_async(rec.topic, rec.value)
                     summaries[rec.topic].add(value)
                     if value.get("end_of_stream"):
                         ended.add(rec.topic)
