@@ -1,0 +1,369 @@
+"""`rtmsflow emulator ...`: play Zoom to a local ingest.
+
+    rtmsflow emulator serve                         # an RTMS server; prints its URL
+    rtmsflow emulator meeting --participants 3 --duration 60 --video 720p \\
+        --webhook http://127.0.0.1:8080/webhook     # server + signed webhooks + one meeting
+
+`meeting` starts the server in-process, registers each stream, posts a signed `rtms_started`,
+plays the meeting once a client connects, then ends the stream with `--stop-reason` and posts
+`rtms_stopped`. Whatever else happens to a stream is reported as Zoom would: an interrupted
+signaling socket posts `rtms_interrupted`, a stream that times out posts `rtms_stopped` with its
+reason. One JSON line per meeting goes to stdout; logs go to stderr. Exit status 1 when a webhook
+was not acknowledged, no client came, or a stream ended for another reason than asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from emulator.clips import RESOLUTIONS
+from emulator.media import MeetingSpec, SyntheticMeeting
+from emulator.server import RTMSServer, StreamHandle
+from emulator.streams import Lifecycle
+from emulator.webhooks import PRODUCTS, Delivery, Product, StreamIdentity, WebhookSender
+from rtmsflow.logs import get_logger
+from rtmsflow.rtms_protocol import StopReason
+
+log = get_logger(__name__)
+
+_LAST_MS_BEFORE_END = 40  # stop a little before the final leave events when the reason is not 6
+
+
+def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if not certfile:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _emit(record: dict[str, Any]) -> None:
+    click.echo(json.dumps(record, separators=(",", ":")))
+
+
+def _credentials(options: dict[str, Any], *names: str) -> None:
+    missing = [n for n in names if not options.get(n)]
+    if missing:
+        env = {
+            "client_id": "ZM_RTMS_CLIENT",
+            "client_secret": "ZM_RTMS_SECRET",
+            "secret_token": "ZOOM_SECRET_TOKEN",
+        }
+        flags = ", ".join(f"--{n.replace('_', '-')} (or ${env[n]})" for n in missing)
+        raise click.UsageError(f"missing credentials: {flags}")
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM: end every stream now (with the requested reason) and exit."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        loop = asyncio.get_running_loop()
+        added = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.event.set)
+                added.append(sig)
+        try:
+            yield self
+        finally:
+            for sig in added:
+                loop.remove_signal_handler(sig)
+
+
+@click.group()
+def emulator() -> None:
+    """A Zoom RTMS emulator: RTMS server, signed webhooks and synthetic meetings."""
+
+
+_credential_options: list[Callable[[Any], Any]] = [
+    click.option("--client-id", envvar="ZM_RTMS_CLIENT", help="App client id (env ZM_RTMS_CLIENT)."),
+    click.option("--client-secret", envvar="ZM_RTMS_SECRET", help="App client secret (env ZM_RTMS_SECRET)."),
+]
+_server_options: list[Callable[[Any], Any]] = [
+    click.option(
+        "--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback)."
+    ),
+    click.option("--port", default=0, show_default=True, help="Port (0: any free port)."),
+    click.option(
+        "--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate: serve wss://."
+    ),
+    click.option(
+        "--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key (if not in --certfile)."
+    ),
+]
+
+
+def _apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@emulator.command()
+@_apply(_credential_options + _server_options)
+def serve(**options: Any) -> None:
+    """Run an RTMS server until interrupted and print its URL (streams are added by `meeting`
+    or by tests that embed RTMSServer)."""
+    _credentials(options, "client_id", "client_secret")
+
+    async def run() -> None:
+        server = RTMSServer(
+            options["host"],
+            options["port"],
+            client_id=options["client_id"],
+            client_secret=options["client_secret"],
+            ssl_context=_ssl_context(options["certfile"], options["keyfile"]),
+        )
+        async with server:
+            _emit({"rtms_url": server.url})
+            sys.stdout.flush()
+            with _Stop().installed() as stop:
+                await stop.event.wait()
+
+    asyncio.run(run())
+
+
+@dataclass
+class _Played:
+    """What happened to one meeting, reported as its JSON line."""
+
+    index: int
+    identity: StreamIdentity
+    handle: StreamHandle
+    webhooks: list[asyncio.Task[Any]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    reason: int | None = None
+    problem: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        stats = self.handle.stats
+        return {
+            "meeting": self.index,
+            "instance_id": self.identity.instance_id,
+            "rtms_stream_id": self.identity.rtms_stream_id,
+            "server_urls": self.identity.server_urls,
+            "stop_reason": self.reason,
+            "webhooks": [
+                {"event": d.event, "delivered": d.delivered, "attempts": len(d.attempts)}
+                for d in self.deliveries
+            ],
+            "sent": stats.sent,
+            "bytes_sent": stats.bytes_sent,
+            "late_frames": stats.late,
+            "ok": self.problem is None,
+            **({"problem": self.problem} if self.problem else {}),
+        }
+
+
+@emulator.command()
+@click.option("--participants", default=3, show_default=True, type=click.IntRange(1, 500))
+@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds.")
+@click.option("--video", default="720p", show_default=True, type=click.Choice([*RESOLUTIONS, "none"]))
+@click.option("--fps", default=30, show_default=True, type=click.IntRange(1, 30))
+@click.option("--deskshare/--no-deskshare", default=False, show_default=True, help="Host shares a screen.")
+@click.option("--transcripts/--no-transcripts", default=True, show_default=True)
+@click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
+@click.option(
+    "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Media time / real time."
+)
+@click.option("--seed", default=1, show_default=True, help="Meeting i uses seed + i.")
+@click.option(
+    "--meetings", default=1, show_default=True, type=click.IntRange(1, 10_000), help="Meetings at once."
+)
+@click.option(
+    "--stagger", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds between starts."
+)
+@click.option("--product", default="meeting", show_default=True, type=click.Choice(PRODUCTS))
+@click.option(
+    "--stop-reason", default=int(StopReason.MEETING_ENDED), show_default=True, type=click.IntRange(0, 26)
+)
+@click.option(
+    "--meeting-uuid", help="Instance id (meeting i > 0 gets '-i' appended); default: random, Zoom-like."
+)
+@click.option(
+    "--stream-id", help="rtms_stream_id (meeting i > 0 gets '-i' appended); default: random 32 hex."
+)
+@click.option(
+    "--secret-token", envvar="ZOOM_SECRET_TOKEN", help="Webhook secret token (env ZOOM_SECRET_TOKEN)."
+)
+@click.option("--validate-url/--no-validate-url", default=False, help="Send endpoint.url_validation first.")
+@click.option("--started-twice", is_flag=True, help="Deliver each rtms_started twice (a Zoom retry).")
+@click.option("--connect-timeout", default=60.0, show_default=True, help="Seconds to wait for a client.")
+@click.option(
+    "--webhook-timeout", default=3.0, show_default=True, help="Seconds before a delivery counts as lost."
+)
+@_apply(_credential_options + _server_options)
+def meeting(**options: Any) -> None:
+    """Play synthetic meetings to a webhook endpoint: rtms_started, media, rtms_stopped."""
+    _credentials(options, "client_id", "client_secret", "secret_token")
+    video = None if options["video"] == "none" else options["video"]
+    try:
+        specs = [
+            MeetingSpec(
+                seed=options["seed"] + i,
+                participants=options["participants"],
+                duration_s=options["duration"],
+                video=video,
+                fps=options["fps"],
+                transcripts=options["transcripts"],
+                deskshare=options["deskshare"],
+            )
+            for i in range(options["meetings"])
+        ]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    ok = asyncio.run(_play_meetings(specs, options))
+    if not ok:
+        sys.exit(1)
+
+
+def _identity(options: dict[str, Any], index: int) -> StreamIdentity:
+    product: Product = options["product"]
+    identity = StreamIdentity.generate(product, "", seed=None, index=index)
+    suffix = "" if index == 0 else f"-{index}"
+    if options["meeting_uuid"]:
+        identity = dataclasses.replace(identity, instance_id=options["meeting_uuid"] + suffix)
+    if options["stream_id"]:
+        identity = dataclasses.replace(identity, rtms_stream_id=options["stream_id"] + suffix)
+    return identity
+
+
+async def _play_meetings(specs: list[MeetingSpec], options: dict[str, Any]) -> bool:
+    meetings = [SyntheticMeeting(spec) for spec in specs]
+
+    # Encode or load the clips before anything is announced (blocking work, off the event loop).
+    def prepare() -> None:
+        for m in meetings:
+            m.prepare()
+
+    await asyncio.to_thread(prepare)
+    server = RTMSServer(
+        options["host"],
+        options["port"],
+        client_id=options["client_id"],
+        client_secret=options["client_secret"],
+        ssl_context=_ssl_context(options["certfile"], options["keyfile"]),
+    )
+    hooks = WebhookSender(
+        options["webhook_url"], options["secret_token"], timeout_s=options["webhook_timeout"]
+    )
+    async with server, hooks:
+        _emit({"rtms_url": server.url, "webhook": options["webhook_url"], "meetings": len(meetings)})
+        if options["validate_url"]:
+            await hooks.validate_url()
+        with _Stop().installed() as stop:
+            plays = []
+            for i, m in enumerate(meetings):
+                if i and options["stagger"]:
+                    await asyncio.sleep(options["stagger"])
+                plays.append(asyncio.create_task(_play_one(i, m, server, hooks, options, stop.event)))
+            results = await asyncio.gather(*plays)
+    for played in results:
+        _emit(played.report())
+    return all(p.problem is None for p in results)
+
+
+async def _play_one(
+    index: int,
+    meeting: SyntheticMeeting,
+    server: RTMSServer,
+    hooks: WebhookSender,
+    options: dict[str, Any],
+    interrupted: asyncio.Event,
+) -> _Played:
+    identity = _identity(options, index)
+    handle = server.add_stream(identity.instance_id, identity.rtms_stream_id, meeting, speed=options["speed"])
+    identity = dataclasses.replace(identity, server_urls=handle.server_urls)
+    played = _Played(index, identity, handle)
+
+    def on_lifecycle(change: Lifecycle) -> None:
+        # Zoom tells the app about every change of a stream by webhook.
+        nonlocal identity
+        if change.kind == "interrupted":
+            coro: Any = hooks.rtms_interrupted(identity)
+        elif change.kind == "failover":
+            identity = dataclasses.replace(identity, server_urls=change.server_urls)
+            played.identity = identity
+            coro = hooks.rtms_started(identity)
+        elif change.kind == "stopped":
+            coro = hooks.rtms_stopped(identity, change.stop_reason or 0)
+        else:
+            return
+        played.webhooks.append(asyncio.create_task(coro))
+
+    handle.on_lifecycle(on_lifecycle)
+    wanted = options["stop_reason"]
+    try:
+        started = await hooks.rtms_started(identity, twice=options["started_twice"])
+        played.deliveries.extend(started)
+        if not started[0].delivered:
+            played.problem = "rtms_started was not acknowledged"
+            handle.stop(StopReason.CONNECTION_TIMEOUT)
+        else:
+            await _until_played(played, meeting, options, interrupted)
+        played.reason = await handle.wait_done()
+        if played.problem is None and played.reason != wanted:
+            played.problem = f"stream ended with stop reason {played.reason}, not {wanted}"
+    finally:
+        if played.reason is None and handle.state != "terminated":
+            handle.stop(wanted)
+        for task in played.webhooks:
+            result = await task
+            played.deliveries.extend(result if isinstance(result, list) else [result])
+    undelivered = [d.event for d in played.deliveries if not d.delivered]
+    if undelivered and played.problem is None:
+        played.problem = f"not acknowledged: {', '.join(undelivered)}"
+    return played
+
+
+async def _until_played(
+    played: _Played, meeting: SyntheticMeeting, options: dict[str, Any], interrupted: asyncio.Event
+) -> None:
+    """Wait for a client, then for the meeting to play; end it with the requested reason."""
+    handle, wanted = played.handle, options["stop_reason"]
+    stop_wait = asyncio.create_task(interrupted.wait())
+    try:
+        active = asyncio.create_task(handle.wait_active())
+        await asyncio.wait(
+            [active, stop_wait], timeout=options["connect_timeout"], return_when="FIRST_COMPLETED"
+        )
+        if not active.done():
+            active.cancel()
+            if not stop_wait.done():
+                played.problem = f"no client connected within {options['connect_timeout']} s"
+                handle.stop(StopReason.CONNECTION_TIMEOUT)
+            else:
+                handle.stop(wanted)
+            return
+        if wanted == StopReason.MEETING_ENDED:
+            finished: asyncio.Future[Any] = asyncio.ensure_future(handle.wait_done())
+        else:  # end the stream just before the meeting's own end (participants do not leave)
+            finished = asyncio.ensure_future(
+                handle.wait_media(max(0, meeting.duration_ms - _LAST_MS_BEFORE_END))
+            )
+        await asyncio.wait([finished, stop_wait], return_when="FIRST_COMPLETED")
+        if not finished.done():
+            finished.cancel()
+        elif finished.exception() is not None:  # terminated before the end (timeouts, ...)
+            return
+        handle.stop(wanted)  # no-op when already terminated
+    finally:
+        stop_wait.cancel()
