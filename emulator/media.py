@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from emulator.clips import RESOLUTIONS, ClipParams, VideoClip, get_clip
 from emulator.conversation import TRANSCRIPT_DELAY_MS, Participant, Utterance, make_participants, utterances
-from emulator.voices import BEEP_MS, BYTES_PER_MS, add_beep, mix, voice_loop
+from emulator.voices import BEEP_MS, BYTES_PER_MS, add_beep, mix, voice_for, voice_loop
 
 __all__ = ["MediaItem", "MeetingSpec", "Participant", "SyntheticMeeting"]
 
@@ -193,7 +193,7 @@ class SyntheticMeeting:
         if self.spec.deskshare:
             self.share_clip()
         for i in range(self.spec.participants):
-            voice_loop(self.spec.seed, i, send_rate_ms or self.spec.audio_send_rate_ms)
+            voice_loop(voice_for(self.spec.seed, i), send_rate_ms or self.spec.audio_send_rate_ms)
 
     def utterances(self) -> Iterator[Utterance]:
         """The turns of the conversation, in time order (generated lazily)."""
@@ -300,7 +300,7 @@ class SyntheticMeeting:
     ) -> Iterator[tuple[int, int, int, MediaItem]]:
         spec = self.spec
         people = self.participants
-        loops = [voice_loop(spec.seed, i, send_rate) for i in range(spec.participants)]
+        loops = [voice_loop(voice_for(spec.seed, i), send_rate) for i in range(spec.participants)]
         silence = bytes(send_rate * BYTES_PER_MS)
         turns = self.utterances()
         pending = next(turns, None)

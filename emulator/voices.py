@@ -1,10 +1,15 @@
 """Speech-like PCM for synthetic participants, and the sync beep.
 
-Audio is RTMS's default: L16 (signed 16-bit little-endian), 16 kHz, mono. Each participant has a
-voice of their own (pitch, timbre, speaking rate drawn from the meeting seed and their index):
-voiced syllables built from a harmonic series shaped by vowel formants, with consonant noise
-bursts and pauses between words. A voice is a loop of a few seconds, pre-cut into packets of the
-negotiated send rate, so a timeline hands out the same `bytes` objects again and again.
+Audio is RTMS's default: L16 (signed 16-bit little-endian), 16 kHz, mono. A voice (pitch, timbre,
+speaking rate) is voiced syllables built from a harmonic series shaped by vowel formants, with
+consonant noise bursts and pauses between words. A voice is a loop of a few seconds, pre-cut into
+packets of the negotiated send rate, so a timeline hands out the same `bytes` objects again and
+again.
+
+There are VOICE_POOL voices; `voice_for(seed, index)` gives the participants of one meeting
+consecutive (so distinct) voices starting at a seed-dependent one. Hundreds of meetings with
+different seeds therefore share at most VOICE_POOL loops per send rate (128 KB each), and a
+server that caches encodings by `bytes` identity keeps hitting.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ VOICE_PEAK = 0.3
 
 # A voice loop lasts this long, rounded up to a whole number of packets.
 LOOP_MS = 4_000
+VOICE_POOL = 256
 
 # (F1, F2) formant centres of a few vowels, Hz.
 _VOWELS = ((730, 1090), (270, 2290), (530, 1840), (570, 840), (300, 870), (660, 1720), (440, 1020))
@@ -32,10 +38,9 @@ _VOWELS = ((730, 1090), (270, 2290), (530, 1840), (570, 840), (300, 870), (660, 
 
 @dataclass(frozen=True, slots=True)
 class VoiceLoop:
-    """One participant's voice as a loop of PCM packets of `packet_ms` each."""
+    """One voice as a loop of PCM packets of `packet_ms` each."""
 
-    seed: int
-    index: int
+    voice: int
     packet_ms: int
     packets: tuple[bytes, ...]
     f0_hz: float
@@ -45,16 +50,21 @@ class VoiceLoop:
         return self.packets[window % len(self.packets)]
 
 
-def _voice_f0(seed: int, index: int) -> float:
-    """Pitch 90-360 Hz; indices 0..23 of one meeting get distinct semitones (7 is coprime with 24)."""
-    jitter = np.random.default_rng([seed, index, 0xF0]).uniform(0.0, 0.6)
-    return 90.0 * 2.0 ** ((((index * 7) + seed) % 24 + jitter) / 12.0)
+def voice_for(seed: int, index: int) -> int:
+    """The voice of participant `index` in meetings of `seed`: consecutive voices per meeting."""
+    return (seed * 37 + index) % VOICE_POOL
 
 
-def synthesize_voice(seed: int, index: int, n_samples: int) -> np.ndarray:
+def voice_f0(voice: int) -> float:
+    """Pitch 90-360 Hz; 24 consecutive voices get distinct semitones (7 is coprime with 24)."""
+    jitter = np.random.default_rng([voice, 0xF0]).uniform(0.0, 0.6)
+    return 90.0 * 2.0 ** (((voice * 7) % 24 + jitter) / 12.0)
+
+
+def synthesize_voice(voice: int, n_samples: int) -> np.ndarray:
     """`n_samples` of speech-like float32 audio in [-VOICE_PEAK, VOICE_PEAK] for one voice."""
-    rng = np.random.default_rng([seed, index, 0x5EEC])
-    f0 = _voice_f0(seed, index)
+    rng = np.random.default_rng([voice, 0x5EEC])
+    f0 = voice_f0(voice)
     syllable_s = rng.uniform(0.14, 0.24)  # speaking rate differs per person
     brightness = rng.uniform(0.6, 1.4)  # spectral tilt: timbre
     out = np.zeros(n_samples, dtype=np.float32)
@@ -101,35 +111,30 @@ def from_pcm(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
 
 
-_loops: OrderedDict[tuple[int, int, int], VoiceLoop] = OrderedDict()
+_loops: OrderedDict[tuple[int, int], VoiceLoop] = OrderedDict()
 _loops_lock = threading.Lock()
-_LOOP_CACHE_SIZE = 1024  # ~128 KB each: bounded even with hundreds of meetings of distinct seeds
+_LOOP_CACHE_SIZE = 2 * VOICE_POOL  # ~128 KB each: every voice at two send rates
 
 
-def voice_loop(seed: int, index: int, packet_ms: int) -> VoiceLoop:
-    """The cached voice loop of participant `index` in meetings of `seed`, cut into packets.
+def voice_loop(voice: int, packet_ms: int) -> VoiceLoop:
+    """The cached loop of `voice`, cut into packets of `packet_ms`.
 
     Synthesis takes a few ms, far less than reading a file would, so this cache lives in memory
     only. The loop is LOOP_MS rounded up to whole packets (identical content for every send rate
     that divides LOOP_MS: 20, 40, 80, 100, 160, 200, 400, 500, 800, 1000 ms).
     """
-    key = (seed, index, packet_ms)
+    key = (voice % VOICE_POOL, packet_ms)
     with _loops_lock:
         loop = _loops.get(key)
         if loop is not None:
             _loops.move_to_end(key)
             return loop
     n_packets = -(-LOOP_MS // packet_ms)
-    samples = synthesize_voice(seed, index, n_packets * packet_ms * SAMPLE_RATE // 1000)
+    samples = synthesize_voice(voice % VOICE_POOL, n_packets * packet_ms * SAMPLE_RATE // 1000)
     pcm = to_pcm(samples)
     size = packet_ms * BYTES_PER_MS
-    loop = VoiceLoop(
-        seed,
-        index,
-        packet_ms,
-        tuple(pcm[i * size : (i + 1) * size] for i in range(n_packets)),
-        _voice_f0(seed, index),
-    )
+    packets = tuple(pcm[i * size : (i + 1) * size] for i in range(n_packets))
+    loop = VoiceLoop(voice % VOICE_POOL, packet_ms, packets, voice_f0(voice % VOICE_POOL))
     with _loops_lock:
         _loops[key] = loop
         while len(_loops) > _LOOP_CACHE_SIZE:
