@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rtmsflow.rtms_protocol import url_validation_token, webhook_signature
-
 from ingest.backend import Product
+from rtmsflow.rtms_protocol import url_validation_token, webhook_signature
 
 URL_VALIDATION = "endpoint.url_validation"
 
