@@ -75,6 +75,7 @@ class Pacer:
         now = self._loop.time()
         horizon = now + self._slack
         heap = self._heap
+        later: list[tuple[float, int, Pumpable]] = []
         while heap and heap[0][0] <= horizon:
             at, _, stream = heapq.heappop(heap)
             if stream.wake_at != at:
@@ -86,8 +87,11 @@ class Pacer:
                 log.exception("stream pump failed")
                 stream.pump_failed(exc)
                 continue
-            if nxt is not None and stream.wake_at is None:
+            if nxt is not None and (stream.wake_at is None or nxt < stream.wake_at):
                 stream.wake_at = nxt
-                heapq.heappush(heap, (nxt, next(self._seq), stream))
+                # pushed after this round: a stream asking again within the slack waits min_gap
+                later.append((nxt, next(self._seq), stream))
+        for entry in later:
+            heapq.heappush(heap, entry)
         if heap:
             self._arm(max(heap[0][0], now + self._min_gap))
