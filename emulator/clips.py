@@ -33,7 +33,7 @@ from rtmsflow.settings import default_cache_dir
 log = get_logger(__name__)
 
 # Bump when the picture or the encoder settings change: it is part of every cache key.
-CLIP_FORMAT_VERSION = 1
+CLIP_FORMAT_VERSION = 2
 
 RESOLUTIONS: dict[str, tuple[int, int]] = {
     "360p": (640, 360),
@@ -116,7 +116,9 @@ class _Painter:
         self._x, self._y = x, y
         # Fixed grain so a frame is never flat (flat frames cost nothing and are unrealistic).
         rng = np.random.default_rng(0xC11F)
-        self._grain = rng.integers(-3, 4, size=(h, w), dtype=np.int16)
+        self._grain = rng.integers(-3, 4, size=(h, w)).astype(np.float32)
+        self._luma = np.empty((h, w), dtype=np.float32)  # scratch planes, reused per frame
+        self._term = np.empty((h, w), dtype=np.float32)
         self._slides = [self._slide(n) for n in range(4)] if params.kind == "screen" else []
 
     def frame(self, i: int) -> np.ndarray:
@@ -133,7 +135,8 @@ class _Painter:
 
     def _planes(self, luma: np.ndarray, u: float, v: float) -> np.ndarray:
         out = np.empty((self.h * 3 // 2, self.w), dtype=np.uint8)
-        out[: self.h] = np.clip(luma, 16, 235).astype(np.uint8)
+        np.clip(luma, 16, 235, out=luma)
+        out[: self.h] = luma
         out[self.h : self.h + self.h // 4] = int(u)
         out[self.h + self.h // 4 :] = int(v)
         return out
@@ -149,10 +152,15 @@ class _Painter:
     def _camera(self, i: int) -> np.ndarray:
         t = i / self.p.fps
         x, y = self._x, self._y
-        # Moving blobs: sums of separable sinusoids (outer products keep this cheap at 1080p).
-        luma = 70.0 + 22.0 * np.outer(np.cos(y / 37.0 - 1.3 * t), np.sin(x / 53.0 + 2.0 * t))
-        luma += 12.0 * np.outer(np.cos(y / 11.0), np.sin(x / 13.0 + 5.0 * t))
-        luma += 12.0 * np.outer(np.sin(y / 11.0), np.cos(x / 13.0 + 5.0 * t))
+        # Moving blobs and a diagonal wave: sums of separable sinusoids, as outer products into
+        # preallocated planes (this painting costs as much as the encoding otherwise).
+        luma, term = self._luma, self._term
+        np.multiply.outer(22.0 * np.cos(y / 37.0 - 1.3 * t), np.sin(x / 53.0 + 2.0 * t), out=luma)
+        luma += 70.0
+        np.multiply.outer(12.0 * np.cos(y / 11.0), np.sin(x / 13.0 + 5.0 * t), out=term)
+        luma += term
+        np.multiply.outer(12.0 * np.sin(y / 11.0), np.cos(x / 13.0 + 5.0 * t), out=term)
+        luma += term
         luma += self._grain
         # A bright square bouncing left-right: obvious motion for a human eye and for tests.
         side = self.h // 6
@@ -178,7 +186,8 @@ class _Painter:
     def _screen(self, i: int) -> np.ndarray:
         # A new slide every 2.5 s and a cursor gliding along a circle.
         slide = self._slides[(i * 2 // (5 * self.p.fps)) % len(self._slides)]
-        luma = slide.copy()
+        luma = self._luma
+        luma[:] = slide
         angle = 2 * np.pi * i / (4 * self.p.fps)
         cx = int(self.w / 2 + self.w / 4 * np.cos(angle))
         cy = int(self.h / 2 + self.h / 4 * np.sin(angle))

@@ -171,13 +171,21 @@ def test_same_spec_gives_identical_timeline() -> None:
 
 
 def test_clip_encoding_is_reproducible_and_disk_cache_round_trips() -> None:
-    params = SyntheticMeeting(small())._clip_params("camera")
+    params = SyntheticMeeting(small(seed=99, fps=10))._clip_params("camera")
     first = clips.encode_clip(params)
     assert clips.encode_clip(params).frames == first.frames
+    path = clips.clip_cache_dir() / (params.cache_key() + ".bin")
+    path.unlink(missing_ok=True)
+    assert clips.get_clip(params).frames == first.frames and path.exists()
     clips.clear_memory_cache()
-    loaded = clips.get_clip(params)  # from the disk cache written by earlier tests
-    assert (clips.clip_cache_dir() / (params.cache_key() + ".bin")).exists()
+    loaded = clips.get_clip(params)  # from disk now
     assert loaded.frames == first.frames and loaded.keyframes == first.keyframes
+
+    path.write_bytes(path.read_bytes()[:-10])  # a torn file is ignored and rewritten
+    clips.clear_memory_cache()
+    assert clips.get_clip(params).frames == first.frames
+    clips.clear_memory_cache()
+    assert clips.get_clip(params).frames == first.frames
 
 
 def _audio_by_user(spec: MeetingSpec) -> dict[int, bytes]:
