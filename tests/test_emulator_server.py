@@ -7,13 +7,13 @@ import asyncio
 import base64
 import json
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_cert import make_test_cert
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -819,17 +819,6 @@ async def test_inject_sends_a_malformed_message_now(server: RTMSServer) -> None:
 
 
 # --- TLS and time ---------------------------------------------------------------------------------------------
-
-
-def make_test_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed cert for 127.0.0.1 with the SAN as DNS name and IP (Zoom's SDK checks the DNS one)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 async def test_wss_with_a_test_certificate(tmp_path: Path) -> None:
