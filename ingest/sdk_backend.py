@@ -4,9 +4,11 @@ Selected by `RTMSFLOW_INGEST_BACKEND=sdk`. It produces the same values as the ra
 backend (`ingest.ws_client`) from the SDK's callbacks: audio, video, deskshare and transcript
 frames with the participant from the SDK's `Metadata`, EVENT_UPDATEs from `on_event_ex`, and the
 outcome from `on_leave(reason)`. What it cannot produce, because the SDK does not expose it:
-STREAM_STATE / SESSION_STATE records (the SDK's only window on them, `on_session_update`, crashes),
-the transcript `language` and ZCC `channel_id`, the parameters Zoom actually granted (we record
-what we asked for), and dead letters for frames the SDK drops by itself (protocol notes 3.3).
+STREAM_STATE / SESSION_STATE records (its only window on them, `on_session_update`, crashes), the
+transcript `language` and ZCC `channel_id`, the parameters Zoom actually granted (we record what we
+asked for), and dead letters for frames the SDK drops by itself (protocol notes 3.3). Mixed audio is
+recorded as user 0, as Zoom sends it: the SDK's `Metadata` then holds a stale user from an earlier
+frame of any kind (-1 before the first), which is not the speaker.
 
 Where the SDK runs: in a child process (`ingest.sdk_host`), one per worker process, shared by all
 its SDK sessions on one `rtms.EventLoopPool`; frames come back over a pipe (`ingest.sdk_wire`).
@@ -792,21 +794,25 @@ class SdkBackend(SessionBackend):
         session = self.session
         if isinstance(msg, MediaMessage):
             name = msg.user_name or None
+            # Zoom's user ids are never negative; the SDK says -1 for "none" (issues #75/#80).
+            uid = msg.user_id if msg.user_id >= 0 else 0
             if msg.kind is Kind.AUDIO:
+                if self.plan.audio.mixed:
+                    # Mixed audio carries user_id 0 and no name on the wire, but the SDK's Metadata
+                    # then holds whoever the previous frame of any kind named (-1 before that): the
+                    # stale user is not the speaker. Record what Zoom sent, as the raw backend does.
+                    uid, name = 0, None
                 await self.sink.audio(
-                    session, AudioData(msg.timestamp_ms, msg.payload, self.plan.audio, msg.user_id, name)
+                    session, AudioData(msg.timestamp_ms, msg.payload, self.plan.audio, uid, name)
                 )
             elif msg.kind is Kind.VIDEO:
                 await self.sink.video(
-                    session,
-                    VideoData("VIDEO", msg.timestamp_ms, msg.payload, self.plan.video, msg.user_id, name),
+                    session, VideoData("VIDEO", msg.timestamp_ms, msg.payload, self.plan.video, uid, name)
                 )
             elif msg.kind is Kind.DESKSHARE:
                 await self.sink.video(
                     session,
-                    VideoData(
-                        "DESKSHARE", msg.timestamp_ms, msg.payload, self.plan.deskshare, msg.user_id, name
-                    ),
+                    VideoData("DESKSHARE", msg.timestamp_ms, msg.payload, self.plan.deskshare, uid, name),
                 )
             else:
                 try:
@@ -827,7 +833,7 @@ class SdkBackend(SessionBackend):
                     TranscriptData(
                         timestamp_ms=msg.timestamp_ms,
                         text=text,
-                        participant_id=msg.user_id,
+                        participant_id=uid,
                         participant_name=name,
                         start_time_ms=msg.start_ms,
                         end_time_ms=msg.end_ms,

@@ -46,6 +46,7 @@ from ingest.sdk_wire import (
 # ourselves after every (re)join. 1 and 7 are always sent and must not be subscribed.
 SUBSCRIBED_EVENTS = (2, 3, 4, 5, 6, 8, 9)
 FIRST_PACKET_TIMESTAMP = 1
+LEAVE_DRAIN_S = 0.1  # keep polling a leaving client this long before releasing it
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -102,12 +103,13 @@ def _make_client_class(rtms: Any) -> type:
             self.host = host
             self.sid = sid
             self.release_due = False  # leave asked (by the worker or by on_leave)
+            self.release_at = 0.0  # monotonic time before which a due release waits (drain)
             self.subscribe_due = False
             self.first_packet_seen = False
             self.released = False
 
         def poll(self) -> None:
-            if self.release_due:
+            if self.release_due and time.monotonic() >= self.release_at:
                 self._release()
                 return
             super().poll()
@@ -166,6 +168,8 @@ class Host:
             out.put(reason_message(Kind.JOIN_CONFIRM, sid, reason))
 
         def on_leave(reason: int) -> None:
+            # keep polling a moment: callbacks of what came with the TERMINATED may still be due
+            client.release_at = time.monotonic() + LEAVE_DRAIN_S
             client.release_due = True
             out.put(reason_message(Kind.LEAVE, sid, reason))
 
@@ -249,7 +253,12 @@ class Host:
         if client is None:
             self.outbox.put(control(Kind.LEFT, sid))
             return
-        client.release_due = True  # carried out by the client's own SDK thread at its next poll
+        # Carried out by the client's own SDK thread, after polling a little longer: what Zoom sent
+        # before we left (often the last events and the TERMINATED, when the stop came from a
+        # webhook that overtook them) is still delivered.
+        if not client.release_due:
+            client.release_at = time.monotonic() + LEAVE_DRAIN_S
+            client.release_due = True
 
     def left(self, client: Any) -> None:
         with self._lock:
