@@ -200,6 +200,7 @@ class Stream:
         self._media_counter = 0
         self._reorder = faults.reorder_indices()
         self._duplicate = faults.duplicate_indices()
+        self._frame_faults = bool(self._reorder or self._duplicate)
         self._pending_malformed = list(faults.malformed)
         self.deadline: float | None = None
         self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
@@ -587,7 +588,10 @@ class Stream:
 
     def _arm_keepalive(self) -> None:
         if self.faults.send_keepalives and self.next_keepalive is None:
-            self.next_keepalive = self._loop_time() + self.faults.keepalive_s
+            # The first one comes after 50-100 % of the interval (a fixed phase per stream), so
+            # streams that started together do not all send and receive keep-alives at once.
+            phase = 0.5 + 0.5 * int(self.session_id[:8], 16) / 0xFFFFFFFF
+            self.next_keepalive = self._loop_time() + self.faults.keepalive_s * phase
             self.pacer.wake(self, self.next_keepalive)
 
     def _keepalives(self, now: float) -> None:
@@ -646,6 +650,8 @@ class Stream:
         items = self._items
         assert items is not None
         active = self.phase is Phase.ACTIVE
+        if active and not self.paused and not self._frame_faults and self.sent_log is None:
+            item = self._play_plain(item, items, limit, media_ms, out)
         while item is not None and item.offset_ms <= limit:
             if item.kind == "event":
                 self._play_event(item)
@@ -659,6 +665,58 @@ class Stream:
             if chunks:
                 peer.write(b"".join(chunks))
 
+    def _play_plain(
+        self,
+        item: MediaItemLike | None,
+        items: Iterator[MediaItemLike],
+        limit: float,
+        media_ms: float,
+        out: dict[Peer, list[bytes]],
+    ) -> MediaItemLike | None:
+        """The hot loop (no faults, no recording, not paused): `_play_media` + `_emit` inlined.
+        Returns the first item it did not play."""
+        media, speed, base = self.media, self.speed, self.base_ms
+        assert base is not None
+        pieces_of, language = self.encoder.pieces, self._language
+        stats = self.stats
+        sent = stats.sent
+        individual = self._individual_video()
+        late, max_late, nbytes = 0, stats.max_late_ms, 0
+        while item is not None and item.offset_ms <= limit:
+            kind = item.kind
+            if kind == "event":
+                self._play_event(item)
+            else:
+                ch = CHANNEL_OF[kind]
+                peer = media[ch]
+                if peer is None or (individual and ch == VIDEO):
+                    self._play_media(item, ch, media_ms, True, out)
+                else:
+                    lag = (media_ms - item.offset_ms) / speed
+                    if lag > LATE_MS:
+                        late += 1
+                    if lag > max_late:
+                        max_late = lag
+                    chunks = out.get(peer)
+                    if chunks is None:
+                        chunks = out[peer] = []
+                    nbytes += render(
+                        pieces_of(ch, item, language if ch == TRANSCRIPT else None), base, chunks
+                    )
+                    sent[kind] += 1
+            item = next(items, None)
+        stats.late += late
+        stats.max_late_ms = max_late
+        stats.bytes_sent += nbytes
+        return item
+
+    def _individual_video(self) -> bool:
+        video = self.grants.get(VIDEO)
+        return (
+            isinstance(video, rp.VideoParams)
+            and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+        )
+
     def _play_media(
         self, item: MediaItemLike, ch: int, media_ms: float, active: bool, out: dict[Peer, list[bytes]]
     ) -> None:
@@ -666,13 +724,8 @@ class Stream:
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != item.user_id:
-            video = self.grants.get(VIDEO)
-            if (
-                isinstance(video, rp.VideoParams)
-                and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
-            ):
-                return  # individual-stream video: only the subscribed participant's frames
+        if ch == VIDEO and self.video_subscription != item.user_id and self._individual_video():
+            return  # individual-stream video: only the subscribed participant's frames
         peer = self.media[ch]
         if peer is None or not active:
             if ch == AUDIO or ch == TRANSCRIPT:
@@ -696,31 +749,34 @@ class Stream:
         """Render one media frame (applying the reorder/duplicate faults) into `out`."""
         base = self.base_ms
         assert base is not None
-        counter = self._media_counter
-        self._media_counter = counter + 1
         pieces = self.encoder.pieces(ch, item, self._language if ch == TRANSCRIPT else None)
         chunks = out.get(peer)
         if chunks is None:
             chunks = out[peer] = []
         stats = self.stats
         name = CHANNEL_NAMES[ch]
-        if counter in self._reorder and self._held[ch] is None:
-            self._held[ch] = (item, pieces)
-            stats.reordered.append((name, item.user_id, base + item.offset_ms))
-            return
-        copies = 2 if counter in self._duplicate else 1
-        if copies == 2:
-            stats.duplicated.append((name, item.user_id, base + item.offset_ms))
-        for _ in range(copies):
-            stats.bytes_sent += render(pieces, base, chunks)
-            stats.sent[name] += 1
+        if self._frame_faults:
+            counter = self._media_counter
+            self._media_counter = counter + 1
+            if counter in self._reorder and self._held[ch] is None:
+                self._held[ch] = (item, pieces)
+                stats.reordered.append((name, item.user_id, base + item.offset_ms))
+                return
+            if counter in self._duplicate:
+                stats.duplicated.append((name, item.user_id, base + item.offset_ms))
+                stats.bytes_sent += render(pieces, base, chunks)
+                stats.sent[name] += 1
+                self._record(name, item)
+        stats.bytes_sent += render(pieces, base, chunks)
+        stats.sent[name] += 1
+        if self.sent_log is not None:
             self._record(name, item)
-        held = self._held[ch]
-        if held is not None:
+        if self._frame_faults and self._held[ch] is not None:
+            held_item, held_pieces = self._held[ch]  # type: ignore[misc]
             self._held[ch] = None
-            stats.bytes_sent += render(held[1], base, chunks)
+            stats.bytes_sent += render(held_pieces, base, chunks)
             stats.sent[name] += 1
-            self._record(name, held[0])
+            self._record(name, held_item)
 
     def _record(self, channel: str, item: MediaItemLike) -> None:
         if self.sent_log is not None:

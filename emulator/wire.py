@@ -70,6 +70,13 @@ def ws_text_frame(text: str | bytes) -> bytes:
 def render(pieces: tuple[Piece, ...], base_ms: int, out: list[bytes]) -> int:
     """Append the WebSocket frame of `pieces` (timestamps = base_ms + offset) to `out`; returns
     its size in bytes."""
+    if len(pieces) == 4:  # audio / video / share: (head, base64, tail, offset), then "}}"
+        head, b64, tail, offset = pieces
+        ts = b"%d" % (base_ms + offset)  # type: ignore[operator]
+        n = len(head) + len(b64) + len(tail) + len(ts) + 2  # type: ignore[arg-type]
+        header = ws_text_header(n)
+        out += (header, head, b64, tail, ts, b"}}")  # type: ignore[arg-type]
+        return n + len(header)
     chunks = [p if p.__class__ is bytes else b"%d" % (base_ms + p) for p in pieces]  # type: ignore[operator]
     n = 0
     for c in chunks:
@@ -88,6 +95,7 @@ class FrameEncoder:
         self._b64_bytes = 0
         self._max = max_cached_bytes
         self._prefix: dict[tuple[int, int, str], bytes] = {}
+        self._tails: dict[int, bytes] = {}
 
     def _base64(self, data: bytes) -> bytes:
         # Keyed by the payload itself: a looped `bytes` object hashes once (CPython caches it)
@@ -108,6 +116,8 @@ class FrameEncoder:
         if prefix is None:
             name = json.dumps(user_name, ensure_ascii=False)
             prefix = f'{{"msg_type":{msg_type},"content":{{"user_id":{user_id},"user_name":{name},'.encode()
+            if msg_type != CHANNEL_MSG_TYPE[TRANSCRIPT]:
+                prefix += b'"data":"'
             if len(self._prefix) > 100_000:
                 self._prefix.clear()
             self._prefix[key] = prefix
@@ -136,5 +146,9 @@ class FrameEncoder:
                 lang + b',"data":' + body + b"}}",
             )
         raw = data.encode() if isinstance(data, str) else data
-        tail = b'","length":%d,"timestamp":' % len(raw)
-        return (prefix + b'"data":"', self._base64(raw), tail, item.offset_ms, b"}}")
+        tail = self._tails.get(len(raw))
+        if tail is None:
+            if len(self._tails) > 100_000:
+                self._tails.clear()
+            tail = self._tails[len(raw)] = b'","length":%d,"timestamp":' % len(raw)
+        return (prefix, self._base64(raw), tail, item.offset_ms)

@@ -4,7 +4,6 @@ media flow and parameters, events, keep-alives, states and every fault knob."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -842,16 +841,20 @@ async def test_wss_with_a_test_certificate(tmp_path: Path) -> None:
 
 
 async def test_speed_factor_compresses_wall_time_not_timestamps(server: RTMSServer) -> None:
-    handle = server.add_stream(MEETING, "s-speed", make_items(duration_ms=2000), speed=8.0, base_ms=5_000_000)
+    """Also the unrecorded hot path: every frame as the items say, bytes and all."""
+    items = make_items(duration_ms=2000)
+    handle = server.add_stream(MEETING, "s-speed", items, speed=8.0, base_ms=5_000_000)
     client = Client(handle)
     loop = asyncio.get_running_loop()
-    await client.join(kinds=("audio",))
+    await client.join(kinds=("audio", "video", "transcript"))
     start = loop.time()
     async with asyncio.timeout(10):
         await handle.wait_done()
     assert loop.time() - start < 1.0
     await client.media["audio"].wait_for(lambda: len(client.frames("audio")) == 100)
-    stamps = [f.timestamp for f in client.frames("audio")]
-    assert stamps == list(range(5_000_000, 5_002_000, 20))
-    assert base64.b64decode(client.media["audio"].of_type(14)[0]["content"]["data"]) == bytes(640)
+    await client.media["video"].wait_for(lambda: len(client.frames("video")) == 20)
+    assert [f.timestamp for f in client.frames("audio")] == list(range(5_000_000, 5_002_000, 20))
+    for kind in ("audio", "video", "transcript"):
+        got = [(f.timestamp, f.user_id, f.user_name, f.data) for f in client.frames(kind)]
+        assert got == [(5_000_000 + i.offset_ms, i.user_id, i.user_name, i.data) for i in items if i.kind == kind]
     await client.close()
