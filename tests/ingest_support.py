@@ -31,28 +31,27 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
     """Every record of `topic` now: (key, decoded value, partition, offset), per partition in offset order."""
     codec = Codec.from_settings(settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()  # new topic: metadata may lag
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]  # every topic has this count
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        # no seek_to_beginning: it races the initial offset reset; "earliest" is the reset itself
         out: list[tuple[bytes | None, dict[str, Any], int, int]] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, records in batch.items():
                 for r in records:
                     if r.offset < ends[tp]:
                         out.append((r.key, codec.decode(topic, r.value), tp.partition, r.offset))
-                    if r.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
+            # positions, not record offsets: they also move past offsets that hold no record
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        out.sort(key=lambda rec: (rec[2], rec[3]))
         return out
     finally:
         await consumer.stop()
@@ -135,6 +134,17 @@ class Stack:
             identity.instance_id, identity.rtms_stream_id, meeting, speed=speed, record=True, **kw
         )
         return dataclasses.replace(identity, server_urls=handle.server_urls), handle
+
+    def interrupted_webhooks(self, identity: StreamIdentity, handle: Any) -> list[asyncio.Task[Any]]:
+        """Send `rtms_interrupted` whenever the emulator loses the stream's signaling, as Zoom does."""
+        tasks: list[asyncio.Task[Any]] = []
+
+        def on_change(event: Any) -> None:
+            if event.kind == "interrupted":
+                tasks.append(asyncio.ensure_future(self.hooks.rtms_interrupted(identity)))
+
+        handle.on_lifecycle(on_change)
+        return tasks
 
     async def raw(self, meeting_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """The meeting's records on each raw topic, in offset order."""

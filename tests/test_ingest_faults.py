@@ -1,0 +1,142 @@
+"""Ingest under faults, through the real broker and the emulator: duplicated webhooks, failover,
+dropped sockets, malformed frames. After each, the raw topics hold exactly what the emulator sent,
+once each, followed by one end-of-stream marker."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+
+import pytest
+
+from emulator.faults import Faults, Malformed
+from rtmsflow.settings import Settings
+from tests.ingest_support import RAW, Stack, frames_of, ingest_stack, read_topic, small_meeting
+from tests.test_ingest_flow import assert_same_frames
+
+pytestmark = pytest.mark.kafka
+
+
+def assert_no_duplicates(raw: dict[str, list[dict]]) -> None:
+    for name in RAW[:3]:
+        ids = Counter(
+            (v["stream_kind"], v["participant_id"], v["timestamp_ms"]) for v in frames_of(raw[name])
+        )
+        assert not [k for k, n in ids.items() if n > 1], name
+
+
+async def finish(stack: Stack, identity, handle, timeout_s: float = 40) -> dict[str, list[dict]]:
+    async with asyncio.timeout(timeout_s):
+        reason = await handle.wait_done()
+    raw = await stack.wait_eos(identity.instance_id)
+    for name in RAW:
+        assert raw[name][-1]["end_of_stream"] and raw[name][-1]["stop_reason"] == reason
+        assert sum(v["end_of_stream"] for v in raw[name]) == 1
+    return raw
+
+
+async def test_duplicated_started_webhook_opens_one_connection(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    meeting = await asyncio.to_thread(small_meeting, 2, 3.0)
+    async with ingest_stack(settings) as stack:
+        worker = await stack.start_worker()
+        identity, handle = stack.stream(meeting, speed=2.0)
+        deliveries = await stack.hooks.rtms_started(identity, twice=True, twice_after_s=0.3)
+        assert [d.delivered for d in deliveries] == [True, True]
+        raw = await finish(stack, identity, handle)
+        sessions = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.sessions")
+        assert [v["action"] for _, v, _, _ in sessions] == ["STARTED", "STARTED"]
+        assert worker.connections_opened == 1 and len(stack.backends) == 1
+        assert handle.stats.signaling_handshakes == 1
+        assert_same_frames(handle.sent, raw)
+
+
+async def test_failover_to_a_new_url(settings: Settings, kafka_topics: dict[str, str]) -> None:
+    meeting = await asyncio.to_thread(small_meeting, 3, 4.0)
+    async with ingest_stack(settings) as stack:
+        await stack.start_worker()
+        identity, handle = stack.stream(meeting, speed=1.5)
+        await stack.hooks.rtms_started(identity)
+        async with asyncio.timeout(20):
+            await handle.wait_media(1500)
+        new_urls = handle.failover()
+        assert new_urls != identity.server_urls
+        await stack.hooks.rtms_started(dataclasses.replace(identity, server_urls=new_urls))
+        raw = await finish(stack, identity, handle)
+        assert handle.stats.signaling_handshakes == 2 and len(stack.backends) == 1
+        assert stack.backends[0].ready_count == 2
+        assert_no_duplicates(raw)
+        assert_same_frames(handle.sent, raw)
+
+
+@pytest.mark.parametrize("channel", ["audio", "video"])
+async def test_dropped_media_socket_is_reconnected_without_duplicates(
+    settings: Settings, kafka_topics: dict[str, str], channel: str
+) -> None:
+    meeting = await asyncio.to_thread(small_meeting, 4, 4.0)
+    async with ingest_stack(settings) as stack:
+        await stack.start_worker()
+        identity, handle = stack.stream(meeting, speed=1.5)
+        await stack.hooks.rtms_started(identity)
+        async with asyncio.timeout(20):
+            await handle.wait_media(1200)
+        handle.drop_media(channel, close_frame=False)
+        raw = await finish(stack, identity, handle)
+        assert handle.stats.signaling_handshakes == 1
+        assert handle.stats.media_handshakes == 4  # three sockets, one of them twice
+        assert stack.backends[0].ready_count == 1
+        assert_no_duplicates(raw)
+        assert_same_frames(handle.sent, raw)
+        names = [v["name"] for v in frames_of(raw["rtms.raw.events"])]
+        assert "media_interrupted" in names
+
+
+async def test_dropped_signaling_socket_is_reconnected_without_duplicates(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    meeting = await asyncio.to_thread(small_meeting, 5, 4.0)
+    async with ingest_stack(settings) as stack:
+        await stack.start_worker()
+        identity, handle = stack.stream(meeting, speed=1.5)
+        webhooks = stack.interrupted_webhooks(identity, handle)
+        await stack.hooks.rtms_started(identity)
+        async with asyncio.timeout(20):
+            await handle.wait_media(1200)
+        handle.drop_signaling(close_frame=False)
+        raw = await finish(stack, identity, handle)
+        assert webhooks and all(t.done() and t.result().delivered for t in webhooks)
+        sessions = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.sessions")
+        assert [v["action"] for _, v, _, _ in sessions] == ["STARTED", "INTERRUPTED"]
+        assert handle.stats.signaling_handshakes == 2 and stack.backends[0].ready_count == 2
+        assert_no_duplicates(raw)
+        assert_same_frames(handle.sent, raw)
+
+
+async def test_malformed_frames_go_to_deadletter_and_the_meeting_goes_on(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    meeting = await asyncio.to_thread(small_meeting, 6, 3.0)
+    kinds = (Malformed.BAD_JSON, Malformed.BAD_BASE64, Malformed.MISSING_FIELDS, Malformed.UNKNOWN_MSG_TYPE)
+    async with ingest_stack(settings) as stack:
+        await stack.start_worker()
+        identity, handle = stack.stream(meeting, speed=2.0, faults=Faults(malformed=kinds))
+        await stack.hooks.rtms_started(identity)
+        raw = await finish(stack, identity, handle)
+        assert_same_frames(handle.sent, raw)
+        letters = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.deadletter")
+        assert [k for k, _, _, _ in letters] == [identity.instance_id.encode()] * 4
+        values = [v for _, v, _, _ in letters]
+        assert [v["error"] for v in values] == [
+            "ProtocolError.bad_json", "ProtocolError.bad_base64", "ProtocolError.missing_field", "ProtocolError.unknown_msg_type"
+        ]  # fmt: skip
+        assert all(v["stage"] == "ingest" and v["source"].startswith("ws:media/") for v in values)
+        assert (
+            values[0]["payload"]
+            == b'{"msg_type":14,"content":{"user_id":1,"user_name":"x","data":"AAAA","timest'
+        )
+        assert values[1]["payload"].startswith(
+            b'{"msg_type":14,"content":{"user_id":0,"user_name":"","data":"!!not*base64!!"'
+        )
+        assert all(v["rtms_stream_id"] == identity.rtms_stream_id for v in values)
