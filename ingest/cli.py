@@ -66,6 +66,10 @@ def http(host: str | None, port: int | None, path: str) -> None:
 @click.option("--audio-multi/--audio-mixed", default=False, envvar="RTMSFLOW_RTMS_AUDIO_MULTI",
               help="Per-participant audio streams instead of the mixed stream.")  # fmt: skip
 @click.option("--video/--no-video", default=True, envvar="RTMSFLOW_RTMS_VIDEO", help="Receive video.")
+@click.option("--video-resolution", type=click.Choice(["sd", "hd", "fhd", "qhd"]), default="hd",
+              envvar="RTMSFLOW_RTMS_VIDEO_RESOLUTION", show_default=True, help="Requested video resolution.")  # fmt: skip
+@click.option("--video-fps", type=click.IntRange(1, 30), default=25, envvar="RTMSFLOW_RTMS_VIDEO_FPS",
+              show_default=True, help="Requested video frame rate (H.264).")  # fmt: skip
 @click.option(
     "--deskshare/--no-deskshare",
     default=False,
@@ -90,6 +94,8 @@ def worker(
     backoff_base_s: float,
     audio_multi: bool,
     video: bool,
+    video_resolution: str,
+    video_fps: int,
     deskshare: bool,
     transcript: bool,
     metrics_port: int | None,
@@ -105,6 +111,8 @@ def worker(
         backoff_base_s=backoff_base_s,
         audio_multi=audio_multi,
         video=video,
+        video_resolution={"sd": 1, "hd": 2, "fhd": 3, "qhd": 4}[video_resolution],
+        video_fps=video_fps,
         deskshare=deskshare,
         transcript=transcript,
     )
