@@ -207,7 +207,7 @@ def demo(participants: int, duration: float, video: str, speed: float, out_dir: 
                 "--speed", str(speed), "--meeting-uuid", meeting_uuid,
                 "--webhook", f"http://127.0.0.1:{port}/webhook",
             ],
-            env=env,
+            env={**env, "RTMSFLOW_LOG_LEVEL": os.environ.get("RTMSFLOW_LOG_LEVEL", "WARNING")},
             check=False,
         )
         if emulator.returncode != 0:
