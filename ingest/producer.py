@@ -280,6 +280,13 @@ class KafkaSink:
         finally:
             self._ending.pop(key, None)
 
+    def forget(self, session: StreamSession) -> None:
+        """Drop what the sink keeps for a stream this worker no longer holds (call after `flush`).
+        Its `ingest_seq` counters start again at 0 if it ever comes back: a new connection."""
+        stream = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
+        if stream is not None and not stream.pending:
+            del self._streams[(session.meeting_uuid, session.rtms_stream_id)]
+
     # --- internals ----------------------------------------------------------------------------
 
     def _producer(self) -> AIOKafkaProducer:

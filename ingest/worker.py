@@ -337,6 +337,7 @@ class SessionWorker:
             return
         try:
             await self.sink.flush(held.session)
+            self.sink.forget(held.session)
         except Exception:
             log.exception("flush on leave failed", extra={"meeting": meeting})
         log.info("meeting left", extra={"meeting": meeting, "why": why})
