@@ -31,6 +31,7 @@ from emulator.negotiate import ChannelParams, negotiate
 from emulator.pacer import Pacer
 from emulator.source import MeetingSource
 from emulator.streams import Lifecycle, Peer, Phase, SentFrame, Stream, StreamStats
+from emulator.timeline import TimelineCache
 from emulator.wire import CHANNEL_NAMES, CHANNEL_OF, FrameEncoder
 from rtmsflow import rtms_protocol as rp
 from rtmsflow.logs import get_logger
@@ -187,6 +188,7 @@ class RTMSServer:
         self._streams: dict[str, Stream] = {}
         self._pacer: Pacer | None = None
         self._encoder = FrameEncoder()
+        self._timelines = TimelineCache()
 
     @property
     def url(self) -> str:
@@ -280,6 +282,7 @@ class RTMSServer:
             start_delay_s=start_delay_s,
             record=record,
             encoder=self._encoder,
+            timelines=self._timelines,
             pacer=self._pacer,
             urls=self._stream_url,
         )

@@ -4,7 +4,7 @@ hand-made items (played as given)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 from emulator.negotiate import ChannelParams
@@ -48,6 +48,12 @@ class MeetingSource:
     @property
     def synthetic(self) -> bool:
         return self._items is None
+
+    @property
+    def key(self) -> Hashable:
+        """Equal for sources that play the same items (shared timelines): a synthetic meeting's
+        spec, else this source itself."""
+        return (type(self._meeting), self._meeting.spec) if self._items is None else ("items", id(self))
 
     def adjust(self, channel: int, params: ChannelParams) -> ChannelParams:
         """The parameters this source really sends for `channel` given the validated request."""

@@ -12,10 +12,10 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
@@ -24,6 +24,7 @@ from websockets.protocol import State
 from emulator.faults import Faults, Malformed, malformed_text
 from emulator.negotiate import ChannelParams, Grant
 from emulator.source import MeetingSource
+from emulator.timeline import EVENT, Entry, SharedTimeline, TimelineCache
 from emulator.wire import (
     AUDIO,
     CHANNEL_NAMES,
@@ -166,6 +167,7 @@ class Stream:
         start_delay_s: float,
         record: bool,
         encoder: FrameEncoder,
+        timelines: TimelineCache,
         pacer: Pacer,
         urls: Callable[[Stream], str],
     ) -> None:
@@ -180,6 +182,7 @@ class Stream:
         self.base_ms = base_ms
         self.start_delay_s = start_delay_s
         self.encoder = encoder
+        self.timelines = timelines
         self.pacer = pacer
         self._urls = urls
         self.route = ""  # URL token; a failover changes it
@@ -192,11 +195,13 @@ class Stream:
         self.roster: dict[int, str] = {}
         self.video_subscription: int | None = None
         self.t0: float | None = None  # loop time of media offset 0
-        self._items: Iterator[MediaItemLike] | None = None
-        self._next: MediaItemLike | None = None
+        self._timeline: SharedTimeline | None = None
+        self._cursor = 0
+        self._pos = 0
+        self._next: Entry | None = None
         self._activating = False
-        self._buffers: tuple[deque[MediaItemLike], ...] = (deque(), deque(), deque(), deque())
-        self._held: list[tuple[Any, ...] | None] = [None, None, None, None]
+        self._buffers: tuple[deque[Entry], ...] = (deque(), deque(), deque(), deque())
+        self._held: list[Entry | None] = [None, None, None, None]
         self._media_counter = 0
         self._reorder = faults.reorder_indices()
         self._duplicate = faults.duplicate_indices()
@@ -437,12 +442,8 @@ class Stream:
                     )
 
     def _video_subscription(self, msg: rp.VideoSubscriptionRequest) -> rp.VideoSubscriptionResponse:
-        video = self.grants.get(VIDEO)
         ts = self.now_ms()
-        if (
-            not isinstance(video, rp.VideoParams)
-            or video.data_opt != rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
-        ):
+        if not self._individual_video():
             code = rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
             return rp.VideoSubscriptionResponse(
                 msg.user_id, code, "video data_opt is not individual stream", ts
@@ -460,7 +461,7 @@ class Stream:
         """CLIENT_READY_ACK: start (or resume after a reconnection) the media."""
         if self.phase is not Phase.CONNECTED or self._activating:
             return
-        if self._items is None:
+        if self._timeline is None:
             self._activating = True
             task = asyncio.ensure_future(self._open_media())
             task.add_done_callback(self._activation_done)
@@ -476,8 +477,15 @@ class Stream:
             send_rate = audio.send_rate
         if self.source.synthetic:
             await asyncio.to_thread(self.source.prepare, send_rate)
-        self._items = self.source.items(set(self.grants), audio_mode, send_rate)
-        self._next = next(self._items, None)
+        channels = set(self.grants)
+        language = self._language
+        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language)
+        self._timeline = self.timelines.open(
+            key, lambda: self.source.items(channels, audio_mode, send_rate), self.encoder, language
+        )
+        self._cursor = self._timeline.attach()
+        self._pos = 0
+        self._next = self._timeline.get(0)
         self.t0 = self._loop_time() + self.start_delay_s
         if self.base_ms is None:
             self.base_ms = int(time.time() * 1000 + self.start_delay_s * 1000)
@@ -563,6 +571,10 @@ class Stream:
             )
             self.signaling.send(rp.StreamStateUpdate(rp.StreamState.TERMINATED, reason, ts))
         self.phase = Phase.TERMINATED
+        if self._timeline is not None:
+            self._timeline.detach(self._cursor)
+            self._timeline = None
+            self._next = None
         for _, fut in self._offset_waiters:
             if not fut.done():
                 fut.set_exception(RuntimeError(f"stream terminated (reason {reason})"))
@@ -630,7 +642,7 @@ class Stream:
         wake = min(self.next_keepalive or float("inf"), self.deadline or float("inf"))
         if self.t0 is not None and self.phase is not Phase.WAITING:
             media_ms = self.media_ms(now)
-            self._play_due(now, media_ms)
+            self._play_due(media_ms)
             if self.phase is Phase.TERMINATED:
                 return None
             if self._next is None:
@@ -641,24 +653,27 @@ class Stream:
                 self._release_waiters(media_ms)
         return wake if wake != float("inf") else None
 
-    def _play_due(self, now: float, media_ms: float) -> None:
+    def _play_due(self, media_ms: float) -> None:
         limit = media_ms + 1.0 * self.speed  # up to 1 ms early
-        item = self._next
-        if item is None or item.offset_ms > limit:
+        entry = self._next
+        if entry is None or entry.offset_ms > limit:
             return
+        timeline = self._timeline
+        assert timeline is not None
         out: dict[Peer, list[bytes]] = {}
-        items = self._items
-        assert items is not None
         active = self.phase is Phase.ACTIVE
+        pos = self._pos
         if active and not self.paused and not self._frame_faults and self.sent_log is None:
-            item = self._play_plain(item, items, limit, media_ms, out)
-        while item is not None and item.offset_ms <= limit:
-            if item.kind == "event":
-                self._play_event(item)
+            entry, pos = self._play_plain(entry, pos, limit, media_ms, out)
+        while entry is not None and entry.offset_ms <= limit:
+            if entry.channel == EVENT:
+                self._play_event(entry.item)
             else:
-                self._play_media(item, CHANNEL_OF[item.kind], media_ms, active, out)
-            item = next(items, None)
-        self._next = item
+                self._play_media(entry, media_ms, active, out)
+            pos += 1
+            entry = timeline.get(pos)
+        self._next, self._pos = entry, pos
+        timeline.release(self._cursor, pos)
         if self._pending_malformed and active and out:
             self._send_malformed(out)
         for peer, chunks in out.items():
@@ -666,33 +681,27 @@ class Stream:
                 peer.write(b"".join(chunks))
 
     def _play_plain(
-        self,
-        item: MediaItemLike | None,
-        items: Iterator[MediaItemLike],
-        limit: float,
-        media_ms: float,
-        out: dict[Peer, list[bytes]],
-    ) -> MediaItemLike | None:
+        self, entry: Entry | None, pos: int, limit: float, media_ms: float, out: dict[Peer, list[bytes]]
+    ) -> tuple[Entry | None, int]:
         """The hot loop (no faults, no recording, not paused): `_play_media` + `_emit` inlined.
-        Returns the first item it did not play."""
+        Returns the first entry it did not play and its position."""
         media, speed, base = self.media, self.speed, self.base_ms
-        assert base is not None
-        pieces_of, language = self.encoder.pieces, self._language
+        assert base is not None and self._timeline is not None
+        get = self._timeline.get
         stats = self.stats
         sent = stats.sent
         individual = self._individual_video()
         late, max_late, nbytes = 0, stats.max_late_ms, 0
-        while item is not None and item.offset_ms <= limit:
-            kind = item.kind
-            if kind == "event":
-                self._play_event(item)
+        while entry is not None and entry.offset_ms <= limit:
+            ch = entry.channel
+            if ch == EVENT:
+                self._play_event(entry.item)
             else:
-                ch = CHANNEL_OF[kind]
                 peer = media[ch]
                 if peer is None or (individual and ch == VIDEO):
-                    self._play_media(item, ch, media_ms, True, out)
+                    self._play_media(entry, media_ms, True, out)
                 else:
-                    lag = (media_ms - item.offset_ms) / speed
+                    lag = (media_ms - entry.offset_ms) / speed
                     if lag > LATE_MS:
                         late += 1
                     if lag > max_late:
@@ -700,15 +709,14 @@ class Stream:
                     chunks = out.get(peer)
                     if chunks is None:
                         chunks = out[peer] = []
-                    nbytes += render(
-                        pieces_of(ch, item, language if ch == TRANSCRIPT else None), base, chunks
-                    )
-                    sent[kind] += 1
-            item = next(items, None)
+                    nbytes += render(entry.pieces, base, chunks)  # type: ignore[arg-type]
+                    sent[CHANNEL_NAMES[ch]] += 1
+            pos += 1
+            entry = get(pos)
         stats.late += late
         stats.max_late_ms = max_late
         stats.bytes_sent += nbytes
-        return item
+        return entry, pos
 
     def _individual_video(self) -> bool:
         video = self.grants.get(VIDEO)
@@ -717,83 +725,79 @@ class Stream:
             and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
         )
 
-    def _play_media(
-        self, item: MediaItemLike, ch: int, media_ms: float, active: bool, out: dict[Peer, list[bytes]]
-    ) -> None:
+    def _play_media(self, entry: Entry, media_ms: float, active: bool, out: dict[Peer, list[bytes]]) -> None:
         stats = self.stats
+        ch = entry.channel
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != item.user_id and self._individual_video():
+        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual_video():
             return  # individual-stream video: only the subscribed participant's frames
         peer = self.media[ch]
         if peer is None or not active:
             if ch == AUDIO or ch == TRANSCRIPT:
                 buf = self._buffers[ch]
-                buf.append(item)
+                buf.append(entry)
                 stats.buffered += 1
-                while buf and buf[0].offset_ms < item.offset_ms - self.faults.buffer_ms:
+                while buf and buf[0].offset_ms < entry.offset_ms - self.faults.buffer_ms:
                     buf.popleft()
                     stats.dropped[CHANNEL_NAMES[ch]] += 1
             else:
                 stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        late = (media_ms - item.offset_ms) / self.speed
+        late = (media_ms - entry.offset_ms) / self.speed
         if late > LATE_MS:
             stats.late += 1
         if late > stats.max_late_ms:
             stats.max_late_ms = late
-        self._emit(item, ch, peer, out)
+        self._emit(entry, peer, out)
 
-    def _emit(self, item: MediaItemLike, ch: int, peer: Peer, out: dict[Peer, list[bytes]]) -> None:
+    def _emit(self, entry: Entry, peer: Peer, out: dict[Peer, list[bytes]]) -> None:
         """Render one media frame (applying the reorder/duplicate faults) into `out`."""
         base = self.base_ms
-        assert base is not None
-        pieces = self.encoder.pieces(ch, item, self._language if ch == TRANSCRIPT else None)
+        assert base is not None and entry.pieces is not None
+        ch, item = entry.channel, entry.item
         chunks = out.get(peer)
         if chunks is None:
             chunks = out[peer] = []
         stats = self.stats
         name = CHANNEL_NAMES[ch]
+        copies = 1
         if self._frame_faults:
             counter = self._media_counter
             self._media_counter = counter + 1
             if counter in self._reorder and self._held[ch] is None:
-                self._held[ch] = (item, pieces)
+                self._held[ch] = entry
                 stats.reordered.append((name, item.user_id, base + item.offset_ms))
                 return
             if counter in self._duplicate:
                 stats.duplicated.append((name, item.user_id, base + item.offset_ms))
-                stats.bytes_sent += render(pieces, base, chunks)
-                stats.sent[name] += 1
-                self._record(name, item)
-        stats.bytes_sent += render(pieces, base, chunks)
-        stats.sent[name] += 1
-        if self.sent_log is not None:
-            self._record(name, item)
-        if self._frame_faults and self._held[ch] is not None:
-            held_item, held_pieces = self._held[ch]  # type: ignore[misc]
-            self._held[ch] = None
-            stats.bytes_sent += render(held_pieces, base, chunks)
+                copies = 2
+        held = self._held[ch]
+        self._held[ch] = None
+        for e in (entry,) * copies + ((held,) if held is not None else ()):
+            assert e.pieces is not None
+            stats.bytes_sent += render(e.pieces, base, chunks)
             stats.sent[name] += 1
-            self._record(name, held_item)
+            if self.sent_log is not None:
+                self._record(name, e.item)
 
     def _record(self, channel: str, item: MediaItemLike) -> None:
-        if self.sent_log is not None:
-            base = self.base_ms or 0
-            start = item.start_ms if channel == "transcript" else None
-            end = item.end_ms if channel == "transcript" else None
-            self.sent_log.append(
-                SentFrame(
-                    channel,
-                    item.user_id,
-                    item.user_name,
-                    base + item.offset_ms,
-                    item.data,
-                    None if start is None else base + start,
-                    None if end is None else base + end,
-                )
+        assert self.sent_log is not None
+        base = self.base_ms or 0
+        start = item.start_ms if channel == "transcript" else None
+        end = item.end_ms if channel == "transcript" else None
+        self.sent_log.append(
+            SentFrame(
+                channel,
+                item.user_id,
+                item.user_name,
+                base + item.offset_ms,
+                item.data,
+                None if start is None else base + start,
+                None if end is None else base + end,
             )
+        )
 
     def _flush_buffers(self, channels: tuple[int, ...]) -> None:
         """Send what was buffered for `channels` while their sockets were down."""
@@ -804,7 +808,7 @@ class Stream:
             if peer is None or not buf:
                 continue
             while buf:
-                self._emit(buf.popleft(), ch, peer, out)
+                self._emit(buf.popleft(), peer, out)
         for peer, chunks in out.items():
             peer.write(b"".join(chunks))
 

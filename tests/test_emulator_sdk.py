@@ -121,7 +121,13 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
         ssl_context.load_cert_chain(ca, key)
     async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET, ssl_context=ssl_context) as server:
         handle = server.add_stream(
-            "sdkMeeting==", f"sdk-{'wss' if tls else 'ws'}", meeting, speed=2.0, base_ms=BASE_MS, record=True
+            "sdkMeeting==",
+            f"sdk-{'wss' if tls else 'ws'}",
+            meeting,
+            speed=2.0,
+            base_ms=BASE_MS,
+            record=True,
+            start_delay_s=0.3,  # time for the SDK's EVENT_SUBSCRIPTION to land before the first events
         )
         callbacks = await run_sdk(handle, tmp_path / "sdk", ca=ca)
         reason = await handle.wait_done()
@@ -140,7 +146,7 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
             # with the active speaker it last heard of (userId -1 before any; zoom/rtms issue #75).
             assert {uid for _, uid, _, _, _ in want} == {0}
             want = [(ts, *speaker_at(callbacks, ts), size, sha) for ts, _, _, size, sha in want]
-        assert got == want, channel
+        assert got == want, (channel, len(got), len(want))
     transcripts = [(c["text"], c["start"], c["end"]) for c in callbacks if c["cb"] == "transcript"]
     assert transcripts == [
         (f.data, f.start_time, f.end_time) for f in handle.sent if f.channel == "transcript"
@@ -149,7 +155,7 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
     # sharing events (5, 6) were not subscribed, so they must not arrive.
     assert handle.subscribed_events == {2, 3, 4, 8, 9}
     events = [c["raw"] for c in callbacks if c["cb"] == "event"]
-    assert events == expected_events(meeting, {2, 3, 4, 8, 9})
+    assert events == expected_events(meeting, {2, 3, 4, 8, 9}), json.dumps(callbacks[:12])
     joins = [(c["op"], c["id"], c["name"]) for c in callbacks if c["cb"] == "user_update" and c["op"] == 0]
     assert joins == [(0, p.user_id, p.user_name) for p in meeting.participants]
 

@@ -4,9 +4,10 @@ media flow and parameters, events, keep-alives, states and every fault knob."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from emulator.faults import Faults, Malformed
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
+from emulator.timeline import TimelineCache
 from emulator.wire import FrameEncoder, render
 from rtmsflow import rtms_protocol as rp
 
@@ -211,6 +213,10 @@ def fast(**overrides: Any) -> Faults:
     return Faults(**(base | overrides))
 
 
+def has_frames(client: Client, kind: str, n: int) -> bool:
+    return len(client.frames(kind)) == n
+
+
 def state_updates(sock: Socket, msg_type: int) -> list[tuple[int, int | None]]:
     return [(m["state"], m.get("reason")) for m in sock.of_type(msg_type)]
 
@@ -296,6 +302,29 @@ async def test_frames_match_rtms_protocol_encoding() -> None:
             rp.MediaFrame(17, 1090, "caf\u00e9", BOB, "Bob", start_time=1010, end_time=1080, language=9)
         ),
     ]
+
+
+def test_shared_timeline_serializes_once_and_trims_behind_its_slowest_reader() -> None:
+    encoder = FrameEncoder()
+    made = []
+
+    def make() -> Iterator[Item]:
+        made.append(1)
+        return iter([Item("audio", t, 0, "", bytes([t % 256]) * 640) for t in range(0, 40_000, 20)])
+
+    cache = TimelineCache()
+    first = cache.open("k", make, encoder, None)
+    a, b = first.attach(), first.attach()
+    assert cache.open("k", make, encoder, None) is first and len(made) == 1
+    e0 = first.get(0)
+    assert e0 is not None and first.get(0) is e0 and e0.pieces is not None  # serialized once
+    first.get(1500)
+    first.release(a, 1500)
+    assert not first.trimmed  # b still at 0
+    first.release(b, 1400)
+    assert first.trimmed and first.get(1400) is not None
+    assert cache.open("k", make, encoder, None) is not first and len(made) == 2  # a late reader starts anew
+    assert first.get(2000) is None  # past the end
 
 
 # --- handshakes and their refusals -------------------------------------------------------------------
@@ -463,6 +492,29 @@ async def test_synthetic_meeting_honours_resolution_fps_and_audio_mode(server: R
         p.user_id for p in meeting.participants
     }  # multi-stream
     await client.close()
+
+
+async def test_two_streams_of_one_meeting_share_its_timeline(server: RTMSServer) -> None:
+    from emulator.media import MeetingSpec, SyntheticMeeting
+
+    spec = MeetingSpec(seed=9, participants=2, duration_s=1.0, video="360p", fps=10, beep_every_ms=500)
+    first = server.add_stream(MEETING, "s-share-1", SyntheticMeeting(spec), speed=4.0, record=True)
+    second = server.add_stream(MEETING, "s-share-2", SyntheticMeeting(spec), speed=4.0)
+    clients = [Client(first), Client(second)]
+    for client in clients:
+        await client.join(
+            kinds=("audio", "video"), video=rp.MediaParams(video=rp.VideoParams(resolution=1, fps=10))
+        )
+    assert first._stream._timeline is second._stream._timeline  # one serialization for both
+    async with asyncio.timeout(10):
+        await asyncio.gather(first.wait_done(), second.wait_done())
+    for kind in ("audio", "video"):
+        want = [(s.user_id, s.data) for s in first.sent if s.channel == kind]
+        for client in clients:
+            await client.media[kind].wait_for(functools.partial(has_frames, client, kind, len(want)))
+            assert [(f.user_id, f.data) for f in client.frames(kind)] == want
+    for client in clients:
+        await client.close()
 
 
 # --- events and states ------------------------------------------------------------------------------------
@@ -856,5 +908,7 @@ async def test_speed_factor_compresses_wall_time_not_timestamps(server: RTMSServ
     assert [f.timestamp for f in client.frames("audio")] == list(range(5_000_000, 5_002_000, 20))
     for kind in ("audio", "video", "transcript"):
         got = [(f.timestamp, f.user_id, f.user_name, f.data) for f in client.frames(kind)]
-        assert got == [(5_000_000 + i.offset_ms, i.user_id, i.user_name, i.data) for i in items if i.kind == kind]
+        assert got == [
+            (5_000_000 + i.offset_ms, i.user_id, i.user_name, i.data) for i in items if i.kind == kind
+        ]
     await client.close()

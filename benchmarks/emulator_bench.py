@@ -1,0 +1,432 @@
+"""How many real-time meetings the emulator's RTMS server serves on one core with pacing kept.
+
+    python -m benchmarks.emulator_bench --meetings 400 --duration 20
+    python -m benchmarks.emulator_bench --meetings 200,300,400,500 --duration 20   # step up
+
+Each step starts two processes: the RTMS server pinned to one CPU, and one lightweight client
+process pinned to another that connects every meeting like Zoom's SDK does (signaling plus one
+socket per media type: audio, video, transcript), handshakes, acks and reads every frame. Every
+meeting is a distinct `SyntheticMeeting` (3 participants, mixed L16 audio every 20 ms, 720p H.264
+at 30 fps, transcripts). A frame is *late* when it is sent (server view) or received (client
+view) more than 20 ms after its due time (`base + offset`); pacing is *kept* when at most 0.1 % of
+the frames are late in both views. Also reported: the server's CPU time per meeting-second
+(user + system, so the kernel's socket work counts too) and the client's CPU, which must stay
+below one core for the client view to mean anything. Prints one JSON object per step, then a
+summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import gc
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+LATE_MS = 20.0
+KEPT_FRACTION = 0.001
+CLIENT_ID, SECRET = "bench-client", "bench-secret"
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _runqueue_wait_s() -> float:
+    """Seconds this process was runnable but waiting for a CPU (others' load on a shared box)."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
+# --- server process ---------------------------------------------------------------------------------
+
+
+def server_main(conn: Connection, args: dict[str, Any]) -> None:
+    _pin(args["server_cpu"])
+    asyncio.run(_serve(conn, args))
+
+
+async def _serve(conn: Connection, args: dict[str, Any]) -> None:
+    from emulator.media import MeetingSpec, SyntheticMeeting
+    from emulator.server import RTMSServer
+
+    n = args["meetings"]
+    specs = [
+        MeetingSpec(
+            seed=i,
+            participants=3,
+            duration_s=args["duration"],
+            video="720p",
+            fps=args["fps"],
+            transcripts=True,
+        )
+        for i in range(n)
+    ]
+    meetings = [SyntheticMeeting(spec) for spec in specs]
+    for m in meetings:  # encode / load clips and voices before the clock starts
+        m.prepare()
+    gc.collect()
+    gc.freeze()  # long-lived set-up objects leave the collector's scans (shorter gen-2 pauses)
+    async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET) as server:
+        handles = [
+            server.add_stream(f"bench{i}==", f"bench-stream-{i}", m, speed=args["speed"])
+            for i, m in enumerate(meetings)
+        ]
+        conn.send([(h.server_urls, h.meeting_uuid, h.stream_id) for h in handles])
+        conn.recv()  # the client is about to connect
+        cpu0, wall0, wait0 = _cpu_s(), time.monotonic(), _runqueue_wait_s()
+        await asyncio.gather(*(h.wait_active() for h in handles))
+        gc.freeze()  # the connections too
+        async with asyncio.timeout(args["duration"] / args["speed"] + args["ramp"] + 120):
+            reasons = await asyncio.gather(*(h.wait_done() for h in handles))
+        cpu1, wall1, wait1 = _cpu_s(), time.monotonic(), _runqueue_wait_s()
+        stats = [h.stats for h in handles]
+        conn.send(
+            {
+                "cpu_s": cpu1 - cpu0,
+                "wall_s": wall1 - wall0,
+                "runqueue_wait_s": wait1 - wait0,
+                "ended_normally": sum(r == 6 for r in reasons),
+                "frames": sum(sum(s.sent.values()) for s in stats),
+                "bytes": sum(s.bytes_sent for s in stats),
+                "late": sum(s.late for s in stats),
+                "max_late_ms": max(s.max_late_ms for s in stats),
+                "pacer_wakeups": server.pacer.wakeups,
+            }
+        )
+
+
+# --- client process ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    frames: int = 0
+    bytes: int = 0
+    late: int = 0
+    lateness_ms: array.array = field(default_factory=lambda: array.array("d"))
+    connected: int = 0
+    ended: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class WSClient(asyncio.Protocol):
+    """A minimal WebSocket client: upgrade, unmasked server frames in, masked client frames out."""
+
+    def __init__(self, path: str, host: str, on_message: Any, on_open: Any) -> None:
+        self.path, self.host = path, host
+        self.on_message, self.on_open = on_message, on_open
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.upgraded = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        self.transport.write(  # type: ignore[union-attr]
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def send_text(self, text: str) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        masked = (int.from_bytes(data, "big") ^ key).to_bytes(n, "big") if n else b""
+        assert self.transport is not None
+        self.transport.write(header + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(bytes(buf[:80]).decode(errors="replace"))
+            del buf[: end + 4]
+            self.upgraded = True
+            self.on_open(self)
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b1 = buf[pos + 1] & 0x7F
+            hdr = 2
+            if b1 == 126:
+                if n - pos < 4:
+                    break
+                b1, hdr = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif b1 == 127:
+                if n - pos < 10:
+                    break
+                b1, hdr = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if n - pos < hdr + b1:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[pos + hdr : pos + hdr + b1])
+            pos += hdr + b1
+            if opcode in (1, 2):
+                self.on_message(self, payload)
+            elif opcode == 8 and self.transport is not None:
+                self.transport.close()
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class BenchMeeting:
+    """One meeting on the client side: signaling + audio/video/transcript sockets."""
+
+    KINDS = (("audio", 1), ("video", 2), ("transcript", 8))
+
+    def __init__(self, url: str, meeting_uuid: str, stream_id: str, totals: Totals, speed: float) -> None:
+        from rtmsflow import rtms_protocol as rp
+
+        self.rp = rp
+        self.url, self.meeting_uuid, self.stream_id = url, meeting_uuid, stream_id
+        self.signature = rp.handshake_signature(CLIENT_ID, SECRET, meeting_uuid, stream_id)
+        self.totals = totals
+        self.speed = speed
+        self.base_ms: int | None = None
+        self.pending = 0
+        self.sig: WSClient | None = None
+        self.done = asyncio.get_running_loop().create_future()
+
+    async def _open(self, url: str, on_message: Any, on_open: Any) -> WSClient:
+        parts = urlsplit(url)
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(
+            lambda: WSClient(parts.path, "127.0.0.1", on_message, on_open),
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+        )
+        return proto
+
+    async def start(self) -> None:
+        rp = self.rp
+        hello = rp.encode(rp.HandshakeRequest(self.meeting_uuid, self.stream_id, self.signature, 1))
+        self.sig = await self._open(self.url, self._on_signaling, lambda ws: ws.send_text(hello))
+
+    def _answer_keepalive(self, ws: WSClient, payload: bytes) -> None:
+        msg = json.loads(payload)
+        ws.send_text(
+            json.dumps({"msg_type": 13, "sequence": msg.get("sequence"), "timestamp": msg["timestamp"]})
+        )
+
+    def _on_signaling(self, ws: WSClient, payload: bytes) -> None:
+        msg = json.loads(payload)
+        t = msg["msg_type"]
+        if t == 2:
+            if msg["status_code"] != 0:
+                self.totals.errors.append(f"handshake {msg}")
+                self.done.set_result(None)
+                return
+            urls = msg["media_server"]["server_urls"]
+            self.pending = len(self.KINDS)
+            for kind, bit in self.KINDS:
+                req = self.rp.encode(
+                    self.rp.DataHandshakeRequest(
+                        self.meeting_uuid, self.stream_id, self.signature, bit, None, 1
+                    )
+                )
+                asyncio.ensure_future(
+                    self._open(urls[kind], self._on_media, lambda ws, r=req: ws.send_text(r))
+                )
+        elif t == 12:
+            self._answer_keepalive(ws, payload)
+        elif t == 6 and msg["event"]["event_type"] == 1:
+            self.base_ms = msg["event"]["timestamp"]
+        elif t == 8 and msg["state"] == 4:
+            self.totals.ended += 1
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def _on_media(self, ws: WSClient, payload: bytes) -> None:
+        if payload[12:14] in (b"14", b"15", b"16", b"17"):  # {"msg_type":1x,...
+            now_ms = time.time() * 1000.0
+            i = payload.rfind(b'"timestamp":') + 12
+            ts = int(payload[i : i + 13])
+            base = self.base_ms or ts
+            late = now_ms - (base + (ts - base) / self.speed)
+            totals = self.totals
+            totals.frames += 1
+            totals.bytes += len(payload)
+            totals.lateness_ms.append(late)
+            if late > LATE_MS:
+                totals.late += 1
+            return
+        msg = json.loads(payload)
+        if msg["msg_type"] == 12:
+            self._answer_keepalive(ws, payload)
+        elif msg["msg_type"] == 4:
+            if msg["status_code"] != 0:
+                self.totals.errors.append(f"data handshake {msg}")
+            self.pending -= 1
+            if self.pending == 0 and self.sig is not None:
+                self.sig.send_text(self.rp.encode(self.rp.ClientReadyAck(self.stream_id)))
+                self.totals.connected += 1
+
+
+def client_main(conn: Connection, args: dict[str, Any]) -> None:
+    _pin(args["client_cpu"])
+    targets = conn.recv()
+    conn.send("go")
+    totals = asyncio.run(_run_clients(targets, args))
+    lat = sorted(totals.lateness_ms)
+    conn.send(
+        {
+            "cpu_s": _cpu_s(),
+            "runqueue_wait_s": _runqueue_wait_s(),
+            "frames": totals.frames,
+            "bytes": totals.bytes,
+            "late": totals.late,
+            "p99_late_ms": lat[int(len(lat) * 0.99)] if lat else 0.0,
+            "max_late_ms": lat[-1] if lat else 0.0,
+            "connected": totals.connected,
+            "ended": totals.ended,
+            "errors": totals.errors[:5],
+        }
+    )
+
+
+async def _run_clients(targets: list[tuple[str, str, str]], args: dict[str, Any]) -> Totals:
+    totals = Totals()
+    meetings = [BenchMeeting(url, uuid, sid, totals, args["speed"]) for url, uuid, sid in targets]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    step = args["ramp"] / max(len(meetings), 1)
+
+    async def start(i: int, m: BenchMeeting) -> None:
+        await asyncio.sleep(max(0.0, t0 + i * step - loop.time()))
+        await m.start()
+
+    await asyncio.gather(*(start(i, m) for i, m in enumerate(meetings)))
+    gc.freeze()
+    deadline = args["duration"] / args["speed"] + args["ramp"] + 90
+    progress = asyncio.ensure_future(_progress(totals, len(meetings)))
+    try:
+        async with asyncio.timeout(deadline):
+            await asyncio.gather(*(m.done for m in meetings))
+    finally:
+        progress.cancel()
+    return totals
+
+
+async def _progress(totals: Totals, n: int) -> None:
+    while True:
+        await asyncio.sleep(5)
+        print(
+            f"  ... {totals.connected}/{n} meetings streaming, {totals.frames} frames, {totals.late} late",
+            file=sys.stderr,
+        )
+
+
+# --- one step -----------------------------------------------------------------------------------------
+
+
+def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    config = {
+        "meetings": meetings,
+        "duration": args.duration,
+        "fps": args.fps,
+        "speed": args.speed,
+        "server_cpu": args.server_cpu,
+        "client_cpu": args.client_cpu,
+        "ramp": args.ramp,
+        "distinct": args.distinct or meetings,
+    }
+    server_conn, server_child = ctx.Pipe()
+    client_conn, client_child = ctx.Pipe()
+    server = ctx.Process(target=server_main, args=(server_child, config), daemon=True)
+    client = ctx.Process(target=client_main, args=(client_child, config), daemon=True)
+    server.start()
+    targets = server_conn.recv()
+    client.start()
+    client_conn.send(targets)
+    client_conn.recv()
+    server_conn.send("go")
+    srv = server_conn.recv()
+    cli = client_conn.recv()
+    server.join(10)
+    client.join(10)
+    meeting_seconds = meetings * args.duration
+    frames = max(srv["frames"], 1)
+    kept = (
+        srv["ended_normally"] == meetings
+        and cli["frames"] == srv["frames"]
+        and srv["late"] <= KEPT_FRACTION * frames
+        and cli["late"] <= KEPT_FRACTION * frames
+    )
+    return {
+        "meetings": meetings,
+        "distinct": config["distinct"],
+        "duration_s": args.duration,
+        "pacing_kept": kept,
+        "server_cpu_ms_per_meeting_s": round(1000 * srv["cpu_s"] / meeting_seconds, 3),
+        "server_cpu_util": round(srv["cpu_s"] / srv["wall_s"], 3),
+        "server_runqueue_wait_s": round(srv["runqueue_wait_s"], 2),
+        "server_frames": srv["frames"],
+        "server_mbit_s": round(8 * srv["bytes"] / srv["wall_s"] / 1e6, 1),
+        "server_late": srv["late"],
+        "server_max_late_ms": round(srv["max_late_ms"], 1),
+        "client_frames": cli["frames"],
+        "client_late": cli["late"],
+        "client_p99_late_ms": round(cli["p99_late_ms"], 1),
+        "client_max_late_ms": round(cli["max_late_ms"], 1),
+        "client_cpu_util": round(cli["cpu_s"] / srv["wall_s"], 3),
+        "client_runqueue_wait_s": round(cli["runqueue_wait_s"], 2),
+        "client_errors": cli["errors"],
+        "pacer_wakeups_per_s": round(srv["pacer_wakeups"] / srv["wall_s"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meetings", default="400", help="count, or comma-separated counts to step through")
+    parser.add_argument("--duration", type=float, default=20.0, help="meeting length, seconds of media")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    parser.add_argument(
+        "--distinct", type=int, default=0, help="distinct meetings (seeds) to play; 0 = every meeting its own"
+    )
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the meetings join")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    args = parser.parse_args(argv)
+    best = 0
+    for count in (int(c) for c in args.meetings.split(",")):
+        print(f"step: {count} meetings x {args.duration:g} s", file=sys.stderr)
+        result = run_step(count, args)
+        print(json.dumps(result), flush=True)
+        if result["pacing_kept"]:
+            best = max(best, count)
+    print(f"max concurrent real-time meetings with pacing kept (of those tried): {best}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""A meeting's timeline, serialized once and shared by every stream that plays it.
+
+Streams that play the same meeting with the same negotiated parameters (a load test's copies of
+one meeting) read one `SharedTimeline`: each item is turned into wire pieces once, whoever reaches
+it first, and dropped once every reader has passed it, so memory stays bounded by how far apart
+the readers are, not by the meeting's length.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+from emulator.wire import CHANNEL_OF, TRANSCRIPT, FrameEncoder, MediaItemLike, Piece
+
+EVENT = -1  # Entry.channel of an event
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One timeline item with its wire pieces (None for events: they are filtered per stream)."""
+
+    offset_ms: int
+    channel: int
+    item: MediaItemLike
+    pieces: tuple[Piece, ...] | None
+
+
+class SharedTimeline:
+    """A lazily filled, trimmed window over one timeline; readers hold cursors (entry indices)."""
+
+    _TRIM_EVERY = 512
+
+    def __init__(self, items: Iterator[MediaItemLike], encoder: FrameEncoder, language: int | None) -> None:
+        self._items = items
+        self._encoder = encoder
+        self._language = language
+        self._entries: list[Entry] = []
+        self._base = 0  # index of self._entries[0]
+        self._cursors: dict[int, int] = {}
+        self._ids = itertools.count()
+        self._done = False
+
+    @property
+    def trimmed(self) -> bool:
+        """Whether the head is gone (a new reader cannot start here)."""
+        return self._base > 0
+
+    def attach(self) -> int:
+        cursor = next(self._ids)
+        self._cursors[cursor] = self._base
+        return cursor
+
+    def detach(self, cursor: int) -> None:
+        self._cursors.pop(cursor, None)
+
+    def get(self, index: int) -> Entry | None:
+        """Entry `index` (None past the end)."""
+        i = index - self._base
+        entries = self._entries
+        while i >= len(entries):
+            if self._done:
+                return None
+            item = next(self._items, None)
+            if item is None:
+                self._done = True
+                return None
+            channel = EVENT if item.kind == "event" else CHANNEL_OF[item.kind]
+            pieces = None
+            if channel != EVENT:
+                pieces = self._encoder.pieces(
+                    channel, item, self._language if channel == TRANSCRIPT else None
+                )
+            entries.append(Entry(item.offset_ms, channel, item, pieces))
+        return entries[i]
+
+    def release(self, cursor: int, index: int) -> None:
+        """The reader `cursor` will not ask for entries below `index` again."""
+        self._cursors[cursor] = index
+        if index - self._base >= 2 * self._TRIM_EVERY:
+            low = min(self._cursors.values())
+            if low - self._base >= self._TRIM_EVERY:
+                del self._entries[: low - self._base]
+                self._base = low
+
+
+class TimelineCache:
+    """Shared timelines by key; a timeline lives as long as a stream reads it."""
+
+    def __init__(self) -> None:
+        self._timelines: weakref.WeakValueDictionary[Hashable, SharedTimeline] = weakref.WeakValueDictionary()
+
+    def open(
+        self,
+        key: Hashable,
+        make_items: Callable[[], Iterator[MediaItemLike]],
+        encoder: FrameEncoder,
+        language: int | None,
+    ) -> SharedTimeline:
+        """The live timeline for `key` if a reader can still start at its beginning, else a new one."""
+        timeline = self._timelines.get(key)
+        if timeline is None or timeline.trimmed:
+            timeline = SharedTimeline(make_items(), encoder, language)
+            self._timelines[key] = timeline
+        return timeline
