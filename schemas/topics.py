@@ -38,9 +38,12 @@ class TopicSpec:
 
 
 _MEDIA = {"retention.ms": str(_WEEK_MS), "cleanup.policy": "delete", "max.message.bytes": str(8 << 20)}
+# A record stays uncompacted for 48 h (longer than any Zoom meeting, 30 h at most), so a live
+# meeting's `rtms_started` (the only record with its server URLs) survives a later
+# `rtms_interrupted`, and a worker rebuilding the partition can still connect.
 _COMPACTED = {
     "cleanup.policy": "compact",
-    "min.compaction.lag.ms": "60000",
+    "min.compaction.lag.ms": str(48 * 3600 * 1000),
     "segment.ms": str(3600 * 1000),
 }
 
