@@ -219,6 +219,7 @@ class Sample:
     read: int  # media records our consumer read back
     active: int  # meetings the emulator sees connected
     worker_cpu_s: float
+    worker_main_cpu_s: float  # the worker process alone (without its SDK host)
     emulator_cpu_s: float
     broker_cpu_s: float
     self_cpu_s: float
@@ -336,6 +337,7 @@ class StepResult:
     backlog_start: int
     backlog_end: int
     worker_cores: float
+    worker_main_cores: float
     worker_ms_per_meeting_s: float
     meetings_per_core: float
     latency_ms: dict[str, float | None]
@@ -531,6 +533,7 @@ async def _sample(
         read=lat.read,
         active=int(status.get("states", {}).get("active", 0)),
         worker_cpu_s=proc_cpu_s(worker),
+        worker_main_cpu_s=proc_cpu_s(worker, children=False),
         emulator_cpu_s=proc_cpu_s(emulator),
         broker_cpu_s=proc_cpu_s(broker) if broker else 0.0,
         self_cpu_s=r.ru_utime + r.ru_stime,
@@ -599,6 +602,7 @@ def summarize(n: int, args: argparse.Namespace, samples: list[Sample], lat: Late
         backlog_start=backlog_start,
         backlog_end=backlog_end,
         worker_cores=round(worker_cores, 3),
+        worker_main_cores=round((b.worker_main_cpu_s - a.worker_main_cpu_s) / secs, 3),
         worker_ms_per_meeting_s=round(per_meeting_ms, 3),
         meetings_per_core=round(1000 / per_meeting_ms, 1) if per_meeting_ms else 0.0,
         latency_ms={

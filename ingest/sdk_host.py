@@ -65,9 +65,11 @@ class Outbox:
         with self._cond:
             while self._size >= self.limit and not self._closed:
                 self._cond.wait()
+            wake = not self._chunks  # the writer only sleeps on an empty queue
             self._chunks.extend(chunks)
             self._size += sum(len(c) for c in chunks)
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
 
     def run(self) -> None:
         """The writer thread: write whatever is queued, in order, until closed and drained."""
