@@ -357,7 +357,7 @@ def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu": args.server_cpu,
         "client_cpu": args.client_cpu,
         "ramp": args.ramp,
-        "distinct": args.distinct or meetings,
+        "distinct": (args.distinct or meetings),
     }
     server_conn, server_child = ctx.Pipe()
     client_conn, client_child = ctx.Pipe()

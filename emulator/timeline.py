@@ -10,34 +10,37 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
 
 from emulator.wire import CHANNEL_OF, TRANSCRIPT, FrameEncoder, MediaItemLike, Piece
 
 EVENT = -1  # Entry.channel of an event
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
     """One timeline item with its wire pieces (None for events: they are filtered per stream)."""
 
-    offset_ms: int
-    channel: int
-    item: MediaItemLike
-    pieces: tuple[Piece, ...] | None
+    __slots__ = ("offset_ms", "channel", "item", "pieces")
+
+    def __init__(
+        self, offset_ms: int, channel: int, item: MediaItemLike, pieces: tuple[Piece, ...] | None
+    ) -> None:
+        self.offset_ms = offset_ms
+        self.channel = channel
+        self.item = item
+        self.pieces = pieces
 
 
 class SharedTimeline:
-    """A lazily filled, trimmed window over one timeline; readers hold cursors (entry indices)."""
-
-    _TRIM_EVERY = 512
+    """A lazily filled window over one timeline; readers hold cursors (entry indices), and what
+    every reader has passed is dropped at once (few live objects: cheap garbage collections)."""
 
     def __init__(self, items: Iterator[MediaItemLike], encoder: FrameEncoder, language: int | None) -> None:
         self._items = items
         self._encoder = encoder
         self._language = language
-        self._entries: list[Entry] = []
+        self._entries: deque[Entry] = deque()
         self._base = 0  # index of self._entries[0]
         self._cursors: dict[int, int] = {}
         self._ids = itertools.count()
@@ -78,12 +81,13 @@ class SharedTimeline:
 
     def release(self, cursor: int, index: int) -> None:
         """The reader `cursor` will not ask for entries below `index` again."""
-        self._cursors[cursor] = index
-        if index - self._base >= 2 * self._TRIM_EVERY:
-            low = min(self._cursors.values())
-            if low - self._base >= self._TRIM_EVERY:
-                del self._entries[: low - self._base]
-                self._base = low
+        cursors = self._cursors
+        cursors[cursor] = index
+        low = index if len(cursors) == 1 else min(cursors.values())
+        entries = self._entries
+        while self._base < low and entries:
+            entries.popleft()
+            self._base += 1
 
 
 class TimelineCache:
