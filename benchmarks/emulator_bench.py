@@ -95,8 +95,12 @@ async def _serve(conn: Connection, args: dict[str, Any]) -> None:
         cpu0, wall0, wait0 = _cpu_s(), time.monotonic(), _runqueue_wait_s()
         await asyncio.gather(*(h.wait_active() for h in handles))
         gc.freeze()  # the connections too
+        cpu_a, wall_a = _cpu_s(), time.monotonic()  # steady state: every meeting streams ...
         async with asyncio.timeout(args["duration"] / args["speed"] + args["ramp"] + 120):
-            reasons = await asyncio.gather(*(h.wait_done() for h in handles))
+            done = [asyncio.ensure_future(h.wait_done()) for h in handles]
+            await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
+            cpu_b, wall_b = _cpu_s(), time.monotonic()  # ... until the first one ends
+            reasons = await asyncio.gather(*done)
         cpu1, wall1, wait1 = _cpu_s(), time.monotonic(), _runqueue_wait_s()
         stats = [h.stats for h in handles]
         conn.send(
@@ -104,6 +108,8 @@ async def _serve(conn: Connection, args: dict[str, Any]) -> None:
                 "cpu_s": cpu1 - cpu0,
                 "wall_s": wall1 - wall0,
                 "runqueue_wait_s": wait1 - wait0,
+                "steady_cpu_s": cpu_b - cpu_a,
+                "steady_meeting_s": n * (wall_b - wall_a) * args["speed"],
                 "ended_normally": sum(r == 6 for r in reasons),
                 "frames": sum(sum(s.sent.values()) for s in stats),
                 "bytes": sum(s.bytes_sent for s in stats),
@@ -375,6 +381,12 @@ def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
     client.join(10)
     meeting_seconds = meetings * args.duration
     frames = max(srv["frames"], 1)
+    disturbed = srv["runqueue_wait_s"] > 0.02 * srv["wall_s"] or cli["runqueue_wait_s"] > 0.02 * srv["wall_s"]
+    if disturbed:
+        print(
+            "  warning: other processes took CPU from the benchmark; run it on a quiet machine",
+            file=sys.stderr,
+        )
     kept = (
         srv["ended_normally"] == meetings
         and cli["frames"] == srv["frames"]
@@ -386,7 +398,11 @@ def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
         "distinct": config["distinct"],
         "duration_s": args.duration,
         "pacing_kept": kept,
+        "disturbed_by_other_load": disturbed,
         "server_cpu_ms_per_meeting_s": round(1000 * srv["cpu_s"] / meeting_seconds, 3),
+        "server_steady_cpu_ms_per_meeting_s": round(
+            1000 * srv["steady_cpu_s"] / max(srv["steady_meeting_s"], 1e-9), 3
+        ),
         "server_cpu_util": round(srv["cpu_s"] / srv["wall_s"], 3),
         "server_runqueue_wait_s": round(srv["runqueue_wait_s"], 2),
         "server_frames": srv["frames"],

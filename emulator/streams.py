@@ -122,7 +122,7 @@ class Peer:
         return self.ws.protocol.state is State.OPEN and not self.transport.is_closing()
 
     def write(self, data: bytes) -> bool:
-        if not self.open:
+        if self.ws.protocol.state is not State.OPEN or self.transport.is_closing():
             return False
         self.transport.write(data)
         return True
@@ -194,6 +194,7 @@ class Stream:
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
         self.video_subscription: int | None = None
+        self._individual = False
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
         self._cursor = 0
@@ -290,6 +291,11 @@ class Stream:
         for ch in grant.channels:
             self.grants.setdefault(ch, grant.params[ch])  # the first grant of a channel holds
             self.media[ch] = peer
+        video = self.grants.get(VIDEO)
+        self._individual = (
+            isinstance(video, rp.VideoParams)
+            and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+        )
         peer.channels = grant.channels
         if not self.faults.answer_keepalives:
             peer.ignore_pings()
