@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,10 +33,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtmsflow.jvm import HOST, find_java, free_port, locked, tail
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import default_cache_dir
 
@@ -47,7 +46,6 @@ KAFKA_VERSION = "3.9.1"
 SCALA_VERSION = "2.13"
 # Kafka 3.9 logs through slf4j 1.x + log4j 1.x; reload4j is the maintained drop-in for log4j 1.x.
 SLF4J_VERSION = "1.7.36"
-HOST = "127.0.0.1"
 MANIFEST = "MANIFEST.json"
 
 _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -120,17 +118,6 @@ def write_manifest(libs: Path) -> None:
         "jars": {jar.name: _sha256(jar) for jar in sorted(libs.glob("*.jar"))},
     }
     (libs / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-
-
-def _free_port(avoid: frozenset[int] = frozenset()) -> int:
-    """A TCP port on 127.0.0.1 that is free now (the broker binds it a few seconds later)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = int(s.getsockname()[1])
-        if port not in avoid:
-            return port
-    raise BrokerError("could not find a free TCP port on 127.0.0.1")
 
 
 def _port_is_free(port: int) -> bool:
@@ -277,17 +264,6 @@ class LocalKafka:
         """The JVM's own stdout/stderr (start-up failures land here)."""
         return self.state_dir / "broker.out"
 
-    @contextlib.contextmanager
-    def _locked(self, directory: Path) -> Iterator[None]:
-        """An exclusive lock on `directory`, so two `kafka up` (or two fetches) do not interleave."""
-        directory.mkdir(parents=True, exist_ok=True)
-        with (directory / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     # -- jars ----------------------------------------------------------------------------------
 
     def verify_libs(self) -> bool:
@@ -310,7 +286,7 @@ class LocalKafka:
         they are missing or broken, fetch them with Maven into a temporary directory, write the
         manifest, and move the directory into place (so a cache is never half-written)."""
         t0 = time.monotonic()
-        with self._locked(self.cache_dir):
+        with locked(self.cache_dir):
             if not force and self.verify_libs():
                 count = len(list(self.libs_dir.glob("*.jar")))
                 return Fetched(self.libs_dir, count, False, time.monotonic() - t0)
@@ -400,8 +376,8 @@ class LocalKafka:
         previous = self._previous_ports()
         if previous and previous[0] != previous[1] and all(_port_is_free(p) for p in previous):
             return previous
-        port = _free_port()
-        return port, _free_port(frozenset({port}))
+        port = free_port()
+        return port, free_port(frozenset({port}))
 
     def _write_config(self, port: int, controller_port: int) -> None:
         props = {
@@ -431,15 +407,6 @@ class LocalKafka:
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties_file.write_text(text)
         (self.state_dir / "log4j.properties").write_text(_LOG4J.format(log_file=self.log_file))
-
-    def _java(self) -> str:
-        java_home = os.environ.get("JAVA_HOME")
-        if java_home and (Path(java_home) / "bin" / "java").exists():
-            return str(Path(java_home) / "bin" / "java")
-        java = shutil.which("java")
-        if java is None:
-            raise BrokerError("Java 17+ is needed to run Kafka: install a JDK/JRE or set JAVA_HOME")
-        return java
 
     def _format_storage(self, java: str) -> None:
         """Format the KRaft log dir once (the cluster id is kept in its meta.properties)."""
@@ -473,7 +440,7 @@ class LocalKafka:
         `die_with_caller=True` (Linux) has the kernel kill the broker if the calling thread's
         process dies without stopping it -- for a test session killed by a CI timeout, say; the
         default leaves the broker running on its own, as `rtmsflow kafka up` needs."""
-        with self._locked(self.state_dir):
+        with locked(self.state_dir):
             running = self.status()
             if running is not None:
                 return running
@@ -482,7 +449,7 @@ class LocalKafka:
                 # rather than start a second broker on the same data.
                 return self._wait_ready(self.pid(), self._port(), timeout)
             self.fetch()
-            java = self._java()
+            java = find_java("Kafka")
             port, controller_port = self._choose_ports()
             self._write_config(port, controller_port)
             self._format_storage(java)
@@ -544,16 +511,12 @@ class LocalKafka:
         )
 
     def _tail(self, lines: int = 30) -> str:
-        out = []
-        for path in (self.console_file, self.log_file):
-            with contextlib.suppress(OSError):
-                out += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(out[-lines:])
+        return tail((self.console_file, self.log_file), lines)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop this state dir's broker: SIGTERM (a clean shutdown), then SIGKILL after `timeout`
         seconds. Returns False if nothing was running. Idempotent."""
-        with self._locked(self.state_dir):
+        with locked(self.state_dir):
             return self._stop_locked(timeout)
 
     def _stop_locked(self, timeout: float = 30.0) -> bool:

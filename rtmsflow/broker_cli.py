@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from rtmsflow.broker import KAFKA_VERSION, BrokerError, LocalKafka
+from rtmsflow.jvm import JavaNotFound
 
 
 @click.group()
@@ -43,7 +44,7 @@ def up(broker: LocalKafka, timeout: float) -> None:
     t0 = time.monotonic()
     try:
         bootstrap = broker.start(timeout=timeout)
-    except BrokerError as exc:
+    except (BrokerError, JavaNotFound) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"Kafka {KAFKA_VERSION} started at {bootstrap} in {time.monotonic() - t0:.1f} s "
@@ -60,7 +61,7 @@ def down(broker: LocalKafka) -> None:
     pid = broker.pid()
     try:
         stopped = broker.stop()
-    except BrokerError as exc:
+    except (BrokerError, JavaNotFound) as exc:
         raise click.ClickException(str(exc)) from exc
     if stopped:
         click.echo(f"Kafka stopped (pid {pid})", err=True)
@@ -88,7 +89,7 @@ def fetch(broker: LocalKafka, force: bool) -> None:
     """Fetch the Kafka jars into the cache (once; verified against their SHA-256 manifest)."""
     try:
         result = broker.fetch(force=force)
-    except BrokerError as exc:
+    except (BrokerError, JavaNotFound) as exc:
         raise click.ClickException(str(exc)) from exc
     what = "fetched" if result.downloaded else "verified"
     click.echo(

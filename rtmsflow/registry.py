@@ -17,27 +17,24 @@ in-memory H2 database: every start is an empty registry, which is what tests wan
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from rtmsflow.jvm import HOST, find_java, free_port, locked, tail
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import default_cache_dir
 
 log = get_logger(__name__)
 
 APICURIO_VERSION = "2.6.13.Final"
-HOST = "127.0.0.1"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 _ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -46,36 +43,6 @@ _COMPLETE = ".complete"
 
 class RegistryStartError(RuntimeError):
     """The local registry could not be fetched, started or stopped; the message says what to do."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise RegistryStartError(
-            "Java 11+ is needed to run the schema registry: install a JDK/JRE or set JAVA_HOME"
-        )
-    return java
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on `directory`, so two processes do not fetch into it at once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class LocalRegistry:
@@ -132,7 +99,7 @@ class LocalRegistry:
 
     def fetch(self) -> Path:
         """Make sure the application is unpacked in the cache; fetch it with Maven if not."""
-        with _locked(self.cache_dir):
+        with locked(self.cache_dir):
             if (self.app_dir / _COMPLETE).exists() and self.runner_jar.exists():
                 return self.app_dir
             mvn = shutil.which("mvn")
@@ -196,9 +163,9 @@ class LocalRegistry:
             return self.url
         self.fetch()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         cmd = [
-            _java(),
+            find_java("the schema registry"),
             f"-Xmx{self.heap}",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
@@ -245,9 +212,7 @@ class LocalRegistry:
         )
 
     def _tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.console_file.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return tail((self.console_file,), lines)
 
     def pid(self) -> int | None:
         """The pid of the running registry this object started, else None."""
