@@ -52,6 +52,7 @@ threads, default 1), `RTMSFLOW_SDK_POLL_MS` (poll interval, default 10), `RTMSFL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -424,17 +425,22 @@ class SdkHost:
                         route.gone()
                         continue
                     await route.deliver(msg)
+        except asyncio.CancelledError:
+            # the event loop is going away without `shutdown_sdk_hosts()`: end the host quietly
+            # (on stdin EOF it leaves every client and exits)
+            self._stopping = True
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            raise
         except Exception:
             log.exception("SDK host reader failed")
             raise
         finally:
             self.alive = False
-            code = (
-                await self.proc.wait()
-                if self.proc.returncode is None and self._stopping
-                else self.proc.returncode
-            )
+            code = self.proc.returncode
             if not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    code = await asyncio.wait_for(self.proc.wait(), 2.0)  # EOF: it is exiting
                 HOST_RESTARTS.inc()
                 log.error(
                     "SDK host exited",
