@@ -27,6 +27,7 @@ import os
 import resource
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -61,7 +62,11 @@ def _pin(cpu: int | None) -> None:
 
 def server_main(conn: Connection, args: dict[str, Any]) -> None:
     _pin(args["server_cpu"])
-    asyncio.run(_serve(conn, args))
+    try:
+        asyncio.run(_serve(conn, args))
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+        raise
 
 
 async def _serve(conn: Connection, args: dict[str, Any]) -> None:
@@ -71,7 +76,7 @@ async def _serve(conn: Connection, args: dict[str, Any]) -> None:
     n = args["meetings"]
     specs = [
         MeetingSpec(
-            seed=i,
+            seed=i % args["distinct"],
             participants=3,
             duration_s=args["duration"],
             video="720p",
@@ -93,10 +98,10 @@ async def _serve(conn: Connection, args: dict[str, Any]) -> None:
         conn.send([(h.server_urls, h.meeting_uuid, h.stream_id) for h in handles])
         conn.recv()  # the client is about to connect
         cpu0, wall0, wait0 = _cpu_s(), time.monotonic(), _runqueue_wait_s()
-        await asyncio.gather(*(h.wait_active() for h in handles))
-        gc.freeze()  # the connections too
-        cpu_a, wall_a = _cpu_s(), time.monotonic()  # steady state: every meeting streams ...
-        async with asyncio.timeout(args["duration"] / args["speed"] + args["ramp"] + 120):
+        async with asyncio.timeout(args["duration"] / args["speed"] + args["ramp"] + 60):
+            await asyncio.gather(*(h.wait_active() for h in handles))
+            gc.freeze()  # the connections too
+            cpu_a, wall_a = _cpu_s(), time.monotonic()  # steady state: every meeting streams ...
             done = [asyncio.ensure_future(h.wait_done()) for h in handles]
             await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
             cpu_b, wall_b = _cpu_s(), time.monotonic()  # ... until the first one ends
@@ -300,7 +305,11 @@ def client_main(conn: Connection, args: dict[str, Any]) -> None:
     _pin(args["client_cpu"])
     targets = conn.recv()
     conn.send("go")
-    totals = asyncio.run(_run_clients(targets, args))
+    try:
+        totals = asyncio.run(_run_clients(targets, args))
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+        raise
     lat = sorted(totals.lateness_ms)
     conn.send(
         {
@@ -327,7 +336,11 @@ async def _run_clients(targets: list[tuple[str, str, str]], args: dict[str, Any]
 
     async def start(i: int, m: BenchMeeting) -> None:
         await asyncio.sleep(max(0.0, t0 + i * step - loop.time()))
-        await m.start()
+        try:
+            await m.start()
+        except OSError as exc:
+            totals.errors.append(f"connect: {exc!r}")
+            m.done.set_result(None)
 
     await asyncio.gather(*(start(i, m) for i, m in enumerate(meetings)))
     gc.freeze()
@@ -336,6 +349,8 @@ async def _run_clients(targets: list[tuple[str, str, str]], args: dict[str, Any]
     try:
         async with asyncio.timeout(deadline):
             await asyncio.gather(*(m.done for m in meetings))
+    except TimeoutError:
+        totals.errors.append(f"timed out: {sum(not m.done.done() for m in meetings)} meetings never ended")
     finally:
         progress.cancel()
     return totals
@@ -351,6 +366,20 @@ async def _progress(totals: Totals, n: int) -> None:
 
 
 # --- one step -----------------------------------------------------------------------------------------
+
+
+def _recv(conn: Connection, proc: Any, timeout_s: float) -> Any:
+    """The next message from a child; fails (instead of hanging) if it died or went silent."""
+    deadline = time.monotonic() + timeout_s
+    while not conn.poll(1.0):
+        if not proc.is_alive():
+            raise RuntimeError(f"benchmark process {proc.name} died (exit code {proc.exitcode})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark process {proc.name} sent nothing for {timeout_s:.0f} s")
+    msg = conn.recv()
+    if isinstance(msg, dict) and "error" in msg:
+        raise RuntimeError(f"benchmark process {proc.name} failed:\n{msg['error']}")
+    return msg
 
 
 def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -370,15 +399,20 @@ def run_step(meetings: int, args: argparse.Namespace) -> dict[str, Any]:
     server = ctx.Process(target=server_main, args=(server_child, config), daemon=True)
     client = ctx.Process(target=client_main, args=(client_child, config), daemon=True)
     server.start()
-    targets = server_conn.recv()
-    client.start()
-    client_conn.send(targets)
-    client_conn.recv()
-    server_conn.send("go")
-    srv = server_conn.recv()
-    cli = client_conn.recv()
-    server.join(10)
-    client.join(10)
+    try:
+        targets = _recv(server_conn, server, 600)
+        client.start()
+        client_conn.send(targets)
+        _recv(client_conn, client, 60)
+        server_conn.send("go")
+        limit = args.duration / args.speed + args.ramp + 180
+        srv = _recv(server_conn, server, limit)
+        cli = _recv(client_conn, client, limit)
+    finally:
+        for proc in (server, client):
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
     meeting_seconds = meetings * args.duration
     frames = max(srv["frames"], 1)
     disturbed = srv["runqueue_wait_s"] > 0.02 * srv["wall_s"] or cli["runqueue_wait_s"] > 0.02 * srv["wall_s"]

@@ -219,6 +219,7 @@ class RTMSServer:
             max_size=1 << 20,
             write_limit=1 << 20,
             server_header=None,
+            backlog=1024,  # hundreds of meetings join at once in load tests
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
