@@ -194,7 +194,7 @@ class Stream:
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
         self.video_subscription: int | None = None
-        self._individual = False
+        self._individual = False  # video granted as VIDEO_SINGLE_INDIVIDUAL_STREAM (data_opt 4)
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
         self._cursor = 0
@@ -449,7 +449,7 @@ class Stream:
 
     def _video_subscription(self, msg: rp.VideoSubscriptionRequest) -> rp.VideoSubscriptionResponse:
         ts = self.now_ms()
-        if not self._individual_video():
+        if not self._individual:
             code = rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
             return rp.VideoSubscriptionResponse(
                 msg.user_id, code, "video data_opt is not individual stream", ts
@@ -696,7 +696,7 @@ class Stream:
         get = self._timeline.get
         stats = self.stats
         sent = stats.sent
-        individual = self._individual_video()
+        individual = self._individual
         late, max_late, nbytes = 0, stats.max_late_ms, 0
         while entry is not None and entry.offset_ms <= limit:
             ch = entry.channel
@@ -724,20 +724,13 @@ class Stream:
         stats.bytes_sent += nbytes
         return entry, pos
 
-    def _individual_video(self) -> bool:
-        video = self.grants.get(VIDEO)
-        return (
-            isinstance(video, rp.VideoParams)
-            and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
-        )
-
     def _play_media(self, entry: Entry, media_ms: float, active: bool, out: dict[Peer, list[bytes]]) -> None:
         stats = self.stats
         ch = entry.channel
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual_video():
+        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual:
             return  # individual-stream video: only the subscribed participant's frames
         peer = self.media[ch]
         if peer is None or not active:
