@@ -576,7 +576,9 @@ def summarize(n: int, args: argparse.Namespace, samples: list[Sample], lat: Late
         backlog_end - backlog_start < HELD_BACKLOG_S * sent_rate and backlog_end < HELD_BACKLOG_S * sent_rate
     )
     worker_cores = (b.worker_cpu_s - a.worker_cpu_s) / secs
-    per_meeting_ms = 1000 * worker_cores / max(1, b.active)
+    # per meeting-second of media actually handled: a saturated worker handles fewer than N
+    handled_meetings = acked_rate / (sent_rate / n) if sent_rate else 0.0
+    per_meeting_ms = 1000 * worker_cores / handled_meetings if handled_meetings else 0.0
     t0, t1 = a.t_ms // 1000, b.t_ms // 1000 + 1
     ingest = Latencies.between(lat.ingest, t0, t1)
     rtms = Latencies.between(lat.rtms, t0, t1)
