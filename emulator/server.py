@@ -229,15 +229,14 @@ class RTMSServer:
         """Close every connection and the listener. Idempotent."""
         if self._server is None:
             return
-        server, self._server = self._server, None
+        for stream in self._streams.values():
+            stream.shutdown()  # quietly: no interruption or stop is reported for a server going away
+        server = self._server
         server.close()
         await server.wait_closed()
+        self._server = None
         if self._pacer is not None:
             self._pacer.close()
-        for stream in self._streams.values():
-            if not stream.done.done():
-                stream.done.set_exception(RuntimeError("emulator stopped"))
-                stream.done.exception()  # retrieved: nobody has to await it
 
     async def __aenter__(self) -> RTMSServer:
         await self.start()

@@ -576,6 +576,25 @@ class Stream:
                 rp.SessionStateUpdate(rp.SessionState.STOPPED, ts, self.session_id, stop_reason=reason)
             )
             self.signaling.send(rp.StreamStateUpdate(rp.StreamState.TERMINATED, reason, ts))
+        self._end(f"stream terminated (reason {reason})")
+        self.done.set_result(int(reason))
+        log.info(
+            "stream terminated",
+            extra={"meeting": self.meeting_uuid, "stream": self.stream_id, "reason": int(reason)},
+        )
+        self._notify("stopped", int(reason))
+        asyncio.get_running_loop().call_later(self.faults.close_grace_s, self._close_leftovers)
+
+    def shutdown(self) -> None:
+        """The server is stopping: end without messages or notifications; `done` fails."""
+        if self.phase is Phase.TERMINATED:
+            return
+        self._end("emulator stopped")
+        self.listeners.clear()
+        self.done.set_exception(RuntimeError("emulator stopped"))
+        self.done.exception()  # retrieved: nobody has to await it
+
+    def _end(self, why: str) -> None:
         self.phase = Phase.TERMINATED
         if self._timeline is not None:
             self._timeline.detach(self._cursor)
@@ -583,16 +602,8 @@ class Stream:
             self._next = None
         for _, fut in self._offset_waiters:
             if not fut.done():
-                fut.set_exception(RuntimeError(f"stream terminated (reason {reason})"))
+                fut.set_exception(RuntimeError(why))
         self._offset_waiters.clear()
-        if not self.done.done():
-            self.done.set_result(int(reason))
-        log.info(
-            "stream terminated",
-            extra={"meeting": self.meeting_uuid, "stream": self.stream_id, "reason": int(reason)},
-        )
-        self._notify("stopped", int(reason))
-        asyncio.get_running_loop().call_later(self.faults.close_grace_s, self._close_leftovers)
 
     def _close_leftovers(self) -> None:
         for peer in self.peers():

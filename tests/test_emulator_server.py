@@ -912,3 +912,17 @@ async def test_speed_factor_compresses_wall_time_not_timestamps(server: RTMSServ
             (5_000_000 + i.offset_ms, i.user_id, i.user_name, i.data) for i in items if i.kind == kind
         ]
     await client.close()
+
+
+async def test_stopping_the_server_ends_streams_quietly() -> None:
+    async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET) as srv:
+        handle = srv.add_stream(MEETING, "s-shutdown", make_items(duration_ms=60_000))
+        seen: list[Lifecycle] = []
+        handle.on_lifecycle(seen.append)
+        client = Client(handle)
+        await client.join(kinds=("audio",))
+        await handle.wait_active()
+    assert seen == [] and handle.state == "terminated"  # no interruption reported for a server going away
+    with pytest.raises(RuntimeError, match="emulator stopped"):
+        await handle.wait_done()
+    await client.close()
