@@ -185,3 +185,40 @@ async def ingest_stack(settings: Settings, **server_kw: Any) -> AsyncIterator[St
 
 def frames_of(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in raw if not v["end_of_stream"]]
+
+
+def assert_eos_last(raw: dict[str, list[dict[str, Any]]], reason: int | None) -> None:
+    """Each raw topic ends with exactly one end-of-stream marker, carrying the stop reason."""
+    for name in RAW:
+        records = raw[name]
+        assert records and records[-1]["end_of_stream"] and records[-1]["stop_reason"] == reason, name
+        assert sum(v["end_of_stream"] for v in records) == 1, name
+
+
+def assert_ingest_seq_increasing(raw: dict[str, list[dict[str, Any]]]) -> None:
+    """On each raw topic, the ingest sequence of the marker's stream kind only grows (receive order)."""
+    for name in RAW:
+        kind = raw[name][-1]["stream_kind"]
+        seqs = [v["ingest_seq"] for v in raw[name] if v["stream_kind"] == kind]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), name
+
+
+def assert_same_frames(sent: list, raw: dict[str, list[dict]]) -> None:
+    """What the emulator sent, per channel, equals what is on the raw topics (order included)."""
+    audio = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == "audio"]
+    video = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == "video"]
+    text = [
+        (f.timestamp, f.user_id, f.data, f.start_time, f.end_time) for f in sent if f.channel == "transcript"
+    ]
+    got_audio = [
+        (v["timestamp_ms"], v["participant_id"], v["payload"]) for v in frames_of(raw["rtms.raw.audio"])
+    ]
+    got_video = [
+        (v["timestamp_ms"], v["participant_id"], v["payload"]) for v in frames_of(raw["rtms.raw.video"])
+    ]
+    got_text = [(v["timestamp_ms"], v["participant_id"], v["text"], v["start_time_ms"], v["end_time_ms"])
+                for v in frames_of(raw["rtms.raw.transcript"])]  # fmt: skip
+    assert audio and video and text
+    assert got_audio == audio
+    assert got_video == video
+    assert got_text == text

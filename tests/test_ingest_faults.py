@@ -12,8 +12,15 @@ import pytest
 
 from emulator.faults import Faults, Malformed
 from rtmsflow.settings import Settings
-from tests.ingest_support import RAW, Stack, frames_of, ingest_stack, read_topic, small_meeting
-from tests.test_ingest_flow import assert_same_frames
+from tests.ingest_support import (
+    RAW,
+    Stack,
+    assert_same_frames,
+    frames_of,
+    ingest_stack,
+    read_topic,
+    small_meeting,
+)
 
 pytestmark = pytest.mark.kafka
 

@@ -8,30 +8,16 @@ import asyncio
 import pytest
 
 from rtmsflow.settings import Settings
-from tests.ingest_support import RAW, frames_of, ingest_stack, small_meeting
+from tests.ingest_support import (
+    assert_eos_last,
+    assert_ingest_seq_increasing,
+    assert_same_frames,
+    frames_of,
+    ingest_stack,
+    small_meeting,
+)
 
 pytestmark = pytest.mark.kafka
-
-
-def assert_same_frames(sent: list, raw: dict[str, list[dict]]) -> None:
-    """What the emulator sent, per channel, equals what is on the raw topics (order included)."""
-    audio = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == "audio"]
-    video = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == "video"]
-    text = [
-        (f.timestamp, f.user_id, f.data, f.start_time, f.end_time) for f in sent if f.channel == "transcript"
-    ]
-    got_audio = [
-        (v["timestamp_ms"], v["participant_id"], v["payload"]) for v in frames_of(raw["rtms.raw.audio"])
-    ]
-    got_video = [
-        (v["timestamp_ms"], v["participant_id"], v["payload"]) for v in frames_of(raw["rtms.raw.video"])
-    ]
-    got_text = [(v["timestamp_ms"], v["participant_id"], v["text"], v["start_time_ms"], v["end_time_ms"])
-                for v in frames_of(raw["rtms.raw.transcript"])]  # fmt: skip
-    assert audio and video and text
-    assert got_audio == audio
-    assert got_video == video
-    assert got_text == text
 
 
 async def test_started_webhook_brings_every_frame_then_end_of_stream(
@@ -47,12 +33,8 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream(
             reason = await handle.wait_done()
         await stack.hooks.rtms_stopped(identity, reason)
         raw = await stack.wait_eos(identity.instance_id)
-        for name in RAW:
-            records = raw[name]
-            assert records[-1]["end_of_stream"] and records[-1]["stop_reason"] == reason, name
-            assert sum(v["end_of_stream"] for v in records) == 1, name
-            seqs = [v["ingest_seq"] for v in records if v["stream_kind"] == records[-1]["stream_kind"]]
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), name
+        assert_eos_last(raw, reason)
+        assert_ingest_seq_increasing(raw)
         assert_same_frames(handle.sent, raw)
         audio = frames_of(raw["rtms.raw.audio"])[0]
         assert audio["media"] == {

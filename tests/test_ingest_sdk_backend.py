@@ -50,13 +50,15 @@ from tests.ingest_support import (
     CLIENT_ID,
     CLIENT_SECRET,
     RAW,
+    assert_eos_last,
+    assert_ingest_seq_increasing,
+    assert_same_frames,
     frames_of,
     ingest_settings,
     ingest_stack,
     read_topic,
     small_meeting,
 )
-from tests.test_ingest_flow import assert_same_frames
 
 # Zoom publishes the `rtms` wheel for these platforms only (pyproject's `sdk` extra has the same
 # marker). Everywhere else the SDK cannot exist; where it can, a missing install is a failure.
@@ -223,13 +225,6 @@ async def direct(settings: Settings, kafka_topics: dict[str, str]) -> AsyncItera
         await sink.stop()
 
 
-def assert_eos_last(raw: dict[str, list[dict[str, Any]]], reason: int | None) -> None:
-    for name in RAW:
-        records = raw[name]
-        assert records and records[-1]["end_of_stream"] and records[-1]["stop_reason"] == reason, name
-        assert sum(v["end_of_stream"] for v in records) == 1, name
-
-
 def assert_sent_minus_a_gap(
     sent_frames: list[Any], raw: dict[str, list[dict[str, Any]]], max_lost: int
 ) -> None:
@@ -271,10 +266,7 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
         await stack.hooks.rtms_stopped(identity, reason)
         raw = await stack.wait_eos(identity.instance_id)
         assert_eos_last(raw, reason)
-        for name in RAW:
-            kind = raw[name][-1]["stream_kind"]
-            seqs = [v["ingest_seq"] for v in raw[name] if v["stream_kind"] == kind]
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), name
+        assert_ingest_seq_increasing(raw)
         assert_same_frames(handle.sent, raw)
         audio = frames_of(raw["rtms.raw.audio"])[0]
         assert audio["media"] == {
