@@ -21,9 +21,11 @@ RECONNECTS = Counter(
 )
 PRODUCE_LATENCY = Histogram(
     "rtmsflow_ingest_produce_latency_seconds",
-    "From queueing a record to the broker's acknowledgement.",
+    "From queueing a record to the broker's acknowledgement (raw topics: from the first record of its batch).",
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-IN_FLIGHT = Gauge("rtmsflow_ingest_in_flight", "Records sent but not yet acknowledged.")
+IN_FLIGHT = Gauge(
+    "rtmsflow_ingest_in_flight", "Records queued or sent but not yet acknowledged (computed on scrape)."
+)
 EOS_MARKERS = Counter("rtmsflow_ingest_eos_markers", "End-of-stream markers written (one per raw topic).")

@@ -5,10 +5,14 @@ meeting, stream kind, participant, RTMS timestamp, plus `ingest_seq` (a counter 
 id and stream kind, kept for the life of this process so a reconnect does not reset it) and
 `received_at_ms`.
 
-Throughput without unbounded memory: records are handed to the idempotent producer with `send()`
-(batched by `linger_ms`) and never awaited one by one. Each stream has an in-flight window (records
-and bytes); a sink call only waits when its window is full, which slows the socket reader and so
-pushes back on Zoom instead of growing a queue.
+Throughput without unbounded memory: records are appended to an open batch per (topic, partition)
+and shipped after `linger_s` or when full (`ingest.batching`), never awaited one by one. The
+partition is the producer's default one for the meeting key (murmur2, as the Java client), so a
+meeting's records share a partition number on every topic. Each stream has an in-flight window
+(records and bytes, released when their batch is acknowledged); a sink call only waits when its
+window is full, which slows the socket reader and so pushes back on Zoom instead of growing a queue.
+A producer without the batch API (`create_batch`/`send_batch`/`partitions_for`) gets one `send()`
+per record instead.
 
 End of stream: `end_of_stream` waits until every record of the stream is acknowledged, then writes
 the marker on each raw topic and waits for those too.
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+import weakref
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from ingest import metrics
 from ingest.backend import (
@@ -35,6 +41,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
+from ingest.batching import Lane, Shipment, Shipper, Single
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
@@ -44,6 +51,8 @@ from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RA
 log = get_logger(__name__)
 
 _ENDED_MEMORY = 10_000  # streams whose end-of-stream was written, remembered to stay idempotent
+_PARTITION_MEMORY = 100_000  # (topic, meeting key) -> partition, cleared when larger
+_PARTITIONER = DefaultPartitioner()
 
 
 class ProduceFailed(RuntimeError):
@@ -72,13 +81,13 @@ class _Window:
         self.records += 1
         self.bytes += size
 
-    def release(self, size: int) -> None:
-        self.records -= 1
+    def release(self, size: int, records: int = 1) -> None:
+        self.records -= records
         self.bytes -= size
         self._room.set()
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: batches count records per stream
 class _Stream:
     """What the sink keeps per (meeting, stream id)."""
 
@@ -93,6 +102,12 @@ class _Stream:
         self.seqs[kind] = seq + 1
         return seq
 
+    def settled(self, records: int, size: int, ok: bool) -> None:
+        """A batch holding `records` of this stream was acknowledged (or failed)."""
+        self.window.release(size, records)
+        if not ok:
+            self.failures += records
+
 
 class KafkaSink:
     """`IngestSink` on Kafka. `start()` starts the producer (unless one was given), `stop()`
@@ -106,6 +121,8 @@ class KafkaSink:
         codec: Codec | None = None,
         max_in_flight: int = 2_000,
         max_in_flight_bytes: int = 16 << 20,
+        linger_s: float = 0.005,
+        max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.settings = settings
         self.codec = codec or Codec.from_settings(settings)
@@ -117,12 +134,33 @@ class KafkaSink:
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._topics = {spec.name: spec.full_name(settings.topic_prefix) for spec in (*_RAW, DEADLETTER)}
+        self._labels = {full: name.rsplit(".", 1)[-1] for name, full in self._topics.items()}
+        # batching (see the module docstring); records over max_batch_bytes go alone with send()
+        self.linger_s = linger_s
+        self.max_batch_bytes = max_batch_bytes
+        self._batching = False
+        self._lanes: dict[tuple[str, int], Lane] = {}
+        self._shipper: Shipper | None = None
+        # at most one shipment per (topic, partition) at the producer; the next ones wait here
+        self._outstanding: dict[tuple[str, int], Shipment] = {}
+        self._waiting: dict[tuple[str, int], deque[Shipment]] = {}
+        self._partitions: dict[str, list[int]] = {}
+        self._partition_of: dict[tuple[str, bytes], int] = {}
+        # Prometheus children looked up once, not per record
+        self._kind_metrics: dict[str, tuple[Any, Any]] = {}
+        self._latency = {
+            label: metrics.PRODUCE_LATENCY.labels(topic=label) for label in self._labels.values()
+        }
+        ref = weakref.ref(self)
+        metrics.IN_FLIGHT.set_function(lambda: float(s.in_flight()) if (s := ref()) is not None else 0.0)
+        self._use(producer)
 
     async def start(self) -> None:
         await self.codec.prepare(self._topics.values())
         if self.producer is None:
             self.producer = make_producer(self.settings)
             await self.producer.start()
+            self._use(self.producer)
 
     async def stop(self) -> None:
         if self.producer is None:
@@ -130,6 +168,9 @@ class KafkaSink:
         try:
             await self.flush()
         finally:
+            if self._shipper is not None:
+                await self._shipper.stop()
+                self._shipper = None
             if self._own_producer:
                 await self.producer.stop()
                 self.producer = None
@@ -220,15 +261,24 @@ class KafkaSink:
         await self._track(stream, topic, key, value, len(value), "deadletter")
 
     async def flush(self, session: StreamSession | None = None) -> None:
+        """Ship the open batches holding records of `session` (of every stream if None), wait until
+        they are acknowledged, and raise `ProduceFailed` if any of them were not."""
         if session is None:
-            await self._producer().flush()
+            for lane in list(self._lanes.values()):
+                self._ship(lane)
             streams = list(self._streams.values())
         else:
             found = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
             streams = [found] if found else []
+            for lane in list(self._lanes.values()) if found else ():
+                if found in lane.owners:
+                    self._ship(lane)
         for stream in streams:
             if stream.pending:
                 await asyncio.wait(list(stream.pending))
+        if session is None:
+            await self._producer().flush()
+        for stream in streams:
             if stream.failures:
                 failed, stream.failures = stream.failures, 0
                 raise ProduceFailed(f"{failed} records were not acknowledged by Kafka")
@@ -289,6 +339,16 @@ class KafkaSink:
 
     # --- internals ----------------------------------------------------------------------------
 
+    def in_flight(self) -> int:
+        """Records queued or sent but not yet acknowledged (the IN_FLIGHT gauge, read on scrape)."""
+        return sum(stream.window.records for stream in self._streams.values())
+
+    def _use(self, producer: AIOKafkaProducer | None) -> None:
+        self._batching = producer is not None and all(
+            callable(getattr(producer, name, None))
+            for name in ("create_batch", "send_batch", "partitions_for")
+        )
+
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
             raise RuntimeError("KafkaSink not started")
@@ -334,15 +394,30 @@ class KafkaSink:
         stream.last_ts[spec.name] = record["timestamp_ms"]
         await stream.window.acquire(len(value))
         await self._track(
-            stream, topic, session.meeting_uuid.encode(), value, len(value), spec.name.rsplit(".", 1)[-1]
+            stream, topic, session.meeting_uuid.encode(), value, len(value), self._labels[topic]
         )
         if kind is not None:
-            metrics.FRAMES.labels(kind=kind).inc()
-            metrics.BYTES.labels(kind=kind).inc(size)
+            counters = self._kind_metrics.get(kind)
+            if counters is None:
+                counters = self._kind_metrics[kind] = (
+                    metrics.FRAMES.labels(kind=kind),
+                    metrics.BYTES.labels(kind=kind),
+                )
+            counters[0].inc()
+            counters[1].inc(size)
 
     async def _track(
         self, stream: _Stream, topic: str, key: bytes | None, value: bytes, size: int, label: str
     ) -> None:
+        """Queue one record whose `size` the stream's window already holds; the window is released
+        when Kafka acknowledges it."""
+        if self._batching and key is not None:
+            try:
+                await self._append(stream, topic, key, value, size)
+            except BaseException:
+                stream.window.release(size)
+                raise
+            return
         started = time.perf_counter()
         try:
             fut = await self._producer().send(topic, value=value, key=key)
@@ -350,12 +425,10 @@ class KafkaSink:
             stream.window.release(size)
             raise
         stream.pending.add(fut)
-        metrics.IN_FLIGHT.inc()
 
         def done(f: asyncio.Future[Any]) -> None:
             stream.pending.discard(f)
             stream.window.release(size)
-            metrics.IN_FLIGHT.dec()
             if f.cancelled() or f.exception() is not None:
                 stream.failures += 1
                 log.error(
@@ -363,9 +436,104 @@ class KafkaSink:
                     extra={"topic": topic, "error": repr(None if f.cancelled() else f.exception())},
                 )
             else:
-                metrics.PRODUCE_LATENCY.labels(topic=label).observe(time.perf_counter() - started)
+                self._latency[label].observe(time.perf_counter() - started)
 
         fut.add_done_callback(done)
+
+    async def _append(self, stream: _Stream, topic: str, key: bytes, value: bytes, size: int) -> None:
+        """Append a record to the open batch of its (topic, partition), opening one if needed."""
+        part = self._partition_of.get((topic, key))
+        if part is None:
+            part = await self._partition(topic, key)
+        lane = self._lanes.get((topic, part))
+        if len(key) + len(value) > self.max_batch_bytes:
+            if lane is not None:  # what came before it goes first
+                self._ship(lane)
+            single = Single(topic, part, key, value, self._settled)
+            single.add(stream, size)
+            self._dispatch(single)
+            return
+        if lane is None:
+            lane = self._open(topic, part)
+        if lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
+            self._ship(lane)
+            lane = self._open(topic, part)
+            lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+        lane.add(stream, size)
+
+    async def _partition(self, topic: str, key: bytes) -> int:
+        """The producer's default partition for `key` (murmur2 like the Java client), cached:
+        topics keep the partition count they were created with."""
+        parts = self._partitions.get(topic)
+        if parts is None:
+            parts = self._partitions[topic] = sorted(await self._producer().partitions_for(topic))
+        part: int = _PARTITIONER(key, parts, parts)
+        if len(self._partition_of) >= _PARTITION_MEMORY:
+            self._partition_of.clear()
+        self._partition_of[(topic, key)] = part
+        return part
+
+    def _open(self, topic: str, part: int) -> Lane:
+        lane = self._lanes[(topic, part)] = Lane(topic, part, self._producer().create_batch(), self._settled)
+        lane.timer = asyncio.get_running_loop().call_later(self.linger_s, self._lingered, lane)
+        return lane
+
+    def _lingered(self, lane: Lane) -> None:
+        """The lane's linger is over: ship it, unless its partition still has a batch at the
+        producer; then it keeps filling and ships when that one settles."""
+        lane.timer = None
+        if (lane.topic, lane.partition) in self._outstanding:
+            lane.due = True
+        else:
+            self._ship(lane)
+
+    def _ship(self, lane: Lane) -> None:
+        """Close the lane's batch and dispatch it (linger over, full, or flushed)."""
+        if self._lanes.get((lane.topic, lane.partition)) is not lane:
+            return  # already shipped
+        del self._lanes[(lane.topic, lane.partition)]
+        if lane.timer is not None:
+            lane.timer.cancel()
+        lane.batch.close()
+        self._dispatch(lane)
+
+    def _dispatch(self, shipment: Shipment) -> None:
+        """Hand a shipment to the shipper, or queue it behind its partition's outstanding one.
+
+        One at a time per partition: `send_batch` would otherwise wait, inside the one shipper
+        task, for the previous batch of the partition to drain (a broker round trip), stalling
+        every other partition behind it."""
+        tp = (shipment.topic, shipment.partition)
+        if tp in self._outstanding:
+            self._waiting.setdefault(tp, deque()).append(shipment)
+            return
+        self._outstanding[tp] = shipment
+        if self._shipper is None or self._shipper.task.done():
+            self._shipper = Shipper(self._producer())
+        self._shipper.put(shipment)
+
+    def _settled(self, shipment: Shipment, ok: bool) -> None:
+        """A shipment was acknowledged or failed: send what waited behind it on its partition."""
+        tp = (shipment.topic, shipment.partition)
+        if self._outstanding.get(tp) is shipment:
+            del self._outstanding[tp]
+            waiting = self._waiting.get(tp)
+            if self._shipper is None or self._shipper.stopped:
+                pass  # stopping: nothing more goes out
+            elif waiting:
+                nxt = waiting.popleft()
+                if not waiting:
+                    del self._waiting[tp]
+                self._dispatch(nxt)
+            else:
+                lane = self._lanes.get(tp)
+                if lane is not None and lane.due:
+                    self._ship(lane)
+        if ok:  # one observation per record, timed from the first record of its batch
+            observe = self._latency[self._labels[shipment.topic]].observe
+            latency = time.perf_counter() - shipment.first_at
+            for _ in range(shipment.records):
+                observe(latency)
 
 
 _RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
