@@ -33,7 +33,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from rtmsflow.settings import Settings
 
@@ -238,9 +238,10 @@ class SessionBackend(ABC):
 
 
 class BackendFactory(Protocol):
-    """Builds a backend: `factory(settings, sink)`."""
+    """Builds a backend: `factory(settings, sink)`; every backend also takes the client's media
+    and reconnect choices as `config=` (an `ingest.rtms_client.ClientConfig`)."""
 
-    def __call__(self, settings: Settings, sink: IngestSink) -> SessionBackend: ...
+    def __call__(self, settings: Settings, sink: IngestSink, *, config: Any = None) -> SessionBackend: ...
 
 
 # name -> "module:attribute"; modules are imported on use so the SDK is only loaded when chosen.

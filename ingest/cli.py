@@ -103,7 +103,7 @@ def worker(
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
     from ingest.backend import IngestSink, SessionBackend, load_backend
     from ingest.worker import SessionWorker, run_worker
-    from ingest.ws_client import WebSocketBackend, client_config
+    from ingest.ws_client import client_config
 
     settings = Settings.from_env()
     config = client_config(
@@ -117,14 +117,25 @@ def worker(
         transcript=transcript,
     )
 
+    factory = load_backend(settings.ingest_backend)
+
     def backend(s: Settings, sink: IngestSink) -> SessionBackend:
-        if s.ingest_backend == "websocket":
-            return WebSocketBackend(s, sink, config=config)
-        return load_backend(s.ingest_backend)(s, sink)
+        return factory(s, sink, config=config)  # the same media choices, whichever backend
 
     log.info("ingest worker starting", extra={"settings": settings.describe(), "group": group})
     node = SessionWorker(
         settings, group_id=group, backend_factory=backend, session_timeout_ms=session_timeout_ms
     )
     port = settings.metrics_port if metrics_port is None else metrics_port
-    _run(run_worker(settings, node, port))
+    _run(_worker_then_sdk_hosts(settings, run_worker(settings, node, port)))
+
+
+async def _worker_then_sdk_hosts(settings: Settings, worker: Coroutine[Any, Any, None]) -> None:
+    """Run the worker; afterwards stop the SDK host process it may have started (sdk backend)."""
+    try:
+        await worker
+    finally:
+        if settings.ingest_backend == "sdk":
+            from ingest.sdk_backend import shutdown_sdk_hosts
+
+            await shutdown_sdk_hosts()
