@@ -79,6 +79,16 @@ _EVENT_NAMES = {
     8: "video_on",
     9: "video_off",
 }
+
+
+def event_name(event_type: int, product: Product) -> str:
+    """The raw_event `name` of an EVENT_UPDATE: Contact Center reuses event types 8 and up for
+    its own voice events, so those are named per product."""
+    if product is Product.CONTACT_CENTER and event_type >= 8:
+        return f"zcc_event_{event_type}"
+    return _EVENT_NAMES.get(event_type, f"event_{event_type}")
+
+
 _STATE_MSGS = {
     MsgType.STREAM_STATE_UPDATE: "stream_state",
     MsgType.SESSION_STATE_UPDATE: "session_state",
@@ -780,10 +790,7 @@ class RtmsClient:
         return [Send(channel, conn, proto.encode(req.response()))]
 
     def _event(self, ev: proto.EventUpdate, raw: str | bytes) -> EventData:
-        zcc = self.session.product is Product.CONTACT_CENTER and ev.event_type >= 8
-        name = (
-            f"zcc_event_{ev.event_type}" if zcc else _EVENT_NAMES.get(ev.event_type, f"event_{ev.event_type}")
-        )
+        name = event_name(ev.event_type, self.session.product)
         participants = tuple(Participant(p.user_id, p.user_name) for p in ev.participants or ())
         return EventData(
             msg_type=MsgType.EVENT_UPDATE,

@@ -85,7 +85,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest.rtms_client import _EVENT_NAMES, Backoff, ClientConfig
+from ingest.rtms_client import Backoff, ClientConfig, event_name
 from ingest.sdk_wire import (
     QUIT,
     ControlMessage,
@@ -248,8 +248,7 @@ def event_data(raw: str, product: Product) -> EventData:
     if obj is None:
         raise proto.ProtocolError("bad_json", "event", "empty")
     ev = proto.EventUpdate.from_dict(obj)
-    zcc = product is Product.CONTACT_CENTER and ev.event_type >= 8
-    name = f"zcc_event_{ev.event_type}" if zcc else _EVENT_NAMES.get(ev.event_type, f"event_{ev.event_type}")
+    name = event_name(ev.event_type, product)
     return EventData(
         msg_type=proto.MsgType.EVENT_UPDATE,
         name=name,
