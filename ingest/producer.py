@@ -96,6 +96,12 @@ class _Stream:
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
     failures: int = 0
+    key: bytes = b""  # the meeting UUID as the record key
+    # the last granted params seen and their record `media` dict (KafkaSink.audio/video)
+    media_of: AudioParams | None = None
+    media: dict[str, Any] = field(default_factory=dict)
+    video_media_of: VideoParams | None = None
+    video_media: dict[str, Any] = field(default_factory=dict)
 
     def next_seq(self, kind: str) -> int:
         seq = self.seqs.get(kind, 0)
@@ -177,24 +183,54 @@ class KafkaSink:
 
     # --- IngestSink ---------------------------------------------------------------------------
 
+    # audio and video are most of the records: each is built as one dict literal, and the `media`
+    # dict is built once per granted params object (the stream keeps it) instead of per frame;
+    # the encoder only reads records, so sharing it is safe.
     async def audio(self, session: StreamSession, frame: AudioData) -> None:
         stream = self._stream(session)
-        record = self._identity(session, stream, "AUDIO", frame.timestamp_ms, frame.participant_id)
-        record.update(
-            participant_name=frame.participant_name,
-            channel_id=frame.channel_id,
-            payload=frame.payload,
-            media=_audio_params(frame.params),
-        )
+        params = frame.params
+        if stream.media_of is not params:
+            stream.media_of, stream.media = params, _audio_params(params)
+        seqs = stream.seqs
+        seq = seqs.get("AUDIO", 0)
+        seqs["AUDIO"] = seq + 1
+        record = {
+            "meeting_uuid": session.meeting_uuid,
+            "rtms_stream_id": session.rtms_stream_id,
+            "stream_kind": "AUDIO",
+            "participant_id": frame.participant_id,
+            "timestamp_ms": frame.timestamp_ms,
+            "ingest_seq": seq,
+            "received_at_ms": time.time_ns() // 1_000_000,
+            "participant_name": frame.participant_name,
+            "channel_id": frame.channel_id,
+            "payload": frame.payload,
+            "media": stream.media,
+        }
         await self._send(session, stream, RAW_AUDIO, record, "audio", len(frame.payload))
 
     async def video(self, session: StreamSession, frame: VideoData) -> None:
         stream = self._stream(session)
-        record = self._identity(session, stream, frame.kind, frame.timestamp_ms, frame.participant_id)
-        record.update(
-            participant_name=frame.participant_name, payload=frame.payload, media=_video_params(frame.params)
-        )
-        await self._send(session, stream, RAW_VIDEO, record, frame.kind.lower(), len(frame.payload))
+        params = frame.params
+        if stream.video_media_of is not params:
+            stream.video_media_of, stream.video_media = params, _video_params(params)
+        kind = frame.kind
+        seqs = stream.seqs
+        seq = seqs.get(kind, 0)
+        seqs[kind] = seq + 1
+        record = {
+            "meeting_uuid": session.meeting_uuid,
+            "rtms_stream_id": session.rtms_stream_id,
+            "stream_kind": kind,
+            "participant_id": frame.participant_id,
+            "timestamp_ms": frame.timestamp_ms,
+            "ingest_seq": seq,
+            "received_at_ms": time.time_ns() // 1_000_000,
+            "participant_name": frame.participant_name,
+            "payload": frame.payload,
+            "media": stream.video_media,
+        }
+        await self._send(session, stream, RAW_VIDEO, record, _KIND_LABELS[kind], len(frame.payload))
 
     async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
         stream = self._stream(session)
@@ -358,7 +394,9 @@ class KafkaSink:
         key = (session.meeting_uuid, session.rtms_stream_id)
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = _Stream(_Window(self.max_in_flight, self.max_in_flight_bytes))
+            stream = self._streams[key] = _Stream(
+                _Window(self.max_in_flight, self.max_in_flight_bytes), key=session.meeting_uuid.encode()
+            )
         return stream
 
     def _identity(
@@ -393,9 +431,7 @@ class KafkaSink:
             return
         stream.last_ts[spec.name] = record["timestamp_ms"]
         await stream.window.acquire(len(value))
-        await self._track(
-            stream, topic, session.meeting_uuid.encode(), value, len(value), self._labels[topic]
-        )
+        await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
         if kind is not None:
             counters = self._kind_metrics.get(kind)
             if counters is None:
@@ -536,6 +572,7 @@ class KafkaSink:
                 observe(latency)
 
 
+_KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
 _RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
 _EOS_FIELDS: dict[str, dict[str, Any]] = {
     RAW_AUDIO.name: {

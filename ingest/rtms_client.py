@@ -21,6 +21,7 @@ client is streaming again. `max_attempts` consecutive failures end the session.
 
 from __future__ import annotations
 
+import binascii
 import json
 import random
 from dataclasses import dataclass, field
@@ -97,6 +98,9 @@ _STATE_MSGS = {
     MsgType.VIDEO_SUBSCRIPTION_RESP: "video_subscription",
 }
 _KNOWN_MSG_TYPES = frozenset(int(t) for t in MsgType)
+# media frames taken by RtmsClient._fast_media_item (transcripts and chat go the general way)
+_FAST_MEDIA = frozenset({MsgType.MEDIA_DATA_AUDIO, MsgType.MEDIA_DATA_VIDEO, MsgType.MEDIA_DATA_SHARE})
+_OPTIONAL_INTS = ("length", "start_time", "end_time", "language")
 _AUDIO_CODECS = {1: "L16", 2: "G711", 3: "G722", 4: "OPUS"}
 _VIDEO_CODECS = {5: "JPG", 6: "PNG", 7: "H264"}
 
@@ -565,6 +569,12 @@ class RtmsClient:
         self, channel: str, conn: int, raw: str | bytes, msg: dict[str, Any], now: float, wall_ms: int
     ) -> list[Action]:
         msg_type = msg["msg_type"]
+        if msg_type in _FAST_MEDIA:
+            fast = self._fast_media_item(msg_type, msg)
+            if fast is not None:
+                return [Deliver(fast)]
+            # anything unusual (a missing or mistyped field, bad base64) takes the full parser
+            # below, which raises the same ProtocolError (so the same dead letter) as always
         try:
             if msg_type in proto.MEDIA_MSG_TYPES:
                 frame = proto.MediaFrame.from_dict(msg)
@@ -669,6 +679,45 @@ class RtmsClient:
             Send(SIGNALING, sig.conn, proto.encode(proto.ClientReadyAck(self.session.rtms_stream_id))),
             Send(SIGNALING, sig.conn, proto.encode(proto.EventSubscription.subscribe(*_SUBSCRIBED_EVENTS))),
         ]
+
+    def _fast_media_item(self, msg_type: int, msg: dict[str, Any]) -> AudioData | VideoData | None:
+        """Fast path for audio and video frames (~50 per meeting-second): the value straight from
+        the JSON object, without the intermediate `MediaFrame` and `_get` per field. It accepts
+        exactly the well-formed frames `MediaFrame.from_dict` accepts (exact JSON types, absent or
+        null optional fields defaulted, strict base64) and returns None for anything else, which
+        the caller then parses the slow way to get the exact error."""
+        c = msg.get("content")
+        if type(c) is not dict:
+            return None
+        data = c.get("data")
+        ts = c.get("timestamp")
+        if type(data) is not str or type(ts) is not int:
+            return None
+        user_id = c.get("user_id")
+        if user_id is None:
+            user_id = 0
+        elif type(user_id) is not int:
+            return None
+        name = c.get("user_name")
+        if name is not None and type(name) is not str:
+            return None
+        channel_id = c.get("channel_id")
+        if channel_id is not None and type(channel_id) is not str:
+            return None
+        for key in _OPTIONAL_INTS:  # parsed (and so checked) by MediaFrame though unused here
+            value = c.get(key)
+            if value is not None and type(value) is not int:
+                return None
+        try:
+            # strict_mode accepts a subset of what b64decode(validate=True) accepts, decoded alike
+            payload = binascii.a2b_base64(data, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
+        if msg_type == MsgType.MEDIA_DATA_AUDIO:
+            return AudioData(ts, payload, self.granted.audio, user_id, name or None, channel_id)
+        if msg_type == MsgType.MEDIA_DATA_VIDEO:
+            return VideoData("VIDEO", ts, payload, self.granted.video, user_id, name or None)
+        return VideoData("DESKSHARE", ts, payload, self.granted.deskshare, user_id, name or None)
 
     def _media_item(
         self, frame: proto.MediaFrame
