@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -59,7 +60,6 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
 
 # --- the whole ingest path against the emulator -------------------------------------------------------
 
-import asyncio  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
@@ -222,3 +222,24 @@ def assert_same_frames(sent: list, raw: dict[str, list[dict]]) -> None:
     assert got_audio == audio
     assert got_video == video
     assert got_text == text
+
+
+async def play_whole_meeting(stack: Stack, meeting: SyntheticMeeting) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+    """Play `meeting` through the stack's started/stopped webhooks and check the raw-topic contract
+    every backend must keep: exactly one end-of-stream marker last with the stop reason, ingest
+    sequence in receive order, every frame the emulator sent byte for byte, and the granted L16
+    16 kHz mono mixed audio recorded with each audio frame. Returns the emulator's stream handle
+    and the raw topics' records, for the backend-specific checks that follow."""
+    identity, handle = stack.stream(meeting, speed=2.0)
+    (delivery,) = await stack.hooks.rtms_started(identity)
+    assert delivery.delivered
+    async with asyncio.timeout(30):
+        reason = await handle.wait_done()
+    await stack.hooks.rtms_stopped(identity, reason)
+    raw = await stack.wait_eos(identity.instance_id)
+    assert_eos_last(raw, reason)
+    assert_ingest_seq_increasing(raw)
+    assert_same_frames(handle.sent, raw)
+    audio = frames_of(raw["rtms.raw.audio"])[0]
+    assert audio["media"] == {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
+    return handle, raw

@@ -51,11 +51,11 @@ from tests.ingest_support import (
     CLIENT_SECRET,
     RAW,
     assert_eos_last,
-    assert_ingest_seq_increasing,
     assert_same_frames,
     frames_of,
     ingest_settings,
     ingest_stack,
+    play_whole_meeting,
     read_topic,
     small_meeting,
 )
@@ -258,24 +258,7 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
 
         stack.backend_factory = factory  # type: ignore[method-assign]
         await stack.start_worker()
-        identity, handle = stack.stream(meeting, speed=2.0)
-        (delivery,) = await stack.hooks.rtms_started(identity)
-        assert delivery.delivered
-        async with asyncio.timeout(30):
-            reason = await handle.wait_done()
-        await stack.hooks.rtms_stopped(identity, reason)
-        raw = await stack.wait_eos(identity.instance_id)
-        assert_eos_last(raw, reason)
-        assert_ingest_seq_increasing(raw)
-        assert_same_frames(handle.sent, raw)
-        audio = frames_of(raw["rtms.raw.audio"])[0]
-        assert audio["media"] == {
-            "codec": "L16",
-            "sample_rate": 16000,
-            "channels": 1,
-            "send_rate_ms": 20,
-            "mixed": True,
-        }
+        handle, raw = await play_whole_meeting(stack, meeting)
         assert frames_of(raw["rtms.raw.video"])[0]["media"] == {
             "codec": "H264",
             "width": 640,
