@@ -1,0 +1,196 @@
+"""Files that appear complete or not at all: temporary names, fsync, rename, fsync the directory.
+
+A sink streams each output file into `.<name>.partial` next to its final name for the whole life of
+a stream, then publishes the stream's files together (`FileGroup.publish`):
+
+1. every temporary file is flushed and fsynced (data on disk before any name changes);
+2. each is renamed over its final name with `os.replace` (atomic; a re-run overwrites, never
+   duplicates), then the directory is fsynced so the renames themselves are durable;
+3. the manifest is written the same way and renamed *last*, and the directory fsynced again.
+
+So `manifest.json` present means "every file it lists is complete and durable"; only after that
+does the sink commit its offsets. After a crash, whatever is left is either `.partial` debris
+(removed by `FileGroup.begin`, the sink rebuilds the stream from its first record) or final files
+without a manifest (an interrupted publish: the rebuild overwrites them with the same bytes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+PARTIAL_PREFIX = "."
+PARTIAL_SUFFIX = ".partial"
+MANIFEST_NAME = "manifest.json"
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name of `final`, in the same directory (so the rename never crosses a device)."""
+    return final.with_name(f"{PARTIAL_PREFIX}{final.name}{PARTIAL_SUFFIX}")
+
+
+def is_partial(path: Path) -> bool:
+    """True for a name made by `partial_path`."""
+    name = path.name
+    return name.startswith(PARTIAL_PREFIX) and name.endswith(PARTIAL_SUFFIX) and len(name) > 9
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (creations, renames, deletions) durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """fsync a file that another handle wrote and closed (fsync applies to the inode, not the handle)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """`mkdir -p`, fsyncing each parent whose entries changed, so the path survives a power cut."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        fsync_dir(path.parent)
+
+
+def publish(partial: Path, final: Path) -> None:
+    """fsync `partial`, rename it over `final`, fsync the directory."""
+    fsync_file(partial)
+    os.replace(partial, final)
+    fsync_dir(final.parent)
+
+
+@contextmanager
+def atomic_writer(final: Path) -> Iterator[BinaryIO]:
+    """Write one file under its temporary name; on a clean exit publish it, on an error remove it.
+
+    >>> with atomic_writer(Path("/tmp/x.bin")) as f:   # doctest: +SKIP
+    ...     f.write(b"...")
+    """
+    temp = partial_path(final)
+    try:
+        with open(temp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    os.replace(temp, final)
+    fsync_dir(final.parent)
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    """Replace `final` with `data`, atomically and durably."""
+    with atomic_writer(final) as handle:
+        handle.write(data)
+
+
+def sweep_partials(directory: Path) -> list[Path]:
+    """Remove the temporary files a crash left in `directory`; return what was removed, sorted."""
+    if not directory.is_dir():
+        return []
+    removed = sorted(p for p in directory.iterdir() if p.is_file() and is_partial(p))
+    for path in removed:
+        path.unlink()
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
+class FileGroupError(RuntimeError):
+    """A misuse of a `FileGroup` (a name outside it, publishing twice, a missing temporary file)."""
+
+
+class FileGroup:
+    """The files of one stream directory, written under temporary names and published together.
+
+    Lifecycle: `begin()` (create the directory, clear a crash's leftovers and any stale manifest),
+    `partial(name)` for each file while writing, `publish(manifest_bytes)` once. A group that is
+    never published leaves only `.partial` files, which the next `begin()` removes.
+    """
+
+    def __init__(self, directory: Path, manifest_name: str = MANIFEST_NAME) -> None:
+        self.directory = directory
+        self.manifest_name = manifest_name
+        self._names: list[str] = []
+        self._begun = False
+        self._published = False
+
+    @property
+    def complete(self) -> bool:
+        """True when the directory holds a published manifest (its stream needs no rebuild)."""
+        return (self.directory / self.manifest_name).is_file()
+
+    def begin(self) -> list[Path]:
+        """Prepare the directory for a (re)build; return the leftover temporary files it removed.
+
+        A stale manifest is removed first (and the removal made durable): a rebuild that crashes
+        halfway must not leave a manifest vouching for files that are being replaced.
+        """
+        make_dirs(self.directory)
+        manifest = self.directory / self.manifest_name
+        if manifest.exists():
+            manifest.unlink()
+            fsync_dir(self.directory)
+        self._begun = True
+        return sweep_partials(self.directory)
+
+    def partial(self, name: str) -> Path:
+        """The temporary path to write `name` to; registers `name` for `publish`."""
+        if not self._begun:
+            raise FileGroupError("begin() the group before writing to it")
+        if name == self.manifest_name or "/" in name or not name or name.startswith("."):
+            raise FileGroupError(f"not a data file name: {name!r}")
+        if name not in self._names:
+            self._names.append(name)
+        return partial_path(self.directory / name)
+
+    def partials(self) -> Mapping[str, Path]:
+        """Final name -> temporary path of every registered file, sorted by name."""
+        return {name: partial_path(self.directory / name) for name in sorted(self._names)}
+
+    def publish(self, manifest: bytes) -> list[Path]:
+        """Publish every registered file, then the manifest; return the final paths, manifest last.
+
+        The writers must have closed their files. All temporary files are fsynced before the first
+        rename, and the manifest is renamed only after the data renames are durable.
+        """
+        if self._published:
+            raise FileGroupError("group already published")
+        temps = self.partials()
+        missing = [name for name, path in temps.items() if not path.is_file()]
+        if missing:
+            raise FileGroupError(f"temporary files missing for {missing}")
+        for path in temps.values():
+            fsync_file(path)
+        finals = []
+        for name, path in temps.items():
+            final = self.directory / name
+            os.replace(path, final)
+            finals.append(final)
+        fsync_dir(self.directory)
+        manifest_path = self.directory / self.manifest_name
+        write_bytes_atomic(manifest_path, manifest)
+        self._published = True
+        return [*finals, manifest_path]
+
+    def abort(self) -> None:
+        """Remove this group's temporary files (the writers must have closed them)."""
+        for path in self.partials().values():
+            path.unlink(missing_ok=True)
