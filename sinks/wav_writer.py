@@ -1,0 +1,311 @@
+"""Streaming WAV files on the stream's timeline: `audio.wav` (mixed) and one file per participant.
+
+Every track of a stream shares one origin (`origin_ms`, t = 0 of the recording), so sample `n` of
+any track is the instant `origin_ms + n * 1000 / sample_rate`. A frame's place on the timeline is
+`(timestamp_ms - origin_ms) * sample_rate // 1000` samples (floor).
+
+Placement rule (`PcmTimeline.place`), with P the current write position and T the frame's place:
+
+- T - P > half the frame's length: the gap (lost frames, a pause, a participant's silence before
+  their first word or between words) is filled with exactly T - P zero samples, and the frame
+  starts at T;
+- otherwise (timestamp jitter, or a frame that overlaps what is already written, or one stamped
+  before the origin) the frame is appended at P, contiguously. Received PCM is never dropped,
+  trimmed or resampled; how far ahead of its timestamp a frame landed is kept in the stats.
+
+Half a frame is the threshold because one lost 20 ms frame must become 20 ms of silence (sync with
+the video and the other tracks), while a few ms of jitter must not cut clicks of silence into speech.
+So a file's data is exactly the PCM received, in order, with zero runs inserted where gaps were.
+
+Memory is bounded: frames go straight to a buffered file, silence is written in fixed chunks, and the
+RIFF sizes are fixed up on close (the file is written under a temporary name; see `sinks.atomic`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from sinks.layout import participant_wav_name
+
+HEADER_BYTES = 44
+MIXED_WAV_NAME = "audio.wav"
+# RIFF sizes are 32-bit; past this a WAV file cannot describe its data.
+MAX_DATA_BYTES = 0xFFFFFFFF - (HEADER_BYTES - 8)
+_ZEROS = bytes(64 * 1024)
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    """Linear PCM, signed little endian: 16 kHz, mono, 16-bit unless said otherwise."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+    sample_width: int = 2
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.channels <= 0 or self.sample_width not in (1, 2, 3, 4):
+            raise ValueError(f"unsupported PCM format: {self}")
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one sample across all channels (WAV's block align)."""
+        return self.channels * self.sample_width
+
+    def samples_at(self, offset_ms: int) -> int:
+        """The sample index of `offset_ms` after the origin (floor; negative before the origin)."""
+        return offset_ms * self.sample_rate // 1000
+
+    def ms_of(self, samples: int) -> int:
+        """Milliseconds spanned by `samples` (floor)."""
+        return samples * 1000 // self.sample_rate
+
+
+def wav_header(fmt: PcmFormat, data_bytes: int) -> bytes:
+    """The 44-byte canonical RIFF/WAVE header of a PCM file with `data_bytes` of samples."""
+    if not 0 <= data_bytes <= MAX_DATA_BYTES:
+        raise WavError(f"data size {data_bytes} does not fit a WAV header")
+    byte_rate = fmt.sample_rate * fmt.block_bytes
+    return (
+        b"RIFF"
+        + struct.pack("<I", HEADER_BYTES - 8 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, fmt.channels, fmt.sample_rate, byte_rate, fmt.block_bytes,
+                      fmt.sample_width * 8)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+class WavError(ValueError):
+    """A frame or a size a WAV track cannot take (odd byte count, too long, writer closed)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one frame went: `silence_samples` of zeros, then its samples from `start_sample`."""
+
+    timestamp_ms: int
+    target_sample: int
+    start_sample: int
+    silence_samples: int
+    samples: int
+
+    @property
+    def ahead_samples(self) -> int:
+        """How many samples earlier than its timestamp's place the frame had to go (0 if none)."""
+        return max(0, self.start_sample - self.target_sample)
+
+
+@dataclass(frozen=True)
+class SilenceRun:
+    """A run of inserted zero samples: `samples` of them from `start_sample`."""
+
+    start_sample: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class WavStats:
+    """What a track holds, for the manifest: counts in samples of its `PcmFormat`."""
+
+    frames: int
+    pcm_samples: int
+    silence_samples: int
+    silences: tuple[SilenceRun, ...]
+    early_frames: int
+    max_ahead_samples: int
+
+    @property
+    def total_samples(self) -> int:
+        """Samples in the file: the PCM received plus inserted silence."""
+        return self.pcm_samples + self.silence_samples
+
+
+@dataclass
+class PcmTimeline:
+    """The pure placement decisions of one track (see the module docstring); no I/O.
+
+    `early_frames` counts frames appended more than half a frame before their timestamp's place.
+    """
+
+    origin_ms: int
+    fmt: PcmFormat = field(default_factory=PcmFormat)
+    position: int = 0
+    frames: int = 0
+    pcm_samples: int = 0
+    silence_samples: int = 0
+    early_frames: int = 0
+    max_ahead_samples: int = 0
+    silences: list[SilenceRun] = field(default_factory=list)
+
+    def place(self, timestamp_ms: int, nbytes: int) -> Placement:
+        """Decide where a frame of `nbytes` bytes stamped `timestamp_ms` goes, and advance."""
+        if nbytes % self.fmt.block_bytes:
+            raise WavError(f"{nbytes} bytes is not a whole number of {self.fmt.block_bytes}-byte samples")
+        samples = nbytes // self.fmt.block_bytes
+        target = self.fmt.samples_at(timestamp_ms - self.origin_ms)
+        drift = target - self.position
+        if samples == 0:
+            # Nothing to place: an empty frame says nothing about where speech is.
+            return Placement(timestamp_ms, target, self.position, 0, 0)
+        silence = drift if drift > samples // 2 else 0
+        if silence:
+            self.silences.append(SilenceRun(self.position, silence))
+            self.silence_samples += silence
+        elif -drift > samples // 2:
+            self.early_frames += 1
+        placement = Placement(timestamp_ms, target, self.position + silence, silence, samples)
+        self.max_ahead_samples = max(self.max_ahead_samples, placement.ahead_samples)
+        self.position += silence + samples
+        self.frames += 1
+        self.pcm_samples += samples
+        return placement
+
+    def pad_to(self, end_ms: int) -> int:
+        """Silence from the write position up to `end_ms` (0 if already there); returns its samples."""
+        return self.pad_to_sample(self.fmt.samples_at(end_ms - self.origin_ms))
+
+    def pad_to_sample(self, end_sample: int) -> int:
+        """Silence from the write position up to sample `end_sample`; returns its samples."""
+        silence = max(0, end_sample - self.position)
+        if silence:
+            self.silences.append(SilenceRun(self.position, silence))
+            self.silence_samples += silence
+            self.position += silence
+        return silence
+
+    def stats(self) -> WavStats:
+        """A snapshot of the counters."""
+        return WavStats(self.frames, self.pcm_samples, self.silence_samples, tuple(self.silences),
+                        self.early_frames, self.max_ahead_samples)
+
+
+class WavWriter:
+    """One WAV file written as frames arrive: header placeholder, samples, sizes fixed on close.
+
+    Use as a context manager or call `close()`; `close()` flushes and fsyncs, and is idempotent.
+    """
+
+    def __init__(self, path: Path, origin_ms: int, fmt: PcmFormat | None = None,
+                 buffer_bytes: int = 64 * 1024) -> None:
+        self.path = path
+        self.timeline = PcmTimeline(origin_ms, fmt or PcmFormat())
+        self._file: BinaryIO | None = open(path, "wb", buffering=buffer_bytes)  # noqa: SIM115 - closed in close()
+        self._file.write(wav_header(self.timeline.fmt, 0))
+        self._stats: WavStats | None = None
+
+    @property
+    def fmt(self) -> PcmFormat:
+        return self.timeline.fmt
+
+    def _handle(self) -> BinaryIO:
+        if self._file is None:
+            raise WavError(f"{self.path} is closed")
+        return self._file
+
+    def _write_silence(self, samples: int) -> None:
+        handle = self._handle()
+        remaining = samples * self.fmt.block_bytes
+        while remaining:
+            chunk = min(remaining, len(_ZEROS))
+            handle.write(_ZEROS[:chunk])
+            remaining -= chunk
+
+    def _check_room(self, extra_samples: int) -> None:
+        if (self.timeline.position + extra_samples) * self.fmt.block_bytes > MAX_DATA_BYTES:
+            raise WavError(f"{self.path} would exceed the 4 GiB a WAV file can describe")
+
+    def write_frame(self, timestamp_ms: int, pcm: bytes) -> Placement:
+        """Write one frame at its place on the timeline (silence first if there is a gap)."""
+        handle = self._handle()
+        before = self.timeline.position
+        target_room = max(0, self.fmt.samples_at(timestamp_ms - self.timeline.origin_ms) - before)
+        self._check_room(target_room + len(pcm) // self.fmt.block_bytes)
+        placement = self.timeline.place(timestamp_ms, len(pcm))
+        self._write_silence(placement.silence_samples)
+        handle.write(pcm)
+        return placement
+
+    def pad_to(self, end_ms: int) -> int:
+        """Append silence up to `end_ms` (so tracks of one stream can end together)."""
+        return self.pad_to_sample(self.fmt.samples_at(end_ms - self.timeline.origin_ms))
+
+    def pad_to_sample(self, end_sample: int) -> int:
+        """Append silence up to sample `end_sample`; returns the samples added."""
+        self._handle()
+        self._check_room(max(0, end_sample - self.timeline.position))
+        silence = self.timeline.pad_to_sample(end_sample)
+        self._write_silence(silence)
+        return silence
+
+    def close(self) -> WavStats:
+        """Fix the RIFF sizes, flush, fsync and close; returns the track's stats."""
+        if self._file is not None:
+            handle, self._file = self._file, None
+            try:
+                data_bytes = self.timeline.position * self.fmt.block_bytes
+                handle.seek(0)
+                handle.write(wav_header(self.fmt, data_bytes))
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                handle.close()
+            self._stats = self.timeline.stats()
+        assert self._stats is not None
+        return self._stats
+
+    def __enter__(self) -> WavWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class WavTracks:
+    """The WAV tracks of one stream: the mixed `audio.wav` and `audio-<participant>.wav` files.
+
+    `path_for(name)` maps a final file name to where to write it (e.g. `FileGroup.partial`). A
+    participant's file is opened at their first frame; since it shares the stream's origin it starts
+    with silence up to their first word. `close()` pads every track to the common end, so all the
+    files of a stream have the same length and line up sample for sample.
+    """
+
+    def __init__(self, path_for: Callable[[str], Path], origin_ms: int, fmt: PcmFormat | None = None) -> None:
+        self._path_for = path_for
+        self.origin_ms = origin_ms
+        self.fmt = fmt or PcmFormat()
+        self._writers: dict[str, WavWriter] = {}
+
+    def _writer(self, name: str) -> WavWriter:
+        writer = self._writers.get(name)
+        if writer is None:
+            writer = self._writers[name] = WavWriter(self._path_for(name), self.origin_ms, self.fmt)
+        return writer
+
+    def write_mixed(self, timestamp_ms: int, pcm: bytes) -> Placement:
+        """A frame of the mixed stream (RTMS user_id 0)."""
+        return self._writer(MIXED_WAV_NAME).write_frame(timestamp_ms, pcm)
+
+    def write_participant(self, participant_id: int, timestamp_ms: int, pcm: bytes) -> Placement:
+        """A frame of one participant's own audio."""
+        return self._writer(participant_wav_name(participant_id)).write_frame(timestamp_ms, pcm)
+
+    def close(self, end_ms: int | None = None) -> dict[str, WavStats]:
+        """Pad every track to the longest one's end (or `end_ms` if later), close; stats by file name."""
+        positions = [w.timeline.position for w in self._writers.values()]
+        end_sample = max(positions, default=0)
+        if end_ms is not None:
+            end_sample = max(end_sample, self.fmt.samples_at(end_ms - self.origin_ms))
+        stats = {}
+        for name in sorted(self._writers):
+            writer = self._writers[name]
+            writer.pad_to_sample(end_sample)
+            stats[name] = writer.close()
+        return stats
