@@ -1,0 +1,232 @@
+"""Reorder and de-duplicate one lane of frames within a window of media time.
+
+A lane is whatever the caller keys it by: (meeting, stream, kind), plus the participant for
+per-participant audio. `ReorderBuffer` is pure: it is fed items and says what to release, in order,
+and what became of the item pushed. No clock, no broker.
+
+Order. Every item has a key `(timestamp_ms, digest)`. Ties on the timestamp are broken by the digest,
+never by arrival, so any arrival order of the same set gives the same output. The output of one
+buffer is strictly increasing in key.
+
+Window. An item is released once `max_timestamp_seen - window_ms >= item.timestamp_ms` (media time:
+RTMS timestamps, never the wall clock). An item whose key is below the last released key is *late*:
+it is never emitted (the caller sends it to `rtms.late`).
+
+Duplicates. An item whose digest is held, or was released within the last `dedupe_horizon_ms` of
+media time, is a *duplicate*: counted, never emitted. A repeat of something released longer ago than
+that is reported late rather than duplicate; either way it is not emitted, so the horizon only
+decides the label (and bounds memory).
+
+Restart. A processor that crashed re-reads its input from the committed offset and restores each
+lane with `ReorderBuffer.resume(last_emitted_key)` (read back from the tail of the ordered topic).
+Items with key <= that key are *skipped*: already done. Why nothing else is needed: every input
+before the commit point is in the acknowledged output or is late or a duplicate of something in it,
+so all of them are at or below the resume key; an item above that key is released only by a
+timestamp >= its own + window, which comes from an input at or after the commit point, and both
+runs see those inputs in the same order. The resumed buffer starts with the resume key as its last
+released key (lateness is judged against it) and its timestamp as the maximum seen
+(for the metrics; it releases nothing above the key). The property test in
+tests/test_processors_reorder.py checks that the acknowledged output plus the resumed run's output
+equals the undisturbed run's output, for any crash point and acknowledged prefix.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["Fate", "Key", "Keyed", "Outcome", "ReorderBuffer", "key_of"]
+
+DEFAULT_WINDOW_MS = 300
+# Long enough to recognise the re-sends of a short reconnect as duplicates; longer outages are
+# reported as late instead (still never emitted twice).
+DEFAULT_DEDUPE_HORIZON_MS = 5_000
+
+Key = tuple[int, bytes]
+"""An item's order key: (timestamp_ms, digest)."""
+
+
+class Keyed(Protocol):
+    """What the buffer needs from an item: its RTMS timestamp and a content digest.
+
+    The caller computes the digest over the frame's identity and payload: two items with the same
+    digest are the same frame; same timestamp with different digests are two frames, both kept.
+    """
+
+    @property
+    def timestamp_ms(self) -> int: ...
+
+    @property
+    def digest(self) -> bytes: ...
+
+
+T = TypeVar("T", bound=Keyed)
+
+
+def key_of(item: Keyed) -> Key:
+    """The order key of an item."""
+    return (item.timestamp_ms, item.digest)
+
+
+class Fate(StrEnum):
+    """What became of a pushed item. Every item gets exactly one fate."""
+
+    ACCEPTED = "accepted"  # held; it is (or later will be) released in order
+    LATE = "late"  # below the last released key: never emitted; send it to rtms.late
+    DUPLICATE = "duplicate"  # same digest as one held or recently released: dropped, counted
+    SKIPPED = "skipped"  # at or below the resume key: emitted before a restart
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """The result of one `push`: the pushed item's fate and what was released, in order.
+
+    `released` may include the pushed item itself (when it is already outside the window).
+    `lateness_ms` is set for LATE items: how far behind the last released timestamp it came (0 when
+    it came after the end of stream at or past that timestamp).
+    """
+
+    fate: Fate
+    released: list[T] = field(default_factory=list)
+    lateness_ms: int = 0
+
+
+@dataclass(order=True, slots=True)
+class _Held(Generic[T]):
+    key: Key
+    item: T = field(compare=False)
+
+
+class ReorderBuffer(Generic[T]):
+    """Reorders and de-duplicates one lane; see the module docstring for the rules.
+
+    Memory: the items inside the window, plus the digests released in the last
+    `dedupe_horizon_ms` of media time.
+    """
+
+    def __init__(
+        self, window_ms: int = DEFAULT_WINDOW_MS, dedupe_horizon_ms: int = DEFAULT_DEDUPE_HORIZON_MS
+    ) -> None:
+        if window_ms < 0:
+            raise ValueError(f"window_ms must be >= 0, got {window_ms}")
+        if dedupe_horizon_ms < 0:
+            raise ValueError(f"dedupe_horizon_ms must be >= 0, got {dedupe_horizon_ms}")
+        self.window_ms = window_ms
+        self.dedupe_horizon_ms = dedupe_horizon_ms
+        self._heap: list[_Held[T]] = []
+        self._held_digests: set[bytes] = set()
+        # Released digests in release (= key) order, for duplicate detection within the horizon.
+        self._recent: deque[tuple[int, bytes]] = deque()
+        self._recent_digests: set[bytes] = set()
+        self._max_ts: int | None = None
+        self._last_key: Key | None = None
+        self._resume_key: Key | None = None
+        self._ended = False
+        self.late_count = 0
+        self.duplicate_count = 0
+        self.skipped_count = 0
+        self.released_count = 0
+
+    @classmethod
+    def resume(
+        cls,
+        last_emitted_key: Key | None,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        dedupe_horizon_ms: int = DEFAULT_DEDUPE_HORIZON_MS,
+    ) -> ReorderBuffer[T]:
+        """A buffer for a lane whose output already ends at `last_emitted_key` (None: nothing
+        emitted yet, which is a fresh buffer). Re-fed inputs at or below that key are SKIPPED."""
+        buf: ReorderBuffer[T] = cls(window_ms, dedupe_horizon_ms)
+        if last_emitted_key is not None:
+            ts, digest = last_emitted_key
+            buf._resume_key = (ts, digest)
+            buf._last_key = (ts, digest)
+            buf._max_ts = ts
+            buf._remember(ts, digest)
+        return buf
+
+    # -- observation -------------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """How many items are held (the reorder depth metric)."""
+        return len(self._heap)
+
+    @property
+    def remembered(self) -> int:
+        """How many released digests are kept for duplicate detection (bounded by the horizon)."""
+        return len(self._recent)
+
+    @property
+    def last_key(self) -> Key | None:
+        """The key of the last released item (or the resume key), None before any."""
+        return self._last_key
+
+    @property
+    def max_timestamp_ms(self) -> int | None:
+        """The highest timestamp accepted so far (or the resume key's)."""
+        return self._max_ts
+
+    @property
+    def ended(self) -> bool:
+        """True after `flush()`: every later push is late (or a duplicate)."""
+        return self._ended
+
+    # -- feeding -----------------------------------------------------------------------------
+
+    def push(self, item: T) -> Outcome[T]:
+        """Take one item; return its fate and the items now released, in key order."""
+        key = key_of(item)
+        if self._resume_key is not None and key <= self._resume_key:
+            self.skipped_count += 1
+            return Outcome(Fate.SKIPPED)
+        if key[1] in self._held_digests or key[1] in self._recent_digests:
+            self.duplicate_count += 1
+            return Outcome(Fate.DUPLICATE)
+        last = self._last_key
+        if self._ended or (last is not None and key < last):
+            self.late_count += 1
+            lateness = 0 if last is None else max(0, last[0] - key[0])
+            return Outcome(Fate.LATE, lateness_ms=lateness)
+        heapq.heappush(self._heap, _Held(key, item))
+        self._held_digests.add(key[1])
+        if self._max_ts is None or key[0] > self._max_ts:
+            self._max_ts = key[0]
+        return Outcome(Fate.ACCEPTED, list(self._release(self._max_ts - self.window_ms)))
+
+    def flush(self) -> list[T]:
+        """End of stream: release everything held, in order. Later pushes are late."""
+        self._ended = True
+        return list(self._release(None))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _release(self, up_to_ts: int | None) -> Iterator[T]:
+        heap = self._heap
+        while heap and (up_to_ts is None or heap[0].key[0] <= up_to_ts):
+            held = heapq.heappop(heap)
+            ts, digest = held.key
+            self._held_digests.discard(digest)
+            self._last_key = held.key
+            self._remember(ts, digest)
+            self.released_count += 1
+            yield held.item
+        self._forget()
+
+    def _remember(self, ts: int, digest: bytes) -> None:
+        self._recent.append((ts, digest))
+        self._recent_digests.add(digest)
+
+    def _forget(self) -> None:
+        if self._last_key is None:
+            return
+        horizon = self._last_key[0] - self.dedupe_horizon_ms
+        recent = self._recent
+        # Keep the last released digest whatever its age: a repeat of it must read as a duplicate.
+        while len(recent) > 1 and recent[0][0] < horizon:
+            _, digest = recent.popleft()
+            self._recent_digests.discard(digest)
