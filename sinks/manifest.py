@@ -38,8 +38,12 @@ class Gap:
     duration_ms: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"start_ms": self.start_ms, "kind": self.kind, "participant_id": self.participant_id,
-                "duration_ms": self.duration_ms}
+        return {
+            "start_ms": self.start_ms,
+            "kind": self.kind,
+            "participant_id": self.participant_id,
+            "duration_ms": self.duration_ms,
+        }
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,12 @@ class StreamEnd:
     stop_reason: int | None = None
 
     @classmethod
-    def by_marker(cls, marker_counts: Mapping[str, int], received_counts: Mapping[str, int],
-                  stop_reason: int | None = None) -> StreamEnd:
+    def by_marker(
+        cls,
+        marker_counts: Mapping[str, int],
+        received_counts: Mapping[str, int],
+        stop_reason: int | None = None,
+    ) -> StreamEnd:
         """Ended by the end-of-stream marker, which says how many records of each kind were written."""
         return cls("marker", dict(marker_counts), dict(received_counts), stop_reason)
 
@@ -73,8 +81,11 @@ class StreamEnd:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"how": self.how, "received_counts": dict(self.received_counts or {})}
         if self.how == "marker":
-            out.update(marker_counts=dict(self.marker_counts or {}), matched=self.matched,
-                       stop_reason=self.stop_reason)
+            out.update(
+                marker_counts=dict(self.marker_counts or {}),
+                matched=self.matched,
+                stop_reason=self.stop_reason,
+            )
         return out
 
 
@@ -97,10 +108,15 @@ class StreamSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rtms_stream_id": self.rtms_stream_id, "start_ms": self.start_ms, "stop_ms": self.stop_ms,
-            "duration_ms": self.duration_ms, "frame_counts": dict(self.frame_counts),
-            "gaps": [g.to_json() for g in sorted(self.gaps)], "late_count": self.late_count,
-            "duplicate_count": self.duplicate_count, "ended": self.end.to_json(),
+            "rtms_stream_id": self.rtms_stream_id,
+            "start_ms": self.start_ms,
+            "stop_ms": self.stop_ms,
+            "duration_ms": self.duration_ms,
+            "frame_counts": dict(self.frame_counts),
+            "gaps": [g.to_json() for g in sorted(self.gaps)],
+            "late_count": self.late_count,
+            "duplicate_count": self.duplicate_count,
+            "ended": self.end.to_json(),
         }
 
 
@@ -172,16 +188,30 @@ class StreamTally:
         if name or participant_id not in self.participants:
             self.participants[participant_id] = name or None
 
-    def summary(self, end: StreamEnd, start_ms: int | None = None, stop_ms: int | None = None) -> StreamSummary:
+    def summary(
+        self, end: StreamEnd, start_ms: int | None = None, stop_ms: int | None = None
+    ) -> StreamSummary:
         """The stream's summary; `start_ms`/`stop_ms` override what the records showed (e.g. origin)."""
         start = start_ms if start_ms is not None else (self.start_ms or 0)
         stop = stop_ms if stop_ms is not None else (self.stop_ms if self.stop_ms is not None else start)
-        return StreamSummary(self.rtms_stream_id, start, stop, dict(self.frame_counts), list(self.gaps),
-                             self.late_count, self.duplicate_count, end)
+        return StreamSummary(
+            self.rtms_stream_id,
+            start,
+            stop,
+            dict(self.frame_counts),
+            list(self.gaps),
+            self.late_count,
+            self.duplicate_count,
+            end,
+        )
 
 
-def build_manifest(meeting_uuid: str, streams: Iterable[StreamSummary],
-                   participants: Mapping[int, str | None], files: Iterable[FileEntry]) -> dict[str, Any]:
+def build_manifest(
+    meeting_uuid: str,
+    streams: Iterable[StreamSummary],
+    participants: Mapping[int, str | None],
+    files: Iterable[FileEntry],
+) -> dict[str, Any]:
     """The manifest as a JSON-ready dict, every list in a fixed order."""
     file_list = sorted(files, key=lambda f: f.name)
     names = [f.name for f in file_list]

@@ -90,9 +90,15 @@ class Utterance:
             "final": pick("final", default=True),
         }
         types: dict[str, tuple[type, ...]] = {
-            "utterance_id": (str,), "participant_id": (int,), "participant_name": (str, type(None)),
-            "channel_id": (str, type(None)), "start_ms": (int,), "end_ms": (int,), "text": (str,),
-            "language": (str, type(None)), "final": (bool,),
+            "utterance_id": (str,),
+            "participant_id": (int,),
+            "participant_name": (str, type(None)),
+            "channel_id": (str, type(None)),
+            "start_ms": (int,),
+            "end_ms": (int,),
+            "text": (str,),
+            "language": (str, type(None)),
+            "final": (bool,),
         }
         for name, allowed in types.items():
             value = values[name]
@@ -166,15 +172,19 @@ def vtt_cue(utterance: Utterance, origin_ms: int) -> str:
     """One WebVTT cue with a voice tag, followed by the blank line that ends it."""
     start, end = cue_times(utterance, origin_ms)
     voice = escape_vtt(speaker_label(utterance))
-    return (f"{format_vtt_time(start)} --> {format_vtt_time(end)}\n"
-            f"<v {voice}>{escape_vtt(one_line(utterance.text))}\n\n")
+    return (
+        f"{format_vtt_time(start)} --> {format_vtt_time(end)}\n"
+        f"<v {voice}>{escape_vtt(one_line(utterance.text))}\n\n"
+    )
 
 
 def srt_cue(index: int, utterance: Utterance, origin_ms: int) -> str:
     """One SubRip cue numbered `index` (from 1), the speaker before the text."""
     start, end = cue_times(utterance, origin_ms)
-    return (f"{index}\n{format_srt_time(start)} --> {format_srt_time(end)}\n"
-            f"{speaker_label(utterance)}: {one_line(utterance.text)}\n\n")
+    return (
+        f"{index}\n{format_srt_time(start)} --> {format_srt_time(end)}\n"
+        f"{speaker_label(utterance)}: {one_line(utterance.text)}\n\n"
+    )
 
 
 def iter_jsonl(path: Path) -> Iterator[Utterance]:
@@ -192,7 +202,9 @@ def iter_jsonl(path: Path) -> Iterator[Utterance]:
             yield Utterance.from_record(record)
 
 
-def cues_in_start_order(utterances: Iterator[Utterance], window: int = CUE_REORDER_WINDOW) -> Iterator[Utterance]:
+def cues_in_start_order(
+    utterances: Iterator[Utterance], window: int = CUE_REORDER_WINDOW
+) -> Iterator[Utterance]:
     """Final utterances by start time (ties in arrival order), reordered within `window` of them."""
     heap: list[tuple[int, int, Utterance]] = []
     for arrival, utterance in enumerate(u for u in utterances if u.final):
@@ -203,8 +215,9 @@ def cues_in_start_order(utterances: Iterator[Utterance], window: int = CUE_REORD
         yield heapq.heappop(heap)[2]
 
 
-def write_captions(jsonl_path: Path, vtt_path: Path, srt_path: Path, origin_ms: int,
-                   window: int = CUE_REORDER_WINDOW) -> int:
+def write_captions(
+    jsonl_path: Path, vtt_path: Path, srt_path: Path, origin_ms: int, window: int = CUE_REORDER_WINDOW
+) -> int:
     """Write the VTT and SRT files from the jsonl in one streaming pass; returns the cue count."""
     count = 0
     with _open_text(vtt_path) as vtt, _open_text(srt_path) as srt:
@@ -266,6 +279,7 @@ class TranscriptWriter:
     def __enter__(self) -> TranscriptWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

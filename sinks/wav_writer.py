@@ -75,8 +75,9 @@ def wav_header(fmt: PcmFormat, data_bytes: int) -> bytes:
         b"RIFF"
         + struct.pack("<I", HEADER_BYTES - 8 + data_bytes)
         + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, fmt.channels, fmt.sample_rate, byte_rate, fmt.block_bytes,
-                      fmt.sample_width * 8)
+        + struct.pack(
+            "<IHHIIHH", 16, 1, fmt.channels, fmt.sample_rate, byte_rate, fmt.block_bytes, fmt.sample_width * 8
+        )
         + b"data"
         + struct.pack("<I", data_bytes)
     )
@@ -182,8 +183,14 @@ class PcmTimeline:
 
     def stats(self) -> WavStats:
         """A snapshot of the counters."""
-        return WavStats(self.frames, self.pcm_samples, self.silence_samples, tuple(self.silences),
-                        self.early_frames, self.max_ahead_samples)
+        return WavStats(
+            self.frames,
+            self.pcm_samples,
+            self.silence_samples,
+            tuple(self.silences),
+            self.early_frames,
+            self.max_ahead_samples,
+        )
 
 
 class WavWriter:
@@ -192,11 +199,13 @@ class WavWriter:
     Use as a context manager or call `close()`; `close()` flushes and fsyncs, and is idempotent.
     """
 
-    def __init__(self, path: Path, origin_ms: int, fmt: PcmFormat | None = None,
-                 buffer_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self, path: Path, origin_ms: int, fmt: PcmFormat | None = None, buffer_bytes: int = 64 * 1024
+    ) -> None:
         self.path = path
         self.timeline = PcmTimeline(origin_ms, fmt or PcmFormat())
-        self._file: BinaryIO | None = open(path, "wb", buffering=buffer_bytes)  # noqa: SIM115 - closed in close()
+        # Held open for the stream's life, closed by close().
+        self._file: BinaryIO | None = open(path, "wb", buffering=buffer_bytes)
         self._file.write(wav_header(self.timeline.fmt, 0))
         self._stats: WavStats | None = None
 
@@ -263,8 +272,9 @@ class WavWriter:
     def __enter__(self) -> WavWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 

@@ -103,7 +103,9 @@ def test_stream_layout_keeps_streams_of_one_meeting_apart(tmp_path: Path) -> Non
     second = StreamLayout(tmp_path, "aB/+cd==", "stream-2", 1747316541000)
     assert first.meeting_dir == second.meeting_dir
     assert first.stream_dir != second.stream_dir
-    assert first.path("audio.wav") == tmp_path / "2025-05-15" / "a_b-2f-2bcd-3d-3d" / "stream-2d1" / "audio.wav"
+    assert (
+        first.path("audio.wav") == tmp_path / "2025-05-15" / "a_b-2f-2bcd-3d-3d" / "stream-2d1" / "audio.wav"
+    )
 
 
 def test_stream_layout_refuses_names_that_leave_the_stream_dir(tmp_path: Path) -> None:

@@ -27,34 +27,57 @@ MEETING = "4444AAAiAAAAAiAiAiiAii/+=="
 T0 = 1_747_316_541_000
 
 
-def summary(end: StreamEnd, gaps: list[Gap] | None = None, stream_id: str = "s1", start_ms: int = T0) -> StreamSummary:
-    return StreamSummary(stream_id, start_ms, start_ms + 65_000, {"audio": 3250, "video": 1950}, gaps or [],
-                         late_count=2, duplicate_count=5, end=end)
+def summary(
+    end: StreamEnd, gaps: list[Gap] | None = None, stream_id: str = "s1", start_ms: int = T0
+) -> StreamSummary:
+    return StreamSummary(
+        stream_id,
+        start_ms,
+        start_ms + 65_000,
+        {"audio": 3250, "video": 1950},
+        gaps or [],
+        late_count=2,
+        duplicate_count=5,
+        end=end,
+    )
 
 
 def test_every_file_is_listed_with_its_size_and_sha256(tmp_path: Path) -> None:
     (tmp_path / "audio.wav").write_bytes(b"RIFF" + bytes(1000))
     (tmp_path / "transcript.txt").write_bytes("[x] Zoë: hi\n".encode())
-    entries = file_entries({"transcript.txt": tmp_path / "transcript.txt", "audio.wav": tmp_path / "audio.wav"})
+    entries = file_entries(
+        {"transcript.txt": tmp_path / "transcript.txt", "audio.wav": tmp_path / "audio.wav"}
+    )
     assert entries == [
         FileEntry("audio.wav", 1004, hashlib.sha256(b"RIFF" + bytes(1000)).hexdigest()),
-        FileEntry("transcript.txt", len("[x] Zoë: hi\n".encode()), hashlib.sha256("[x] Zoë: hi\n".encode()).hexdigest()),
+        FileEntry(
+            "transcript.txt",
+            len("[x] Zoë: hi\n".encode()),
+            hashlib.sha256("[x] Zoë: hi\n".encode()).hexdigest(),
+        ),
     ]
 
 
 def test_hashing_streams_in_chunks_with_the_same_result(tmp_path: Path) -> None:
     data = bytes(range(256)) * 1000
     (tmp_path / "f").write_bytes(data)
-    assert hash_file(tmp_path / "f", chunk_bytes=7) == hash_file(tmp_path / "f") == (
-        len(data), hashlib.sha256(data).hexdigest())
+    assert (
+        hash_file(tmp_path / "f", chunk_bytes=7)
+        == hash_file(tmp_path / "f")
+        == (len(data), hashlib.sha256(data).hexdigest())
+    )
 
 
 def test_a_marker_whose_counts_match_what_was_received() -> None:
-    end = StreamEnd.by_marker({"audio": 3250, "video": 1950}, {"audio": 3250, "video": 1950, "events": 4},
-                              stop_reason=6)
+    end = StreamEnd.by_marker(
+        {"audio": 3250, "video": 1950}, {"audio": 3250, "video": 1950, "events": 4}, stop_reason=6
+    )
     manifest = build_manifest(MEETING, [summary(end)], {}, [])
     assert manifest["streams"][0]["ended"] == {
-        "how": "marker", "marker_counts": {"audio": 3250, "video": 1950}, "matched": True, "stop_reason": 6,
+        "how": "marker",
+        "marker_counts": {"audio": 3250, "video": 1950},
+        "matched": True,
+        "stop_reason": 6,
         "received_counts": {"audio": 3250, "video": 1950, "events": 4},
     }
 
@@ -75,20 +98,27 @@ def test_an_idle_timeout_end_has_no_marker_facts() -> None:
 
 def test_stream_facts_are_all_there() -> None:
     gaps = [Gap(T0 + 5000, "audio", 0, 60), Gap(T0 + 1000, "video", 16778240, 400)]
-    manifest = build_manifest(MEETING, [summary(StreamEnd.by_idle_timeout({}), gaps)],
-                              {16778240: "John Doe", 7: None}, [])
+    manifest = build_manifest(
+        MEETING, [summary(StreamEnd.by_idle_timeout({}), gaps)], {16778240: "John Doe", 7: None}, []
+    )
     (stream,) = manifest["streams"]
     assert manifest["meeting_uuid"] == MEETING
     assert (stream["rtms_stream_id"], stream["start_ms"], stream["stop_ms"], stream["duration_ms"]) == (
-        "s1", T0, T0 + 65_000, 65_000)
+        "s1",
+        T0,
+        T0 + 65_000,
+        65_000,
+    )
     assert stream["frame_counts"] == {"audio": 3250, "video": 1950}
     assert (stream["late_count"], stream["duplicate_count"]) == (2, 5)
     assert stream["gaps"] == [
         {"start_ms": T0 + 1000, "kind": "video", "participant_id": 16778240, "duration_ms": 400},
         {"start_ms": T0 + 5000, "kind": "audio", "participant_id": 0, "duration_ms": 60},
     ]
-    assert manifest["participants"] == [{"participant_id": 7, "name": None},
-                                        {"participant_id": 16778240, "name": "John Doe"}]
+    assert manifest["participants"] == [
+        {"participant_id": 7, "name": None},
+        {"participant_id": 16778240, "name": "John Doe"},
+    ]
 
 
 def test_the_bytes_do_not_depend_on_input_order_time_or_place(tmp_path: Path) -> None:
@@ -98,16 +128,42 @@ def test_the_bytes_do_not_depend_on_input_order_time_or_place(tmp_path: Path) ->
         (tmp_path / d / "audio.wav").write_bytes(b"same")
         (tmp_path / d / "transcript.txt").write_bytes(b"same text")
     gaps = [Gap(T0 + 5000, "audio", 0, 60), Gap(T0 + 1000, "video", 1, 400)]
-    streams = [summary(StreamEnd.by_idle_timeout({"audio": 1}), gaps, "s2", T0 + 100_000),
-               summary(StreamEnd.by_marker({"audio": 1}, {"audio": 1}), gaps, "s1")]
-    first = encode_manifest(build_manifest(
-        MEETING, streams, {2: "B", 1: "A"},
-        file_entries({"audio.wav": tmp_path / "a" / "audio.wav", "transcript.txt": tmp_path / "a" / "transcript.txt"})))
-    second = encode_manifest(build_manifest(
-        MEETING, list(reversed([summary(s.end, list(reversed(gaps)), s.rtms_stream_id, s.start_ms) for s in streams])),
-        {1: "A", 2: "B"},
-        reversed(file_entries({"transcript.txt": tmp_path / "b" / "transcript.txt",
-                               "audio.wav": tmp_path / "b" / "audio.wav"}))))
+    streams = [
+        summary(StreamEnd.by_idle_timeout({"audio": 1}), gaps, "s2", T0 + 100_000),
+        summary(StreamEnd.by_marker({"audio": 1}, {"audio": 1}), gaps, "s1"),
+    ]
+    first = encode_manifest(
+        build_manifest(
+            MEETING,
+            streams,
+            {2: "B", 1: "A"},
+            file_entries(
+                {
+                    "audio.wav": tmp_path / "a" / "audio.wav",
+                    "transcript.txt": tmp_path / "a" / "transcript.txt",
+                }
+            ),
+        )
+    )
+    second = encode_manifest(
+        build_manifest(
+            MEETING,
+            list(
+                reversed(
+                    [summary(s.end, list(reversed(gaps)), s.rtms_stream_id, s.start_ms) for s in streams]
+                )
+            ),
+            {1: "A", 2: "B"},
+            reversed(
+                file_entries(
+                    {
+                        "transcript.txt": tmp_path / "b" / "transcript.txt",
+                        "audio.wav": tmp_path / "b" / "audio.wav",
+                    }
+                )
+            ),
+        )
+    )
     assert first == second
     assert str(tmp_path).encode() not in first
     decoded = json.loads(first)
@@ -148,7 +204,9 @@ def test_published_manifest_vouches_for_the_published_files(tmp_path: Path) -> N
     group.begin()
     group.partial("audio.wav").write_bytes(b"RIFF....")
     group.partial("transcript.txt").write_bytes(b"line\n")
-    manifest = build_manifest(MEETING, [summary(StreamEnd.by_idle_timeout({}))], {}, file_entries(group.partials()))
+    manifest = build_manifest(
+        MEETING, [summary(StreamEnd.by_idle_timeout({}))], {}, file_entries(group.partials())
+    )
     group.publish(encode_manifest(manifest))
     loaded = read_manifest(group.directory / "manifest.json")
     assert loaded == manifest

@@ -29,12 +29,25 @@ from sinks.transcript_files import (
 ORIGIN_MS = 1_747_316_541_000  # 2025-05-15T13:42:21.000Z
 
 
-def utt(n: int, start_off_ms: int, dur_ms: int, text: str, name: str | None = "John Doe", pid: int = 16778240,
-        final: bool = True) -> Utterance:
+def utt(
+    n: int,
+    start_off_ms: int,
+    dur_ms: int,
+    text: str,
+    name: str | None = "John Doe",
+    pid: int = 16778240,
+    final: bool = True,
+) -> Utterance:
     return Utterance(
-        utterance_id=f"m:{pid}:{ORIGIN_MS + start_off_ms}", participant_id=pid, participant_name=name,
-        channel_id=None, start_ms=ORIGIN_MS + start_off_ms, end_ms=ORIGIN_MS + start_off_ms + dur_ms,
-        text=text, language="en-US", final=final,
+        utterance_id=f"m:{pid}:{ORIGIN_MS + start_off_ms}",
+        participant_id=pid,
+        participant_name=name,
+        channel_id=None,
+        start_ms=ORIGIN_MS + start_off_ms,
+        end_ms=ORIGIN_MS + start_off_ms + dur_ms,
+        text=text,
+        language="en-US",
+        final=final,
     )
 
 
@@ -78,13 +91,17 @@ def test_txt_is_appended_live_and_holds_final_utterances_only(tmp_path: Path) ->
         "[2025-05-15T13:42:21.000Z] John Doe: Hello everyone",
         "[2025-05-15T13:42:23.000Z] Jane Roe: Second line",
     ]
-    assert [u.text for u in iter_jsonl(tmp_path / "t.jsonl")] == ["Hello everyone", "interim words", "Second line"]
+    assert [u.text for u in iter_jsonl(tmp_path / "t.jsonl")] == [
+        "Hello everyone",
+        "interim words",
+        "Second line",
+    ]
     with pytest.raises(TranscriptError):
         writer.add(utt(3, 3000, 10, "late"))
 
 
 def test_jsonl_has_sorted_keys_and_round_trips(tmp_path: Path) -> None:
-    original = utt(0, 0, 1000, "Grüße <&> \"quoted\"\nnext")
+    original = utt(0, 0, 1000, 'Grüße <&> "quoted"\nnext')
     paths = write_all(tmp_path, [original])
     line = paths["jsonl"].read_text(encoding="utf-8").splitlines()[0]
     keys = list(json.loads(line))
@@ -94,8 +111,10 @@ def test_jsonl_has_sorted_keys_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_vtt_parses_with_webvtt_py_with_cue_times_voices_and_texts(tmp_path: Path) -> None:
-    paths = write_all(tmp_path, [utt(0, 1000, 1500, "Hello everyone"),
-                                 utt(1, 3_725_250, 750, "Much later", name="Jane Roe", pid=7)])
+    paths = write_all(
+        tmp_path,
+        [utt(0, 1000, 1500, "Hello everyone"), utt(1, 3_725_250, 750, "Much later", name="Jane Roe", pid=7)],
+    )
     captions = webvtt.read(str(paths["vtt"])).captions
     assert [(c.start, c.end, c.voice, c.text) for c in captions] == [
         ("00:00:01.000", "00:00:02.500", "John Doe", "Hello everyone"),
@@ -104,13 +123,19 @@ def test_vtt_parses_with_webvtt_py_with_cue_times_voices_and_texts(tmp_path: Pat
 
 
 def test_srt_parses_with_srt_with_cue_times_and_speaker_named(tmp_path: Path) -> None:
-    paths = write_all(tmp_path, [utt(0, 1000, 1500, "Hello everyone"),
-                                 utt(1, 3_725_250, 750, "Much later", name="Jane Roe", pid=7)])
+    paths = write_all(
+        tmp_path,
+        [utt(0, 1000, 1500, "Hello everyone"), utt(1, 3_725_250, 750, "Much later", name="Jane Roe", pid=7)],
+    )
     subs = list(srt.parse(paths["srt"].read_text(encoding="utf-8")))
     assert [(s.index, s.start, s.end, s.content) for s in subs] == [
         (1, timedelta(seconds=1), timedelta(seconds=2.5), "John Doe: Hello everyone"),
-        (2, timedelta(hours=1, minutes=2, seconds=5.25), timedelta(hours=1, minutes=2, seconds=6),
-         "Jane Roe: Much later"),
+        (
+            2,
+            timedelta(hours=1, minutes=2, seconds=5.25),
+            timedelta(hours=1, minutes=2, seconds=6),
+            "Jane Roe: Much later",
+        ),
     ]
 
 
@@ -118,7 +143,10 @@ def test_markup_characters_and_newlines_are_escaped_in_captions(tmp_path: Path) 
     text = "if a < b && c > d -->\nthen\r\n<i>not italic</i>"
     paths = write_all(tmp_path, [utt(0, 0, 1000, text, name="<Bob & Co>")])
     raw = paths["vtt"].read_text(encoding="utf-8")
-    assert "<v &lt;Bob &amp; Co&gt;>if a &lt; b &amp;&amp; c &gt; d --&gt; then &lt;i&gt;not italic&lt;/i&gt;\n" in raw
+    assert (
+        "<v &lt;Bob &amp; Co&gt;>if a &lt; b &amp;&amp; c &gt; d --&gt; then &lt;i&gt;not italic&lt;/i&gt;\n"
+        in raw
+    )
     (caption,) = webvtt.read(str(paths["vtt"])).captions
     assert html.unescape(caption.text) == "if a < b && c > d --> then <i>not italic</i>"
     assert html.unescape(caption.voice) == "<Bob & Co>"
@@ -129,8 +157,9 @@ def test_markup_characters_and_newlines_are_escaped_in_captions(tmp_path: Path) 
 
 def test_captions_are_in_start_order_and_skip_interim_utterances(tmp_path: Path) -> None:
     # B closes first but started later; the interim one never becomes a cue.
-    paths = write_all(tmp_path, [utt(0, 5000, 500, "B"), utt(1, 1000, 6000, "A"),
-                                 utt(2, 2000, 100, "interim", final=False)])
+    paths = write_all(
+        tmp_path, [utt(0, 5000, 500, "B"), utt(1, 1000, 6000, "A"), utt(2, 2000, 100, "interim", final=False)]
+    )
     captions = webvtt.read(str(paths["vtt"])).captions
     assert [c.text for c in captions] == ["A", "B"]
     assert [s.index for s in srt.parse(paths["srt"].read_text())] == [1, 2]
@@ -148,8 +177,10 @@ def test_cue_times_are_clamped_and_never_empty(tmp_path: Path) -> None:
     zero_length = utt(1, 2000, 0, "instant")
     paths = write_all(tmp_path, [before_origin, zero_length])
     captions = webvtt.read(str(paths["vtt"])).captions
-    assert [(c.start, c.end) for c in captions] == [("00:00:00.000", "00:00:00.001"),
-                                                    ("00:00:02.000", "00:00:02.001")]
+    assert [(c.start, c.end) for c in captions] == [
+        ("00:00:00.000", "00:00:00.001"),
+        ("00:00:02.000", "00:00:02.001"),
+    ]
 
 
 def test_same_utterances_give_the_same_bytes(tmp_path: Path) -> None:
@@ -164,8 +195,17 @@ def test_same_utterances_give_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_records_of_the_contract_are_read_and_bad_ones_refused() -> None:
-    record = {"utterance_id": "u1", "participant_id": 5, "participant_name": None, "channel_id": None,
-              "start_time_ms": 10, "end_time_ms": 20, "text": "hi", "language": 9, "piece_count": 2}
+    record = {
+        "utterance_id": "u1",
+        "participant_id": 5,
+        "participant_name": None,
+        "channel_id": None,
+        "start_time_ms": 10,
+        "end_time_ms": 20,
+        "text": "hi",
+        "language": 9,
+        "piece_count": 2,
+    }
     parsed = Utterance.from_record(record)
     assert (parsed.start_ms, parsed.end_ms, parsed.language, parsed.final) == (10, 20, "9", True)
     with pytest.raises(TranscriptError) as missing:
@@ -189,8 +229,9 @@ texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_fr
 
 @given(st.lists(st.tuples(texts, st.one_of(st.none(), texts)), min_size=1, max_size=8))
 @settings(max_examples=60, deadline=None)
-def test_any_text_and_name_survive_both_caption_formats(tmp_path_factory: pytest.TempPathFactory,
-                                                        items: list[tuple[str, str | None]]) -> None:
+def test_any_text_and_name_survive_both_caption_formats(
+    tmp_path_factory: pytest.TempPathFactory, items: list[tuple[str, str | None]]
+) -> None:
     directory = tmp_path_factory.mktemp("captions")
     utterances = [utt(i, i * 1000, 900, text, name=name) for i, (text, name) in enumerate(items)]
     paths = write_all(directory, utterances)
