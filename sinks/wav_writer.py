@@ -132,11 +132,13 @@ class WavStats:
 class PcmTimeline:
     """The pure placement decisions of one track (see the module docstring); no I/O.
 
-    `early_frames` counts frames appended more than half a frame before their timestamp's place.
+    `tolerance_ms` replaces the half-a-frame threshold when set (e.g. to match the MP4's audio
+    timeline). `early_frames` counts frames appended more than the threshold before their place.
     """
 
     origin_ms: int
     fmt: PcmFormat = field(default_factory=PcmFormat)
+    tolerance_ms: int | None = None
     position: int = 0
     frames: int = 0
     pcm_samples: int = 0
@@ -155,11 +157,12 @@ class PcmTimeline:
         if samples == 0:
             # Nothing to place: an empty frame says nothing about where speech is.
             return Placement(timestamp_ms, target, self.position, 0, 0)
-        silence = drift if drift > samples // 2 else 0
+        threshold = samples // 2 if self.tolerance_ms is None else self.fmt.samples_at(self.tolerance_ms)
+        silence = drift if drift > threshold else 0
         if silence:
             self.silences.append(SilenceRun(self.position, silence))
             self.silence_samples += silence
-        elif -drift > samples // 2:
+        elif -drift > threshold:
             self.early_frames += 1
         placement = Placement(timestamp_ms, target, self.position + silence, silence, samples)
         self.max_ahead_samples = max(self.max_ahead_samples, placement.ahead_samples)
@@ -200,10 +203,15 @@ class WavWriter:
     """
 
     def __init__(
-        self, path: Path, origin_ms: int, fmt: PcmFormat | None = None, buffer_bytes: int = 64 * 1024
+        self,
+        path: Path,
+        origin_ms: int,
+        fmt: PcmFormat | None = None,
+        buffer_bytes: int = 64 * 1024,
+        tolerance_ms: int | None = None,
     ) -> None:
         self.path = path
-        self.timeline = PcmTimeline(origin_ms, fmt or PcmFormat())
+        self.timeline = PcmTimeline(origin_ms, fmt or PcmFormat(), tolerance_ms)
         # Held open for the stream's life, closed by close().
         self._file: BinaryIO | None = open(path, "wb", buffering=buffer_bytes)
         self._file.write(wav_header(self.timeline.fmt, 0))
@@ -287,16 +295,25 @@ class WavTracks:
     files of a stream have the same length and line up sample for sample.
     """
 
-    def __init__(self, path_for: Callable[[str], Path], origin_ms: int, fmt: PcmFormat | None = None) -> None:
+    def __init__(
+        self,
+        path_for: Callable[[str], Path],
+        origin_ms: int,
+        fmt: PcmFormat | None = None,
+        tolerance_ms: int | None = None,
+    ) -> None:
         self._path_for = path_for
         self.origin_ms = origin_ms
         self.fmt = fmt or PcmFormat()
+        self.tolerance_ms = tolerance_ms
         self._writers: dict[str, WavWriter] = {}
 
     def _writer(self, name: str) -> WavWriter:
         writer = self._writers.get(name)
         if writer is None:
-            writer = self._writers[name] = WavWriter(self._path_for(name), self.origin_ms, self.fmt)
+            writer = self._writers[name] = WavWriter(
+                self._path_for(name), self.origin_ms, self.fmt, tolerance_ms=self.tolerance_ms
+            )
         return writer
 
     def write_mixed(self, timestamp_ms: int, pcm: bytes) -> Placement:

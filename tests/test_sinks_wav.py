@@ -98,6 +98,16 @@ def test_a_frame_more_than_half_a_frame_late_gets_its_silence(tmp_path: Path) ->
     assert not samples[FRAME_SAMPLES : FRAME_SAMPLES + 11 * 16].any()
 
 
+def test_a_set_tolerance_replaces_the_half_frame_threshold(tmp_path: Path) -> None:
+    frames = [(ORIGIN_MS, pcm_frame(0)), (ORIGIN_MS + 31, pcm_frame(1)), (ORIGIN_MS + 80, pcm_frame(2))]
+    with WavWriter(tmp_path / "a.wav", ORIGIN_MS, tolerance_ms=20) as writer:
+        for ts, pcm in frames:
+            writer.write_frame(ts, pcm)
+    stats = writer.close()
+    # +11 ms is within 20 ms: appended; the next frame, 40 ms after the write position, gets silence.
+    assert [(r.start_sample, r.samples) for r in stats.silences] == [(2 * FRAME_SAMPLES, 40 * 16)]
+
+
 def test_an_overlapping_frame_is_appended_and_counted_never_dropped(tmp_path: Path) -> None:
     # The third frame claims the same instant as the second (an overlap): it is kept, after it.
     frames = [(ORIGIN_MS, pcm_frame(0)), (ORIGIN_MS + 20, pcm_frame(1)), (ORIGIN_MS + 20, pcm_frame(2))]
