@@ -35,7 +35,7 @@ TXT_NAME = "transcript.txt"
 JSONL_NAME = "transcript.jsonl"
 VTT_NAME = "transcript.vtt"
 SRT_NAME = "transcript.srt"
-CUE_REORDER_WINDOW = 4096
+CUE_REORDER_WINDOW = 512  # utterances; disorder comes from overlapping speakers, a few deep
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # The line boundaries of str.splitlines(): any of them inside a cue or a TXT line would split it.
 _LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
