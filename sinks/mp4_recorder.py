@@ -213,7 +213,9 @@ class Mp4Recorder:
 
     # -- input --------------------------------------------------------------------------------
 
-    def video_frame(self, timestamp_ms: int, data: bytes, *, keyframe: bool, has_parameter_sets: bool) -> None:
+    def video_frame(
+        self, timestamp_ms: int, data: bytes, *, keyframe: bool, has_parameter_sets: bool
+    ) -> None:
         """One H.264 Annex-B access unit (copied into the file as is, NAL unit for NAL unit)."""
         self._require_open()
         if self.video_timeline is None:
@@ -221,7 +223,9 @@ class Mp4Recorder:
         if not data.startswith(_ANNEXB_STARTS):
             raise MediaFrameError("not an Annex-B access unit (no start code)", "video", timestamp_ms)
         self._mux_video(
-            self.video_timeline.push(timestamp_ms, data, keyframe=keyframe, has_parameter_sets=has_parameter_sets)
+            self.video_timeline.push(
+                timestamp_ms, data, keyframe=keyframe, has_parameter_sets=has_parameter_sets
+            )
         )
 
     def audio_frame(self, timestamp_ms: int, pcm: bytes) -> None:

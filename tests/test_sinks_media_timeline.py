@@ -14,6 +14,7 @@ from sinks.media_timeline import (
     SAMPLES_PER_MS,
     AudioPlacement,
     AudioTimeline,
+    PcmFrame,
     PcmFramer,
     VideoSample,
     VideoTimeline,
@@ -27,7 +28,9 @@ def _pcm(ms: int, value: int = 1000) -> bytes:
 
 
 def _video(timeline: VideoTimeline, ts: int, key: bool = False) -> VideoSample | None:
-    return timeline.push(ts, b"\x00\x00\x00\x01" + ts.to_bytes(8, "big"), keyframe=key, has_parameter_sets=key)
+    return timeline.push(
+        ts, b"\x00\x00\x00\x01" + ts.to_bytes(8, "big"), keyframe=key, has_parameter_sets=key
+    )
 
 
 # -- video --------------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def test_framer_turns_a_long_silence_into_frames_without_holding_it() -> None:
 def test_framer_output_is_the_input_in_whole_frames(pieces: list[tuple[int, bytes]], frame: int) -> None:
     framer = PcmFramer(frame)
     expected = bytearray()
-    out = []
+    out: list[PcmFrame] = []
     for silence, raw in pieces:
         pcm = raw[: len(raw) // 2 * 2]
         expected += bytes(silence * BYTES_PER_SAMPLE) + pcm
