@@ -104,21 +104,17 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class SilenceRun:
-    """A run of inserted zero samples: `samples` of them from `start_sample`."""
-
-    start_sample: int
-    samples: int
-
-
-@dataclass(frozen=True)
 class WavStats:
-    """What a track holds, for the manifest: counts in samples of its `PcmFormat`."""
+    """What a track holds, for the manifest: counts in samples of its `PcmFormat`.
+
+    Counters only, no list of silences: a participant's track has a silence between every two
+    words, so a list would grow with the meeting. Each `Placement` says where its silence went.
+    """
 
     frames: int
     pcm_samples: int
     silence_samples: int
-    silences: tuple[SilenceRun, ...]
+    silence_runs: int
     early_frames: int
     max_ahead_samples: int
 
@@ -145,7 +141,7 @@ class PcmTimeline:
     silence_samples: int = 0
     early_frames: int = 0
     max_ahead_samples: int = 0
-    silences: list[SilenceRun] = field(default_factory=list)
+    silence_runs: int = 0
 
     def place(self, timestamp_ms: int, nbytes: int) -> Placement:
         """Decide where a frame of `nbytes` bytes stamped `timestamp_ms` goes, and advance."""
@@ -160,7 +156,7 @@ class PcmTimeline:
         threshold = samples // 2 if self.tolerance_ms is None else self.fmt.samples_at(self.tolerance_ms)
         silence = drift if drift > threshold else 0
         if silence:
-            self.silences.append(SilenceRun(self.position, silence))
+            self.silence_runs += 1
             self.silence_samples += silence
         elif -drift > threshold:
             self.early_frames += 1
@@ -179,7 +175,7 @@ class PcmTimeline:
         """Silence from the write position up to sample `end_sample`; returns its samples."""
         silence = max(0, end_sample - self.position)
         if silence:
-            self.silences.append(SilenceRun(self.position, silence))
+            self.silence_runs += 1
             self.silence_samples += silence
             self.position += silence
         return silence
@@ -190,7 +186,7 @@ class PcmTimeline:
             self.frames,
             self.pcm_samples,
             self.silence_samples,
-            tuple(self.silences),
+            self.silence_runs,
             self.early_frames,
             self.max_ahead_samples,
         )

@@ -64,7 +64,7 @@ def test_a_gap_becomes_exactly_that_much_silence_at_its_place(tmp_path: Path) ->
     for i in range(10):
         chunk = samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES].tobytes()
         assert chunk == (pcm_frame(i) if i in kept else bytes(FRAME_SAMPLES * 2)), i
-    assert [(r.start_sample, r.samples) for r in stats.silences] == [(5 * FRAME_SAMPLES, 3 * FRAME_SAMPLES)]
+    assert (stats.silence_runs, stats.silence_samples) == (1, 3 * FRAME_SAMPLES)
 
 
 def test_a_participant_file_starts_with_silence_up_to_their_first_word(tmp_path: Path) -> None:
@@ -101,11 +101,14 @@ def test_a_frame_more_than_half_a_frame_late_gets_its_silence(tmp_path: Path) ->
 def test_a_set_tolerance_replaces_the_half_frame_threshold(tmp_path: Path) -> None:
     frames = [(ORIGIN_MS, pcm_frame(0)), (ORIGIN_MS + 31, pcm_frame(1)), (ORIGIN_MS + 80, pcm_frame(2))]
     with WavWriter(tmp_path / "a.wav", ORIGIN_MS, tolerance_ms=20) as writer:
-        for ts, pcm in frames:
-            writer.write_frame(ts, pcm)
+        placements = [writer.write_frame(ts, pcm) for ts, pcm in frames]
     stats = writer.close()
     # +11 ms is within 20 ms: appended; the next frame, 40 ms after the write position, gets silence.
-    assert [(r.start_sample, r.samples) for r in stats.silences] == [(2 * FRAME_SAMPLES, 40 * 16)]
+    silences = [
+        (p.start_sample - p.silence_samples, p.silence_samples) for p in placements if p.silence_samples
+    ]
+    assert silences == [(2 * FRAME_SAMPLES, 40 * 16)]
+    assert (stats.silence_runs, stats.silence_samples) == (1, 40 * 16)
 
 
 def test_an_overlapping_frame_is_appended_and_counted_never_dropped(tmp_path: Path) -> None:
@@ -229,5 +232,6 @@ def test_the_file_is_the_pcm_received_plus_silence_only_at_the_recorded_places(
         mask[placement.start_sample : placement.start_sample + placement.samples] = False
     assert not data[mask].any()
     stats = timeline.stats()
-    assert int(mask.sum()) == stats.silence_samples == sum(r.samples for r in stats.silences)
+    assert int(mask.sum()) == stats.silence_samples == sum(p.silence_samples for p, _ in sent)
+    assert stats.silence_runs == sum(1 for p, _ in sent if p.silence_samples)
     assert stats.pcm_samples == sum(p.samples for p, _ in sent)
