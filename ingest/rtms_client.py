@@ -15,8 +15,15 @@ Reconnection (protocol notes 4.3):
 * a new `rtms_started` with new `server_urls` (failover) → full reconnect to the new URLs now;
 * handshake status 8 (duplicate signal request: the previous owner is still connected) → retry;
   other non-zero statuses are fatal.
-Retries wait `backoff_base_s × 2^n` (≤ `backoff_cap_s`, jittered to 50-100 %); n resets once the
-client is streaming again. `max_attempts` consecutive failures end the session.
+A socket that was working and is lost (closed, or silent past the idle timeout) is reconnected at
+once: Zoom buffers audio and transcripts through an outage but not video, so every second waited
+is video missing from the recording. Further consecutive failures (a connect refused, a handshake
+unanswered or answered with status 8 / 15 / 16) wait `backoff_base_s × 2^n` (≤ `backoff_cap_s`,
+jittered to 50-100 %), n counting those waits; everything resets once the socket (media) or the
+whole stream (signaling) is streaming again. A link that drops again within `backoff_base_s` of
+its last immediate retry backs off instead, so a server that accepts and drops at once is not
+hammered. `max_attempts` consecutive failures, the immediate retry included, end the session.
+`ClientConfig(reconnect_at_once=False)` restores the old policy (first retry after a backoff too).
 """
 
 from __future__ import annotations
@@ -123,6 +130,8 @@ class ClientConfig:
     backoff_base_s: float = 3.0
     backoff_cap_s: float = 30.0
     max_attempts: int = 5
+    # Reconnect a lost working socket at once (see the module docstring); False = back off first.
+    reconnect_at_once: bool = True
     handshake_timeout_s: float = 10.0
     idle_timeout_s: float = 65.0  # no message at all on a socket for this long = it is dead
     close_timeout_s: float = 5.0  # wait for STREAM_CLOSE_RESP
@@ -166,21 +175,41 @@ class ClientConfig:
 
 
 class Backoff:
-    """Jittered exponential delays: `base × 2^n` capped, each scaled by a random 50-100 %."""
+    """Delays between consecutive reconnect attempts.
+
+    `next_delay()` is jittered exponential: `base × 2^n` capped, scaled by a random 50-100 %, n the
+    number of delays given since `reset()`. `after_drop(now)` is for a connection that was working:
+    its first retry is immediate (0.0) unless one was already granted within the last `base_s`
+    (a flapping link), else it is `next_delay()`. `attempts` counts every retry since `reset()`,
+    immediate ones included; the reconnect budget is counted in it.
+    """
 
     def __init__(self, base_s: float, cap_s: float, rng: random.Random) -> None:
         self.base_s = base_s
         self.cap_s = cap_s
         self.rng = rng
         self.attempts = 0
+        self._waits = 0  # delays given since reset(): the exponent
+        self._free_after: float | None = None  # no immediate retry before this time (monotonic s)
 
     def next_delay(self) -> float:
-        delay = min(self.cap_s, self.base_s * (2**self.attempts))
+        delay = min(self.cap_s, self.base_s * (2**self._waits))
+        self._waits += 1
         self.attempts += 1
         return delay * (0.5 + 0.5 * self.rng.random())
 
+    def after_drop(self, now: float) -> float:
+        """The delay before reconnecting a connection that was working until `now`."""
+        if self.attempts == 0 and (self._free_after is None or now >= self._free_after):
+            self.attempts += 1
+            self._free_after = now + self.base_s
+            return 0.0
+        return self.next_delay()
+
     def reset(self) -> None:
+        """Connected again: the next failure starts a fresh series (the flap window stays)."""
         self.attempts = 0
+        self._waits = 0
 
 
 # --- actions ---------------------------------------------------------------------------------------
@@ -376,7 +405,7 @@ class RtmsClient:
         if sock is None:
             return []
         del self.sockets[channel]
-        return self._lost(channel, now, f"socket closed ({code})")
+        return self._lost(channel, now, f"socket closed ({code})", was_ready=sock.ready)
 
     def on_message(self, channel: str, conn: int, raw: str | bytes, now: float, wall_ms: int) -> list[Action]:
         sock = self._current(channel, conn)
@@ -417,7 +446,8 @@ class RtmsClient:
                 actions.append(Disconnect(channel, sock.conn, 1000))
                 del self.sockets[channel]
                 reason = "no message within the idle timeout" if silent else "no handshake response in time"
-                actions += self._lost(channel, now, reason)
+                # a handshake that never came back is a failed attempt, not a lost connection
+                actions += self._lost(channel, now, reason, was_ready=sock.ready)
                 if self.phase is Phase.ENDED or channel == SIGNALING:
                     return actions
         for slot in self.media.values():
@@ -770,8 +800,9 @@ class RtmsClient:
         )
         return Connect(channel, url, self._conn)
 
-    def _lost(self, channel: str, now: float, why: str) -> list[Action]:
-        """A socket is gone (closed, failed, silent): decide what to reconnect."""
+    def _lost(self, channel: str, now: float, why: str, was_ready: bool = False) -> list[Action]:
+        """A socket is gone (closed, failed, silent): decide what to reconnect. `was_ready`: its
+        handshake had succeeded, so this is a drop of a working connection (reconnect at once)."""
         if self.phase is Phase.CLOSING:
             if channel == SIGNALING:
                 return self._close_all() + self._finish(
@@ -782,20 +813,27 @@ class RtmsClient:
             return []
         if channel == SIGNALING:
             log.warning("RTMS signaling lost", extra=self._ctx(why=why))
-            return self._full_retry(now, f"signaling lost: {why}")
+            return self._full_retry(now, f"signaling lost: {why}", drop=was_ready)
         log.warning("RTMS media socket lost", extra=self._ctx(media=channel, why=why))
-        return self._media_retry(channel, now, why)
+        return self._media_retry(channel, now, why, drop=was_ready)
 
-    def _media_retry(self, channel: str, now: float, why: str) -> list[Action]:
+    def _delay(self, backoff: Backoff, now: float, drop: bool) -> float:
+        """How long to wait before the next attempt: at once after a drop (policy permitting)."""
+        if drop and self.config.reconnect_at_once:
+            return backoff.after_drop(now)
+        return backoff.next_delay()
+
+    def _media_retry(self, channel: str, now: float, why: str, drop: bool = False) -> list[Action]:
         slot = self.media.get(channel)
         if slot is None or self.phase not in (Phase.MEDIA, Phase.READY):
             return []
         if slot.backoff.attempts >= self.config.max_attempts:
             return self._full_retry(now, f"media {channel} kept failing: {why}")
-        slot.retry_at = now + slot.backoff.next_delay()
+        # a zero delay is due at the caller's next tick, which the shell runs before waiting
+        slot.retry_at = now + self._delay(slot.backoff, now, drop)
         return []
 
-    def _full_retry(self, now: float, why: str) -> list[Action]:
+    def _full_retry(self, now: float, why: str, drop: bool = False) -> list[Action]:
         actions = self._close_all()
         if self.backoff.attempts >= self.config.max_attempts:
             log.error("RTMS reconnect budget spent", extra=self._ctx(why=why, attempts=self.backoff.attempts))
@@ -803,7 +841,7 @@ class RtmsClient:
                 True, None, f"gave up after {self.backoff.attempts} attempts: {why}"
             )
         self.phase = Phase.BACKOFF
-        delay = self.backoff.next_delay()
+        delay = self._delay(self.backoff, now, drop)
         self.retry_at = now + delay
         log.info(
             "RTMS reconnect scheduled",

@@ -4,6 +4,7 @@ dead letters, failover, backoff and stop."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 from typing import Any
@@ -322,9 +323,11 @@ def test_silent_media_socket_is_treated_as_lost() -> None:
     h.now += CONFIG.idle_timeout_s - 1
     for chan in (SIGNALING, "audio", "transcript"):
         h.recv(chan, {"msg_type": 12, "timestamp": 2})
+    old_video = h.conns["video"]
     actions = h.tick(1.5)
-    assert of(actions, Disconnect) == [Disconnect("video", h.conns["video"])]
-    assert of(h.tick(1.0), Connect)[0].channel == "video"
+    assert of(actions, Disconnect) == [Disconnect("video", old_video)]
+    # a socket that was working is reconnected at once, in the same tick
+    assert [c.channel for c in of(actions, Connect)] == ["video"]
 
 
 def test_stream_terminated_closes_everything_with_its_reason() -> None:
@@ -394,3 +397,146 @@ def test_backoff_is_jittered_exponential_capped_and_resets() -> None:
         assert full / 2 <= d <= full
     b.reset()
     assert b.next_delay() <= 3.0
+
+
+# --- reconnect policy: a dropped working socket comes back at once -----------------------------
+
+
+def only_connect(actions: list[Action]) -> Connect:
+    """The single action, which must be a Connect."""
+    (action,) = actions
+    assert isinstance(action, Connect)
+    return action
+
+
+def test_first_reconnect_after_a_media_drop_is_immediate() -> None:
+    h = ready_client()
+    assert h.close("video") == []
+    assert h.client.next_deadline() == h.now  # due now: the shell ticks before it waits again
+    c = only_connect(h.tick(0.0))
+    assert c == Connect("video", MEDIA_URLS["video"], c.conn) and c.conn > 4
+    h.open("video")
+    assert h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False}) == []
+    assert h.client.phase is Phase.READY and h.client.media["video"].backoff.attempts == 0
+
+
+def test_old_policy_waits_out_the_first_backoff_after_a_drop() -> None:
+    """Control for the test above: the same drop under `reconnect_at_once=False`."""
+    h = ready_client(dataclasses.replace(CONFIG, reconnect_at_once=False))
+    h.close("video")
+    deadline = h.client.next_deadline()
+    assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
+    assert h.tick(0.49) == []
+    assert of(h.tick(0.51), Connect)[0].channel == "video"
+
+
+def test_consecutive_failures_after_the_immediate_retry_back_off_exponentially() -> None:
+    h = ready_client()
+    h.close("video")
+    c = only_connect(h.tick(0.0))
+    delays = []
+    for _ in range(CONFIG.max_attempts - 1):
+        assert h.run(h.client.on_open_failed("video", c.conn, "refused", h.now)) == []
+        retry_at = h.client.media["video"].retry_at
+        assert retry_at is not None
+        delays.append(retry_at - h.now)
+        assert h.tick(delays[-1] - 0.01) == []
+        c = only_connect(h.tick(0.01))
+        assert c.channel == "video"
+    # base 1 s: the 2nd attempt waits 0.5-1 s, the 3rd 1-2 s (jittered to 50-100 %)
+    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0
+    # the budget counts the immediate retry: the next failure is the max_attempts-th
+    actions = h.run(h.client.on_open_failed("video", c.conn, "refused", h.now))
+    assert h.client.phase is Phase.BACKOFF and len(of(actions, Disconnect)) == 3
+    deadline = h.client.next_deadline()
+    assert deadline is not None and deadline >= h.now + 0.5  # escalation to a full reconnect backs off
+
+
+def test_backoff_resets_after_a_successful_reconnect() -> None:
+    h = ready_client()
+    h.close("video")
+    c = only_connect(h.tick(0.0))
+    h.run(h.client.on_open_failed("video", c.conn, "refused", h.now))
+    c = only_connect(h.tick(1.0))
+    h.open("video")
+    h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
+    assert h.client.media["video"].backoff.attempts == 0
+    h.now += CONFIG.backoff_base_s  # a later drop, not a flapping link
+    h.close("video")
+    assert h.client.next_deadline() == h.now
+    assert of(h.tick(0.0), Connect)[0].channel == "video"
+
+
+def test_a_link_that_drops_again_within_the_base_delay_backs_off() -> None:
+    h = ready_client()
+    h.close("video")
+    h.tick(0.0)
+    h.open("video")
+    h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
+    h.now += CONFIG.backoff_base_s / 2
+    h.close("video")
+    deadline = h.client.next_deadline()
+    assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
+
+
+def test_signaling_drop_reconnects_at_once_and_a_status_8_then_backs_off() -> None:
+    h = ready_client()
+    h.close(SIGNALING)
+    assert h.client.phase is Phase.BACKOFF and h.client.next_deadline() == h.now
+    c = only_connect(h.tick(0.0))
+    assert c == Connect(SIGNALING, SESSION.server_urls, c.conn)
+    h.open(SIGNALING)
+    # Zoom has not noticed the old socket yet: duplicate signal request -> wait, do not hammer
+    actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": 8, "reason": "duplicate signal request"})
+    assert of(actions, Disconnect) == [Disconnect(SIGNALING, c.conn)]
+    deadline = h.client.next_deadline()
+    assert h.client.phase is Phase.BACKOFF and deadline is not None
+    assert h.now + 0.5 <= deadline <= h.now + 1.0
+    assert h.tick(0.49) == []
+    assert of(h.tick(0.51), Connect)[0].channel == SIGNALING
+    h.connect_all()
+    assert h.client.phase is Phase.READY and h.client.backoff.attempts == 0 and h.client.ready_count == 2
+
+
+def test_a_duplicate_media_connection_after_the_immediate_retry_backs_off() -> None:
+    h = ready_client()
+    h.close("video")
+    c = only_connect(h.tick(0.0))
+    h.open("video")
+    refused = h.recv("video", {"msg_type": 4, "status_code": 16, "reason": "duplicate media connection"})
+    assert refused == [Disconnect("video", c.conn)]
+    retry_at = h.client.media["video"].retry_at
+    assert retry_at is not None and h.now + 0.5 <= retry_at <= h.now + 1.0
+
+
+def test_an_unanswered_media_handshake_is_a_failure_not_a_drop() -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG, random.Random(7)))
+    h.run(h.client.start(h.now))
+    h.open(SIGNALING)
+    connects = of(
+        h.recv(SIGNALING, {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}),
+        Connect,
+    )
+    for c in connects:
+        h.open(c.channel)
+        if c.channel != "video":  # video's handshake is never answered
+            h.recv(c.channel, {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
+    actions = h.tick(CONFIG.handshake_timeout_s)
+    assert of(actions, Disconnect) == [Disconnect("video", h.conns["video"])] and not of(actions, Connect)
+    retry_at = h.client.media["video"].retry_at
+    assert retry_at is not None and h.now + 0.5 <= retry_at <= h.now + 1.0
+
+
+def test_backoff_after_drop_is_immediate_once_then_exponential() -> None:
+    b = Backoff(3.0, 30.0, random.Random(0))
+    assert b.after_drop(100.0) == 0.0 and b.attempts == 1
+    later = [b.after_drop(100.0) for _ in range(4)]  # consecutive failures of that retry
+    for n, d in enumerate(later):
+        assert 3.0 * 2**n / 2 <= d <= 3.0 * 2**n
+    assert b.attempts == 5
+    b.reset()
+    assert 1.5 <= b.after_drop(102.0) <= 3.0  # within base_s of the last immediate retry: flapping
+    b.reset()
+    assert b.after_drop(103.0) == 0.0
+    b.reset()
+    assert 1.5 <= b.next_delay() <= 3.0  # a plain failure (no drop) never skips the wait
