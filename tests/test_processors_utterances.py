@@ -242,7 +242,7 @@ def make(limits: Limits, next_seq: int = 0, last_start_ms: int | None = None) ->
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(piece_streams(), limits_st)
 def test_no_text_is_lost_or_duplicated_and_utterances_are_ordered(
     pieces: list[TranscriptPiece], limits: Limits
@@ -258,13 +258,13 @@ def test_no_text_is_lost_or_duplicated_and_utterances_are_ordered(
     assert all(len(u.text) <= limits[2] or u.piece_count == 1 for u in out)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(piece_streams(), limits_st)
 def test_a_rerun_gives_the_same_utterances_and_ids(pieces: list[TranscriptPiece], limits: Limits) -> None:
     assert run(make(limits), pieces) == run(make(limits), pieces)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(piece_streams(), limits_st, st.data())
 def test_restart_from_the_open_utterance_reproduces_the_undisturbed_output(
     pieces: list[TranscriptPiece], limits: Limits, data: st.DataObject
