@@ -8,7 +8,8 @@ between two encoders, camera and screen, every loop, each switch starting SPS + 
 16 kHz mono L16 in 20 ms packets (a 10 s loop of the emulator's mixed meeting audio). The input
 is looped from memory, so the time measured is the recorder's: H.264 stream copy, PCM placement
 and framing, AAC encoding and MP4 muxing, from `start()` to `close()` (file closed, not fsynced).
-Also printed: the RSS before recording starts (interpreter + PyAV + the loops), so the growth
+Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared), the
+RSS before recording starts (interpreter + PyAV + the loops), so the growth
 during the recording is visible, and the seconds spent in `close()` (the finalize cost).
 
 The recorder's default, fragmented MP4, unless `--plain` (a plain MP4 keeps its sample index in
@@ -69,6 +70,7 @@ def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[s
 
     rec = Mp4Recorder(out, ORIGIN_MS, fragmented=fragmented)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     rec.start()
     video_at = audio_at = 0
     video_bytes = 0
@@ -89,12 +91,15 @@ def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[s
     closing = time.perf_counter()
     stats = rec.close(ORIGIN_MS + duration_ms)
     done = time.perf_counter()
+    cpu = time.process_time() - cpu_started
     elapsed = done - started
     return {
         "minutes": minutes,
         "fragmented": fragmented,
         "seconds": round(elapsed, 2),
         "x_realtime": round(duration_ms / 1000 / elapsed, 1),
+        "cpu_s": round(cpu, 2),
+        "x_realtime_per_cpu": round(duration_ms / 1000 / cpu, 1),  # what a quiet core would give
         "close_s": round(done - closing, 3),
         "rss_before_mb": round(rss_before, 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             r = run_child(minutes, out_dir, args.plain)
             results.append(r)
             print(
-                f"{r['minutes']:>5g} min: {r['seconds']:>7.2f} s = {r['x_realtime']:>6.1f}x real time, "
+                f"{r['minutes']:>5g} min: {r['seconds']:>7.2f} s = {r['x_realtime']:>6.1f}x real time "
+                f"({r['x_realtime_per_cpu']:.1f}x per CPU second), "
                 f"close {r['close_s']:.3f} s, peak RSS {r['peak_rss_mb']:.1f} MB "
                 f"(before recording {r['rss_before_mb']:.1f} MB), file {r['file_mb']:.1f} MB",
                 flush=True,
