@@ -51,29 +51,38 @@ def topics() -> None:
 @topics.command()
 @_prefix_option
 @click.option(
-    "--partitions", type=click.IntRange(min=1), default=None, help="[env RTMSFLOW_PARTITIONS; default 8]"
+    "--partitions", type=click.IntRange(min=1), default=None, help="[env RTMSFLOW_PARTITIONS; default 24]"
 )
 @click.option(
     "--replication", type=click.IntRange(min=1), default=None, help="[env RTMSFLOW_REPLICATION; default 1]"
 )
 def create(prefix: str | None, partitions: int | None, replication: int | None) -> None:
-    """Create every rtmsflow topic that does not exist yet; existing ones are left unchanged.
+    """Create every rtmsflow topic that does not exist yet and bring the configs of existing ones up
+    to date (retention [env RTMSFLOW_RETENTION_DAYS; default 30], cleanup policy...: see
+    `schemas/topics.py`); their data is kept.
 
-    Fails (exit 1) if an existing topic has a different partition count."""
+    Prints one line a topic: `created`, `updated` (with each config's old -> new value) or
+    `existing` (already as specified). Fails (exit 1), changing nothing, if an existing topic has a
+    different partition count; a different replication factor is reported, not changed."""
     settings = _settings(prefix, partitions, replication)
     report = _run(ensure_topics(settings), settings)
     for name in report.created:
         click.echo(f"created   {name}")
+    for name, changes in report.updated.items():
+        click.echo(f"updated   {name}  " + "; ".join(str(change) for change in changes))
     for name in report.existing:
         click.echo(f"existing  {name}")
-    if report.created:
+    for name, why in report.unchanged_differences.items():
+        click.echo(f"warning: {name}: {why}", err=True)
+    if report.changed:
         click.echo(
-            f"{len(report.created)} created, {len(report.existing)} already existed "
-            f"({settings.partitions} partitions, replication {settings.replication})",
+            f"{len(report.created)} created, {len(report.updated)} updated, {len(report.existing)} already "
+            f"as specified ({settings.partitions} partitions, replication {settings.replication}, "
+            f"retention {settings.retention_days} days)",
             err=True,
         )
     else:
-        click.echo(f"nothing to do: all {len(report.existing)} topics already exist", err=True)
+        click.echo(f"nothing to do: all {len(report.existing)} topics already exist as specified", err=True)
 
 
 @topics.command("list")
