@@ -322,9 +322,9 @@ async def consume(
                     n += 1
                     if n % every:
                         continue
-                    value = codec.decode(tp.topic, r.value)
-                    if value["end_of_stream"]:
+                    if r.value is None:  # an end-of-stream marker
                         continue
+                    value = codec.decode(tp.topic, r.value)
                     lat.add(t // 1000, t - value["received_at_ms"], t - value["timestamp_ms"])
     finally:
         await consumer.stop()

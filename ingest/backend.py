@@ -55,12 +55,19 @@ class StreamSession:
     `meeting_uuid` is the instance id whatever the product (meeting / webinar uuid, Video SDK
     session id, Contact Center engagement id); it is the Kafka key and the handshake's
     `meeting_uuid`. `server_urls` is Zoom's string as sent (may hold several comma-separated URLs).
+
+    `started_ms` is t = 0 of the stream's media time: the `event_ts` of its first `rtms_started`
+    webhook (0 = unknown: the sink then takes the first record's timestamp). `fresh` is True when
+    this worker took the stream from its `rtms_started` as it arrived (nobody held it before), so
+    the end-of-stream counts of this holding cover the whole stream.
     """
 
     meeting_uuid: str
     rtms_stream_id: str
     server_urls: str
     product: Product = Product.MEETING
+    started_ms: int = 0
+    fresh: bool = False
 
 
 # --- typed values a backend hands to the sink -------------------------------------------------
@@ -85,6 +92,16 @@ class VideoParams:
     width: int = 1280
     height: int = 720
     fps: int = 30
+    mode: str = "UNKNOWN"  # the Avro VideoMode symbol of the granted data_opt (`video_mode`)
+
+
+_VIDEO_MODES = {3: "ACTIVE_SPEAKER", 4: "INDIVIDUAL", 5: "GALLERY"}
+
+
+def video_mode(data_opt: int | None) -> str:
+    """The Avro `VideoMode` symbol of a granted video `data_opt` (3 active speaker, 4 individual,
+    5 gallery); UNKNOWN for anything else."""
+    return _VIDEO_MODES.get(data_opt or 0, "UNKNOWN")
 
 
 @dataclass(frozen=True)
@@ -121,8 +138,8 @@ class TranscriptData:
     participant_name: str | None = None
     channel_id: str | None = None
     language: int | None = None
-    start_time_ms: int = 0
-    end_time_ms: int = 0
+    start_time_ms: int | None = None  # None (or 0) when Zoom did not send it
+    end_time_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,9 @@ class EventData:
     """A signaling message worth keeping: EVENT_UPDATE (6), STREAM_STATE (8), SESSION_STATE (9).
 
     `name` is the readable name of the raw_event schema (participant_join, active_speaker,
-    stream_state, ...); `body` is the message's JSON exactly as received.
+    stream_state, ...); `body` is the message's JSON exactly as received. `timestamp_ms` 0 means
+    Zoom sent none (the record then carries the receive time, flagged `zoom_timestamp=false`).
+    Lifecycle webhooks (rtms_started / rtms_interrupted / rtms_stopped) travel as msg_type 0.
     """
 
     msg_type: int
@@ -205,9 +224,11 @@ class IngestSink(Protocol):
     async def flush(self, session: StreamSession | None = None) -> None:
         """Wait until everything queued so far (for this session, or for all) is acknowledged."""
 
-    async def end_of_stream(self, session: StreamSession, stop_reason: int | None) -> None:
-        """Flush the session, then write the end-of-stream marker on every raw topic. Idempotent
-        per (meeting, stream id)."""
+    async def end_of_stream(
+        self, session: StreamSession, stop_reason: int | None, *, ended: str = "STOPPED"
+    ) -> None:
+        """Flush the session, then write the end-of-stream marker (`schemas.markers`) on every raw
+        topic; `ended` is STOPPED or UNEXPECTED. Idempotent per (meeting, stream id)."""
 
 
 class SessionBackend(ABC):

@@ -82,21 +82,24 @@ class Lane(Shipment):
 
 
 class Single(Shipment):
-    """One record sent with `producer.send()` (too large for a batch), in its lane's order."""
+    """One record sent with `producer.send()` (too large for a batch, or a marker with headers), in
+    its lane's order."""
 
-    __slots__ = ("key", "value")
+    __slots__ = ("headers", "key", "value")
 
     def __init__(
         self,
         topic: str,
         partition: int,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         on_settled: Callable[[Shipment, bool], None],
+        headers: list[tuple[str, bytes]] | None = None,
     ):
         super().__init__(topic, partition, on_settled)
         self.key = key
         self.value = value
+        self.headers = headers or []
 
 
 class Shipper:
@@ -130,7 +133,11 @@ class Shipper:
                 else:
                     assert isinstance(item, Single)
                     fut = await self.producer.send(
-                        item.topic, value=item.value, key=item.key, partition=item.partition
+                        item.topic,
+                        value=item.value,
+                        key=item.key,
+                        partition=item.partition,
+                        headers=item.headers,
                     )
             except asyncio.CancelledError:
                 item.settle(False)

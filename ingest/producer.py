@@ -1,9 +1,11 @@
 """`KafkaSink`: the `IngestSink` that puts every frame, event and dead letter on its raw topic.
 
 Each value becomes one Avro record keyed by the meeting UUID, stamped with its frame identity:
-meeting, stream kind, participant, RTMS timestamp, plus `ingest_seq` (a counter per meeting, stream
-id and stream kind, kept for the life of this process so a reconnect does not reset it) and
-`received_at_ms`.
+meeting, stream, stream kind, participant, channel, RTMS timestamp; plus the stream's media-time
+origin `stream_started_ms`, this holding's `ingest_epoch` (a random 63-bit id per stream this
+process holds), `ingest_seq` (a counter per stream and stream kind within the epoch, kept for the
+life of the holding so a reconnect does not reset it) and `received_at_ms`. Video frames are
+inspected (`rtmsflow.h264`) for the keyframe flag, in-band SPS/PPS and the size the SPS declares.
 
 Throughput without unbounded memory: records are appended to an open batch per (topic, partition)
 and shipped after `linger_s` or when full (`ingest.batching`), never awaited one by one. The
@@ -15,12 +17,14 @@ A producer without the batch API (`create_batch`/`send_batch`/`partitions_for`) 
 per record instead.
 
 End of stream: `end_of_stream` waits until every record of the stream is acknowledged, then writes
-the marker on each raw topic and waits for those too.
+the marker (`schemas.markers`: a null value with a StreamEnd header carrying how many records of
+each kind this holding wrote) on each raw topic and waits for those too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import weakref
 from collections import OrderedDict, deque
@@ -42,10 +46,12 @@ from ingest.backend import (
     VideoParams,
 )
 from ingest.batching import Lane, Shipment, Shipper, Single
+from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, EncodeError
+from schemas.markers import marker_headers
 from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
 
 log = get_logger(__name__)
@@ -89,9 +95,14 @@ class _Window:
 
 @dataclass(eq=False)  # hashed by identity: batches count records per stream
 class _Stream:
-    """What the sink keeps per (meeting, stream id)."""
+    """What the sink keeps per (meeting, stream id): one ingest epoch (holding) of the stream."""
 
     window: _Window
+    epoch: int = 0
+    started_ms: int = 0  # t = 0 of the stream (the session's, else the first record's timestamp)
+    fresh: bool = False
+    # the size the last SPS declared (the granted size until one is seen), and its `media` dict
+    sps_size: tuple[int, int] | None = None
     seqs: dict[str, int] = field(default_factory=dict)
     pending: set[asyncio.Future[Any]] = field(default_factory=set)
     last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
@@ -194,12 +205,16 @@ class KafkaSink:
         seqs = stream.seqs
         seq = seqs.get("AUDIO", 0)
         seqs["AUDIO"] = seq + 1
+        if not stream.started_ms:
+            stream.started_ms = frame.timestamp_ms
         record = {
             "meeting_uuid": session.meeting_uuid,
             "rtms_stream_id": session.rtms_stream_id,
             "stream_kind": "AUDIO",
             "participant_id": frame.participant_id,
             "timestamp_ms": frame.timestamp_ms,
+            "stream_started_ms": stream.started_ms,
+            "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
             "received_at_ms": time.time_ns() // 1_000_000,
             "participant_name": frame.participant_name,
@@ -212,22 +227,41 @@ class KafkaSink:
     async def video(self, session: StreamSession, frame: VideoData) -> None:
         stream = self._stream(session)
         params = frame.params
+        keyframe, parameter_sets = True, False
+        if params.codec == "H264":
+            try:
+                info = inspect_access_unit(frame.payload)
+            except H264Error as exc:
+                letter = DeadLetterData(f"ingest:{RAW_VIDEO.name}", str(exc), "H264Error", frame.payload)
+                await self.dead_letter(session, letter)
+                return
+            keyframe, parameter_sets = info.keyframe, info.has_parameter_sets
+            if info.width and info.height and (info.width, info.height) != stream.sps_size:
+                # a new encoder (speaker switch) or a resolution change: the record says so here
+                stream.sps_size = (info.width, info.height)
+                stream.video_media_of = None
         if stream.video_media_of is not params:
-            stream.video_media_of, stream.video_media = params, _video_params(params)
+            stream.video_media_of, stream.video_media = params, _video_params(params, stream.sps_size)
         kind = frame.kind
         seqs = stream.seqs
         seq = seqs.get(kind, 0)
         seqs[kind] = seq + 1
+        if not stream.started_ms:
+            stream.started_ms = frame.timestamp_ms
         record = {
             "meeting_uuid": session.meeting_uuid,
             "rtms_stream_id": session.rtms_stream_id,
             "stream_kind": kind,
             "participant_id": frame.participant_id,
             "timestamp_ms": frame.timestamp_ms,
+            "stream_started_ms": stream.started_ms,
+            "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
             "received_at_ms": time.time_ns() // 1_000_000,
             "participant_name": frame.participant_name,
             "payload": frame.payload,
+            "keyframe": keyframe,
+            "has_parameter_sets": parameter_sets,
             "media": stream.video_media,
         }
         await self._send(session, stream, RAW_VIDEO, record, _KIND_LABELS[kind], len(frame.payload))
@@ -240,8 +274,8 @@ class KafkaSink:
             channel_id=frame.channel_id,
             text=frame.text,
             language=frame.language,
-            start_time_ms=frame.start_time_ms,
-            end_time_ms=frame.end_time_ms,
+            start_time_ms=frame.start_time_ms or None,
+            end_time_ms=frame.end_time_ms or None,
         )
         await self._send(session, stream, RAW_TRANSCRIPT, record, "transcript", len(frame.text.encode()))
 
@@ -249,7 +283,10 @@ class KafkaSink:
         stream = self._stream(session)
         kind = "CHAT" if event.name == "chat" else "EVENT"
         record = self._identity(session, stream, kind, event.timestamp_ms, event.participant_id)
+        if not event.timestamp_ms:  # Zoom sent none: order by when we received it, and say so
+            record["timestamp_ms"] = record["received_at_ms"]
         record.update(
+            zoom_timestamp=bool(event.timestamp_ms),
             participant_name=event.participant_name,
             msg_type=event.msg_type,
             event_type=event.event_type,
@@ -319,7 +356,9 @@ class KafkaSink:
                 failed, stream.failures = stream.failures, 0
                 raise ProduceFailed(f"{failed} records were not acknowledged by Kafka")
 
-    async def end_of_stream(self, session: StreamSession, stop_reason: int | None) -> None:
+    async def end_of_stream(
+        self, session: StreamSession, stop_reason: int | None, *, ended: str = "STOPPED"
+    ) -> None:
         key = (session.meeting_uuid, session.rtms_stream_id)
         if key in self._ended:
             return
@@ -332,20 +371,24 @@ class KafkaSink:
         try:
             await self.flush(session)
             stream = self._stream(session)
-            fallback = max(stream.last_ts.values(), default=now_ms())
-            markers = (
-                (RAW_AUDIO, "AUDIO"),
-                (RAW_VIDEO, "VIDEO"),
-                (RAW_TRANSCRIPT, "TRANSCRIPT"),
-                (RAW_EVENTS, "EVENT"),
-            )
-            for spec, kind in markers:
-                ts = stream.last_ts.get(spec.name, fallback)
-                record = self._identity(session, stream, kind, ts, 0)
-                record.update(end_of_stream=True, stop_reason=stop_reason, **_EOS_FIELDS[spec.name])
-                await self._send(session, stream, spec, record, None, 0)
+            for spec in _RAW:
+                end = {
+                    "meeting_uuid": session.meeting_uuid,
+                    "rtms_stream_id": session.rtms_stream_id,
+                    "topic": spec.name,
+                    "ended": ended,
+                    "stop_reason": stop_reason,
+                    "stream_started_ms": stream.started_ms or session.started_ms,
+                    "last_timestamp_ms": stream.last_ts.get(spec.name),
+                    "ingest_epoch": stream.epoch,
+                    "counts": {kind: stream.seqs[kind] for kind in _KINDS_OF[spec.name] if stream.seqs.get(kind)},
+                    "complete": stream.fresh,
+                }
+                topic = self._topics[spec.name]
+                await stream.window.acquire(0)
+                await self._track(stream, topic, stream.key, None, 0, self._labels[topic], marker_headers(end))
             await self.flush(session)
-            metrics.EOS_MARKERS.inc(len(markers))
+            metrics.EOS_MARKERS.inc(len(_RAW))
             self._ended[key] = None
             while len(self._ended) > _ENDED_MEMORY:
                 self._ended.popitem(last=False)
@@ -356,6 +399,7 @@ class KafkaSink:
                     "meeting": session.meeting_uuid,
                     "rtms_stream_id": session.rtms_stream_id,
                     "stop_reason": stop_reason,
+                    "ended": ended,
                 },
             )
             done.set_result(None)
@@ -395,21 +439,30 @@ class KafkaSink:
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream(
-                _Window(self.max_in_flight, self.max_in_flight_bytes), key=session.meeting_uuid.encode()
+                _Window(self.max_in_flight, self.max_in_flight_bytes),
+                epoch=random.getrandbits(63),
+                started_ms=session.started_ms,
+                fresh=session.fresh,
+                key=session.meeting_uuid.encode(),
             )
         return stream
 
     def _identity(
         self, session: StreamSession, stream: _Stream, kind: str, ts: int, participant: int
     ) -> dict[str, Any]:
+        received = now_ms()
+        if not stream.started_ms:
+            stream.started_ms = ts or received
         return {
             "meeting_uuid": session.meeting_uuid,
             "rtms_stream_id": session.rtms_stream_id,
             "stream_kind": kind,
             "participant_id": participant,
             "timestamp_ms": ts,
+            "stream_started_ms": stream.started_ms,
+            "ingest_epoch": stream.epoch,
             "ingest_seq": stream.next_seq(kind),
-            "received_at_ms": now_ms(),
+            "received_at_ms": received,
         }
 
     async def _send(
@@ -425,6 +478,9 @@ class KafkaSink:
         try:
             value = self.codec.encode(topic, record)
         except EncodeError as exc:
+            # give the sequence number back: ingest_seq stays without holes and the marker's counts
+            # count records written (this record goes to the dead-letter topic instead)
+            stream.seqs[record["stream_kind"]] -= 1
             payload = record.get("payload") or str(record.get("text") or record.get("body") or "").encode()
             letter = DeadLetterData(f"ingest:{spec.name}", str(exc), "EncodeError", bytes(payload))
             await self.dead_letter(session, letter)
@@ -443,20 +499,27 @@ class KafkaSink:
             counters[1].inc(size)
 
     async def _track(
-        self, stream: _Stream, topic: str, key: bytes | None, value: bytes, size: int, label: str
+        self,
+        stream: _Stream,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        size: int,
+        label: str,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Queue one record whose `size` the stream's window already holds; the window is released
-        when Kafka acknowledges it."""
+        when Kafka acknowledges it. `value` None with `headers` is a control record (a marker)."""
         if self._batching and key is not None:
             try:
-                await self._append(stream, topic, key, value, size)
+                await self._append(stream, topic, key, value, size, headers)
             except BaseException:
                 stream.window.release(size)
                 raise
             return
         started = time.perf_counter()
         try:
-            fut = await self._producer().send(topic, value=value, key=key)
+            fut = await self._producer().send(topic, value=value, key=key, headers=headers)
         except BaseException:
             stream.window.release(size)
             raise
@@ -476,16 +539,25 @@ class KafkaSink:
 
         fut.add_done_callback(done)
 
-    async def _append(self, stream: _Stream, topic: str, key: bytes, value: bytes, size: int) -> None:
-        """Append a record to the open batch of its (topic, partition), opening one if needed."""
+    async def _append(
+        self,
+        stream: _Stream,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Append a record to the open batch of its (topic, partition), opening one if needed.
+        A record with headers (a marker) goes alone, after the lane's batch."""
         part = self._partition_of.get((topic, key))
         if part is None:
             part = await self._partition(topic, key)
         lane = self._lanes.get((topic, part))
-        if len(key) + len(value) > self.max_batch_bytes:
+        if headers or len(key) + len(value or b"") > self.max_batch_bytes:
             if lane is not None:  # what came before it goes first
                 self._ship(lane)
-            single = Single(topic, part, key, value, self._settled)
+            single = Single(topic, part, key, value, self._settled, headers or [])
             single.add(stream, size)
             self._dispatch(single)
             return
@@ -574,14 +646,11 @@ class KafkaSink:
 
 _KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
 _RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
-_EOS_FIELDS: dict[str, dict[str, Any]] = {
-    RAW_AUDIO.name: {
-        "payload": b"",
-        "media": {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True},
-    },
-    RAW_VIDEO.name: {"payload": b"", "media": {"codec": "H264", "width": 0, "height": 0, "fps": 0}},
-    RAW_TRANSCRIPT.name: {"text": ""},
-    RAW_EVENTS.name: {"msg_type": 0, "name": "end_of_stream", "body": ""},
+_KINDS_OF: dict[str, tuple[str, ...]] = {
+    RAW_AUDIO.name: ("AUDIO",),
+    RAW_VIDEO.name: ("VIDEO", "DESKSHARE"),
+    RAW_TRANSCRIPT.name: ("TRANSCRIPT",),
+    RAW_EVENTS.name: ("EVENT", "CHAT"),
 }
 
 
@@ -595,5 +664,6 @@ def _audio_params(p: AudioParams) -> dict[str, Any]:
     }
 
 
-def _video_params(p: VideoParams) -> dict[str, Any]:
-    return {"codec": p.codec, "width": p.width, "height": p.height, "fps": p.fps}
+def _video_params(p: VideoParams, sps_size: tuple[int, int] | None) -> dict[str, Any]:
+    width, height = sps_size or (p.width, p.height)
+    return {"codec": p.codec, "width": width, "height": height, "fps": p.fps, "mode": p.mode}

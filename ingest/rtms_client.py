@@ -49,6 +49,7 @@ from ingest.backend import (
     TranscriptData,
     VideoData,
     VideoParams,
+    video_mode,
 )
 from rtmsflow import rtms_protocol as proto
 from rtmsflow.logs import get_logger
@@ -675,7 +676,11 @@ class RtmsClient:
             got = (getattr(params, key) if params else None) or getattr(asked, key) or proto.VideoParams()
             size = proto.Resolution(got.resolution).size if got.resolution in (1, 2, 3, 4) else (0, 0)
             value = VideoParams(
-                codec=_VIDEO_CODECS.get(got.codec, str(got.codec)), width=size[0], height=size[1], fps=got.fps
+                codec=_VIDEO_CODECS.get(got.codec, str(got.codec)),
+                width=size[0],
+                height=size[1],
+                fps=got.fps,
+                mode=video_mode(got.data_opt),
             )
             setattr(self.granted, key, value)
 

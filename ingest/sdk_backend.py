@@ -84,6 +84,7 @@ from ingest.backend import (
     TranscriptData,
     VideoData,
     VideoParams,
+    video_mode,
 )
 from ingest.rtms_client import Backoff, ClientConfig, event_name
 from ingest.sdk_wire import (
@@ -192,7 +193,9 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
 
     def video_params(p: proto.VideoParams) -> VideoParams:
         width, height = proto.Resolution(p.resolution).size
-        return VideoParams(codec=proto.Codec(p.codec).name, width=width, height=height, fps=p.fps)
+        return VideoParams(
+            codec=proto.Codec(p.codec).name, width=width, height=height, fps=p.fps, mode=video_mode(p.data_opt)
+        )
 
     return SdkPlan(
         media=media,

@@ -8,7 +8,8 @@ Order of checks for POST <path> (default /webhook):
 2. body: JSON envelope (400), `endpoint.url_validation` answered with `{plainToken, encryptedToken}`;
 3. lifecycle events (`*.rtms_started|stopped|interrupted`): required fields (400), every URL of
    `server_urls` against the allowlist (400, nothing produced); other events: 200, ignored;
-4. the record is produced to `rtms.sessions` (key = meeting) and the broker's ack awaited before
+4. the record is produced to `rtms.sessions` (key = meeting|stream, in the meeting's partition:
+   `schemas.topics.session_key` / `partition_for`) and the broker's ack awaited before
    answering 200. Awaiting costs a few ms (linger 0 on this producer) and makes the 200 mean
    "durable": if Kafka is down we answer 503 and Zoom retries, instead of losing a started stream.
 
@@ -41,7 +42,7 @@ from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.topics import SESSIONS
+from schemas.topics import SESSIONS, partition_for, session_key
 
 log = get_logger(__name__)
 
@@ -140,7 +141,7 @@ class WebhookServer:
                     check_server_urls(event.server_urls, self.settings)
                 except DisallowedUrl as exc:
                     raise WebhookRejected(400, "disallowed_url", str(exc)) from None
-            await self._produce(event.meeting_uuid, event.record)
+            await self._produce(event.meeting_uuid, event.record["rtms_stream_id"], event.record)
         except WebhookRejected as rejected:
             return self._reject(rejected, context)
         except Exception as exc:  # Kafka down or slow: let Zoom retry
@@ -148,15 +149,19 @@ class WebhookServer:
             return self._reject(WebhookRejected(503, "produce_failed", f"not stored: {exc!r}"), context)
         return self._ok("accepted", context, {"status": "accepted"})
 
-    async def _produce(self, meeting_uuid: str, record: dict[str, Any]) -> None:
+    async def _produce(self, meeting_uuid: str, stream_id: str, record: dict[str, Any]) -> None:
         if self.producer is None:
             raise RuntimeError("webhook endpoint not started")
         value = self.codec.encode(self.topic, record)
         started = time.perf_counter()
-        await asyncio.wait_for(
-            self.producer.send_and_wait(self.topic, value=value, key=meeting_uuid.encode()),
-            PRODUCE_TIMEOUT_S,
+        partitions = len(await self.producer.partitions_for(self.topic))
+        send = self.producer.send_and_wait(
+            self.topic,
+            value=value,
+            key=session_key(meeting_uuid, stream_id),
+            partition=partition_for(meeting_uuid, partitions),
         )
+        await asyncio.wait_for(send, PRODUCE_TIMEOUT_S)
         metrics.PRODUCE_LATENCY.labels(topic="sessions").observe(time.perf_counter() - started)
 
     def _ok(self, result: str, context: dict[str, Any], answer: dict[str, str]) -> web.Response:

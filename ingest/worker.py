@@ -1,14 +1,25 @@
 """`rtmsflow ingest worker`: holds the live RTMS streams of the `rtms.sessions` partitions it owns.
 
-Ownership. Workers form one consumer group over the compacted `rtms.sessions` topic (key = meeting).
-Whenever a partition is assigned, the worker rebuilds that partition's live set by reading it from
-its start (latest record per meeting: STARTED / INTERRUPTED = live, STOPPED = not) and only then
-applies it: it connects to live meetings it does not hold yet. Records that arrive later are
-applied as they come. Applying is idempotent, so a rebuild over meetings already held changes
-nothing: a repeated `rtms_started` with the same `server_urls` opens no second connection; new
-`server_urls` for the held stream is a failover (full reconnect to the new URLs); `rtms_interrupted`
-reconnects signaling + media unless the backend has already reconnected since the webhook's time;
-`rtms_stopped` leaves, flushes and writes the end-of-stream markers.
+Ownership. Workers form one consumer group over the compacted `rtms.sessions` topic (key =
+meeting|stream, in the meeting's partition). Everything is per RTMS stream: a meeting may have
+several streams over its life (a stopped and restarted stream gets a new id), and each is held,
+ended and marked on its own. Whenever a partition is assigned, the worker rebuilds that partition's
+set by reading it from its start (latest record per stream: STARTED / INTERRUPTED / HELD = live,
+STOPPED = to finish; a stream with an ENDED record is done) and only then applies it. Before it
+connects to a stream a worker writes HELD: a later holder (after a crash or a rebalance) then knows
+the stream was held before, so its end-of-stream counts cover only part of the stream. Records that arrive later are applied as they
+come. Applying is idempotent, so a rebuild over streams already held changes nothing: a repeated
+`rtms_started` with the same `server_urls` opens no second connection; new `server_urls` for the
+held stream is a failover (full reconnect to the new URLs); `rtms_interrupted` reconnects signaling
++ media unless the backend has already reconnected since the webhook's time; `rtms_stopped` leaves,
+flushes and writes the end-of-stream markers, then an ENDED record. A STOPPED stream without ENDED
+(its worker died in between, or nobody held it) is finished by whoever owns the partition, so every
+stream gets its markers. A backend that ends without Zoom saying so (fatal handshake status,
+reconnect budget spent, a failure) gets markers that say UNEXPECTED.
+
+Lifecycle webhooks also reach `rtms.raw.events` (msg_type 0: rtms_started, rtms_interrupted,
+rtms_stopped) so a stream's whole life is in one topic. The stream's media-time origin (t = 0) is
+the `event_ts` of its first `rtms_started`; ingest stamps it on every record.
 
 Rebalances. aiokafka implements only the eager rebalance protocol (no cooperative-sticky), so the
 group uses `StickyPartitionAssignor`: a partition keeps its owner unless the group changes. Because
@@ -27,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,19 +52,23 @@ from aiokafka.structs import ConsumerRecord
 
 from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_server_urls
-from ingest.backend import IngestSink, Product, SessionBackend, StreamSession, load_backend
+from ingest.backend import EventData, IngestSink, Product, SessionBackend, StreamSession, load_backend
 from ingest.producer import KafkaSink
 from ingest.webhook import handle_metrics
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
-from schemas.topics import SESSIONS
+from schemas.topics import SESSIONS, partition_for, session_key
 
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "rtmsflow-ingest"
 BackendFactory = Callable[[Settings, IngestSink], SessionBackend]
+StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
+_LIFECYCLE_NAMES = {"STARTED": "rtms_started", "INTERRUPTED": "rtms_interrupted", "STOPPED": "rtms_stopped"}
+_LIVE = ("STARTED", "INTERRUPTED", "HELD")  # latest record of a stream someone should hold
+_ENDED_MEMORY = 100_000
 
 
 @dataclass
@@ -70,8 +87,11 @@ class _Rebuild:
     """A partition being read from its start: nothing is applied until `end` is reached."""
 
     end: int
-    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    urls: dict[tuple[str, str], str] = field(default_factory=dict)  # (meeting, stream) -> last server_urls
+    latest: dict[StreamKey, dict[str, Any]] = field(default_factory=dict)
+    urls: dict[StreamKey, str] = field(default_factory=dict)  # last server_urls of each stream
+    started: dict[StreamKey, int] = field(default_factory=dict)  # event_ts of each stream's first STARTED
+    held_before: set[StreamKey] = field(default_factory=set)  # streams some worker held (a HELD record)
+    ended: set[StreamKey] = field(default_factory=set)  # streams with an ENDED record: done
 
 
 class SessionWorker:
@@ -97,12 +117,15 @@ class SessionWorker:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.consumer: AIOKafkaConsumer | None = None
-        self.held: dict[str, _Held] = {}
+        self.held: dict[StreamKey, _Held] = {}
         self.owned: set[int] = set()
         self.rebuilding: dict[TopicPartition, _Rebuild] = {}
         self.connections_opened = 0  # backends started, for tests and logs
         self._lock = asyncio.Lock()
         self._commit: dict[TopicPartition, int] = {}
+        # streams known to be over (an ENDED record read or written), remembered so that a stop
+        # webhook arriving after the stream already ended on its own writes no second set of markers
+        self._ended: OrderedDict[StreamKey, None] = OrderedDict()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -136,10 +159,10 @@ class SessionWorker:
             await self._commit_offsets()
 
     async def stop(self) -> None:
-        """Leave every meeting (flush, no end-of-stream), commit, leave the group, stop the sink."""
+        """Leave every stream (flush, no end-of-stream), commit, leave the group, stop the sink."""
         async with self._lock:
-            for meeting in list(self.held):
-                await self._leave(meeting, "worker stopping")
+            for key in list(self.held):
+                await self._leave(key, "worker stopping")
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self._commit_offsets()
@@ -171,9 +194,9 @@ class SessionWorker:
         consumer = self._consumer()
         async with self._lock:
             partitions = {tp.partition for tp in assigned}
-            for meeting, held in list(self.held.items()):
+            for key, held in list(self.held.items()):
                 if held.partition not in partitions:
-                    await self._leave(meeting, "partition moved to another worker")
+                    await self._leave(key, "partition moved to another worker")
             self.owned = partitions
             self.rebuilding = {}
             if assigned:
@@ -204,15 +227,19 @@ class SessionWorker:
                 continue
             del self.rebuilding[tp]
             live = 0
-            for meeting, record in rebuild.latest.items():
+            for key in rebuild.ended:
+                self._remember_ended(key)
+            for key, record in rebuild.latest.items():
                 if record["server_urls"] is None:
-                    record = {**record, "server_urls": rebuild.urls.get((meeting, record["rtms_stream_id"]))}
-                if record["action"] != "STOPPED":
+                    record = {**record, "server_urls": rebuild.urls.get(key)}
+                if record["action"] in _LIVE and key not in rebuild.ended:
                     live += 1
-                await self._apply(tp.partition, record)
+                started = rebuild.started.get(key, record["event_ts_ms"])
+                fresh = record["action"] == "STARTED" and key not in rebuild.held_before
+                await self._apply(tp.partition, record, fresh=fresh, started_ms=started)
             log.info(
                 "partition rebuilt",
-                extra={"partition": tp.partition, "meetings": len(rebuild.latest), "live": live},
+                extra={"partition": tp.partition, "streams": len(rebuild.latest), "live": live},
             )
 
     # --- records ------------------------------------------------------------------------------------
@@ -227,17 +254,30 @@ class SessionWorker:
                 "undecodable session record skipped", extra={"offset": record.offset, "error": str(exc)}
             )
             return
+        key = (value["meeting_uuid"], value["rtms_stream_id"])
         rebuild = self.rebuilding.get(tp)
         if rebuild is not None:
-            rebuild.latest[value["meeting_uuid"]] = value
+            rebuild.latest[key] = value
             if value.get("server_urls"):
-                rebuild.urls[(value["meeting_uuid"], value["rtms_stream_id"])] = value["server_urls"]
+                rebuild.urls[key] = value["server_urls"]
+            if value["action"] == "STARTED":
+                rebuild.started.setdefault(key, value["event_ts_ms"])
+            elif value["action"] == "HELD":
+                rebuild.held_before.add(key)
+                rebuild.started.setdefault(key, value["event_ts_ms"])
+            elif value["action"] == "ENDED":
+                rebuild.ended.add(key)
             return
-        await self._apply(tp.partition, value)
+        await self._apply(tp.partition, value, fresh=value["action"] == "STARTED")
 
-    async def _apply(self, partition: int, record: dict[str, Any]) -> None:
-        """Make the held set agree with one session record (idempotent)."""
+    async def _apply(
+        self, partition: int, record: dict[str, Any], *, fresh: bool = False, started_ms: int | None = None
+    ) -> None:
+        """Make the held set agree with one session record (idempotent). `fresh`: nobody held the
+        stream before (a STARTED with no HELD before it); `started_ms`: the stream's first STARTED
+        time when the caller knows it."""
         meeting, stream_id, action = record["meeting_uuid"], record["rtms_stream_id"], record["action"]
+        key = (meeting, stream_id)
         urls: str | None = record.get("server_urls")
         ctx = {
             "meeting": meeting,
@@ -245,11 +285,24 @@ class SessionWorker:
             "action": action,
             "event": record.get("event"),
         }
-        held = self.held.get(meeting)
-        same_stream = held is not None and held.session.rtms_stream_id == stream_id
+        held = self.held.get(key)
+        if action == "ENDED":
+            self._remember_ended(key)
+            if held is not None:  # another worker finished it: nothing more to do here
+                await self._leave(key, "stream ended elsewhere")
+            return
+        if key in self._ended:
+            log.info("record for a stream already ended ignored", extra=ctx)
+            return
         if action == "STOPPED":
-            if held is not None and same_stream:
-                await self._end(meeting, record.get("stop_reason"), "rtms_stopped")
+            if held is not None:
+                await self.sink.event(held.session, _lifecycle_event(record))
+                await self._end(key, record.get("stop_reason"), "rtms_stopped")
+            else:  # its holder died before the markers, or nobody held it: finish it here
+                await self._finish_unheld(record, started_ms)
+            return
+        if action not in _LIVE:
+            log.error("session record with an unknown action ignored", extra=ctx)
             return
         if urls is not None:
             try:
@@ -259,91 +312,168 @@ class SessionWorker:
                     "session record with a disallowed server URL ignored", extra={**ctx, "error": str(exc)}
                 )
                 return
-        if held is not None and same_stream:
-            if action == "STARTED" and urls == held.session.server_urls:
-                log.info("duplicate rtms_started ignored", extra=ctx)
-            elif urls is not None and urls != held.session.server_urls:
+        if held is not None:
+            if action == "HELD" or (action == "STARTED" and urls == held.session.server_urls):
+                log.info("duplicate rtms_started or our own HELD: nothing to do", extra=ctx)
+                return
+            await self.sink.event(held.session, _lifecycle_event(record))
+            if urls is not None and urls != held.session.server_urls:
                 log.info("failover: reconnecting to new server_urls", extra={**ctx, "server_urls": urls})
                 held.session = replace(held.session, server_urls=urls)
                 await held.backend.reconnect(urls)
             elif action == "INTERRUPTED":
                 await held.backend.reconnect(None, since_ms=record.get("event_ts_ms"))
             return
-        if held is not None:  # a new stream for a meeting whose old stream we still hold
-            await self._end(meeting, None, "superseded by a new stream")
         if not urls:
-            log.error("live meeting without known server_urls; cannot connect", extra=ctx)
+            log.error("live stream without known server_urls; cannot connect", extra=ctx)
             return
-        product = record.get("product") or "UNKNOWN"
-        session = StreamSession(meeting, stream_id, urls, Product(product))
+        session = StreamSession(
+            meeting,
+            stream_id,
+            urls,
+            Product(record.get("product") or "UNKNOWN"),
+            started_ms=started_ms or record["event_ts_ms"],
+            fresh=fresh and action == "STARTED",
+        )
         await self._hold(partition, session)
+        if action != "HELD":
+            await self.sink.event(session, _lifecycle_event(record))
+
+    async def _finish_unheld(self, record: dict[str, Any], started_ms: int | None) -> None:
+        """End-of-stream markers and ENDED for a stopped stream this worker does not hold."""
+        session = StreamSession(
+            record["meeting_uuid"],
+            record["rtms_stream_id"],
+            "",
+            Product(record.get("product") or "UNKNOWN"),
+            started_ms=started_ms or record["event_ts_ms"],
+        )
+        log.info(
+            "finishing a stopped stream nobody finished",
+            extra={"meeting": session.meeting_uuid, "rtms_stream_id": session.rtms_stream_id},
+        )
+        try:
+            await self.sink.event(session, _lifecycle_event(record))
+            await self.sink.end_of_stream(session, record.get("stop_reason"))
+            await self._mark_ended(session)
+        except Exception:
+            log.exception("could not finish the stopped stream", extra={"meeting": session.meeting_uuid})
+
+    async def _mark_ended(self, session: StreamSession) -> None:
+        """Record on `rtms.sessions` that the stream's markers are stored: nothing left to do."""
+        self._remember_ended((session.meeting_uuid, session.rtms_stream_id))
+        now = time.time_ns() // 1_000_000
+        await self._write_session(session, "ENDED", now)
+
+    def _remember_ended(self, key: StreamKey) -> None:
+        self._ended[key] = None
+        while len(self._ended) > _ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    async def _write_session(self, session: StreamSession, action: str, event_ts_ms: int) -> None:
+        """Write one of ingest's own records (HELD, ENDED) to `rtms.sessions` and await its ack."""
+        producer = self.sink.producer
+        if producer is None:
+            raise RuntimeError("the sink's producer is not started")
+        record = {
+            "meeting_uuid": session.meeting_uuid,
+            "rtms_stream_id": session.rtms_stream_id,
+            "product": session.product.value,
+            "action": action,
+            "event": f"rtmsflow.{action.lower()}",
+            "server_urls": session.server_urls if action == "HELD" else None,
+            "event_ts_ms": event_ts_ms,
+            "received_at_ms": time.time_ns() // 1_000_000,
+        }
+        partitions = len(await producer.partitions_for(self.topic))
+        await producer.send_and_wait(
+            self.topic,
+            value=self.codec.encode(self.topic, record),
+            key=session_key(session.meeting_uuid, session.rtms_stream_id),
+            partition=partition_for(session.meeting_uuid, partitions),
+        )
 
     async def _hold(self, partition: int, session: StreamSession) -> None:
+        # HELD is stored before the first frame can be: whoever holds the stream next knows that
+        # records of an earlier holding may exist
+        await self._write_session(session, "HELD", session.started_ms)
         backend = self.backend_factory(self.settings, self.sink)
         held = _Held(session, backend, partition)
-        self.held[session.meeting_uuid] = held
+        self.held[(session.meeting_uuid, session.rtms_stream_id)] = held
         self.connections_opened += 1
         metrics.ACTIVE_MEETINGS.set(len(self.held))
         await backend.start(session)
-        held.watcher = asyncio.create_task(self._watch(held), name=f"watch:{session.meeting_uuid}")
+        held.watcher = asyncio.create_task(
+            self._watch(held), name=f"watch:{session.meeting_uuid}:{session.rtms_stream_id}"
+        )
         log.info(
-            "meeting held",
+            "stream held",
             extra={
                 "meeting": session.meeting_uuid,
                 "rtms_stream_id": session.rtms_stream_id,
                 "partition": partition,
+                "fresh": session.fresh,
             },
         )
 
     async def _watch(self, held: _Held) -> None:
-        """When a backend ends on its own (terminated, fatal, gave up), write end-of-stream."""
+        """When a backend ends on its own, write end-of-stream: STOPPED when Zoom ended the stream
+        (terminated, or closed at our request), UNEXPECTED otherwise (fatal handshake status,
+        reconnect budget spent, a failure): the stream may be truncated, and the markers say so."""
         outcome = await held.backend.wait()
         if held.leaving:
             return
+        key = (held.session.meeting_uuid, held.session.rtms_stream_id)
         async with self._lock:
-            if held.leaving or self.held.get(held.session.meeting_uuid) is not held:
+            if held.leaving or self.held.get(key) is not held:
                 return
-            del self.held[held.session.meeting_uuid]
+            del self.held[key]
             metrics.ACTIVE_MEETINGS.set(len(self.held))
+            stopped = outcome.ended and outcome.stop_reason is not None
             ctx = {
                 "meeting": held.session.meeting_uuid,
                 "rtms_stream_id": held.session.rtms_stream_id,
                 "detail": outcome.detail,
             }
+            if not stopped:
+                log.error("RTMS session ended unexpectedly; end-of-stream marked UNEXPECTED", extra=ctx)
             try:
-                if outcome.ended:
-                    await self.sink.end_of_stream(held.session, outcome.stop_reason)
-                else:
-                    log.error("RTMS session ended unexpectedly; frames flushed, no end-of-stream", extra=ctx)
-                    await self.sink.flush(held.session)
+                await self.sink.end_of_stream(
+                    held.session, outcome.stop_reason, ended="STOPPED" if stopped else "UNEXPECTED"
+                )
+                await self._mark_ended(held.session)
             except Exception:
-                log.exception("could not finish the meeting's records", extra=ctx)
+                log.exception("could not finish the stream's records", extra=ctx)
 
-    async def _end(self, meeting: str, stop_reason: int | None, why: str) -> None:
-        """The stream is over: disconnect, flush, write the end-of-stream markers."""
-        held = await self._release(meeting)
+    async def _end(self, key: StreamKey, stop_reason: int | None, why: str) -> None:
+        """The stream is over: disconnect, flush, write the end-of-stream markers, then ENDED."""
+        held = await self._release(key)
         if held is None:
             return
         try:
             await self.sink.end_of_stream(held.session, stop_reason)
+            await self._mark_ended(held.session)
         except Exception:
-            log.exception("end-of-stream not written", extra={"meeting": meeting})
-        log.info("meeting ended", extra={"meeting": meeting, "why": why, "stop_reason": stop_reason})
+            log.exception("end-of-stream not written", extra={"meeting": key[0], "rtms_stream_id": key[1]})
+        log.info(
+            "stream ended",
+            extra={"meeting": key[0], "rtms_stream_id": key[1], "why": why, "stop_reason": stop_reason},
+        )
 
-    async def _leave(self, meeting: str, why: str) -> None:
-        """Stop holding a meeting that goes on elsewhere: disconnect and flush, no end-of-stream."""
-        held = await self._release(meeting)
+    async def _leave(self, key: StreamKey, why: str) -> None:
+        """Stop holding a stream that goes on elsewhere: disconnect and flush, no end-of-stream."""
+        held = await self._release(key)
         if held is None:
             return
         try:
             await self.sink.flush(held.session)
             self.sink.forget(held.session)
         except Exception:
-            log.exception("flush on leave failed", extra={"meeting": meeting})
-        log.info("meeting left", extra={"meeting": meeting, "why": why})
+            log.exception("flush on leave failed", extra={"meeting": key[0], "rtms_stream_id": key[1]})
+        log.info("stream left", extra={"meeting": key[0], "rtms_stream_id": key[1], "why": why})
 
-    async def _release(self, meeting: str) -> _Held | None:
-        held = self.held.pop(meeting, None)
+    async def _release(self, key: StreamKey) -> _Held | None:
+        held = self.held.pop(key, None)
         if held is None:
             return None
         held.leaving = True
@@ -352,6 +482,17 @@ class SessionWorker:
         if held.watcher is not None:
             held.watcher.cancel()
         return held
+
+
+def _lifecycle_event(record: dict[str, Any]) -> EventData:
+    """A lifecycle session record (STARTED / INTERRUPTED / STOPPED) as a `rtms.raw.events` value."""
+    return EventData(
+        msg_type=0,
+        name=_LIFECYCLE_NAMES[record["action"]],
+        timestamp_ms=record["event_ts_ms"],
+        body=record.get("payload_json") or "",
+        reason=record.get("stop_reason"),
+    )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

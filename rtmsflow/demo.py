@@ -92,6 +92,7 @@ async def read_meeting(settings: Settings, meeting_uuid: str, timeout_s: float) 
     """Read every raw topic from the start until the meeting's end-of-stream marker on each."""
     from rtmsflow.kafka_client import make_consumer
     from schemas.codec import Codec
+    from schemas.markers import read_marker
 
     codec = Codec.from_settings(settings)
     names = {spec.full_name(settings.topic_prefix): spec for spec in (*t.RAW_TOPICS, t.DEADLETTER)}
@@ -108,9 +109,14 @@ async def read_meeting(settings: Settings, meeting_uuid: str, timeout_s: float) 
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for rec in records:
-                    if rec.key != key or rec.value is None:
+                    if rec.key != key:
                         continue
-                    value = await codec.decode_async(rec.topic, rec.value)
+                    if rec.value is None:  # an end-of-stream marker: null value, StreamEnd header
+                        if read_marker(rec.headers) is None:
+                            continue
+                        value: dict[str, Any] = {"end_of_stream": True}
+                    else:
+                        value = await codec.decode_async(rec.topic, rec.value)
                     summaries[rec.topic].add(value)
                     if value.get("end_of_stream"):
                         ended.add(rec.topic)

@@ -44,8 +44,12 @@ class Settings:
     kafka_bootstrap: str = ""
     # RTMSFLOW_SCHEMA_REGISTRY_URL: Confluent-compatible registry; empty = Avro single-object encoding.
     schema_registry_url: str = ""
-    # RTMSFLOW_PARTITIONS: partition count of every topic (one tier = one count: co-partitioning).
-    partitions: int = 8
+    # RTMSFLOW_PARTITIONS: partition count of every topic (one count for all: co-partitioning). It bounds
+    # each stage's parallelism and cannot grow later without moving live meetings, so the default is
+    # sized for growth: 24 spreads evenly over 1, 2, 3, 4, 6, 8, 12 or 24 workers of a stage.
+    partitions: int = 24
+    # RTMSFLOW_RETENTION_DAYS: how long data topics keep records (replay works for that long).
+    retention_days: int = 30
     # RTMSFLOW_REPLICATION: replication factor of created topics.
     replication: int = 1
     # RTMSFLOW_TOPIC_PREFIX: prefix for every topic name (tests use it to isolate runs).
@@ -81,7 +85,8 @@ class Settings:
         return cls(
             kafka_bootstrap=os.environ.get("RTMSFLOW_KAFKA_BOOTSTRAP") or os.environ.get("KAFKA_BOOTSTRAP") or "",
             schema_registry_url=_env("RTMSFLOW_SCHEMA_REGISTRY_URL", ""),
-            partitions=_env_int("RTMSFLOW_PARTITIONS", 8),
+            partitions=_env_int("RTMSFLOW_PARTITIONS", 24),
+            retention_days=_env_int("RTMSFLOW_RETENTION_DAYS", 30),
             replication=_env_int("RTMSFLOW_REPLICATION", 1),
             topic_prefix=_env("RTMSFLOW_TOPIC_PREFIX", ""),
             data_dir=_env("RTMSFLOW_DATA_DIR", "./data"),

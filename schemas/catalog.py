@@ -45,7 +45,7 @@ class SchemaVersion:
 
     @property
     def full_name(self) -> str:
-        """The record's full Avro name, e.g. io.rtmsflow.v1.AudioFrame."""
+        """The record's full Avro name, e.g. io.rtmsflow.AudioFrame."""
         ns = self.schema.get("namespace")
         name = str(self.schema["name"])
         return name if "." in name or not ns else f"{ns}.{name}"
@@ -62,7 +62,7 @@ def schema_version(
     """Parse a schema given as a dict or JSON text; raises SchemaLoadError if it is not valid Avro."""
     try:
         obj: dict[str, Any] = json.loads(schema) if isinstance(schema, str) else dict(schema)
-        parsed = parse_schema(obj)
+        parsed = parse_schema(_without_logical_types(obj))
         canonical = to_parsing_canonical_form(obj)
     except Exception as exc:  # fastavro raises several types for a bad schema
         raise SchemaLoadError(f"{origin}: not a valid Avro schema: {exc}") from exc
@@ -73,6 +73,20 @@ def schema_version(
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
     _bytes_defaults(parsed)
     return SchemaVersion(name, version, origin, obj, parsed, canonical, fp)
+
+
+def _without_logical_types(t: Any) -> Any:
+    """A copy of a schema without `logicalType` attributes, for our own reading and writing.
+
+    The contract marks times as `timestamp-millis` so that data teams' Avro readers hand out
+    datetimes; the wire bytes are a plain long either way (the Parsing Canonical Form, and so the
+    fingerprint, drops logical types too). rtmsflow's stages keep times as integer ms: converting
+    every timestamp to a datetime and back would cost a few microseconds a record on the hot path."""
+    if isinstance(t, list):
+        return [_without_logical_types(branch) for branch in t]
+    if isinstance(t, dict):
+        return {k: _without_logical_types(v) for k, v in t.items() if k != "logicalType"}
+    return t
 
 
 def _bytes_defaults(t: Any) -> None:

@@ -418,7 +418,7 @@ def _type_name(schema: Any) -> str:
 
 def _field_paths(schema: SchemaVersion) -> dict[str, str]:
     """Map each named record inside the schema to the dotted path where it appears first, so a
-    fastavro error on "io.rtmsflow.v1.AudioParams.codec" reads as "media.codec"."""
+    fastavro error on "io.rtmsflow.AudioParams.codec" reads as "media.codec"."""
     paths: dict[str, str] = {schema.full_name: ""}
 
     def walk(t: Any, path: str, ns: str) -> None:

@@ -11,17 +11,35 @@ returns every field, so `cast(AudioFrame, codec.decode(topic, data))` is exact.
 # which keys are required at run time (__required_keys__). Named types are defined before use.
 from typing import Literal, NotRequired, TypedDict
 
-# Which RTMS stream a record came from. No enum default on purpose: a reader that meets a kind it does
-# not know must fail (dead letter), not file the frame under another kind.
-StreamKind = Literal["AUDIO", "VIDEO", "DESKSHARE", "TRANSCRIPT", "CHAT", "EVENT"]
+# Which RTMS stream a record came from. UNKNOWN is the reader's default: a kind added later reads as
+# UNKNOWN in an older consumer, which should dead-letter it rather than guess.
+StreamKind = Literal["UNKNOWN", "AUDIO", "VIDEO", "DESKSHARE", "TRANSCRIPT", "CHAT", "EVENT"]
+
+
+# Why media is missing: LOSS (a dropped socket or lost frames), PAUSE (the stream was paused), SILENT
+# (no audio from a participant: Zoom sends nothing while one is muted or silent), VIDEO_OFF (no video
+# was sent), INGEST_DIED (the ingest worker holding the stream died; frames it had received but not
+# produced are gone), UNKNOWN.
+GapReason = Literal["UNKNOWN", "LOSS", "PAUSE", "SILENT", "VIDEO_OFF", "INGEST_DIED"]
+
+
+class Gap(TypedDict):
+    """A stretch of media time with no media in this lane."""
+
+    # Start of the missing stretch (RTMS media time, ms since the epoch).
+    start_ms: int
+    # Length of the missing stretch, ms (> 0).
+    length_ms: int
+    # Why it is missing. Default: "UNKNOWN".
+    reason: NotRequired[GapReason]
 
 
 class AudioParams(TypedDict):
-    """Audio media parameters as granted in the data handshake response."""
+    """Audio parameters as granted in the data handshake response."""
 
     # L16 (raw PCM, signed 16-bit little endian), G711, G722 or OPUS. Default: "L16".
     codec: NotRequired[str]
-    # Samples per second. Default: 16000.
+    # Samples per second (Hz). Default: 16000.
     sample_rate: NotRequired[int]
     # Channel count. Default: 1.
     channels: NotRequired[int]
@@ -32,46 +50,56 @@ class AudioParams(TypedDict):
 
 
 class AudioFrame(TypedDict):
-    """An audio packet in timestamp order, deduplicated, gaps marked; topic rtms.audio."""
+    """Topic rtms.audio: a stream's audio in RTMS-timestamp order, each frame once, with explicit gap records (including a trailing gap at the end)."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # AUDIO.
-    stream_kind: StreamKind
+    # AUDIO. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Position in the ordered stream of this (meeting, stream kind, participant), from 0.
-    # Default: 0.
-    seq: NotRequired[int]
-    # Media time missing right before this frame (0 = contiguous); sinks fill it. Default: 0.
-    gap_before_ms: NotRequired[int]
-    # Audio bytes. Default: "".
+    # Position in this lane's ordered output (frames and gaps), from 0. Lanes: (meeting, stream,
+    # kind) and, for per-participant audio, the participant.
+    seq: int
+    # Where this record sits in the stream's media time, ms from stream_started_ms (t = 0): where a
+    # recording places it. Audio frames and gaps tile the timeline without holes or overlaps (the
+    # processors place a frame that came with a little jitter right after the previous one; a gap
+    # record covers whatever is missing), so a sink writes audio in order and inserts silence
+    # exactly for the gaps.
+    offset_ms: int
+    # Set on a gap record (then payload is empty and timestamp_ms = gap.start_ms); null on a frame.
+    # Default: null.
+    gap: NotRequired[Gap | None]
+    # Audio bytes (empty on a gap record). Default: "".
     payload: NotRequired[bytes]
     # Audio parameters.
     media: AudioParams
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 class DeadLetter(TypedDict):
-    """Input that could not be processed; topic rtms.deadletter. Nothing is dropped silently."""
+    """Topic rtms.deadletter: input that could not be processed, kept with the reason. Nothing is dropped silently."""
 
-    # Meeting id when known; the record key (empty key when unknown). Default: null.
+    # Meeting id when known; the record key (no key when unknown). Default: null.
     meeting_uuid: NotRequired[str | None]
     # RTMS stream id when known. Default: null.
     rtms_stream_id: NotRequired[str | None]
@@ -85,28 +113,37 @@ class DeadLetter(TypedDict):
     error: str
     # The input as received, byte for byte.
     payload: bytes
-    # When it was rejected, ms since the epoch.
+    # When it was rejected.
     received_at_ms: int
     # Ingest sequence of the frame, when it had one. Default: null.
     ingest_seq: NotRequired[int | None]
+    # Partition it was read from, when it came from a topic. Default: null.
+    source_partition: NotRequired[int | None]
+    # Offset it was read from, when it came from a topic. Default: null.
+    source_offset: NotRequired[int | None]
 
 
 class LateFrame(TypedDict):
-    """A frame that arrived after its reorder window closed; topic rtms.late. Kept out of the ordered stream."""
+    """Topic rtms.late: a raw record that arrived after its lane's reorder window had closed (or after its stream's end), kept here instead of the ordered topic."""
 
     # Meeting id; the record key.
     meeting_uuid: str
     # RTMS stream id.
     rtms_stream_id: str
-    # Stream the frame belongs to.
-    stream_kind: StreamKind
+    # Stream the frame belongs to. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Participant id. Default: 0.
     participant_id: NotRequired[int]
+    # Contact Center channel id. Default: null.
+    channel_id: NotRequired[str | None]
     # The frame's RTMS timestamp.
     timestamp_ms: int
+    # The frame's ingest epoch.
+    ingest_epoch: int
     # The frame's ingest sequence.
     ingest_seq: int
-    # How far behind the window's closed edge it came.
+    # How far behind the lane's last emitted timestamp it came, ms (0 when it came after the end of
+    # stream).
     lateness_ms: int
     # Topic it was read from.
     source_topic: str
@@ -128,30 +165,40 @@ class Participant(TypedDict):
 
 
 class MeetingEvent(TypedDict):
-    """A meeting event in timestamp order; topic rtms.events."""
+    """Topic rtms.events: a stream's lifecycle, participant join/leave, active-speaker and sharing changes and state updates, in one order per stream."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # EVENT.
-    stream_kind: StreamKind
+    # EVENT (or CHAT). Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Position in the ordered stream of this (meeting, stream kind, participant), from 0.
-    # Default: 0.
-    seq: NotRequired[int]
-    # RTMS message type; 0 for a webhook. Default: 0.
+    # Position among this stream's events, from 0.
+    seq: int
+    # True when timestamp_ms is Zoom's; false when it is the time ingest received the message.
+    # Default: true.
+    zoom_timestamp: NotRequired[bool]
+    # RTMS message type; 0 for a lifecycle webhook. Default: 0.
     msg_type: NotRequired[int]
     # RTMS event_type. Default: null.
     event_type: NotRequired[int | None]
@@ -167,234 +214,284 @@ class MeetingEvent(TypedDict):
     rtms_session_id: NotRequired[str | None]
     # Original JSON. Default: "".
     body: NotRequired[str]
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 # Which Zoom product the stream belongs to.
-Product = Literal["MEETING", "WEBINAR", "VIDEO_SDK", "CONTACT_CENTER", "UNKNOWN"]
+Product = Literal["UNKNOWN", "MEETING", "WEBINAR", "VIDEO_SDK", "CONTACT_CENTER"]
 
 
-# Where the meeting is in its life. No enum default on purpose: a state a reader does not know must not
-# be read as another state.
-MeetingState = Literal["LIVE", "STOPPED", "FINALIZED", "ABANDONED"]
+# LIVE until the stream's end-of-stream marker has passed the processors, then ENDED.
+StreamState = Literal["UNKNOWN", "LIVE", "ENDED"]
 
 
-class MeetingIndex(TypedDict):
-    """The compacted meetings index (rtms.meetings, key = meeting): where a meeting's records are, for replay."""
+class TopicOffsets(TypedDict):
+    """Where one stream's records sit in one topic (in the meeting's partition)."""
 
-    # Meeting id; the record key.
-    meeting_uuid: str
-    # Latest RTMS stream id.
+    # Topic name without the deployment prefix, e.g. rtms.audio.
+    topic: str
+    # Offset of the stream's first record.
+    first_offset: int
+    # Offset of the stream's last record seen so far.
+    last_offset: int
+    # Offset of the stream's end-of-stream marker, once written. Default: null.
+    end_offset: NotRequired[int | None]
+
+
+class StreamEntry(TypedDict):
+    """One RTMS stream of a meeting."""
+
+    # RTMS stream id.
     rtms_stream_id: str
-    # Zoom product.
-    product: Product
     # State.
-    state: MeetingState
-    # Partition number holding the meeting on every topic (co-partitioned).
-    partition: int
-    # Topic name -> offset of the meeting's first record. Default: {}.
-    first_offsets: NotRequired[dict[str, int]]
-    # Topic name -> offset of the meeting's last record seen so far. Default: {}.
-    last_offsets: NotRequired[dict[str, int]]
-    # First RTMS timestamp seen, ms since the epoch. Default: 0.
-    started_at_ms: NotRequired[int]
-    # Timestamp of the end-of-stream marker. Default: null.
+    state: StreamState
+    # How it ended, from the marker (see StreamEnd.ended). Default: null.
+    ended: NotRequired[str | None]
+    # stream_started_ms of the stream (t = 0).
+    started_at_ms: int
+    # Latest media time of the stream, set when it ended. Default: null.
     stopped_at_ms: NotRequired[int | None]
     # RTMS stop reason. Default: null.
     stop_reason: NotRequired[int | None]
-    # Everyone seen so far. Default: [].
+    # Per topic (raw and ordered), where the stream's records are. Default: [].
+    offsets: NotRequired[list[TopicOffsets]]
+    # Everyone seen in the stream. Default: [].
     participants: NotRequired[list[Participant]]
-    # When this index entry was written, ms since the epoch. Default: 0.
-    updated_at_ms: NotRequired[int]
+
+
+class MeetingIndex(TypedDict):
+    """Topic rtms.meetings (compacted, key = meeting): the index replay uses to find a meeting: its partition and, per RTMS stream, where its records are."""
+
+    # Meeting id; the record key.
+    meeting_uuid: str
+    # Zoom product. Default: "UNKNOWN".
+    product: NotRequired[Product]
+    # Partition holding the meeting on every topic (co-partitioned).
+    partition: int
+    # Everyone seen in any stream. Default: [].
+    participants: NotRequired[list[Participant]]
+    # The meeting's RTMS streams, oldest first. Default: [].
+    streams: NotRequired[list[StreamEntry]]
+    # Media time of the latest record the index reflects.
+    updated_at_ms: int
 
 
 class RawAudioFrame(TypedDict):
-    """One RTMS audio packet (msg 14) as received, topic rtms.raw.audio."""
+    """One RTMS audio packet (msg 14) as received; topic rtms.raw.audio. Identity: (meeting, stream, kind, participant, channel, timestamp) plus the payload: two records equal in all of them are repeats."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # AUDIO.
-    stream_kind: StreamKind
+    # AUDIO. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Audio bytes, base64-decoded from the frame. Default: "".
-    payload: NotRequired[bytes]
+    # Audio bytes, base64-decoded from the frame.
+    payload: bytes
     # Granted audio parameters.
     media: AudioParams
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 class RawEvent(TypedDict):
-    """A meeting event as received: a signaling message (EVENT_UPDATE, STREAM/SESSION_STATE_UPDATE) or a session webhook; topic rtms.raw.events."""
+    """A meeting event as received, topic rtms.raw.events: a signaling message (EVENT_UPDATE, STREAM_STATE_UPDATE, SESSION_STATE_UPDATE) or a lifecycle webhook (rtms_started / rtms_interrupted / rtms_stopped, msg_type 0), so one topic holds a stream's whole life."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # EVENT.
-    stream_kind: StreamKind
+    # EVENT (or CHAT). Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # RTMS message type (6 event, 8 stream state, 9 session state); 0 for a webhook. Default: 0.
+    # True when timestamp_ms is Zoom's; false when Zoom sent none and it is the time ingest received
+    # the message. Default: true.
+    zoom_timestamp: NotRequired[bool]
+    # RTMS message type (6 event, 8 stream state, 9 session state); 0 for a lifecycle webhook.
+    # Default: 0.
     msg_type: NotRequired[int]
     # RTMS event_type of an EVENT_UPDATE. Default: null.
     event_type: NotRequired[int | None]
     # Readable name: participant_join, participant_leave, active_speaker, sharing_start,
     # sharing_stop, video_on, video_off, first_packet, media_interrupted, stream_state,
-    # session_state, webhook. Default: "".
+    # session_state, rtms_started, rtms_interrupted, rtms_stopped. Default: "".
     name: NotRequired[str]
     # Participants the event names. Default: [].
     participants: NotRequired[list[Participant]]
     # Stream or session state of a state update. Default: null.
     state: NotRequired[int | None]
-    # Stop reason of a state update. Default: null.
+    # Stop reason of a state update or of rtms_stopped. Default: null.
     reason: NotRequired[int | None]
     # RTMS session id of a session state update. Default: null.
     rtms_session_id: NotRequired[str | None]
-    # The message's JSON as received, verbatim. Default: "".
+    # The message's (or webhook payload's) JSON as received, verbatim. Default: "".
     body: NotRequired[str]
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 class RawTranscriptFrame(TypedDict):
-    """One RTMS transcript piece (msg 17) as received, topic rtms.raw.transcript."""
+    """One RTMS transcript piece (msg 17) as received; topic rtms.raw.transcript. Pieces are fragments: rtms.transcript has the assembled utterances."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # TRANSCRIPT.
-    stream_kind: StreamKind
+    # TRANSCRIPT. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Transcript text (UTF-8). Default: "".
-    text: NotRequired[str]
-    # RTMS transcript language code, when sent. Default: null.
+    # Transcript text (UTF-8).
+    text: str
+    # Zoom's RTMS_TRANSCRIPT_LANGUAGE code (9 = English), when sent. Default: null.
     language: NotRequired[int | None]
-    # Start of the utterance, ms since the epoch (0 when not sent). Default: 0.
-    start_time_ms: NotRequired[int]
-    # End of the utterance, ms since the epoch (0 when not sent). Default: 0.
-    end_time_ms: NotRequired[int]
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
+    # Start of the utterance, when Zoom sent it. Default: null.
+    start_time_ms: NotRequired[int | None]
+    # End of the utterance, when Zoom sent it. Default: null.
+    end_time_ms: NotRequired[int | None]
+
+
+# Granted video data option: ACTIVE_SPEAKER (data_opt 3: the stream follows the active speaker, so its
+# participant and encoder change at every switch), INDIVIDUAL (4: one subscribed participant), GALLERY
+# (5: mixed gallery view).
+VideoMode = Literal["UNKNOWN", "ACTIVE_SPEAKER", "INDIVIDUAL", "GALLERY"]
 
 
 class VideoParams(TypedDict):
-    """Video media parameters as granted in the data handshake response."""
+    """Video parameters: codec, fps and mode as granted in the data handshake response; size from the stream's H.264 SPS."""
 
     # H264 (Annex-B access units), JPG or PNG. Default: "H264".
     codec: NotRequired[str]
-    # Frame width in pixels. Default: 1280.
+    # Picture width in pixels: from the last SPS seen on this stream (cropping applied), else as
+    # granted. Default: 1280.
     width: NotRequired[int]
-    # Frame height in pixels. Default: 720.
+    # Picture height in pixels: from the last SPS seen on this stream, else as granted.
+    # Default: 720.
     height: NotRequired[int]
-    # Frames per second requested and granted. Default: 30.
+    # Frames per second as granted. Default: 30.
     fps: NotRequired[int]
+    # Granted video mode. Default: "UNKNOWN".
+    mode: NotRequired[VideoMode]
 
 
 class RawVideoFrame(TypedDict):
-    """One RTMS video or deskshare frame (msg 15/16) as received, topic rtms.raw.video."""
+    """One RTMS video or deskshare frame (msg 15/16) as received; topic rtms.raw.video. Active-speaker video changes participant at every switch: order it per (meeting, stream, kind), not per participant."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # VIDEO or DESKSHARE.
-    stream_kind: StreamKind
+    # VIDEO or DESKSHARE. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Image or H.264 Annex-B access unit, base64-decoded. Default: "".
-    payload: NotRequired[bytes]
-    # Granted video parameters.
+    # H.264 Annex-B access unit (or a JPG/PNG image), base64-decoded.
+    payload: bytes
+    # The access unit holds an IDR slice: a decoder can start here (always true for JPG/PNG).
+    # Default: false.
+    keyframe: NotRequired[bool]
+    # The access unit carries an SPS and a PPS (in-band, before its slices). Default: false.
+    has_parameter_sets: NotRequired[bool]
+    # Video parameters in force for this frame.
     media: VideoParams
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
-# Lifecycle step.
-SessionAction = Literal["STARTED", "STOPPED", "INTERRUPTED"]
+# STARTED / INTERRUPTED / STOPPED come from Zoom's webhooks. The ingest worker writes HELD (server_urls
+# copied, event_ts_ms = the stream's t = 0) before it connects to a stream, so a later holder knows the
+# stream had one before it, and ENDED once the stream's end-of-stream markers are stored on every raw
+# topic (nothing left to do: later records of the stream are ignored).
+SessionAction = Literal["UNKNOWN", "STARTED", "INTERRUPTED", "HELD", "STOPPED", "ENDED"]
 
 
 class SessionEvent(TypedDict):
-    """A session-lifecycle webhook (started / stopped / interrupted) accepted by ingest; topic rtms.sessions, compacted, key = meeting."""
+    """Topic rtms.sessions (compacted; key <meeting_uuid>|<rtms_stream_id>, partitioned by meeting): a stream's lifecycle as ingest learns it. The latest record per stream says whether it is live."""
 
-    # Meeting / webinar / session / engagement id; the record key.
+    # Meeting / webinar / session / engagement id.
     meeting_uuid: str
     # RTMS stream id.
     rtms_stream_id: str
-    # Zoom product.
-    product: Product
+    # Zoom product. Default: "UNKNOWN".
+    product: NotRequired[Product]
     # What happened.
     action: SessionAction
-    # Webhook event name as sent, e.g. meeting.rtms_started.
+    # Webhook event name as sent (e.g. meeting.rtms_started), or rtmsflow.held / rtmsflow.ended.
     event: str
-    # Signaling URL(s) to connect to (started/interrupted). Default: null.
+    # Signaling URL(s) to connect to (started). Default: null.
     server_urls: NotRequired[str | None]
     # Stop reason (stopped). Default: null.
     stop_reason: NotRequired[int | None]
-    # Webhook event_ts, ms since the epoch.
+    # Webhook event_ts; on HELD, the stream's t = 0 (event_ts of its first rtms_started).
     event_ts_ms: int
-    # When ingest accepted the webhook, ms since the epoch.
+    # When ingest accepted the webhook (or wrote ENDED).
     received_at_ms: int
     # User who triggered the stream. Default: null.
     operator_id: NotRequired[str | None]
@@ -402,79 +499,130 @@ class SessionEvent(TypedDict):
     account_id: NotRequired[str | None]
     # Video SDK session key. Default: null.
     session_key: NotRequired[str | None]
-    # The webhook's payload object, verbatim JSON. Default: "{}".
+    # The webhook's payload object, verbatim JSON. Default: "".
     payload_json: NotRequired[str]
 
 
+# STOPPED: Zoom ended the stream (rtms_stopped webhook, stream state TERMINATED, or our close request).
+# UNEXPECTED: the session ended without that (fatal handshake status, reconnect budget spent): the
+# stream may be truncated.
+EndKind = Literal["UNKNOWN", "STOPPED", "UNEXPECTED"]
+
+
+class StreamEnd(TypedDict):
+    """The end-of-stream marker of one RTMS stream on one topic. It is not a topic value: the marker is a Kafka record with a null value (so no standard consumer mistakes it for data), the meeting as its key, and headers rtmsflow.control = end_of_stream and rtmsflow.stream_end = this record in Avro single-object encoding."""
+
+    # Meeting id.
+    meeting_uuid: str
+    # RTMS stream id.
+    rtms_stream_id: str
+    # Topic it closes, without the deployment prefix (rtms.raw.audio, rtms.audio, ...).
+    topic: str
+    # How the stream ended.
+    ended: EndKind
+    # RTMS stop reason, when known. Default: null.
+    stop_reason: NotRequired[int | None]
+    # t = 0 of the stream's media time.
+    stream_started_ms: int
+    # Latest RTMS timestamp of the stream on this topic (null when it had no record). Default: null.
+    last_timestamp_ms: NotRequired[int | None]
+    # The ingest holding that wrote the marker (the processors forward it unchanged).
+    ingest_epoch: int
+    # Raw tier: records of each stream kind the marker's writer put on this topic for the stream in
+    # its ingest_epoch. Ordered tier: what the processors emitted for the stream on this topic, per
+    # kind (frames of AUDIO, VIDEO, DESKSHARE; gap records as AUDIO_GAP, VIDEO_GAP, DESKSHARE_GAP;
+    # TRANSCRIPT utterances; EVENT), plus LATE (records sent to rtms.late) and DUPLICATE (repeats
+    # dropped) for the lanes of this topic.
+    counts: dict[str, int]
+    # True when counts cover the whole stream: one ingest_epoch wrote all of it. False after a
+    # takeover: earlier epochs' records are checked by ingest_seq contiguity instead.
+    complete: bool
+
+
 class TranscriptUtterance(TypedDict):
-    """One speaker's utterance assembled from transcript pieces; topic rtms.transcript (what data teams consume)."""
+    """Topic rtms.transcript: an utterance assembled from Zoom's transcript pieces, in start order per stream."""
 
     # Meeting id; the record key.
     meeting_uuid: str
     # RTMS stream id.
     rtms_stream_id: str
-    # Deterministic id: <meeting>:<participant>:<start_time_ms>; re-runs give the same id.
+    # Deterministic id, <rtms_stream_id>/<seq>: a re-run gives the same ids.
     utterance_id: str
+    # Position among this stream's utterances, from 0.
+    seq: int
     # Speaker's Zoom user id (0 when unknown). Default: 0.
     participant_id: NotRequired[int]
     # Speaker's name. Default: null.
     participant_name: NotRequired[str | None]
     # Contact Center channel id. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS language code. Default: null.
-    language: NotRequired[int | None]
-    # Start, ms since the epoch.
-    start_time_ms: int
-    # End, ms since the epoch.
-    end_time_ms: int
-    # The utterance's text. Default: "".
-    text: NotRequired[str]
+    # When the utterance began.
+    start_ms: int
+    # When it ended.
+    end_ms: int
+    # t = 0 of the stream's media time (subtitle cue times are relative to it).
+    stream_started_ms: int
+    # The utterance's text.
+    text: str
+    # Zoom's RTMS_TRANSCRIPT_LANGUAGE code, when sent. Default: null.
+    language_code: NotRequired[int | None]
+    # BCP-47 tag of language_code (en, fr-CA, zh-Hans, ...); und when unknown. Default: "und".
+    language: NotRequired[str]
+    # True when the utterance is closed and will not change; false on a partial update of the same
+    # utterance_id. Default: true.
+    final: NotRequired[bool]
     # How many transcript pieces were merged. Default: 1.
     piece_count: NotRequired[int]
-    # Position among this meeting's utterances, from 0. Default: 0.
-    seq: NotRequired[int]
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 class VideoFrame(TypedDict):
-    """A video/deskshare frame in timestamp order, deduplicated, gaps marked; topic rtms.video."""
+    """Topic rtms.video: a stream's video (and deskshare) in RTMS-timestamp order per (meeting, stream, kind), each frame once, with explicit gap records over which a player holds the last frame."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
-    # RTMS stream id from the started webhook.
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
     rtms_stream_id: str
-    # VIDEO or DESKSHARE.
-    stream_kind: StreamKind
+    # VIDEO or DESKSHARE. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
     # Zoom user_id of the speaker/sender; 0 for mixed audio or when unknown. Default: 0.
     participant_id: NotRequired[int]
     # Zoom user_name as sent with the frame, when sent. Default: null.
     participant_name: NotRequired[str | None]
-    # Contact Center channel id (parties are keyed by channel there). Default: null.
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
     channel_id: NotRequired[str | None]
-    # RTMS timestamp: creation time on Zoom's server, ms since the epoch.
+    # RTMS timestamp: creation time on Zoom's server (ms since the epoch).
     timestamp_ms: int
-    # Ingest sequence: orders the frames of one RTMS connection of one stream as received.
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
     ingest_seq: int
-    # Wall-clock time ingest received the frame, ms since the epoch.
+    # Wall-clock time ingest received the frame.
     received_at_ms: int
-    # Position in the ordered stream of this (meeting, stream kind, participant), from 0.
-    # Default: 0.
-    seq: NotRequired[int]
-    # Media time missing right before this frame (0 = contiguous); sinks fill it. Default: 0.
-    gap_before_ms: NotRequired[int]
-    # Image or H.264 access unit. Default: "".
+    # Position in this lane's ordered output (frames and gaps), from 0. Lanes: (meeting, stream,
+    # kind) and, for per-participant audio, the participant.
+    seq: int
+    # Where this record sits in the stream's media time, ms from stream_started_ms (t = 0): where a
+    # recording places it. For a frame: its timestamp_ms - stream_started_ms (0 for a frame stamped
+    # before t = 0); for a gap: where the gap starts. A player holds the previous frame until the
+    # next record.
+    offset_ms: int
+    # Set on a gap record (then payload is empty and timestamp_ms = gap.start_ms); null on a frame.
+    # Default: null.
+    gap: NotRequired[Gap | None]
+    # H.264 Annex-B access unit (empty on a gap record). Default: "".
     payload: NotRequired[bytes]
-    # Video parameters.
+    # The access unit holds an IDR slice. Default: false.
+    keyframe: NotRequired[bool]
+    # The access unit carries an SPS and a PPS. Default: false.
+    has_parameter_sets: NotRequired[bool]
+    # Video parameters in force for this frame.
     media: VideoParams
-    # True on the in-band end-of-stream marker that closes a meeting on this topic; its payload
-    # fields are empty. Default: false.
-    end_of_stream: NotRequired[bool]
-    # RTMS stop reason, on end-of-stream markers. Default: null.
-    stop_reason: NotRequired[int | None]
 
 
 # The TypedDict of each schema, by schema name (TopicSpec.schema).
@@ -489,6 +637,7 @@ BY_SCHEMA: dict[str, type] = {
     "raw_transcript_frame": RawTranscriptFrame,
     "raw_video_frame": RawVideoFrame,
     "session_event": SessionEvent,
+    "stream_end": StreamEnd,
     "transcript_utterance": TranscriptUtterance,
     "video_frame": VideoFrame,
 }

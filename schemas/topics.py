@@ -1,14 +1,23 @@
 """Every topic of rtmsflow in one place: name, value schema, partitions and configs.
 
-All topics share one partition count (`Settings.partitions`) and every record is keyed by the
-meeting UUID, so one meeting's records land in the same partition number on every topic
-(co-partitioning, DESIGN.md). `rtmsflow topics create` makes them idempotently.
+All topics share one partition count (`Settings.partitions`) and every record is partitioned by the
+meeting UUID (murmur2 of it, as Kafka's default partitioner), so one meeting's records land in the
+same partition number on every topic (co-partitioning, DESIGN.md). The key is the meeting UUID on
+every topic but `rtms.sessions`, whose key is `<meeting_uuid>|<rtms_stream_id>` so that compaction
+keeps the latest record of each stream (a late stop of an old stream never hides a newer one); its
+records are still put in the meeting's partition explicitly (`partition_for`).
+
+Retention: data topics keep records for `Settings.retention_days` (default 30): replay rebuilds a
+meeting's files from them for as long as an operator keeps data. `rtmsflow topics create` makes
+missing topics and brings existing topics' configs up to date (`configs_for`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from aiokafka.partitioner import murmur2
 
 
 class Tier(StrEnum):
@@ -20,7 +29,8 @@ class Tier(StrEnum):
     SIDE = "side"  # late frames, dead letters
 
 
-_WEEK_MS = 7 * 24 * 3600 * 1000
+_DAY_MS = 24 * 3600 * 1000
+RETENTION = "retention.ms"  # the config `configs_for` sets from the settings' retention days
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,16 @@ class TopicSpec:
         """The topic's name on the broker (tests prefix names to isolate runs)."""
         return f"{prefix}{self.name}"
 
+    def configs_for(self, retention_days: int) -> dict[str, str]:
+        """The topic configs to create or update it with: data topics (delete policy) keep records
+        `retention_days` days; compacted topics keep their latest record per key for ever."""
+        configs = dict(self.configs)
+        if configs.get("cleanup.policy") == "delete":
+            configs[RETENTION] = str(retention_days * _DAY_MS)
+        return configs
 
-_MEDIA = {"retention.ms": str(_WEEK_MS), "cleanup.policy": "delete", "max.message.bytes": str(8 << 20)}
+
+_DATA = {"cleanup.policy": "delete", "max.message.bytes": str(8 << 20)}
 # A record stays uncompacted for 48 h (longer than any Zoom meeting, 30 h at most), so a live
 # meeting's `rtms_started` (the only record with its server URLs) survives a later
 # `rtms_interrupted`, and a worker rebuilding the partition can still connect.
@@ -49,16 +67,16 @@ _COMPACTED = {
 
 SESSIONS = TopicSpec("rtms.sessions", "session_event", Tier.CONTROL, _COMPACTED)
 MEETINGS = TopicSpec("rtms.meetings", "meeting_index", Tier.CONTROL, _COMPACTED)
-RAW_AUDIO = TopicSpec("rtms.raw.audio", "raw_audio_frame", Tier.RAW, _MEDIA)
-RAW_VIDEO = TopicSpec("rtms.raw.video", "raw_video_frame", Tier.RAW, _MEDIA)
-RAW_TRANSCRIPT = TopicSpec("rtms.raw.transcript", "raw_transcript_frame", Tier.RAW, _MEDIA)
-RAW_EVENTS = TopicSpec("rtms.raw.events", "raw_event", Tier.RAW, _MEDIA)
-AUDIO = TopicSpec("rtms.audio", "audio_frame", Tier.ORDERED, _MEDIA)
-VIDEO = TopicSpec("rtms.video", "video_frame", Tier.ORDERED, _MEDIA)
-TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, _MEDIA)
-EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _MEDIA)
-LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _MEDIA)
-DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, {"retention.ms": str(4 * _WEEK_MS)})
+RAW_AUDIO = TopicSpec("rtms.raw.audio", "raw_audio_frame", Tier.RAW, _DATA)
+RAW_VIDEO = TopicSpec("rtms.raw.video", "raw_video_frame", Tier.RAW, _DATA)
+RAW_TRANSCRIPT = TopicSpec("rtms.raw.transcript", "raw_transcript_frame", Tier.RAW, _DATA)
+RAW_EVENTS = TopicSpec("rtms.raw.events", "raw_event", Tier.RAW, _DATA)
+AUDIO = TopicSpec("rtms.audio", "audio_frame", Tier.ORDERED, _DATA)
+VIDEO = TopicSpec("rtms.video", "video_frame", Tier.ORDERED, _DATA)
+TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, _DATA)
+EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _DATA)
+LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
+DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     SESSIONS,
@@ -86,3 +104,22 @@ def spec_for(topic: str, prefix: str = "") -> TopicSpec:
         return BY_NAME[base]
     except KeyError:
         raise KeyError(f"unknown topic {topic!r}: not one of {sorted(BY_NAME)}") from None
+
+
+# --- keys and partitions ---------------------------------------------------------------------------
+
+CONTROL_HEADER = "rtmsflow.control"  # header naming a control record (value null): "end_of_stream"
+END_OF_STREAM = b"end_of_stream"
+STREAM_END_HEADER = "rtmsflow.stream_end"  # header holding the StreamEnd record (single-object Avro)
+
+
+def partition_for(meeting_uuid: str, partitions: int) -> int:
+    """The partition of a meeting on every topic: Kafka's default partitioner (murmur2 of the
+    UTF-8 meeting UUID, as the Java client and aiokafka compute it for the meeting key)."""
+    return (murmur2(meeting_uuid.encode()) & 0x7FFFFFFF) % partitions
+
+
+def session_key(meeting_uuid: str, rtms_stream_id: str) -> bytes:
+    """The `rtms.sessions` key: one compacted entry per (meeting, stream). `|` never occurs in a
+    meeting UUID (base64) or a stream id (hex), so the key splits back unambiguously."""
+    return f"{meeting_uuid}|{rtms_stream_id}".encode()

@@ -155,6 +155,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
         data_dir=str(tmp_path / "data"),
+        partitions=4,  # the product's default (24) is for fleets; a test broker needs few
     )
 
 

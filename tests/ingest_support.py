@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
+from schemas.markers import read_marker
 
 CLIENT_ID = "test_client_id"
 CLIENT_SECRET = "test_client_secret"
@@ -29,7 +30,9 @@ def ingest_settings(settings: Settings) -> Settings:
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
-    """Every record of `topic` now: (key, decoded value, partition, offset), per partition in offset order."""
+    """Every record of `topic` now: (key, decoded value, partition, offset), per partition in offset
+    order. Values get `end_of_stream: False`; an end-of-stream marker (null value, StreamEnd header)
+    reads as its StreamEnd fields plus `end_of_stream: True`."""
     codec = Codec.from_settings(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, auto_offset_reset="earliest"
@@ -47,7 +50,7 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
             for tp, records in batch.items():
                 for r in records:
                     if r.offset < ends[tp]:
-                        out.append((r.key, codec.decode(topic, r.value), tp.partition, r.offset))
+                        out.append((r.key, _value(codec, topic, r.value, r.headers), tp.partition, r.offset))
             # positions, not record offsets: they also move past offsets that hold no record
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
@@ -56,6 +59,14 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
         return out
     finally:
         await consumer.stop()
+
+
+def _value(codec: Codec, topic: str, value: bytes | None, headers: Any) -> dict[str, Any]:
+    if value is None:
+        end = read_marker(headers)
+        assert end is not None, f"a null value without the end-of-stream headers on {topic}"
+        return {**end, "end_of_stream": True}
+    return {**codec.decode(topic, value), "end_of_stream": False}
 
 
 # --- the whole ingest path against the emulator -------------------------------------------------------
@@ -187,20 +198,33 @@ def frames_of(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in raw if not v["end_of_stream"]]
 
 
-def assert_eos_last(raw: dict[str, list[dict[str, Any]]], reason: int | None) -> None:
-    """Each raw topic ends with exactly one end-of-stream marker, carrying the stop reason."""
+def assert_eos_last(
+    raw: dict[str, list[dict[str, Any]]], reason: int | None, *, ended: str = "STOPPED", complete: bool = True
+) -> None:
+    """Each raw topic ends with exactly one end-of-stream marker, carrying the stop reason, how the
+    stream ended, and per stream kind exactly as many records as the topic holds of the stream."""
     for name in RAW:
         records = raw[name]
         assert records and records[-1]["end_of_stream"] and records[-1]["stop_reason"] == reason, name
         assert sum(v["end_of_stream"] for v in records) == 1, name
+        marker = records[-1]
+        assert marker["topic"] == name and marker["ended"] == ended and marker["complete"] is complete, name
+        counted: dict[str, int] = {}
+        for v in frames_of(records):
+            counted[v["stream_kind"]] = counted.get(v["stream_kind"], 0) + 1
+        if complete:
+            assert marker["counts"] == counted, name
 
 
 def assert_ingest_seq_increasing(raw: dict[str, list[dict[str, Any]]]) -> None:
-    """On each raw topic, the ingest sequence of the marker's stream kind only grows (receive order)."""
+    """On each raw topic, the ingest sequence of each stream kind counts 0, 1, 2, ... in receive
+    order within each ingest epoch."""
     for name in RAW:
-        kind = raw[name][-1]["stream_kind"]
-        seqs = [v["ingest_seq"] for v in raw[name] if v["stream_kind"] == kind]
-        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), name
+        by_lane: dict[tuple[str, int], list[int]] = {}
+        for v in frames_of(raw[name]):
+            by_lane.setdefault((v["stream_kind"], v["ingest_epoch"]), []).append(v["ingest_seq"])
+        for lane, seqs in by_lane.items():
+            assert seqs == list(range(len(seqs))), (name, lane)
 
 
 def assert_same_frames(sent: list, raw: dict[str, list[dict]]) -> None:
@@ -243,3 +267,71 @@ async def play_whole_meeting(stack: Stack, meeting: SyntheticMeeting) -> tuple[A
     audio = frames_of(raw["rtms.raw.audio"])[0]
     assert audio["media"] == {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
     return handle, raw
+
+
+# --- worker processes (for kill -9) ------------------------------------------------------------------
+
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import aiohttp  # noqa: E402
+
+SESSION_TIMEOUT_MS = 6000  # the broker's minimum
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """`rtmsflow ingest worker` in a subprocess with its /health port."""
+
+    def __init__(self, env: dict[str, str], group: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtmsflow.cli", "ingest", "worker", "--group", group,
+             "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--backoff-base-s", "0.3",
+             "--video-resolution", "sd", "--video-fps", "10", "--metrics-port", str(self.port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    async def health(self) -> dict[str, Any] | None:
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(
+                    f"http://127.0.0.1:{self.port}/health", timeout=aiohttp.ClientTimeout(total=1)
+                ) as r:
+                    return dict(await r.json())
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+
+
+def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """A worker subprocess's environment: the test's settings plus the emulator's credentials."""
+    return {
+        **settings_env,
+        "ZM_RTMS_CLIENT": CLIENT_ID,
+        "ZM_RTMS_SECRET": CLIENT_SECRET,
+        "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
+        "RTMSFLOW_ALLOW_INSECURE_WS": "1",
+        "RTMSFLOW_HTTP_HOST": "127.0.0.1",
+    }

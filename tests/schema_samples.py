@@ -1,5 +1,5 @@
-"""A realistic valid record of every value schema, and the end-of-stream marker of each topic that
-has one, typed with the generated shapes (schemas.records). Used by the codec and evolution tests."""
+"""A realistic valid record of every value schema (and of the StreamEnd marker header), typed with
+the generated shapes (schemas.records). Used by the codec, evolution and contract tests."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from schemas.records import (
     RawTranscriptFrame,
     RawVideoFrame,
     SessionEvent,
+    StreamEnd,
     TranscriptUtterance,
     VideoFrame,
 )
@@ -24,9 +25,12 @@ from schemas.records import (
 MEETING = "4Rk/ZbJyQ0+Xh2fNpm3xUA=="
 STREAM = "03db704592624398931a588dd78200cb"
 T0 = 1_732_400_000_000  # ms since the epoch
+EPOCH = 7_021_931_772_144_187_317
 
 _PCM = bytes(range(256)) * 2 + bytes(128)  # 640 bytes: 20 ms of 16 kHz mono L16
 _H264 = b"\x00\x00\x00\x01\x65" + bytes(20_000 - 5)  # a 20 KB IDR access unit
+
+_stamp = {"stream_started_ms": T0 - 1000, "ingest_epoch": EPOCH}
 
 _raw_audio: RawAudioFrame = {
     "meeting_uuid": MEETING,
@@ -35,12 +39,21 @@ _raw_audio: RawAudioFrame = {
     "participant_id": 16778240,
     "participant_name": "Ada Lovelace",
     "timestamp_ms": T0 + 20,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
     "ingest_seq": 42,
     "received_at_ms": T0 + 45,
     "payload": _PCM,
     "media": {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": False},
 }
-_audio: AudioFrame = {**_raw_audio, "seq": 41, "gap_before_ms": 20}
+_audio: AudioFrame = {**_raw_audio, "seq": 41, "offset_ms": 1020}
+_audio_gap: AudioFrame = {
+    **_raw_audio,
+    "payload": b"",
+    "seq": 42,
+    "offset_ms": 1040,
+    "gap": {"start_ms": T0 + 40, "length_ms": 1_960, "reason": "LOSS"},
+}
 _raw_video: RawVideoFrame = {
     "meeting_uuid": MEETING,
     "rtms_stream_id": STREAM,
@@ -48,12 +61,25 @@ _raw_video: RawVideoFrame = {
     "participant_id": 16778240,
     "channel_id": "cc-7",
     "timestamp_ms": T0 + 33,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
     "ingest_seq": 7,
     "received_at_ms": T0 + 60,
     "payload": _H264,
-    "media": {"codec": "H264", "width": 1280, "height": 720, "fps": 30},
+    "keyframe": True,
+    "has_parameter_sets": True,
+    "media": {"codec": "H264", "width": 1280, "height": 720, "fps": 30, "mode": "ACTIVE_SPEAKER"},
 }
-_video: VideoFrame = {**_raw_video, "seq": 6, "gap_before_ms": 0}
+_video: VideoFrame = {**_raw_video, "seq": 6, "offset_ms": 1033}
+_video_gap: VideoFrame = {
+    **_raw_video,
+    "payload": b"",
+    "keyframe": False,
+    "has_parameter_sets": False,
+    "seq": 7,
+    "offset_ms": 1073,
+    "gap": {"start_ms": T0 + 73, "length_ms": 5_000, "reason": "VIDEO_OFF"},
+}
 _raw_transcript: RawTranscriptFrame = {
     "meeting_uuid": MEETING,
     "rtms_stream_id": STREAM,
@@ -61,12 +87,14 @@ _raw_transcript: RawTranscriptFrame = {
     "participant_id": 16778240,
     "participant_name": "Ada Lovelace",
     "timestamp_ms": T0 + 1500,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
     "ingest_seq": 3,
     "received_at_ms": T0 + 1510,
     "text": "Grüße — the engine 🚂 runs",
     "language": 9,
     "start_time_ms": T0,
-    "end_time_ms": T0 + 1500,
+    "end_time_ms": None,
 }
 _participants: list[Participant] = [
     {"user_id": 16778240, "user_name": "Ada Lovelace"},
@@ -77,6 +105,8 @@ _raw_event: RawEvent = {
     "rtms_stream_id": STREAM,
     "stream_kind": "EVENT",
     "timestamp_ms": T0 + 5,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
     "ingest_seq": 1,
     "received_at_ms": T0 + 9,
     "msg_type": 6,
@@ -84,6 +114,20 @@ _raw_event: RawEvent = {
     "name": "participant_join",
     "participants": _participants,
     "body": '{"msg_type":6,"content":{"event_type":2}}',
+}
+_lifecycle: RawEvent = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "stream_kind": "EVENT",
+    "timestamp_ms": T0 - 1000,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
+    "ingest_seq": 0,
+    "received_at_ms": T0 - 990,
+    "zoom_timestamp": True,
+    "msg_type": 0,
+    "name": "rtms_started",
+    "body": '{"meeting_uuid":"4Rk/ZbJyQ0+Xh2fNpm3xUA=="}',
 }
 _event: MeetingEvent = {**_raw_event, "seq": 0}
 _session: SessionEvent = {
@@ -98,32 +142,61 @@ _session: SessionEvent = {
     "operator_id": "30R7kT7bTIKSNUFEuH_Qlg",
     "payload_json": '{"meeting_uuid":"4Rk/ZbJyQ0+Xh2fNpm3xUA=="}',
 }
+_ended: SessionEvent = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "action": "ENDED",
+    "event": "rtmsflow.ended",
+    "event_ts_ms": T0 + 3_600_000,
+    "received_at_ms": T0 + 3_600_001,
+}
 _utterance: TranscriptUtterance = {
     "meeting_uuid": MEETING,
     "rtms_stream_id": STREAM,
-    "utterance_id": f"{MEETING}:16778240:{T0}",
+    "utterance_id": f"{STREAM}/0",
+    "seq": 0,
     "participant_id": 16778240,
     "participant_name": "Ada Lovelace",
-    "language": 9,
-    "start_time_ms": T0,
-    "end_time_ms": T0 + 3000,
+    "start_ms": T0,
+    "end_ms": T0 + 3000,
+    "stream_started_ms": T0 - 1000,
     "text": "Grüße — the engine 🚂 runs. It does.",
+    "language_code": 9,
+    "language": "en",
+    "final": True,
     "piece_count": 2,
-    "seq": 0,
 }
 _index: MeetingIndex = {
     "meeting_uuid": MEETING,
-    "rtms_stream_id": STREAM,
     "product": "WEBINAR",
-    "state": "FINALIZED",
     "partition": 5,
-    "first_offsets": {"rtms.audio": 100, "rtms.video": 37},
-    "last_offsets": {"rtms.audio": 9_000_000_000, "rtms.video": 3_100},
-    "started_at_ms": T0,
-    "stopped_at_ms": T0 + 3_600_000,
-    "stop_reason": 1,
     "participants": _participants,
-    "updated_at_ms": T0 + 3_600_500,
+    "streams": [
+        {
+            "rtms_stream_id": STREAM,
+            "state": "ENDED",
+            "ended": "STOPPED",
+            "started_at_ms": T0 - 1000,
+            "stopped_at_ms": T0 + 3_600_000,
+            "stop_reason": 1,
+            "offsets": [
+                {"topic": "rtms.audio", "first_offset": 100, "last_offset": 9_000_000_000, "end_offset": 9_000_000_001},
+                {"topic": "rtms.video", "first_offset": 37, "last_offset": 3_100, "end_offset": None},
+            ],
+            "participants": _participants,
+        },
+        {
+            "rtms_stream_id": "restarted-stream",
+            "state": "LIVE",
+            "ended": None,
+            "started_at_ms": T0 + 3_700_000,
+            "stopped_at_ms": None,
+            "stop_reason": None,
+            "offsets": [],
+            "participants": [],
+        },
+    ],
+    "updated_at_ms": T0 + 3_700_500,
 }
 _late: LateFrame = {
     "meeting_uuid": MEETING,
@@ -131,6 +204,7 @@ _late: LateFrame = {
     "stream_kind": "AUDIO",
     "participant_id": 16778240,
     "timestamp_ms": T0 + 20,
+    "ingest_epoch": EPOCH,
     "ingest_seq": 42,
     "lateness_ms": 1250,
     "source_topic": "rtms.raw.audio",
@@ -146,39 +220,32 @@ _dead: DeadLetter = {
     "payload": b'{"msg_type":14,"content":{"data":"!!"}}',
     "received_at_ms": T0 + 77,
 }
-
-
-def _eos(stream_kind: str | None, **required: Any) -> dict[str, Any]:
-    """An end-of-stream marker: identity, the flag and the stop reason; payload fields left to their defaults."""
-    marker: dict[str, Any] = {
-        "meeting_uuid": MEETING,
-        "rtms_stream_id": STREAM,
-        "end_of_stream": True,
-        "stop_reason": 6,
-        **required,
-    }
-    if stream_kind is not None:
-        marker["stream_kind"] = stream_kind
-    return marker
-
-
-_FRAME_IDENTITY = {"timestamp_ms": T0 + 60_000, "ingest_seq": 3000, "received_at_ms": T0 + 60_001}
+_stream_end: StreamEnd = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "topic": "rtms.raw.audio",
+    "ended": "STOPPED",
+    "stop_reason": 6,
+    "stream_started_ms": T0 - 1000,
+    "last_timestamp_ms": T0 + 60_000,
+    "ingest_epoch": EPOCH,
+    "counts": {"AUDIO": 3001},
+    "complete": True,
+}
 
 SAMPLES: dict[str, list[dict[str, Any]]] = {
-    "raw_audio_frame": [dict(_raw_audio), _eos("AUDIO", media={}, **_FRAME_IDENTITY)],
-    "raw_video_frame": [dict(_raw_video), _eos("VIDEO", media={}, **_FRAME_IDENTITY)],
-    "raw_transcript_frame": [dict(_raw_transcript), _eos("TRANSCRIPT", **_FRAME_IDENTITY)],
-    "raw_event": [dict(_raw_event), _eos("EVENT", **_FRAME_IDENTITY)],
-    "audio_frame": [dict(_audio), _eos("AUDIO", media={}, seq=3000, **_FRAME_IDENTITY)],
-    "video_frame": [dict(_video), _eos("VIDEO", media={}, **_FRAME_IDENTITY)],
-    "meeting_event": [dict(_event), _eos("EVENT", **_FRAME_IDENTITY)],
-    "transcript_utterance": [
-        dict(_utterance),
-        _eos(None, utterance_id=f"{MEETING}:eos", start_time_ms=T0 + 60_000, end_time_ms=T0 + 60_000),
-    ],
-    "session_event": [dict(_session)],
+    "raw_audio_frame": [dict(_raw_audio)],
+    "raw_video_frame": [dict(_raw_video)],
+    "raw_transcript_frame": [dict(_raw_transcript)],
+    "raw_event": [dict(_raw_event), dict(_lifecycle)],
+    "audio_frame": [dict(_audio), dict(_audio_gap)],
+    "video_frame": [dict(_video), dict(_video_gap)],
+    "meeting_event": [dict(_event)],
+    "transcript_utterance": [dict(_utterance)],
+    "session_event": [dict(_session), dict(_ended)],
     "meeting_index": [dict(_index)],
     "late_frame": [dict(_late)],
     "dead_letter": [dict(_dead)],
+    "stream_end": [dict(_stream_end)],
 }
-"""Schema name -> valid records; the second record of a topic with in-band end of stream is its marker."""
+"""Schema name -> valid records (stream_end is the marker header's record, not a topic value)."""

@@ -54,7 +54,10 @@ async def test_duplicated_started_webhook_opens_one_connection(
         assert [d.delivered for d in deliveries] == [True, True]
         raw = await finish(stack, identity, handle)
         sessions = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.sessions")
-        assert [v["action"] for _, v, _, _ in sessions] == ["STARTED", "STARTED"]
+        actions = [v["action"] for _, v, _, _ in sessions]
+        # Zoom's two deliveries, one holding (HELD before connecting), ended once the markers were stored
+        assert [a for a in actions if a == "STARTED"] == ["STARTED", "STARTED"]
+        assert actions.count("HELD") == 1 and actions[-1] == "ENDED" and actions.count("ENDED") == 1
         assert worker.connections_opened == 1 and len(stack.backends) == 1
         assert handle.stats.signaling_handshakes == 1
         assert_same_frames(handle.sent, raw)
@@ -115,7 +118,8 @@ async def test_dropped_signaling_socket_is_reconnected_without_duplicates(
         raw = await finish(stack, identity, handle)
         assert webhooks and all(t.done() and t.result().delivered for t in webhooks)
         sessions = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.sessions")
-        assert [v["action"] for _, v, _, _ in sessions] == ["STARTED", "INTERRUPTED"]
+        webhooks = [v["action"] for _, v, _, _ in sessions if v["action"] in ("STARTED", "INTERRUPTED")]
+        assert webhooks == ["STARTED", "INTERRUPTED"]
         assert handle.stats.signaling_handshakes == 2 and stack.backends[0].ready_count == 2
         assert_no_duplicates(raw)
         assert_same_frames(handle.sent, raw)

@@ -264,6 +264,7 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
             "width": 640,
             "height": 360,
             "fps": 10,
+            "mode": "ACTIVE_SPEAKER",
         }
         # the SDK asked for what the raw backend asks for (its own defaults are OPUS 48 kHz stereo)
         granted_audio, granted_video = handle.granted["audio"], handle.granted["video"]
@@ -274,7 +275,9 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
         assert SUBSCRIBED <= handle.subscribed_events
         events = frames_of(raw["rtms.raw.events"])
         assert {"first_packet", "participant_join", "active_speaker"} <= {v["name"] for v in events}
-        assert len(events) == handle.stats.events_sent  # every EVENT_UPDATE, nothing else (no msg 8/9)
+        signaled = [v for v in events if v["msg_type"] != 0]  # msg_type 0: the lifecycle webhooks
+        assert [v["name"] for v in events if v["msg_type"] == 0] == ["rtms_started", "rtms_stopped"]
+        assert len(signaled) == handle.stats.events_sent  # every EVENT_UPDATE, nothing else (no msg 8/9)
         assert len(backends) == 1 and backends[0].ready_count == 1
         # the C core's log went to the host's home, not to ./logs of whoever started the worker
         assert list((sdk_options.home / "logs").glob("*.log"))  # python_<pid>_… or python3_<pid>_…
@@ -287,7 +290,9 @@ async def test_comma_separated_urls_fail_over_to_the_next(direct: Direct, sdk_op
     meeting = await asyncio.to_thread(small_meeting, 2, 3.0)
     handle = direct.server.add_stream("sdk-failover==", "sdk-failover", meeting, speed=2.0, record=True)
     # the first URL refuses connections: the SDK would retry it forever; our join timeout moves on
-    session = StreamSession("sdk-failover==", "sdk-failover", f"ws://127.0.0.1:9/x, {handle.server_urls}")
+    session = StreamSession(
+        "sdk-failover==", "sdk-failover", f"ws://127.0.0.1:9/x, {handle.server_urls}", fresh=True
+    )
     backend = SdkBackend(
         direct.settings,
         direct.sink,
@@ -312,7 +317,7 @@ async def test_leave_closes_the_sdk_sockets_so_the_next_owner_can_connect(
 ) -> None:
     meeting = await asyncio.to_thread(small_meeting, 3, 4.0)
     handle = direct.server.add_stream("sdk-handover==", "sdk-handover", meeting, speed=1.0, record=True)
-    session = StreamSession("sdk-handover==", "sdk-handover", handle.server_urls)
+    session = StreamSession("sdk-handover==", "sdk-handover", handle.server_urls, fresh=True)
     interrupted = asyncio.Event()
     handle.on_lifecycle(lambda change: interrupted.set() if change.kind == "interrupted" else None)
     first = SdkBackend(direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options)
@@ -347,7 +352,7 @@ async def test_stop_with_close_stream_ends_the_stream_although_the_sdk_cannot(
 ) -> None:
     meeting = await asyncio.to_thread(small_meeting, 4, 10.0)
     handle = direct.server.add_stream("sdk-close==", "sdk-close", meeting, record=True)
-    session = StreamSession("sdk-close==", "sdk-close", handle.server_urls)
+    session = StreamSession("sdk-close==", "sdk-close", handle.server_urls, fresh=True)
     backend = SdkBackend(
         direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options
     )
@@ -369,7 +374,7 @@ async def test_a_crashing_sdk_host_costs_a_reconnect_not_the_worker(
 ) -> None:
     meeting = await asyncio.to_thread(small_meeting, 5, 6.0)
     handle = direct.server.add_stream("sdk-crash==", "sdk-crash", meeting, speed=1.0, record=True)
-    session = StreamSession("sdk-crash==", "sdk-crash", handle.server_urls)
+    session = StreamSession("sdk-crash==", "sdk-crash", handle.server_urls, fresh=True)
     backend = SdkBackend(
         direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options
     )

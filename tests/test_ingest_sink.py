@@ -18,8 +18,9 @@ from ingest.backend import (
 from ingest.producer import KafkaSink
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
+from schemas.markers import read_marker
 
-SESSION = StreamSession("meet==", "stream-1", "wss://x.zoom.us")
+SESSION = StreamSession("meet==", "stream-1", "wss://x.zoom.us", started_ms=900, fresh=True)
 
 
 class FakeProducer:
@@ -27,13 +28,17 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None, asyncio.Future[Any]]] = []
+        self.headers: list[Any] = []
         self.auto_ack = False
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.auto_ack:
             fut.set_result(None)
         self.sent.append((topic, value, key, fut))
+        self.headers.append(headers)
         return fut
 
     async def flush(self) -> None:
@@ -61,7 +66,8 @@ async def test_records_are_stamped_and_keyed_by_meeting() -> None:
     await sink.audio(SESSION, audio(1000))
     await sink.audio(SESSION, audio(1020))
     await sink.video(
-        SESSION, VideoData("VIDEO", 1005, b"\x00\x00\x01\x65", VideoParams(width=640, height=360, fps=10))
+        SESSION,
+        VideoData("VIDEO", 1005, b"\x00\x00\x01\x65\x88", VideoParams(width=640, height=360, fps=10)),
     )
     await sink.transcript(
         SESSION,
@@ -88,8 +94,13 @@ async def test_records_are_stamped_and_keyed_by_meeting() -> None:
     assert (
         a0["timestamp_ms"] == 1000 and a0["participant_id"] == 16778240 and a0["payload"] == b"\x00\x01" * 320
     )
-    assert a0["received_at_ms"] > 1_600_000_000_000 and not a0["end_of_stream"]
-    assert v0["media"] == {"codec": "H264", "width": 640, "height": 360, "fps": 10}
+    assert a0["received_at_ms"] > 1_600_000_000_000
+    assert {r["stream_started_ms"] for r in (a0, a1, v0, t0, e0)} == {900}
+    epochs = {r["ingest_epoch"] for r in (a0, a1, v0, t0, e0)}
+    assert len(epochs) == 1 and epochs.pop() > 0
+    assert v0["media"] == {"codec": "H264", "width": 640, "height": 360, "fps": 10, "mode": "UNKNOWN"}
+    assert v0["keyframe"] is True and v0["has_parameter_sets"] is False
+    assert t0["start_time_ms"] == 900 and e0["zoom_timestamp"] is True
     assert t0["text"] == "hello" and t0["language"] == 9 and e0["name"] == "active_speaker"
 
 
@@ -115,14 +126,34 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     producer.auto_ack = True
     producer.ack_all()
     await asyncio.wait_for(eos, 1)
-    markers = [codec.decode(t, v) for t, v, _, _ in producer.sent[2:]]
-    assert [m["end_of_stream"] for m in markers] == [True] * 4 and {m["stop_reason"] for m in markers} == {6}
+    assert [v for _, v, _, _ in producer.sent[2:]] == [None] * 4  # no value: no consumer mistakes it for data
+    markers = [read_marker(h) for h in producer.headers[2:]]
+    assert all(m is not None for m in markers)
+    assert {m["stop_reason"] for m in markers if m} == {6} and {m["ended"] for m in markers if m} == {"STOPPED"}
     assert [t for t, *_ in producer.sent[2:]] == [
         "p.rtms.raw.audio",
         "p.rtms.raw.video",
         "p.rtms.raw.transcript",
         "p.rtms.raw.events",
     ]
-    assert markers[0]["ingest_seq"] == 1 and markers[0]["timestamp_ms"] == 1000
+    audio_end, video_end, text_end, events_end = (m for m in markers if m)
+    assert audio_end["counts"] == {"AUDIO": 1} and audio_end["last_timestamp_ms"] == 1000
+    assert video_end["counts"] == {} and video_end["last_timestamp_ms"] is None
+    assert text_end["counts"] == {"TRANSCRIPT": 1} and events_end["counts"] == {}
+    assert audio_end["complete"] is True and audio_end["stream_started_ms"] == 900
+    assert [m["topic"] for m in markers if m] == ["rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events"]
     await sink.end_of_stream(SESSION, 6)  # idempotent
     assert len(producer.sent) == 6
+
+
+async def test_a_frame_h264_cannot_parse_is_dead_lettered_and_the_meeting_goes_on() -> None:
+    sink, producer, codec = make_sink()
+    producer.auto_ack = True
+    params = VideoParams(width=640, height=360, fps=10)
+    await sink.video(SESSION, VideoData("VIDEO", 1000, b"garbage without a start code", params))
+    await sink.video(SESSION, VideoData("VIDEO", 1100, b"\x00\x00\x01\x65\x88", params))  # positive control
+    topics = [t for t, *_ in producer.sent]
+    assert topics == ["p.rtms.deadletter", "p.rtms.raw.video"]
+    letter = codec.decode(topics[0], producer.sent[0][1])
+    assert letter["error"] == "H264Error" and letter["payload"] == b"garbage without a start code"
+    assert codec.decode(topics[1], producer.sent[1][1])["ingest_seq"] == 0  # no hole left by the bad frame

@@ -7,64 +7,26 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from rtmsflow.settings import Settings
-from tests.ingest_support import CLIENT_ID, CLIENT_SECRET, RAW, frames_of, ingest_stack, small_meeting
+from tests.ingest_support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    RAW,
+    WorkerProcess,
+    frames_of,
+    ingest_stack,
+    small_meeting,
+)
 
 pytestmark = pytest.mark.kafka
 
-SESSION_TIMEOUT_MS = 6000  # the broker's minimum
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class WorkerProcess:
-    """`rtmsflow ingest worker` in a subprocess with its /health port."""
-
-    def __init__(self, env: dict[str, str], group: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self.log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmsflow.cli", "ingest", "worker", "--group", group,
-             "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--backoff-base-s", "0.3",
-             "--video-resolution", "sd", "--video-fps", "10", "--metrics-port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    async def health(self) -> dict[str, Any] | None:
-        try:
-            async with aiohttp.ClientSession() as http:
-                async with http.get(
-                    f"http://127.0.0.1:{self.port}/health", timeout=aiohttp.ClientTimeout(total=1)
-                ) as r:
-                    return dict(await r.json())
-        except (aiohttp.ClientError, TimeoutError):
-            return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+from tests.ingest_support import SESSION_TIMEOUT_MS  # noqa: E402
 
 
 async def test_killed_worker_meeting_is_taken_over(
@@ -114,11 +76,18 @@ async def test_killed_worker_meeting_is_taken_over(
     assert (
         survivor_state is not None
         and survivor_state["meetings"] == 0
-        and len(survivor_state["partitions"]) == 8
+        and len(survivor_state["partitions"]) == settings.partitions
     )
     for name in RAW:
         assert raw[name][-1]["end_of_stream"] and raw[name][-1]["stop_reason"] == reason
         assert sum(v["end_of_stream"] for v in raw[name]) == 1
+        # the survivor's counts cover only its own holding, and the marker says so
+        assert raw[name][-1]["complete"] is False and raw[name][-1]["ended"] == "STOPPED"
+    epochs = [v["ingest_epoch"] for v in frames_of(raw["rtms.raw.audio"])]
+    assert len(set(epochs)) == 2 and epochs == sorted(epochs, key=epochs.index)  # one holding, then the other
+    survivor_epoch = epochs[-1]
+    assert raw["rtms.raw.audio"][-1]["ingest_epoch"] == survivor_epoch
+    assert raw["rtms.raw.audio"][-1]["counts"] == {"AUDIO": epochs.count(survivor_epoch)}
     assert handle.stats.signaling_handshakes == 2
 
     audio = frames_of(raw["rtms.raw.audio"])

@@ -14,6 +14,7 @@ from emulator.webhooks import StreamIdentity, WebhookSender
 from ingest.webhook import WebhookServer
 from rtmsflow.rtms_protocol import webhook_signature
 from rtmsflow.settings import Settings
+from schemas.topics import partition_for
 from tests.ingest_support import WEBHOOK_SECRET, ingest_settings, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +51,9 @@ async def test_url_validation_is_answered(endpoint: tuple[str, Settings]) -> Non
     assert status == 200 and answer["plainToken"] == "abc"
 
 
-async def test_started_webhook_lands_on_sessions_keyed_by_meeting(endpoint: tuple[str, Settings]) -> None:
+async def test_started_webhook_lands_on_sessions_keyed_by_stream_in_the_meetings_partition(
+    endpoint: tuple[str, Settings],
+) -> None:
     base, s = endpoint
     stream = StreamIdentity.generate("webinar", "ws://127.0.0.1:9999/signaling", seed=3)
     async with WebhookSender(base + "/zoom/hook", WEBHOOK_SECRET, retries=0) as hooks:
@@ -58,15 +61,14 @@ async def test_started_webhook_lands_on_sessions_keyed_by_meeting(endpoint: tupl
         stopped = await hooks.rtms_stopped(stream, 6)
     assert delivery.attempts[-1].status == 200 and stopped.attempts[-1].status == 200
     records = await read_topic(s, s.topic_prefix + "rtms.sessions")
-    assert [(k, v["action"]) for k, v, _, _ in records] == [
-        (stream.instance_id.encode(), "STARTED"),
-        (stream.instance_id.encode(), "STOPPED"),
-    ]
+    key = f"{stream.instance_id}|{stream.rtms_stream_id}".encode()
+    assert [(k, v["action"]) for k, v, _, _ in records] == [(key, "STARTED"), (key, "STOPPED")]
     started = records[0][1]
     assert started["product"] == "WEBINAR" and started["event"] == "webinar.rtms_started"
     assert started["server_urls"] == stream.server_urls and started["rtms_stream_id"] == stream.rtms_stream_id
     assert records[1][1]["stop_reason"] == 6
-    assert len({p for _, _, p, _ in records}) == 1
+    # the meeting's partition: where the raw topics put its frames (murmur2 of the meeting UUID)
+    assert {p for _, _, p, _ in records} == {partition_for(stream.instance_id, s.partitions)}
 
 
 async def test_bad_requests_get_their_status_and_produce_nothing(endpoint: tuple[str, Settings]) -> None:
