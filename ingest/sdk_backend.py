@@ -194,7 +194,11 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
     def video_params(p: proto.VideoParams) -> VideoParams:
         width, height = proto.Resolution(p.resolution).size
         return VideoParams(
-            codec=proto.Codec(p.codec).name, width=width, height=height, fps=p.fps, mode=video_mode(p.data_opt)
+            codec=proto.Codec(p.codec).name,
+            width=width,
+            height=height,
+            fps=p.fps,
+            mode=video_mode(p.data_opt),
         )
 
     return SdkPlan(
@@ -644,7 +648,14 @@ class SdkBackend(SessionBackend):
             if backoff.attempts >= cfg.max_attempts:
                 log.error("RTMS reconnect budget spent", extra=self._ctx(why=why, attempts=backoff.attempts))
                 return SessionOutcome(ended=True, detail=f"gave up after {backoff.attempts} attempts: {why}")
-            delay = backoff.next_delay()
+            # a session that had streamed rejoins at once (Zoom does not buffer video through the
+            # wait), then backs off; the same policy as the WebSocket client's (Backoff.after_drop)
+            streamed = self.ready_count > ready_before
+            delay = (
+                backoff.after_drop(time.monotonic())
+                if streamed and cfg.reconnect_at_once
+                else backoff.next_delay()
+            )
             log.info("RTMS reconnect scheduled", extra=self._ctx(why=why, delay_s=round(delay, 3)))
             request = await self._pause(delay)
             if request is not None and request[0] == "stop":
