@@ -8,11 +8,11 @@ Zoom buffers audio and transcripts through an outage but not video: every video 
 due while the socket is down is gone. This runs, in one process on 127.0.0.1, the project's
 emulator RTMS server playing one real-time meeting (720p H.264 at 25 fps, mixed audio,
 transcripts) and the ingest WebSocket backend (`ingest.ws_client.WebSocketBackend`) feeding an
-in-memory `IngestSink` (no Kafka). It drops the video socket (or signaling, which takes media with
+in-memory `FrameHandler` (no Kafka). It drops the video socket (or signaling, which takes media with
 it) `--drops` times, each `--spacing` seconds after ingest has streamed again, and reports per
 drop:
 
-* `lost_frames` / `lost_ms`: from what the sink received, the video timestamps on both sides of the
+* `lost_frames` / `lost_ms`: from what the collector received, the video timestamps on both sides of the
   hole: gap - one frame interval (0 when the reconnect fit between two frames);
 * `emulator_dropped`: video frames the emulator found no socket for (its own count);
 * `reconnect_ms`: from the drop to the emulator accepting the new video socket's handshake.
@@ -57,7 +57,7 @@ DROP_TIMEOUT_S = 40.0
 
 
 class Collector:
-    """An `IngestSink` that keeps each video frame's RTMS timestamp and arrival time, and counts
+    """A `FrameHandler` that keeps each video frame's RTMS timestamp and arrival time, and counts
     the rest."""
 
     def __init__(self) -> None:
@@ -116,10 +116,10 @@ def _hole(frames: list[tuple[int, float]], first: int, interval_ms: int) -> tupl
 
 
 async def _one_drop(
-    handle: StreamHandle, sink: Collector, socket: str, interval_ms: int, media_sockets: int
+    handle: StreamHandle, collector: Collector, socket: str, interval_ms: int, media_sockets: int
 ) -> Drop:
     stats = handle.stats
-    first = len(sink.frames)
+    first = len(collector.frames)
     dropped0 = stats.dropped["video"]
     media0, signaling0 = stats.media_handshakes, stats.signaling_handshakes
     t0 = time.monotonic()
@@ -134,10 +134,10 @@ async def _one_drop(
             ),
             "signaling and media to come back",
         )
-    resumed = len(sink.frames)
-    await _until(lambda: len(sink.frames) > resumed, "video after the reconnect")
+    resumed = len(collector.frames)
+    await _until(lambda: len(collector.frames) > resumed, "video after the reconnect")
     await asyncio.sleep(SETTLE_S)
-    lost_frames, lost_ms = _hole(sink.frames, first, interval_ms)
+    lost_frames, lost_ms = _hole(collector.frames, first, interval_ms)
     return Drop(lost_frames, lost_ms, stats.dropped["video"] - dropped0, (back - t0) * 1000)
 
 
@@ -150,19 +150,19 @@ async def run_policy(policy: str, drops: int, spacing_s: float, socket: str, see
     duration_s = 30 + drops * (spacing_s + 10)
     spec = MeetingSpec(seed=seed, participants=2, duration_s=duration_s, video="720p", fps=config.video_fps)
     meeting = await asyncio.to_thread(SyntheticMeeting, spec)
-    sink = Collector()
+    collector = Collector()
     async with RTMSServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as server:
         handle = server.add_stream("drop-bench==", f"stream-{policy}", meeting, faults=Faults(), speed=1.0)
-        backend = WebSocketBackend(Settings(), sink, config=config, rng=random.Random(seed))
+        backend = WebSocketBackend(Settings(), collector, config=config, rng=random.Random(seed))
         await backend.start(StreamSession(handle.meeting_uuid, handle.stream_id, handle.server_urls))
         try:
             await asyncio.wait_for(handle.wait_active(), 30)
-            await _until(lambda: len(sink.frames) > 10, "video to flow", 60)
+            await _until(lambda: len(collector.frames) > 10, "video to flow", 60)
             interval_ms = round(1000 / config.video_fps)
             results: list[Drop] = []
             for _ in range(drops):
                 await asyncio.sleep(spacing_s)
-                results.append(await _one_drop(handle, sink, socket, interval_ms, len(config.wanted())))
+                results.append(await _one_drop(handle, collector, socket, interval_ms, len(config.wanted())))
             return results
         finally:
             await backend.stop()

@@ -94,10 +94,6 @@ class VideoClip:
     def frame_count(self) -> int:
         return len(self.frames)
 
-    @property
-    def byte_size(self) -> int:
-        return sum(len(f) for f in self.frames)
-
 
 # ---------------------------------------------------------------------------------------------
 # Pictures (YUV 4:2:0 planes built with numpy; the content only has to move, be recognisable and

@@ -1,30 +1,28 @@
-"""The seam between an RTMS session backend and the Kafka sink it feeds.
+"""The seam between an RTMS session backend and the frame handler it feeds (the Kafka producer).
 
 A *backend* holds one RTMS stream of one meeting: it connects (raw WebSockets in
 `ingest.ws_client`, or Zoom's SDK), parses what Zoom sends into the typed values below and hands
-each one to an `IngestSink`. The sink (`ingest.producer.KafkaSink`) stamps every value with its
+each one to a `FrameHandler`. The producer (`ingest.producer.FrameProducer`) stamps every value with its
 frame identity (`ingest_seq`, `received_at_ms`) and produces it to the raw topics, keyed by meeting.
 
 Who does what:
 
-* the backend parses and validates; anything it cannot parse goes to `sink.dead_letter` and the
+* the backend parses and validates; anything it cannot parse goes to `frames.dead_letter` and the
   meeting goes on. It answers keep-alives and reconnects by itself within one stream (media drop,
   signaling drop, duplicate-signal retry).
 * the backend never writes end-of-stream markers. `wait()` returns a `SessionOutcome` once the
-  stream is over; the owner (the worker) then calls `sink.end_of_stream(...)`. On a rebalance the
-  owner calls `backend.stop()` then `sink.flush(...)` only: the meeting is not over.
-* sink methods are coroutines: they return as soon as the record is queued and only block when the
+  stream is over; the owner (the worker) then calls `frames.end_of_stream(...)`. On a rebalance the
+  owner calls `backend.stop()` then `frames.flush(...)` only: the meeting is not over.
+* handler methods are coroutines: they return as soon as the record is queued and only block when the
   in-flight window of the producer is full (that is the backpressure the backend must respect).
-  A backend that runs on foreign threads (the SDK) calls them with
-  `asyncio.run_coroutine_threadsafe(..., loop)`.
 
 Typical use (what the worker does)::
 
-    backend = load_backend(settings.ingest_backend)(settings, sink)
+    backend = load_backend(settings.ingest_backend)(settings, frames)
     await backend.start(session)
     outcome = await backend.wait()          # or: await backend.stop() on revocation
     if outcome.ended:
-        await sink.end_of_stream(session, outcome.stop_reason)
+        await frames.end_of_stream(session, outcome.stop_reason)
 """
 
 from __future__ import annotations
@@ -57,7 +55,7 @@ class StreamSession:
     `meeting_uuid`. `server_urls` is Zoom's string as sent (may hold several comma-separated URLs).
 
     `started_ms` is t = 0 of the stream's media time: the `event_ts` of its first `rtms_started`
-    webhook (0 = unknown: the sink then takes the first record's timestamp). `fresh` is True when
+    webhook (0 = unknown: the producer then takes the first record's timestamp). `fresh` is True when
     this worker took the stream from its `rtms_started` as it arrived (nobody held it before), so
     the end-of-stream counts of this holding cover the whole stream.
     """
@@ -70,7 +68,7 @@ class StreamSession:
     fresh: bool = False
 
 
-# --- typed values a backend hands to the sink -------------------------------------------------
+# --- typed values a backend hands to the frame handler -------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,7 @@ class SessionOutcome:
 # --- the two interfaces ------------------------------------------------------------------------
 
 
-class IngestSink(Protocol):
+class FrameHandler(Protocol):
     """Where a backend puts what it received. All methods are safe to call concurrently for
     different sessions; for one session, calls must come in receive order (that order is the
     `ingest_seq` order)."""
@@ -232,10 +230,10 @@ class IngestSink(Protocol):
 
 
 class SessionBackend(ABC):
-    """Holds one RTMS stream and feeds an `IngestSink`. One instance per stream.
+    """Holds one RTMS stream and feeds a `FrameHandler`. One instance per stream.
 
     Lifecycle: `start()` once, then `wait()` and/or `stop()`; `stop()` is idempotent. Backends are
-    built as `factory(settings, sink)`; `load_backend(settings.ingest_backend)` returns the factory.
+    built as `factory(settings, frames)`; `load_backend(settings.ingest_backend)` returns the factory.
     """
 
     @abstractmethod
@@ -259,10 +257,10 @@ class SessionBackend(ABC):
 
 
 class BackendFactory(Protocol):
-    """Builds a backend: `factory(settings, sink)`; every backend also takes the client's media
+    """Builds a backend: `factory(settings, frames)`; every backend also takes the client's media
     and reconnect choices as `config=` (an `ingest.rtms_client.ClientConfig`)."""
 
-    def __call__(self, settings: Settings, sink: IngestSink, *, config: Any = None) -> SessionBackend: ...
+    def __call__(self, settings: Settings, frames: FrameHandler, *, config: Any = None) -> SessionBackend: ...
 
 
 # name -> "module:attribute"; modules are imported on use so the SDK is only loaded when chosen.

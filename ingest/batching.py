@@ -1,16 +1,16 @@
-"""Batches per (topic, partition) for `KafkaSink`, shipped in order by one task.
+"""Batches per (topic, partition) for `FrameProducer`, shipped in order by one task.
 
 `producer.send()` costs ~14 µs of CPU per record (a future, a metadata lookup, the partitioner
 and the accumulator per record); appending to a `BatchBuilder` and handing the whole batch to
-`producer.send_batch()` costs ~3 µs. So the sink keeps one open `Lane` per (topic, partition):
+`producer.send_batch()` costs ~3 µs. So the producer keeps one open `Lane` per (topic, partition):
 records are appended to its batch, and the lane is shipped when the batch is full or `linger_s`
-after its first record. Shipping puts the lane on the `Shipper`'s queue (the sink keeps at most one
+after its first record. Shipping puts the lane on the `Shipper`'s queue (the producer keeps at most one
 shipment per partition at the producer, the next ones wait behind it); its single task calls
 `send_batch` (or `send` for a record too large for a batch) in queue order, so the batches of one
 partition reach the producer in the order they were filled. The idempotent producer assigns
 their sequence numbers when it drains them, exactly as for records given to `send()`.
 
-A lane remembers, per owner (the sink's per-stream state), how many records and bytes it holds;
+A lane remembers, per owner (the producer's per-stream state), how many records and bytes it holds;
 when the batch is acknowledged, or fails, `Shipment.settle` reports that to the owner once.
 """
 
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 
 class Owner(Protocol):
-    """Who gets told when its records are acknowledged (the sink's per-stream state)."""
+    """Who gets told when its records are acknowledged (the producer's per-stream state)."""
 
     pending: set[asyncio.Future[None]]
 
@@ -108,7 +108,7 @@ class Shipper:
     def __init__(self, producer: Any) -> None:
         self.producer = producer
         self.queue: asyncio.Queue[Shipment] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run(), name="kafka-sink-shipper")
+        self.task = asyncio.create_task(self._run(), name="kafka-frames-shipper")
         self.stopped = False
 
     def put(self, shipment: Shipment) -> None:

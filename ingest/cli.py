@@ -101,7 +101,7 @@ def worker(
     metrics_port: int | None,
 ) -> None:
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
-    from ingest.backend import IngestSink, SessionBackend, load_backend
+    from ingest.backend import FrameHandler, SessionBackend, load_backend
     from ingest.worker import SessionWorker, run_worker
     from ingest.ws_client import client_config
 
@@ -119,8 +119,8 @@ def worker(
 
     factory = load_backend(settings.ingest_backend)
 
-    def backend(s: Settings, sink: IngestSink) -> SessionBackend:
-        return factory(s, sink, config=config)  # the same media choices, whichever backend
+    def backend(s: Settings, frames: FrameHandler) -> SessionBackend:
+        return factory(s, frames, config=config)  # the same media choices, whichever backend
 
     log.info("ingest worker starting", extra={"settings": settings.describe(), "group": group})
     node = SessionWorker(

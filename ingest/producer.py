@@ -1,4 +1,4 @@
-"""`KafkaSink`: the `IngestSink` that puts every frame, event and dead letter on its raw topic.
+"""`FrameProducer`: the `FrameHandler` that puts every frame, event and dead letter on its raw topic.
 
 Each value becomes one Avro record keyed by the meeting UUID, stamped with its frame identity:
 meeting, stream, stream kind, participant, channel, RTMS timestamp; plus the stream's media-time
@@ -11,7 +11,7 @@ Throughput without unbounded memory: records are appended to an open batch per (
 and shipped after `linger_s` or when full (`ingest.batching`), never awaited one by one. The
 partition is the producer's default one for the meeting key (murmur2, as the Java client), so a
 meeting's records share a partition number on every topic. Each stream has an in-flight window
-(records and bytes, released when their batch is acknowledged); a sink call only waits when its
+(records and bytes, released when their batch is acknowledged); a handler call only waits when its
 window is full, which slows the socket reader and so pushes back on Zoom instead of growing a queue.
 A producer without the batch API (`create_batch`/`send_batch`/`partitions_for`) gets one `send()`
 per record instead.
@@ -95,7 +95,7 @@ class _Window:
 
 @dataclass(eq=False)  # hashed by identity: batches count records per stream
 class _Stream:
-    """What the sink keeps per (meeting, stream id): one ingest epoch (holding) of the stream."""
+    """What the producer keeps per (meeting, stream id): one ingest epoch (holding) of the stream."""
 
     window: _Window
     epoch: int = 0
@@ -108,7 +108,7 @@ class _Stream:
     last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
     failures: int = 0
     key: bytes = b""  # the meeting UUID as the record key
-    # the last granted params seen and their record `media` dict (KafkaSink.audio/video)
+    # the last granted params seen and their record `media` dict (FrameProducer.audio/video)
     media_of: AudioParams | None = None
     media: dict[str, Any] = field(default_factory=dict)
     video_media_of: VideoParams | None = None
@@ -126,8 +126,8 @@ class _Stream:
             self.failures += records
 
 
-class KafkaSink:
-    """`IngestSink` on Kafka. `start()` starts the producer (unless one was given), `stop()`
+class FrameProducer:
+    """`FrameHandler` on Kafka. `start()` starts the producer (unless one was given), `stop()`
     flushes and stops it."""
 
     def __init__(
@@ -192,7 +192,7 @@ class KafkaSink:
                 await self.producer.stop()
                 self.producer = None
 
-    # --- IngestSink ---------------------------------------------------------------------------
+    # --- FrameHandler ---------------------------------------------------------------------------
 
     # audio and video are most of the records: each is built as one dict literal, and the `media`
     # dict is built once per granted params object (the stream keeps it) instead of per frame;
@@ -411,7 +411,7 @@ class KafkaSink:
             self._ending.pop(key, None)
 
     def forget(self, session: StreamSession) -> None:
-        """Drop what the sink keeps for a stream this worker no longer holds (call after `flush`).
+        """Drop what the producer keeps for a stream this worker no longer holds (call after `flush`).
         Its `ingest_seq` counters start again at 0 if it ever comes back: a new connection."""
         stream = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
         if stream is not None and not stream.pending:
@@ -431,7 +431,7 @@ class KafkaSink:
 
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            raise RuntimeError("KafkaSink not started")
+            raise RuntimeError("FrameProducer not started")
         return self.producer
 
     def _stream(self, session: StreamSession) -> _Stream:

@@ -245,7 +245,7 @@ class Disconnect:
 
 @dataclass(frozen=True)
 class Deliver:
-    """Hand a parsed value to the sink (in this order)."""
+    """Hand a parsed value to the frame handler (in this order)."""
 
     item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData
 

@@ -75,7 +75,7 @@ from ingest.backend import (
     AudioParams,
     DeadLetterData,
     EventData,
-    IngestSink,
+    FrameHandler,
     Participant,
     Product,
     SessionBackend,
@@ -107,7 +107,6 @@ log = get_logger(__name__)
 
 HOST_RESTARTS = Counter("rtmsflow_ingest_sdk_host_exits", "SDK host processes that exited unexpectedly.")
 
-SDK_LEAVE_CLOSED = 960  # on_leave reason when the server closed a socket with a close frame (no TERMINATED)
 LEFT_TIMEOUT_S = 5.0  # wait this long for the host to release a client
 HOST_START_TIMEOUT_S = 60.0
 LOG_KEEP_DAYS = 3
@@ -272,7 +271,7 @@ def event_data(raw: str, product: Product) -> EventData:
 
 
 class _Route:
-    """Where the host's messages for one sid go: frames to the sink (awaited, in order), control
+    """Where the host's messages for one sid go: frames to the frame handler (awaited, in order), control
     messages to the owning backend's queue."""
 
     def __init__(self, backend: SdkBackend, sid: int) -> None:
@@ -286,7 +285,7 @@ class _Route:
             return
         try:
             await self.backend._deliver(self.sid, msg)
-        except Exception as exc:  # a sink failure ends this session, not the host's other sessions
+        except Exception as exc:  # a frame handler failure ends this session, not the host's other sessions
             self.failed = True
             log.exception("SDK session failed", extra=self.backend._ctx(sid=self.sid))
             self.backend._post(("failed", self.sid, repr(exc)))
@@ -537,14 +536,14 @@ async def shutdown_sdk_hosts() -> None:
 
 
 class SdkBackend(SessionBackend):
-    """Holds one RTMS stream through Zoom's SDK. Build with `SdkBackend(settings, sink)`;
+    """Holds one RTMS stream through Zoom's SDK. Build with `SdkBackend(settings, frames)`;
     `config` defaults to the raw backend's `client_config(settings)`, so both ask Zoom for the same
     media and follow the same reconnect budget."""
 
     def __init__(
         self,
         settings: Settings,
-        sink: IngestSink,
+        frames: FrameHandler,
         *,
         config: ClientConfig | None = None,
         options: SdkOptions | None = None,
@@ -552,7 +551,7 @@ class SdkBackend(SessionBackend):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
-        self.sink = sink
+        self.frames = frames
         self.config = config or client_config(settings)
         self.options = options or SdkOptions.from_env()
         self.plan = sdk_plan(self.config)
@@ -808,7 +807,7 @@ class SdkBackend(SessionBackend):
         self._queue.put_nowait(item)
 
     async def _deliver(self, sid: int, msg: Message) -> None:
-        """Turn one host message into a sink call (frames, events) or a queue item (the rest)."""
+        """Turn one host message into a frame handler call (frames, events) or a queue item (the rest)."""
         assert self.session is not None
         session = self.session
         if isinstance(msg, MediaMessage):
@@ -821,15 +820,15 @@ class SdkBackend(SessionBackend):
                     # then holds whoever the previous frame of any kind named (-1 before that): the
                     # stale user is not the speaker. Record what Zoom sent, as the raw backend does.
                     uid, name = 0, None
-                await self.sink.audio(
+                await self.frames.audio(
                     session, AudioData(msg.timestamp_ms, msg.payload, self.plan.audio, uid, name)
                 )
             elif msg.kind is Kind.VIDEO:
-                await self.sink.video(
+                await self.frames.video(
                     session, VideoData("VIDEO", msg.timestamp_ms, msg.payload, self.plan.video, uid, name)
                 )
             elif msg.kind is Kind.DESKSHARE:
-                await self.sink.video(
+                await self.frames.video(
                     session,
                     VideoData("DESKSHARE", msg.timestamp_ms, msg.payload, self.plan.deskshare, uid, name),
                 )
@@ -837,7 +836,7 @@ class SdkBackend(SessionBackend):
                 try:
                     text = msg.payload.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    await self.sink.dead_letter(
+                    await self.frames.dead_letter(
                         session,
                         DeadLetterData(
                             "sdk:transcript",
@@ -847,7 +846,7 @@ class SdkBackend(SessionBackend):
                         ),
                     )
                     return
-                await self.sink.transcript(
+                await self.frames.transcript(
                     session,
                     TranscriptData(
                         timestamp_ms=msg.timestamp_ms,
@@ -866,14 +865,14 @@ class SdkBackend(SessionBackend):
                 letter = DeadLetterData(
                     "sdk:event", str(exc), f"ProtocolError.{exc.reason}", msg.text.encode()
                 )
-                await self.sink.dead_letter(session, letter)
+                await self.frames.dead_letter(session, letter)
                 return
             if event.event_type == proto.EventType.FIRST_PACKET_TIMESTAMP and sid == self._current:
                 self._first_packets += 1
                 if self._first_packets > 1:
                     # Zoom sends one per connect: the SDK rejoined by itself (no other sign of it)
                     self._post(("rejoined", sid))
-            await self.sink.event(session, event)
+            await self.frames.event(session, event)
             return
         if msg.kind is Kind.JOIN_CONFIRM:
             self._post(("confirm", sid, msg.reason))

@@ -52,8 +52,8 @@ from aiokafka.structs import ConsumerRecord
 
 from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_server_urls
-from ingest.backend import EventData, IngestSink, Product, SessionBackend, StreamSession, load_backend
-from ingest.producer import KafkaSink
+from ingest.backend import EventData, FrameHandler, Product, SessionBackend, StreamSession, load_backend
+from ingest.producer import FrameProducer
 from ingest.webhook import handle_metrics
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
@@ -64,7 +64,7 @@ from schemas.topics import SESSIONS, partition_for, session_key
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "rtmsflow-ingest"
-BackendFactory = Callable[[Settings, IngestSink], SessionBackend]
+BackendFactory = Callable[[Settings, FrameHandler], SessionBackend]
 StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
 _LIFECYCLE_NAMES = {"STARTED": "rtms_started", "INTERRUPTED": "rtms_interrupted", "STOPPED": "rtms_stopped"}
 _LIVE = ("STARTED", "INTERRUPTED", "HELD")  # latest record of a stream someone should hold
@@ -104,14 +104,14 @@ class SessionWorker:
         *,
         group_id: str = DEFAULT_GROUP,
         backend_factory: BackendFactory | None = None,
-        sink: KafkaSink | None = None,
+        frames: FrameProducer | None = None,
         session_timeout_ms: int = 8_000,
         heartbeat_interval_ms: int = 1_000,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.backend_factory = backend_factory or load_backend(settings.ingest_backend)
-        self.sink = sink or KafkaSink(settings)
+        self.frames = frames or FrameProducer(settings)
         self.codec = Codec.from_settings(settings)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.session_timeout_ms = session_timeout_ms
@@ -131,7 +131,7 @@ class SessionWorker:
 
     async def start(self) -> None:
         await self.codec.prepare([self.topic])
-        await self.sink.start()
+        await self.frames.start()
         self.consumer = make_consumer(
             group_id=self.group_id,
             settings=self.settings,
@@ -159,7 +159,7 @@ class SessionWorker:
             await self._commit_offsets()
 
     async def stop(self) -> None:
-        """Leave every stream (flush, no end-of-stream), commit, leave the group, stop the sink."""
+        """Leave every stream (flush, no end-of-stream), commit, leave the group, stop the producer."""
         async with self._lock:
             for key in list(self.held):
                 await self._leave(key, "worker stopping")
@@ -168,7 +168,7 @@ class SessionWorker:
                 await self._commit_offsets()
             await self.consumer.stop()
             self.consumer = None
-        await self.sink.stop()
+        await self.frames.stop()
         log.info("ingest worker stopped", extra={"group": self.group_id})
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -296,7 +296,7 @@ class SessionWorker:
             return
         if action == "STOPPED":
             if held is not None:
-                await self.sink.event(held.session, _lifecycle_event(record))
+                await self.frames.event(held.session, _lifecycle_event(record))
                 await self._end(key, record.get("stop_reason"), "rtms_stopped")
             else:  # its holder died before the markers, or nobody held it: finish it here
                 await self._finish_unheld(record, started_ms)
@@ -316,7 +316,7 @@ class SessionWorker:
             if action == "HELD" or (action == "STARTED" and urls == held.session.server_urls):
                 log.info("duplicate rtms_started or our own HELD: nothing to do", extra=ctx)
                 return
-            await self.sink.event(held.session, _lifecycle_event(record))
+            await self.frames.event(held.session, _lifecycle_event(record))
             if urls is not None and urls != held.session.server_urls:
                 log.info("failover: reconnecting to new server_urls", extra={**ctx, "server_urls": urls})
                 held.session = replace(held.session, server_urls=urls)
@@ -337,7 +337,7 @@ class SessionWorker:
         )
         await self._hold(partition, session)
         if action != "HELD":
-            await self.sink.event(session, _lifecycle_event(record))
+            await self.frames.event(session, _lifecycle_event(record))
 
     async def _finish_unheld(self, record: dict[str, Any], started_ms: int | None) -> None:
         """End-of-stream markers and ENDED for a stopped stream this worker does not hold."""
@@ -353,8 +353,8 @@ class SessionWorker:
             extra={"meeting": session.meeting_uuid, "rtms_stream_id": session.rtms_stream_id},
         )
         try:
-            await self.sink.event(session, _lifecycle_event(record))
-            await self.sink.end_of_stream(session, record.get("stop_reason"))
+            await self.frames.event(session, _lifecycle_event(record))
+            await self.frames.end_of_stream(session, record.get("stop_reason"))
             await self._mark_ended(session)
         except Exception:
             log.exception("could not finish the stopped stream", extra={"meeting": session.meeting_uuid})
@@ -372,9 +372,9 @@ class SessionWorker:
 
     async def _write_session(self, session: StreamSession, action: str, event_ts_ms: int) -> None:
         """Write one of ingest's own records (HELD, ENDED) to `rtms.sessions` and await its ack."""
-        producer = self.sink.producer
+        producer = self.frames.producer
         if producer is None:
-            raise RuntimeError("the sink's producer is not started")
+            raise RuntimeError("the frame producer's aiokafka producer is not started")
         record = {
             "meeting_uuid": session.meeting_uuid,
             "rtms_stream_id": session.rtms_stream_id,
@@ -397,7 +397,7 @@ class SessionWorker:
         # HELD is stored before the first frame can be: whoever holds the stream next knows that
         # records of an earlier holding may exist
         await self._write_session(session, "HELD", session.started_ms)
-        backend = self.backend_factory(self.settings, self.sink)
+        backend = self.backend_factory(self.settings, self.frames)
         held = _Held(session, backend, partition)
         self.held[(session.meeting_uuid, session.rtms_stream_id)] = held
         self.connections_opened += 1
@@ -438,7 +438,7 @@ class SessionWorker:
             if not stopped:
                 log.error("RTMS session ended unexpectedly; end-of-stream marked UNEXPECTED", extra=ctx)
             try:
-                await self.sink.end_of_stream(
+                await self.frames.end_of_stream(
                     held.session, outcome.stop_reason, ended="STOPPED" if stopped else "UNEXPECTED"
                 )
                 await self._mark_ended(held.session)
@@ -451,7 +451,7 @@ class SessionWorker:
         if held is None:
             return
         try:
-            await self.sink.end_of_stream(held.session, stop_reason)
+            await self.frames.end_of_stream(held.session, stop_reason)
             await self._mark_ended(held.session)
         except Exception:
             log.exception("end-of-stream not written", extra={"meeting": key[0], "rtms_stream_id": key[1]})
@@ -466,8 +466,8 @@ class SessionWorker:
         if held is None:
             return
         try:
-            await self.sink.flush(held.session)
-            self.sink.forget(held.session)
+            await self.frames.flush(held.session)
+            self.frames.forget(held.session)
         except Exception:
             log.exception("flush on leave failed", extra={"meeting": key[0], "rtms_stream_id": key[1]})
         log.info("stream left", extra={"meeting": key[0], "rtms_stream_id": key[1], "why": why})

@@ -2,8 +2,8 @@
 
 The shell owns the sockets (one task per WebSocket, `websockets` asyncio client) and one loop that
 feeds the state machine with what the sockets report, in order, and carries out its actions: open,
-send, close, hand values to the sink. Socket readers share one inbox with a bounded number of
-pending messages, so a slow sink (a full producer window) stops the readers, which stops reading
+send, close, hand values to the frame handler. Socket readers share one inbox with a bounded number of
+pending messages, so a slow frame handler (a full producer window) stops the readers, which stops reading
 from Zoom: backpressure instead of a growing queue.
 """
 
@@ -23,7 +23,7 @@ from ingest.backend import (
     AudioData,
     DeadLetterData,
     EventData,
-    IngestSink,
+    FrameHandler,
     SessionBackend,
     SessionOutcome,
     StreamSession,
@@ -64,20 +64,20 @@ class _Event:
 
 class WebSocketBackend(SessionBackend):
     """Holds one RTMS stream over raw WebSockets (protocol notes 2-4). Build with
-    `WebSocketBackend(settings, sink, config=..., ssl_context=...)`; config defaults to
+    `WebSocketBackend(settings, frames, config=..., ssl_context=...)`; config defaults to
     `client_config(settings)`."""
 
     def __init__(
         self,
         settings: Settings,
-        sink: IngestSink,
+        frames: FrameHandler,
         *,
         config: ClientConfig | None = None,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.sink = sink
+        self.frames = frames
         self.config = config or client_config(settings)
         self.ssl_context = ssl_context
         self.rng = rng
@@ -141,7 +141,7 @@ class WebSocketBackend(SessionBackend):
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
-        except Exception as exc:  # a bug or a sink failure: end this session, not the worker
+        except Exception as exc:  # a bug or a frame handler failure: end this session, not the worker
             log.exception("RTMS session failed", extra={"meeting": client.session.meeting_uuid})
             return SessionOutcome(ended=False, detail=f"session failed: {exc!r}")
         finally:
@@ -235,15 +235,15 @@ class WebSocketBackend(SessionBackend):
     ) -> None:
         assert self.session is not None
         if isinstance(item, AudioData):
-            await self.sink.audio(self.session, item)
+            await self.frames.audio(self.session, item)
         elif isinstance(item, VideoData):
-            await self.sink.video(self.session, item)
+            await self.frames.video(self.session, item)
         elif isinstance(item, TranscriptData):
-            await self.sink.transcript(self.session, item)
+            await self.frames.transcript(self.session, item)
         elif isinstance(item, EventData):
-            await self.sink.event(self.session, item)
+            await self.frames.event(self.session, item)
         else:
-            await self.sink.dead_letter(self.session, item)
+            await self.frames.dead_letter(self.session, item)
 
     # --- sockets -----------------------------------------------------------------------------------
 

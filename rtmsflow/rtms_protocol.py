@@ -529,8 +529,6 @@ class HandshakeRequest(Message):
         )
 
 
-MEDIA_URL_KEYS = ("audio", "video", "transcript", "deskshare", "chat", "all")
-
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResponse(Message):

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from emulator.media import MeetingSpec, SyntheticMeeting  # noqa: E402
 from emulator.server import RTMSServer  # noqa: E402
 from emulator.webhooks import StreamIdentity, WebhookSender  # noqa: E402
-from ingest.backend import IngestSink, SessionBackend  # noqa: E402
+from ingest.backend import FrameHandler, SessionBackend  # noqa: E402
 from ingest.webhook import WebhookServer  # noqa: E402
 from ingest.worker import SessionWorker  # noqa: E402
 from ingest.ws_client import WebSocketBackend, client_config  # noqa: E402
@@ -115,9 +115,9 @@ class Stack:
     backends: list[WebSocketBackend] = field(default_factory=list)
     workers: list[tuple[SessionWorker, asyncio.Task[None]]] = field(default_factory=list)
 
-    def backend_factory(self, s: Settings, sink: IngestSink) -> SessionBackend:
+    def backend_factory(self, s: Settings, frames: FrameHandler) -> SessionBackend:
         config = client_config(s, backoff_base_s=0.2, video_resolution=1, video_fps=10)
-        backend = WebSocketBackend(s, sink, config=config)
+        backend = WebSocketBackend(s, frames, config=config)
         self.backends.append(backend)
         return backend
 

@@ -1,4 +1,4 @@
-"""KafkaSink without a broker: frame identity stamping, the bounded in-flight window, and
+"""FrameProducer without a broker: frame identity stamping, the bounded in-flight window, and
 end-of-stream only after everything before it is acknowledged."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest.producer import KafkaSink
+from ingest.producer import FrameProducer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import read_marker
@@ -50,11 +50,11 @@ class FakeProducer:
                 fut.set_result(None)
 
 
-def make_sink(**kw: Any) -> tuple[KafkaSink, FakeProducer, Codec]:
+def make_producer(**kw: Any) -> tuple[FrameProducer, FakeProducer, Codec]:
     settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
     producer = FakeProducer()
     codec = Codec.from_settings(settings)
-    return KafkaSink(settings, producer=producer, codec=codec, **kw), producer, codec  # type: ignore[arg-type]
+    return FrameProducer(settings, producer=producer, codec=codec, **kw), producer, codec  # type: ignore[arg-type]
 
 
 def audio(ts: int) -> AudioData:
@@ -62,18 +62,18 @@ def audio(ts: int) -> AudioData:
 
 
 async def test_records_are_stamped_and_keyed_by_meeting() -> None:
-    sink, producer, codec = make_sink()
-    await sink.audio(SESSION, audio(1000))
-    await sink.audio(SESSION, audio(1020))
-    await sink.video(
+    frames, producer, codec = make_producer()
+    await frames.audio(SESSION, audio(1000))
+    await frames.audio(SESSION, audio(1020))
+    await frames.video(
         SESSION,
         VideoData("VIDEO", 1005, b"\x00\x00\x01\x65\x88", VideoParams(width=640, height=360, fps=10)),
     )
-    await sink.transcript(
+    await frames.transcript(
         SESSION,
         TranscriptData(1010, "hello", 16778240, "Ann", language=9, start_time_ms=900, end_time_ms=1010),
     )
-    await sink.event(SESSION, EventData(6, "active_speaker", 999, '{"msg_type":6}', 2, 16778240, "Ann"))
+    await frames.event(SESSION, EventData(6, "active_speaker", 999, '{"msg_type":6}', 2, 16778240, "Ann"))
     topics = [t for t, *_ in producer.sent]
     assert topics == [
         "p.rtms.raw.audio",
@@ -105,10 +105,10 @@ async def test_records_are_stamped_and_keyed_by_meeting() -> None:
 
 
 async def test_in_flight_window_blocks_until_acknowledged() -> None:
-    sink, producer, _ = make_sink(max_in_flight=3)
+    frames, producer, _ = make_producer(max_in_flight=3)
     for ts in range(3):
-        await sink.audio(SESSION, audio(ts))
-    blocked = asyncio.create_task(sink.audio(SESSION, audio(99)))
+        await frames.audio(SESSION, audio(ts))
+    blocked = asyncio.create_task(frames.audio(SESSION, audio(99)))
     await asyncio.sleep(0.05)
     assert not blocked.done() and len(producer.sent) == 3
     producer.sent[0][3].set_result(None)
@@ -117,10 +117,10 @@ async def test_in_flight_window_blocks_until_acknowledged() -> None:
 
 
 async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() -> None:
-    sink, producer, codec = make_sink()
-    await sink.audio(SESSION, audio(1000))
-    await sink.transcript(SESSION, TranscriptData(1010, "x"))
-    eos = asyncio.create_task(sink.end_of_stream(SESSION, 6))
+    frames, producer, codec = make_producer()
+    await frames.audio(SESSION, audio(1000))
+    await frames.transcript(SESSION, TranscriptData(1010, "x"))
+    eos = asyncio.create_task(frames.end_of_stream(SESSION, 6))
     await asyncio.sleep(0.05)
     assert len(producer.sent) == 2  # nothing written while frames are unacknowledged
     producer.auto_ack = True
@@ -142,16 +142,16 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     assert text_end["counts"] == {"TRANSCRIPT": 1} and events_end["counts"] == {}
     assert audio_end["complete"] is True and audio_end["stream_started_ms"] == 900
     assert [m["topic"] for m in markers if m] == ["rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events"]
-    await sink.end_of_stream(SESSION, 6)  # idempotent
+    await frames.end_of_stream(SESSION, 6)  # idempotent
     assert len(producer.sent) == 6
 
 
 async def test_a_frame_h264_cannot_parse_is_dead_lettered_and_the_meeting_goes_on() -> None:
-    sink, producer, codec = make_sink()
+    frames, producer, codec = make_producer()
     producer.auto_ack = True
     params = VideoParams(width=640, height=360, fps=10)
-    await sink.video(SESSION, VideoData("VIDEO", 1000, b"garbage without a start code", params))
-    await sink.video(SESSION, VideoData("VIDEO", 1100, b"\x00\x00\x01\x65\x88", params))  # positive control
+    await frames.video(SESSION, VideoData("VIDEO", 1000, b"garbage without a start code", params))
+    await frames.video(SESSION, VideoData("VIDEO", 1100, b"\x00\x00\x01\x65\x88", params))  # positive control
     topics = [t for t, *_ in producer.sent]
     assert topics == ["p.rtms.deadletter", "p.rtms.raw.video"]
     letter = codec.decode(topics[0], producer.sent[0][1])

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from emulator.server import RTMSServer
-from ingest.backend import IngestSink, Product, SessionBackend, StreamSession
-from ingest.producer import KafkaSink
+from ingest.backend import FrameHandler, Product, SessionBackend, StreamSession
+from ingest.producer import FrameProducer
 from ingest.rtms_client import ClientConfig
 from ingest.sdk_backend import (
     HOSTS,
@@ -197,10 +197,10 @@ def sdk_config(settings: Settings, **overrides: Any) -> ClientConfig:
 
 @dataclasses.dataclass
 class Direct:
-    """A backend on a KafkaSink, without the worker: for the tests that drive `stop()` themselves."""
+    """A backend on a FrameProducer, without the worker: for the tests that drive `stop()` themselves."""
 
     settings: Settings
-    sink: KafkaSink
+    frames: FrameProducer
     server: RTMSServer
 
     async def raw(self, meeting_uuid: str) -> dict[str, list[dict[str, Any]]]:
@@ -214,15 +214,15 @@ class Direct:
 @pytest.fixture
 async def direct(settings: Settings, kafka_topics: dict[str, str]) -> AsyncIterator[Direct]:
     s = ingest_settings(settings)
-    sink = KafkaSink(s)
-    await sink.start()
+    frames = FrameProducer(s)
+    await frames.start()
     server = RTMSServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     await server.start()
     try:
-        yield Direct(s, sink, server)
+        yield Direct(s, frames, server)
     finally:
         await server.stop()
-        await sink.stop()
+        await frames.stop()
 
 
 def assert_sent_minus_a_gap(
@@ -251,8 +251,8 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
     async with ingest_stack(settings) as stack:
         backends: list[SdkBackend] = []
 
-        def factory(s: Settings, sink: IngestSink) -> SessionBackend:
-            backend = SdkBackend(s, sink, config=sdk_config(s), options=sdk_options)
+        def factory(s: Settings, frames: FrameHandler) -> SessionBackend:
+            backend = SdkBackend(s, frames, config=sdk_config(s), options=sdk_options)
             backends.append(backend)
             return backend
 
@@ -295,7 +295,7 @@ async def test_comma_separated_urls_fail_over_to_the_next(direct: Direct, sdk_op
     )
     backend = SdkBackend(
         direct.settings,
-        direct.sink,
+        direct.frames,
         config=sdk_config(direct.settings, handshake_timeout_s=2.0),
         options=sdk_options,
     )
@@ -303,7 +303,7 @@ async def test_comma_separated_urls_fail_over_to_the_next(direct: Direct, sdk_op
     async with asyncio.timeout(40):
         outcome = await backend.wait()
     assert outcome.ended and outcome.stop_reason == 6
-    await direct.sink.end_of_stream(session, outcome.stop_reason)
+    await direct.frames.end_of_stream(session, outcome.stop_reason)
     raw = await direct.raw(session.meeting_uuid)
     assert_eos_last(raw, 6)
     assert_same_frames(handle.sent, raw)
@@ -320,7 +320,7 @@ async def test_leave_closes_the_sdk_sockets_so_the_next_owner_can_connect(
     session = StreamSession("sdk-handover==", "sdk-handover", handle.server_urls, fresh=True)
     interrupted = asyncio.Event()
     handle.on_lifecycle(lambda change: interrupted.set() if change.kind == "interrupted" else None)
-    first = SdkBackend(direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options)
+    first = SdkBackend(direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options)
     await first.start(session)
     async with asyncio.timeout(20):
         await handle.wait_media(1_000)
@@ -330,13 +330,13 @@ async def test_leave_closes_the_sdk_sockets_so_the_next_owner_can_connect(
     # and refuses a second signaling connection with status 8 until they time out)
     async with asyncio.timeout(5):
         await interrupted.wait()
-    second = SdkBackend(direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options)
+    second = SdkBackend(direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options)
     await second.start(session)
     async with asyncio.timeout(30):
         outcome = await second.wait()
     assert outcome.ended and outcome.stop_reason == 6 and second.ready_count == 1
     assert handle.stats.signaling_handshakes == 2
-    await direct.sink.end_of_stream(session, outcome.stop_reason)
+    await direct.frames.end_of_stream(session, outcome.stop_reason)
     raw = await direct.raw(session.meeting_uuid)
     assert_eos_last(raw, 6)
     # What "Zoom" had written into the old sockets when they closed is gone (with any client);
@@ -354,7 +354,7 @@ async def test_stop_with_close_stream_ends_the_stream_although_the_sdk_cannot(
     handle = direct.server.add_stream("sdk-close==", "sdk-close", meeting, record=True)
     session = StreamSession("sdk-close==", "sdk-close", handle.server_urls, fresh=True)
     backend = SdkBackend(
-        direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options
+        direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options
     )
     await backend.start(session)
     async with asyncio.timeout(20):
@@ -376,7 +376,7 @@ async def test_a_crashing_sdk_host_costs_a_reconnect_not_the_worker(
     handle = direct.server.add_stream("sdk-crash==", "sdk-crash", meeting, speed=1.0, record=True)
     session = StreamSession("sdk-crash==", "sdk-crash", handle.server_urls, fresh=True)
     backend = SdkBackend(
-        direct.settings, direct.sink, config=sdk_config(direct.settings), options=sdk_options
+        direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options
     )
     await backend.start(session)
     async with asyncio.timeout(20):
@@ -388,7 +388,7 @@ async def test_a_crashing_sdk_host_costs_a_reconnect_not_the_worker(
         outcome = await backend.wait()
     assert outcome.ended and outcome.stop_reason == 6
     assert backend.ready_count == 2 and handle.stats.signaling_handshakes == 2
-    await direct.sink.end_of_stream(session, outcome.stop_reason)
+    await direct.frames.end_of_stream(session, outcome.stop_reason)
     raw = await direct.raw(session.meeting_uuid)
     assert_eos_last(raw, 6)
     # Frames in flight in the dead host are lost (as with any crash); everything else arrived once,
