@@ -29,7 +29,7 @@ def _frame(kind: str, payload_size: int) -> dict[str, Any]:
     media: dict[str, Any] = (
         {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": False}
         if kind == "AUDIO"
-        else {"codec": "H264", "width": 1280, "height": 720, "fps": 30}
+        else {"codec": "H264", "width": 1280, "height": 720, "fps": 30, "mode": "ACTIVE_SPEAKER"}
     )
     return {
         "meeting_uuid": "4Rk/ZbJyQ0+Xh2fNpm3xUA==",
@@ -38,10 +38,12 @@ def _frame(kind: str, payload_size: int) -> dict[str, Any]:
         "participant_id": 16778240,
         "participant_name": "Ada Lovelace",
         "timestamp_ms": T0 + 20,
+        "stream_started_ms": T0 - 1000,
+        "ingest_epoch": 7_021_931_772_144_187_317,
         "ingest_seq": 4242,
         "received_at_ms": T0 + 45,
         "seq": 4241,
-        "gap_before_ms": 0,
+        "offset_ms": 1020,
         "payload": bytes(payload_size),
         "media": media,
     }
