@@ -27,6 +27,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in _env(name, default).split(",") if part.strip())
 
@@ -78,6 +88,12 @@ class Settings:
     http_port: int = 8080
     # RTMSFLOW_METRICS_PORT: Prometheus port of workers (0 = off).
     metrics_port: int = 0
+    # RTMSFLOW_SINK_IDLE_TIMEOUT_S: a sink finalizes a stream that had no record for this long and no
+    # end-of-stream marker (its ingest died for good); the manifest then says `idle_timeout`.
+    sink_idle_timeout_s: float = 600.0
+    # RTMSFLOW_SINK_BUFFER_BYTES: media a sink may hold per partition while one topic waits for the
+    # other (video for audio); past it the partition is paused until the other topic catches up.
+    sink_buffer_bytes: int = 64 << 20
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,6 +118,8 @@ class Settings:
             http_host=_env("RTMSFLOW_HTTP_HOST", "127.0.0.1"),
             http_port=_env_int("RTMSFLOW_HTTP_PORT", 8080),
             metrics_port=_env_int("RTMSFLOW_METRICS_PORT", 0),
+            sink_idle_timeout_s=_env_float("RTMSFLOW_SINK_IDLE_TIMEOUT_S", 600.0),
+            sink_buffer_bytes=_env_int("RTMSFLOW_SINK_BUFFER_BYTES", 64 << 20),
         )
 
     def bootstrap(self) -> str:

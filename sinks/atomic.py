@@ -17,7 +17,7 @@ without a manifest (an interrupted publish: the rebuild overwrites them with the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -101,11 +101,21 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def sweep_partials(directory: Path) -> list[Path]:
-    """Remove the temporary files a crash left in `directory`; return what was removed, sorted."""
+def final_name(partial: Path) -> str:
+    """The final file name a temporary name made by `partial_path` stands for."""
+    return partial.name[len(PARTIAL_PREFIX) : -len(PARTIAL_SUFFIX)]
+
+
+def sweep_partials(directory: Path, owns: Callable[[str], bool] | None = None) -> list[Path]:
+    """Remove the temporary files a crash left in `directory` (only those whose final name `owns`
+    accepts, when given); return what was removed, sorted."""
     if not directory.is_dir():
         return []
-    removed = sorted(p for p in directory.iterdir() if p.is_file() and is_partial(p))
+    removed = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and is_partial(p) and (owns is None or owns(final_name(p)))
+    )
     for path in removed:
         path.unlink()
     if removed:
@@ -123,11 +133,21 @@ class FileGroup:
     Lifecycle: `begin()` (create the directory, clear a crash's leftovers and any stale manifest),
     `partial(name)` for each file while writing, `publish(manifest_bytes)` once. A group that is
     never published leaves only `.partial` files, which the next `begin()` removes.
+
+    Several groups may share a directory (the media and the transcript sink write one stream's
+    directory, each with its own manifest): `owns(name)` says which file names belong to this
+    group, so its `begin()` never sweeps another group's files that are being written.
     """
 
-    def __init__(self, directory: Path, manifest_name: str = MANIFEST_NAME) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest_name: str = MANIFEST_NAME,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         self.directory = directory
         self.manifest_name = manifest_name
+        self.owns = owns
         self._names: list[str] = []
         self._begun = False
         self._published = False
@@ -149,7 +169,7 @@ class FileGroup:
             manifest.unlink()
             fsync_dir(self.directory)
         self._begun = True
-        return sweep_partials(self.directory)
+        return sweep_partials(self.directory, self.owns)
 
     def partial(self, name: str) -> Path:
         """The temporary path to write `name` to; registers `name` for `publish`."""
@@ -157,6 +177,8 @@ class FileGroup:
             raise FileGroupError("begin() the group before writing to it")
         if name == self.manifest_name or "/" in name or not name or name.startswith("."):
             raise FileGroupError(f"not a data file name: {name!r}")
+        if self.owns is not None and not self.owns(name):
+            raise FileGroupError(f"{name!r} belongs to another group of {self.directory}")
         if name not in self._names:
             self._names.append(name)
         return partial_path(self.directory / name)

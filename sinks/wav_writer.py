@@ -257,6 +257,10 @@ class WavWriter:
         self._write_silence(silence)
         return silence
 
+    def flush(self) -> None:
+        """Push buffered samples to the file, so another handle can read them back (no fsync)."""
+        self._handle().flush()
+
     def close(self) -> WavStats:
         """Fix the RIFF sizes, flush, fsync and close; returns the track's stats."""
         if self._file is not None:
@@ -319,6 +323,26 @@ class WavTracks:
     def write_participant(self, participant_id: int, timestamp_ms: int, pcm: bytes) -> Placement:
         """A frame of one participant's own audio."""
         return self._writer(participant_wav_name(participant_id)).write_frame(timestamp_ms, pcm)
+
+    def writer(self, name: str) -> WavWriter:
+        """The track `name` (`audio.wav`, `audio-<participant>.wav`), opened on first use."""
+        return self._writer(name)
+
+    def gap(self, name: str, end_ms: int) -> int:
+        """A gap record in track `name`: silence up to `end_ms` (opens the track if needed)."""
+        return self._writer(name).pad_to(end_ms)
+
+    @property
+    def names(self) -> list[str]:
+        """The tracks opened so far, sorted."""
+        return sorted(self._writers)
+
+    def abort(self) -> None:
+        """Close every file without fixing its header (the caller discards the partial files)."""
+        for writer in self._writers.values():
+            handle, writer._file = writer._file, None
+            if handle is not None:
+                handle.close()
 
     def close(self, end_ms: int | None = None) -> dict[str, WavStats]:
         """Pad every track to the longest one's end (or `end_ms` if later), close; stats by file name."""

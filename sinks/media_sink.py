@@ -1,0 +1,55 @@
+"""`rtmsflow sink media`: `rtms.audio` + `rtms.video` into each stream's WAVs and MP4s.
+
+The media sink is a `SinkCore` whose builder is `MediaStreamFiles`: a stream is finalized when
+its end-of-stream marker has come on both topics (a stream without video still gets its video
+marker), or after the idle timeout. Its records of `rtms.video` may wait in memory for the audio to
+catch up (the A/V interleave); the service pauses a video partition whose streams hold more than
+`Settings.sink_buffer_bytes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import AUDIO, VIDEO
+from sinks.layout import StreamLayout
+from sinks.stream_files import MediaStreamFiles
+from sinks.stream_sink import SinkCore, SinkService
+
+DEFAULT_GROUP = "rtmsflow-sink-media"
+
+
+def media_core(
+    settings: Settings,
+    data_dir: Path | None = None,
+    *,
+    rebuild_all: bool = False,
+    accept: Callable[[str], bool] | None = None,
+    idle_timeout_s: float | None = None,
+) -> SinkCore:
+    """The media sink's core over the settings' topics, writing under `data_dir` (default: the
+    settings' data dir). `rebuild_all`: write every stream even if its manifest exists (replay)."""
+
+    def factory(layout: StreamLayout) -> MediaStreamFiles:
+        return MediaStreamFiles(layout)
+
+    return SinkCore(
+        "media",
+        {t.name: t.full_name(settings.topic_prefix) for t in (AUDIO, VIDEO)},
+        Path(data_dir or settings.data_dir),
+        Codec.from_settings(settings),
+        factory,
+        is_finalized=None if rebuild_all else MediaStreamFiles.is_finalized,
+        idle_timeout_s=settings.sink_idle_timeout_s if idle_timeout_s is None else idle_timeout_s,
+        accept=accept,
+    )
+
+
+def media_service(settings: Settings, group_id: str = DEFAULT_GROUP) -> SinkService:
+    """The live media sink: its core in a consumer group."""
+    return SinkService(
+        settings, media_core(settings), group_id=group_id, buffer_bytes=settings.sink_buffer_bytes
+    )

@@ -1,0 +1,530 @@
+"""The sinks' engine: records in, per-stream builders, finalization, and the commit rule.
+
+`SinkCore` is pure of Kafka: the shell (`SinkService`, below) or replay hands it each record
+(topic, partition, offset, key, value, headers); it decodes, routes the record to its stream's
+builder (`sinks.stream_files`), finalizes a stream when the builder has all its markers (or after
+an idle timeout), and says how far each topic-partition may be committed:
+
+    committable(tp) = min(first offset in tp of every stream not yet finalized, position in tp)
+
+so a sink never commits past the first record of a stream it has not finalized. After a crash the
+consumer resumes there; streams whose manifest exists are skipped, the others are rebuilt from
+their first record (their leftover temporary files are swept) and come out byte-identical.
+
+A record that cannot be decoded or written is logged, counted and queued for `rtms.deadletter`
+(stage "sinks"); its stream's other files still finalize.
+
+`SinkService` is the thin shell: a consumer group over the sink's topics, `pause()`/`resume()` of
+a partition whose streams hold too much media waiting for another topic, commits after each
+batch, dead letters produced, `/health` and `/metrics` (open files, finalize time, bytes written,
+lag). Shutdown order: stop taking records, commit what is finalized, drop unfinished streams (the
+next owner rebuilds them), close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from rtmsflow.kafka_client import make_consumer, make_producer
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from schemas.codec import Codec, CodecError
+from schemas.markers import MarkerError, read_marker
+from schemas.records import StreamEnd as MarkerEnd
+from schemas.topics import DEADLETTER, spec_for
+from sinks.layout import LayoutError, StreamLayout
+from sinks.mp4_recorder import MediaFrameError
+from sinks.stream_files import EndHow, Finalized, StreamFiles
+from sinks.transcript_files import TranscriptError
+from sinks.wav_writer import WavError
+
+log = get_logger(__name__)
+
+TP = tuple[str, int]  # (broker topic name, partition)
+StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
+_FINISHED_MEMORY = 100_000
+SOURCE_OFFSET = "_source_offset"  # added to a decoded record: its offset, for a later dead letter
+# Errors of one record: its payload cannot be written. The record is dead-lettered, the stream goes on.
+RECORD_ERRORS = (MediaFrameError, WavError, TranscriptError, KeyError, TypeError, ValueError)
+
+OPEN_STREAMS = Gauge("rtmsflow_sink_open_streams", "Streams being written, by sink.", ["sink"])
+FILES_OPEN = Gauge("rtmsflow_sink_files_open", "Output files open, by sink.", ["sink"])
+FINALIZE_SECONDS = Histogram(
+    "rtmsflow_sink_finalize_seconds",
+    "Time to finalize a stream (close, fsync, rename, manifest) once its last marker is in.",
+    ["sink"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+FINALIZED = Counter("rtmsflow_sink_streams_finalized", "Streams finalized, by sink and how.", ["sink", "how"])
+BYTES_WRITTEN = Counter("rtmsflow_sink_bytes_written", "Bytes of published files, by sink.", ["sink"])
+RECORDS = Counter("rtmsflow_sink_records", "Records consumed, by sink and topic.", ["sink", "topic"])
+DEAD_LETTERS = Counter(
+    "rtmsflow_sink_dead_letters", "Records sent to rtms.deadletter, by error.", ["sink", "error"]
+)
+LAG = Gauge("rtmsflow_sink_lag", "Records behind the partition's end (consumer lag).", ["sink", "topic"])
+
+BuilderFactory = Callable[[StreamLayout], StreamFiles]
+
+
+@dataclass
+class _Open:
+    files: StreamFiles
+    partition: int
+    first_offsets: dict[TP, int] = field(default_factory=dict)
+    last_seen: float = 0.0
+
+
+class SinkCore:
+    """Routes a sink's records to per-stream builders; see the module docstring.
+
+    `topics` maps the sink's base topic names to broker names. `factory` makes a stream's builder;
+    `is_finalized(layout)` says whether a stream is already done (None: rebuild everything, as
+    replay does). `accept(meeting_uuid)` filters meetings (replay of one meeting). `clock` is
+    monotonic seconds, for the idle timeout only (never in an output).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        topics: Mapping[str, str],
+        data_dir: Path,
+        codec: Codec,
+        factory: BuilderFactory,
+        *,
+        is_finalized: Callable[[StreamLayout], bool] | None = None,
+        idle_timeout_s: float = 600.0,
+        accept: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.topics = dict(topics)
+        self._base = {broker: base for base, broker in self.topics.items()}
+        self.data_dir = data_dir
+        self.codec = codec
+        self.factory = factory
+        self.is_finalized = is_finalized
+        self.idle_timeout_s = idle_timeout_s
+        self.accept = accept
+        self.clock = clock
+        self.open: dict[StreamKey, _Open] = {}
+        self.positions: dict[TP, int] = {}
+        self.finished: OrderedDict[StreamKey, None] = OrderedDict()
+        self.dead_letters: list[dict[str, Any]] = []
+        self.finalized: list[Finalized] = []
+        self.records = 0
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def feed(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes]] | None,
+    ) -> None:
+        """One record of one of the sink's topics (broker name), in partition order."""
+        tp = (topic, partition)
+        self.positions[tp] = offset + 1
+        self.records += 1
+        base = self._base[topic]
+        if self.accept is not None and key is not None and not self.accept(key.decode("utf-8", "replace")):
+            return
+        record: dict[str, Any] | None = None
+        marker: MarkerEnd | None = None
+        if value is None:
+            try:
+                marker = read_marker(list(headers or ()))
+            except MarkerError as exc:
+                self._dead(tp, offset, key, b"", "unreadable end-of-stream marker", exc)
+                return
+            if marker is None:
+                return  # a tombstone: nothing to write
+            meeting, stream, origin = (
+                marker["meeting_uuid"],
+                marker["rtms_stream_id"],
+                marker["stream_started_ms"],
+            )
+        else:
+            try:
+                record = self.codec.decode(topic, value)
+            except CodecError as exc:
+                self._dead(tp, offset, key, value, exc.reason, exc)
+                return
+            meeting, stream, origin = (
+                record["meeting_uuid"],
+                record["rtms_stream_id"],
+                record["stream_started_ms"],
+            )
+        if self.accept is not None and not self.accept(meeting):
+            return
+        skey = (meeting, stream)
+        if skey in self.finished:
+            return  # a finalized stream: its repeated marker or a straggler is a no-op
+        entry = self.open.get(skey)
+        if entry is None:
+            entry = self._open(skey, origin, partition, tp, offset, key, value)
+            if entry is None:
+                return
+        entry.first_offsets.setdefault(tp, offset)
+        entry.last_seen = self.clock()
+        if marker is not None:
+            entry.files.end_topic(base, marker)
+        elif record is not None:
+            record[SOURCE_OFFSET] = offset  # where a record rejected later (queued video) came from
+            try:
+                entry.files.add(base, record)
+            except RECORD_ERRORS as exc:
+                self._dead(tp, offset, key, value or b"", str(exc), exc, meeting, stream)
+        for bad, error in entry.files.take_rejected():
+            original = {k: v for k, v in bad.items() if k != SOURCE_OFFSET}
+            self._dead(
+                tp, bad.get(SOURCE_OFFSET, offset), key, self.codec.encode(topic, original), str(error), error,
+                meeting, stream,
+            )  # fmt: skip
+        if entry.files.ready:
+            self._finalize(skey, "marker")
+
+    def _open(
+        self,
+        skey: StreamKey,
+        origin: int,
+        partition: int,
+        tp: TP,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> _Open | None:
+        try:
+            layout = StreamLayout(self.data_dir, skey[0], skey[1], origin)
+            layout.stream_dir  # noqa: B018 - validates both ids as path components
+        except LayoutError as exc:
+            self._dead(tp, offset, key, value or b"", str(exc), exc, *skey)
+            return None
+        if self.is_finalized is not None and self.is_finalized(layout):
+            self._remember(skey)
+            log.info(
+                "stream already finalized: skipped", extra={"meeting": skey[0], "rtms_stream_id": skey[1]}
+            )
+            return None
+        files = self.factory(layout)
+        files.begin()
+        entry = self.open[skey] = _Open(files, partition)
+        log.info(
+            "stream opened",
+            extra={"sink": self.name, "meeting": skey[0], "rtms_stream_id": skey[1], "offset": offset},
+        )
+        return entry
+
+    # -- finalization -------------------------------------------------------------------------------
+
+    def expire_idle(self) -> list[Finalized]:
+        """Finalize streams that had no record for `idle_timeout_s` (their manifest says so)."""
+        now = self.clock()
+        idle = [k for k, e in self.open.items() if now - e.last_seen >= self.idle_timeout_s]
+        return [f for k in idle if (f := self._finalize(k, "idle_timeout")) is not None]
+
+    def finish_all(self, how: EndHow = "idle_timeout") -> list[Finalized]:
+        """Finalize every open stream (replay at the end of its range: no marker will come)."""
+        return [f for k in list(self.open) if (f := self._finalize(k, how)) is not None]
+
+    def _finalize(self, skey: StreamKey, how: EndHow) -> Finalized | None:
+        entry = self.open.pop(skey)
+        started = time.monotonic()
+        try:
+            done = entry.files.finalize(how)
+        except Exception:
+            log.exception("finalize failed; the stream will be rebuilt", extra={"meeting": skey[0]})
+            entry.files.abort()
+            raise
+        self._remember(skey)
+        elapsed = time.monotonic() - started
+        FINALIZE_SECONDS.labels(self.name).observe(elapsed)
+        FINALIZED.labels(self.name, how).inc()
+        BYTES_WRITTEN.labels(self.name).inc(done.bytes_written)
+        self.finalized.append(done)
+        log.info(
+            "stream finalized",
+            extra={
+                "sink": self.name,
+                "meeting": skey[0],
+                "rtms_stream_id": skey[1],
+                "how": how,
+                "matched": done.matched,
+                "bytes": done.bytes_written,
+                "seconds": round(elapsed, 3),
+            },
+        )
+        return done
+
+    def _remember(self, skey: StreamKey) -> None:
+        self.finished[skey] = None
+        while len(self.finished) > _FINISHED_MEMORY:
+            self.finished.popitem(last=False)
+
+    def abort_all(self) -> None:
+        """Drop every unfinished stream and the positions (a rebalance or a stop)."""
+        for entry in self.open.values():
+            entry.files.abort()
+        self.open.clear()
+        self.positions.clear()
+
+    # -- the commit rule and back-pressure ----------------------------------------------------------
+
+    def committable(self) -> dict[TP, int]:
+        """How far each fed topic-partition may be committed (see the module docstring)."""
+        out = dict(self.positions)
+        for entry in self.open.values():
+            for tp, first in entry.first_offsets.items():
+                if tp in out:
+                    out[tp] = min(out[tp], first)
+        return out
+
+    def buffered_bytes(self, topic: str, partition: int) -> int:
+        """Bytes held in memory by the streams of a partition (media waiting for another topic)."""
+        return sum(e.files.buffered_bytes() for e in self.open.values() if e.partition == partition)
+
+    def waiting_topic(self) -> str:
+        """The broker topic whose records wait in memory (the media sink's video)."""
+        return self.topics.get("rtms.video", next(iter(self.topics.values())))
+
+    def open_files(self) -> int:
+        return sum(e.files.open_files for e in self.open.values())
+
+    # -- dead letters -------------------------------------------------------------------------------
+
+    def _dead(
+        self,
+        tp: TP,
+        offset: int,
+        key: bytes | None,
+        payload: bytes,
+        reason: str,
+        exc: Exception,
+        meeting: str | None = None,
+        stream: str | None = None,
+    ) -> None:
+        error = type(exc).__name__
+        if meeting is None and key is not None:
+            meeting = key.decode("utf-8", "replace")
+        DEAD_LETTERS.labels(self.name, error).inc()
+        log.error(
+            "record dead-lettered",
+            extra={"sink": self.name, "meeting": meeting, "topic": tp[0], "offset": offset, "reason": reason},
+        )
+        self.dead_letters.append(
+            {
+                "meeting_uuid": meeting,
+                "rtms_stream_id": stream,
+                "stage": "sinks",
+                "source": self._base.get(tp[0], tp[0]),
+                "reason": reason,
+                "error": error,
+                "payload": payload,
+                "received_at_ms": time.time_ns() // 1_000_000,  # the dead letter's own time, not a file's
+                "source_partition": tp[1],
+                "source_offset": offset,
+            }
+        )
+
+
+class SinkService:
+    """A sink as a service: a consumer group over the core's topics; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        core: SinkCore,
+        *,
+        group_id: str,
+        buffer_bytes: int = 64 << 20,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.settings = settings
+        self.core = core
+        self.group_id = group_id
+        self.buffer_bytes = buffer_bytes
+        self.session_timeout_ms = session_timeout_ms
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.deadletter_topic = DEADLETTER.full_name(settings.topic_prefix)
+        self._lock = asyncio.Lock()
+        self._committed: dict[TP, int] = {}
+
+    async def start(self) -> None:
+        await self.core.codec.prepare([*self.core.topics.values(), self.deadletter_topic])
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        self.consumer = make_consumer(
+            group_id=self.group_id,
+            settings=self.settings,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=600_000,
+        )
+        self.consumer.subscribe(list(self.core.topics.values()), listener=_Listener(self))
+        await self.consumer.start()
+        log.info("sink started", extra={"sink": self.core.name, "group": self.group_id})
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        consumer = self._consumer()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            async with self._lock:
+                for tp, records in batch.items():
+                    for r in records:
+                        self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
+                    RECORDS.labels(self.core.name, tp.topic).inc(len(records))
+                self.core.expire_idle()
+                await self._flush_dead_letters()
+                self._back_pressure()
+                await self._commit()
+                self._gauges()
+
+    async def stop(self) -> None:
+        """Stop taking records, commit what is finalized, drop unfinished streams, leave the group."""
+        async with self._lock:
+            if self.consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._flush_dead_letters()
+                    await self._commit()
+                self.core.abort_all()
+                await self.consumer.stop()
+                self.consumer = None
+            if self.producer is not None:
+                await self.producer.stop()
+                self.producer = None
+        log.info("sink stopped", extra={"sink": self.core.name})
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            raise RuntimeError("SinkService not started")
+        return self.consumer
+
+    async def _flush_dead_letters(self) -> None:
+        if not self.core.dead_letters or self.producer is None:
+            return
+        letters = list(self.core.dead_letters)
+        futures = []
+        for letter in letters:
+            value = self.core.codec.encode(self.deadletter_topic, letter)
+            key = letter["meeting_uuid"].encode() if letter["meeting_uuid"] else None
+            futures.append(await self.producer.send(self.deadletter_topic, value=value, key=key))
+        await asyncio.gather(*futures)  # durable before the offsets that dropped them are committed
+        del self.core.dead_letters[: len(letters)]  # only now: a cancel in between loses none
+
+    def _back_pressure(self) -> None:
+        """Pause a partition of the waiting topic whose streams hold more than `buffer_bytes`."""
+        consumer = self._consumer()
+        topic = self.core.waiting_topic()
+        paused = consumer.paused()
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            over = self.core.buffered_bytes(tp.topic, tp.partition) > self.buffer_bytes
+            if over and tp not in paused:
+                consumer.pause(tp)
+            elif not over and tp in paused:
+                consumer.resume(tp)
+
+    async def _commit(self) -> None:
+        consumer = self._consumer()
+        assigned = consumer.assignment()
+        offsets = {
+            TopicPartition(*tp): off
+            for tp, off in self.core.committable().items()
+            if TopicPartition(*tp) in assigned and self._committed.get(tp) != off
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # a rebalance in between: the next owner resumes from the last commit
+            log.info("commit skipped", extra={"sink": self.core.name, "error": repr(exc)})
+            return
+        for tp, off in offsets.items():
+            self._committed[(tp.topic, tp.partition)] = off
+
+    def _gauges(self) -> None:
+        consumer = self._consumer()
+        OPEN_STREAMS.labels(self.core.name).set(len(self.core.open))
+        FILES_OPEN.labels(self.core.name).set(self.core.open_files())
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                position = self.core.positions.get((tp.topic, tp.partition), high)
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
+        for topic, value in lag.items():
+            LAG.labels(self.core.name, spec_for(topic, self.settings.topic_prefix).name).set(value)
+
+    async def on_revoked(self) -> None:
+        # Eager rebalancing takes every partition away: commit what is finalized, drop the rest;
+        # whoever gets a partition resumes from its commit and rebuilds the unfinished streams.
+        async with self._lock:
+            with contextlib.suppress(Exception):
+                await self._flush_dead_letters()
+                await self._commit()
+            self.core.abort_all()
+            self._committed.clear()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: SinkService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.service.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"sink": self.service.core.name, "count": len(assigned)})
+
+
+async def serve_health(service: SinkService, host: str, port: int) -> web.AppRunner:
+    """/health and /metrics of a sink on `port`."""
+
+    async def health(request: web.Request) -> web.Response:
+        ok = service.consumer is not None
+        body = {
+            "status": "ok" if ok else "stopped",
+            "sink": service.core.name,
+            "open_streams": len(service.core.open),
+            "files_open": service.core.open_files(),
+        }
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run_service(settings: Settings, service: SinkService, metrics_port: int) -> None:
+    """Run a sink until cancelled, with /health and /metrics when `metrics_port` is set."""
+    runner = await serve_health(service, settings.http_host, metrics_port) if metrics_port else None
+    await service.start()
+    try:
+        await service.run()
+    finally:
+        await service.stop()
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,50 @@
+"""`rtmsflow sink transcripts`: `rtms.transcript` into each stream's TXT, jsonl, VTT and SRT.
+
+A `SinkCore` whose builder is `TranscriptStreamFiles`: `transcript.txt` and `.jsonl` grow (under
+their temporary names) as utterances arrive; the marker (or the idle timeout) finalizes the stream:
+VTT and SRT are written from the jsonl, everything is published, `transcript.manifest.json` last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import TRANSCRIPT
+from sinks.layout import StreamLayout
+from sinks.stream_files import TranscriptStreamFiles
+from sinks.stream_sink import SinkCore, SinkService
+
+DEFAULT_GROUP = "rtmsflow-sink-transcripts"
+
+
+def transcript_core(
+    settings: Settings,
+    data_dir: Path | None = None,
+    *,
+    rebuild_all: bool = False,
+    accept: Callable[[str], bool] | None = None,
+    idle_timeout_s: float | None = None,
+) -> SinkCore:
+    """The transcript sink's core (see `sinks.media_sink.media_core` for the arguments)."""
+
+    def factory(layout: StreamLayout) -> TranscriptStreamFiles:
+        return TranscriptStreamFiles(layout)
+
+    return SinkCore(
+        "transcripts",
+        {TRANSCRIPT.name: TRANSCRIPT.full_name(settings.topic_prefix)},
+        Path(data_dir or settings.data_dir),
+        Codec.from_settings(settings),
+        factory,
+        is_finalized=None if rebuild_all else TranscriptStreamFiles.is_finalized,
+        idle_timeout_s=settings.sink_idle_timeout_s if idle_timeout_s is None else idle_timeout_s,
+        accept=accept,
+    )
+
+
+def transcript_service(settings: Settings, group_id: str = DEFAULT_GROUP) -> SinkService:
+    """The live transcript sink: its core in a consumer group."""
+    return SinkService(settings, transcript_core(settings), group_id=group_id)
