@@ -21,6 +21,11 @@ _SUBCOMMANDS: dict[str, str] = {
     "emulator": "emulator.cli:emulator",
     "ingest": "ingest.cli:ingest",
     "demo": "rtmsflow.demo:demo",
+    "sink": "sinks.cli:sink",
+    "replay": "sinks.cli:replay",
+    "prune": "sinks.cli:prune",
+    "forget": "sinks.cli:forget",
+    "tail": "sinks.tail:tail",
 }
 
 
