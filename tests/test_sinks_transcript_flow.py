@@ -1,0 +1,142 @@
+"""The transcript sink through the real broker, and finalization by idle timeout (both sinks)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import srt
+import webvtt
+from sink_support import OrderedStream, produce, stream_dir, wait_for
+
+from rtmsflow.settings import Settings
+from schemas.topics import TRANSCRIPT
+from sinks.media_sink import media_service
+from sinks.stream_sink import SinkService
+from sinks.transcript_sink import transcript_service
+
+pytestmark = pytest.mark.kafka
+MEETING = "Qm9vay8rPQ=="
+
+
+@asynccontextmanager
+async def running(service: SinkService) -> AsyncIterator[SinkService]:
+    await service.start()
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await service.stop()
+
+
+def conversation(stream_id: str) -> OrderedStream:
+    stream = OrderedStream(MEETING, stream_id)
+    stream.utterance(0, 1800, (16778240, "John Doe"), "Hello everyone")
+    stream.utterance(2100, 4000, (16779264, "Jane Roe"), "Hi John, <glad> you & the team\nmade it")
+    stream.utterance(4200, 5000, (16778240, "John Doe"), "Let's start.")
+    return stream
+
+
+async def test_transcript_files_have_the_seed_line_format_and_parse(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    stream = conversation("77aa")
+    stream.end(5000, markers=[TRANSCRIPT.name])
+    await produce(settings, [stream], [TRANSCRIPT.name])
+    d = stream_dir(settings, stream)
+    async with running(transcript_service(settings, "g-tr")):
+        await wait_for(lambda: (d / "transcript.manifest.json").is_file(), 60, "the transcript manifest")
+
+    assert (d / "transcript.txt").read_text(encoding="utf-8").splitlines() == [
+        "[2025-05-15T13:42:21.000Z] John Doe: Hello everyone",
+        "[2025-05-15T13:42:23.100Z] Jane Roe: Hi John, <glad> you & the team made it",
+        "[2025-05-15T13:42:25.200Z] John Doe: Let's start.",
+    ]
+    captions = webvtt.read(str(d / "transcript.vtt"))
+    assert [(c.start, c.end) for c in captions] == [
+        ("00:00:00.000", "00:00:01.800"),
+        ("00:00:02.100", "00:00:04.000"),
+        ("00:00:04.200", "00:00:05.000"),
+    ]
+    assert [c.voice for c in captions] == ["John Doe", "Jane Roe", "John Doe"]
+    # one cue line, the markup characters escaped (webvtt-py hands the entities back as written)
+    assert captions[1].text == "Hi John, &lt;glad&gt; you &amp; the team made it"
+    subs = list(srt.parse((d / "transcript.srt").read_text(encoding="utf-8")))
+    assert [s.content for s in subs] == [
+        "John Doe: Hello everyone",
+        "Jane Roe: Hi John, <glad> you & the team made it",
+        "John Doe: Let's start.",
+    ]
+    assert subs[2].start.total_seconds() == 4.2
+    lines = [json.loads(line) for line in (d / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [u["utterance_id"] for u in lines] == ["77aa/0", "77aa/1", "77aa/2"]
+    manifest = json.loads((d / "transcript.manifest.json").read_text())
+    assert manifest["streams"][0]["ended"] == {
+        "how": "marker",
+        "marker_counts": {"TRANSCRIPT": 3},
+        "received_counts": {"TRANSCRIPT": 3},
+        "matched": True,
+        "stop_reason": None,
+    }
+    assert [f["name"] for f in manifest["files"]] == [
+        "transcript.jsonl",
+        "transcript.srt",
+        "transcript.txt",
+        "transcript.vtt",
+    ]
+    assert not (d / "manifest.json").exists()  # the media sink's manifest is not this sink's
+
+
+async def test_a_marker_whose_counts_differ_says_it_did_not_match(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    stream = conversation("88bb")
+    stream.counts[TRANSCRIPT.name] = {"TRANSCRIPT": 4, "LATE": 2}  # one utterance never reached us
+    stream.end(5000, markers=[TRANSCRIPT.name])
+    await produce(settings, [stream], [TRANSCRIPT.name])
+    d = stream_dir(settings, stream)
+    async with running(transcript_service(settings, "g-tr2")):
+        await wait_for(lambda: (d / "transcript.manifest.json").is_file(), 60, "the transcript manifest")
+    summary = json.loads((d / "transcript.manifest.json").read_text())["streams"][0]
+    assert summary["ended"]["matched"] is False and summary["late_count"] == 2
+
+
+async def test_streams_without_a_marker_finalize_after_the_idle_timeout_and_say_so(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    quick = dataclasses.replace(settings, sink_idle_timeout_s=1.0)
+    ended = conversation("99cc")
+    ended.end(5000, markers=[TRANSCRIPT.name])  # positive control: a marker, finalized by it
+    silent = conversation("99dd")
+    silent.audio(0, bytes(640))
+    silent.end(5000, markers=[])  # its ingest died: no marker on any topic
+    await produce(settings, [ended, silent])
+    d_ended, d_silent = stream_dir(settings, ended), stream_dir(settings, silent)
+    async with running(transcript_service(quick, "g-idle-t")), running(media_service(quick, "g-idle-m")):
+        await wait_for(
+            lambda: all(
+                p.is_file()
+                for p in (
+                    d_ended / "transcript.manifest.json",
+                    d_silent / "transcript.manifest.json",
+                    d_silent / "manifest.json",
+                )
+            ),
+            60,
+            "the manifests",
+        )
+    assert (
+        json.loads((d_ended / "transcript.manifest.json").read_text())["streams"][0]["ended"]["how"]
+        == "marker"
+    )
+    for name in ("transcript.manifest.json", "manifest.json"):
+        ended_by = json.loads((d_silent / name).read_text())["streams"][0]["ended"]
+        assert ended_by["how"] == "idle_timeout" and "matched" not in ended_by
+    assert len((d_silent / "transcript.txt").read_text().splitlines()) == 3
+    assert (d_silent / "audio.wav").stat().st_size == 44 + 5000 * 32  # the trailing gap made it to the end
