@@ -159,10 +159,16 @@ class SessionWorker:
             await self._commit_offsets()
 
     async def stop(self) -> None:
-        """Leave every stream (flush, no end-of-stream), commit, leave the group, stop the producer."""
+        """Leave every stream (flush, no end-of-stream: another worker takes it over), commit, leave
+        the group, stop the producer. With `Settings.ingest_end_streams_on_stop` (an operator
+        stopping the whole stack, `rtmsflow up`) each stream is closed at Zoom instead and ends with
+        its markers."""
         async with self._lock:
             for key in list(self.held):
-                await self._leave(key, "worker stopping")
+                if self.settings.ingest_end_streams_on_stop:
+                    await self._close(key)
+                else:
+                    await self._leave(key, "worker stopping")
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self._commit_offsets()
@@ -471,6 +477,26 @@ class SessionWorker:
         except Exception:
             log.exception("flush on leave failed", extra={"meeting": key[0], "rtms_stream_id": key[1]})
         log.info("stream left", extra={"meeting": key[0], "rtms_stream_id": key[1], "why": why})
+
+    async def _close(self, key: StreamKey) -> None:
+        """Ask Zoom to end the stream (STREAM_CLOSE_REQ), then write its markers and ENDED."""
+        held = self.held.pop(key, None)
+        if held is None:
+            return
+        held.leaving = True
+        metrics.ACTIVE_MEETINGS.set(len(self.held))
+        ctx = {"meeting": key[0], "rtms_stream_id": key[1]}
+        try:
+            await held.backend.stop(close_stream=True)
+            outcome = await held.backend.wait()
+            await self.frames.end_of_stream(held.session, outcome.stop_reason, ended="STOPPED")
+            await self._mark_ended(held.session)
+        except Exception:
+            log.exception("stream not closed cleanly on stop", extra=ctx)
+        finally:
+            if held.watcher is not None:
+                held.watcher.cancel()
+        log.info("stream closed on stop", extra=ctx)
 
     async def _release(self, key: StreamKey) -> _Held | None:
         held = self.held.pop(key, None)

@@ -37,6 +37,17 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false (1/0, yes/no), got {raw!r}")
+
+
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in _env(name, default).split(",") if part.strip())
 
@@ -81,6 +92,9 @@ class Settings:
     allow_insecure_ws: bool = False
     # RTMSFLOW_INGEST_BACKEND: "websocket" (default) or "sdk" (Zoom's rtms package).
     ingest_backend: str = "websocket"
+    # RTMSFLOW_INGEST_END_STREAMS_ON_STOP: a stopping ingest worker closes its streams at Zoom and writes
+    # their end-of-stream markers (`rtmsflow up` on Ctrl-C), instead of leaving them to another worker.
+    ingest_end_streams_on_stop: bool = False
     # RTMSFLOW_TRANSCRIPT_LANGUAGE: RTMS language code hint (-1 = auto).
     transcript_language: int = -1
     # RTMSFLOW_HTTP_HOST / RTMSFLOW_HTTP_PORT: the webhook endpoint.
@@ -88,6 +102,18 @@ class Settings:
     http_port: int = 8080
     # RTMSFLOW_METRICS_PORT: Prometheus port of workers (0 = off).
     metrics_port: int = 0
+    # RTMSFLOW_REORDER_WINDOW_MS: processors' reorder window per lane, ms of media time: a frame is held
+    # until a frame this much later has arrived, and one that comes after that goes to rtms.late.
+    reorder_window_ms: int = 300
+    # RTMSFLOW_DEDUPE_HORIZON_MS: how long (media time) a released frame's identity is remembered, so a
+    # repeat within it counts as a duplicate (older repeats count as late; neither is emitted twice).
+    dedupe_horizon_ms: int = 5_000
+    # RTMSFLOW_PROCESS_COMMIT_INTERVAL_MS: how often the processors wait for their output's acks, write
+    # their restart state and commit (bounds the re-read after a crash, not correctness).
+    process_commit_interval_ms: int = 1_000
+    # RTMSFLOW_MEETINGS_INDEX_INTERVAL_MS: how often at most a live meeting's rtms.meetings record is
+    # rewritten (it is also written when a stream starts and at each end-of-stream marker).
+    meetings_index_interval_ms: int = 5_000
     # RTMSFLOW_SINK_IDLE_TIMEOUT_S: a sink finalizes a stream that had no record for this long and no
     # end-of-stream marker (its ingest died for good); the manifest then says `idle_timeout`.
     sink_idle_timeout_s: float = 600.0
@@ -114,10 +140,15 @@ class Settings:
             allowed_hosts=_env_list("RTMSFLOW_ALLOWED_HOSTS", "*.zoom.us,*.zoom.com,*.zoomgov.com"),
             allow_insecure_ws=_env("RTMSFLOW_ALLOW_INSECURE_WS", "0").lower() in ("1", "true", "yes"),
             ingest_backend=_env("RTMSFLOW_INGEST_BACKEND", "websocket"),
+            ingest_end_streams_on_stop=_env_bool("RTMSFLOW_INGEST_END_STREAMS_ON_STOP"),
             transcript_language=_env_int("RTMSFLOW_TRANSCRIPT_LANGUAGE", -1),
             http_host=_env("RTMSFLOW_HTTP_HOST", "127.0.0.1"),
             http_port=_env_int("RTMSFLOW_HTTP_PORT", 8080),
             metrics_port=_env_int("RTMSFLOW_METRICS_PORT", 0),
+            reorder_window_ms=_env_int("RTMSFLOW_REORDER_WINDOW_MS", 300),
+            dedupe_horizon_ms=_env_int("RTMSFLOW_DEDUPE_HORIZON_MS", 5_000),
+            process_commit_interval_ms=_env_int("RTMSFLOW_PROCESS_COMMIT_INTERVAL_MS", 1_000),
+            meetings_index_interval_ms=_env_int("RTMSFLOW_MEETINGS_INDEX_INTERVAL_MS", 5_000),
             sink_idle_timeout_s=_env_float("RTMSFLOW_SINK_IDLE_TIMEOUT_S", 600.0),
             sink_buffer_bytes=_env_int("RTMSFLOW_SINK_BUFFER_BYTES", 64 << 20),
         )

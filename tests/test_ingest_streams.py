@@ -186,3 +186,23 @@ async def test_a_late_stop_of_the_old_stream_never_hides_the_new_one_from_a_rebu
         assert old_raw[name][-1]["stop_reason"] == 1 and old_raw[name][-1]["ended"] == "STOPPED"
     assert [v["name"] for v in frames_of(old_raw["rtms.raw.events"])] == ["rtms_stopped"]
     assert not frames_of(old_raw["rtms.raw.audio"]) and not frames_of(old_raw["rtms.raw.video"])
+
+
+async def test_a_worker_told_to_end_streams_on_stop_closes_them_at_zoom_with_their_markers(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    """What `rtmsflow up` does on Ctrl-C; the default stop (positive control: the rest of this suite,
+    e.g. the takeover test) leaves a stream to the next worker without markers."""
+    meeting = await asyncio.to_thread(small_meeting, 8, 30.0)
+    async with ingest_stack(dataclasses.replace(settings, ingest_end_streams_on_stop=True)) as stack:
+        worker = await stack.start_worker()
+        identity, handle = stack.stream(meeting)
+        await stack.hooks.rtms_started(identity)
+        await asyncio.wait_for(handle.wait_media(1000), 30)
+        await stack.stop_workers()
+        raw = await wait_markers(stack, identity.instance_id, identity.rtms_stream_id)
+        reason = await asyncio.wait_for(handle.wait_done(), 10)  # the emulator's stream was closed
+        assert worker.held == {}
+    assert reason == 20  # RECEIVER_REQUEST_CLOSE: closed at our request
+    assert_eos_last(raw, 20, complete=True)
+    assert await session_actions(stack.settings, identity.rtms_stream_id) == ["STARTED", "HELD", "ENDED"]
