@@ -21,6 +21,7 @@ _SUBCOMMANDS: dict[str, str] = {
     "emulator": "emulator.cli:emulator",
     "ingest": "ingest.cli:ingest",
     "demo": "rtmsflow.demo:demo",
+    "process": "processors.cli:process",
     "sink": "sinks.cli:sink",
     "replay": "sinks.cli:replay",
     "prune": "sinks.cli:prune",

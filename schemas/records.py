@@ -275,6 +275,76 @@ class MeetingIndex(TypedDict):
     updated_at_ms: int
 
 
+class LaneState(TypedDict):
+    """One ordered lane: (stream, raw topic, kind, participant, channel)."""
+
+    # Raw topic of the lane.
+    topic: str
+    # Stream kind.
+    stream_kind: str
+    # Participant (per-participant audio), else 0. Default: 0.
+    participant_id: NotRequired[int]
+    # Channel (per-participant audio), else null. Default: null.
+    channel_id: NotRequired[str | None]
+    # Timestamp of the resume key: the last input whose output is acknowledged. Default: null.
+    resume_ts: NotRequired[int | None]
+    # Identity digest of the resume key. Default: null.
+    resume_digest: NotRequired[bytes | None]
+    # Digests released within the de-duplication horizon: 8-byte timestamp + 16-byte digest each.
+    # Default: "".
+    recent: NotRequired[bytes]
+    # seq of the lane's next output record. Default: 0.
+    seq: NotRequired[int]
+    # Audio: the gap tracker's cursor; video: the last frame's timestamp. Default: null.
+    cursor_ms: NotRequired[int | None]
+    # ingest_epoch of the last frame emitted. Default: null.
+    last_epoch: NotRequired[int | None]
+    # JSON of the last frame's fields a gap record copies. Default: "".
+    template: NotRequired[str]
+
+
+class ProcessorStream(TypedDict):
+    """One live RTMS stream's state."""
+
+    # Meeting id.
+    meeting_uuid: str
+    # RTMS stream id.
+    rtms_stream_id: str
+    # t = 0 of the stream's media time, ms since the epoch.
+    stream_started_ms: int
+    # <ordered topic>|<kind> -> records counted so far (frames, gaps, LATE, DUPLICATE).
+    counts: dict[str, int]
+    # seq of the next utterance (the open one's, if any). Default: 0.
+    utterance_next_seq: NotRequired[int]
+    # Start of the last closed utterance, ms. Default: null.
+    utterance_last_start_ms: NotRequired[int | None]
+    # The stream's lanes with output so far. Default: [].
+    lanes: NotRequired[list[LaneState]]
+
+
+class ProcessorState(TypedDict):
+    """Topic rtms.processor.state (internal, compacted; key <consumer group>|<partition>, in that partition): the processors' restart point for one partition. Written before each offset commit, after every output it accounts for is acknowledged: per raw topic where to re-read from and how far reading had got, per output topic where the acknowledged output ended, and each live stream's lane state. Not for consumers outside the processors."""
+
+    # Consumer group of the processors that wrote it.
+    group: str
+    # Partition it describes (the same number on every topic).
+    partition: int
+    # Raw topic (without prefix) -> offset to re-read from: the first input not yet settled by
+    # acknowledged output.
+    commits: dict[str, int]
+    # Raw topic -> offset after the last input read when it was written: inputs below it have had
+    # their side effects (counts, rtms.late, rtms.deadletter).
+    positions: dict[str, int]
+    # Output topic -> offset after the last acknowledged record the processors wrote to this
+    # partition.
+    ends: dict[str, int]
+    # Live streams of the partition. Default: [].
+    streams: NotRequired[list[ProcessorStream]]
+    # <meeting>|<stream>|<raw topic> whose end-of-stream marker was processed (the most recent
+    # ones). Default: [].
+    ended: NotRequired[list[str]]
+
+
 class RawAudioFrame(TypedDict):
     """One RTMS audio packet (msg 14) as received; topic rtms.raw.audio. Identity: (meeting, stream, kind, participant, channel, timestamp) plus the payload: two records equal in all of them are repeats."""
 
@@ -632,6 +702,7 @@ BY_SCHEMA: dict[str, type] = {
     "late_frame": LateFrame,
     "meeting_event": MeetingEvent,
     "meeting_index": MeetingIndex,
+    "processor_state": ProcessorState,
     "raw_audio_frame": RawAudioFrame,
     "raw_event": RawEvent,
     "raw_transcript_frame": RawTranscriptFrame,

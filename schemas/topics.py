@@ -65,6 +65,15 @@ _COMPACTED = {
     "segment.ms": str(3600 * 1000),
 }
 
+# The processors' restart points: rewritten every commit interval, read back only on assignment (from the
+# end backwards), so old versions may be compacted away soon; large enough for a busy partition's lanes.
+_STATE = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(600 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "max.message.bytes": str(8 << 20),
+}
+
 SESSIONS = TopicSpec("rtms.sessions", "session_event", Tier.CONTROL, _COMPACTED)
 MEETINGS = TopicSpec("rtms.meetings", "meeting_index", Tier.CONTROL, _COMPACTED)
 RAW_AUDIO = TopicSpec("rtms.raw.audio", "raw_audio_frame", Tier.RAW, _DATA)
@@ -77,6 +86,7 @@ TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, 
 EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _DATA)
 LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
 DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
+PROCESSOR_STATE = TopicSpec("rtms.processor.state", "processor_state", Tier.CONTROL, _STATE)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     SESSIONS,
@@ -91,6 +101,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EVENTS,
     LATE,
     DEADLETTER,
+    PROCESSOR_STATE,
 )
 RAW_TOPICS: tuple[TopicSpec, ...] = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
 

@@ -12,6 +12,7 @@ from schemas.records import (
     MeetingEvent,
     MeetingIndex,
     Participant,
+    ProcessorState,
     RawAudioFrame,
     RawEvent,
     RawTranscriptFrame,
@@ -233,6 +234,40 @@ _stream_end: StreamEnd = {
     "complete": True,
 }
 
+_state: ProcessorState = {
+    "group": "rtmsflow-processors",
+    "partition": 3,
+    "commits": {"rtms.raw.audio": 120, "rtms.raw.transcript": 7},
+    "positions": {"rtms.raw.audio": 131, "rtms.raw.transcript": 9},
+    "ends": {"rtms.audio": 118, "rtms.late": 2},
+    "streams": [
+        {
+            "meeting_uuid": MEETING,
+            "rtms_stream_id": STREAM,
+            "stream_started_ms": T0 - 1000,
+            "counts": {"rtms.audio|AUDIO": 117, "rtms.audio|LATE": 1},
+            "utterance_next_seq": 4,
+            "utterance_last_start_ms": T0 - 200,
+            "lanes": [
+                {
+                    "topic": "rtms.raw.audio",
+                    "stream_kind": "AUDIO",
+                    "participant_id": 16778240,
+                    "channel_id": None,
+                    "resume_ts": T0 + 20,
+                    "resume_digest": bytes(range(16)),
+                    "recent": (T0 + 20).to_bytes(8, "big") + bytes(range(16)),
+                    "seq": 118,
+                    "cursor_ms": T0 + 40,
+                    "last_epoch": EPOCH,
+                    "template": '{"participant_id": 16778240}',
+                }
+            ],
+        }
+    ],
+    "ended": [f"{MEETING}|0000|rtms.raw.audio"],
+}
+
 SAMPLES: dict[str, list[dict[str, Any]]] = {
     "raw_audio_frame": [dict(_raw_audio)],
     "raw_video_frame": [dict(_raw_video)],
@@ -247,5 +282,6 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     "late_frame": [dict(_late)],
     "dead_letter": [dict(_dead)],
     "stream_end": [dict(_stream_end)],
+    "processor_state": [dict(_state)],
 }
 """Schema name -> valid records (stream_end is the marker header's record, not a topic value)."""

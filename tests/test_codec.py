@@ -51,6 +51,7 @@ RELEASED_FINGERPRINTS = {
     ("late_frame", 1): "05d45ca5d3b06f50",
     ("meeting_event", 1): "e552e6a4903dae14",
     ("meeting_index", 1): "1dfefc98688c3c19",
+    ("processor_state", 1): "510cae2d61625810",
     ("raw_audio_frame", 1): "dc3152fb2e373218",
     ("raw_event", 1): "de63934eb065d546",
     ("raw_transcript_frame", 1): "1c80a0b0457a3db1",
