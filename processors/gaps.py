@@ -150,6 +150,26 @@ class AudioGapTracker:
         self._ended = False
         self.gap_count = 0
 
+    @classmethod
+    def resume(
+        cls,
+        origin_ms: int,
+        sample_rate: int = 16_000,
+        channels: int = 1,
+        default_reason: GapReason = GapReason.LOSS,
+        cursor_ms: int | None = None,
+        last_epoch: int | None = None,
+    ) -> AudioGapTracker:
+        """A tracker for a lane whose output so far ends at `cursor_ms` (None: nothing written yet,
+        a fresh tracker), the last frame of it from `last_epoch`: after a restart it goes on exactly
+        as the tracker that wrote that output would have."""
+        tracker = cls(origin_ms, sample_rate, channels, default_reason)
+        if cursor_ms is not None:
+            tracker._cursor = cursor_ms
+            tracker._frame_ms = 0  # past the leading edge: only whole missing frames are gaps now
+            tracker._epoch = last_epoch
+        return tracker
+
     @property
     def cursor_ms(self) -> int:
         """Where the lane's tiled timeline ends so far (origin + frames + gaps)."""
@@ -213,6 +233,27 @@ class VideoGapTracker:
         self._epoch: int | None = None
         self._ended = False
         self.gap_count = 0
+
+    @classmethod
+    def resume(
+        cls,
+        origin_ms: int,
+        fps: int,
+        last_timestamp_ms: int | None = None,
+        last_epoch: int | None = None,
+        max_gap_ms: int | None = None,
+    ) -> VideoGapTracker:
+        """A tracker for a lane whose last frame written had `last_timestamp_ms` (None: nothing
+        written yet) and `last_epoch`, to go on after a restart as the one that wrote it would have."""
+        tracker = cls(origin_ms, fps, max_gap_ms)
+        tracker._last_ts = last_timestamp_ms
+        tracker._epoch = last_epoch if last_timestamp_ms is not None else None
+        return tracker
+
+    @property
+    def last_timestamp_ms(self) -> int | None:
+        """The latest frame timestamp seen (None before the first)."""
+        return self._last_ts
 
     def mark(self, start_ms: int, end_ms: int, reason: GapReason) -> None:
         """Note that video in [start_ms, end_ms) is missing for `reason` (e.g. VIDEO_OFF)."""

@@ -1,0 +1,156 @@
+"""`rtmsflow process`: the processors as a Faust app.
+
+The app (faust-streaming, aiokafka transport) gives the stage its lifecycle, worker CLI, web server
+(`/health`, `/metrics`, `/meetings/{uuid}`) and signal handling. The raw -> ordered work runs in
+`ProcessorService`, a Faust service started with the app around `ProcessorLoop`
+(`processors/batch_loop.py`): a batch loop over aiokafka that owns its consumer group, its commits
+and its restart state, because the ordered topics must be exact across `kill -9` and Faust's own
+per-message stream machinery is 5-10x too slow for the media lanes (docs/DECISIONS.md has the
+measurements and the reasons). The one Faust agent keeps the latest `rtms.meetings` record of the
+meetings in the partitions it is given, for `/meetings/{uuid}`.
+
+The app is built by `make_app(settings, ...)`, not at import time, so tests and the CLI choose the
+broker, the topic prefix and the ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import faust
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from processors.batch_loop import DEFAULT_GROUP, ProcessorLoop
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import MEETINGS
+
+log = get_logger(__name__)
+
+
+class ProcessorService(Service):
+    """Runs a `ProcessorLoop` for as long as the app runs: start joins the group, stop runs the
+    loop's last cycle (acks, state, commit) before the app's clients close."""
+
+    def __init__(self, processor: ProcessorLoop, **kwargs: Any) -> None:
+        self.processor = processor
+        self._stopping = False
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.processor.start()
+
+    @Service.task
+    async def _process(self) -> None:
+        try:
+            await self.processor.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._stopping:  # the consumer was closed under the loop: a normal stop
+                return
+            # A failed send or commit: stop the worker so a supervisor restarts it from the last
+            # state (it never writes past what it cannot account for).
+            log.exception("processor loop failed; stopping the worker")
+            await self.crash(exc)
+
+    @Service.task
+    async def _lag(self) -> None:
+        while not self.should_stop:
+            await self.sleep(5.0)
+            try:
+                await self.processor.update_lag()
+            except Exception as exc:  # metrics only
+                log.info("lag not updated", extra={"error": repr(exc)})
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        await self.processor.stop()
+
+
+def make_app(
+    settings: Settings,
+    *,
+    group: str = DEFAULT_GROUP,
+    web_port: int = 6066,
+    session_timeout_ms: int = 10_000,
+) -> faust.App:
+    """The processors' Faust app for `settings` (broker, prefix, registry) and consumer `group`."""
+    app = faust.App(
+        f"{settings.topic_prefix}{group}-app",
+        broker=f"kafka://{settings.bootstrap()}",
+        store="memory://",
+        web_host=settings.http_host,
+        web_port=web_port,
+        web_enabled=True,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        stream_buffer_maxsize=32_768,
+    )
+    loop = ProcessorLoop(settings, group, session_timeout_ms=session_timeout_ms)
+
+    class _Service(ProcessorService):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(loop, **kwargs)
+
+    app.service(_Service)
+    codec = Codec.from_settings(settings)
+    meetings_topic = app.topic(MEETINGS.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw")  # fmt: skip
+    index: dict[str, dict[str, Any]] = {}
+
+    @app.agent(meetings_topic)
+    async def meetings_view(stream: Any) -> None:
+        """Latest rtms.meetings record per meeting (of the partitions this agent is given)."""
+        async for value in stream:
+            if value is None:
+                continue
+            try:
+                record = codec.decode(meetings_topic.get_topic_name(), value)
+            except ValueError as exc:
+                log.error("unreadable rtms.meetings record", extra={"error": str(exc)})
+                continue
+            index[record["meeting_uuid"]] = record
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        body = loop.health()
+        return web.json(body, status=200 if body["status"] == "ok" else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/meetings/{meeting}")
+    async def meeting(web: Any, request: Any, meeting: str) -> Any:
+        record = index.get(meeting)
+        if record is None:
+            return web.json({"error": f"meeting {meeting!r} not in this worker's view"}, status=404)
+        return web.json(json.loads(json.dumps(record, default=lambda b: b.hex())))
+
+    app.processor_loop = loop  # type: ignore[attr-defined]
+    return app
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """dictConfig for the Faust worker: our JSON lines on stderr, the root logger at `level`
+    (Faust's own default leaves it at DEBUG, which costs ~10 % throughput)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "rtmsflow.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "aiokafka": {"level": max(logging.WARNING, logging.getLevelName(level.upper()))},
+            "faust": {"level": max(logging.WARNING, logging.getLevelName(level.upper()))},
+            "mode": {"level": max(logging.WARNING, logging.getLevelName(level.upper()))},
+        },
+    }

@@ -1,0 +1,394 @@
+"""The processors' consumer loop: raw topics in, ordered topics out, nothing lost or doubled.
+
+One aiokafka consumer (group `rtmsflow-processors` by default, sticky assignment) reads the four raw
+topics; a `PartitionCore` per partition number turns records into output, which one idempotent
+producer writes to the same partition number of the output topics. Every
+`process_commit_interval_ms` the loop runs a *cycle*: wait until the broker acknowledged every
+record sent, write each changed partition's restart state (`processors/state.py`) to
+`rtms.processor.state` and wait for that, then commit the raw offsets the state names (the first
+input not settled by acknowledged output: a held frame holds the commit back).
+
+Restart (kill -9 anywhere, a rebalance). A partition's new owner reads its latest state, seeks
+the raw topics to the state's `commits`, and reads what the output topics got after the state's
+`ends`: records a crashed run wrote after its last state. From the same state and the same inputs
+the core produces the same output sequence per output topic partition (lanes depend only on their
+raw topic), so the first n outputs to a topic partition that already holds n records past `ends`
+are those n records: they are checked and not written again. Late and dead-letter records are
+matched by their source offset instead. The ordered topics thus carry every record once.
+
+Why not Faust agents for this (measured, see docs/DECISIONS.md): Faust's per-message stream
+machinery costs 140-210 us of CPU per event and its acking has known gaps around rebalances; here
+the commit point and the restart state must move together for all four raw topics of a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from prometheus_client import Counter, Gauge, Histogram
+
+from processors.lanes import DEADLETTER, LATE, ORDERED_OF, RAW_TOPICS, LaneConfig, Output, PartitionCore
+from processors.meetings import MeetingBook
+from processors.state import StateStore, output_signature
+from rtmsflow.kafka_client import make_consumer, make_producer
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.markers import read_marker
+from schemas.topics import MEETINGS, PROCESSOR_STATE
+
+log = get_logger(__name__)
+
+DEFAULT_GROUP = "rtmsflow-processors"
+OUTPUTS = (*ORDERED_OF.values(), LATE, DEADLETTER)
+
+EVENTS_IN = Counter("rtmsflow_processors_events_in", "Raw records read, by raw topic.", ["topic"])
+EVENTS_OUT = Counter("rtmsflow_processors_events_out", "Records written, by output topic.", ["topic"])
+LATE_FRAMES = Counter("rtmsflow_processors_late", "Raw records sent to rtms.late.")
+DUPLICATES = Counter("rtmsflow_processors_duplicates", "Repeated raw records dropped.")
+GAPS = Counter("rtmsflow_processors_gaps", "Gap records written.")
+DEAD = Counter("rtmsflow_processors_dead_letters", "Raw records sent to rtms.deadletter.")
+REWRITES_SKIPPED = Counter(
+    "rtmsflow_processors_restart_skipped", "Outputs not written again after a restart (already there)."
+)
+REORDER_DEPTH = Gauge("rtmsflow_processors_reorder_depth", "Frames held in reorder buffers.")
+STREAMS = Gauge("rtmsflow_processors_streams", "Live streams in this worker's partitions.")
+LAG = Gauge("rtmsflow_processors_lag", "Raw records not yet read, summed over assigned partitions.")
+CYCLE = Histogram(
+    "rtmsflow_processors_cycle_seconds",
+    "Commit cycle: acks awaited, state written, offsets committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class ProcessorLoop:
+    """`start()` joins the group, `run()` processes until cancelled, `stop()` runs a last cycle
+    (acks, state, commit) and leaves. One loop per worker process."""
+
+    def __init__(
+        self, settings: Settings, group_id: str = DEFAULT_GROUP, *, session_timeout_ms: int = 10_000
+    ):
+        self.settings = settings
+        self.group_id = group_id
+        self.session_timeout_ms = session_timeout_ms
+        self.prefix = settings.topic_prefix
+        self.codec = Codec.from_settings(settings)
+        self.config = LaneConfig(settings.reorder_window_ms, settings.dedupe_horizon_ms)
+        self.interval_s = settings.process_commit_interval_ms / 1000
+        self.cores: dict[int, PartitionCore] = {}
+        self.books: dict[int, MeetingBook] = {}
+        self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
+        self.skips: dict[tuple[str, int], list[tuple[Any, ...]]] = {}  # outputs already written, in order
+        self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
+        self.pending: dict[tuple[str, int], asyncio.Future[Any]] = {}  # last send per output partition
+        self.index_futures: list[tuple[int, str, str, str, asyncio.Future[Any], dict[str, Any] | None]] = []
+        self.dirty: set[int] = set()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.store: StateStore | None = None
+        self.lock = asyncio.Lock()
+        self.last_cycle = time.monotonic()
+        self.started = False
+
+    def topic(self, base: str) -> str:
+        return self.prefix + base
+
+    def _decode(self, base: str, data: bytes) -> dict[str, Any]:
+        return self.codec.decode(self.prefix + base, data)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.codec.prepare(
+            [self.topic(t) for t in (*RAW_TOPICS, *OUTPUTS, MEETINGS.name, PROCESSOR_STATE.name)]
+        )
+        # linger and a large batch: the cycle awaits acks anyway, so batching costs no correctness
+        self.producer = make_producer(self.settings, linger_ms=5)
+        await self.producer.start()
+        self.store = StateStore(self.settings, self.codec, self.producer, self.group_id)
+        await self.store.start()
+        self.consumer = make_consumer(
+            group_id=self.group_id,
+            settings=self.settings,
+            partition_assignment_strategy=(StickyPartitionAssignor,),
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=max(self.session_timeout_ms, 10_000),
+            metadata_max_age_ms=5_000,
+            max_poll_interval_ms=300_000,
+        )
+        self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=_Listener(self))
+        await self.consumer.start()
+        self.started = True
+        log.info("processors started", extra={"group": self.group_id, "window_ms": self.config.window_ms})
+
+    async def run(self) -> None:
+        """Process until cancelled."""
+        consumer = self._consumer()
+        prefix_len = len(self.prefix)
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=5_000)
+            async with self.lock:
+                for tp, records in batch.items():
+                    core = self.cores.get(tp.partition)
+                    if core is None:
+                        continue  # revoked while the batch was in flight
+                    base = tp.topic[prefix_len:]
+                    EVENTS_IN.labels(base).inc(len(records))
+                    for r in records:
+                        outs = core.feed(base, r.offset, r.key, r.value, r.headers)
+                        if outs:
+                            await self._send(tp.partition, outs)
+                    self.dirty.add(tp.partition)
+                if time.monotonic() - self.last_cycle >= self.interval_s:
+                    await self._cycle()
+
+    async def stop(self) -> None:
+        """Last cycle, then leave the group and close the clients. Idempotent."""
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                async with self.lock:
+                    await self._cycle()
+            await self.consumer.stop()
+            self.consumer = None
+        if self.store is not None:
+            await self.store.stop()
+            self.store = None
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+        self.started = False
+        log.info("processors stopped", extra={"group": self.group_id})
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            raise RuntimeError("ProcessorLoop not started")
+        return self.consumer
+
+    # -- output ----------------------------------------------------------------------------------
+
+    async def _send(self, partition: int, outs: list[Output]) -> None:
+        producer = self.producer
+        assert producer is not None
+        for out in outs:
+            if self._already_written(partition, out):
+                continue
+            topic = self.topic(out.topic)
+            if out.value is None:
+                value = None
+            else:
+                if out.topic == DEADLETTER:
+                    out.value["received_at_ms"] = time.time_ns() // 1_000_000
+                value = self.codec.encode(topic, out.value)
+            fut = await producer.send(topic, value, key=out.key, partition=partition, headers=out.headers)
+            self.pending[(out.topic, partition)] = fut
+            EVENTS_OUT.labels(out.topic).inc()
+            if out.stream is not None and out.topic in ORDERED_OF.values():
+                self._note_index(partition, out, fut)
+            elif out.topic == LATE:
+                LATE_FRAMES.inc()
+            elif out.topic == DEADLETTER:
+                DEAD.inc()
+            if out.value is not None and out.value.get("gap"):
+                GAPS.inc()
+
+    def _already_written(self, partition: int, out: Output) -> bool:
+        """True for an output a crashed run wrote after its last state (see the module docstring)."""
+        if out.source is not None:
+            seen = self.written.get(partition)
+            if seen and (out.topic, out.source[0], out.source[1]) in seen:
+                REWRITES_SKIPPED.inc()
+                return True
+            return False
+        skip = self.skips.get((out.topic, partition))
+        if not skip:
+            return False
+        expected = skip.pop(0)
+        got = output_signature(out.value, out.headers)
+        if got != expected:
+            # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
+            log.error(
+                "restart: output differs from what the crashed run wrote; writing it",
+                extra={"topic": out.topic, "partition": partition, "expected": expected, "got": got},
+            )
+            skip.clear()
+            return False
+        REWRITES_SKIPPED.inc()
+        return True
+
+    def _note_index(self, partition: int, out: Output, fut: asyncio.Future[Any]) -> None:
+        assert out.stream is not None
+        end = None
+        if out.value is None and out.headers is not None:
+            marker = read_marker(out.headers)
+            end = dict(marker) if marker is not None else None
+        media_ms = None if out.value is None else out.value.get("timestamp_ms")
+        self.index_futures.append((partition, out.stream[0], out.stream[1], out.topic, fut, end))
+        if media_ms is not None:
+            book = self.books.get(partition)
+            m = book.meetings.get(out.stream[0]) if book else None
+            if m is not None and media_ms > m.index["updated_at_ms"]:
+                m.index["updated_at_ms"] = media_ms
+
+    # -- cycle -----------------------------------------------------------------------------------
+
+    async def _cycle(self, partitions: Iterable[int] | None = None) -> None:
+        """Acks, state, commit (call with the lock held)."""
+        t0 = time.monotonic()
+        self.last_cycle = t0
+        producer, consumer, store = self.producer, self.consumer, self.store
+        assert producer is not None and consumer is not None and store is not None
+        pending, self.pending = self.pending, {}
+        if pending:
+            await producer.flush()
+            for (topic, partition), fut in pending.items():
+                self.ends[(topic, partition)] = fut.result().offset + 1  # raises if the send failed
+        self._index_offsets()
+        targets = set(self.dirty if partitions is None else partitions) & set(self.cores)
+        offsets: dict[TopicPartition, int] = {}
+        writes = []
+        for p in sorted(targets):
+            core = self.cores[p]
+            snap = core.snapshot()
+            snap["ends"] = {t: self.ends[(t, p)] for t in OUTPUTS if (t, p) in self.ends}
+            writes.append(await store.write(p, snap))
+            for base, off in snap["commits"].items():
+                offsets[TopicPartition(self.topic(base), p)] = off
+        for p in targets:
+            for record in self.books[p].due():
+                writes.append(await store.write_index(p, record))
+        if writes:
+            await asyncio.gather(*writes)
+        self.dirty -= targets
+        if offsets:
+            assigned = consumer.assignment()
+            offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+            if offsets:
+                try:
+                    await consumer.commit(offsets)
+                except Exception as exc:  # a rebalance: the state written is what the next owner reads
+                    log.info("commit skipped", extra={"error": repr(exc)})
+        REORDER_DEPTH.set(sum(c.held for c in self.cores.values()))
+        STREAMS.set(sum(len(c.streams) for c in self.cores.values()))
+        CYCLE.observe(time.monotonic() - t0)
+
+    def _index_offsets(self) -> None:
+        """Tell the meetings index where this cycle's records went (all acknowledged by now)."""
+        futures, self.index_futures = self.index_futures, []
+        for partition, meeting, stream, topic, fut, end in futures:
+            book, core = self.books.get(partition), self.cores.get(partition)
+            if book is None or core is None:
+                continue
+            if end is not None:
+                book.marker(topic, fut.result().offset, end)
+            else:
+                st = core.streams.get((meeting, stream))
+                book.saw(meeting, stream, st.started_ms if st else 0, topic, fut.result().offset, None)
+        for partition, core in self.cores.items():
+            book = self.books[partition]
+            for st in core.streams.values():
+                for raw_topic, (first, last) in st.raw_offsets.items():
+                    book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, first, None)
+                    book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, last, None)
+                st.raw_offsets.clear()
+                if st.participants:
+                    book.participants(st.meeting_uuid, st.rtms_stream_id, st.started_ms, st.participants)
+            for raw_topic, offset, end in core.ended_streams:
+                book.marker(raw_topic, offset, end)
+            core.ended_streams.clear()
+
+    # -- rebalance -------------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        partitions = {tp.partition for tp in revoked}
+        async with self.lock:
+            if self.producer is not None and self.cores:
+                await self._cycle(set(self.cores))
+            for p in partitions:
+                self._forget(p)
+        log.info("partitions revoked", extra={"partitions": sorted(partitions)})
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer, store = self._consumer(), self.store
+        assert store is not None
+        partitions = sorted({tp.partition for tp in assigned})
+        async with self.lock:
+            for p in partitions:
+                if p in self.cores:
+                    continue
+                restored = await store.restore(p, OUTPUTS)
+                core = PartitionCore(p, self._decode, self.config, restored.snapshot)
+                self.cores[p] = core
+                book = self.books[p] = MeetingBook(p, self.settings.meetings_index_interval_ms)
+                for index in restored.meetings:
+                    book.load(index)
+                for t in OUTPUTS:
+                    self.ends[(t, p)] = restored.ends[t]
+                    if t in ORDERED_OF.values() and restored.tails[t]:
+                        self.skips[(t, p)] = list(restored.tails[t])
+                self.written[p] = set(restored.sources)
+                for base in RAW_TOPICS:
+                    tp = TopicPartition(self.topic(base), p)
+                    if tp in assigned:
+                        consumer.seek(tp, restored.commits[base])
+                log.info(
+                    "partition restored",
+                    extra={
+                        "partition": p,
+                        "streams": len(core.streams),
+                        "commits": restored.commits,
+                        "already_written": {t: len(v) for t, v in restored.tails.items() if v},
+                    },
+                )
+        log.info("partitions assigned", extra={"partitions": partitions, "group": self.group_id})
+
+    def _forget(self, p: int) -> None:
+        self.cores.pop(p, None)
+        self.books.pop(p, None)
+        self.written.pop(p, None)
+        for t in OUTPUTS:
+            self.skips.pop((t, p), None)
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports."""
+        return {
+            "status": "ok" if self.started else "stopped",
+            "group": self.group_id,
+            "partitions": sorted(self.cores),
+            "streams": sorted(f"{m}|{s}" for c in self.cores.values() for (m, s) in c.streams),
+            "reorder_depth": sum(c.held for c in self.cores.values()),
+        }
+
+    async def update_lag(self) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assigned = list(consumer.assignment())
+        if not assigned:
+            LAG.set(0)
+            return
+        ends = await consumer.end_offsets(assigned)
+        lag = 0
+        for tp in assigned:
+            with contextlib.suppress(Exception):
+                lag += max(0, ends[tp] - await consumer.position(tp))
+        LAG.set(lag)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ProcessorLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loop.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.loop.on_assigned(set(assigned))

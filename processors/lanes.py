@@ -1,0 +1,663 @@
+"""The processors' pure core: one partition's raw records in, ordered output records out.
+
+`PartitionCore` is fed the raw records of one partition number (all four raw topics), one at a time
+in offset order per topic, and returns what to write: ordered frames, gap records, utterances,
+events, forwarded end-of-stream markers, `rtms.late` and `rtms.deadletter` records. No broker, no
+clock: the same inputs in the same order per raw topic give the same outputs per output topic.
+
+Lanes. A raw topic's records are split into lanes, each with its own `ReorderBuffer` (order by
+(timestamp, identity digest), de-duplicate by identity, send late frames to `rtms.late`):
+audio per (meeting, stream) and, for per-participant audio (`media.mixed` false), per participant
+and channel; video per (meeting, stream, kind) (active-speaker video changes participant at every
+switch, so never per participant); transcripts and events one lane per stream. Audio and video
+lanes then go through a gap tracker (`processors/gaps.py`) that numbers records (`seq`), places
+them in media time (`offset_ms`) and writes gap records; transcripts go through the stream's
+`UtteranceAssembler`. A lane's output depends only on its raw topic's records, never on how the
+four raw topics interleave (which differs from run to run): that is why gap reasons come only from
+`ingest_epoch` and the lane's kind (no PAUSE / VIDEO_OFF from rtms.raw.events) and why the
+assembler is never ticked from other lanes.
+
+Restart (see `processors/state.py` for the snapshot and the shell in `processors/app.py`). The
+core's state can be exported (`snapshot`) when every output so far is acknowledged, and a core
+built from it (`PartitionCore(..., snapshot=...)`) re-reads the raw topics from `commits`: the
+first input not yet settled by acknowledged output. Inputs below `positions` (read before the
+snapshot) only rebuild state: their counts, late and dead-letter records were already written.
+Each lane resumes at its last acknowledged key (`ReorderBuffer.resume`), so what it re-reads at or
+below that key is skipped; an input the resumed buffer skips that the crashed run had read *after*
+the snapshot is labelled as the crashed run would have (duplicate if its digest was released within
+the horizon, else late), so counts match an undisturbed run too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTracker
+from processors.reorder import Fate, ReorderBuffer
+from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
+from schemas.identity import identity_digest
+from schemas.markers import MarkerError, marker_headers, read_marker
+
+RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS = (
+    "rtms.raw.audio",
+    "rtms.raw.video",
+    "rtms.raw.transcript",
+    "rtms.raw.events",
+)
+RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+ORDERED_OF = {
+    RAW_AUDIO: "rtms.audio",
+    RAW_VIDEO: "rtms.video",
+    RAW_TRANSCRIPT: "rtms.transcript",
+    RAW_EVENTS: "rtms.events",
+}
+LATE, DEADLETTER = "rtms.late", "rtms.deadletter"
+_KINDS_OF = {
+    RAW_AUDIO: ("AUDIO",),
+    RAW_VIDEO: ("VIDEO", "DESKSHARE"),
+    RAW_TRANSCRIPT: ("TRANSCRIPT",),
+    RAW_EVENTS: ("EVENT", "CHAT"),
+}
+_ENDED_MEMORY = 1_000  # (stream, topic) ends remembered per partition: repeated markers, late records
+_RECENT = struct.Struct(">q16s")
+
+StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
+LaneKey = tuple[str, str, str, str, int, str | None]  # stream, raw topic, kind, participant, channel
+Decode = Callable[[str, bytes], dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Output:
+    """One record to write: `topic` is the base name; `value` None with `headers` is a marker.
+    `source` is (raw topic, offset) for late and dead-letter records (the shell de-duplicates them
+    by it after a restart); `stream` says whose record it is (for the meetings index)."""
+
+    topic: str
+    key: bytes | None
+    value: dict[str, Any] | None
+    headers: list[tuple[str, bytes]] | None = None
+    source: tuple[str, int] | None = None
+    stream: StreamKey | None = None
+
+
+@dataclass(slots=True)
+class _Item:
+    """What a lane's ReorderBuffer holds: a decoded raw record with its order key and offset."""
+
+    timestamp_ms: int
+    digest: bytes
+    offset: int
+    value: dict[str, Any]
+
+
+@dataclass
+class LaneConfig:
+    """The reorder window and de-duplication horizon, ms of media time."""
+
+    window_ms: int = 300
+    dedupe_horizon_ms: int = 5_000
+
+
+class Lane:
+    """One ordered lane: reorder buffer + seq + gap tracker (media) and its restart state."""
+
+    def __init__(self, key: LaneKey, origin_ms: int, config: LaneConfig, state: dict[str, Any] | None = None):
+        self.key = key
+        self.topic, self.kind = key[2], key[3]
+        self.origin_ms = origin_ms
+        self.config = config
+        self.held_offsets: dict[bytes, int] = {}
+        self.seq = 0
+        self.last_epoch: int | None = None
+        self.template: dict[str, Any] | None = None
+        self.audio: AudioGapTracker | None = None
+        self.video: VideoGapTracker | None = None
+        # (ts, digest) released within the horizon, mirrored from the buffer's own memory so a restart
+        # can label a re-read duplicate as the undisturbed run would (ReorderBuffer keeps it private)
+        self.recent: deque[tuple[int, bytes]] = deque()
+        self.restored_recent: dict[bytes, int] = {}
+        self.resume_key: tuple[int, bytes] | None = None
+        cursor: int | None = None
+        if state is not None:
+            if state["resume_ts"] is not None and state["resume_digest"] is not None:
+                self.resume_key = (state["resume_ts"], bytes(state["resume_digest"]))
+            self.seq = state["seq"]
+            self.last_epoch = state["last_epoch"]
+            self.template = json.loads(state["template"]) if state["template"] else None
+            blob = bytes(state["recent"])
+            for i in range(0, len(blob), _RECENT.size):
+                ts, digest = _RECENT.unpack_from(blob, i)
+                self.recent.append((ts, digest))
+                self.restored_recent[digest] = ts
+            cursor = state["cursor_ms"]
+        self.buffer: ReorderBuffer[_Item] = ReorderBuffer.resume(
+            self.resume_key, config.window_ms, config.dedupe_horizon_ms
+        )
+        if self.template is not None and self.topic in (RAW_AUDIO, RAW_VIDEO):
+            self._make_tracker(self.template, cursor)
+
+    # -- trackers -------------------------------------------------------------------------------
+
+    def _make_tracker(self, value: dict[str, Any], cursor: int | None) -> None:
+        media = value["media"]
+        if self.topic == RAW_AUDIO:
+            default = GapReason.LOSS if media.get("mixed", True) else GapReason.SILENT
+            self.audio = AudioGapTracker.resume(
+                self.origin_ms, media["sample_rate"], media["channels"], default, cursor, self.last_epoch
+            )
+        else:
+            self.video = VideoGapTracker.resume(self.origin_ms, max(1, media["fps"]), cursor, self.last_epoch)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The lane's LaneState record (call when every output so far is acknowledged)."""
+        last = self.buffer.last_key
+        cursor: int | None = None
+        if self.audio is not None:
+            cursor = self.audio.cursor_ms
+        elif self.video is not None:
+            cursor = self.video.last_timestamp_ms
+        return {
+            "topic": self.topic,
+            "stream_kind": self.kind,
+            "participant_id": self.key[4],
+            "channel_id": self.key[5],
+            "resume_ts": None if last is None else last[0],
+            "resume_digest": None if last is None else last[1],
+            "recent": b"".join(_RECENT.pack(ts, d) for ts, d in self.recent),
+            "seq": self.seq,
+            "cursor_ms": cursor,
+            "last_epoch": self.last_epoch,
+            "template": "" if self.template is None else json.dumps(self.template, sort_keys=True),
+        }
+
+    def min_held_offset(self) -> int | None:
+        return min(self.held_offsets.values()) if self.held_offsets else None
+
+    def remember(self, item: _Item) -> None:
+        """Mirror ReorderBuffer's memory of released digests (same horizon rule)."""
+        self.held_offsets.pop(item.digest, None)
+        recent = self.recent
+        recent.append((item.timestamp_ms, item.digest))
+        horizon = item.timestamp_ms - self.config.dedupe_horizon_ms
+        while len(recent) > 1 and recent[0][0] < horizon:
+            recent.popleft()
+
+    def relabel_skipped(self, item: _Item) -> Fate:
+        """The fate the undisturbed run gave an input the resumed buffer skipped (it was read after
+        the snapshot, so the crashed run's view of it is lost): DUPLICATE if its digest was still
+        remembered, else LATE."""
+        last = self.buffer.last_key
+        ts = self.restored_recent.get(item.digest)
+        if ts is not None and last is not None:
+            if ts >= last[0] - self.config.dedupe_horizon_ms or item.digest == last[1]:
+                return Fate.DUPLICATE
+        return Fate.LATE
+
+
+@dataclass
+class StreamState:
+    """A live stream of the partition: its lanes per raw topic, counts and assembler."""
+
+    meeting_uuid: str
+    rtms_stream_id: str
+    started_ms: int
+    counts: dict[str, int] = field(default_factory=dict)
+    lanes: dict[LaneKey, Lane] = field(default_factory=dict)
+    assembler: UtteranceAssembler | None = None
+    open_pieces: list[_Item] = field(default_factory=list)  # pieces of the open utterance
+    closed_key: tuple[int, bytes] | None = None  # last piece of the last closed utterance
+    participants: dict[int, str | None] = field(default_factory=dict)
+    raw_offsets: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [first, last] seen
+
+    @property
+    def key(self) -> StreamKey:
+        return (self.meeting_uuid, self.rtms_stream_id)
+
+    def count(self, topic: str, kind: str, n: int = 1) -> None:
+        name = f"{topic}|{kind}"
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+class PartitionCore:
+    """One partition's processing state; see the module docstring."""
+
+    def __init__(
+        self,
+        partition: int,
+        decode: Decode,
+        config: LaneConfig | None = None,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.decode = decode
+        self.config = config or LaneConfig()
+        self.streams: dict[StreamKey, StreamState] = {}
+        self.ended: dict[tuple[str, str, str], None] = {}
+        self.positions: dict[str, int] = {}
+        self.replay_below: dict[str, int] = {}
+        self.stats = {"in": 0, "out": 0, "late": 0, "duplicate": 0, "gap": 0, "deadletter": 0, "skipped": 0}
+        # for the meetings index (the shell drains it): (raw topic, marker offset, forwarded StreamEnd)
+        self.ended_streams: list[tuple[str, int, dict[str, Any]]] = []
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    # -- restart ------------------------------------------------------------------------------
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.replay_below = dict(snap["positions"])
+        for name in snap["ended"]:
+            meeting, stream, topic = name.split("|")
+            self.ended[(meeting, stream, topic)] = None
+        for s in snap["streams"]:
+            st = StreamState(
+                s["meeting_uuid"], s["rtms_stream_id"], s["stream_started_ms"], dict(s["counts"])
+            )
+            for ls in s["lanes"]:
+                key: LaneKey = (
+                    st.meeting_uuid,
+                    st.rtms_stream_id,
+                    ls["topic"],
+                    ls["stream_kind"],
+                    ls["participant_id"],
+                    ls["channel_id"],
+                )
+                st.lanes[key] = Lane(key, st.started_ms, self.config, ls)
+                if ls["topic"] == RAW_TRANSCRIPT:
+                    st.closed_key = st.lanes[key].resume_key
+            if any(k[2] == RAW_TRANSCRIPT for k in st.lanes):
+                st.assembler = UtteranceAssembler(
+                    st.rtms_stream_id,
+                    next_seq=s["utterance_next_seq"],
+                    last_start_ms=s["utterance_last_start_ms"],
+                )
+            self.streams[st.key] = st
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ProcessorState fields this core owns (`commits`, `positions`, `streams`, `ended`);
+        valid when every output returned so far is acknowledged."""
+        streams = []
+        for st in self.streams.values():
+            lanes = [lane.state() for lane in st.lanes.values()]
+            for ls in lanes:
+                if ls["topic"] == RAW_TRANSCRIPT:  # the open utterance's pieces are re-read
+                    ck = st.closed_key
+                    ls["resume_ts"], ls["resume_digest"] = (None, None) if ck is None else ck
+            next_seq, last_start = st.assembler.resume_state() if st.assembler else (0, None)
+            streams.append(
+                {
+                    "meeting_uuid": st.meeting_uuid,
+                    "rtms_stream_id": st.rtms_stream_id,
+                    "stream_started_ms": st.started_ms,
+                    "counts": dict(st.counts),
+                    "utterance_next_seq": next_seq,
+                    "utterance_last_start_ms": last_start,
+                    "lanes": lanes,
+                }
+            )
+        return {
+            "commits": self.commit_offsets(),
+            "positions": dict(self.positions),
+            "streams": streams,
+            "ended": ["|".join(k) for k in self.ended],
+        }
+
+    def commit_offsets(self) -> dict[str, int]:
+        """Per raw topic: the first offset not settled by the output returned so far (held frames
+        and the open utterance's pieces hold it back)."""
+        out = dict(self.positions)
+        for st in self.streams.values():
+            for lane in st.lanes.values():
+                low = lane.min_held_offset()
+                if low is not None and low < out.get(lane.topic, low + 1):
+                    out[lane.topic] = low
+            for piece in st.open_pieces:
+                if piece.offset < out.get(RAW_TRANSCRIPT, piece.offset + 1):
+                    out[RAW_TRANSCRIPT] = piece.offset
+        return out
+
+    @property
+    def held(self) -> int:
+        """Frames held in reorder buffers (the reorder depth metric)."""
+        return sum(lane.buffer.held for st in self.streams.values() for lane in st.lanes.values())
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def feed(
+        self,
+        topic: str,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes]],
+    ) -> list[Output]:
+        """Take one raw record (`topic` without prefix); return what to write, in order."""
+        replay = offset < self.replay_below.get(topic, 0)
+        self.positions[topic] = offset + 1
+        self.stats["in"] += 1
+        out: list[Output] = []
+        if value is None:
+            try:
+                end = read_marker(headers)
+            except MarkerError as exc:
+                if not replay:
+                    out.append(self._dead(topic, offset, key, b"", "MarkerError", str(exc), None))
+                return out
+            if end is None:  # a tombstone without control headers: nothing to do
+                return out
+            self._marker(topic, offset, key, dict(end), out)
+            return out
+        try:
+            record = self.decode(topic, value)
+            kind = record.get("stream_kind") or "UNKNOWN"
+            if kind not in _KINDS_OF[topic]:
+                raise _Reject("UnknownStreamKind", f"stream_kind {kind} does not belong on {topic}")
+        except _Reject as exc:
+            if not replay:
+                out.append(self._dead(topic, offset, key, value, exc.error, exc.reason, None))
+            return out
+        except ValueError as exc:  # CodecError and friends: the bytes are not a value of the topic
+            if not replay:
+                out.append(self._dead(topic, offset, key, value, type(exc).__name__, str(exc), None))
+            return out
+        stream_key = (record["meeting_uuid"], record["rtms_stream_id"])
+        if (stream_key[0], stream_key[1], topic) in self.ended:
+            if not replay:
+                out.append(self._late(topic, offset, record, value, 0))
+                st = self.streams.get(stream_key)
+                if st is not None:
+                    st.count(ORDERED_OF[topic], "LATE")
+            return out
+        st = self.streams.get(stream_key)
+        if st is None:
+            st = self.streams[stream_key] = StreamState(
+                stream_key[0], stream_key[1], record["stream_started_ms"]
+            )
+        seen = st.raw_offsets.get(topic)
+        if seen is None:
+            st.raw_offsets[topic] = [offset, offset]
+        else:
+            seen[1] = offset
+        self._participants(st, topic, record)
+        lane = self._lane(st, topic, kind, record)
+        item = _Item(record["timestamp_ms"], identity_digest(record), offset, record)
+        outcome = lane.buffer.push(item)
+        fate = outcome.fate
+        lateness = outcome.lateness_ms
+        if fate is Fate.SKIPPED:
+            if replay:
+                return out
+            fate = lane.relabel_skipped(item)
+            last = lane.buffer.last_key
+            lateness = 0 if last is None else max(0, last[0] - item.timestamp_ms)
+        if fate is Fate.ACCEPTED:
+            lane.held_offsets[item.digest] = offset
+        elif not replay:
+            if fate is Fate.DUPLICATE:
+                st.count(ORDERED_OF[topic], "DUPLICATE")
+                self.stats["duplicate"] += 1
+            elif fate is Fate.LATE:
+                st.count(ORDERED_OF[topic], "LATE")
+                self.stats["late"] += 1
+                out.append(self._late(topic, offset, record, value, lateness))
+        self._emit(st, lane, outcome.released, out)
+        return out
+
+    # -- lanes ----------------------------------------------------------------------------------
+
+    def _lane(self, st: StreamState, topic: str, kind: str, record: dict[str, Any]) -> Lane:
+        if topic == RAW_AUDIO and not record["media"].get("mixed", True):
+            key: LaneKey = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
+                            record.get("channel_id"))  # fmt: skip
+        elif topic in (RAW_TRANSCRIPT, RAW_EVENTS):
+            key = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
+        else:
+            key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, 0, None)
+        lane = st.lanes.get(key)
+        if lane is None:
+            lane = st.lanes[key] = Lane(key, st.started_ms, self.config)
+            if topic == RAW_TRANSCRIPT and st.assembler is None:
+                st.assembler = UtteranceAssembler(st.rtms_stream_id)
+        return lane
+
+    def _emit(self, st: StreamState, lane: Lane, released: list[_Item], out: list[Output]) -> None:
+        for item in released:
+            lane.remember(item)
+            if lane.topic == RAW_TRANSCRIPT:
+                self._piece(st, item, out)
+            elif lane.topic == RAW_EVENTS:
+                self._event(st, lane, item, out)
+            else:
+                self._frame(st, lane, item, out)
+
+    def _frame(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
+        v = item.value
+        topic = ORDERED_OF[lane.topic]
+        template = {k: val for k, val in v.items() if k != "payload"}
+        if lane.audio is None and lane.video is None:
+            lane._make_tracker(v, None)
+        epoch = v["ingest_epoch"]
+        if lane.audio is not None:
+            before = lane.audio.cursor_ms
+            gap = lane.audio.frame(item.timestamp_ms, len(v["payload"]), epoch)
+            placed = before if gap is None else gap.end_ms
+        else:
+            assert lane.video is not None
+            gap = lane.video.frame(item.timestamp_ms, epoch)
+            placed = max(item.timestamp_ms, st.started_ms)
+        if gap is not None:
+            self._gap(st, lane, gap, template, out)
+        frame = dict(v)
+        frame["seq"] = lane.seq
+        frame["offset_ms"] = placed - st.started_ms
+        frame["gap"] = None
+        lane.seq += 1
+        lane.last_epoch = epoch
+        lane.template = template
+        st.count(topic, lane.kind)
+        self.stats["out"] += 1
+        out.append(Output(topic, _key(st), frame, stream=st.key))
+
+    def _gap(
+        self, st: StreamState, lane: Lane, gap: GapRecord, template: dict[str, Any], out: list[Output]
+    ) -> None:
+        topic = ORDERED_OF[lane.topic]
+        record = dict(template)
+        if topic == "rtms.video":
+            record["keyframe"] = record["has_parameter_sets"] = False
+        record.update(
+            timestamp_ms=gap.start_ms,
+            seq=lane.seq,
+            offset_ms=gap.start_ms - st.started_ms,
+            gap={"start_ms": gap.start_ms, "length_ms": gap.length_ms, "reason": gap.reason.value},
+            payload=b"",
+        )
+        lane.seq += 1
+        st.count(topic, f"{lane.kind}_GAP")
+        self.stats["gap"] += 1
+        out.append(Output(topic, _key(st), record, stream=st.key))
+
+    def _event(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
+        event = dict(item.value)
+        event["seq"] = lane.seq
+        lane.seq += 1
+        st.count("rtms.events", event.get("stream_kind") or "EVENT")
+        self.stats["out"] += 1
+        out.append(Output("rtms.events", _key(st), event, stream=st.key))
+
+    def _piece(self, st: StreamState, item: _Item, out: list[Output]) -> None:
+        v = item.value
+        assert st.assembler is not None
+        piece = TranscriptPiece(
+            participant_id=v["participant_id"],
+            participant_name=v["participant_name"],
+            timestamp_ms=v["timestamp_ms"],
+            text=v["text"],
+            start_ms=v["start_time_ms"],
+            end_ms=v["end_time_ms"],
+            language_code=v["language"],
+            channel_id=v["channel_id"],
+        )
+        closed = st.assembler.push(piece)
+        if closed:
+            st.closed_key = (st.open_pieces[-1].timestamp_ms, st.open_pieces[-1].digest)
+            st.open_pieces = []
+        st.open_pieces.append(item)
+        for u in closed:
+            self._utterance(st, u, out)
+
+    def _utterance(self, st: StreamState, u: Utterance, out: list[Output]) -> None:
+        record = {
+            "meeting_uuid": st.meeting_uuid,
+            "rtms_stream_id": st.rtms_stream_id,
+            "utterance_id": u.utterance_id,
+            "seq": u.seq,
+            "participant_id": u.speaker.participant_id,
+            "participant_name": u.speaker.participant_name,
+            "channel_id": u.speaker.channel_id,
+            "start_ms": u.start_ms,
+            "end_ms": u.end_ms,
+            "stream_started_ms": st.started_ms,
+            "text": u.text,
+            "language_code": u.language_code,
+            "language": u.language,
+            "final": u.final,
+            "piece_count": u.piece_count,
+        }
+        st.count("rtms.transcript", "TRANSCRIPT")
+        self.stats["out"] += 1
+        out.append(Output("rtms.transcript", _key(st), record, stream=st.key))
+
+    def _participants(self, st: StreamState, topic: str, record: dict[str, Any]) -> None:
+        if topic == RAW_EVENTS:
+            for p in record.get("participants") or ():
+                if p["user_id"] not in st.participants or p.get("user_name"):
+                    st.participants[p["user_id"]] = p.get("user_name") or st.participants.get(p["user_id"])
+        elif topic == RAW_AUDIO and not record["media"].get("mixed", True) and record["participant_id"]:
+            if record["participant_id"] not in st.participants or record.get("participant_name"):
+                st.participants[record["participant_id"]] = record.get("participant_name")
+
+    # -- end of stream ------------------------------------------------------------------------------
+
+    def _marker(
+        self, topic: str, offset: int, key: bytes | None, end: dict[str, Any], out: list[Output]
+    ) -> None:
+        skey = (end["meeting_uuid"], end["rtms_stream_id"], topic)
+        if skey in self.ended:
+            return  # a repeated marker is a no-op
+        stream_key = (end["meeting_uuid"], end["rtms_stream_id"])
+        st = self.streams.get(stream_key)
+        if st is None:  # a stream with no record on any raw topic of this partition so far
+            st = self.streams[stream_key] = StreamState(
+                stream_key[0], stream_key[1], end["stream_started_ms"]
+            )
+        ordered = ORDERED_OF[topic]
+        for lkey, lane in sorted(st.lanes.items(), key=lambda kv: _lane_order(kv[0])):
+            if lane.topic != topic:
+                continue
+            self._emit(st, lane, lane.buffer.flush(), out)
+            if lane.topic == RAW_TRANSCRIPT and st.assembler is not None:
+                for u in st.assembler.flush():
+                    self._utterance(st, u, out)
+                st.open_pieces = []
+            elif lane.template is not None:
+                gap = self._trailing(st, lane, end)
+                if gap is not None:
+                    self._gap(st, lane, gap, {**lane.template, "ingest_epoch": end["ingest_epoch"]}, out)
+            del st.lanes[lkey]
+        counts = {"LATE": 0, "DUPLICATE": 0}
+        prefix = ordered + "|"
+        for name, n in st.counts.items():
+            if name.startswith(prefix):
+                counts[name[len(prefix) :]] = n
+        forwarded = {**end, "topic": ordered, "counts": counts}
+        self.stats["out"] += 1
+        out.append(Output(ordered, key or _key(st), None, marker_headers(forwarded), stream=st.key))
+        self.ended[skey] = None
+        while len(self.ended) > _ENDED_MEMORY:
+            self.ended.pop(next(iter(self.ended)))
+        self.ended_streams.append((topic, offset, {**end, "topic": topic}))
+        if all((stream_key[0], stream_key[1], t) in self.ended for t in RAW_TOPICS):
+            del self.streams[stream_key]
+        else:  # keep only the counts of topics not ended yet
+            st.counts = {n: c for n, c in st.counts.items() if not n.startswith(prefix)}
+
+    def _trailing(self, st: StreamState, lane: Lane, end: dict[str, Any]) -> GapRecord | None:
+        """The lane's trailing gap: up to the end of the stream's media on this raw topic (the
+        marker's last timestamp plus one frame), so every lane of the topic ends at the same time."""
+        last = end.get("last_timestamp_ms")
+        if last is None or lane.template is None:
+            return None
+        media = lane.template["media"]
+        if lane.audio is not None:
+            return lane.audio.end(last + int(media.get("send_rate_ms") or 20))
+        if lane.video is not None:
+            return lane.video.end(last + lane.video.frame_interval_ms)
+        return None
+
+    # -- side records -------------------------------------------------------------------------------
+
+    def _late(self, topic: str, offset: int, record: dict[str, Any], value: bytes, lateness: int) -> Output:
+        late = {
+            "meeting_uuid": record["meeting_uuid"],
+            "rtms_stream_id": record["rtms_stream_id"],
+            "stream_kind": record.get("stream_kind") or "UNKNOWN",
+            "participant_id": record.get("participant_id") or 0,
+            "channel_id": record.get("channel_id"),
+            "timestamp_ms": record["timestamp_ms"],
+            "ingest_epoch": record["ingest_epoch"],
+            "ingest_seq": record["ingest_seq"],
+            "lateness_ms": lateness,
+            "source_topic": topic,
+            "source_partition": self.partition,
+            "source_offset": offset,
+            "record": value,
+        }
+        return Output(LATE, record["meeting_uuid"].encode(), late, source=(topic, offset),
+                      stream=(record["meeting_uuid"], record["rtms_stream_id"]))  # fmt: skip
+
+    def _dead(
+        self,
+        topic: str,
+        offset: int,
+        key: bytes | None,
+        payload: bytes,
+        error: str,
+        reason: str,
+        ts: int | None,
+    ) -> Output:
+        self.stats["deadletter"] += 1
+        dead = {
+            "meeting_uuid": key.decode(errors="replace") if key else None,
+            "rtms_stream_id": None,
+            "stage": "processors",
+            "source": topic,
+            "reason": reason[:2000],
+            "error": error,
+            "payload": payload,
+            "received_at_ms": 0 if ts is None else ts,
+            "source_partition": self.partition,
+            "source_offset": offset,
+        }
+        return Output(DEADLETTER, key, dead, source=(topic, offset))
+
+
+class _Reject(ValueError):
+    def __init__(self, error: str, reason: str) -> None:
+        self.error, self.reason = error, reason
+        super().__init__(reason)
+
+
+def _key(st: StreamState) -> bytes:
+    return st.meeting_uuid.encode()
+
+
+def _lane_order(key: LaneKey) -> tuple[str, int, str]:
+    """Lanes are flushed at a marker in a fixed order (not dict order, which differs after a restart)."""
+    return (key[3], key[4], key[5] or "")

@@ -1,0 +1,152 @@
+"""The `rtms.meetings` index: per meeting, where each of its streams' records are.
+
+`MeetingBook` is pure: the shell tells it what it saw (a stream's record at an offset of a raw or
+ordered topic, participants, an end-of-stream marker) and asks, at its commit cycle, which
+meetings' records to rewrite. A meeting is rewritten when a stream appears, at each marker, and
+otherwise at most every `interval_ms` while it changes (not per frame). Offsets and times come from
+the records, never from the wall clock; the index is not part of the exact-once contract of the
+ordered topics (a restart rewrites it from what it reads back and sees next).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+
+
+@dataclass
+class _Stream:
+    entry: dict[str, Any]
+    offsets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    participants: dict[int, str | None] = field(default_factory=dict)
+    ended_topics: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Meeting:
+    index: dict[str, Any]
+    streams: dict[str, _Stream] = field(default_factory=dict)
+    dirty: bool = False
+    urgent: bool = False
+    written_at: float = 0.0
+
+
+class MeetingBook:
+    """The index records of one partition's meetings; see the module docstring."""
+
+    def __init__(self, partition: int, interval_ms: int = 5_000) -> None:
+        self.partition = partition
+        self.interval_s = interval_ms / 1000
+        self.meetings: dict[str, _Meeting] = {}
+
+    def load(self, index: dict[str, Any]) -> None:
+        """Take a record read back from `rtms.meetings` (the latest one per meeting wins)."""
+        m = _Meeting(dict(index))
+        for entry in index.get("streams") or ():
+            s = _Stream(dict(entry))
+            for off in entry.get("offsets") or ():
+                s.offsets[off["topic"]] = dict(off)
+            for p in entry.get("participants") or ():
+                s.participants[p["user_id"]] = p.get("user_name")
+            if entry.get("state") == "ENDED":
+                s.ended_topics = set(ORDERED)
+            m.streams[entry["rtms_stream_id"]] = s
+        self.meetings[index["meeting_uuid"]] = m
+
+    def _stream(self, meeting: str, stream: str, started_ms: int) -> tuple[_Meeting, _Stream]:
+        m = self.meetings.get(meeting)
+        if m is None:
+            m = self.meetings[meeting] = _Meeting(
+                {"meeting_uuid": meeting, "partition": self.partition, "updated_at_ms": started_ms}
+            )
+        s = m.streams.get(stream)
+        if s is None:
+            entry = {"rtms_stream_id": stream, "state": "LIVE", "started_at_ms": started_ms}
+            s = m.streams[stream] = _Stream(entry)
+            m.urgent = True
+        return m, s
+
+    def saw(
+        self, meeting: str, stream: str, started_ms: int, topic: str, offset: int, media_ms: int | None
+    ) -> None:
+        """A record of the stream is at `offset` of `topic` (raw or ordered, without prefix)."""
+        m, s = self._stream(meeting, stream, started_ms)
+        off = s.offsets.get(topic)
+        if off is None:
+            s.offsets[topic] = {
+                "topic": topic,
+                "first_offset": offset,
+                "last_offset": offset,
+                "end_offset": None,
+            }
+        elif offset > off["last_offset"]:
+            off["last_offset"] = offset
+        if media_ms is not None and media_ms > m.index["updated_at_ms"]:
+            m.index["updated_at_ms"] = media_ms
+        m.dirty = True
+
+    def participants(self, meeting: str, stream: str, started_ms: int, seen: dict[int, str | None]) -> None:
+        m, s = self._stream(meeting, stream, started_ms)
+        for pid, name in seen.items():
+            if s.participants.get(pid) is None and (pid not in s.participants or name is not None):
+                s.participants[pid] = name
+                m.dirty = True
+
+    def marker(self, topic: str, offset: int, end: dict[str, Any]) -> None:
+        """An end-of-stream marker of the stream is at `offset` of `topic` (raw or ordered)."""
+        m, s = self._stream(end["meeting_uuid"], end["rtms_stream_id"], end["stream_started_ms"])
+        off = s.offsets.setdefault(topic, {"topic": topic, "first_offset": offset, "last_offset": offset})
+        off["last_offset"] = max(off["last_offset"], offset)
+        off["end_offset"] = offset
+        s.entry["ended"] = end.get("ended")
+        s.entry["stop_reason"] = end.get("stop_reason")
+        last = end.get("last_timestamp_ms")
+        if last is not None:
+            s.entry["stopped_at_ms"] = max(s.entry.get("stopped_at_ms") or last, last)
+        if topic in ORDERED:
+            s.ended_topics.add(topic)
+            if s.ended_topics >= set(ORDERED):
+                s.entry["state"] = "ENDED"
+        m.dirty = m.urgent = True
+
+    def due(self, now: float | None = None) -> list[dict[str, Any]]:
+        """MeetingIndex records to write now (and forget meetings whose streams all ended)."""
+        now = time.monotonic() if now is None else now
+        out = []
+        for uuid, m in list(self.meetings.items()):
+            if not m.dirty or (not m.urgent and now - m.written_at < self.interval_s):
+                continue
+            out.append(self.record(uuid))
+            m.dirty = m.urgent = False
+            m.written_at = now
+        return out
+
+    def record(self, meeting: str) -> dict[str, Any]:
+        """The meeting's MeetingIndex record."""
+        m = self.meetings[meeting]
+        everyone: dict[int, str | None] = {}
+        streams = []
+        for s in sorted(
+            m.streams.values(), key=lambda s: (s.entry["started_at_ms"], s.entry["rtms_stream_id"])
+        ):
+            for pid, name in s.participants.items():
+                if everyone.get(pid) is None:
+                    everyone[pid] = name
+            streams.append(
+                {
+                    **s.entry,
+                    "offsets": [s.offsets[t] for t in sorted(s.offsets)],
+                    "participants": [
+                        {"user_id": p, "user_name": n} for p, n in sorted(s.participants.items())
+                    ],
+                }
+            )
+        return {
+            **m.index,
+            "partition": self.partition,
+            "participants": [{"user_id": p, "user_name": n} for p, n in sorted(everyone.items())],
+            "streams": streams,
+        }
