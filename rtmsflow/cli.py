@@ -27,6 +27,7 @@ _SUBCOMMANDS: dict[str, str] = {
     "prune": "sinks.cli:prune",
     "forget": "sinks.cli:forget",
     "tail": "sinks.tail:tail",
+    "up": "rtmsflow.up:up",
 }
 
 

@@ -1,11 +1,12 @@
-"""`rtmsflow demo`: the main job — one emulated meeting through the pipeline, a summary out.
+"""`rtmsflow demo`: the main job — one emulated meeting through the whole pipeline, files out.
 
-It plays the operator: it makes sure a broker runs (the configured one, else the local KRaft
-broker), creates the topics, starts the stages as separate processes through their own CLI
-commands (`rtmsflow ingest http`, `rtmsflow ingest worker`), plays a meeting with
-`rtmsflow emulator meeting` (signed webhooks + RTMS WebSockets), then reads the raw topics until
-the meeting's end-of-stream markers and prints what reached each topic. The stages meet only in
-Kafka: this module imports none of them.
+It plays the operator: it makes sure a broker runs (the configured one, else the local KRaft broker,
+which it stops afterwards only if it started it), creates the topics, starts every stage as its own
+process through its own CLI command under a `Supervisor` (webhook endpoint, ingest worker,
+processors, media and transcript sinks), plays a meeting with `rtmsflow emulator meeting` (signed
+webhooks + RTMS WebSockets: real PCM, real H.264, transcripts, events), waits until the sinks have
+finalized it, stops the stages in order and prints where the files are and what they hold. The
+stages meet only in Kafka: this module imports none of them.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ import datetime as dt
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,134 +27,55 @@ import click
 
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
-from schemas import topics as t
+from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env, wait_drained
 
 log = get_logger(__name__)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _say(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}")
 
 
-@dataclass
-class TopicSummary:
-    """What one raw topic holds for the meeting."""
-
-    records: int = 0
-    bytes: int = 0
-    end_of_stream: int = 0
-    participants: Counter[str] = field(default_factory=Counter)
-    names: Counter[str] = field(default_factory=Counter)
-    first_ts_ms: int | None = None
-    last_ts_ms: int | None = None
-    eos_last: bool = True
-
-    def add(self, value: dict[str, Any]) -> None:
-        if value.get("end_of_stream"):
-            self.end_of_stream += 1
-            return
-        if self.end_of_stream:
-            self.eos_last = False  # a frame after the marker would break the contract
-        self.records += 1
-        payload = value.get("payload") or value.get("text") or b""
-        self.bytes += len(payload)
-        who = value.get("participant_name") or str(value.get("participant_id", 0))
-        self.participants[who] += 1
-        if value.get("name"):
-            self.names[value["name"]] += 1
-        ts = int(value.get("timestamp_ms", 0))
-        self.first_ts_ms = ts if self.first_ts_ms is None else min(self.first_ts_ms, ts)
-        self.last_ts_ms = ts if self.last_ts_ms is None else max(self.last_ts_ms, ts)
-
-    def media_span_ms(self) -> int:
-        if self.first_ts_ms is None or self.last_ts_ms is None:
-            return 0
-        return self.last_ts_ms - self.first_ts_ms
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "bytes": self.bytes,
-            "end_of_stream_markers": self.end_of_stream,
-            "end_of_stream_last": self.eos_last,
-            "by_participant": dict(self.participants),
-            "by_name": dict(self.names),
-            "media_span_ms": self.media_span_ms(),
-        }
+def _manifests(data_dir: Path, since: float) -> list[Path]:
+    """The manifests the sinks wrote (renamed into place) since `since` (a wall-clock time)."""
+    return sorted(p for p in data_dir.glob("*/*/*/*manifest.json") if p.stat().st_mtime >= since)
 
 
-async def read_meeting(settings: Settings, meeting_uuid: str, timeout_s: float) -> dict[str, TopicSummary]:
-    """Read every raw topic from the start until the meeting's end-of-stream marker on each."""
-    from rtmsflow.kafka_client import make_consumer
-    from schemas.codec import Codec
-    from schemas.markers import read_marker
-
-    codec = Codec.from_settings(settings)
-    names = {spec.full_name(settings.topic_prefix): spec for spec in (*t.RAW_TOPICS, t.DEADLETTER)}
-    await codec.prepare(list(names))
-    consumer = make_consumer(*names, group_id=None, settings=settings)
-    summaries: dict[str, TopicSummary] = defaultdict(TopicSummary)
-    ended: set[str] = set()
-    raw_names = {spec.full_name(settings.topic_prefix) for spec in t.RAW_TOPICS}
-    key = meeting_uuid.encode()
+async def _wait_finalized(sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float) -> None:
+    """Until the processors and both sinks have drained and the media and transcript manifests are
+    on disk; shows progress every few seconds."""
     deadline = time.monotonic() + timeout_s
-    await consumer.start()
-    try:
-        while ended != raw_names and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    if rec.key != key:
-                        continue
-                    if rec.value is None:  # an end-of-stream marker: null value, StreamEnd header
-                        if read_marker(rec.headers) is None:
-                            continue
-                        value: dict[str, Any] = {"end_of_stream": True}
-                    else:
-                        value = await codec.decode_async(rec.topic, rec.value)
-                    summaries[rec.topic].add(value)
-                    if value.get("end_of_stream"):
-                        ended.add(rec.topic)
-    finally:
-        await consumer.stop()
-    if ended != raw_names:
-        raise click.ClickException(f"no end-of-stream marker within {timeout_s:.0f}s on {sorted(raw_names - ended)}")
-    return summaries
+    said = 0.0
+    while True:
+        manifests = _manifests(data_dir, since)
+        names = {p.name for p in manifests}
+        if "manifest.json" in names and any(n != "manifest.json" for n in names):
+            break
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"the meeting was not finalized within {timeout_s:.0f}s (manifests: {sorted(names)}); "
+                f"logs in {sup.log_dir}"
+            )
+        if time.monotonic() - said > 5:
+            _say(f"waiting for the sinks to finalize ({len(manifests)} manifest(s) so far)")
+            said = time.monotonic()
+        await asyncio.sleep(0.5)
+    for stage in sup.stages:
+        if stage.spec.group is not None:
+            await wait_drained(settings, stage.spec.group, stage.spec.reads, max(5.0, deadline - time.monotonic()))
 
 
-class Stage:
-    """A stage run as a child process through its CLI command; stopped with SIGTERM."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmsflow.cli", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def _wait_http(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise click.ClickException(f"the webhook endpoint did not open port {port} within {timeout_s:.0f}s")
+def _describe(data_dir: Path, since: float) -> dict[str, Any]:
+    """Every stream directory written in this run: its files (bytes) and the manifests' facts."""
+    report: dict[str, Any] = {}
+    for manifest in _manifests(data_dir, since):
+        stream_dir = manifest.parent
+        entry = report.setdefault(str(stream_dir), {"files": {}, "manifests": {}})
+        for f in sorted(stream_dir.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                entry["files"][f.name] = f.stat().st_size
+        entry["manifests"][manifest.name] = json.loads(manifest.read_text())
+    return report
 
 
 @click.command()
@@ -166,8 +84,9 @@ def _wait_http(port: int, timeout_s: float) -> None:
 @click.option("--video", default="720p", show_default=True, help="Video resolution (360p, 720p, 1080p).")
 @click.option("--speed", default=1.0, show_default=True, help="Play faster than real time (e.g. 4).")
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False))
-def demo(participants: int, duration: float, video: str, speed: float, out_dir: str) -> None:
-    """Play one emulated meeting through webhook endpoint and ingest worker; summarize the topics."""
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds to wait for the files.")
+def demo(participants: int, duration: float, video: str, speed: float, out_dir: str, timeout_s: float) -> None:
+    """Play one emulated meeting through the whole pipeline and print the files it became."""
     from rtmsflow.admin import ensure_topics
     from rtmsflow.broker import LocalKafka
 
@@ -176,68 +95,78 @@ def demo(participants: int, duration: float, video: str, speed: float, out_dir: 
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         broker = LocalKafka()
-        bootstrap = broker.status() or broker.start()
-        click.echo(f"Kafka broker: local KRaft at {bootstrap}")
+        running = broker.status()
+        bootstrap = running or broker.start()
+        if running:
+            broker = None  # not ours to stop
+        _say(f"Kafka broker: local KRaft at {bootstrap}")
     else:
-        click.echo(f"Kafka broker: {bootstrap} (RTMSFLOW_KAFKA_BOOTSTRAP)")
+        _say(f"Kafka broker: {bootstrap} (RTMSFLOW_KAFKA_BOOTSTRAP)")
+    out = Path(out_dir).resolve()
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    env = dict(os.environ)
-    env.update(
+    data_dir = out / "data"
+    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap, data_dir=str(data_dir))
+    env = stage_env(
+        settings,
         {
-            "RTMSFLOW_KAFKA_BOOTSTRAP": bootstrap,
-            "ZM_RTMS_CLIENT": env.get("ZM_RTMS_CLIENT") or "demo-client-id",
-            "ZM_RTMS_SECRET": env.get("ZM_RTMS_SECRET") or secrets.token_hex(16),
-            "ZOOM_SECRET_TOKEN": env.get("ZOOM_SECRET_TOKEN") or secrets.token_hex(16),
+            "ZM_RTMS_CLIENT": os.environ.get("ZM_RTMS_CLIENT") or "demo-client-id",
+            "ZM_RTMS_SECRET": os.environ.get("ZM_RTMS_SECRET") or secrets.token_hex(16),
+            "ZOOM_SECRET_TOKEN": os.environ.get("ZOOM_SECRET_TOKEN") or secrets.token_hex(16),
             "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
             "RTMSFLOW_ALLOW_INSECURE_WS": "1",
-        }
+            "RTMSFLOW_DATA_DIR": str(data_dir),
+        },
     )
-    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
-    port = _free_port()
-    env["RTMSFLOW_HTTP_PORT"] = str(port)
-    log_dir = Path(out_dir) / "logs" / run_id
-    log_dir.mkdir(parents=True, exist_ok=True)
-    stages: list[Stage] = []
+    stages = stack_stages(settings, free_ports(5))
+    sup = Supervisor(settings, stages, env, out / "logs" / run_id)
     meeting_uuid = f"demo-{run_id}=="
+    started_wall = time.time()
+    started = time.monotonic()
+
+    async def run() -> None:
+        _say(f"starting {', '.join(s.name for s in stages)} (logs in {sup.log_dir})")
+        await sup.start()
+        watcher = asyncio.create_task(sup.watch())
+        try:
+            webhook = f"http://127.0.0.1:{sup.stage('ingest-http').spec.port}/webhook"
+            _say(f"playing a {duration:g}s meeting of {participants} participants ({video}) at {speed:g}x")
+            emulator = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting",
+                    "--participants", str(participants), "--duration", str(duration), "--video", video,
+                    "--speed", str(speed), "--meeting-uuid", meeting_uuid, "--webhook", webhook,
+                ],
+                env={**env, "RTMSFLOW_LOG_LEVEL": os.environ.get("RTMSFLOW_LOG_LEVEL", "WARNING")},
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )  # fmt: skip
+            if emulator.returncode != 0:
+                raise click.ClickException(f"the emulator failed (exit {emulator.returncode})")
+            _say("meeting played; the stream is stopped")
+            await _wait_finalized(sup, settings, data_dir, started_wall, timeout_s)
+            if sup.failed:
+                raise click.ClickException(sup.failed)
+        finally:
+            watcher.cancel()
+            _say("stopping the stages in order")
+            await sup.stop(drain_timeout_s=30)
+
     try:
-        stages.append(Stage("ingest-http", ["ingest", "http"], env, log_dir))
-        stages.append(Stage("ingest-worker", ["ingest", "worker"], env, log_dir))
-        _wait_http(port, 30)
-        click.echo(f"ingest: webhook endpoint http://127.0.0.1:{port}/webhook, one worker; logs in {log_dir}")
-        started = time.monotonic()
-        emulator = subprocess.run(
-            [
-                sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting",
-                "--participants", str(participants), "--duration", str(duration), "--video", video,
-                "--speed", str(speed), "--meeting-uuid", meeting_uuid,
-                "--webhook", f"http://127.0.0.1:{port}/webhook",
-            ],
-            env={**env, "RTMSFLOW_LOG_LEVEL": os.environ.get("RTMSFLOW_LOG_LEVEL", "WARNING")},
-            check=False,
-        )
-        if emulator.returncode != 0:
-            raise click.ClickException(f"the emulator failed (exit {emulator.returncode})")
-        summaries = asyncio.run(read_meeting(settings, meeting_uuid, timeout_s=60))
-        elapsed = time.monotonic() - started
+        asyncio.run(run())
     finally:
-        for stage in reversed(stages):
-            stage.stop()
         if broker is not None and os.environ.get("RTMSFLOW_DEMO_KEEP_BROKER") != "1":
             broker.stop()
-    report = {
-        "meeting_uuid": meeting_uuid,
-        "elapsed_s": round(elapsed, 1),
-        "topics": {name: s.as_dict() for name, s in sorted(summaries.items())},
-    }
-    target = Path(out_dir) / dt.date.today().isoformat() / meeting_uuid.rstrip("=")
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "raw_summary.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(target / "raw_summary.json")
-    click.echo(f"\nmeeting {meeting_uuid}: played and ingested in {elapsed:.1f}s")
-    for name, s in sorted(summaries.items()):
-        who = ", ".join(f"{k}: {v}" for k, v in sorted(s.participants.items()))
-        click.echo(f"  {name:<24} {s.records:>6} records {s.bytes:>11,} bytes  eos={s.end_of_stream}  [{who}]")
-    click.echo(f"summary: {target / 'raw_summary.json'}")
-    click.echo("recordings and transcripts: the processors and sinks are the next wave (not built yet)")
+    report: dict[str, Any] = {"meeting_uuid": meeting_uuid, "elapsed_s": round(time.monotonic() - started, 1)}
+    report["streams"] = _describe(data_dir, started_wall)
+    summary = out / f"summary-{run_id}.json"
+    tmp = summary.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    tmp.replace(summary)
+    click.echo(f"\nmeeting {meeting_uuid}: played, processed and written in {report['elapsed_s']}s")
+    for stream_dir, entry in report["streams"].items():
+        click.echo(f"  {stream_dir}/")
+        for name, size in entry["files"].items():
+            click.echo(f"    {name:<32} {size:>12,} bytes")
+    click.echo(f"summary: {summary}")

@@ -1,41 +1,53 @@
-"""The README's main job (`rtmsflow demo`, what `scripts/run` runs) as a user runs it: stages as
-separate processes, one emulated meeting, a summary of every raw topic on stdout and on disk."""
+"""The README's main job (`rtmsflow demo`, what `scripts/run` runs) as a user runs it: every stage a
+separate process under the supervisor, one emulated meeting, and the files it became."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
+import av
 import pytest
 
 from rtmsflow.settings import Settings
 
 pytestmark = pytest.mark.kafka
 
+TXT_LINE = re.compile(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] [^:]+: .+$")
 
-def test_demo_plays_a_meeting_through_ingest_and_summarizes_every_raw_topic(
+
+def test_demo_turns_a_meeting_into_recordings_and_transcripts(
     settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "rtmsflow.cli", "demo", "--participants", "2", "--duration", "4",
          "--video", "360p", "--speed", "2", "--out", str(out)],
-        env=settings_env, capture_output=True, text=True, timeout=180, check=False,
+        env=settings_env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
-    assert run.returncode == 0, run.stdout + run.stderr
-    (summary_file,) = out.glob("*/*/raw_summary.json")
-    summary = json.loads(summary_file.read_text())
-    topics = summary["topics"]
-    raw = {kafka_topics[n] for n in ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")}
-    assert raw <= set(topics)
-    for name in raw:
-        assert topics[name]["end_of_stream_markers"] == 1, name
-        assert topics[name]["end_of_stream_last"], name
-    audio = topics[kafka_topics["rtms.raw.audio"]]
-    assert audio["records"] == 4 * 50  # mixed audio: one 20 ms packet a tick for 4 s of media
-    assert audio["bytes"] == 4 * 50 * 640
-    assert topics[kafka_topics["rtms.raw.video"]]["records"] == 4 * 25  # the worker asks for 25 fps
-    assert topics[kafka_topics["rtms.raw.events"]]["by_name"]["participant_join"] >= 1
-    assert f"{kafka_topics['rtms.raw.audio']}" in run.stdout and "records" in run.stdout
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (stream_dir,) = {p.parent for p in (out / "data").glob("*/*/*/manifest.json")}
+    files = {p.name for p in stream_dir.iterdir()}
+    expected = {"recording.mp4", "audio.wav", "transcript.txt", "transcript.vtt", "transcript.srt"}
+    assert expected <= files, files
+    assert str(stream_dir) in run.stdout and "recording.mp4" in run.stdout
+
+    manifest = json.loads((stream_dir / "manifest.json").read_text())
+    (stream,) = manifest["streams"]
+    assert stream["ended"]["how"] == "marker" and stream["ended"]["matched"] is True
+    assert stream["frame_counts"]["AUDIO"] == 4 * 50  # 4 s of mixed audio, a 20 ms packet a tick
+    assert stream["frame_counts"]["VIDEO"] == 4 * 25  # the worker asks for 25 fps
+
+    with wave.open(str(stream_dir / "audio.wav")) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        # 4 s of PCM plus the silence from the started webhook (t = 0) to the first packet
+        assert 4 * 16000 <= wav.getnframes() < 6 * 16000
+    with av.open(str(stream_dir / "recording.mp4")) as mp4:
+        assert sorted(s.codec_context.name for s in mp4.streams) == ["aac", "h264"]
+        assert sum(1 for _ in mp4.decode(video=0)) == 4 * 25
+    lines = (stream_dir / "transcript.txt").read_text().splitlines()
+    assert lines and all(TXT_LINE.match(line) for line in lines), lines

@@ -1,0 +1,95 @@
+"""`rtmsflow up`: the whole stack as supervised local processes, against a real Zoom app.
+
+Zoom's credentials come from `ZM_RTMS_CLIENT`, `ZM_RTMS_SECRET` and `ZOOM_SECRET_TOKEN`; the webhook
+endpoint listens on `RTMSFLOW_HTTP_HOST:RTMSFLOW_HTTP_PORT` (point the Zoom app's event subscription
+at it, through whatever makes it public). The broker is `RTMSFLOW_KAFKA_BOOTSTRAP`, else the local
+KRaft broker (started if it is not running, and then stopped on exit: `up` never stops a broker it
+did not start). Every stage runs as its own process (`rtmsflow.stack.Supervisor`): one that dies is
+restarted; Ctrl-C (or SIGTERM) stops them in the order that loses nothing: no new webhooks, streams
+closed at Zoom with their end-of-stream markers, processors drained, sinks finalized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+from pathlib import Path
+
+import click
+
+from rtmsflow.logs import get_logger
+from rtmsflow.settings import Settings
+from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env
+
+log = get_logger(__name__)
+
+
+@click.command()
+@click.option("--logs", "log_dir", default="logs", show_default=True, type=click.Path(file_okay=False),
+              help="Where each stage's log goes.")  # fmt: skip
+@click.option("--drain-timeout", "drain_timeout_s", default=120.0, show_default=True,
+              help="Seconds each stage may take to drain on Ctrl-C before it is stopped anyway.")  # fmt: skip
+def up(log_dir: str, drain_timeout_s: float) -> None:
+    """Run every stage against a real Zoom app until Ctrl-C, then stop them in order."""
+    from rtmsflow.admin import ensure_topics
+    from rtmsflow.broker import LocalKafka
+
+    settings = Settings.from_env()
+    missing = [
+        name
+        for name, value in (
+            ("ZM_RTMS_CLIENT", settings.zoom_client_id),
+            ("ZM_RTMS_SECRET", settings.zoom_client_secret),
+            ("ZOOM_SECRET_TOKEN", settings.zoom_webhook_secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise click.ClickException(f"set {', '.join(missing)} (the Zoom app's credentials) first")
+    ours: LocalKafka | None = None
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        local = LocalKafka()
+        bootstrap = local.status() or ""
+        if not bootstrap:
+            bootstrap, ours = local.start(), local
+    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap)
+    click.echo(f"Kafka broker: {bootstrap}" + (" (started here)" if ours else ""))
+    asyncio.run(ensure_topics(settings))
+    metrics = free_ports(4) if not settings.metrics_port else [settings.metrics_port + i for i in range(4)]
+    stages = stack_stages(settings, [settings.http_port, *metrics])
+    sup = Supervisor(settings, stages, stage_env(settings), Path(log_dir))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await sup.start()
+            for stage in sup.stages:
+                click.echo(f"  {stage.spec.name:<17} pid {stage.proc.pid if stage.proc else '-':<8} "
+                           f"http://127.0.0.1:{stage.spec.port}/health")  # fmt: skip
+            click.echo(f"webhook endpoint: http://{settings.http_host}:{settings.http_port}/webhook; Ctrl-C stops")
+            watcher = asyncio.create_task(sup.watch())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([watcher, stopper], return_when=asyncio.FIRST_COMPLETED)
+            watcher.cancel()
+            stopper.cancel()
+            if sup.failed:
+                click.echo(f"giving up: {sup.failed}", err=True)
+        finally:
+            click.echo("stopping: webhooks, then ingest (streams closed with their markers), then "
+                       "processors and sinks once drained")  # fmt: skip
+            await sup.stop(drain_timeout_s=drain_timeout_s)
+
+    try:
+        asyncio.run(run())
+    finally:
+        if ours is not None:
+            with contextlib.suppress(Exception):
+                ours.stop()
+    if sup.failed:
+        raise SystemExit(1)
