@@ -53,6 +53,7 @@ class StreamPlan:
     duplicates: int = 3
     late_audio: int | None = None  # index of an audio frame sent far too late
     records: list[RawRecord] = field(default_factory=list)
+    late_timestamp_ms: int | None = None  # of the frame sent too late (after build)
 
     def build(self) -> list[RawRecord]:
         rnd = random.Random(self.seed)
@@ -97,6 +98,7 @@ class StreamPlan:
             late = None
             if topic == "rtms.raw.audio" and self.late_audio is not None:
                 late = items.pop(self.late_audio)
+                self.late_timestamp_ms = late["timestamp_ms"]
             sent = _shuffle_within(items, self.shuffle_ms, rnd)
             for j in rnd.sample(range(len(sent)), min(self.duplicates, len(sent))):
                 sent.insert(min(len(sent), j + 1 + rnd.randrange(3)), dict(sent[j], ingest_seq=10_000 + j))
@@ -171,7 +173,9 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
     values as `read_topic` gives them (markers as StreamEnd + end_of_stream)."""
     codec = Codec.from_settings(settings)
     cores: dict[int, PartitionCore] = {}
-    out: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in (*ORDERED, "rtms.late", "rtms.deadletter")}
+    out: dict[str, list[tuple[int, dict[str, Any]]]] = {
+        t: [] for t in (*ORDERED, "rtms.late", "rtms.deadletter")
+    }
     from schemas.markers import read_marker
 
     for base in RAW:
@@ -180,7 +184,9 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
         for partition, offset, key, value, headers in await _raw_records(settings, topic):
             core = cores.setdefault(
                 partition,
-                PartitionCore(partition, lambda b, d: codec.decode(settings.topic_prefix + b, d), LaneConfig(window_ms)),
+                PartitionCore(
+                    partition, lambda b, d: codec.decode(settings.topic_prefix + b, d), LaneConfig(window_ms)
+                ),
             )
             for o in core.feed(base, offset, key, value, headers):
                 if o.value is None:
@@ -209,7 +215,11 @@ async def _raw_records(settings: Settings, topic: str) -> list[tuple[int, int, A
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, records in batch.items():
-                out += [(tp.partition, r.offset, r.key, r.value, r.headers) for r in records if r.offset < ends[tp]]
+                out += [
+                    (tp.partition, r.offset, r.key, r.value, r.headers)
+                    for r in records
+                    if r.offset < ends[tp]
+                ]
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
@@ -240,7 +250,9 @@ class ProcessProcess:
     async def health(self) -> dict[str, Any] | None:
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.get(f"http://127.0.0.1:{self.port}/health", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with http.get(
+                    f"http://127.0.0.1:{self.port}/health", timeout=aiohttp.ClientTimeout(total=1)
+                ) as r:
                     return dict(await r.json()) if r.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
