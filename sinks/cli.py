@@ -87,3 +87,163 @@ def transcripts(group: str | None, metrics_port: int | None, idle_timeout_s: flo
     service = transcript_service(settings, group or DEFAULT_GROUP)
     log.info("transcript sink starting", extra={"settings": settings.describe(), "group": service.group_id})
     _run(run_service(settings, service, settings.metrics_port if metrics_port is None else metrics_port))
+
+
+def _ms(text: str | None) -> int | None:
+    """An ISO date or date-time (UTC unless it says otherwise) as ms since the epoch."""
+    if text is None:
+        return None
+    import datetime as dt
+
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
+@click.command()
+@click.option("--meeting", "meeting_uuid", default=None, help="Meeting UUID to rebuild.")
+@click.option("--all", "all_meetings", is_flag=True, help="Every meeting of the rtms.meetings index.")
+@click.option("--since", default=None, help="With --all: streams started at or after (ISO date/time, UTC).")
+@click.option("--until", default=None, help="With --all: streams started before (ISO date/time, UTC).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files under."
+)
+@click.option("--no-index", is_flag=True, help="Scan the meeting's partition instead of reading the index.")
+def replay(
+    meeting_uuid: str | None,
+    all_meetings: bool,
+    since: str | None,
+    until: str | None,
+    out: str,
+    no_index: bool,
+) -> None:
+    """Rebuild meetings' files from the ordered topics (group-less: the live sinks are not touched)."""
+    from pathlib import Path
+
+    from sinks.replay import describe, replay_meeting, replay_window
+
+    if bool(meeting_uuid) == all_meetings:
+        raise click.UsageError("give either --meeting <uuid> or --all")
+    settings = Settings.from_env()
+
+    async def main() -> list[str]:
+        if meeting_uuid:
+            with click.progressbar(
+                length=1, label=f"replay {meeting_uuid}", file=click.get_text_stream("stderr")
+            ) as bar:
+
+                def total(n: int) -> None:
+                    bar.length = max(n, 1)
+
+                result = await replay_meeting(
+                    settings,
+                    meeting_uuid,
+                    Path(out),
+                    use_index=not no_index,
+                    progress=bar.update,
+                    on_total=total,
+                )
+            return describe([result])
+        with click.progressbar(length=0, label="replay", file=click.get_text_stream("stderr")) as bar:
+            results = await replay_window(
+                settings, Path(out), _ms(since), _ms(until), progress=bar.update,
+                on_meeting=lambda m: setattr(bar, "label", f"replay {m}"),
+            )  # fmt: skip
+        return describe(results)
+
+    for line in asyncio.run(main()):
+        click.echo(line)
+
+
+@click.command()
+@click.option("--older-than", required=True, help="Age of a stream's stop past which it goes: 30d, 12h, ...")
+@click.option("--yes", is_flag=True, help="Delete (without it: list what would be deleted).")
+@click.option("--data-dir", default=None, help="Data directory (default RTMSFLOW_DATA_DIR).")
+def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
+    """Delete finalized streams' files older than an age (dry run by default)."""
+    from pathlib import Path
+
+    from sinks.retention import find_expired, parse_age, remove_tree, today_ms
+
+    root = Path(data_dir or Settings.from_env().data_dir)
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    expired = find_expired(root, age, today_ms())
+    for stream in expired:
+        click.echo(f"{'deleting' if yes else 'would delete'} {stream.path} ({stream.bytes} bytes)")
+        if yes:
+            remove_tree(stream.path, root)
+    click.echo(
+        f"{len(expired)} stream(s), {sum(s.bytes for s in expired)} bytes{'' if yes else ' (dry run: --yes deletes)'}"
+    )
+
+
+@click.command()
+@click.option("--meeting", "meeting_uuid", required=True, help="Meeting UUID to forget.")
+@click.option("--yes", is_flag=True, help="Delete and write tombstones (without it: list what would go).")
+@click.option("--data-dir", default=None, help="Data directory (default RTMSFLOW_DATA_DIR).")
+def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
+    """Delete a meeting's files and tombstone it in the compacted topics (rtms.meetings, rtms.sessions)."""
+    from pathlib import Path
+
+    from sinks.retention import meeting_dirs, remove_tree
+
+    settings = Settings.from_env()
+    root = Path(data_dir or settings.data_dir)
+    dirs = meeting_dirs(root, meeting_uuid)
+    keys = asyncio.run(_session_keys(settings, meeting_uuid))
+    for path in dirs:
+        click.echo(f"{'deleting' if yes else 'would delete'} {path}")
+    click.echo(f"{'tombstoning' if yes else 'would tombstone'} rtms.meetings key {meeting_uuid}")
+    for key in keys:
+        click.echo(f"{'tombstoning' if yes else 'would tombstone'} rtms.sessions key {key.decode()}")
+    if not yes:
+        click.echo("dry run: --yes deletes and writes the tombstones")
+        return
+    for path in dirs:
+        remove_tree(path, root)
+    asyncio.run(_tombstones(settings, meeting_uuid, keys))
+
+
+async def _session_keys(settings: Settings, meeting_uuid: str) -> list[bytes]:
+    """The `rtms.sessions` keys (`<meeting>|<stream>`) of the meeting in its partition, sorted."""
+    from aiokafka import TopicPartition
+
+    from schemas.topics import SESSIONS, partition_for
+    from sinks.replay import groupless_consumer, partition_count, read_ranges
+
+    topic = SESSIONS.full_name(settings.topic_prefix)
+    prefix = f"{meeting_uuid}|".encode()
+    keys: set[bytes] = set()
+    consumer = groupless_consumer(settings)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition_for(meeting_uuid, await partition_count(consumer, topic)))
+        await read_ranges(
+            consumer,
+            {tp: None},
+            lambda _tp, r: keys.add(r.key) if r.key and r.key.startswith(prefix) else None,
+        )
+    finally:
+        await consumer.stop()
+    return sorted(keys)
+
+
+async def _tombstones(settings: Settings, meeting_uuid: str, session_keys: list[bytes]) -> None:
+    """Null-valued records for the meeting's keys in the compacted topics, in its partition."""
+    from rtmsflow.kafka_client import make_producer
+    from schemas.topics import MEETINGS, SESSIONS, partition_for
+
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for spec, keys in ((MEETINGS, [meeting_uuid.encode()]), (SESSIONS, session_keys)):
+            topic = spec.full_name(settings.topic_prefix)
+            partition = partition_for(meeting_uuid, len(await producer.partitions_for(topic)))
+            for key in keys:
+                await producer.send_and_wait(topic, value=None, key=key, partition=partition)
+    finally:
+        await producer.stop()
