@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 from aiokafka import TopicPartition
 
-from rtmsflow.admin import admin_client
+from rtmsflow.admin import admin_client, partition_counts
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
@@ -231,17 +231,13 @@ class Supervisor:
 async def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     """Records of `topics` not yet committed by `group` (a partition it never committed counts whole)."""
     topics = list(topics)
+    async with admin_client(settings) as admin:
+        committed = await admin.list_consumer_group_offsets(group)
+        counts = await partition_counts(admin, topics)
+    tps = [TopicPartition(topic, p) for topic in topics for p in range(counts.get(topic, 0))]
     consumer = make_consumer(group_id=None, settings=settings)
     await consumer.start()
     try:
-        async with admin_client(settings) as admin:
-            committed = await admin.list_consumer_group_offsets(group)
-        tps = [
-            TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()
-        ]
-        if not tps:
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for topic in topics for p in range(settings.partitions)]
         begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
     finally:
