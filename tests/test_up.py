@@ -1,0 +1,110 @@
+"""`rtmsflow up` as an operator runs it: every stage supervised, and Ctrl-C during a meeting leaves
+finalized files (the stream closed at Zoom with its markers) and no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from rtmsflow.settings import Settings
+from rtmsflow.stack import free_ports
+from tests.ingest_support import worker_env
+
+pytestmark = pytest.mark.kafka
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purpose only once reaped; /proc says which
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def spawn(args: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """`rtmsflow <args>` as a child process (its stderr, JSON logs, dropped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rtmsflow.cli", *args],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+async def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(0.3)
+
+
+async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_process(
+    settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
+) -> None:
+    http_port, metrics_base = free_ports(2)
+    data = tmp_path / "data"
+    env = {
+        **worker_env(settings_env),
+        "ZOOM_SECRET_TOKEN": "up-test-webhook-secret",
+        "RTMSFLOW_HTTP_PORT": str(http_port),
+        "RTMSFLOW_DATA_DIR": str(data),
+    }
+    up = spawn(["up", "--logs", str(tmp_path / "logs")], env, stdout=subprocess.PIPE)
+    emulator: subprocess.Popen[str] | None = None
+    try:
+
+        async def ready() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{http_port}/health") as resp:
+                        return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(ready, 120, "the webhook endpoint")
+        emulator = spawn(
+            ["emulator", "meeting", "--participants", "2", "--duration", "60", "--video", "360p",
+             "--meeting-uuid", "up-test==", "--webhook", f"http://127.0.0.1:{http_port}/webhook"],
+            env,
+        )  # fmt: skip
+
+        async def recording() -> bool:  # the media sink is writing the stream's files
+            return any(data.glob("*/*/*/.recording.mp4.partial")) or any(data.glob("*/*/*/.*.partial"))
+
+        await wait_for(recording, 90, "the sinks' temporary files")
+        up.send_signal(signal.SIGINT)
+        out, _ = await asyncio.to_thread(up.communicate, timeout=180)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if emulator is not None and emulator.poll() is None:
+            emulator.kill()
+            emulator.wait()
+    assert up.returncode == 0, out[-3000:]
+    pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
+    assert len(pids) == 5, out  # five stages were running
+    assert not [pid for pid in pids if alive(pid)], "a stage outlived rtmsflow up"
+
+    (manifest_path,) = data.glob("*/*/*/manifest.json")
+    stream_dir = manifest_path.parent
+    assert (stream_dir / "transcript.manifest.json").exists()
+    assert not list(stream_dir.glob(".*.partial")), "temporary files left behind"
+    (stream,) = json.loads(manifest_path.read_text())["streams"]
+    assert stream["ended"]["how"] == "marker" and stream["ended"]["stop_reason"] == 20  # closed by us
+    assert stream["ended"]["matched"] is True
+    assert stream["frame_counts"]["AUDIO"] > 0 and (stream_dir / "recording.mp4").stat().st_size > 10_000
