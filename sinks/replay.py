@@ -87,6 +87,7 @@ class ReplayResult:
     used_index: bool
     records: int = 0
     finalized: list[Finalized] = field(default_factory=list)
+    finalize_seconds: float = 0.0  # the longest finalize (close, fsync, rename, manifest)
 
 
 def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -246,6 +247,7 @@ async def replay_meeting(
     for core in (media, transcripts):
         core.finish_all("idle_timeout")
         result.finalized.extend(core.finalized)
+        result.finalize_seconds = max([result.finalize_seconds, *core.finalize_seconds])
         if core.dead_letters:
             log.error(
                 "records that could not be written",

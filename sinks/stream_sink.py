@@ -122,6 +122,7 @@ class SinkCore:
         self.finished: OrderedDict[StreamKey, None] = OrderedDict()
         self.dead_letters: list[dict[str, Any]] = []
         self.finalized: list[Finalized] = []
+        self.finalize_seconds: list[float] = []  # per finalize, for benchmarks and logs
         self.records = 0
 
     # -- input ------------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class SinkCore:
         self._remember(skey)
         elapsed = time.monotonic() - started
         FINALIZE_SECONDS.labels(self.name).observe(elapsed)
+        self.finalize_seconds.append(elapsed)
         FINALIZED.labels(self.name, how).inc()
         BYTES_WRITTEN.labels(self.name).inc(done.bytes_written)
         self.finalized.append(done)

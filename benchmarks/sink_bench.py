@@ -1,0 +1,197 @@
+"""Sinks through the broker: rebuild speed, finalize time after the marker, peak RSS by meeting length.
+
+    python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p]
+
+For each length, a synthetic meeting's ordered records (H.264 from the emulator's libx264 clips,
+a 10 s loop with a speaker switch between two encoders every loop; mixed 16 kHz L16 in 20 ms
+packets; a transcript utterance every 5 s; the three markers) are written to the broker under a
+fresh topic prefix, then `replay_meeting` rebuilds them in a child process (so `ru_maxrss` is that
+meeting's alone): the same cores and builders as the live sinks (WAV, MP4 with H.264 copy + AAC,
+TXT/jsonl/VTT/SRT, manifests). Printed per meeting: records, rebuild wall time and speed (x real
+time), finalize time after the last marker (close, fsync, rename, manifest), peak RSS. Uses the
+broker at RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one (`rtmsflow kafka up`'s) for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ORIGIN_MS = 1_747_316_541_000
+MEETING = "benchMeeting/Q+=="
+STREAM = "bench01"
+
+
+async def write_meeting(settings: Any, minutes: float, resolution: str) -> int:
+    """Produce the meeting's ordered records in media-time order; returns the record count."""
+    from aiokafka import AIOKafkaProducer
+
+    from emulator.clips import ClipParams, get_clip
+    from schemas.codec import Codec
+    from schemas.markers import marker_headers
+    from schemas.topics import AUDIO, TRANSCRIPT, VIDEO, partition_for
+
+    fps, loop_frames = 25, 250
+    clips = [
+        get_clip(ClipParams(k, resolution, fps, loop_frames, gop=fps, flash_index=None))
+        for k in ("camera", "screen")
+    ]  # type: ignore[arg-type]
+    size = (clips[0].width, clips[0].height)
+    codec = Codec.from_settings(settings)
+    part = partition_for(MEETING, settings.partitions)
+    topic = {b: settings.topic_prefix + b for b in (AUDIO.name, VIDEO.name, TRANSCRIPT.name)}
+    tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(320) / 16000)).astype("<i2").tobytes()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20, linger_ms=20,
+                                max_batch_size=1 << 20)  # fmt: skip
+    await producer.start()
+    duration = int(minutes * 60_000)
+    counts = {t: 0 for t in topic.values()}
+    common = {
+        "meeting_uuid": MEETING,
+        "rtms_stream_id": STREAM,
+        "stream_started_ms": ORIGIN_MS,
+        "ingest_epoch": 1,
+    }
+
+    async def send(
+        base: str, value: dict[str, Any] | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        data = None if value is None else codec.encode(topic[base], value)
+        await producer.send(
+            topic[base], value=data, key=MEETING.encode(), partition=part, headers=headers or []
+        )
+        counts[topic[base]] += 1
+
+    try:
+        frame = seq_a = 0
+        for at in range(0, duration, 20):
+            while frame * 40 < at + 20 and frame * 40 < duration:
+                clip = clips[(frame // loop_frames) % 2]
+                i = frame % loop_frames
+                await send(VIDEO.name, {**common, "stream_kind": "VIDEO", "timestamp_ms": ORIGIN_MS + frame * 40,
+                    "ingest_seq": frame, "received_at_ms": 0, "seq": frame, "offset_ms": frame * 40,
+                    "payload": clip.frames[i], "keyframe": clip.keyframes[i], "has_parameter_sets": clip.keyframes[i],
+                    "media": {"width": size[0], "height": size[1], "fps": fps}})  # fmt: skip
+                frame += 1
+            await send(AUDIO.name, {**common, "stream_kind": "AUDIO", "timestamp_ms": ORIGIN_MS + at, "ingest_seq": seq_a,
+                "received_at_ms": 0, "seq": seq_a, "offset_ms": at, "payload": tone, "media": {}})  # fmt: skip
+            seq_a += 1
+            if at % 5000 == 0 and at + 4000 <= duration:
+                n = at // 5000
+                await send(TRANSCRIPT.name, {"meeting_uuid": MEETING, "rtms_stream_id": STREAM, "utterance_id": f"{STREAM}/{n}",
+                    "seq": n, "participant_id": 1, "participant_name": "Bench", "start_ms": ORIGIN_MS + at,
+                    "end_ms": ORIGIN_MS + at + 4000, "stream_started_ms": ORIGIN_MS, "text": f"utterance {n}"})  # fmt: skip
+        kinds = {
+            AUDIO.name: {"AUDIO": seq_a},
+            VIDEO.name: {"VIDEO": frame},
+            TRANSCRIPT.name: {"TRANSCRIPT": counts[topic[TRANSCRIPT.name]]},
+        }
+        for base, c in kinds.items():
+            end = {**common, "topic": base, "ended": "STOPPED", "counts": c, "complete": True}
+            await send(base, None, marker_headers(end))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sum(counts.values())
+
+
+def child(minutes: float, out: str) -> None:
+    """Rebuild the meeting (in its own process) and print one JSON line of figures."""
+    from rtmsflow.settings import Settings
+    from sinks.replay import replay_meeting
+
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    cpu = time.process_time()
+    result = asyncio.run(replay_meeting(settings, MEETING, Path(out), use_index=False))
+    wall = time.perf_counter() - started
+    figures = {
+        "minutes": minutes,
+        "records": result.records,
+        "rebuild_s": round(wall, 2),
+        "x_real_time": round(minutes * 60 / wall, 1),
+        "x_real_time_per_cpu_s": round(minutes * 60 / (time.process_time() - cpu), 1),
+        "finalize_s": round(result.finalize_seconds, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "bytes": sum(f.bytes_written for f in result.finalized),
+        "ended": sorted({f.how for f in result.finalized}),
+    }
+    print(json.dumps(figures))
+
+
+async def main(minutes: list[float], resolution: str) -> list[dict[str, Any]]:
+    from rtmsflow.admin import delete_topics, ensure_topics
+    from rtmsflow.settings import Settings
+    from schemas.topics import ALL_TOPICS
+
+    base = dataclasses.replace(Settings.from_env(), partitions=1)
+    results = []
+    for length in minutes:
+        settings = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+        await ensure_topics(settings, ALL_TOPICS)
+        try:
+            t0 = time.perf_counter()
+            records = await write_meeting(settings, length, resolution)
+            print(
+                f"{length:g} min: {records} records written in {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
+            with tempfile.TemporaryDirectory() as out:
+                env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_PARTITIONS": "1",
+                       "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap()}  # fmt: skip
+                done = subprocess.run(  # noqa: ASYNC221 - the child is the measurement; nothing else runs
+                    [sys.executable, "-m", "benchmarks.sink_bench", "--child", str(length), "--out", out],
+                    env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"{length:g} min: rebuild {figures['rebuild_s']} s = {figures['x_real_time']}x real time "
+                f"({figures['x_real_time_per_cpu_s']}x per CPU s), finalize {figures['finalize_s']} s after the marker, "
+                f"peak RSS {figures['peak_rss_mb']} MB, {figures['bytes'] / 2**20:.0f} MB written",
+                file=sys.stderr,
+            )
+            results.append(figures)
+        finally:
+            await delete_topics(settings, [s.full_name(settings.topic_prefix) for s in ALL_TOPICS])
+    return results
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", default="2,10", help="comma-separated meeting lengths (e.g. 10,60)")
+    parser.add_argument("--resolution", default="360p", choices=["360p", "720p", "1080p"])
+    parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child, args.out)
+        return
+    lengths = [float(m) for m in args.minutes.split(",")]
+    broker = None
+    if not os.environ.get("RTMSFLOW_KAFKA_BOOTSTRAP"):
+        from rtmsflow.broker import LocalKafka
+
+        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="sink-bench-kafka-")))
+        os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
+    try:
+        print(json.dumps(asyncio.run(main(lengths, args.resolution)), indent=2))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    run()
