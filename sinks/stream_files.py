@@ -105,7 +105,7 @@ class StreamFiles(Protocol):
     def finalize(self, how: EndHow) -> Finalized: ...
     def abort(self) -> None: ...
     def buffered_bytes(self) -> int: ...
-    def take_rejected(self) -> list[tuple[Mapping[str, Any], Exception]]: ...
+    def take_rejected(self) -> list[tuple[str, Mapping[str, Any], Exception]]: ...
     @property
     def open_files(self) -> int: ...
 
@@ -170,7 +170,7 @@ class MediaStreamFiles:
         self._fed = 0  # samples of mixed audio handed to the recorder
         self._reader: BinaryIO | None = None
         self._lanes = _Lanes()
-        self._rejected: list[tuple[Mapping[str, Any], Exception]] = []
+        self._rejected: list[tuple[str, Mapping[str, Any], Exception]] = []
         self._audio_done = False  # finalizing: no more audio will come, whatever the markers say
 
     @classmethod
@@ -215,8 +215,9 @@ class MediaStreamFiles:
         """Video payload bytes held while waiting for the audio to reach them."""
         return self._queued_bytes
 
-    def take_rejected(self) -> list[tuple[Mapping[str, Any], Exception]]:
-        """Records that could not be muxed since the last call (the caller dead-letters them)."""
+    def take_rejected(self) -> list[tuple[str, Mapping[str, Any], Exception]]:
+        """(topic, record, error) of records that could not be muxed since the last call: queued
+        video rejected while another record was being fed (the caller dead-letters them)."""
         out, self._rejected = self._rejected, []
         return out
 
@@ -338,7 +339,7 @@ class MediaStreamFiles:
                         has_parameter_sets=r["has_parameter_sets"],
                     )
             except MediaFrameError as exc:
-                self._rejected.append((r, exc))
+                self._rejected.append((VIDEO.name, r, exc))
 
     def _feed_audio_to(self, target: int) -> None:
         """Hand the recorder the mixed audio up to sample `target` (a multiple of 16), read back
@@ -492,7 +493,7 @@ class TranscriptStreamFiles:
     def buffered_bytes(self) -> int:
         return 0
 
-    def take_rejected(self) -> list[tuple[Mapping[str, Any], Exception]]:
+    def take_rejected(self) -> list[tuple[str, Mapping[str, Any], Exception]]:
         return []
 
     @property

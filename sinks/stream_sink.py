@@ -189,12 +189,17 @@ class SinkCore:
                 entry.files.add(base, record)
             except RECORD_ERRORS as exc:
                 self._dead(tp, offset, key, value or b"", str(exc), exc, meeting, stream)
-        for bad, error in entry.files.take_rejected():
+        for bad_topic, bad, error in entry.files.take_rejected():
+            # the rejected record may be of another topic than the one being fed (queued video)
+            bad_tp = (self.topics[bad_topic], partition)
             original = {k: v for k, v in bad.items() if k != SOURCE_OFFSET}
+            try:
+                payload = self.codec.encode(bad_tp[0], original)
+            except CodecError:
+                payload = b""
             self._dead(
-                tp, bad.get(SOURCE_OFFSET, offset), key, self.codec.encode(topic, original), str(error), error,
-                meeting, stream,
-            )  # fmt: skip
+                bad_tp, bad.get(SOURCE_OFFSET, offset), key, payload, str(error), error, meeting, stream
+            )
         if entry.files.ready:
             self._finalize(skey, "marker")
 

@@ -179,3 +179,35 @@ async def test_a_record_that_cannot_be_muxed_is_dead_lettered_and_the_stream_fin
     frames, errors = decode_video(d / "recording.mp4")
     assert errors == [] and len(frames) == 49  # the one bad access unit is out, the rest decodes
     assert (d / "manifest.json").is_file()
+
+
+def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_path: Path) -> None:
+    """No broker: every video record arrives before any audio (the order that once crashed the
+    sink), so the bad access unit is rejected while an audio record is being fed."""
+    import dataclasses
+
+    from schemas.codec import Codec
+    from schemas.topics import AUDIO, VIDEO
+    from sinks.media_sink import media_core
+
+    settings = dataclasses.replace(Settings(), data_dir=str(tmp_path))
+    camera = get_clip(ClipParams("camera", "360p", 25, 50, gop=25, flash_index=None))
+    stream = OrderedStream(MEETING, "bad1")
+    for i, (data, key) in enumerate(zip(camera.frames, camera.keyframes, strict=True)):
+        stream.frame("VIDEO", 40 * i, data if i != 10 else b"\x65\x88 not annex-b", key, (640, 360), 25)
+    for at in range(0, 2000, 20):
+        stream.audio(at, bytes(640))
+    stream.end(2000)
+    core = media_core(settings)
+    codec = Codec.from_settings(settings)
+    for base in (VIDEO.name, AUDIO.name):  # all video first: it waits for the audio
+        for offset, (value, headers) in enumerate(stream.records[base]):
+            data = None if value is None else codec.encode(base, value)
+            core.feed(base, 0, offset, MEETING.encode(), data, headers)
+    assert [(d["source"], d["error"], d["source_offset"]) for d in core.dead_letters] == [
+        ("rtms.video", "MediaFrameError", 10)
+    ]
+    assert codec.decode(VIDEO.name, core.dead_letters[0]["payload"])["seq"] == 10  # the video record itself
+    assert [f.how for f in core.finalized] == ["marker"]
+    frames, errors = decode_video(stream_dir(settings, stream) / "recording.mp4")
+    assert errors == [] and len(frames) == 49
