@@ -1,13 +1,15 @@
-"""The sans-I/O RTMS protocol module: numbers, signatures, builders and parsers, without sockets."""
+"""The sans-I/O RTMS protocol package: numbers, signatures, builders and parsers, without sockets."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 import pytest
 
-from rtmsflow import rtms_protocol as p
+import rtms_protocol as p
+from rtms_protocol.messages import _PARSERS
 
 # What Zoom's SDK put on the wire in the probe captures (rtms-protocol.md 2.3, 3.1, 2.8, 2.9).
 SDK_HANDSHAKE = (
@@ -189,6 +191,22 @@ def test_lenient_media_defaults_missing_optional_fields() -> None:
             "event.participants[0].user_id",
         ),
         ('{"msg_type":12,"timestamp":1,"sequence":true}', "bad_field", "sequence"),
+        # with several bad fields, the one reported is the first a reader checks (READ order)
+        (
+            '{"msg_type":6,"event":{"event_type":"x","participants":[1]}}',
+            "bad_field",
+            "event.participants[0]",
+        ),
+        ('{"msg_type":6,"event":{"timestamp":1}}', "missing_field", "event.event_type"),
+        ('{"msg_type":9,"stop_reason":"6"}', "bad_field", "stop_reason"),
+        ('{"msg_type":2,"status_code":3,"reason":1,"sequence":"x"}', "bad_field", "reason"),
+        ('{"msg_type":2,"status_code":0,"media_server":{}}', "missing_field", "media_server.server_urls"),
+        (
+            '{"msg_type":2,"status_code":3,"media_server":{"server_urls":{"a":1}}}',
+            "bad_field",
+            "media_server.server_urls.a",
+        ),
+        ('{"msg_type":20,"state":"1","rtms_stream_id":2}', "bad_field", "rtms_stream_id"),
     ],
 )
 def test_malformed_input_raises_protocol_error_naming_the_field(
@@ -197,6 +215,27 @@ def test_malformed_input_raises_protocol_error_naming_the_field(
     with pytest.raises(p.ProtocolError) as info:
         p.parse(raw)
     assert (info.value.reason, info.value.field) == (reason, field)
+
+
+def test_a_failed_handshake_needs_no_media_server_and_stop_reason_wins_over_reason() -> None:
+    rejected = p.parse('{"msg_type":2,"status_code":3,"reason":"no"}')
+    assert rejected == p.HandshakeResponse(3, "no")
+    # `reason` is not even type-checked when `stop_reason` is there (it is the same value, twice)
+    both = p.parse('{"msg_type":9,"state":5,"reason":"x","stop_reason":6}')
+    assert isinstance(both, p.SessionStateUpdate) and both.stop_reason == 6
+
+
+def test_every_field_of_a_message_is_on_the_wire() -> None:
+    """The field-driven codec only writes what `WIRE` lists: a dataclass field left out of it would be
+    silently dropped on encode and defaulted on parse."""
+    checked = 0
+    for cls in set(_PARSERS.values()):
+        if cls is p.MediaFrame:  # its own to_dict/from_dict (the one message shaped by its msg_type)
+            continue
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        assert {w.name for w in cls.WIRE} == fields, cls.__name__
+        checked += 1
+    assert checked == 19
 
 
 def test_enums_carry_wire_numbers_and_helpers() -> None:
