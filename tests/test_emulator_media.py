@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import time
 import tracemalloc
 from collections.abc import Iterable
 
@@ -323,7 +322,8 @@ def test_bad_specs_are_rejected_with_a_reason() -> None:
 # -- cost ----------------------------------------------------------------------------------------
 
 
-def test_hour_long_timeline_is_cheap_and_does_not_grow_memory() -> None:
+def test_hour_long_timeline_plays_to_its_end_without_growing_memory() -> None:
+    """Memory only; its speed is `python -m benchmarks.media_bench` (hour_us_per_item)."""
     meeting = SyntheticMeeting(small(duration_s=3600.0, beep_every_ms=5000, participants=5))
     meeting.prepare()
     timeline = meeting.timeline(audio_mode="multi")
@@ -343,16 +343,14 @@ def test_hour_long_timeline_is_cheap_and_does_not_grow_memory() -> None:
     assert after - before < 256 * 1024 and abs(after - middle) < 64 * 1024, (before, middle, after)
     assert peak - before < 1 << 20
 
-    start = time.perf_counter()
-    count = sum(1 for _ in timeline)  # the remaining ~50 minutes
-    per_item_us = (time.perf_counter() - start) / count * 1e6
-    assert count > 100_000
-    assert per_item_us < 20, f"{per_item_us:.1f} us per item"
+    rest = collections.deque(timeline, maxlen=1)  # the remaining ~50 minutes, the last item kept
+    assert rest and rest[0].offset_ms == 3_600_000, "the timeline plays on to the end of the hour"
 
 
 def test_hundreds_of_meetings_play_at_once_on_shared_material() -> None:
     """Meetings share the encoded clip and the voice pool; each playing timeline costs only its
-    generator state (seeds 256 apart map to the same voices, so no synthesis is timed here)."""
+    generator state (seeds 256 apart map to the same voices). Memory only; playing them round
+    robin is timed by `python -m benchmarks.media_bench` (round_robin_us_per_item)."""
     specs = [small(seed=k * VOICE_POOL, duration_s=3600.0) for k in range(300)]
     SyntheticMeeting(specs[0]).prepare()
     tracemalloc.start()
@@ -366,12 +364,3 @@ def test_hundreds_of_meetings_play_at_once_on_shared_material() -> None:
     finally:
         tracemalloc.stop()
     assert (after - before) / len(specs) < 40 * 1024, f"{(after - before) / len(specs):.0f} bytes per meeting"
-
-    start = time.perf_counter()
-    count = 0
-    for _ in range(10):  # round robin, as a server's pacer plays them
-        for timeline in timelines:
-            for _ in itertools.islice(timeline, 80):
-                count += 1
-    per_item_us = (time.perf_counter() - start) / count * 1e6
-    assert per_item_us < 20, f"{per_item_us:.1f} us per item"
