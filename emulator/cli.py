@@ -1,7 +1,7 @@
 """`rtmsflow emulator ...`: play Zoom to a local ingest.
 
     rtmsflow emulator serve                         # an RTMS server; prints its URL
-    rtmsflow emulator meeting --participants 3 --duration 60 --video 720p \\
+    rtmsflow emulator meeting --participants 3 --duration 60 --video-resolution 720p \\
         --webhook http://127.0.0.1:8080/webhook     # server + signed webhooks + one meeting
 
 `meeting` starts the server in-process, registers each stream, posts a signed `rtms_started`,
@@ -32,6 +32,7 @@ from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
 from emulator.webhooks import PRODUCTS, Delivery, Product, StreamIdentity, WebhookSender
+from rtmsflow.cli import env_help, load_settings
 from rtmsflow.logs import get_logger
 from rtmsflow.rtms_protocol import StopReason
 
@@ -53,6 +54,15 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 def _credentials(options: dict[str, Any], *names: str) -> None:
+    """Fill the credentials not given as options from the settings; a usage error if any is missing."""
+    settings = load_settings()
+    from_settings = {
+        "client_id": settings.zoom_client_id,
+        "client_secret": settings.zoom_client_secret,
+        "secret_token": settings.zoom_webhook_secret,
+    }
+    for n in names:
+        options[n] = options.get(n) or from_settings[n]
     missing = [n for n in names if not options.get(n)]
     if missing:
         env = {
@@ -91,8 +101,8 @@ def emulator() -> None:
 
 
 _credential_options: list[Callable[[Any], Any]] = [
-    click.option("--client-id", envvar="ZM_RTMS_CLIENT", help="App client id (env ZM_RTMS_CLIENT)."),
-    click.option("--client-secret", envvar="ZM_RTMS_SECRET", help="App client secret (env ZM_RTMS_SECRET)."),
+    click.option("--client-id", help=env_help("App client id.", "zoom_client_id", "none")),
+    click.option("--client-secret", help=env_help("App client secret.", "zoom_client_secret", "none")),
 ]
 _server_options: list[Callable[[Any], Any]] = [
     click.option(
@@ -176,10 +186,13 @@ class _Played:
 @emulator.command()
 @click.option("--participants", default=3, show_default=True, type=click.IntRange(1, 500))
 @click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds.")
-@click.option("--video", default="720p", show_default=True, type=click.Choice([*RESOLUTIONS, "none"]))
-@click.option("--fps", default=30, show_default=True, type=click.IntRange(1, 30))
+@click.option("--video/--no-video", default=True, show_default=True, help="Participants' cameras send video.")
+@click.option("--video-resolution", default="720p", show_default=True, type=click.Choice(list(RESOLUTIONS)),
+              help="Camera resolution (a client's handshake may ask for another).")  # fmt: skip
+@click.option("--video-fps", default=30, show_default=True, type=click.IntRange(1, 30),
+              help="Camera frame rate (a client's handshake may ask for another).")  # fmt: skip
 @click.option("--deskshare/--no-deskshare", default=False, show_default=True, help="Host shares a screen.")
-@click.option("--transcripts/--no-transcripts", default=True, show_default=True)
+@click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
 @click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
 @click.option(
     "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Media time / real time."
@@ -201,9 +214,7 @@ class _Played:
 @click.option(
     "--stream-id", help="rtms_stream_id (meeting i > 0 gets '-i' appended); default: random 32 hex."
 )
-@click.option(
-    "--secret-token", envvar="ZOOM_SECRET_TOKEN", help="Webhook secret token (env ZOOM_SECRET_TOKEN)."
-)
+@click.option("--secret-token", help=env_help("Webhook secret token.", "zoom_webhook_secret", "none"))
 @click.option("--validate-url/--no-validate-url", default=False, help="Send endpoint.url_validation first.")
 @click.option("--started-twice", is_flag=True, help="Deliver each rtms_started twice (a Zoom retry).")
 @click.option("--connect-timeout", default=60.0, show_default=True, help="Seconds to wait for a client.")
@@ -214,7 +225,7 @@ class _Played:
 def meeting(**options: Any) -> None:
     """Play synthetic meetings to a webhook endpoint: rtms_started, media, rtms_stopped."""
     _credentials(options, "client_id", "client_secret", "secret_token")
-    video = None if options["video"] == "none" else options["video"]
+    video = options["video_resolution"] if options["video"] else None
     try:
         specs = [
             MeetingSpec(
@@ -222,8 +233,8 @@ def meeting(**options: Any) -> None:
                 participants=options["participants"],
                 duration_s=options["duration"],
                 video=video,
-                fps=options["fps"],
-                transcripts=options["transcripts"],
+                fps=options["video_fps"],
+                transcripts=options["transcript"],
                 deskshare=options["deskshare"],
             )
             for i in range(options["meetings"])

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 import click
 
+from rtmsflow.cli import env_help, load_settings, serving_port, with_options
 from rtmsflow.logs import get_logger
-from rtmsflow.settings import Settings
+from rtmsflow.settings import INGEST_BACKENDS, VIDEO_RESOLUTIONS, Settings
 
 log = get_logger(__name__)
 
@@ -38,66 +38,95 @@ def ingest() -> None:
 
 
 @ingest.command()
-@click.option("--host", default=None, help="Bind address (default: RTMSFLOW_HTTP_HOST).")
-@click.option("--port", type=int, default=None, help="Port (default: RTMSFLOW_HTTP_PORT; 0 = any free port).")
+@click.option("--host", default=None, help=env_help("Bind address.", "http_host"))
 @click.option(
-    "--path", default="/webhook", envvar="RTMSFLOW_WEBHOOK_PATH", show_default=True, help="Webhook path."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help=env_help("Port of /webhook, /health and /metrics (0 = any free port).", "http_port"),
 )
-def http(host: str | None, port: int | None, path: str) -> None:
+@click.option("--path", default=None, help=env_help("Webhook path.", "webhook_path"))
+def http(host: str | None, port: int | None, path: str | None) -> None:
     """Receive Zoom's webhooks: verify, answer url_validation, put lifecycle events on rtms.sessions."""
     from ingest.webhook import serve_http
 
-    settings = Settings.from_env()
-    if host is not None:
-        settings = dataclasses.replace(settings, http_host=host)
-    if port is not None:
-        settings = dataclasses.replace(settings, http_port=port)
-    log.info("ingest http starting", extra={"settings": settings.describe(), "path": path})
-    _run(serve_http(settings, path))
+    if path is not None and not path.startswith("/"):
+        raise click.BadParameter("must start with '/'", param_hint="--path")
+    settings = with_options(load_settings(), http_host=host, http_port=port, webhook_path=path)
+    log.info("ingest http starting", extra={"settings": settings.describe(), "path": settings.webhook_path})
+    _run(serve_http(settings, settings.webhook_path))
 
 
 @ingest.command()
-@click.option("--group", default="rtmsflow-ingest", envvar="RTMSFLOW_INGEST_GROUP", show_default=True,
-              help="Consumer group of the workers.")  # fmt: skip
-@click.option("--session-timeout-ms", type=int, default=8000, envvar="RTMSFLOW_INGEST_SESSION_TIMEOUT_MS",
-              show_default=True, help="Group session timeout: how soon a dead worker's meetings move.")  # fmt: skip
-@click.option("--backoff-base-s", type=float, default=3.0, envvar="RTMSFLOW_RTMS_BACKOFF_BASE_S", show_default=True,
-              help="First RTMS reconnect delay (doubles per attempt, capped at 30 s).")  # fmt: skip
-@click.option("--audio-multi/--audio-mixed", default=False, envvar="RTMSFLOW_RTMS_AUDIO_MULTI",
-              help="Per-participant audio streams instead of the mixed stream.")  # fmt: skip
-@click.option("--video/--no-video", default=True, envvar="RTMSFLOW_RTMS_VIDEO", help="Receive video.")
-@click.option("--video-resolution", type=click.Choice(["sd", "hd", "fhd", "qhd"]), default="hd",
-              envvar="RTMSFLOW_RTMS_VIDEO_RESOLUTION", show_default=True, help="Requested video resolution.")  # fmt: skip
-@click.option("--video-fps", type=click.IntRange(1, 30), default=25, envvar="RTMSFLOW_RTMS_VIDEO_FPS",
-              show_default=True, help="Requested video frame rate (H.264).")  # fmt: skip
+@click.option("--group", default=None, help=env_help("Consumer group of the workers.", "ingest_group"))
 @click.option(
-    "--deskshare/--no-deskshare",
-    default=False,
-    envvar="RTMSFLOW_RTMS_DESKSHARE",
-    help="Receive screen share.",
+    "--session-timeout-ms",
+    type=click.IntRange(min=1),
+    default=None,
+    help=env_help(
+        "Group session timeout: how soon a dead worker's meetings move.", "ingest_session_timeout_ms"
+    ),
 )
 @click.option(
-    "--transcript/--no-transcript",
-    default=True,
-    envvar="RTMSFLOW_RTMS_TRANSCRIPT",
-    help="Receive transcripts.",
+    "--backend",
+    type=click.Choice(INGEST_BACKENDS),
+    default=None,
+    help=env_help("How streams are held: our WebSocket client or Zoom's SDK.", "ingest_backend"),
+)
+@click.option(
+    "--backoff-base-s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help=env_help("First RTMS reconnect delay (doubles per attempt, capped at 30 s).", "rtms_backoff_base_s"),
+)
+@click.option(
+    "--audio-multi/--audio-mixed",
+    default=None,
+    help=env_help("Per-participant audio streams instead of the mixed stream.", "rtms_audio_multi"),
+)
+@click.option("--video/--no-video", default=None, help=env_help("Receive video.", "rtms_video"))
+@click.option(
+    "--video-resolution",
+    type=click.Choice(list(VIDEO_RESOLUTIONS)),
+    default=None,
+    help=env_help("Requested video resolution.", "rtms_video_resolution"),
+)
+@click.option(
+    "--video-fps",
+    type=click.IntRange(1, 30),
+    default=None,
+    help=env_help("Requested video frame rate (H.264).", "rtms_video_fps"),
+)
+@click.option(
+    "--deskshare/--no-deskshare", default=None, help=env_help("Receive screen share.", "rtms_deskshare")
+)
+@click.option(
+    "--transcript/--no-transcript", default=None, help=env_help("Receive transcripts.", "rtms_transcript")
+)
+@click.option(
+    "--transcript-language",
+    type=click.IntRange(min=-1),
+    default=None,
+    help=env_help("RTMS language code of the transcripts (-1 = auto).", "transcript_language"),
 )
 @click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=None,
-    help="Port of /health and /metrics (default RTMSFLOW_METRICS_PORT).",
+    help=env_help("Port of /health and /metrics (0 = a free port, logged at start).", "metrics_port"),
 )
 def worker(
-    group: str,
-    session_timeout_ms: int,
-    backoff_base_s: float,
-    audio_multi: bool,
-    video: bool,
-    video_resolution: str,
-    video_fps: int,
-    deskshare: bool,
-    transcript: bool,
+    group: str | None,
+    session_timeout_ms: int | None,
+    backend: str | None,
+    backoff_base_s: float | None,
+    audio_multi: bool | None,
+    video: bool | None,
+    video_resolution: str | None,
+    video_fps: int | None,
+    deskshare: bool | None,
+    transcript: bool | None,
+    transcript_language: int | None,
     metrics_port: int | None,
 ) -> None:
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
@@ -105,28 +134,48 @@ def worker(
     from ingest.worker import SessionWorker, run_worker
     from ingest.ws_client import client_config
 
-    settings = Settings.from_env()
+    settings = with_options(
+        load_settings(),
+        ingest_group=group,
+        ingest_session_timeout_ms=session_timeout_ms,
+        ingest_backend=backend,
+        rtms_backoff_base_s=backoff_base_s,
+        rtms_audio_multi=audio_multi,
+        rtms_video=video,
+        rtms_video_resolution=video_resolution,
+        rtms_video_fps=video_fps,
+        rtms_deskshare=deskshare,
+        rtms_transcript=transcript,
+        transcript_language=transcript_language,
+        metrics_port=metrics_port,
+    )
     config = client_config(
         settings,
-        backoff_base_s=backoff_base_s,
-        audio_multi=audio_multi,
-        video=video,
-        video_resolution={"sd": 1, "hd": 2, "fhd": 3, "qhd": 4}[video_resolution],
-        video_fps=video_fps,
-        deskshare=deskshare,
-        transcript=transcript,
+        backoff_base_s=settings.rtms_backoff_base_s,
+        audio_multi=settings.rtms_audio_multi,
+        video=settings.rtms_video,
+        video_resolution=VIDEO_RESOLUTIONS[settings.rtms_video_resolution],
+        video_fps=settings.rtms_video_fps,
+        deskshare=settings.rtms_deskshare,
+        transcript=settings.rtms_transcript,
     )
 
     factory = load_backend(settings.ingest_backend)
 
-    def backend(s: Settings, frames: FrameHandler) -> SessionBackend:
+    def backend_factory(s: Settings, frames: FrameHandler) -> SessionBackend:
         return factory(s, frames, config=config)  # the same media choices, whichever backend
 
-    log.info("ingest worker starting", extra={"settings": settings.describe(), "group": group})
-    node = SessionWorker(
-        settings, group_id=group, backend_factory=backend, session_timeout_ms=session_timeout_ms
+    port = serving_port(settings.metrics_port)
+    log.info(
+        "ingest worker starting",
+        extra={"settings": settings.describe(), "group": settings.ingest_group, "metrics_port": port},
     )
-    port = settings.metrics_port if metrics_port is None else metrics_port
+    node = SessionWorker(
+        settings,
+        group_id=settings.ingest_group,
+        backend_factory=backend_factory,
+        session_timeout_ms=settings.ingest_session_timeout_ms,
+    )
     _run(_worker_then_sdk_hosts(settings, run_worker(settings, node, port)))
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from rtmsflow.jvm import HOST, find_java, free_port, locked, tail
 from rtmsflow.logs import get_logger
-from rtmsflow.settings import default_cache_dir
+from rtmsflow.settings import default_cache_dir, setting_from_env
 
 log = get_logger(__name__)
 
@@ -97,10 +97,8 @@ class Fetched:
 
 
 def _default_state_dir() -> Path:
-    env = os.environ.get("RTMSFLOW_KAFKA_STATE")
-    if env:
-        return Path(env)
-    return default_cache_dir() / "kafka" / KAFKA_VERSION / "state"
+    state: str = setting_from_env("kafka_state_dir")
+    return Path(state) if state else default_cache_dir() / "kafka" / KAFKA_VERSION / "state"
 
 
 def _sha256(path: Path) -> str:

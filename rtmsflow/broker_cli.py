@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from rtmsflow.broker import KAFKA_VERSION, BrokerError, LocalKafka
+from rtmsflow.cli import env_help
 from rtmsflow.jvm import JavaNotFound
 
 
@@ -20,10 +21,10 @@ from rtmsflow.jvm import JavaNotFound
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="RTMSFLOW_KAFKA_STATE",
     default=None,
-    help="The broker's data, config, pid and log files "
-    "[env RTMSFLOW_KAFKA_STATE; default ~/.cache/rtmsflow/kafka/<version>/state].",
+    help=env_help(
+        "The broker's data, config, pid and log files.", "kafka_state_dir", "<cache>/kafka/<version>/state"
+    ),
 )
 @click.pass_context
 def kafka(ctx: click.Context, state_dir: Path | None) -> None:

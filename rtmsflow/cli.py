@@ -2,17 +2,21 @@
 
 Each stage keeps its own click group in its package (`ingest/cli.py`, `emulator/cli.py`, ...);
 this module only registers them, importing each lazily so that `rtmsflow kafka up` does not pay
-for PyAV or Faust.
+for PyAV or Faust. It reads the settings once before any subcommand runs, so a bad environment
+variable is one line naming it and exit status 2 on every subcommand, never a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from typing import Any
 
 import click
 
+from rtmsflow.jvm import free_port
 from rtmsflow.logs import setup_logging
-from rtmsflow.settings import Settings
+from rtmsflow.settings import SettingError, Settings
 
 # name -> "module:attribute" of a click command or group
 _SUBCOMMANDS: dict[str, str] = {
@@ -31,6 +35,41 @@ _SUBCOMMANDS: dict[str, str] = {
 }
 
 
+class BadSetting(click.ClickException):
+    """A setting that cannot be used: click prints `Error: <message>` and exits with status 2, the
+    status click gives a bad command-line option (a setting is an option given another way)."""
+
+    exit_code = 2
+
+
+def load_settings() -> Settings:
+    """`Settings.from_env()` for a command: a bad variable becomes `BadSetting` (one line, exit 2)."""
+    try:
+        return Settings.from_env()
+    except SettingError as exc:
+        raise BadSetting(f"{exc} (see rtmsflow/settings.py)") from None
+
+
+def with_options(settings: Settings, **options: Any) -> Settings:
+    """`settings` with each command-line option that was given (not None) in place of its setting."""
+    return dataclasses.replace(settings, **{k: v for k, v in options.items() if v is not None})
+
+
+def env_help(text: str, setting: str, default: str | None = None) -> str:
+    """An option's help that names the setting it overrides: `text [env VAR; default D]`."""
+    env = Settings.env_names()[setting][0]
+    if default is None:
+        value = getattr(Settings(), setting)
+        default = ("on" if value else "off") if isinstance(value, bool) else str(value)
+    return f"{text} [env {env}; default {default}]"
+
+
+def serving_port(port: int) -> int:
+    """The port a stage serves /health and /metrics on: `port`, or a free one when it is 0 (so every
+    stage serves them; the start-up log line names the port)."""
+    return port or free_port()
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when used."""
 
@@ -42,14 +81,30 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        # The group's callback runs before the subcommand parses its arguments; note a help
+        # request here, while they are still at hand.
+        ctx.meta["rtmsflow.help"] = "--help" in ctx.args
+        return super().invoke(ctx)
 
 
-@click.group(cls=LazyGroup)
+@click.group(
+    cls=LazyGroup,
+    epilog="Settings are environment variables (RTMSFLOW_*, and Zoom's ZM_RTMS_CLIENT, ZM_RTMS_SECRET, "
+    "ZOOM_SECRET_TOKEN), each with its default in rtmsflow/settings.py; every stage logs them at start "
+    "(secrets masked), and a command-line option overrides its variable. A bad value stops any "
+    "command with exit status 2.",
+)
 @click.version_option(package_name="rtmsflow")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """rtmsflow: Zoom Realtime Media Streams into Kafka, recordings and transcripts."""
-    setup_logging(Settings.from_env().log_level)
+    if ctx.meta.get("rtmsflow.help"):  # `rtmsflow <command> --help` shows help whatever the environment
+        return
+    setup_logging(load_settings().log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

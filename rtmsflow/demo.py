@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -25,11 +24,15 @@ from typing import Any
 
 import click
 
+from rtmsflow.cli import load_settings
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env, wait_drained
 
 log = get_logger(__name__)
+
+# What the emulator can play (its clips) and ingest can ask RTMS for.
+DEMO_RESOLUTIONS = ("360p", "720p", "1080p")
 
 
 def _say(message: str) -> None:
@@ -41,15 +44,17 @@ def _manifests(data_dir: Path, since: float) -> list[Path]:
     return sorted(p for p in data_dir.glob("*/*/*/*manifest.json") if p.stat().st_mtime >= since)
 
 
-async def _wait_finalized(sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float) -> None:
-    """Until the processors and both sinks have drained and the media and transcript manifests are
-    on disk; shows progress every few seconds."""
+async def _wait_finalized(
+    sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float, transcript: bool
+) -> None:
+    """Until the processors and both sinks have drained and the media manifest (and, when the
+    meeting has transcripts, the transcript manifest) are on disk; shows progress every few seconds."""
     deadline = time.monotonic() + timeout_s
     said = 0.0
     while True:
         manifests = _manifests(data_dir, since)
         names = {p.name for p in manifests}
-        if "manifest.json" in names and any(n != "manifest.json" for n in names):
+        if "manifest.json" in names and (not transcript or any(n != "manifest.json" for n in names)):
             break
         if time.monotonic() > deadline:
             raise click.ClickException(
@@ -62,7 +67,9 @@ async def _wait_finalized(sup: Supervisor, settings: Settings, data_dir: Path, s
         await asyncio.sleep(0.5)
     for stage in sup.stages:
         if stage.spec.group is not None:
-            await wait_drained(settings, stage.spec.group, stage.spec.reads, max(5.0, deadline - time.monotonic()))
+            await wait_drained(
+                settings, stage.spec.group, stage.spec.reads, max(5.0, deadline - time.monotonic())
+            )
 
 
 def _describe(data_dir: Path, since: float) -> dict[str, Any]:
@@ -79,18 +86,44 @@ def _describe(data_dir: Path, since: float) -> dict[str, Any]:
 
 
 @click.command()
-@click.option("--participants", default=3, show_default=True, help="Participants in the emulated meeting.")
-@click.option("--duration", default=20.0, show_default=True, help="Meeting length in seconds of media time.")
-@click.option("--video", default="720p", show_default=True, help="Video resolution (360p, 720p, 1080p).")
-@click.option("--speed", default=1.0, show_default=True, help="Play faster than real time (e.g. 4).")
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds to wait for the files.")
-def demo(participants: int, duration: float, video: str, speed: float, out_dir: str, timeout_s: float) -> None:
+@click.option("--participants", default=3, show_default=True, type=click.IntRange(1, 500),
+              help="Participants in the emulated meeting.")  # fmt: skip
+@click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Meeting length in seconds of media time.")  # fmt: skip
+@click.option("--video/--no-video", default=True, show_default=True,
+              help="The meeting has video (and ingest asks for it).")  # fmt: skip
+@click.option("--video-resolution", default="720p", show_default=True, type=click.Choice(DEMO_RESOLUTIONS),
+              help="Camera resolution, and the one ingest asks for.")  # fmt: skip
+@click.option("--video-fps", default=25, show_default=True, type=click.IntRange(1, 30),
+              help="Camera frame rate, and the one ingest asks for.")  # fmt: skip
+@click.option("--deskshare/--no-deskshare", default=False, show_default=True,
+              help="The host shares a screen (and ingest asks for it).")  # fmt: skip
+@click.option("--transcript/--no-transcript", default=True, show_default=True,
+              help="The meeting has transcripts (and ingest asks for them).")  # fmt: skip
+@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Play faster than real time (e.g. 4).")  # fmt: skip
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Where the data, the stages' logs and the summary go.")  # fmt: skip
+@click.option(
+    "--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds to wait for the files."
+)
+def demo(
+    participants: int,
+    duration: float,
+    video: bool,
+    video_resolution: str,
+    video_fps: int,
+    deskshare: bool,
+    transcript: bool,
+    speed: float,
+    out_dir: str,
+    timeout_s: float,
+) -> None:
     """Play one emulated meeting through the whole pipeline and print the files it became."""
     from rtmsflow.admin import ensure_topics
     from rtmsflow.broker import LocalKafka
 
-    settings = Settings.from_env()
+    settings = load_settings()
     broker: LocalKafka | None = None
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
@@ -109,12 +142,18 @@ def demo(participants: int, duration: float, video: str, speed: float, out_dir: 
     env = stage_env(
         settings,
         {
-            "ZM_RTMS_CLIENT": os.environ.get("ZM_RTMS_CLIENT") or "demo-client-id",
-            "ZM_RTMS_SECRET": os.environ.get("ZM_RTMS_SECRET") or secrets.token_hex(16),
-            "ZOOM_SECRET_TOKEN": os.environ.get("ZOOM_SECRET_TOKEN") or secrets.token_hex(16),
+            "ZM_RTMS_CLIENT": settings.zoom_client_id or "demo-client-id",
+            "ZM_RTMS_SECRET": settings.zoom_client_secret or secrets.token_hex(16),
+            "ZOOM_SECRET_TOKEN": settings.zoom_webhook_secret or secrets.token_hex(16),
             "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
             "RTMSFLOW_ALLOW_INSECURE_WS": "1",
             "RTMSFLOW_DATA_DIR": str(data_dir),
+            # ingest asks for what the meeting has
+            "RTMSFLOW_RTMS_VIDEO": "1" if video else "0",
+            "RTMSFLOW_RTMS_VIDEO_RESOLUTION": video_resolution,
+            "RTMSFLOW_RTMS_VIDEO_FPS": str(video_fps),
+            "RTMSFLOW_RTMS_DESKSHARE": "1" if deskshare else "0",
+            "RTMSFLOW_RTMS_TRANSCRIPT": "1" if transcript else "0",
         },
     )
     asyncio.run(ensure_topics(settings))
@@ -130,22 +169,28 @@ def demo(participants: int, duration: float, video: str, speed: float, out_dir: 
         watcher = asyncio.create_task(sup.watch())
         try:
             webhook = f"http://127.0.0.1:{sup.stage('ingest-http').spec.port}/webhook"
-            _say(f"playing a {duration:g}s meeting of {participants} participants ({video}) at {speed:g}x")
+            # the emulator's own log is quiet unless another level than the default is asked for
+            emulator_log_level = "WARNING" if settings.log_level == "INFO" else settings.log_level
+            shown = f"{video_resolution} at {video_fps} fps" if video else "no video"
+            _say(f"playing a {duration:g}s meeting of {participants} participants ({shown}) at {speed:g}x")
             emulator = await asyncio.to_thread(
                 subprocess.run,
                 [
                     sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting",
-                    "--participants", str(participants), "--duration", str(duration), "--video", video,
+                    "--participants", str(participants), "--duration", str(duration),
+                    "--video" if video else "--no-video", "--video-resolution", video_resolution,
+                    "--video-fps", str(video_fps), "--deskshare" if deskshare else "--no-deskshare",
+                    "--transcript" if transcript else "--no-transcript",
                     "--speed", str(speed), "--meeting-uuid", meeting_uuid, "--webhook", webhook,
                 ],
-                env={**env, "RTMSFLOW_LOG_LEVEL": os.environ.get("RTMSFLOW_LOG_LEVEL", "WARNING")},
+                env={**env, "RTMSFLOW_LOG_LEVEL": emulator_log_level},
                 stdout=subprocess.DEVNULL,
                 check=False,
             )  # fmt: skip
             if emulator.returncode != 0:
                 raise click.ClickException(f"the emulator failed (exit {emulator.returncode})")
             _say("meeting played; the stream is stopped")
-            await _wait_finalized(sup, settings, data_dir, started_wall, timeout_s)
+            await _wait_finalized(sup, settings, data_dir, started_wall, timeout_s, transcript)
             if sup.failed:
                 raise click.ClickException(sup.failed)
         finally:
@@ -156,7 +201,7 @@ def demo(participants: int, duration: float, video: str, speed: float, out_dir: 
     try:
         asyncio.run(run())
     finally:
-        if broker is not None and os.environ.get("RTMSFLOW_DEMO_KEEP_BROKER") != "1":
+        if broker is not None and not settings.demo_keep_broker:
             broker.stop()
     report: dict[str, Any] = {"meeting_uuid": meeting_uuid, "elapsed_s": round(time.monotonic() - started, 1)}
     report["streams"] = _describe(data_dir, started_wall)

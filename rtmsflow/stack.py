@@ -44,10 +44,6 @@ from schemas import topics as t
 
 log = get_logger(__name__)
 
-INGEST_GROUP = "rtmsflow-ingest"
-PROCESSOR_GROUP = "rtmsflow-processors"
-MEDIA_SINK_GROUP = "rtmsflow-sink-media"
-TRANSCRIPT_SINK_GROUP = "rtmsflow-sink-transcripts"
 
 
 @dataclass(frozen=True)
@@ -63,25 +59,27 @@ class StageSpec:
 
 
 def stack_stages(settings: Settings, ports: Iterable[int]) -> list[StageSpec]:
-    """The stages of the pipeline in flow order, each on one of `ports` (five of them)."""
+    """The stages of the pipeline in flow order, each on one of `ports` (five of them), in the
+    consumer groups of the settings (RTMSFLOW_INGEST_GROUP, RTMSFLOW_PROCESS_GROUP, ...)."""
     http, worker, processor, media, transcripts = ports
     raw = tuple(spec.full_name(settings.topic_prefix) for spec in t.RAW_TOPICS)
+    s = settings
     return [
         StageSpec("ingest-http", ("ingest", "http"), http),
-        StageSpec("ingest-worker", ("ingest", "worker", "--group", INGEST_GROUP), worker),
-        StageSpec("processor", ("process", "--group", PROCESSOR_GROUP), processor, PROCESSOR_GROUP, raw),
+        StageSpec("ingest-worker", ("ingest", "worker", "--group", s.ingest_group), worker),
+        StageSpec("processor", ("process", "--group", s.process_group), processor, s.process_group, raw),
         StageSpec(
             "sink-media",
-            ("sink", "media", "--group", MEDIA_SINK_GROUP),
+            ("sink", "media", "--group", s.sink_media_group),
             media,
-            MEDIA_SINK_GROUP,
+            s.sink_media_group,
             (t.AUDIO.full_name(settings.topic_prefix), t.VIDEO.full_name(settings.topic_prefix)),
         ),
         StageSpec(
             "sink-transcripts",
-            ("sink", "transcripts", "--group", TRANSCRIPT_SINK_GROUP),
+            ("sink", "transcripts", "--group", s.sink_transcripts_group),
             transcripts,
-            TRANSCRIPT_SINK_GROUP,
+            s.sink_transcripts_group,
             (t.TRANSCRIPT.full_name(settings.topic_prefix),),
         ),
     ]

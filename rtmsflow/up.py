@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 
+from rtmsflow.cli import load_settings
 from rtmsflow.logs import get_logger
-from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env
 
 log = get_logger(__name__)
@@ -36,7 +36,7 @@ def up(log_dir: str, drain_timeout_s: float) -> None:
     from rtmsflow.admin import ensure_topics
     from rtmsflow.broker import LocalKafka
 
-    settings = Settings.from_env()
+    settings = load_settings()
     missing = [
         name
         for name, value in (

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 import click
 
+from rtmsflow.cli import env_help, load_settings, serving_port, with_options
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
@@ -32,25 +32,22 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(runner())
 
 
-def _sink_settings(idle_timeout_s: float | None) -> Settings:
-    settings = Settings.from_env()
-    if idle_timeout_s is not None:
-        settings = dataclasses.replace(settings, sink_idle_timeout_s=idle_timeout_s)
-    return settings
-
-
-_group_option = click.option("--group", default=None, help="Consumer group (default: rtmsflow-sink-<kind>).")
 _port_option = click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=None,
-    help="Port of /health and /metrics (default RTMSFLOW_METRICS_PORT).",
+    help=env_help("Port of /health and /metrics (0 = a free port, logged at start).", "metrics_port"),
 )
 _idle_option = click.option(
     "--idle-timeout-s",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
-    help="Finalize a stream without a marker after this long idle (default RTMSFLOW_SINK_IDLE_TIMEOUT_S).",
+    help=env_help("Finalize a stream without a marker after this long idle.", "sink_idle_timeout_s"),
+)
+_data_dir_option = click.option(
+    "--data-dir",
+    default=None,
+    help=env_help("Data directory: where the sinks write their files.", "data_dir"),
 )
 
 
@@ -60,33 +57,59 @@ def sink() -> None:
 
 
 @sink.command()
-@_group_option
+@click.option("--group", default=None, help=env_help("Consumer group.", "sink_media_group"))
 @_port_option
 @_idle_option
-def media(group: str | None, metrics_port: int | None, idle_timeout_s: float | None) -> None:
+@_data_dir_option
+def media(
+    group: str | None, metrics_port: int | None, idle_timeout_s: float | None, data_dir: str | None
+) -> None:
     """rtms.audio + rtms.video -> audio.wav, audio-<participant>.wav, recording.mp4, deskshare.mp4."""
-    from sinks.media_sink import DEFAULT_GROUP, media_service
+    from sinks.media_sink import media_service
     from sinks.stream_sink import run_service
 
-    settings = _sink_settings(idle_timeout_s)
-    service = media_service(settings, group or DEFAULT_GROUP)
-    log.info("media sink starting", extra={"settings": settings.describe(), "group": service.group_id})
-    _run(run_service(settings, service, settings.metrics_port if metrics_port is None else metrics_port))
+    settings = with_options(
+        load_settings(),
+        sink_media_group=group,
+        metrics_port=metrics_port,
+        sink_idle_timeout_s=idle_timeout_s,
+        data_dir=data_dir,
+    )
+    service = media_service(settings, settings.sink_media_group)
+    port = serving_port(settings.metrics_port)
+    log.info(
+        "media sink starting",
+        extra={"settings": settings.describe(), "group": service.group_id, "metrics_port": port},
+    )
+    _run(run_service(settings, service, port))
 
 
 @sink.command()
-@_group_option
+@click.option("--group", default=None, help=env_help("Consumer group.", "sink_transcripts_group"))
 @_port_option
 @_idle_option
-def transcripts(group: str | None, metrics_port: int | None, idle_timeout_s: float | None) -> None:
+@_data_dir_option
+def transcripts(
+    group: str | None, metrics_port: int | None, idle_timeout_s: float | None, data_dir: str | None
+) -> None:
     """rtms.transcript -> transcript.txt (live), .jsonl, .vtt, .srt."""
     from sinks.stream_sink import run_service
-    from sinks.transcript_sink import DEFAULT_GROUP, transcript_service
+    from sinks.transcript_sink import transcript_service
 
-    settings = _sink_settings(idle_timeout_s)
-    service = transcript_service(settings, group or DEFAULT_GROUP)
-    log.info("transcript sink starting", extra={"settings": settings.describe(), "group": service.group_id})
-    _run(run_service(settings, service, settings.metrics_port if metrics_port is None else metrics_port))
+    settings = with_options(
+        load_settings(),
+        sink_transcripts_group=group,
+        metrics_port=metrics_port,
+        sink_idle_timeout_s=idle_timeout_s,
+        data_dir=data_dir,
+    )
+    service = transcript_service(settings, settings.sink_transcripts_group)
+    port = serving_port(settings.metrics_port)
+    log.info(
+        "transcript sink starting",
+        extra={"settings": settings.describe(), "group": service.group_id, "metrics_port": port},
+    )
+    _run(run_service(settings, service, port))
 
 
 def _ms(text: str | None) -> int | None:
@@ -125,7 +148,7 @@ def replay(
 
     if bool(meeting_uuid) == all_meetings:
         raise click.UsageError("give either --meeting <uuid> or --all")
-    settings = Settings.from_env()
+    settings = load_settings()
 
     async def main() -> list[str]:
         if meeting_uuid:
@@ -159,14 +182,14 @@ def replay(
 @click.command()
 @click.option("--older-than", required=True, help="Age of a stream's stop past which it goes: 30d, 12h, ...")
 @click.option("--yes", is_flag=True, help="Delete (without it: list what would be deleted).")
-@click.option("--data-dir", default=None, help="Data directory (default RTMSFLOW_DATA_DIR).")
+@_data_dir_option
 def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
     """Delete finalized streams' files older than an age (dry run by default)."""
     from pathlib import Path
 
     from sinks.retention import find_expired, parse_age, remove_tree, today_ms
 
-    root = Path(data_dir or Settings.from_env().data_dir)
+    root = Path(data_dir or load_settings().data_dir)
     try:
         age = parse_age(older_than)
     except ValueError as exc:
@@ -184,14 +207,14 @@ def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
 @click.command()
 @click.option("--meeting", "meeting_uuid", required=True, help="Meeting UUID to forget.")
 @click.option("--yes", is_flag=True, help="Delete and write tombstones (without it: list what would go).")
-@click.option("--data-dir", default=None, help="Data directory (default RTMSFLOW_DATA_DIR).")
+@_data_dir_option
 def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
     """Delete a meeting's files and tombstone it in the compacted topics (rtms.meetings, rtms.sessions)."""
     from pathlib import Path
 
     from sinks.retention import meeting_dirs, remove_tree
 
-    settings = Settings.from_env()
+    settings = load_settings()
     root = Path(data_dir or settings.data_dir)
     dirs = meeting_dirs(root, meeting_uuid)
     keys = asyncio.run(_session_keys(settings, meeting_uuid))

@@ -19,6 +19,7 @@ import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtmsflow.admin import admin_client, partition_counts
+from rtmsflow.cli import load_settings
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
@@ -123,7 +124,7 @@ async def run_tail(
 @click.option("--until-end", is_flag=True, help="Exit when every stream seen has its end-of-stream marker.")
 def tail(meeting_uuid: str, events: bool, once: bool, until_end: bool) -> None:
     """Print a meeting's transcript live from rtms.transcript (with --events, its events too)."""
-    settings = Settings.from_env()
+    settings = load_settings()
     try:
         asyncio.run(run_tail(settings, meeting_uuid, events=events, once=once, until_end=until_end, out=sys.stdout))
     except KeyboardInterrupt:

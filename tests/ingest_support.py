@@ -298,7 +298,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rtmsflow.cli", "ingest", "worker", "--group", group,
              "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--backoff-base-s", "0.3",
-             "--video-resolution", "sd", "--video-fps", "10", "--metrics-port", str(self.port)],
+             "--video-resolution", "360p", "--video-fps", "10", "--metrics-port", str(self.port)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

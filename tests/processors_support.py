@@ -242,7 +242,7 @@ class ProcessProcess:
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmsflow.cli", "process", "--group", group, "--web-port", str(self.port),
+            [sys.executable, "-m", "rtmsflow.cli", "process", "--group", group, "--metrics-port", str(self.port),
              "--session-timeout-ms", "6000"],
             env={**env, **extra_env}, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -26,7 +26,7 @@ def test_demo_turns_a_meeting_into_recordings_and_transcripts(
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "rtmsflow.cli", "demo", "--participants", "2", "--duration", "4",
-         "--video", "360p", "--speed", "2", "--out", str(out)],
+         "--video-resolution", "360p", "--speed", "2", "--out", str(out)],
         env=settings_env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -150,7 +150,7 @@ async def run_cli(tmp_path: Path, *args: str) -> tuple[int, list[dict[str, Any]]
 async def test_meeting_announces_plays_and_stops_every_stream(receiver: Receiver, tmp_path: Path) -> None:
     code, lines, err = await run_cli(
         tmp_path,
-        "meeting", "--participants", "2", "--duration", "4", "--video", "360p", "--speed", "2",
+        "meeting", "--participants", "2", "--duration", "4", "--video-resolution", "360p", "--speed", "2",
         "--meetings", "2", "--stop-reason", "2", "--webhook", receiver.url, "--started-twice",
     )  # fmt: skip
     assert code == 0, err[-3000:]
@@ -174,7 +174,7 @@ async def test_meeting_without_a_client_stops_with_connection_timeout(
 ) -> None:
     receiver.join_streams = False
     code, lines, _ = await run_cli(
-        tmp_path, "meeting", "--duration", "2", "--video", "none", "--product", "webinar",
+        tmp_path, "meeting", "--duration", "2", "--no-video", "--product", "webinar",
         "--connect-timeout", "0.5", "--webhook", receiver.url, "--meeting-uuid", "webinar-uuid==",
     )  # fmt: skip
     assert code == 1

@@ -78,7 +78,7 @@ async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_proc
 
         await wait_for(ready, 120, "the webhook endpoint")
         emulator = spawn(
-            ["emulator", "meeting", "--participants", "2", "--duration", "60", "--video", "360p",
+            ["emulator", "meeting", "--participants", "2", "--duration", "60", "--video-resolution", "360p",
              "--meeting-uuid", "up-test==", "--webhook", f"http://127.0.0.1:{http_port}/webhook"],
             env,
         )  # fmt: skip
