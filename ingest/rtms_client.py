@@ -15,15 +15,14 @@ Reconnection (protocol notes 4.3):
 * a new `rtms_started` with new `server_urls` (failover) → full reconnect to the new URLs now;
 * handshake status 8 (duplicate signal request: the previous owner is still connected) → retry;
   other non-zero statuses are fatal.
-A socket that was working and is lost (closed, or silent past the idle timeout) is reconnected at
-once: Zoom buffers audio and transcripts through an outage but not video, so every second waited
-is video missing from the recording. Further consecutive failures (a connect refused, a handshake
-unanswered or answered with status 8 / 15 / 16) wait `backoff_base_s × 2^n` (≤ `backoff_cap_s`,
-jittered to 50-100 %), n counting those waits; everything resets once the socket (media) or the
-whole stream (signaling) is streaming again. A link that drops again within `backoff_base_s` of
-its last immediate retry backs off instead, so a server that accepts and drops at once is not
-hammered. `max_attempts` consecutive failures, the immediate retry included, end the session.
-`ClientConfig(reconnect_at_once=False)` restores the old policy (first retry after a backoff too).
+The delays and the budget are the policy of `ingest.reconnect.Backoff` (the SDK backend drives
+the same): a socket that was working and is lost (closed, or silent past the idle timeout) is
+reconnected at once, further consecutive failures (a connect refused, a handshake unanswered or
+answered with status 8 / 15 / 16) back off, and everything resets once the socket (media) or the
+whole stream (signaling) is streaming again. `max_attempts` consecutive failures end the session.
+
+The handshakes themselves (what is sent, what a status code means) are `rtms_protocol.session`'s
+`ClientSession`, the machine the emulator's tests and benchmarks drive too.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import rtms_protocol as proto
 from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_url, split_server_urls
 from ingest.backend import (
@@ -51,13 +51,16 @@ from ingest.backend import (
     VideoParams,
     video_mode,
 )
-from rtmsflow import rtms_protocol as proto
+from ingest.reconnect import Backoff
+from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
+from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
 from rtmsflow.logs import get_logger
-from rtmsflow.rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StatusCode, StreamState
+from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 
 log = get_logger(__name__)
 
-SIGNALING = "signaling"
+__all__ = ["SIGNALING", "Backoff", "ClientConfig", "RtmsClient"]  # Backoff: re-exported
+
 CLIENT_AGENT = "rtmsflow-ws"
 
 # media type -> (channel / server_urls key, MediaType bit)
@@ -67,7 +70,6 @@ _MEDIA_KEYS: dict[str, MediaType] = {
     "deskshare": MediaType.DESKSHARE,
     "transcript": MediaType.TRANSCRIPT,
 }
-_RETRYABLE_MEDIA = {StatusCode.MEDIA_DATA_ALL_CONNECTION_EXIST, StatusCode.DUPLICATE_MEDIA_DATA_CONNECTION}
 _SUBSCRIBED_EVENTS = (
     EventType.ACTIVE_SPEAKER_CHANGE,
     EventType.PARTICIPANT_JOIN,
@@ -138,6 +140,17 @@ class ClientConfig:
     close_timeout_s: float = 5.0  # wait for STREAM_CLOSE_RESP
     allowed_hosts: tuple[str, ...] = ("*",)
     allow_insecure_ws: bool = True
+    client_agent: str = CLIENT_AGENT  # the handshake's rtms_client_agent
+
+    def backoff(self, rng: random.Random) -> Backoff:
+        """A fresh reconnect policy for one connection (see `ingest.reconnect`)."""
+        return Backoff(
+            self.backoff_base_s,
+            self.backoff_cap_s,
+            rng,
+            max_attempts=self.max_attempts,
+            at_once=self.reconnect_at_once,
+        )
 
     def media_params(self, key: str) -> proto.MediaParams:
         """The `media_params` we request for one media socket."""
@@ -155,7 +168,7 @@ class ClientConfig:
         if key == "deskshare":
             return proto.MediaParams(
                 deskshare=proto.VideoParams(
-                    codec=proto.Codec.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
+                    codec=Codec.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
                 )
             )
         if self.transcript_language >= 0:
@@ -173,44 +186,6 @@ class ClientConfig:
             "transcript": self.transcript,
         }
         return [key for key in _MEDIA_KEYS if flags[key]]
-
-
-class Backoff:
-    """Delays between consecutive reconnect attempts.
-
-    `next_delay()` is jittered exponential: `base × 2^n` capped, scaled by a random 50-100 %, n the
-    number of delays given since `reset()`. `after_drop(now)` is for a connection that was working:
-    its first retry is immediate (0.0) unless one was already granted within the last `base_s`
-    (a flapping link), else it is `next_delay()`. `attempts` counts every retry since `reset()`,
-    immediate ones included; the reconnect budget is counted in it.
-    """
-
-    def __init__(self, base_s: float, cap_s: float, rng: random.Random) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.rng = rng
-        self.attempts = 0
-        self._waits = 0  # delays given since reset(): the exponent
-        self._free_after: float | None = None  # no immediate retry before this time (monotonic s)
-
-    def next_delay(self) -> float:
-        delay = min(self.cap_s, self.base_s * (2**self._waits))
-        self._waits += 1
-        self.attempts += 1
-        return delay * (0.5 + 0.5 * self.rng.random())
-
-    def after_drop(self, now: float) -> float:
-        """The delay before reconnecting a connection that was working until `now`."""
-        if self.attempts == 0 and (self._free_after is None or now >= self._free_after):
-            self.attempts += 1
-            self._free_after = now + self.base_s
-            return 0.0
-        return self.next_delay()
-
-    def reset(self) -> None:
-        """Connected again: the next failure starts a fresh series (the flap window stays)."""
-        self.attempts = 0
-        self._waits = 0
 
 
 # --- actions ---------------------------------------------------------------------------------------
@@ -310,20 +285,24 @@ class RtmsClient:
         self.phase = Phase.IDLE
         self.urls = split_server_urls(session.server_urls)
         self.url_index = 0
-        self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, self.rng)
+        self.backoff = config.backoff(self.rng)
         self.retry_at: float | None = None
         self.close_deadline: float | None = None
         self.sockets: dict[str, _Socket] = {}
         self.media: dict[str, _MediaSlot] = {}
         self.granted = _Granted()
-        self.signature = proto.handshake_signature(
-            config.client_id, config.client_secret, session.meeting_uuid, session.rtms_stream_id
+        self.handshake = ClientSession.signed(
+            config.client_id,
+            config.client_secret,
+            session.meeting_uuid,
+            session.rtms_stream_id,
+            client_agent=config.client_agent,
+            buffer_data=config.buffer_data,
+            subscribe=tuple(int(t) for t in _SUBSCRIBED_EVENTS),
         )
         self.ready_count = 0  # how often the client reached READY (1 = first connect)
         self.ready_at_wall_ms = 0
         self._conn = 0
-        self._sequence = 0
-        self._stopping_close_stream = False
 
     # --- introspection ---------------------------------------------------------------------------
 
@@ -364,26 +343,11 @@ class RtmsClient:
         sock.opened = True
         sock.last_rx = now
         if channel == SIGNALING:
-            self._sequence += 1
-            req = proto.HandshakeRequest(
-                meeting_uuid=self.session.meeting_uuid,
-                rtms_stream_id=self.session.rtms_stream_id,
-                signature=self.signature,
-                sequence=self._sequence,
-                buffer_data=self.config.buffer_data,
-                rtms_client_agent=CLIENT_AGENT,
-            )
-            return [Send(channel, conn, proto.encode(req))]
-        self._sequence += 1
-        req3 = proto.DataHandshakeRequest(
-            meeting_uuid=self.session.meeting_uuid,
-            rtms_stream_id=self.session.rtms_stream_id,
-            signature=self.signature,
-            media_type=int(_MEDIA_KEYS[channel]),
-            media_params=self.config.media_params(channel),
-            sequence=self._sequence,
+            return [Send(channel, conn, self.handshake.hello())]
+        hello = self.handshake.media_hello(
+            channel, int(_MEDIA_KEYS[channel]), self.config.media_params(channel)
         )
-        return [Send(channel, conn, proto.encode(req3))]
+        return [Send(channel, conn, hello)]
 
     def on_open_failed(self, channel: str, conn: int, error: str, now: float) -> list[Action]:
         sock = self._current(channel, conn)
@@ -500,8 +464,7 @@ class RtmsClient:
             for slot in self.media.values():
                 slot.retry_at = None
             self.close_deadline = now + self.config.close_timeout_s
-            close = proto.StreamCloseRequest(self.session.rtms_stream_id)
-            return [Send(SIGNALING, sig.conn, proto.encode(close))]
+            return [Send(SIGNALING, sig.conn, self.handshake.close())]
         return self._close_all() + self._finish(close_stream, None, "left")
 
     # --- signaling ---------------------------------------------------------------------------------
@@ -562,10 +525,11 @@ class RtmsClient:
         sig = self.sockets.get(SIGNALING)
         if self.phase is not Phase.SIGNALING or sig is None:
             return []
-        if resp.status_code == StatusCode.DUPLICATE_SIGNAL_REQUEST:
+        verdict = self.handshake.on_hello_answer(resp)
+        if verdict is Verdict.RETRY:
             # someone (a previous owner, a retried webhook) still holds the stream: close, wait, retry
             return self._full_retry(now, f"duplicate signal request: {resp.reason}")
-        if resp.status_code != StatusCode.OK:
+        if verdict is Verdict.REFUSED:
             log.error(
                 "RTMS handshake refused",
                 extra=self._ctx(status_code=resp.status_code, reason=resp.reason),
@@ -586,9 +550,7 @@ class RtmsClient:
             except DisallowedUrl as exc:
                 log.error("media URL not allowed", extra=self._ctx(media=key, error=str(exc)))
                 continue
-            self.media[key] = _MediaSlot(
-                key, url, Backoff(self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
-            )
+            self.media[key] = _MediaSlot(key, url, self.config.backoff(self.rng))
         actions: list[Action] = []
         for slot in self.media.values():
             actions += self._connect_media(slot, now)
@@ -637,12 +599,13 @@ class RtmsClient:
         slot = self.media.get(channel)
         if sock is None or slot is None or sock.ready:
             return []
-        if resp.status_code in _RETRYABLE_MEDIA:
+        verdict = self.handshake.on_media_answer(channel, resp)
+        if verdict is Verdict.RETRY:
             del self.sockets[channel]
             return [Disconnect(channel, sock.conn)] + self._media_retry(
                 channel, now, f"status {resp.status_code}"
             )
-        if resp.status_code != StatusCode.OK:
+        if verdict is Verdict.REFUSED:
             log.error(
                 "RTMS media handshake refused; continuing without this type",
                 extra=self._ctx(media=channel, status_code=resp.status_code, reason=resp.reason),
@@ -710,10 +673,7 @@ class RtmsClient:
                 media=sorted(k for k, s in self.media.items() if not s.disabled), connects=self.ready_count
             ),
         )
-        return [
-            Send(SIGNALING, sig.conn, proto.encode(proto.ClientReadyAck(self.session.rtms_stream_id))),
-            Send(SIGNALING, sig.conn, proto.encode(proto.EventSubscription.subscribe(*_SUBSCRIBED_EVENTS))),
-        ]
+        return [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
 
     def _fast_media_item(self, msg_type: int, msg: dict[str, Any]) -> AudioData | VideoData | None:
         """Fast path for audio and video frames (~50 per meeting-second): the value straight from
@@ -822,31 +782,25 @@ class RtmsClient:
         log.warning("RTMS media socket lost", extra=self._ctx(media=channel, why=why))
         return self._media_retry(channel, now, why, drop=was_ready)
 
-    def _delay(self, backoff: Backoff, now: float, drop: bool) -> float:
-        """How long to wait before the next attempt: at once after a drop (policy permitting)."""
-        if drop and self.config.reconnect_at_once:
-            return backoff.after_drop(now)
-        return backoff.next_delay()
-
     def _media_retry(self, channel: str, now: float, why: str, drop: bool = False) -> list[Action]:
         slot = self.media.get(channel)
         if slot is None or self.phase not in (Phase.MEDIA, Phase.READY):
             return []
-        if slot.backoff.attempts >= self.config.max_attempts:
+        if slot.backoff.spent:
             return self._full_retry(now, f"media {channel} kept failing: {why}")
         # a zero delay is due at the caller's next tick, which the shell runs before waiting
-        slot.retry_at = now + self._delay(slot.backoff, now, drop)
+        slot.retry_at = now + slot.backoff.delay(now, drop)
         return []
 
     def _full_retry(self, now: float, why: str, drop: bool = False) -> list[Action]:
         actions = self._close_all()
-        if self.backoff.attempts >= self.config.max_attempts:
+        if self.backoff.spent:
             log.error("RTMS reconnect budget spent", extra=self._ctx(why=why, attempts=self.backoff.attempts))
             return actions + self._finish(
                 True, None, f"gave up after {self.backoff.attempts} attempts: {why}"
             )
         self.phase = Phase.BACKOFF
-        delay = self._delay(self.backoff, now, drop)
+        delay = self.backoff.delay(now, drop)
         self.retry_at = now + delay
         log.info(
             "RTMS reconnect scheduled",
@@ -876,10 +830,9 @@ class RtmsClient:
 
     def _keep_alive(self, channel: str, conn: int, raw: str | bytes, msg: dict[str, Any]) -> list[Action]:
         try:
-            req = proto.KeepAliveRequest.from_dict(msg)
+            return [Send(channel, conn, keep_alive_reply(msg))]
         except ProtocolError as exc:
             return [self._dead_letter(channel, raw, exc)]
-        return [Send(channel, conn, proto.encode(req.response()))]
 
     def _event(self, ev: proto.EventUpdate, raw: str | bytes) -> EventData:
         name = event_name(ev.event_type, self.session.product)

@@ -68,6 +68,7 @@ from weakref import WeakKeyDictionary
 from prometheus_client import Counter
 from websockets.asyncio.client import connect
 
+import rtms_protocol as proto
 from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_url, split_server_urls
 from ingest.backend import (
@@ -99,8 +100,8 @@ from ingest.sdk_wire import (
     SdkMedia,
 )
 from ingest.ws_client import client_config
-from rtmsflow import rtms_protocol as proto
 from rtmsflow.logs import get_logger
+from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 from rtmsflow.settings import Settings, default_cache_dir
 
 log = get_logger(__name__)
@@ -193,7 +194,7 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
     def video_params(p: proto.VideoParams) -> VideoParams:
         width, height = proto.Resolution(p.resolution).size
         return VideoParams(
-            codec=proto.Codec(p.codec).name,
+            codec=Codec(p.codec).name,
             width=width,
             height=height,
             fps=p.fps,
@@ -203,7 +204,7 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
     return SdkPlan(
         media=media,
         audio=AudioParams(
-            codec=proto.Codec(a.codec).name,
+            codec=Codec(a.codec).name,
             sample_rate=hz,
             channels=a.channel,
             send_rate_ms=a.send_rate,
