@@ -21,7 +21,8 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rtmsflow import rtms_protocol as rp
+import rtms_protocol as rp
+from rtms_protocol.session import SIGNALING, ClientSession, Verdict
 
 CLIENT_ID, CLIENT_SECRET, TOKEN = "cli-client", "cli-secret", "cli-webhook-token"
 
@@ -39,17 +40,16 @@ class Joined:
 async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
     """Signaling handshake, one `all` media socket, ready-ack, subscribe; read until TERMINATED."""
     got = Joined()
-    sig = rp.handshake_signature(CLIENT_ID, CLIENT_SECRET, meeting_uuid, stream_id)
+    hs = ClientSession.signed(CLIENT_ID, CLIENT_SECRET, meeting_uuid, stream_id, subscribe=(2, 3, 4))
     async with connect(server_urls, compression=None, max_size=None) as signaling:
-        await signaling.send(rp.encode(rp.HandshakeRequest(meeting_uuid, stream_id, sig, sequence=1)))
-        resp = json.loads(await signaling.recv())
-        assert resp["status_code"] == 0, resp
-        url = resp["media_server"]["server_urls"]["all"]
-        async with connect(url, compression=None, max_size=None) as media:
-            await media.send(rp.encode(rp.DataHandshakeRequest(meeting_uuid, stream_id, sig, 32, None, 1)))
-            assert json.loads(await media.recv())["status_code"] == 0
-            await signaling.send(rp.encode(rp.ClientReadyAck(stream_id)))
-            await signaling.send(rp.encode(rp.EventSubscription.subscribe(2, 3, 4)))
+        await signaling.send(hs.hello())
+        assert hs.receive(SIGNALING, json.loads(await signaling.recv())).verdict is Verdict.OK
+        async with connect(hs.media_urls["all"], compression=None, max_size=None) as media:
+            await media.send(hs.media_hello("all", 32))
+            step = hs.receive("all", json.loads(await media.recv()))
+            assert step.verdict is Verdict.OK and step.ready
+            for _, text in step.send:  # ready-ack and subscription, on signaling
+                await signaling.send(text)
 
             async def read_media() -> None:
                 with contextlib.suppress(ConnectionClosed):  # a normal close just ends the loop
@@ -58,8 +58,8 @@ async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
                         got.frames[msg["msg_type"]] += 1
                         if msg["msg_type"] == 14:
                             got.audio_bytes += len(base64.b64decode(msg["content"]["data"]))
-                        elif msg["msg_type"] == 12:
-                            await media.send(rp.encode(rp.KeepAliveRequest.from_dict(msg).response()))
+                        for _, text in hs.receive("all", msg).send:  # keep-alives
+                            await media.send(text)
 
             reader = asyncio.create_task(read_media())
             async for raw in signaling:
@@ -68,10 +68,11 @@ async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
                     got.events.append(msg["event"]["event_type"])
                 elif msg["msg_type"] == 8:
                     got.stream_states.append((msg["state"], msg.get("reason")))
-                    if msg["state"] == rp.StreamState.TERMINATED:
-                        break
-                elif msg["msg_type"] == 12:
-                    await signaling.send(rp.encode(rp.KeepAliveRequest.from_dict(msg).response()))
+                step = hs.receive(SIGNALING, msg)
+                for _, text in step.send:
+                    await signaling.send(text)
+                if step.ended:
+                    break
             await media.close()
             await reader
     return got
