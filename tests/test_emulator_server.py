@@ -4,6 +4,7 @@ media flow and parameters, events, keep-alives, states and every fault knob."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import ssl
@@ -17,12 +18,14 @@ from tls_cert import make_test_cert
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+import rtms_protocol as rp
 from emulator.faults import Faults, Malformed
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
 from emulator.timeline import TimelineCache
 from emulator.wire import FrameEncoder, render
-from rtmsflow import rtms_protocol as rp
+from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
+from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 
 CLIENT_ID = "test-client-id"
 SECRET = "test-client-secret"
@@ -90,7 +93,7 @@ class Socket:
                     msg = {"unparsable": raw}
                 self.msgs.append(msg)
                 if self.answer and isinstance(msg, dict) and msg.get("msg_type") == 12:
-                    await self.ws.send(rp.encode(rp.KeepAliveRequest.from_dict(msg).response()))
+                    await self.ws.send(keep_alive_reply(msg))
                 self._changed.set()
         except ConnectionClosed:
             pass
@@ -114,29 +117,32 @@ class Socket:
 
 
 class Client:
-    """A raw RTMS client for the tests: signaling, per-type (or `all`) media sockets, ready-ack."""
+    """A raw RTMS client for the tests: signaling, per-type (or `all`) media sockets, ready-ack.
+    What it sends is `ClientSession`'s (the ingest client's handshake machine)."""
 
     def __init__(self, handle: StreamHandle, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.handle = handle
         self.ssl = ssl_context
-        self.signature = rp.handshake_signature(CLIENT_ID, SECRET, handle.meeting_uuid, handle.stream_id)
+        self.session = ClientSession.signed(CLIENT_ID, SECRET, handle.meeting_uuid, handle.stream_id)
         self.signaling: Socket | None = None
         self.media: dict[str, Socket] = {}
-        self.urls: dict[str, str] = {}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.session.media_urls
 
     async def _connect(self, url: str) -> ClientConnection:
         return await connect(url, ssl=self.ssl, compression=None, max_size=None)
 
     async def handshake(self, url: str | None = None, **overrides: Any) -> dict[str, Any]:
-        """Signaling handshake; returns msg 2 (and keeps reading if accepted)."""
+        """Signaling handshake; returns msg 2 (and keeps reading if accepted). `overrides` replace
+        the session's meeting_uuid, rtms_stream_id or signature, to probe refusals."""
         ws = await self._connect(url or self.handle.server_urls)
-        fields: dict[str, Any] = {"meeting_uuid": self.handle.meeting_uuid, "rtms_stream_id": self.handle.stream_id,
-                                  "signature": self.signature, "sequence": 1} | overrides  # fmt: skip
-        await ws.send(rp.encode(rp.HandshakeRequest(**fields)))
+        self.session = dataclasses.replace(self.session, **overrides)
+        await ws.send(self.session.hello())
         resp = json.loads(await ws.recv())
-        if resp["status_code"] == 0:
-            self.urls = resp["media_server"]["server_urls"]
-            self.signaling = Socket("signaling", ws)
+        if self.session.on_hello_answer(rp.HandshakeResponse.from_dict(resp)) is Verdict.OK:
+            self.signaling = Socket(SIGNALING, ws)
             self.signaling.start()
         else:
             await ws.close()
@@ -147,12 +153,9 @@ class Client:
     ) -> dict[str, Any]:
         """Data handshake on the `key` URL; returns msg 4 (and keeps reading if accepted)."""
         ws = await self._connect(self.urls[key])
-        req = rp.DataHandshakeRequest(
-            self.handle.meeting_uuid, self.handle.stream_id, self.signature, media_type, params, 1
-        )
-        await ws.send(rp.encode(req))
+        await ws.send(self.session.media_hello(key, media_type, params))
         resp = json.loads(await ws.recv())
-        if resp["status_code"] == 0:
+        if self.session.on_media_answer(key, rp.DataHandshakeResponse.from_dict(resp)) is Verdict.OK:
             sock = Socket(key, ws, answer_keepalives)
             sock.start()
             self.media[key] = sock
@@ -172,9 +175,10 @@ class Client:
         for kind in kinds:
             resp = await self.open_media(kind, bits[kind], params.get(kind))
             assert resp["status_code"] == 0, resp
-        await self.send(rp.ClientReadyAck(self.handle.stream_id))
-        if subscribe:
-            await self.send(rp.EventSubscription.subscribe(*subscribe))
+        self.session.subscribe = subscribe
+        assert self.signaling is not None
+        for text in self.session.ready():
+            await self.signaling.ws.send(text)
 
     @property
     def sig(self) -> Socket:
@@ -381,7 +385,7 @@ async def test_media_handshake_refusals(server: RTMSServer) -> None:
     await client.close()
     # a data handshake without a signaling connection
     lone = Client(handle)
-    lone.urls = client.urls
+    lone.session.media_urls = client.urls
     assert (await lone.open_media("audio", 1))["status_code"] == rp.StatusCode.INVALID_RTMS_STREAM_ID
 
 
@@ -452,7 +456,7 @@ async def test_media_params_are_validated_clamped_and_echoed(server: RTMSServer)
     resp = await client.open_media("transcript", 8, None)
     assert resp["media_params"] == {"transcript": {"content_type": 5, "src_language": 9, "enable_lid": True}}
     resp = await client.open_media(
-        "video", 2, rp.MediaParams(video=rp.VideoParams(codec=rp.Codec.JPG, fps=30))
+        "video", 2, rp.MediaParams(video=rp.VideoParams(codec=Codec.JPG, fps=30))
     )
     assert resp["media_params"]["video"]["fps"] == 5  # JPG is at most 5 fps
     resp = await client.open_media(
@@ -474,7 +478,7 @@ async def test_synthetic_meeting_honours_resolution_fps_and_audio_mode(server: R
     handle = server.add_stream(MEETING, "s-synth", meeting, speed=3.0, record=True)
     client = Client(handle)
     await client.join(
-        audio=rp.MediaParams(audio=rp.AudioParams(codec=rp.Codec.OPUS, sample_rate=3, channel=2, data_opt=2)),
+        audio=rp.MediaParams(audio=rp.AudioParams(codec=Codec.OPUS, sample_rate=3, channel=2, data_opt=2)),
         video=rp.MediaParams(video=rp.VideoParams(resolution=rp.Resolution.SD, fps=10)),
     )
     async with asyncio.timeout(10):
