@@ -12,15 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from emulator.wire import AUDIO, CHANNEL_NAMES, DESKSHARE, TRANSCRIPT, VIDEO
-from rtmsflow.rtms_protocol import (
+from rtms_protocol import (
     AudioChannel,
     AudioParams,
     AudioSampleRate,
-    Codec,
     ContentType,
     DataOption,
     MediaParams,
     MediaType,
+    PayloadType,
     Resolution,
     StatusCode,
     TranscriptLanguage,
@@ -91,7 +91,7 @@ def check_audio(p: AudioParams) -> AudioParams | StatusCode:
         return StatusCode.INVALID_MEDIA_AUDIO_SAMPLE_RATE
     if p.channel not in set(AudioChannel):
         return StatusCode.INVALID_MEDIA_AUDIO_CHANNEL
-    if p.codec not in (Codec.L16, Codec.G711, Codec.G722, Codec.OPUS):
+    if p.codec not in (PayloadType.L16, PayloadType.G711, PayloadType.G722, PayloadType.OPUS):
         return StatusCode.INVALID_MEDIA_AUDIO_CODEC
     if p.data_opt not in (DataOption.AUDIO_MIXED_STREAM, DataOption.AUDIO_MULTI_STREAMS):
         return StatusCode.INVALID_MEDIA_AUDIO_DATA_OPT
@@ -109,7 +109,7 @@ def check_video(p: VideoParams, share: bool) -> VideoParams | StatusCode:
             if share
             else StatusCode.INVALID_MEDIA_VIDEO_CONTENT_TYPE
         )
-    if p.codec not in (Codec.JPG, Codec.PNG, Codec.H264):
+    if p.codec not in (PayloadType.JPG, PayloadType.PNG, PayloadType.H264):
         return StatusCode.INVALID_MEDIA_DESKSHARE_CODEC if share else StatusCode.INVALID_MEDIA_VIDEO_CODEC
     if p.resolution not in set(Resolution):
         return (
@@ -126,8 +126,8 @@ def check_video(p: VideoParams, share: bool) -> VideoParams | StatusCode:
     if p.fps <= 0:
         return StatusCode.INVALID_MEDIA_DESKSHARE_FPS if share else StatusCode.INVALID_MEDIA_VIDEO_FPS
     limit = 30
-    if p.codec == Codec.JPG or p.codec == Codec.PNG:
-        limit = 1 if share and p.codec == Codec.PNG else 5
+    if p.codec == PayloadType.JPG or p.codec == PayloadType.PNG:
+        limit = 1 if share and p.codec == PayloadType.PNG else 5
     return replace(p, fps=min(p.fps, limit))
 
 

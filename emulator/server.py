@@ -26,6 +26,7 @@ from typing import Any
 from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+import rtms_protocol as rp
 from emulator.faults import Faults, Malformed
 from emulator.negotiate import ChannelParams, negotiate
 from emulator.pacer import Pacer
@@ -33,7 +34,6 @@ from emulator.source import MeetingSource
 from emulator.streams import Lifecycle, Peer, Phase, SentFrame, Stream, StreamStats
 from emulator.timeline import TimelineCache
 from emulator.wire import CHANNEL_NAMES, CHANNEL_OF, FrameEncoder
-from rtmsflow import rtms_protocol as rp
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)

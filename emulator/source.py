@@ -9,12 +9,12 @@ from typing import Any
 
 from emulator.negotiate import ChannelParams
 from emulator.wire import AUDIO, DESKSHARE, TRANSCRIPT, VIDEO, MediaItemLike
-from rtmsflow.rtms_protocol import (
+from rtms_protocol import (
     AudioChannel,
     AudioParams,
     AudioSampleRate,
-    Codec,
     ContentType,
+    PayloadType,
     Resolution,
     VideoParams,
 )
@@ -63,7 +63,7 @@ class MeetingSource:
             return dataclasses.replace(
                 params,
                 content_type=ContentType.RAW_AUDIO,
-                codec=Codec.L16,
+                codec=PayloadType.L16,
                 sample_rate=AudioSampleRate.SR_16K,
                 channel=AudioChannel.MONO,
             )
@@ -76,7 +76,7 @@ class MeetingSource:
                 )
                 spec = self._meeting.spec
             resolution = _NAME_RESOLUTION[spec.video] if spec.video else params.resolution
-            return dataclasses.replace(params, codec=Codec.H264, resolution=resolution, fps=spec.fps)
+            return dataclasses.replace(params, codec=PayloadType.H264, resolution=resolution, fps=spec.fps)
         return params
 
     def _derive(self, spec: Any, video: str, fps: int) -> Any:

@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+import rtms_protocol as rp
 from emulator.faults import Faults, Malformed, malformed_text
 from emulator.negotiate import ChannelParams, Grant
 from emulator.source import MeetingSource
@@ -36,7 +37,6 @@ from emulator.wire import (
     render,
     ws_text_frame,
 )
-from rtmsflow import rtms_protocol as rp
 from rtmsflow.logs import get_logger
 
 if TYPE_CHECKING:

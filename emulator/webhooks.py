@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import aiohttp
 
+from rtms_protocol import StopReason, signatures_equal, url_validation_token, webhook_signature
 from rtmsflow.logs import get_logger
-from rtmsflow.rtms_protocol import StopReason, signatures_equal, url_validation_token, webhook_signature
 
 log = get_logger(__name__)
 

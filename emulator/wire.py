@@ -4,7 +4,7 @@ A media item becomes a tuple of *pieces*: `bytes` that never change (the JSON ar
 the payload's base64) and `int` media offsets (timestamp, transcript start/end) that `render()`
 turns into `base_ms + offset` digits. The base64 of a payload is cached by the payload object
 (meetings loop the same `bytes` objects), the JSON prefix by (msg_type, user). The text is the
-same JSON `rtmsflow.rtms_protocol.MediaFrame` produces (a test holds them together); the
+same JSON `rtms_protocol.MediaFrame` produces (a test holds them together); the
 WebSocket framing is done here too (server frames are unmasked), so a frame is sent with one
 `transport.write` of already-final bytes.
 """
@@ -15,7 +15,7 @@ import base64
 import json
 from typing import Any, Protocol
 
-from rtmsflow.rtms_protocol import MsgType
+from rtms_protocol import MsgType
 
 # Media channels: index into per-stream arrays (one socket per channel, or one `all` socket).
 AUDIO, VIDEO, DESKSHARE, TRANSCRIPT = 0, 1, 2, 3

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.backend import Product
-from rtmsflow.rtms_protocol import url_validation_token, webhook_signature
+from rtms_protocol import url_validation_token, webhook_signature
 
 URL_VALIDATION = "endpoint.url_validation"
 

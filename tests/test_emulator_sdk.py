@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from tls_cert import make_test_cert
 
+import rtms_protocol as rp
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
-from rtmsflow import rtms_protocol as rp
 
 pytestmark = [
     pytest.mark.sdk,

@@ -12,7 +12,7 @@ import pytest
 
 from emulator.webhooks import StreamIdentity, WebhookSender
 from ingest.webhook import WebhookServer
-from rtmsflow.rtms_protocol import webhook_signature
+from rtms_protocol import webhook_signature
 from rtmsflow.settings import Settings
 from schemas.topics import partition_for
 from tests.ingest_support import WEBHOOK_SECRET, ingest_settings, read_topic

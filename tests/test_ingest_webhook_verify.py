@@ -16,7 +16,7 @@ from ingest.webhook_events import (
     session_event,
     verify_signature,
 )
-from rtmsflow.rtms_protocol import url_validation_token, webhook_signature
+from rtms_protocol import url_validation_token, webhook_signature
 from rtmsflow.settings import Settings
 
 SECRET = "whsec-test"
