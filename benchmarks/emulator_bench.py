@@ -36,6 +36,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
+from rtms_protocol.session import SIGNALING, ClientSession, Verdict
+
 LATE_MS = 20.0
 KEPT_FRACTION = 0.001
 CLIENT_ID, SECRET = "bench-client", "bench-secret"
@@ -221,20 +223,18 @@ class WSClient(asyncio.Protocol):
 
 
 class BenchMeeting:
-    """One meeting on the client side: signaling + audio/video/transcript sockets."""
+    """One meeting on the client side: signaling + audio/video/transcript sockets. The handshakes
+    are `rtms_protocol.session.ClientSession`'s (the ingest client's machine); frames take a fast
+    path that only reads their timestamp."""
 
     KINDS = (("audio", 1), ("video", 2), ("transcript", 8))
 
     def __init__(self, url: str, meeting_uuid: str, stream_id: str, totals: Totals, speed: float) -> None:
-        from rtmsflow import rtms_protocol as rp
-
-        self.rp = rp
-        self.url, self.meeting_uuid, self.stream_id = url, meeting_uuid, stream_id
-        self.signature = rp.handshake_signature(CLIENT_ID, SECRET, meeting_uuid, stream_id)
+        self.url = url
+        self.hs = ClientSession.signed(CLIENT_ID, SECRET, meeting_uuid, stream_id)
         self.totals = totals
         self.speed = speed
         self.base_ms: int | None = None
-        self.pending = 0
         self.sig: WSClient | None = None
         self.done = asyncio.get_running_loop().create_future()
 
@@ -249,45 +249,41 @@ class BenchMeeting:
         return proto
 
     async def start(self) -> None:
-        rp = self.rp
-        hello = rp.encode(rp.HandshakeRequest(self.meeting_uuid, self.stream_id, self.signature, 1))
+        hello = self.hs.hello()
         self.sig = await self._open(self.url, self._on_signaling, lambda ws: ws.send_text(hello))
 
-    def _answer_keepalive(self, ws: WSClient, payload: bytes) -> None:
-        msg = json.loads(payload)
-        ws.send_text(
-            json.dumps({"msg_type": 13, "sequence": msg.get("sequence"), "timestamp": msg["timestamp"]})
-        )
+    def _send(self, ws: WSClient, sends: tuple[tuple[str, str], ...]) -> None:
+        for channel, text in sends:
+            (self.sig if channel == SIGNALING and self.sig is not None else ws).send_text(text)
+
+    def _end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     def _on_signaling(self, ws: WSClient, payload: bytes) -> None:
         msg = json.loads(payload)
-        t = msg["msg_type"]
-        if t == 2:
-            if msg["status_code"] != 0:
-                self.totals.errors.append(f"handshake {msg}")
-                self.done.set_result(None)
-                return
-            urls = msg["media_server"]["server_urls"]
-            self.pending = len(self.KINDS)
+        step = self.hs.receive(SIGNALING, msg)
+        self._send(ws, step.send)
+        if step.verdict is Verdict.OK:
             for kind, bit in self.KINDS:
-                req = self.rp.encode(
-                    self.rp.DataHandshakeRequest(
-                        self.meeting_uuid, self.stream_id, self.signature, bit, None, 1
+                req = self.hs.media_hello(kind, bit)
+                asyncio.ensure_future(
+                    self._open(
+                        self.hs.media_urls[kind],
+                        lambda w, p, k=kind: self._on_media(k, w, p),
+                        lambda w, r=req: w.send_text(r),
                     )
                 )
-                asyncio.ensure_future(
-                    self._open(urls[kind], self._on_media, lambda ws, r=req: ws.send_text(r))
-                )
-        elif t == 12:
-            self._answer_keepalive(ws, payload)
-        elif t == 6 and msg["event"]["event_type"] == 1:
+        elif step.verdict is not None:
+            self.totals.errors.append(f"handshake {msg}")
+            self._end()
+        elif msg["msg_type"] == 6 and msg["event"]["event_type"] == 1:
             self.base_ms = msg["event"]["timestamp"]
-        elif t == 8 and msg["state"] == 4:
+        elif step.ended:
             self.totals.ended += 1
-            if not self.done.done():
-                self.done.set_result(None)
+            self._end()
 
-    def _on_media(self, ws: WSClient, payload: bytes) -> None:
+    def _on_media(self, kind: str, ws: WSClient, payload: bytes) -> None:
         if payload[12:14] in (b"14", b"15", b"16", b"17"):  # {"msg_type":1x,...
             now_ms = time.time() * 1000.0
             i = payload.rfind(b'"timestamp":') + 12
@@ -302,15 +298,12 @@ class BenchMeeting:
                 totals.late += 1
             return
         msg = json.loads(payload)
-        if msg["msg_type"] == 12:
-            self._answer_keepalive(ws, payload)
-        elif msg["msg_type"] == 4:
-            if msg["status_code"] != 0:
-                self.totals.errors.append(f"data handshake {msg}")
-            self.pending -= 1
-            if self.pending == 0 and self.sig is not None:
-                self.sig.send_text(self.rp.encode(self.rp.ClientReadyAck(self.stream_id)))
-                self.totals.connected += 1
+        step = self.hs.receive(kind, msg)
+        if step.verdict not in (None, Verdict.OK):
+            self.totals.errors.append(f"data handshake {msg}")
+        self._send(ws, step.send)
+        if step.ready:
+            self.totals.connected += 1
 
 
 def client_main(conn: Connection, args: dict[str, Any]) -> None:
