@@ -20,7 +20,7 @@ from typing import Any
 # Video resolutions by their common name, as the emulator plays them and ingest asks RTMS for them
 # (RTMS MEDIA_RESOLUTION SD, HD, FHD, QHD = 1..4).
 VIDEO_RESOLUTIONS: dict[str, int] = {"360p": 1, "720p": 2, "1080p": 3, "1440p": 4}
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 INGEST_BACKENDS = ("websocket", "sdk")
 
 
@@ -128,7 +128,7 @@ class Settings:
     # -- files, logs, caches -------------------------------------------------------------------
     # Where sinks write recordings and transcripts (and prune/forget delete them).
     data_dir: str = _setting("./data", "RTMSFLOW_DATA_DIR")
-    # DEBUG, INFO, WARNING or ERROR.
+    # DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = _setting("INFO", "RTMSFLOW_LOG_LEVEL", parse=_choice(*LOG_LEVELS, upper=True))
     # Downloaded artefacts (Kafka jars, the registry, encoded clips, the SDK's home); empty =
     # ~/.cache/rtmsflow.
