@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from rtms_protocol import Resolution
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import default_cache_dir
 
@@ -35,10 +36,10 @@ log = get_logger(__name__)
 # Bump when the picture or the encoder settings change: it is part of every cache key.
 CLIP_FORMAT_VERSION = 2
 
+# The sizes clips come in, by label ("720p"), from the one size table (`rtms_protocol.Resolution`).
+# No 1440p clip: a QHD request plays 1080p (`emulator.source`).
 RESOLUTIONS: dict[str, tuple[int, int]] = {
-    "360p": (640, 360),
-    "720p": (1280, 720),
-    "1080p": (1920, 1080),
+    r.label: r.size for r in (Resolution.SD, Resolution.HD, Resolution.FHD)
 }
 
 # Average bitrate per resolution (VBV-capped ABR): close to what Zoom sends for a camera, so

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
+from emulator.clips import RESOLUTIONS
 from emulator.negotiate import ChannelParams
 from emulator.wire import AUDIO, DESKSHARE, TRANSCRIPT, VIDEO, MediaItemLike
 from rtms_protocol import (
@@ -19,13 +20,11 @@ from rtms_protocol import (
     VideoParams,
 )
 
-_RESOLUTION_NAME = {
-    Resolution.SD: "360p",
-    Resolution.HD: "720p",
-    Resolution.FHD: "1080p",
-    Resolution.QHD: "1080p",
-}
-_NAME_RESOLUTION = {"360p": Resolution.SD, "720p": Resolution.HD, "1080p": Resolution.FHD}
+
+def _clip_label(resolution: int) -> str:
+    """The clip size a requested resolution plays: its own, else the largest (QHD plays 1080p)."""
+    label = Resolution(resolution).label
+    return label if label in RESOLUTIONS else Resolution.FHD.label
 
 
 class MeetingSource:
@@ -71,11 +70,9 @@ class MeetingSource:
             spec = self._meeting.spec
             if not self._video_fixed and spec.video is not None:
                 self._video_fixed = True
-                self._meeting = self._derive(
-                    spec, _RESOLUTION_NAME[Resolution(params.resolution)], params.fps
-                )
+                self._meeting = self._derive(spec, _clip_label(params.resolution), params.fps)
                 spec = self._meeting.spec
-            resolution = _NAME_RESOLUTION[spec.video] if spec.video else params.resolution
+            resolution = Resolution.from_label(spec.video) if spec.video else params.resolution
             return dataclasses.replace(params, codec=PayloadType.H264, resolution=resolution, fps=spec.fps)
         return params
 

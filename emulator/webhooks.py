@@ -31,30 +31,23 @@ from typing import Any, Literal
 
 import aiohttp
 
-from rtms_protocol import StopReason, signatures_equal, url_validation_token, webhook_signature
+from rtms_protocol import Product, StopReason, signatures_equal, url_validation_token, webhook_signature
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
 
-Product = Literal["meeting", "webinar", "session", "contact_center"]
-PRODUCTS: tuple[Product, ...] = ("meeting", "webinar", "session", "contact_center")
+# The products the emulator plays, by the name Zoom's webhooks give them (what `--product` takes).
+PRODUCTS: tuple[str, ...] = tuple(p.webhook_name for p in Product if p is not Product.UNKNOWN)
 
 # Real Zoom: retry 5 min after the first attempt, then 20 min, then 60 min later.
 ZOOM_RETRY_DELAYS_S: tuple[float, ...] = (300.0, 1200.0, 3600.0)
 # Same shape, scaled for a local run.
 DEFAULT_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 4.0, 12.0)
 
-_EVENT_PREFIX: dict[Product, str] = {
-    "meeting": "meeting.rtms_",
-    "webinar": "webinar.rtms_",
-    "session": "session.rtms_",
-    "contact_center": "contact_center.voice_rtms_",
-}
-
 
 def event_name(product: Product, what: Literal["started", "stopped", "interrupted"]) -> str:
     """`meeting.rtms_started`, `contact_center.voice_rtms_stopped`, ..."""
-    return _EVENT_PREFIX[product] + what
+    return product.event_prefix + what
 
 
 def _b64_id(rng: random.Random, n: int = 16) -> str:
@@ -86,19 +79,18 @@ class StreamIdentity:
 
     @classmethod
     def generate(
-        cls, product: Product, server_urls: str, *, seed: int | None = None, index: int = 0
+        cls, product: Product | str, server_urls: str, *, seed: int | None = None, index: int = 0
     ) -> StreamIdentity:
         """Zoom-shaped random ids (base64 UUIDs, 32-hex stream id, 11-digit meeting number);
-        repeatable when `seed` is given (`index` tells apart the meetings of one run)."""
-        if product not in PRODUCTS:
-            raise ValueError(f"product must be one of {PRODUCTS}, got {product!r}")
-        rng = random.Random(None if seed is None else f"{seed}:{index}:{product}")
-        instance = {
-            "meeting": lambda: _b64_id(rng),
-            "webinar": lambda: _b64_id(rng),
-            "session": lambda: _b64_id(rng),
-            "contact_center": lambda: "eng_" + rng.randbytes(12).hex(),
-        }[product]()
+        repeatable when `seed` is given (`index` tells apart the meetings of one run). `product` is
+        a `Product` or its webhook name (one of PRODUCTS)."""
+        if not isinstance(product, Product) or product is Product.UNKNOWN:
+            product = Product.from_webhook_name(str(product))
+        name = product.webhook_name
+        rng = random.Random(None if seed is None else f"{seed}:{index}:{name}")
+        contact_center = product is Product.CONTACT_CENTER
+        instance = "eng_" + rng.randbytes(12).hex() if contact_center else _b64_id(rng)
+        numbered = product in (Product.MEETING, Product.WEBINAR)
         return cls(
             product=product,
             instance_id=instance,
@@ -106,31 +98,32 @@ class StreamIdentity:
             server_urls=server_urls,
             operator_id=_b64url_id(rng),
             account_id=_b64url_id(rng),
-            numeric_id=rng.randrange(10**10, 10**11) if product in ("meeting", "webinar") else None,
-            session_key=f"session-{rng.randrange(10**6):06d}" if product == "session" else "",
+            numeric_id=rng.randrange(10**10, 10**11) if numbered else None,
+            session_key=f"session-{rng.randrange(10**6):06d}" if product is Product.VIDEO_SDK else "",
         )
 
     def _ids(self) -> dict[str, Any]:
-        if self.product == "meeting":
+        if self.product is Product.MEETING:
             return {"meeting_uuid": self.instance_id}
-        if self.product == "webinar":
+        if self.product is Product.WEBINAR:
             return {"webinar_uuid": self.instance_id}
-        if self.product == "session":
+        if self.product is Product.VIDEO_SDK:
             return {"session_id": self.instance_id, "session_key": self.session_key}
         return {"engagement_id": self.instance_id}
 
     def started_payload(self) -> dict[str, Any]:
         """`payload` of the started event (fields as of Zoom's 2026-05-09 changelog)."""
         out = self._ids()
-        if self.product in ("meeting", "webinar"):
+        numbered = self.product in (Product.MEETING, Product.WEBINAR)
+        if numbered:
             out["operator_id"] = self.operator_id
         out["rtms_stream_id"] = self.rtms_stream_id
         out["server_urls"] = self.server_urls
-        if self.product != "contact_center":
+        if self.product is not Product.CONTACT_CENTER:
             out["account_id"] = self.account_id
-        if self.product in ("meeting", "webinar"):
+        if numbered:
             out["is_original_host"] = self.is_original_host
-            out[f"{self.product}_id"] = self.numeric_id
+            out[f"{self.product.webhook_name}_id"] = self.numeric_id
         return out
 
     def stopped_payload(self, stop_reason: int) -> dict[str, Any]:

@@ -13,18 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.backend import Product
-from rtms_protocol import url_validation_token, webhook_signature
+from rtms_protocol import Product, url_validation_token, webhook_signature
 
 URL_VALIDATION = "endpoint.url_validation"
 
-# event name prefix -> product; the suffix says the action.
-_PRODUCTS: dict[str, Product] = {
-    "meeting.rtms_": Product.MEETING,
-    "webinar.rtms_": Product.WEBINAR,
-    "session.rtms_": Product.VIDEO_SDK,
-    "contact_center.voice_rtms_": Product.CONTACT_CENTER,
-}
+# an event name is its product's prefix (`Product.event_prefix`), then the action
 _ACTIONS = {"started": "STARTED", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}
 # protocol doc 1.2: whatever the product, the instance id goes into the handshake's meeting_uuid.
 _ID_FIELDS = ("meeting_uuid", "webinar_uuid", "session_id", "engagement_id")
@@ -130,7 +123,7 @@ def session_event(body: dict[str, Any], received_at_ms: int) -> LifecycleEvent |
     """The lifecycle event of a verified delivery, or `None` for an event we do not handle
     (e.g. `rtms.concurrency_limited`). `WebhookRejected(400)` when required fields are missing."""
     event: str = body["event"]
-    product = next((p for prefix, p in _PRODUCTS.items() if event.startswith(prefix)), None)
+    product = Product.of_event(event)
     if product is None:
         return None
     suffix = event.rsplit("rtms_", 1)[1]

@@ -5,7 +5,7 @@ Field names and values follow Zoom's SDK and the RTMS protocol notes (2-3). Noth
 
 from __future__ import annotations
 
-from enum import IntEnum, IntFlag
+from enum import IntEnum, IntFlag, StrEnum
 
 PROTOCOL_VERSION = 1
 
@@ -233,7 +233,9 @@ class DataOption(IntEnum):
 
 
 class Resolution(IntEnum):
-    """MEDIA_RESOLUTION; `.size` is (width, height) (SD is 640x360 here; Zoom also uses 854x480)."""
+    """MEDIA_RESOLUTION; `.size` is (width, height) (SD is 640x360 here; Zoom also uses 854x480) and
+    `.label` its common name ("720p"). The project's one table of video sizes: settings, the
+    emulator's clips and ingest's granted sizes all read it from here."""
 
     SD = 1
     HD = 2
@@ -243,6 +245,63 @@ class Resolution(IntEnum):
     @property
     def size(self) -> tuple[int, int]:
         return {1: (640, 360), 2: (1280, 720), 3: (1920, 1080), 4: (2560, 1440)}[self.value]
+
+    @property
+    def label(self) -> str:
+        """"360p", "720p", "1080p" or "1440p"."""
+        return f"{self.size[1]}p"
+
+    @classmethod
+    def from_label(cls, label: str) -> Resolution:
+        """The resolution named `label` ("720p"); ValueError for any other name."""
+        for r in cls:
+            if r.label == label:
+                return r
+        raise ValueError(f"unknown video resolution {label!r}; use one of {[r.label for r in cls]}")
+
+
+class Product(StrEnum):
+    """Which Zoom product an RTMS stream belongs to. The value is the Avro `Product` symbol (what
+    records carry); `webhook_name` is Zoom's spelling in webhook event names, `event_prefix` the
+    prefix of the product's lifecycle events (`meeting.rtms_started`, ...). Contact Center reuses
+    EVENT_UPDATE types 8-29 with other meanings."""
+
+    MEETING = "MEETING"
+    WEBINAR = "WEBINAR"
+    VIDEO_SDK = "VIDEO_SDK"
+    CONTACT_CENTER = "CONTACT_CENTER"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def webhook_name(self) -> str:
+        """"meeting", "webinar", "session" (Video SDK) or "contact_center" (UNKNOWN has none)."""
+        return _WEBHOOK_NAMES[self]
+
+    @property
+    def event_prefix(self) -> str:
+        """`meeting.rtms_`, `webinar.rtms_`, `session.rtms_`, `contact_center.voice_rtms_`."""
+        return self.webhook_name + (".voice_rtms_" if self is Product.CONTACT_CENTER else ".rtms_")
+
+    @classmethod
+    def from_webhook_name(cls, name: str) -> Product:
+        """The product Zoom's webhooks call `name`; ValueError for any other name."""
+        for product, webhook_name in _WEBHOOK_NAMES.items():
+            if webhook_name == name:
+                return product
+        raise ValueError(f"product must be one of {sorted(_WEBHOOK_NAMES.values())}, got {name!r}")
+
+    @classmethod
+    def of_event(cls, event: str) -> Product | None:
+        """The product of a webhook event name (`session.rtms_stopped`: VIDEO_SDK), None if none."""
+        return next((p for p in _WEBHOOK_NAMES if event.startswith(p.event_prefix)), None)
+
+
+_WEBHOOK_NAMES = {
+    Product.MEETING: "meeting",
+    Product.WEBINAR: "webinar",
+    Product.VIDEO_SDK: "session",
+    Product.CONTACT_CENTER: "contact_center",
+}
 
 
 class TranscriptLanguage(IntEnum):

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from emulator.webhooks import PRODUCTS, Product, StreamIdentity, WebhookError, WebhookSender, event_name
+from emulator.webhooks import PRODUCTS, StreamIdentity, WebhookError, WebhookSender, event_name
+from rtms_protocol import Product
 
 SECRET = "whsec-test-token"
 
@@ -77,7 +78,7 @@ def sender(rec: Receiver, **kw: Any) -> WebhookSender:
     return WebhookSender(rec.url, SECRET, **kw)
 
 
-def stream(product: Product = "meeting") -> StreamIdentity:
+def stream(product: Product | str = "meeting") -> StreamIdentity:
     return StreamIdentity.generate(product, "ws://127.0.0.1:9999/signaling", seed=5)
 
 
@@ -204,9 +205,7 @@ EXPECTED_FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-async def test_every_product_variant_has_its_event_names_and_fields(
-    receiver: Receiver, product: Product
-) -> None:
+async def test_every_product_variant_has_its_event_names_and_fields(receiver: Receiver, product: str) -> None:
     s = stream(product)
     async with sender(receiver) as hooks:
         await hooks.rtms_started(s)
@@ -219,7 +218,7 @@ async def test_every_product_variant_has_its_event_names_and_fields(
         prefix + "interrupted",
         prefix + "stopped",
     ]
-    assert event_name(product, "started") == prefix + "started"
+    assert event_name(Product.from_webhook_name(product), "started") == prefix + "started"
     want_started, want_stopped, want_interrupted = EXPECTED_FIELDS[product]
     assert set(started["payload"]) == want_started
     assert set(stopped["payload"]) == want_stopped and stopped["payload"]["stop_reason"] == 8
@@ -243,7 +242,17 @@ def test_generated_identities_are_zoom_shaped_and_repeatable() -> None:
     assert a.instance_id.endswith("==") and len(a.instance_id) == 24
     assert a.numeric_id is not None and 10**10 <= a.numeric_id < 10**11
     with pytest.raises(ValueError, match="product"):
-        StreamIdentity.generate("phone", "ws://x")  # type: ignore[arg-type]
+        StreamIdentity.generate("phone", "ws://x")
+    with pytest.raises(ValueError, match="product"):
+        StreamIdentity.generate(Product.UNKNOWN, "ws://x")
+
+
+def test_a_product_is_named_by_its_enum_or_its_webhook_name_alike() -> None:
+    for product in (Product.MEETING, Product.WEBINAR, Product.VIDEO_SDK, Product.CONTACT_CENTER):
+        by_name = StreamIdentity.generate(product.webhook_name, "ws://x", seed=3)
+        assert by_name == StreamIdentity.generate(product, "ws://x", seed=3)
+        assert by_name.product is product
+    assert PRODUCTS == ("meeting", "webinar", "session", "contact_center")
 
 
 async def test_sender_lifecycle_is_explicit() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import typing
 
 import pytest
 
 import rtms_protocol as p
 from rtms_protocol.messages import _PARSERS
+from schemas import records
 
 # What Zoom's SDK put on the wire in the probe captures (rtms-protocol.md 2.3, 3.1, 2.8, 2.9).
 SDK_HANDSHAKE = (
@@ -236,6 +238,31 @@ def test_every_field_of_a_message_is_on_the_wire() -> None:
         assert {w.name for w in cls.WIRE} == fields, cls.__name__
         checked += 1
     assert checked == 19
+
+
+def test_products_name_their_webhook_events_and_carry_the_avro_symbols() -> None:
+    assert p.Product.of_event("meeting.rtms_started") is p.Product.MEETING
+    assert p.Product.of_event("webinar.rtms_stopped") is p.Product.WEBINAR
+    assert p.Product.of_event("session.rtms_interrupted") is p.Product.VIDEO_SDK
+    assert p.Product.of_event("contact_center.voice_rtms_started") is p.Product.CONTACT_CENTER
+    assert p.Product.of_event("contact_center.rtms_started") is None
+    assert p.Product.of_event("rtms.concurrency_limited") is None
+    assert p.Product.from_webhook_name("session") is p.Product.VIDEO_SDK
+    with pytest.raises(ValueError, match="product"):
+        p.Product.from_webhook_name("VIDEO_SDK")
+    assert {str(x) for x in p.Product} == set(typing.get_args(records.Product))
+
+
+def test_resolutions_have_one_size_and_one_label_each() -> None:
+    assert [(r.label, r.size) for r in p.Resolution] == [
+        ("360p", (640, 360)),
+        ("720p", (1280, 720)),
+        ("1080p", (1920, 1080)),
+        ("1440p", (2560, 1440)),
+    ]
+    assert p.Resolution.from_label("1080p") is p.Resolution.FHD
+    with pytest.raises(ValueError, match="720p"):
+        p.Resolution.from_label("4k")
 
 
 def test_enums_carry_wire_numbers_and_helpers() -> None:
