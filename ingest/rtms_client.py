@@ -673,6 +673,10 @@ class RtmsClient:
                 media=sorted(k for k, s in self.media.items() if not s.disabled), connects=self.ready_count
             ),
         )
+        if not self.config.wanted():
+            # a signaling-only connection (a stream close for the SDK backend) has nothing to be
+            # ready for: no CLIENT_READY_ACK, no subscription, as before it drove this machine
+            return []
         return [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
 
     def _fast_media_item(self, msg_type: int, msg: dict[str, Any]) -> AudioData | VideoData | None:

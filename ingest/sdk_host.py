@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from typing import Any
 
 from ingest.sdk_wire import (
@@ -207,34 +208,18 @@ class Host:
         client.on_event_ex(on_event)
         # never on_session_update: it segfaults inside poll() (protocol notes 4.2)
         if media.audio is not None:
-            ct, codec, rate, channel, opt, duration, frame_size = media.audio
-            client.set_audio_params(
-                rtms.AudioParams(
-                    content_type=ct,
-                    codec=codec,
-                    sample_rate=rate,
-                    channel=channel,
-                    data_opt=opt,
-                    duration=duration,
-                    frame_size=frame_size,
-                )
-            )
+            client.set_audio_params(rtms.AudioParams(**asdict(media.audio)))
             client.on_audio_data(media_cb(Kind.AUDIO))
         if media.video is not None:
-            ct, codec, res, opt, fps = media.video
-            client.set_video_params(
-                rtms.VideoParams(content_type=ct, codec=codec, resolution=res, data_opt=opt, fps=fps)
-            )
+            client.set_video_params(rtms.VideoParams(**asdict(media.video)))
             client.on_video_data(media_cb(Kind.VIDEO))
         if media.deskshare is not None:
-            ct, codec, res, fps = media.deskshare
-            client.set_deskshare_params(
-                rtms.DeskshareParams(content_type=ct, codec=codec, resolution=res, fps=fps)
-            )
+            client.set_deskshare_params(rtms.DeskshareParams(**asdict(media.deskshare)))
             client.on_deskshare_data(media_cb(Kind.DESKSHARE))
         if media.transcript is not None:
             params = rtms.TranscriptParams()
-            params.src_language, params.enable_lid = media.transcript
+            params.src_language = media.transcript.src_language
+            params.enable_lid = media.transcript.enable_lid
             client.set_transcript_params(params)
             client.on_transcript_data(on_transcript)
         with self._lock:

@@ -144,19 +144,69 @@ def _decode(buf: bytearray, start: int, stop: int) -> Message:
 
 
 @dataclass(frozen=True, slots=True)
+class SdkAudio:
+    """Audio parameters in the SDK's numbers; the fields are `rtms.AudioParams`' keywords
+    (`duration` = send rate in ms, `frame_size` = samples per frame)."""
+
+    content_type: int
+    codec: int
+    sample_rate: int
+    channel: int
+    data_opt: int
+    duration: int
+    frame_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SdkVideo:
+    """Video parameters; the fields are `rtms.VideoParams`' keywords."""
+
+    content_type: int
+    codec: int
+    resolution: int
+    data_opt: int
+    fps: int
+
+
+@dataclass(frozen=True, slots=True)
+class SdkDeskshare:
+    """Deskshare parameters; the fields are `rtms.DeskshareParams`' keywords."""
+
+    content_type: int
+    codec: int
+    resolution: int
+    fps: int
+
+
+@dataclass(frozen=True, slots=True)
+class SdkTranscript:
+    """Transcript parameters; the fields are `rtms.TranscriptParams`' attributes."""
+
+    src_language: int
+    enable_lid: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SdkMedia:
     """The media an SDK client asks for, in the SDK's own numbers (`rtms.AudioParams` etc.).
 
     `None` for a type = do not connect it (the SDK opens a media socket per registered callback).
-    Audio is (content_type, codec, sample_rate, channel, data_opt, duration, frame_size); video is
-    (content_type, codec, resolution, data_opt, fps); deskshare is (content_type, codec, resolution,
-    fps); transcript is (src_language, enable_lid).
     """
 
-    audio: tuple[int, int, int, int, int, int, int] | None = None
-    video: tuple[int, int, int, int, int] | None = None
-    deskshare: tuple[int, int, int, int] | None = None
-    transcript: tuple[int, bool] | None = None
+    audio: SdkAudio | None = None
+    video: SdkVideo | None = None
+    deskshare: SdkDeskshare | None = None
+    transcript: SdkTranscript | None = None
+
+    @classmethod
+    def from_dict(cls, m: dict[str, Any]) -> SdkMedia:
+        """The inverse of `asdict` (what a `JoinCommand` line holds)."""
+        return cls(
+            audio=SdkAudio(**m["audio"]) if m.get("audio") else None,
+            video=SdkVideo(**m["video"]) if m.get("video") else None,
+            deskshare=SdkDeskshare(**m["deskshare"]) if m.get("deskshare") else None,
+            transcript=SdkTranscript(**m["transcript"]) if m.get("transcript") else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +250,7 @@ def decode_command(line: bytes | str) -> JoinCommand | LeaveCommand | None:
     if op == "leave":
         return LeaveCommand(int(obj["sid"]))
     if op == "join":
-        m = obj.get("media") or {}
-        media = SdkMedia(
-            audio=tuple(m["audio"]) if m.get("audio") else None,  # type: ignore[arg-type]
-            video=tuple(m["video"]) if m.get("video") else None,  # type: ignore[arg-type]
-            deskshare=tuple(m["deskshare"]) if m.get("deskshare") else None,  # type: ignore[arg-type]
-            transcript=tuple(m["transcript"]) if m.get("transcript") else None,  # type: ignore[arg-type]
-        )
+        media = SdkMedia.from_dict(obj.get("media") or {})
         return JoinCommand(
             sid=int(obj["sid"]),
             meeting_uuid=str(obj["meeting_uuid"]),

@@ -10,6 +10,7 @@ from Zoom: backpressure instead of a growing queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import ssl
 import time
@@ -92,6 +93,7 @@ class WebSocketBackend(SessionBackend):
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
         self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the client's next deadline
         self._timer_at = 0.0
+        self._ready = asyncio.Event()  # set once the client first reached READY
 
     # --- SessionBackend ---------------------------------------------------------------------------
 
@@ -117,6 +119,17 @@ class WebSocketBackend(SessionBackend):
             raise RuntimeError("WebSocketBackend.wait() before start()")
         return await asyncio.shield(self._loop_task)
 
+    async def connected(self) -> bool:
+        """Wait until the stream is streaming (True) or the session is over first (False)."""
+        if self._loop_task is None:
+            raise RuntimeError("WebSocketBackend.connected() before start()")
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait([ready, self._loop_task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        return self._ready.is_set()
+
     @property
     def ready_count(self) -> int:
         """How many times the stream was (re)connected; for tests and logs."""
@@ -128,6 +141,7 @@ class WebSocketBackend(SessionBackend):
         assert self.client is not None
         client = self.client
         outcome: SessionOutcome | None = None
+        ready = False
         try:
             outcome = await self._execute(client.start(time.monotonic()))
             while outcome is None:
@@ -138,6 +152,9 @@ class WebSocketBackend(SessionBackend):
                 outcome = await self._execute(self._feed(client, event))
                 if event.kind == "message":
                     self._slots.release()
+                    if not ready and client.ready_count:
+                        ready = True
+                        self._ready.set()
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
@@ -307,3 +324,70 @@ class WebSocketBackend(SessionBackend):
             self._disconnect(channel, conn, 1000)
         if self._closers:
             await asyncio.gather(*list(self._closers), return_exceptions=True)
+
+
+# --- STREAM_CLOSE_REQ for a stream held elsewhere (the SDK backend's, which cannot send it) ----------
+
+
+class _Discard:
+    """A frame handler for a connection that carries no media: what Zoom says on it is dropped."""
+
+    async def audio(self, session: StreamSession, frame: AudioData) -> None:
+        pass
+
+    async def video(self, session: StreamSession, frame: VideoData) -> None:
+        pass
+
+    async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
+        pass
+
+    async def event(self, session: StreamSession, event: EventData) -> None:
+        pass
+
+    async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
+        pass
+
+    async def flush(self, session: StreamSession | None = None) -> None:
+        pass
+
+    async def end_of_stream(
+        self, session: StreamSession, stop_reason: int | None, *, ended: str = "STOPPED"
+    ) -> None:
+        pass
+
+
+CLOSE_AGENT = "rtmsflow-sdk-close"
+_CONFIRMED = ("closed by us", "stream terminated")  # STREAM_CLOSE_RESP, or TERMINATED while closing
+
+
+async def close_stream(
+    settings: Settings,
+    session: StreamSession,
+    config: ClientConfig,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> bool:
+    """Ask Zoom to end `session`'s stream on a short signaling-only connection: the signaling
+    handshake, then `RtmsClient.request_stop(close_stream=True)` (STREAM_CLOSE_REQ, wait for
+    STREAM_CLOSE_RESP or TERMINATED). True if Zoom confirmed. The handshake gets
+    `config.close_timeout_s`, the close as long again. Used by the SDK backend after its SDK client
+    is gone, so the handshake is not a duplicate."""
+    cfg = dataclasses.replace(
+        config, audio=False, video=False, deskshare=False, transcript=False, client_agent=CLOSE_AGENT
+    )
+    backend = WebSocketBackend(settings, _Discard(), config=cfg, ssl_context=ssl_context)
+    await backend.start(session)
+    try:
+        async with asyncio.timeout(config.close_timeout_s):
+            connected = await backend.connected()
+    except TimeoutError:
+        connected = False
+    if not connected:
+        await backend.stop()
+        log.warning(
+            "STREAM_CLOSE_REQ failed: no signaling connection", extra={"meeting": session.meeting_uuid}
+        )
+        return False
+    await backend.stop(close_stream=True)
+    outcome = await backend.wait()
+    return outcome.detail in _CONFIRMED

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import rtms_protocol as proto
 from emulator.server import RTMSServer
 from ingest.backend import FrameHandler, Product, SessionBackend, StreamSession
 from ingest.producer import FrameProducer
@@ -37,14 +38,17 @@ from ingest.sdk_wire import (
     LeaveCommand,
     MediaMessage,
     MessageReader,
+    SdkAudio,
+    SdkDeskshare,
     SdkMedia,
+    SdkTranscript,
+    SdkVideo,
     control,
     decode_command,
     media_header,
     reason_message,
 )
 from ingest.ws_client import client_config
-from rtmsflow import rtms_protocol as proto
 from rtmsflow.settings import Settings
 from tests.ingest_support import (
     CLIENT_ID,
@@ -75,10 +79,12 @@ SUBSCRIBED = {2, 3, 4, 5, 6, 8, 9}
 def test_plan_asks_the_sdk_for_what_the_raw_backend_asks_for() -> None:
     plan = sdk_plan(ClientConfig("id", "secret", video_resolution=1, video_fps=10, transcript_language=9))
     # L16 16 kHz mono mixed 20 ms (frame_size in samples); H.264 SD 10 fps active speaker
-    assert plan.media.audio == (2, 1, 1, 1, 1, 20, 320)
-    assert plan.media.video == (3, 7, 1, 3, 10)
+    assert plan.media.audio == SdkAudio(
+        content_type=2, codec=1, sample_rate=1, channel=1, data_opt=1, duration=20, frame_size=320
+    )
+    assert plan.media.video == SdkVideo(content_type=3, codec=7, resolution=1, data_opt=3, fps=10)
     assert plan.media.deskshare is None
-    assert plan.media.transcript == (9, True)
+    assert plan.media.transcript == SdkTranscript(src_language=9, enable_lid=True)
     assert (plan.audio.codec, plan.audio.sample_rate, plan.audio.channels, plan.audio.mixed) == (
         "L16",
         16000,
@@ -87,9 +93,11 @@ def test_plan_asks_the_sdk_for_what_the_raw_backend_asks_for() -> None:
     )
     assert (plan.video.codec, plan.video.width, plan.video.height, plan.video.fps) == ("H264", 640, 360, 10)
     multi = sdk_plan(ClientConfig("id", "secret", audio_multi=True, deskshare=True, transcript=False))
-    assert multi.media.audio is not None and multi.media.audio[4] == 2 and not multi.audio.mixed
-    assert multi.media.deskshare == (3, 5, 2, 1)  # JPG HD 1 fps, as the raw backend asks
-    assert multi.media.transcript is None and sdk_plan(ClientConfig("i", "s")).media.transcript == (-1, True)
+    assert multi.media.audio is not None and multi.media.audio.data_opt == 2 and not multi.audio.mixed
+    # JPG HD 1 fps, as the raw backend asks
+    assert multi.media.deskshare == SdkDeskshare(content_type=3, codec=5, resolution=2, fps=1)
+    assert multi.media.transcript is None
+    assert sdk_plan(ClientConfig("i", "s")).media.transcript == SdkTranscript(-1, True)
 
 
 @pytest.mark.parametrize(
@@ -169,10 +177,13 @@ def test_host_messages_survive_any_chunking() -> None:
 
 
 def test_commands_round_trip() -> None:
-    join = JoinCommand(
-        3, "m==", "s1", "wss://x/y", "sig", SdkMedia(audio=(2, 1, 1, 1, 1, 20, 320), transcript=(-1, True))
-    )
+    media = SdkMedia(audio=SdkAudio(2, 1, 1, 1, 1, 20, 320), transcript=SdkTranscript(-1, True))
+    join = JoinCommand(3, "m==", "s1", "wss://x/y", "sig", media)
     assert decode_command(join.encode()) == join
+    every = SdkMedia(SdkAudio(2, 1, 1, 1, 1, 20, 320), SdkVideo(3, 7, 1, 3, 10), SdkDeskshare(3, 5, 2, 1))
+    assert decode_command(dataclasses.replace(join, media=every).encode()) == dataclasses.replace(
+        join, media=every
+    )
     assert decode_command(LeaveCommand(3).encode()) == LeaveCommand(3)
     assert decode_command(b'{"op":"quit"}') is None
     with pytest.raises(ValueError):
@@ -320,7 +331,9 @@ async def test_leave_closes_the_sdk_sockets_so_the_next_owner_can_connect(
     session = StreamSession("sdk-handover==", "sdk-handover", handle.server_urls, fresh=True)
     interrupted = asyncio.Event()
     handle.on_lifecycle(lambda change: interrupted.set() if change.kind == "interrupted" else None)
-    first = SdkBackend(direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options)
+    first = SdkBackend(
+        direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options
+    )
     await first.start(session)
     async with asyncio.timeout(20):
         await handle.wait_media(1_000)
@@ -330,7 +343,9 @@ async def test_leave_closes_the_sdk_sockets_so_the_next_owner_can_connect(
     # and refuses a second signaling connection with status 8 until they time out)
     async with asyncio.timeout(5):
         await interrupted.wait()
-    second = SdkBackend(direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options)
+    second = SdkBackend(
+        direct.settings, direct.frames, config=sdk_config(direct.settings), options=sdk_options
+    )
     await second.start(session)
     async with asyncio.timeout(30):
         outcome = await second.wait()
