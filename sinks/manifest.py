@@ -30,20 +30,25 @@ EndHow = Literal["marker", "idle_timeout"]
 
 @dataclass(frozen=True, order=True)
 class Gap:
-    """Media missing from a track: `duration_ms` from `start_ms` (RTMS ms) in `kind` of a participant."""
+    """Media missing from a track: `duration_ms` from `start_ms` (RTMS ms) in `kind` of a participant,
+    and why, when the gap record said (`LOSS`, `PAUSE`, `SILENT`, `VIDEO_OFF`, `INGEST_DIED`, ...)."""
 
     start_ms: int
     kind: str
     participant_id: int
     duration_ms: int
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "start_ms": self.start_ms,
             "kind": self.kind,
             "participant_id": self.participant_id,
             "duration_ms": self.duration_ms,
         }
+        if self.reason is not None:  # a reader must tell a lost stretch from a dead ingest or a pause
+            out["reason"] = self.reason
+        return out
 
 
 @dataclass(frozen=True)
@@ -172,10 +177,12 @@ class StreamTally:
         self.start_ms = timestamp_ms if self.start_ms is None else min(self.start_ms, timestamp_ms)
         self.stop_ms = end if self.stop_ms is None else max(self.stop_ms, end)
 
-    def gap(self, kind: str, participant_id: int, start_ms: int, duration_ms: int) -> None:
-        """A gap the processors marked (or the sink filled) before a record."""
+    def gap(
+        self, kind: str, participant_id: int, start_ms: int, duration_ms: int, reason: str | None = None
+    ) -> None:
+        """A gap the processors marked (or the sink filled) before a record, with its reason if known."""
         if duration_ms > 0:
-            self.gaps.append(Gap(start_ms, kind, participant_id, duration_ms))
+            self.gaps.append(Gap(start_ms, kind, participant_id, duration_ms, reason))
 
     def late(self, count: int = 1) -> None:
         self.late_count += count

@@ -244,7 +244,7 @@ class MediaStreamFiles:
             if not mixed and gap.get("reason") == "SILENT":
                 self.silent_gaps += 1
             else:
-                self.tally.gap("audio", pid, self.origin_ms + offset, length)
+                self.tally.gap("audio", pid, self.origin_ms + offset, length, gap.get("reason"))
             wavs.gap(name, self.origin_ms + offset + length)
             self._lanes.reach(lane, offset + length)
         else:
@@ -274,7 +274,9 @@ class MediaStreamFiles:
         offset = r["offset_ms"]
         fps = max(1, r["media"].get("fps", 30))
         if is_gap:
-            self.tally.gap(kind.lower(), 0, self.origin_ms + offset, r["gap"]["length_ms"])
+            self.tally.gap(
+                kind.lower(), 0, self.origin_ms + offset, r["gap"]["length_ms"], r["gap"].get("reason")
+            )
             self._lanes.reach(kind, offset + r["gap"]["length_ms"])
         else:
             self._lanes.reach(kind, offset + 1000 // fps)

@@ -177,6 +177,23 @@ def test_a_file_listed_twice_is_refused() -> None:
         build_manifest(MEETING, [], {}, [FileEntry("a", 1, "x"), FileEntry("a", 1, "x")])
 
 
+def test_a_gap_says_why_when_its_record_did() -> None:
+    tally = StreamTally("s1")
+    tally.gap("video", 0, T0 + 1000, 4000, "INGEST_DIED")
+    tally.gap("audio", 0, T0, 40)  # a reason nobody gave is not invented
+    manifest = build_manifest(MEETING, [tally.summary(StreamEnd.by_idle_timeout({}))], {}, [])
+    assert manifest["streams"][0]["gaps"] == [
+        {"start_ms": T0, "kind": "audio", "participant_id": 0, "duration_ms": 40},
+        {
+            "start_ms": T0 + 1000,
+            "kind": "video",
+            "participant_id": 0,
+            "duration_ms": 4000,
+            "reason": "INGEST_DIED",
+        },
+    ]
+
+
 def test_tally_counts_what_a_sink_consumed() -> None:
     tally = StreamTally("s1")
     for i in range(5):

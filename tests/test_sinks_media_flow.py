@@ -110,6 +110,7 @@ async def test_meeting_with_a_pause_records_exact_wav_and_an_mp4_in_sync(
         "kind": "audio",
         "participant_id": 0,
         "duration_ms": 1000,
+        "reason": "PAUSE",
     } in summary["gaps"]
     assert [f["name"] for f in manifest["files"]] == ["audio.wav", "recording.mp4"]
 
