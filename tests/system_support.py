@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import time
 import uuid
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -35,6 +37,7 @@ from emulator.webhooks import StreamIdentity, WebhookSender
 from rtmsflow.settings import Settings
 from rtmsflow.stack import StageSpec, Supervisor, free_ports
 from schemas import topics as t
+from schemas.topics import partition_for
 from sinks.manifest import read_manifest, verify_files
 from sinks.transcript_files import iter_jsonl
 from tests.ingest_support import (
@@ -131,10 +134,17 @@ class Zoom:
     server: RTMSServer
     hooks: WebhookSender
 
-    async def start_meeting(self, meeting: SyntheticMeeting, seed: int) -> Played:
+    async def start_meeting(
+        self, meeting: SyntheticMeeting, seed: int, partition: tuple[int, int] | None = None
+    ) -> Played:
         """Register the stream, post `rtms_started` (acknowledged: stored in Kafka) and report every
-        interruption of its signaling by `rtms_interrupted`, as Zoom does."""
-        identity = StreamIdentity.generate("meeting", "", seed=seed, index=int(uuid.uuid4().int % 10**6))
+        interruption of its signaling by `rtms_interrupted`, as Zoom does. `partition` = (p, count):
+        a meeting UUID that falls in partition p of `count`."""
+        while True:
+            index = int(uuid.uuid4().int % 10**6)
+            identity = StreamIdentity.generate("meeting", "", seed=seed, index=index)
+            if partition is None or partition_for(identity.instance_id, partition[1]) == partition[0]:
+                break
         handle = self.server.add_stream(identity.instance_id, identity.rtms_stream_id, meeting, record=True)
         identity = dataclasses.replace(identity, server_urls=handle.server_urls)
         played = Played(identity, handle)
@@ -215,6 +225,16 @@ async def running_stack(
             await zoom.server.stop()
 
 
+async def health(port: int) -> dict[str, Any] | None:
+    """A stage's /health body, or None while it does not answer 200."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+            async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                return dict(await resp.json()) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
 # --- waiting for files ---------------------------------------------------------------------------
 
 
@@ -265,6 +285,25 @@ async def raw_records(
             if meeting in wanted:
                 out[meeting][name].append(value)
     return out
+
+
+def assert_kafka_has_what_zoom_sent(sent: list[Any], raw: dict[str, list[dict[str, Any]]]) -> None:
+    """Every frame the emulator sent is on the raw topics exactly once, in the order it was sent."""
+    for channel, topic in (("audio", "rtms.raw.audio"), ("video", "rtms.raw.video"),
+                           ("transcript", "rtms.raw.transcript")):  # fmt: skip
+        want = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == channel]
+        got = [(v["timestamp_ms"], v["participant_id"], v.get("payload", v.get("text")))
+               for v in frames_of(raw[topic])]  # fmt: skip
+        assert want, f"the emulator sent no {channel}"
+        if got != want:
+            missing = sorted({w[:2] for w in want} - {g[:2] for g in got})
+            extra = sorted({g[:2] for g in got} - {w[:2] for w in want})
+            twice = len(got) - len(set(got))
+            changed = [w[:2] for w, g in zip(want, got, strict=False) if w[:2] == g[:2] and w != g]
+            raise AssertionError(
+                f"{topic}: {len(want)} sent, {len(got)} in Kafka; missing {missing[:5]} ({len(missing)}), "
+                f"unexpected {extra[:5]} ({len(extra)}), {twice} twice, payload differs at {changed[:5]}"
+            )
 
 
 def identity_of(v: dict[str, Any]) -> tuple[Any, ...]:
@@ -333,11 +372,25 @@ def check_stream(stream_dir: Path, raw: dict[str, list[dict[str, Any]]]) -> dict
     assert pcm == bytes(expected), "the WAV is not every frame at its stream time with silence between"
     wav_ms = len(pcm) // BYTES_PER_MS
 
+    times = [v["timestamp_ms"] - origin for v in video]
     with av.open(str(stream_dir / "recording.mp4")) as mp4:
         assert sorted(s.codec_context.name for s in mp4.streams) == ["aac", "h264"]
-        pictures = [round(float(f.time or 0) * 1000) for f in mp4.decode(video=0)]
+        samples = [round(float(p.pts * p.time_base) * 1000) for p in mp4.demux(video=0)
+                   if p.size and p.pts is not None and p.time_base is not None]  # fmt: skip
         mp4_ms = round(float(mp4.duration or 0) / av.time_base * 1000)
-    assert pictures == [v["timestamp_ms"] - origin for v in video], "video frames not at their stream times"
+    with av.open(str(stream_dir / "recording.mp4")) as mp4:
+        pictures = [round(float(f.time or 0) * 1000) for f in mp4.decode(video=0)]
+    assert samples == times, "the MP4 does not hold every video frame at its stream time"
+    # every picture decodes, except frames that follow a hole before the next keyframe: their
+    # reference frames were never received (a new RTMS connection does not start with one)
+    orphans: set[int] = set()
+    orphaned = False
+    for before, v in itertools.pairwise([video[0], *video]):
+        orphaned = (orphaned or v["ingest_epoch"] != before["ingest_epoch"]) and not v["keyframe"]
+        if orphaned:
+            orphans.add(v["timestamp_ms"] - origin)
+    assert set(pictures) <= set(times) and pictures == sorted(pictures)
+    assert set(times) - set(pictures) <= orphans, sorted(set(times) - set(pictures) - orphans)
     assert abs(mp4_ms - wav_ms) <= 100, (mp4_ms, wav_ms)
 
     utterances = list(iter_jsonl(stream_dir / "transcript.jsonl"))
