@@ -12,19 +12,26 @@ comparison that can hold; `check_stream` then checks the files' content against 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rtmsflow.admin import ensure_topics
+from rtmsflow.broker import LocalKafka
 from rtmsflow.settings import Settings
+from schemas.topics import ALL_TOPICS
 from tests.ingest_support import frames_of
 from tests.system_support import (
     assert_kafka_has_what_zoom_sent,
     check_stream,
     distinct,
+    finalized_streams,
     gaps_of,
     health,
     meeting_of,
@@ -71,6 +78,11 @@ async def test_three_concurrent_meetings_become_complete_files(
         (stream,) = manifest["streams"]
         assert stream["ended"]["matched"] is True and stream["ended"]["stop_reason"] == 6
         assert edges_only(manifest, "audio") and edges_only(manifest, "video"), stream["gaps"]
+
+
+def partial_size(data: Path, name: str) -> int:
+    """Bytes the sinks have written so far to `name` of the (one) stream being recorded."""
+    return sum(p.stat().st_size for p in data.glob(f"*/*/*/.{name}.partial"))
 
 
 def hole_at_takeover(frames: list[dict[str, Any]], step_ms: int) -> tuple[int, int, int]:
@@ -140,3 +152,62 @@ async def test_kill_9_of_the_ingest_worker_leaves_exactly_its_lost_stretch_as_an
     assert edges_only({"streams": [{**manifest["streams"][0], "gaps": others}]}, "audio"), others
     assert edges_only({"streams": [{**manifest["streams"][0], "gaps": others}]}, "video"), others
     print(f"takeover: {len(sent) - len(in_kafka)} audio frames lost, video hole {v_end - v_start} ms")
+
+
+def reusable(port: int) -> bool:
+    """Whether the broker can listen on `port` again: bound as the JVM binds (SO_REUSEADDR), so the
+    connections the stopped broker closed (TIME_WAIT on its port) do not count as a listener."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_broker_stopped_mid_meeting_and_started_again_loses_nothing(
+    settings: Settings, settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker of the test's own is stopped while the meeting plays and the sinks write, kept down
+    for a few seconds, and started again on the same address: every frame Zoom sent reaches Kafka
+    once and the files hold all of it."""
+    # LocalKafka keeps its address on a restart only if its old port binds without SO_REUSEADDR,
+    # which fails for a minute after it had clients (TIME_WAIT); the broker itself could bind it
+    monkeypatch.setattr("rtmsflow.broker._port_is_free", reusable)
+    broker = LocalKafka(tmp_path / "kafka")
+    await asyncio.to_thread(broker.fetch)
+    bootstrap = await asyncio.to_thread(broker.start, 120, die_with_caller=True)
+    try:
+        own = dataclasses.replace(settings, kafka_bootstrap=bootstrap)
+        await ensure_topics(own, ALL_TOPICS)
+        meeting = await asyncio.to_thread(meeting_of, 6, 20.0)
+        data = tmp_path / "data"
+        env = stack_env(settings_env, own, data)
+        async with running_stack(own, env, data, tmp_path / "logs", system_stages(own)) as stack:
+            assert stack.zoom is not None
+            played = await stack.zoom.start_meeting(meeting, 6)
+            await played.handle.wait_media(4_000)
+
+            async def media_written() -> bool:
+                return partial_size(data, "audio.wav") > 0
+
+            await wait_until(media_written, 60)
+            t0 = time.monotonic()
+            await asyncio.to_thread(broker.stop)
+            await asyncio.sleep(3)  # the outage itself (it decides nothing): the broker stays down
+            assert await asyncio.to_thread(broker.start, 120, die_with_caller=True) == bootstrap
+            down_s = time.monotonic() - t0
+            assert not finalized_streams(data), "the meeting was over before the broker came back"
+            await stack.zoom.end_meeting(played)
+            dirs = await wait_finalized(data, [played.meeting_uuid], timeout_s=180)
+            restarts = stack.restarts()
+        raw = (await raw_records(own, dirs))[played.meeting_uuid]
+    finally:
+        await asyncio.to_thread(broker.stop)
+    print(f"broker down {down_s:.1f} s; stages restarted by the supervisor: {restarts or 'none'}")
+    assert_kafka_has_what_zoom_sent(played.handle.sent, raw)
+    manifest = check_stream(dirs[played.meeting_uuid], raw)
+    (stream,) = manifest["streams"]
+    assert stream["ended"]["matched"] is True
+    assert edges_only(manifest, "audio") and edges_only(manifest, "video"), stream["gaps"]
