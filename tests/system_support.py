@@ -235,6 +235,18 @@ async def health(port: int) -> dict[str, Any] | None:
         return None
 
 
+async def finalized_by(port: int) -> int:
+    """How many streams a sink process has finalized (its `rtmsflow_sink_streams_finalized` counter)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("rtmsflow_sink_streams_finalized_total{")
+    )
+
+
 # --- waiting for files ---------------------------------------------------------------------------
 
 
@@ -480,12 +492,19 @@ async def reference_files(
         await delete_topics(ref, [spec.full_name(ref.topic_prefix) for spec in ALL_TOPICS])
 
 
-def assert_same_files(got: dict[str, Path], want: dict[str, Path]) -> None:
-    """Each meeting's stream directory holds the same files, byte for byte, in both runs."""
+class KnownStageBug(AssertionError):
+    """A failure a stage is known to have (the test's xfail says which): only this may be expected."""
+
+
+def assert_same_files(
+    got: dict[str, Path], want: dict[str, Path], *, but: frozenset[str] = frozenset()
+) -> None:
+    """Each meeting's stream directory holds the same files, byte for byte, in both runs (files
+    named in `but` only exist in both)."""
     assert sorted(got) == sorted(want)
     for meeting in want:
         a, b = files_of(got[meeting]), files_of(want[meeting])
         assert sorted(a) == sorted(b), (meeting, sorted(a), sorted(b))
         assert not [n for n in a if n.endswith(".partial")]
-        for name in b:
+        for name in set(b) - but:
             assert a[name] == b[name], f"{name} of {meeting} differs from the undisturbed run"

@@ -26,16 +26,21 @@ from rtmsflow.admin import ensure_topics
 from rtmsflow.broker import LocalKafka
 from rtmsflow.settings import Settings
 from schemas.topics import ALL_TOPICS
+from sinks.manifest import read_manifest
 from tests.ingest_support import frames_of
 from tests.system_support import (
+    KnownStageBug,
     assert_kafka_has_what_zoom_sent,
+    assert_same_files,
     check_stream,
     distinct,
+    finalized_by,
     finalized_streams,
     gaps_of,
     health,
     meeting_of,
     raw_records,
+    reference_files,
     running_stack,
     stack_env,
     system_stages,
@@ -83,6 +88,71 @@ async def test_three_concurrent_meetings_become_complete_files(
 def partial_size(data: Path, name: str) -> int:
     """Bytes the sinks have written so far to `name` of the (one) stream being recorded."""
     return sum(p.stat().st_size for p in data.glob(f"*/*/*/.{name}.partial"))
+
+
+PROCESSOR_RESTART_COUNTS_BUG = (
+    "after kill -9 + restart mid-stream, `rtmsflow process` labels frames it re-reads and orders as "
+    "LATE/DUPLICATE: the forwarded markers' counts (so the manifest's late_count/duplicate_count) "
+    "and rtms.late are wrong, though the ordered frames, WAV, MP4 and transcripts are right"
+)
+
+
+@pytest.mark.xfail(raises=KnownStageBug, strict=True, reason=PROCESSOR_RESTART_COUNTS_BUG)
+async def test_kill_9_of_processor_and_each_sink_in_turn_gives_the_undisturbed_files(
+    settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The processor, then the media sink, then the transcript sink is killed with SIGKILL while the
+    meeting plays and its files are half written; the supervisor restarts each. The files equal, byte
+    for byte, those of processors and sinks run undisturbed over the same raw records, and hold
+    every frame and every utterance once."""
+    meeting = await asyncio.to_thread(meeting_of, 4, 20.0)
+    data = tmp_path / "data"
+    env = stack_env(settings_env, settings, data)
+    async with running_stack(settings, env, data, tmp_path / "logs", system_stages(settings)) as stack:
+        assert stack.zoom is not None
+        played = await stack.zoom.start_meeting(meeting, 4)
+        killed: dict[str, int] = {}
+
+        async def kill_when(stage: str, media_ms: int, written: Any) -> None:
+            await played.handle.wait_media(media_ms)
+            await wait_until(written, 60)
+            assert not finalized_streams(data), "the meeting was finalized before the kill"
+            proc = stack.stage(stage).proc
+            os.kill(proc.pid, signal.SIGKILL)
+            killed[stage] = proc.wait()
+
+        async def media_written() -> bool:
+            return partial_size(data, "audio.wav") > 100_000
+
+        async def text_written() -> bool:
+            return partial_size(data, "transcript.txt") > 0
+
+        await kill_when("processor-0", 4_000, media_written)
+        await kill_when("sink-media-0", 9_000, media_written)
+        await kill_when("sink-transcripts-0", 13_000, text_written)
+        await stack.zoom.end_meeting(played)
+        dirs = await wait_finalized(data, [played.meeting_uuid], timeout_s=150)
+        assert stack.restarts() == {"processor-0": 1, "sink-media-0": 1, "sink-transcripts-0": 1}
+    assert killed == {"processor-0": -9, "sink-media-0": -9, "sink-transcripts-0": -9}
+    raw = await raw_records(settings, dirs)
+    assert_kafka_has_what_zoom_sent(played.handle.sent, raw[played.meeting_uuid])
+    manifest = check_stream(dirs[played.meeting_uuid], raw[played.meeting_uuid])
+    assert manifest["streams"][0]["ended"]["matched"] is True
+    reference = await reference_files(settings, settings_env, tmp_path, dirs)
+    manifests = ("manifest.json", "transcript.manifest.json")
+    assert_same_files(dirs, reference, but=frozenset(manifests))
+    wrong = {}
+    for name in manifests:
+        got, want = (read_manifest(d[played.meeting_uuid] / name) for d in (dirs, reference))
+        counts = [
+            (m["streams"][0].pop("late_count"), m["streams"][0].pop("duplicate_count")) for m in (got, want)
+        ]
+        assert got == want, name  # all but the counts of the bug below
+        assert counts[1] == (0, 0)  # the emulator sends nothing late or twice
+        if counts[0] != counts[1]:
+            wrong[name] = counts[0]
+    if wrong:
+        raise KnownStageBug(f"(late, duplicate) counts after the processor's restart, not (0, 0): {wrong}")
 
 
 def hole_at_takeover(frames: list[dict[str, Any]], step_ms: int) -> tuple[int, int, int]:
@@ -211,3 +281,77 @@ async def test_broker_stopped_mid_meeting_and_started_again_loses_nothing(
     (stream,) = manifest["streams"]
     assert stream["ended"]["matched"] is True
     assert edges_only(manifest, "audio") and edges_only(manifest, "video"), stream["gaps"]
+
+
+PROCESSORS_SPLIT_BUG = (
+    "two `rtmsflow process` in one group never share the partitions out: both report all of them "
+    "(seen at HEAD 211adaf and with the processors' uncommitted restart work; "
+    "tests/test_processors_restart.py::test_two_processes... fails the same way)"
+)
+
+
+@pytest.mark.parametrize(
+    "processors",
+    [
+        1,
+        pytest.param(
+            2, marks=pytest.mark.xfail(raises=KnownStageBug, strict=True, reason=PROCESSORS_SPLIT_BUG)
+        ),
+    ],
+)
+async def test_two_sinks_of_a_kind_and_n_processors_write_the_files_one_of_each_writes(
+    settings: Settings,
+    settings_env: dict[str, str],
+    kafka_topics: dict[str, str],
+    tmp_path: Path,
+    processors: int,
+) -> None:
+    """Two of each sink (and one or two processors) share their groups' partitions; four meetings,
+    one in each partition, so every member has work. Each stream is finalized once, and the files
+    equal byte for byte those one processor and one sink of a kind write from the same raw records."""
+    meetings = await asyncio.to_thread(lambda: [meeting_of(seed, 6.0) for seed in (11, 12, 13, 14)])
+    data = tmp_path / "data"
+    env = stack_env(settings_env, settings, data)
+    stages = system_stages(settings, processors=processors, sinks=2)
+    async with running_stack(settings, env, data, tmp_path / "logs", stages) as stack:
+        assert stack.zoom is not None
+        zoom = stack.zoom
+        members = [stack.stage(f"processor-{i}") for i in range(processors)]
+
+        async def split() -> list[set[int]] | None:
+            """The processors' partitions, once shared out: each has some, none has one twice."""
+            states = [await health(p.spec.port) for p in members]
+            owned = [set(s["partitions"]) for s in states if s and s["partitions"]]
+            together = set().union(*owned) if owned else set()
+            whole = len(owned) == processors and together == set(range(settings.partitions))
+            return owned if whole and sum(map(len, owned)) == len(together) else None
+
+        try:
+            owners = await wait_until(split, 60)
+        except TimeoutError:
+            raise KnownStageBug(f"the processors never shared the partitions out: {await split()}") from None
+        played = await asyncio.gather(
+            *(zoom.start_meeting(m, seed, (p, settings.partitions))
+              for p, (seed, m) in enumerate(zip((11, 12, 13, 14), meetings, strict=True)))
+        )  # fmt: skip
+        await asyncio.gather(*(zoom.end_meeting(p) for p in played))
+        dirs = await wait_finalized(data, [p.meeting_uuid for p in played])
+        sinks = [s for s in stack.sup.stages if s.spec.name.startswith("sink-")]
+
+        async def counted() -> dict[str, int] | None:  # the counters move just after the rename
+            counts = {s.spec.name: await finalized_by(s.spec.port) for s in sinks}
+            return counts if sum(counts.values()) >= 2 * len(played) else None
+
+        finalized = await wait_until(counted, 30)
+        assert await split() == owners  # no rebalance moved a partition while the meetings played
+        assert stack.restarts() == {}
+    # each stream finalized once per kind of sink, and every member of each group finalized some
+    assert finalized["sink-media-0"] + finalized["sink-media-1"] == 4, finalized
+    assert finalized["sink-transcripts-0"] + finalized["sink-transcripts-1"] == 4, finalized
+    assert all(finalized.values()), finalized
+    raw = await raw_records(settings, dirs)
+    for p in played:
+        assert_kafka_has_what_zoom_sent(p.handle.sent, raw[p.meeting_uuid])
+        check_stream(dirs[p.meeting_uuid], raw[p.meeting_uuid])
+    reference = await reference_files(settings, settings_env, tmp_path, dirs, processors=1, sinks=1)
+    assert_same_files(dirs, reference)
