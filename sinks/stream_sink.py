@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from rtmsflow.kafka_client import make_consumer, make_producer
@@ -54,6 +55,12 @@ log = get_logger(__name__)
 TP = tuple[str, int]  # (broker topic name, partition)
 StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
 _FINISHED_MEMORY = 100_000
+# A stream's records of every topic a sink reads (the media sink: audio and video) share a partition
+# number, and one member must get them all. The range assignor hands each member the same partition
+# numbers of every topic (topics of a tier have one partition count); aiokafka's default round robin
+# deals topic-partitions out in turn, which splits a meeting's audio from its video as soon as the
+# member count does not divide the partition count (3 sinks, 4 partitions: no stream ever finalized).
+SINK_ASSIGNORS = (RangePartitionAssignor,)
 SOURCE_OFFSET = "_source_offset"  # added to a decoded record: its offset, for a later dead letter
 # Errors of one record: its payload cannot be written. The record is dead-lettered, the stream goes on.
 RECORD_ERRORS = (MediaFrameError, WavError, TranscriptError, KeyError, TypeError, ValueError)
@@ -380,6 +387,7 @@ class SinkService:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=600_000,
+            partition_assignment_strategy=SINK_ASSIGNORS,
         )
         self.consumer.subscribe(list(self.core.topics.values()), listener=_Listener(self))
         await self.consumer.start()
