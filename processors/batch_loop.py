@@ -1,6 +1,6 @@
 """The processors' consumer loop: raw topics in, ordered topics out, nothing lost or doubled.
 
-One aiokafka consumer (group `rtmsflow-processors` by default, sticky assignment) reads the four raw
+One aiokafka consumer (group `rtmsflow-processors` by default, range assignment) reads the four raw
 topics; a `PartitionCore` per partition number turns records into output, which one idempotent
 producer writes to the same partition number of the output topics. Every
 `process_commit_interval_ms` the loop runs a *cycle*: wait until the broker acknowledged every
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter, Gauge, Histogram
 
 from processors.lanes import DEADLETTER, LATE, ORDERED_OF, RAW_TOPICS, LaneConfig, Output, PartitionCore
@@ -65,6 +65,13 @@ CYCLE = Histogram(
     "Commit cycle: acks awaited, state written, offsets committed.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+# A partition number's four raw topics belong to one member (its PartitionCore reads them all). The
+# range assignor gives each member the same partition numbers of every topic; aiokafka's sticky
+# assignor balances topic-partitions without regard to that, and gave one of two members every
+# partition of rtms.raw.audio and rtms.raw.events and the other those of video and transcripts.
+PROCESSOR_ASSIGNORS = (RangePartitionAssignor,)
 
 
 class ProcessorLoop:
@@ -116,7 +123,7 @@ class ProcessorLoop:
         self.consumer = make_consumer(
             group_id=self.group_id,
             settings=self.settings,
-            partition_assignment_strategy=(StickyPartitionAssignor,),
+            partition_assignment_strategy=PROCESSOR_ASSIGNORS,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=1_000,
             rebalance_timeout_ms=max(self.session_timeout_ms, 10_000),

@@ -284,9 +284,10 @@ async def test_broker_stopped_mid_meeting_and_started_again_loses_nothing(
 
 
 PROCESSORS_SPLIT_BUG = (
-    "two `rtmsflow process` in one group never share the partitions out: both report all of them "
-    "(seen at HEAD 211adaf and with the processors' uncommitted restart work; "
-    "tests/test_processors_restart.py::test_two_processes... fails the same way)"
+    "two `rtmsflow process` in one group share the partitions out (range assignment) only when a "
+    "partition's restore, run inside the rebalance, is faster than the session timeout: at 2ac994e "
+    "it takes ~10 s and the group flaps; the processors' uncommitted faster restore "
+    "(processors/state.py) passes this test. Remove this mark when that lands"
 )
 
 
@@ -298,7 +299,7 @@ SINKS = 3  # of each kind: a count that does not divide the partitions (4) is th
     [
         1,
         pytest.param(
-            2, marks=pytest.mark.xfail(raises=KnownStageBug, strict=True, reason=PROCESSORS_SPLIT_BUG)
+            2, marks=pytest.mark.xfail(raises=KnownStageBug, strict=False, reason=PROCESSORS_SPLIT_BUG)
         ),
     ],
 )
