@@ -134,8 +134,10 @@ def test_stop_kills_a_broker_that_ignores_sigterm(tmp_path: Path) -> None:
         assert broker.pid() == proc.pid
         t0 = time.monotonic()
         assert broker.stop(timeout=1.0) is True
-        assert proc.wait(timeout=5) == -signal.SIGKILL
-        assert 1.0 <= time.monotonic() - t0 < 10
+        # the grace period was waited out (a slow machine only lengthens it), then SIGKILL; the
+        # 60 s bound only catches a stop that hangs
+        assert 1.0 <= time.monotonic() - t0 < 60
+        assert proc.wait(timeout=60) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
