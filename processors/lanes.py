@@ -240,8 +240,10 @@ class PartitionCore:
         self.config = config or LaneConfig()
         self.streams: dict[StreamKey, StreamState] = {}
         self.ended: dict[tuple[str, str, str], None] = {}
-        self.positions: dict[str, int] = {}
-        self.replay_below: dict[str, int] = {}
+        self.positions: dict[str, int] = {}  # per raw topic: after the furthest input ever read
+        self.replay_below: dict[str, int] = {}  # the snapshot's positions: inputs below only rebuild state
+        self.read_to: dict[str, int] = {}  # per raw topic: after the last input this core was fed
+        self.restored_commits: dict[str, int] = {}
         self.stats = {"in": 0, "out": 0, "late": 0, "duplicate": 0, "gap": 0, "deadletter": 0, "skipped": 0}
         # for the meetings index (the shell drains it): (raw topic, marker offset, forwarded StreamEnd)
         self.ended_streams: list[tuple[str, int, dict[str, Any]]] = []
@@ -252,6 +254,10 @@ class PartitionCore:
 
     def _restore(self, snap: dict[str, Any]) -> None:
         self.replay_below = dict(snap["positions"])
+        # a snapshot taken before this core has re-read up to the old positions must still name
+        # them (and the old commits): its counts already hold what was read up to there
+        self.positions = dict(snap["positions"])
+        self.restored_commits = dict(snap["commits"])
         for name in snap["ended"]:
             meeting, stream, topic = name.split("|")
             self.ended[(meeting, stream, topic)] = None
@@ -312,6 +318,9 @@ class PartitionCore:
         """Per raw topic: the first offset not settled by the output returned so far (held frames
         and the open utterance's pieces hold it back)."""
         out = dict(self.positions)
+        for topic, commit in self.restored_commits.items():
+            if self.read_to.get(topic, 0) < self.replay_below.get(topic, 0):  # still re-reading
+                out[topic] = min(out.get(topic, commit), commit)
         for st in self.streams.values():
             for lane in st.lanes.values():
                 low = lane.min_held_offset()
@@ -339,7 +348,9 @@ class PartitionCore:
     ) -> list[Output]:
         """Take one raw record (`topic` without prefix); return what to write, in order."""
         replay = offset < self.replay_below.get(topic, 0)
-        self.positions[topic] = offset + 1
+        self.read_to[topic] = offset + 1
+        if offset + 1 > self.positions.get(topic, 0):
+            self.positions[topic] = offset + 1
         self.stats["in"] += 1
         out: list[Output] = []
         if value is None:
