@@ -93,6 +93,11 @@ def make_app(
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         stream_buffer_maxsize=32_768,
+        # Faust starts app services only once its own consumer has its partitions: with Faust's
+        # default 60 s session a restart after kill -9 would wait a minute for the dead member
+        broker_session_timeout=session_timeout_ms / 1000,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=max(session_timeout_ms / 1000, 10.0),
     )
     loop = ProcessorLoop(settings, group, session_timeout_ms=session_timeout_ms)
 

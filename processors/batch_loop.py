@@ -57,6 +57,9 @@ DEAD = Counter("rtmsflow_processors_dead_letters", "Raw records sent to rtms.dea
 REWRITES_SKIPPED = Counter(
     "rtmsflow_processors_restart_skipped", "Outputs not written again after a restart (already there)."
 )
+REFETCHED = Counter(
+    "rtmsflow_processors_refetched", "Raw records delivered again by the consumer after a seek (ignored)."
+)
 REORDER_DEPTH = Gauge("rtmsflow_processors_reorder_depth", "Frames held in reorder buffers.")
 STREAMS = Gauge("rtmsflow_processors_streams", "Live streams in this worker's partitions.")
 LAG = Gauge("rtmsflow_processors_lag", "Raw records not yet read, summed over assigned partitions.")
@@ -91,7 +94,8 @@ class ProcessorLoop:
         self.cores: dict[int, PartitionCore] = {}
         self.books: dict[int, MeetingBook] = {}
         self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
-        self.skips: dict[tuple[str, int], list[tuple[Any, ...]]] = {}  # outputs already written, in order
+        # outputs a crashed run already wrote, in order: (signature, offset)
+        self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
         self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
         self.pending: dict[tuple[str, int], asyncio.Future[Any]] = {}  # last send per output partition
         self.index_futures: list[tuple[int, str, str, str, asyncio.Future[Any], dict[str, Any] | None]] = []
@@ -102,6 +106,8 @@ class ProcessorLoop:
         self.lock = asyncio.Lock()
         self.last_cycle = time.monotonic()
         self.started = False
+        # per raw topic partition: the next offset to feed its core (set where it was seeked)
+        self.next_offsets: dict[TopicPartition, int] = {}
 
     def topic(self, base: str) -> str:
         return self.prefix + base
@@ -148,10 +154,19 @@ class ProcessorLoop:
                         continue  # revoked while the batch was in flight
                     base = tp.topic[prefix_len:]
                     EVENTS_IN.labels(base).inc(len(records))
+                    expected = self.next_offsets.get(tp, 0)
                     for r in records:
+                        if r.offset < expected:
+                            # fed already: after a seek in the rebalance callback aiokafka can
+                            # deliver a fetch made before it (from the group's commit) and then
+                            # the same records again; a core must see each input once, in order
+                            REFETCHED.inc()
+                            continue
+                        expected = r.offset + 1
                         outs = core.feed(base, r.offset, r.key, r.value, r.headers)
                         if outs:
                             await self._send(tp.partition, outs)
+                    self.next_offsets[tp] = expected
                     self.dirty.add(tp.partition)
                 if time.monotonic() - self.last_cycle >= self.interval_s:
                     await self._cycle()
@@ -216,7 +231,7 @@ class ProcessorLoop:
         skip = self.skips.get((out.topic, partition))
         if not skip:
             return False
-        expected = skip.pop(0)
+        expected, offset = skip.pop(0)
         got = output_signature(out.value, out.headers)
         if got != expected:
             # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
@@ -226,6 +241,9 @@ class ProcessorLoop:
             )
             skip.clear()
             return False
+        # the record is in the topic already: the next state must account for it, or a restart
+        # after that state would expect it again from raw offsets it has committed past
+        self.ends[(out.topic, partition)] = offset + 1
         REWRITES_SKIPPED.inc()
         return True
 
@@ -344,6 +362,7 @@ class ProcessorLoop:
                     tp = TopicPartition(self.topic(base), p)
                     if tp in assigned:
                         consumer.seek(tp, restored.commits[base])
+                        self.next_offsets[tp] = restored.commits[base]
                 log.info(
                     "partition restored",
                     extra={
@@ -361,6 +380,8 @@ class ProcessorLoop:
         self.written.pop(p, None)
         for t in OUTPUTS:
             self.skips.pop((t, p), None)
+        for tp in [tp for tp in self.next_offsets if tp.partition == p]:
+            del self.next_offsets[tp]
 
     # -- observation -----------------------------------------------------------------------------
 

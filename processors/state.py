@@ -58,7 +58,8 @@ class Restored:
     snapshot: dict[str, Any] | None
     commits: dict[str, int]
     ends: dict[str, int]
-    tails: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    # per ordered topic: (output_signature, offset) of each record written after the state's end
+    tails: dict[str, list[tuple[tuple[Any, ...], int]]] = field(default_factory=dict)
     sources: set[tuple[str, str, int]] = field(default_factory=set)
     meetings: list[dict[str, Any]] = field(default_factory=list)
 
@@ -83,6 +84,7 @@ class StateStore:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_partition_fetch_bytes=8 << 20,
+            fetch_max_wait_ms=20,  # reads end at a known offset: no point waiting for more
         )
         await self.reader.start()
 
@@ -110,12 +112,30 @@ class StateStore:
 
     async def restore(self, partition: int, outputs: tuple[str, ...]) -> Restored:
         """Everything a new owner of `partition` needs (see the module docstring)."""
-        snapshot = await self._latest_state(partition)
+        reader = self._reader()
+        state_tp = TopicPartition(self.state_topic, partition)
+        meetings_tp = TopicPartition(self.meetings_topic, partition)
         raw = [TopicPartition(self.prefix + t, partition) for t in RAW_TOPICS]
         outs = [TopicPartition(self.prefix + t, partition) for t in outputs]
-        reader = self._reader()
-        begins = await reader.beginning_offsets(raw + outs)
-        ends = await reader.end_offsets(outs)
+        begins = await reader.beginning_offsets([*raw, *outs, state_tp, meetings_tp])
+        ends = await reader.end_offsets([*outs, state_tp, meetings_tp])
+        # the state and the index first (one fetch round for both); the state is the newest record
+        # with our key, normally among the last few of the partition
+        found = await self._read_many(
+            {
+                state_tp: (max(begins[state_tp], ends[state_tp] - _BACK_STEP), ends[state_tp]),
+                meetings_tp: (begins[meetings_tp], ends[meetings_tp]),
+            }  # fmt: skip
+        )
+        snapshot = self._newest_state(found[state_tp], partition)
+        if snapshot is None and ends[state_tp] - _BACK_STEP > begins[state_tp]:
+            snapshot = await self._latest_state_backwards(
+                state_tp, begins[state_tp], ends[state_tp] - _BACK_STEP
+            )
+        latest: dict[bytes, dict[str, Any]] = {}
+        for r in found[meetings_tp]:
+            if r.key is not None and r.value is not None:
+                latest[r.key] = self.codec.decode(self.meetings_topic, r.value)
         commits = {t: begins[tp] for t, tp in zip(RAW_TOPICS, raw, strict=True)}
         written = {t: begins[tp] for t, tp in zip(outputs, outs, strict=True)}
         if snapshot is not None:
@@ -123,9 +143,12 @@ class StateStore:
                 commits[t] = max(commits[t], snapshot["commits"].get(t, commits[t]))
             for t in outputs:
                 written[t] = max(written[t], snapshot["ends"].get(t, written[t]))
-        restored = Restored(snapshot, commits, written)
+        restored = Restored(snapshot, commits, written, meetings=list(latest.values()))
+        tails = await self._read_many(
+            {tp: (written[t], ends[tp]) for t, tp in zip(outputs, outs, strict=True)}
+        )
         for t, tp in zip(outputs, outs, strict=True):
-            records = await self._read(tp, written[t], ends[tp])
+            records = tails[tp]
             if t in (LATE, DEADLETTER):
                 for r in records:
                     v = self.codec.decode(tp.topic, r.value)
@@ -133,55 +156,56 @@ class StateStore:
                     restored.sources.add((t, source, v["source_offset"]))
             else:
                 restored.tails[t] = [
-                    output_signature(
-                        None if r.value is None else self.codec.decode(tp.topic, r.value), r.headers
+                    (
+                        output_signature(
+                            None if r.value is None else self.codec.decode(tp.topic, r.value), r.headers
+                        ),
+                        r.offset,
                     )
                     for r in records
                 ]
-        restored.meetings = await self._meetings(partition)
         return restored
 
-    async def _latest_state(self, partition: int) -> dict[str, Any] | None:
-        tp = TopicPartition(self.state_topic, partition)
-        reader = self._reader()
-        begin = (await reader.beginning_offsets([tp]))[tp]
-        end = (await reader.end_offsets([tp]))[tp]
+    def _newest_state(self, records: list[ConsumerRecord[Any, Any]], partition: int) -> dict[str, Any] | None:
         key = self.key(partition)
+        for r in reversed(records):
+            if r.key == key and r.value is not None:
+                return self.codec.decode(self.state_topic, r.value)
+        return None
+
+    async def _latest_state_backwards(
+        self, tp: TopicPartition, begin: int, end: int
+    ) -> dict[str, Any] | None:
+        """The newest state with our key below `end` (other groups wrote after it): step back."""
         while end > begin:
             start = max(begin, end - _BACK_STEP)
-            found = None
-            for r in await self._read(tp, start, end):
-                if r.key == key and r.value is not None:
-                    found = r
-            if found is not None:
-                return self.codec.decode(self.state_topic, found.value)
+            snapshot = self._newest_state((await self._read_many({tp: (start, end)}))[tp], tp.partition)
+            if snapshot is not None:
+                return snapshot
             end = start
         return None
 
-    async def _meetings(self, partition: int) -> list[dict[str, Any]]:
-        tp = TopicPartition(self.meetings_topic, partition)
-        reader = self._reader()
-        begin = (await reader.beginning_offsets([tp]))[tp]
-        end = (await reader.end_offsets([tp]))[tp]
-        latest: dict[bytes, dict[str, Any]] = {}
-        for r in await self._read(tp, begin, end):
-            if r.key is not None and r.value is not None:
-                latest[r.key] = self.codec.decode(self.meetings_topic, r.value)
-        return list(latest.values())
-
-    async def _read(self, tp: TopicPartition, start: int, end: int) -> list[ConsumerRecord[Any, Any]]:
-        """Records of `tp` in [start, end)."""
-        out: list[ConsumerRecord[Any, Any]] = []
-        if end <= start:
+    async def _read_many(
+        self, ranges: dict[TopicPartition, tuple[int, int]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """Records of each partition in its [start, end), fetched together."""
+        out: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {tp: [] for tp in ranges}
+        todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
+        if not todo:
             return out
         reader = self._reader()
-        reader.assign([tp])
-        reader.seek(tp, start)
-        while await reader.position(tp) < end:
-            batch = await reader.getmany(tp, timeout_ms=500)
-            for r in batch.get(tp, ()):
-                if r.offset < end:
-                    out.append(r)
+        reader.assign(list(todo))
+        for tp, (start, _) in todo.items():
+            reader.seek(tp, start)
+        remaining = set(todo)
+        while remaining:
+            batch = await reader.getmany(*remaining, timeout_ms=200)
+            for tp, records in batch.items():
+                end = todo[tp][1]
+                out[tp].extend(r for r in records if r.offset < end)
+            for tp in list(remaining):
+                if await reader.position(tp) >= todo[tp][1]:
+                    remaining.discard(tp)
         return out
 
     def _reader(self) -> AIOKafkaConsumer:
