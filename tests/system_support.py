@@ -492,10 +492,6 @@ async def reference_files(
         await delete_topics(ref, [spec.full_name(ref.topic_prefix) for spec in ALL_TOPICS])
 
 
-class KnownStageBug(AssertionError):
-    """A failure a stage is known to have (the test's xfail says which): only this may be expected."""
-
-
 def assert_same_files(
     got: dict[str, Path], want: dict[str, Path], *, but: frozenset[str] = frozenset()
 ) -> None:

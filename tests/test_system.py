@@ -29,7 +29,6 @@ from schemas.topics import ALL_TOPICS
 from sinks.manifest import read_manifest
 from tests.ingest_support import frames_of
 from tests.system_support import (
-    KnownStageBug,
     assert_kafka_has_what_zoom_sent,
     assert_same_files,
     check_stream,
@@ -90,14 +89,6 @@ def partial_size(data: Path, name: str) -> int:
     return sum(p.stat().st_size for p in data.glob(f"*/*/*/.{name}.partial"))
 
 
-PROCESSOR_RESTART_COUNTS_BUG = (
-    "after kill -9 + restart mid-stream, `rtmsflow process` labels frames it re-reads and orders as "
-    "LATE/DUPLICATE: the forwarded markers' counts (so the manifest's late_count/duplicate_count) "
-    "and rtms.late are wrong, though the ordered frames, WAV, MP4 and transcripts are right"
-)
-
-
-@pytest.mark.xfail(raises=KnownStageBug, strict=True, reason=PROCESSOR_RESTART_COUNTS_BUG)
 async def test_kill_9_of_processor_and_each_sink_in_turn_gives_the_undisturbed_files(
     settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -141,18 +132,10 @@ async def test_kill_9_of_processor_and_each_sink_in_turn_gives_the_undisturbed_f
     reference = await reference_files(settings, settings_env, tmp_path, dirs)
     manifests = ("manifest.json", "transcript.manifest.json")
     assert_same_files(dirs, reference, but=frozenset(manifests))
-    wrong = {}
-    for name in manifests:
+    for name in manifests:  # the late and duplicate counts survive the restarts too
         got, want = (read_manifest(d[played.meeting_uuid] / name) for d in (dirs, reference))
-        counts = [
-            (m["streams"][0].pop("late_count"), m["streams"][0].pop("duplicate_count")) for m in (got, want)
-        ]
-        assert got == want, name  # all but the counts of the bug below
-        assert counts[1] == (0, 0)  # the emulator sends nothing late or twice
-        if counts[0] != counts[1]:
-            wrong[name] = counts[0]
-    if wrong:
-        raise KnownStageBug(f"(late, duplicate) counts after the processor's restart, not (0, 0): {wrong}")
+        assert got == want, name
+        assert (got["streams"][0]["late_count"], got["streams"][0]["duplicate_count"]) == (0, 0)  # none sent
 
 
 def hole_at_takeover(frames: list[dict[str, Any]], step_ms: int) -> tuple[int, int, int]:
@@ -283,25 +266,12 @@ async def test_broker_stopped_mid_meeting_and_started_again_loses_nothing(
     assert edges_only(manifest, "audio") and edges_only(manifest, "video"), stream["gaps"]
 
 
-PROCESSORS_SPLIT_BUG = (
-    "two `rtmsflow process` in one group share the partitions out (range assignment) only when a "
-    "partition's restore, run inside the rebalance, is faster than the session timeout: at 2ac994e "
-    "it takes ~10 s and the group flaps; the processors' uncommitted faster restore "
-    "(processors/state.py) passes this test. Remove this mark when that lands"
-)
-
-
 SINKS = 3  # of each kind: a count that does not divide the partitions (4) is the harder case
 
 
 @pytest.mark.parametrize(
     "processors",
-    [
-        1,
-        pytest.param(
-            2, marks=pytest.mark.xfail(raises=KnownStageBug, strict=False, reason=PROCESSORS_SPLIT_BUG)
-        ),
-    ],
+    [1, 2],
 )
 async def test_several_sinks_of_a_kind_and_n_processors_write_the_files_one_of_each_writes(
     settings: Settings,
@@ -330,10 +300,7 @@ async def test_several_sinks_of_a_kind_and_n_processors_write_the_files_one_of_e
             whole = len(owned) == processors and together == set(range(settings.partitions))
             return owned if whole and sum(map(len, owned)) == len(together) else None
 
-        try:
-            owners = await wait_until(split, 60)
-        except TimeoutError:
-            raise KnownStageBug(f"the processors never shared the partitions out: {await split()}") from None
+        owners = await wait_until(split, 60)
         played = await asyncio.gather(
             *(zoom.start_meeting(m, seed, (p, settings.partitions))
               for p, (seed, m) in enumerate(zip((11, 12, 13, 14), meetings, strict=True)))
