@@ -136,7 +136,7 @@ class SdkBackend(SessionBackend):
         self.settings = settings
         self.frames = frames
         self.config = config or client_config(settings)
-        self.options = options or SdkOptions.from_env()
+        self.options = options or SdkOptions.from_settings(settings)
         self.plan = sdk_plan(self.config)
         self.rng = rng or random.Random()
         self.ssl_context = ssl_context

@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from ingest.sdk_session import HostLost, Notice, SessionFailed
 from ingest.sdk_wire import QUIT, ControlMessage, Kind, Message, MessageReader
 from rtmsflow.logs import get_logger
-from rtmsflow.settings import default_cache_dir
+from rtmsflow.settings import Settings, default_cache_dir
 
 log = get_logger(__name__)
 
@@ -54,15 +54,13 @@ class SdkOptions:
     linger_s: float = 2.0  # keep an idle host this long, so a meeting starting right after reuses it
 
     @classmethod
-    def from_env(cls) -> SdkOptions:
-        env = os.environ
+    def from_settings(cls, settings: Settings) -> SdkOptions:
+        """The options the RTMSFLOW_SDK_* settings name."""
         return cls(
-            home=Path(env["RTMSFLOW_SDK_HOME"])
-            if env.get("RTMSFLOW_SDK_HOME")
-            else default_cache_dir() / "sdk",
-            threads=int(env.get("RTMSFLOW_SDK_THREADS") or 1),
-            poll_ms=float(env.get("RTMSFLOW_SDK_POLL_MS") or 10.0),
-            python=env.get("RTMSFLOW_SDK_PYTHON") or sys.executable,
+            home=settings.sdk_home_path(),
+            threads=settings.sdk_threads,
+            poll_ms=settings.sdk_poll_ms,
+            python=settings.sdk_python_path(),
         )
 
 
@@ -126,6 +124,8 @@ class HostHandle:
         home = self.options.home
         (home / "logs").mkdir(parents=True, exist_ok=True)
         _prune_logs(home / "logs", LOG_KEEP_DAYS)
+        # the child inherits this process's environment (its Python, locale, SSL paths), minus the
+        # Zoom credentials it never needs: the parent signs the joins
         env = {k: v for k, v in os.environ.items() if k not in ("ZM_RTMS_CLIENT", "ZM_RTMS_SECRET")}
         env.update(SSB_HOME=str(home), ZM_RTMS_LOG_ENABLED="false", PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(

@@ -201,7 +201,7 @@ def test_only_settings_reads_the_environment() -> None:
         "rtmsflow/settings.py",
         "rtmsflow/stack.py",  # stage_env: the children's environment
         "rtmsflow/jvm.py",  # JAVA_HOME, as every Java tool reads it
-        "ingest/sdk_backend.py",  # SdkOptions.from_env: to move to Settings (sdk_* fields exist)
+        "ingest/sdk_pool.py",  # HostHandle.start: the SDK host child's environment
     }
     pattern = re.compile(r"os\.environ|getenv\(|envvar=")
     readers = {
