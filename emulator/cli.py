@@ -32,9 +32,9 @@ from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
 from emulator.webhooks import PRODUCTS, Delivery, Product, StreamIdentity, WebhookSender
+from rtms_protocol import StopReason
 from rtmsflow.cli import env_help, load_settings
 from rtmsflow.logs import get_logger
-from rtmsflow.rtms_protocol import StopReason
 
 log = get_logger(__name__)
 

@@ -55,7 +55,6 @@ from ingest.reconnect import Backoff
 from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
 from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
 from rtmsflow.logs import get_logger
-from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 
 log = get_logger(__name__)
 
@@ -168,7 +167,7 @@ class ClientConfig:
         if key == "deskshare":
             return proto.MediaParams(
                 deskshare=proto.VideoParams(
-                    codec=Codec.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
+                    codec=proto.PayloadType.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
                 )
             )
         if self.transcript_language >= 0:

@@ -14,7 +14,6 @@ import rtms_protocol as proto
 from ingest.backend import AudioParams, EventData, Participant, Product, VideoParams, video_mode
 from ingest.rtms_client import ClientConfig, event_name
 from ingest.sdk_wire import SdkAudio, SdkDeskshare, SdkMedia, SdkTranscript, SdkVideo
-from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
     def video_params(p: proto.VideoParams) -> VideoParams:
         width, height = proto.Resolution(p.resolution).size
         return VideoParams(
-            codec=Codec(p.codec).name,
+            codec=proto.PayloadType(p.codec).name,
             width=width,
             height=height,
             fps=p.fps,
@@ -74,7 +73,7 @@ def sdk_plan(config: ClientConfig) -> SdkPlan:
     return SdkPlan(
         media=media,
         audio=AudioParams(
-            codec=Codec(a.codec).name,
+            codec=proto.PayloadType(a.codec).name,
             sample_rate=hz,
             channels=a.channel,
             send_rate_ms=a.send_rate,

@@ -25,7 +25,6 @@ from emulator.streams import Lifecycle
 from emulator.timeline import TimelineCache
 from emulator.wire import FrameEncoder, render
 from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
-from rtmsflow.rtms_protocol import Codec  # not yet in the rtms_protocol package
 
 CLIENT_ID = "test-client-id"
 SECRET = "test-client-secret"
@@ -463,7 +462,9 @@ async def test_media_params_are_validated_clamped_and_echoed(server: RTMSServer)
     assert resp["media_params"]["audio"]["send_rate"] == 60 and resp["payload_encrypted"] is False
     resp = await client.open_media("transcript", 8, None)
     assert resp["media_params"] == {"transcript": {"content_type": 5, "src_language": 9, "enable_lid": True}}
-    resp = await client.open_media("video", 2, rp.MediaParams(video=rp.VideoParams(codec=Codec.JPG, fps=30)))
+    resp = await client.open_media(
+        "video", 2, rp.MediaParams(video=rp.VideoParams(codec=rp.PayloadType.JPG, fps=30))
+    )
     assert resp["media_params"]["video"]["fps"] == 5  # JPG is at most 5 fps
     resp = await client.open_media(
         "deskshare", 4, rp.MediaParams(deskshare=rp.VideoParams(data_opt=None, fps=60))
@@ -484,7 +485,9 @@ async def test_synthetic_meeting_honours_resolution_fps_and_audio_mode(server: R
     handle = server.add_stream(MEETING, "s-synth", meeting, speed=3.0, record=True)
     client = Client(handle)
     await client.join(
-        audio=rp.MediaParams(audio=rp.AudioParams(codec=Codec.OPUS, sample_rate=3, channel=2, data_opt=2)),
+        audio=rp.MediaParams(
+            audio=rp.AudioParams(codec=rp.PayloadType.OPUS, sample_rate=3, channel=2, data_opt=2)
+        ),
         video=rp.MediaParams(video=rp.VideoParams(resolution=rp.Resolution.SD, fps=10)),
     )
     async with asyncio.timeout(30):

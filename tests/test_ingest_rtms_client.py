@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import rtms_protocol as proto
 from ingest.backend import AudioData, DeadLetterData, EventData, StreamSession, TranscriptData, VideoData
 from ingest.rtms_client import (
     SIGNALING,
@@ -25,7 +26,6 @@ from ingest.rtms_client import (
     RtmsClient,
     Send,
 )
-from rtmsflow import rtms_protocol as proto
 
 MEDIA_URLS = {k: f"ws://127.0.0.1:9/media/{k}" for k in ("audio", "video", "transcript", "deskshare")}
 SESSION = StreamSession("meet==", "stream-1", "ws://127.0.0.1:9/signaling")
