@@ -22,15 +22,18 @@ answered with status 8 / 15 / 16) back off, and everything resets once the socke
 whole stream (signaling) is streaming again. `max_attempts` consecutive failures end the session.
 
 The handshakes themselves (what is sent, what a status code means) are `rtms_protocol.session`'s
-`ClientSession`, the machine the emulator's tests and benchmarks drive too.
+`ClientSession`, the machine the emulator's tests and benchmarks drive too; what a received message
+becomes (audio, video, transcript and event values, the fast path) is `ingest.rtms_values`.
+
+Why this module stays whole (~700 lines): what is left is one state machine, `RtmsClient`, whose
+transitions (connect, handshake, media retry, full retry, close) all read and write the same phase,
+sockets and backoffs; split by channel or by phase, each half would reach into the other's state.
 """
 
 from __future__ import annotations
 
-import binascii
-import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -39,19 +42,15 @@ from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_url, split_server_urls
 from ingest.backend import (
     AudioData,
-    AudioParams,
     DeadLetterData,
     EventData,
-    Participant,
-    Product,
     SessionOutcome,
     StreamSession,
     TranscriptData,
     VideoData,
-    VideoParams,
-    video_mode,
 )
 from ingest.reconnect import Backoff
+from ingest.rtms_values import FAST_MEDIA, STATE_MSGS, MediaValues
 from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
 from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
 from rtmsflow.logs import get_logger
@@ -78,40 +77,7 @@ _SUBSCRIBED_EVENTS = (
     EventType.PARTICIPANT_VIDEO_ON,
     EventType.PARTICIPANT_VIDEO_OFF,
 )
-_EVENT_NAMES = {
-    1: "first_packet",
-    2: "active_speaker",
-    3: "participant_join",
-    4: "participant_leave",
-    5: "sharing_start",
-    6: "sharing_stop",
-    7: "media_interrupted",
-    8: "video_on",
-    9: "video_off",
-}
-
-
-def event_name(event_type: int, product: Product) -> str:
-    """The raw_event `name` of an EVENT_UPDATE: Contact Center reuses event types 8 and up for
-    its own voice events, so those are named per product."""
-    if product is Product.CONTACT_CENTER and event_type >= 8:
-        return f"zcc_event_{event_type}"
-    return _EVENT_NAMES.get(event_type, f"event_{event_type}")
-
-
-_STATE_MSGS = {
-    MsgType.STREAM_STATE_UPDATE: "stream_state",
-    MsgType.SESSION_STATE_UPDATE: "session_state",
-    MsgType.SESSION_STATE_RESP: "session_state",
-    MsgType.STREAM_STATE_RESP: "stream_state",
-    MsgType.VIDEO_SUBSCRIPTION_RESP: "video_subscription",
-}
 _KNOWN_MSG_TYPES = frozenset(int(t) for t in MsgType)
-# media frames taken by RtmsClient._fast_media_item (transcripts and chat go the general way)
-_FAST_MEDIA = frozenset({MsgType.MEDIA_DATA_AUDIO, MsgType.MEDIA_DATA_VIDEO, MsgType.MEDIA_DATA_SHARE})
-_OPTIONAL_INTS = ("length", "start_time", "end_time", "language")
-_AUDIO_CODECS = {1: "L16", 2: "G711", 3: "G722", 4: "OPUS"}
-_VIDEO_CODECS = {5: "JPG", 6: "PNG", 7: "H264"}
 
 
 @dataclass(frozen=True)
@@ -265,13 +231,6 @@ class _MediaSlot:
     disabled: bool = False
 
 
-@dataclass
-class _Granted:
-    audio: AudioParams = field(default_factory=AudioParams)
-    video: VideoParams = field(default_factory=VideoParams)
-    deskshare: VideoParams = field(default_factory=lambda: VideoParams(codec="JPG", fps=1))
-
-
 class RtmsClient:
     """One RTMS stream's client logic. Methods take `now` (monotonic seconds) and return actions."""
 
@@ -289,7 +248,7 @@ class RtmsClient:
         self.close_deadline: float | None = None
         self.sockets: dict[str, _Socket] = {}
         self.media: dict[str, _MediaSlot] = {}
-        self.granted = _Granted()
+        self.values = MediaValues(session.product)  # received messages -> values
         self.handshake = ClientSession.signed(
             config.client_id,
             config.client_secret,
@@ -476,11 +435,11 @@ class RtmsClient:
             if msg_type == MsgType.SIGNALING_HAND_SHAKE_RESP:
                 return self._on_handshake(proto.HandshakeResponse.from_dict(msg), now, wall_ms)
             if msg_type == MsgType.EVENT_UPDATE:
-                return [Deliver(self._event(proto.EventUpdate.from_dict(msg), raw))]
+                return [Deliver(self.values.event(proto.EventUpdate.from_dict(msg), raw))]
             if msg_type == MsgType.STREAM_STATE_UPDATE:
                 update = proto.StreamStateUpdate.from_dict(msg)
                 actions: list[Action] = [
-                    Deliver(self._state_event(msg, raw, update.state, update.reason, update.timestamp))
+                    Deliver(self.values.state_event(msg, raw, update.state, update.reason, update.timestamp))
                 ]
                 if update.state == StreamState.TERMINATED:
                     log.info("RTMS stream terminated", extra=self._ctx(stop_reason=update.reason))
@@ -488,7 +447,7 @@ class RtmsClient:
                 return actions
             if msg_type == MsgType.SESSION_STATE_UPDATE:
                 s = proto.SessionStateUpdate.from_dict(msg)
-                ev = self._state_event(msg, raw, s.state, s.stop_reason, s.timestamp, s.rtms_session_id)
+                ev = self.values.state_event(msg, raw, s.state, s.stop_reason, s.timestamp, s.rtms_session_id)
                 return [Deliver(ev)]
             if msg_type == MsgType.STREAM_CLOSE_RESP:
                 proto.StreamCloseResponse.from_dict(msg)
@@ -497,12 +456,12 @@ class RtmsClient:
                         True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us"
                     )
                 return []
-            if msg_type in _STATE_MSGS:
+            if msg_type in STATE_MSGS:
                 state = msg.get("state")
                 ts = msg.get("timestamp")
                 return [
                     Deliver(
-                        self._state_event(
+                        self.values.state_event(
                             msg,
                             raw,
                             state if isinstance(state, int) else None,
@@ -561,32 +520,21 @@ class RtmsClient:
         self, channel: str, conn: int, raw: str | bytes, msg: dict[str, Any], now: float, wall_ms: int
     ) -> list[Action]:
         msg_type = msg["msg_type"]
-        if msg_type in _FAST_MEDIA:
-            fast = self._fast_media_item(msg_type, msg)
+        if msg_type in FAST_MEDIA:
+            fast = self.values.fast_media_item(msg_type, msg)
             if fast is not None:
                 return [Deliver(fast)]
             # anything unusual (a missing or mistyped field, bad base64) takes the full parser
             # below, which raises the same ProtocolError (so the same dead letter) as always
         try:
             if msg_type in proto.MEDIA_MSG_TYPES:
-                frame = proto.MediaFrame.from_dict(msg)
-                item = self._media_item(frame)
-                if item is None:
-                    return []
-                return [Deliver(item)]
+                return [Deliver(self.values.media_item(proto.MediaFrame.from_dict(msg)))]
             if msg_type == MsgType.DATA_HAND_SHAKE_RESP:
                 return self._on_data_handshake(
                     channel, proto.DataHandshakeResponse.from_dict(msg), now, wall_ms
                 )
             if msg_type == MsgType.META_DATA_AUDIO:
-                ts = msg.get("timestamp")
-                ev = EventData(
-                    msg_type=msg_type,
-                    name="audio_metadata",
-                    timestamp_ms=ts if isinstance(ts, int) else 0,
-                    body=_text(raw),
-                )
-                return [Deliver(ev)]
+                return [Deliver(self.values.audio_metadata(msg, raw))]
         except ProtocolError as exc:
             return [self._dead_letter(channel, raw, exc)]
         return [self._dead_letter(channel, raw, ProtocolError("unknown_msg_type", "msg_type", str(msg_type)))]
@@ -614,37 +562,12 @@ class RtmsClient:
             return [Disconnect(channel, sock.conn)] + self._maybe_ready(now, wall_ms)
         sock.ready = True
         slot.backoff.reset()
-        self._grant(channel, resp.media_params)
+        self.values.grant(channel, resp.media_params, self.config.media_params(channel))
         if self.phase is Phase.READY:
             metrics.RECONNECTS.labels(scope="media").inc()
             log.info("RTMS media socket reconnected", extra=self._ctx(media=channel))
             return []
         return self._maybe_ready(now, wall_ms)
-
-    def _grant(self, key: str, params: proto.MediaParams | None) -> None:
-        """Remember the parameters to decode with: the response's, else what we asked for."""
-        asked = self.config.media_params(key)
-        if key == "audio":
-            a = (params.audio if params else None) or asked.audio or proto.AudioParams()
-            rate = proto.AudioSampleRate(a.sample_rate).hz if a.sample_rate in (0, 1, 2, 3) else 16000
-            self.granted.audio = AudioParams(
-                codec=_AUDIO_CODECS.get(a.codec, str(a.codec)),
-                sample_rate=rate,
-                channels=a.channel,
-                send_rate_ms=a.send_rate,
-                mixed=a.data_opt != proto.DataOption.AUDIO_MULTI_STREAMS,
-            )
-        elif key in ("video", "deskshare"):
-            got = (getattr(params, key) if params else None) or getattr(asked, key) or proto.VideoParams()
-            size = proto.Resolution(got.resolution).size if got.resolution in (1, 2, 3, 4) else (0, 0)
-            value = VideoParams(
-                codec=_VIDEO_CODECS.get(got.codec, str(got.codec)),
-                width=size[0],
-                height=size[1],
-                fps=got.fps,
-                mode=video_mode(got.data_opt),
-            )
-            setattr(self.granted, key, value)
 
     def _maybe_ready(self, now: float, wall_ms: int = 0) -> list[Action]:
         """After the last media handshake: CLIENT_READY_ACK, then the event subscription."""
@@ -677,79 +600,6 @@ class RtmsClient:
             # ready for: no CLIENT_READY_ACK, no subscription, as before it drove this machine
             return []
         return [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
-
-    def _fast_media_item(self, msg_type: int, msg: dict[str, Any]) -> AudioData | VideoData | None:
-        """Fast path for audio and video frames (~50 per meeting-second): the value straight from
-        the JSON object, without the intermediate `MediaFrame` and `_get` per field. It accepts
-        exactly the well-formed frames `MediaFrame.from_dict` accepts (exact JSON types, absent or
-        null optional fields defaulted, strict base64) and returns None for anything else, which
-        the caller then parses the slow way to get the exact error."""
-        c = msg.get("content")
-        if type(c) is not dict:
-            return None
-        data = c.get("data")
-        ts = c.get("timestamp")
-        if type(data) is not str or type(ts) is not int:
-            return None
-        user_id = c.get("user_id")
-        if user_id is None:
-            user_id = 0
-        elif type(user_id) is not int:
-            return None
-        name = c.get("user_name")
-        if name is not None and type(name) is not str:
-            return None
-        channel_id = c.get("channel_id")
-        if channel_id is not None and type(channel_id) is not str:
-            return None
-        for key in _OPTIONAL_INTS:  # parsed (and so checked) by MediaFrame though unused here
-            value = c.get(key)
-            if value is not None and type(value) is not int:
-                return None
-        try:
-            # strict_mode accepts a subset of what b64decode(validate=True) accepts, decoded alike
-            payload = binascii.a2b_base64(data, strict_mode=True)
-        except (binascii.Error, ValueError):
-            return None
-        if msg_type == MsgType.MEDIA_DATA_AUDIO:
-            return AudioData(ts, payload, self.granted.audio, user_id, name or None, channel_id)
-        if msg_type == MsgType.MEDIA_DATA_VIDEO:
-            return VideoData("VIDEO", ts, payload, self.granted.video, user_id, name or None)
-        return VideoData("DESKSHARE", ts, payload, self.granted.deskshare, user_id, name or None)
-
-    def _media_item(
-        self, frame: proto.MediaFrame
-    ) -> AudioData | VideoData | TranscriptData | EventData | None:
-        name = frame.user_name or None
-        if frame.msg_type == MsgType.MEDIA_DATA_AUDIO:
-            assert isinstance(frame.data, bytes)
-            return AudioData(
-                frame.timestamp, frame.data, self.granted.audio, frame.user_id, name, frame.channel_id
-            )
-        if frame.msg_type in (MsgType.MEDIA_DATA_VIDEO, MsgType.MEDIA_DATA_SHARE):
-            assert isinstance(frame.data, bytes)
-            if frame.msg_type == MsgType.MEDIA_DATA_VIDEO:
-                return VideoData(
-                    "VIDEO", frame.timestamp, frame.data, self.granted.video, frame.user_id, name
-                )
-            return VideoData(
-                "DESKSHARE", frame.timestamp, frame.data, self.granted.deskshare, frame.user_id, name
-            )
-        if frame.msg_type == MsgType.MEDIA_DATA_TRANSCRIPT:
-            assert isinstance(frame.data, str)
-            return TranscriptData(
-                timestamp_ms=frame.timestamp,
-                text=frame.data,
-                participant_id=frame.user_id,
-                participant_name=name,
-                channel_id=frame.channel_id,
-                language=frame.language,
-                start_time_ms=frame.start_time or 0,
-                end_time_ms=frame.end_time or 0,
-            )
-        # chat (18): "not supported yet" by Zoom; kept as an event so nothing is lost
-        body = json.dumps(frame.to_dict(), separators=(",", ":"), ensure_ascii=False)
-        return EventData(int(frame.msg_type), "chat", frame.timestamp, body, None, frame.user_id, name)
 
     # --- connection management ---------------------------------------------------------------------
 
@@ -837,39 +687,6 @@ class RtmsClient:
         except ProtocolError as exc:
             return [self._dead_letter(channel, raw, exc)]
 
-    def _event(self, ev: proto.EventUpdate, raw: str | bytes) -> EventData:
-        name = event_name(ev.event_type, self.session.product)
-        participants = tuple(Participant(p.user_id, p.user_name) for p in ev.participants or ())
-        return EventData(
-            msg_type=MsgType.EVENT_UPDATE,
-            name=name,
-            timestamp_ms=ev.timestamp,
-            body=_text(raw),
-            event_type=ev.event_type,
-            participant_id=ev.user_id or 0,
-            participant_name=ev.user_name or None,
-            participants=participants,
-        )
-
-    def _state_event(
-        self,
-        msg: dict[str, Any],
-        raw: str | bytes,
-        state: int | None,
-        reason: int | None,
-        timestamp: int,
-        rtms_session_id: str | None = None,
-    ) -> EventData:
-        return EventData(
-            msg_type=msg["msg_type"],
-            name=_STATE_MSGS.get(msg["msg_type"], "state"),
-            timestamp_ms=timestamp,
-            body=_text(raw),
-            state=state,
-            reason=reason,
-            rtms_session_id=rtms_session_id or None,
-        )
-
     def _dead_letter(self, channel: str, raw: str | bytes, exc: ProtocolError) -> Deliver:
         source = "ws:signaling" if channel == SIGNALING else f"ws:media/{channel}"
         payload = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -878,7 +695,3 @@ class RtmsClient:
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"meeting": self.session.meeting_uuid, "rtms_stream_id": self.session.rtms_stream_id, **extra}
-
-
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")

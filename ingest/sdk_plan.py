@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import rtms_protocol as proto
 from ingest.backend import AudioParams, EventData, Participant, Product, VideoParams, video_mode
-from ingest.rtms_client import ClientConfig, event_name
+from ingest.rtms_client import ClientConfig
+from ingest.rtms_values import event_name
 from ingest.sdk_wire import SdkAudio, SdkDeskshare, SdkMedia, SdkTranscript, SdkVideo
 
 

@@ -1,8 +1,9 @@
 """The receive fast path accepts exactly what the full parser accepts.
 
-`RtmsClient._fast_media_item` builds audio, video and deskshare values straight from the decoded JSON
-object, and leaves anything else (returns None) to the full parser, `rtms_protocol.parse`, which
-raises the `ProtocolError` that becomes the dead letter. Two properties, over generated messages
+`MediaValues.fast_media_item` (`ingest.rtms_values`, an `RtmsClient`'s `values`) builds audio,
+video and deskshare values straight from the decoded JSON object, and leaves anything else (returns
+None) to the full parser, `rtms_protocol.parse`, which raises the `ProtocolError` that becomes the
+dead letter. Two properties, over generated messages
 both well-formed and malformed (missing and null fields, wrong JSON types, bool for int, floats and
 huge numbers, base64 garbage and edge padding, non-ASCII text, extra keys, truncated JSON, bytes
 that are not UTF-8, unknown or mistyped `msg_type`):
@@ -83,7 +84,7 @@ def full_path(client: RtmsClient, raw: str | bytes) -> Any:
     except ProtocolError as exc:
         return exc
     assert isinstance(frame, proto.MediaFrame)
-    return client._media_item(frame)
+    return client.values.media_item(frame)
 
 
 # --- generated messages ------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_fast_path_accepts_exactly_what_the_full_parser_accepts_and_builds_the_s
         msg = proto.decode_json(raw)
     except ProtocolError:
         return  # never reaches either path: the client dead-letters it first (second property)
-    fast = client._fast_media_item(msg["msg_type"], msg)
+    fast = client.values.fast_media_item(msg["msg_type"], msg)
     full = full_path(client, raw)
     if isinstance(full, ProtocolError):
         assert fast is None, f"fast path took what the full parser rejects ({full}): {raw!r}"
@@ -263,7 +264,7 @@ def test_the_generators_reach_every_outcome_of_both_paths() -> None:
         except ProtocolError as exc:
             fast_outcomes.add(f"undecodable:{exc.reason}")
             return
-        taken = client._fast_media_item(msg["msg_type"], msg) is not None
+        taken = client.values.fast_media_item(msg["msg_type"], msg) is not None
         fast_outcomes.add("fast" if taken else "not fast")
         full = full_path(client, raw)
         fast_outcomes.add(f"rejected:{full.reason}" if isinstance(full, ProtocolError) else "accepted")
