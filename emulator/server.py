@@ -30,8 +30,9 @@ import rtms_protocol as rp
 from emulator.faults import Faults, Malformed
 from emulator.negotiate import ChannelParams, negotiate
 from emulator.pacer import Pacer
+from emulator.peer import Peer
 from emulator.source import MeetingSource
-from emulator.streams import Lifecycle, Peer, Phase, SentFrame, Stream, StreamStats
+from emulator.streams import Lifecycle, Phase, SentFrame, Stream, StreamStats
 from emulator.timeline import TimelineCache
 from emulator.wire import CHANNEL_NAMES, CHANNEL_OF, FrameEncoder
 from rtmsflow.logs import get_logger

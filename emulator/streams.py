@@ -4,6 +4,13 @@
 pacer (`pump`: frames, keep-alives and deadlines that are due) and the test (`StreamHandle`).
 The media clock starts at the first CLIENT_READY_ACK and then runs like a real meeting's: while a
 socket is down, audio and transcripts are buffered (sent on reconnect), video is lost.
+A socket itself is an `emulator.peer.Peer`.
+
+Why this module stays whole (~800 lines): `Stream` is one state machine whose socket handling
+(handshakes, detach, failover), lifecycle (ready, pause, terminate) and playback (`pump` and the
+hot loop `_play_plain`, which inlines `_play_media` and `_emit` for speed: see
+benchmarks/emulator_bench.py) all read and write the same phase, peers, buffers and media clock;
+a split would pass that state back and forth on the path that sets how many meetings a core serves.
 """
 
 from __future__ import annotations
@@ -17,13 +24,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-
 import rtms_protocol as rp
 from emulator.faults import Faults, Malformed, malformed_text
 from emulator.negotiate import ChannelParams, Grant
+from emulator.peer import Peer
 from emulator.source import MeetingSource
 from emulator.timeline import EVENT, Entry, SharedTimeline, TimelineCache
 from emulator.wire import (
@@ -100,56 +104,6 @@ class StreamStats:
     media_handshakes: int = 0
     reordered: list[tuple[str, int, int]] = field(default_factory=list)  # (channel, user_id, timestamp)
     duplicated: list[tuple[str, int, int]] = field(default_factory=list)
-
-
-class Peer:
-    """One accepted WebSocket. Server-to-client frames are written straight to the transport
-    (whole, unmasked frames, so they never interleave with the library's own control frames)."""
-
-    __slots__ = ("ws", "transport", "role", "channels", "unanswered", "ka_seq", "_tasks")
-
-    def __init__(self, ws: ServerConnection, role: str) -> None:
-        self.ws = ws
-        self.transport = ws.transport
-        self.role = role  # "signaling", or the media URL key ("audio", ..., "all")
-        self.channels: tuple[int, ...] = ()
-        self.unanswered = 0
-        self.ka_seq = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def open(self) -> bool:
-        return self.ws.protocol.state is State.OPEN and not self.transport.is_closing()
-
-    def write(self, data: bytes) -> bool:
-        if self.ws.protocol.state is not State.OPEN or self.transport.is_closing():
-            return False
-        self.transport.write(data)
-        return True
-
-    def send(self, msg: rp.Message | str) -> bool:
-        return self.write(ws_text_frame(msg if isinstance(msg, str) else rp.encode(msg)))
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close with a close frame (in the background)."""
-        task = asyncio.ensure_future(self.ws.close(code, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close frame (the client sees 1006)."""
-        self.transport.abort()
-
-    def ignore_pings(self) -> None:
-        """Stop answering WebSocket pings (the library answers them inside its protocol object)."""
-        protocol = self.ws.protocol
-        send_frame = protocol.send_frame
-
-        def send_unless_pong(frame: Frame) -> None:
-            if frame.opcode is not Opcode.PONG:
-                send_frame(frame)
-
-        protocol.send_frame = send_unless_pong  # type: ignore[method-assign]
 
 
 class Stream:
