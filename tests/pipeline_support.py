@@ -1,10 +1,10 @@
-"""One emulated meeting through the whole stack as processes, and readers of the files it became.
+"""Emulated meetings through the whole stack as processes, and readers of the files they became.
 
-`play_through_stack` is what an operator does with `rtmsflow up` + `rtmsflow emulator meeting`:
+`PipelineStack` is what an operator does with `rtmsflow up` + `rtmsflow emulator meeting`:
 every stage (webhook endpoint, ingest worker, `rtmsflow process`, both sinks) runs as its own
 process under `rtmsflow.stack.Supervisor`, the emulator plays Zoom (signed webhooks, RTMS
-WebSockets), and the sinks finalize on the in-band markers. It returns the stream directory and
-what ingest received from the emulator: the meeting's records on the raw topics, read back from
+WebSockets), and the sinks finalize on the in-band markers. `play` returns the stream directory
+and what ingest received from the emulator: the meeting's records on the raw topics, read back from
 the broker and decoded with the codec, which is what the files are checked against.
 
 The readers turn the files back into comparable values: H.264 NAL units from Annex-B access units
@@ -26,6 +26,7 @@ import numpy as np
 from emulator.voices import BEEP_HZ
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env
+from sinks.layout import encode_component
 from tests.ingest_support import CLIENT_ID, CLIENT_SECRET, RAW, read_topic
 
 WEBHOOK_SECRET = "pipeline-files-webhook-secret"
@@ -43,64 +44,74 @@ class MeetingRun:
     log_dir: Path
 
 
-def _finalized_stream_dir(data_dir: Path) -> Path | None:
-    """The stream directory once both sinks have published their manifests there, else None."""
-    media = list(data_dir.glob("*/*/*/manifest.json"))
+def _finalized_stream_dir(data_dir: Path, meeting_uuid: str) -> Path | None:
+    """The meeting's stream directory once both sinks have published their manifests, else None."""
+    media = list(data_dir.glob(f"*/{encode_component(meeting_uuid)}/*/manifest.json"))
     if media and (media[0].parent / "transcript.manifest.json").is_file():
         return media[0].parent
     return None
 
 
-async def _wait_for_files(sup: Supervisor, data_dir: Path, timeout_s: float) -> Path:
-    """Until both sinks have finalized the stream; its directory."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await asyncio.to_thread(_finalized_stream_dir, data_dir)
-        if found is not None:
-            return found
-        if sup.failed:
-            raise AssertionError(sup.failed)
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {s.spec.name}\n{s.log_tail(15)}" for s in sup.stages)
-            raise AssertionError(f"the sinks did not finalize within {timeout_s:.0f}s\n{tails}")
-        await asyncio.sleep(0.3)
-
-
-async def play_through_stack(
-    settings: Settings,
-    env: dict[str, str],
-    work_dir: Path,
-    emulator_args: list[str],
-    *,
-    meeting_uuid: str,
-    timeout_s: float = 120.0,
-) -> MeetingRun:
-    """Start every stage, play one meeting with `rtmsflow emulator meeting <emulator_args>`, wait
-    until both sinks have finalized it, stop the stages in order, read the raw topics back.
+class PipelineStack:
+    """Every stage as its own process under a `Supervisor`, for meetings played one at a time.
 
     `env` holds the test's settings (`RTMSFLOW_*`: broker, topic prefix, data dir, ...) and any
-    worker options (`RTMSFLOW_RTMS_VIDEO_RESOLUTION`, ...); the Zoom credentials are added here.
+    worker options; the Zoom credentials the emulator uses are added here. Stopping (leaving the
+    `async with`) stops the stages in the order that loses nothing.
     """
-    extra = {
-        **env,
-        "ZM_RTMS_CLIENT": CLIENT_ID,
-        "ZM_RTMS_SECRET": CLIENT_SECRET,
-        "ZOOM_SECRET_TOKEN": WEBHOOK_SECRET,
-        "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
-        "RTMSFLOW_ALLOW_INSECURE_WS": "1",
-    }
-    data_dir = Path(settings.data_dir)
-    log_dir = work_dir / "logs"
-    sup = Supervisor(settings, stack_stages(settings, free_ports(5)), stage_env(settings, extra), log_dir)
-    await sup.start()
-    watcher = asyncio.create_task(sup.watch())
-    try:
-        webhook = f"http://127.0.0.1:{sup.stage('ingest-http').spec.port}/webhook"
-        with (log_dir / "emulator.log").open("wb") as log:
+
+    def __init__(self, settings: Settings, env: dict[str, str], work_dir: Path) -> None:
+        self.settings = settings
+        self.env = stage_env(
+            settings,
+            {
+                **env,
+                "ZM_RTMS_CLIENT": CLIENT_ID,
+                "ZM_RTMS_SECRET": CLIENT_SECRET,
+                "ZOOM_SECRET_TOKEN": WEBHOOK_SECRET,
+                "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
+                "RTMSFLOW_ALLOW_INSECURE_WS": "1",
+            },
+        )
+        self.log_dir = work_dir / "logs"
+        self.sup = Supervisor(settings, stack_stages(settings, free_ports(5)), self.env, self.log_dir)
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PipelineStack:
+        try:
+            await self.sup.start()
+        except BaseException:
+            await self.sup.stop(drain_timeout_s=5)
+            raise
+        self._watcher = asyncio.create_task(self.sup.watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.sup.stop(drain_timeout_s=30)
+
+    async def restart_worker(self, options: dict[str, str]) -> None:
+        """Stop the ingest worker and start it again with `options` (RTMSFLOW_RTMS_* worker
+        options) on top of its environment: how an operator changes what the worker asks Zoom for."""
+        stage = self.sup.stage("ingest-worker")
+        await stage.terminate()
+        stage.env = {**stage.env, **options}
+        stage.stopping = False  # watched again from now on
+        stage.start()
+        await stage.wait_healthy(90)
+
+    async def play(self, emulator_args: list[str], meeting_uuid: str, timeout_s: float = 120.0) -> MeetingRun:
+        """Play one meeting with `rtmsflow emulator meeting <emulator_args>`, wait until both sinks
+        have finalized it, and read what ingest received from the raw topics."""
+        webhook = f"http://127.0.0.1:{self.sup.stage('ingest-http').spec.port}/webhook"
+        log_path = self.log_dir / f"emulator-{encode_component(meeting_uuid)}.log"
+        with log_path.open("wb") as log:
             emulator = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting", *emulator_args,
                 "--meeting-uuid", meeting_uuid, "--webhook", webhook,
-                env=stage_env(settings, extra), stdout=log, stderr=log,
+                env=self.env, stdout=log, stderr=log,
             )  # fmt: skip
             try:
                 async with asyncio.timeout(timeout_s):
@@ -109,19 +120,30 @@ async def play_through_stack(
                 if emulator.returncode is None:
                     emulator.kill()
                     await emulator.wait()
-        assert code == 0, (log_dir / "emulator.log").read_text(errors="replace")[-3000:]
-        stream_dir = await _wait_for_files(sup, data_dir, timeout_s)
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await sup.stop(drain_timeout_s=30)
-    raw: dict[str, list[dict[str, Any]]] = {}
-    for name in RAW:
-        records = await read_topic(settings, settings.topic_prefix + name)
-        raw[name] = [v for k, v, _, _ in records if k == meeting_uuid.encode() and not v["end_of_stream"]]
-    started = {v["stream_started_ms"] for name in RAW for v in raw[name]}
-    assert len(started) == 1, started
-    return MeetingRun(meeting_uuid, stream_dir, raw, started.pop(), log_dir)
+        assert code == 0, log_path.read_text(errors="replace")[-3000:]
+        stream_dir = await self._wait_for_files(meeting_uuid, timeout_s)
+        raw: dict[str, list[dict[str, Any]]] = {}
+        for name in RAW:
+            records = await read_topic(self.settings, self.settings.topic_prefix + name)
+            raw[name] = [v for k, v, _, _ in records if k == meeting_uuid.encode() and not v["end_of_stream"]]
+        started = {v["stream_started_ms"] for name in RAW for v in raw[name]}
+        assert len(started) == 1, started
+        return MeetingRun(meeting_uuid, stream_dir, raw, started.pop(), self.log_dir)
+
+    async def _wait_for_files(self, meeting_uuid: str, timeout_s: float) -> Path:
+        """Until both sinks have finalized the meeting's stream; its directory."""
+        deadline = time.monotonic() + timeout_s
+        data_dir = Path(self.settings.data_dir)
+        while True:
+            found = await asyncio.to_thread(_finalized_stream_dir, data_dir, meeting_uuid)
+            if found is not None:
+                return found
+            if self.sup.failed:
+                raise AssertionError(self.sup.failed)
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- {s.spec.name}\n{s.log_tail(15)}" for s in self.sup.stages)
+                raise AssertionError(f"the sinks did not finalize within {timeout_s:.0f}s\n{tails}")
+            await asyncio.sleep(0.3)
 
 
 # --- H.264 -------------------------------------------------------------------------------------------

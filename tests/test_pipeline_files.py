@@ -2,8 +2,11 @@
 
 One emulated meeting (3 participants; 720p H.264 at 25 fps, what the worker asks for by default,
 with two active-speaker switches; mixed audio with the sync beep; the flash frame; transcripts)
-goes through every stage as its own process at 4x real time; the files the sinks wrote are then compared with what ingest received from the emulator
-(the raw topics): the same PCM, the same NAL units, the beep on the flash, the script's words.
+goes through every stage as its own process at 4x real time; the files the sinks wrote are then
+compared with what ingest received from the emulator (the raw topics): the same PCM, the same NAL
+units, the beep on the flash, the script's words. The same stack then plays the meeting again with
+the worker asking for per-participant audio: one WAV per participant, each holding exactly that
+participant's PCM at its stream time and silence elsewhere.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import srt
 import webvtt
 from pipeline_support import (
     MeetingRun,
+    PipelineStack,
     annexb_nal_units,
     avcc_nal_units,
     beep_onset_s,
     decode_packets,
     nal_type,
-    play_through_stack,
 )
 
 from emulator.conversation import make_participants
@@ -49,13 +52,13 @@ PARTICIPANTS = 3
 SPEED = 4
 
 
-# One meeting for the whole module (each test checks one file's content): the stack takes ~20 s
-# to start, play and stop, so the settings and topics are made here, as the `settings` and
-# `kafka_topics` fixtures make them per test.
+# One stack for the whole module (each test checks one file's content): it takes ~20 s to start
+# and stop, so the settings and topics are made here, as the `settings` and `kafka_topics`
+# fixtures make them per test.
 @pytest.fixture(scope="module")
-async def meeting(
+async def stack(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[MeetingRun]:
+) -> AsyncIterator[PipelineStack]:
     work = tmp_path_factory.mktemp("pipeline-files")
     settings = dataclasses.replace(
         Settings(),
@@ -71,18 +74,30 @@ async def meeting(
         "RTMSFLOW_REPLICATION": str(settings.replication),
         "RTMSFLOW_DATA_DIR": settings.data_dir,
     }
-    names = [spec.full_name(settings.topic_prefix) for spec in ALL_TOPICS]
     await ensure_topics(settings, ALL_TOPICS)
     try:
-        yield await play_through_stack(
-            settings,
-            env,
-            work,
-            ["--participants", str(PARTICIPANTS), "--duration", str(DURATION_S), "--seed", str(SEED), "--speed", str(SPEED)],
-            meeting_uuid=f"files-{uuid.uuid4().hex[:8]}==",
-        )  # fmt: skip
+        async with PipelineStack(settings, env, work) as running:
+            yield running
     finally:
-        await delete_topics(settings, names)
+        await delete_topics(settings, [spec.full_name(settings.topic_prefix) for spec in ALL_TOPICS])
+
+
+MEETING_ARGS = ["--participants", str(PARTICIPANTS), "--duration", str(DURATION_S), "--seed", str(SEED),
+                "--speed", str(SPEED)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def meeting(stack: PipelineStack) -> MeetingRun:
+    """The meeting with mixed audio (the worker's default): what recording.mp4 carries."""
+    return await stack.play(MEETING_ARGS, f"files-{uuid.uuid4().hex[:8]}==")
+
+
+@pytest.fixture(scope="module")
+async def multi_meeting(stack: PipelineStack, meeting: MeetingRun) -> MeetingRun:
+    """The same meeting with per-participant audio: RTMS sends either the mixed stream or one per
+    participant, so the worker is restarted asking for the latter (after `meeting` has played)."""
+    await stack.restart_worker({"RTMSFLOW_RTMS_AUDIO_MULTI": "1"})
+    return await stack.play(MEETING_ARGS, f"multi-{uuid.uuid4().hex[:8]}==")
 
 
 # --- what ingest received, and the emulator's script ------------------------------------------------------
@@ -336,3 +351,149 @@ def test_vtt_and_srt_parse_with_one_cue_per_jsonl_line(meeting: MeetingRun) -> N
     assert len(subtitles) == len(utterances)
     assert [s.content for s in subtitles] == [f"{people[t.speaker].user_name}: {t.text}" for t in turns]
     assert [round(s.start.total_seconds() * 1000) for s in subtitles] == offsets
+
+
+# --- per-participant audio ------------------------------------------------------------------------------------
+#
+# `multi_meeting` is the same script with the worker asking RTMS for one audio stream per participant:
+# Zoom sends a participant's packets only while they speak (the host's also while the sync beep
+# plays), and the media sink writes one `audio-<participant id>.wav` per participant on the stream's
+# timeline, silence wherever that participant sent nothing.
+
+
+def frames_by_participant(run: MeetingRun) -> dict[int, list[dict[str, Any]]]:
+    """The raw per-participant audio frames, by participant id, each list in timestamp order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for v in sorted(run.raw["rtms.raw.audio"], key=lambda v: (v["timestamp_ms"], v["participant_id"])):
+        out.setdefault(v["participant_id"], []).append(v)
+    return out
+
+
+def video_base_ms(run: MeetingRun) -> int:
+    """The RTMS timestamp of the emulator's media time 0 when the audio does not start there (a
+    participant's stream starts at their first word): the first camera frame, which is at 0."""
+    return min(v["timestamp_ms"] for v in run.raw["rtms.raw.video"])
+
+
+def placed_pcm(frames: list[dict[str, Any]], origin_ms: int, total_bytes: int, shift_ms: int = 0) -> bytes:
+    """A track of `total_bytes` with each frame's payload at its stream time (timestamp - origin,
+    plus `shift_ms`; 32 bytes a ms) and zeros everywhere else; frames must not overlap."""
+    track = bytearray(total_bytes)
+    end = 0
+    for f in frames:
+        at = (f["timestamp_ms"] + shift_ms - origin_ms) * 32
+        assert at >= end, f"frame at {f['timestamp_ms']} overlaps the one before it"
+        end = at + len(f["payload"])
+        assert end <= total_bytes, f"frame at {f['timestamp_ms']} ends past the stream"
+        track[at:end] = f["payload"]
+    return bytes(track)
+
+
+def silent_stretches(frames: list[dict[str, Any]], origin_ms: int, end_ms: int) -> int:
+    """How many stretches of [origin_ms, end_ms) a participant's frames leave empty."""
+    count, cursor = 0, origin_ms
+    for f in frames:
+        count += f["timestamp_ms"] > cursor
+        cursor = f["timestamp_ms"] + len(f["payload"]) // 32
+    return count + (end_ms > cursor)
+
+
+def read_wav(path: Path) -> bytes:
+    with wave.open(str(path)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        return wav.readframes(wav.getnframes())
+
+
+def test_multi_audio_is_what_the_script_has_each_participant_say(multi_meeting: MeetingRun) -> None:
+    """What ingest received in multi mode is the emulator's per-participant packets, at their
+    media times: so the WAVs below are checked against each participant's own speech."""
+    raw = multi_meeting.raw["rtms.raw.audio"]
+    assert raw and all(v["media"]["mixed"] is False for v in raw)
+    base = video_base_ms(multi_meeting)
+    received = sorted((v["timestamp_ms"] - base, v["participant_id"], v["payload"]) for v in raw)
+    sent = sorted(
+        (item.offset_ms, item.user_id, item.data)
+        for item in script(multi_meeting).timeline(
+            audio_mode="multi", video=False, transcripts=False, events=False
+        )
+    )
+    assert received == sent
+    people = make_participants(SEED, PARTICIPANTS)
+    assert set(frames_by_participant(multi_meeting)) == {p.user_id for p in people}  # all three speak
+
+
+def test_multi_audio_files_are_one_wav_per_participant_listed_in_the_manifest(
+    multi_meeting: MeetingRun,
+) -> None:
+    frames = frames_by_participant(multi_meeting)
+    names = {f"audio-{pid}.wav" for pid in frames}
+    d = multi_meeting.stream_dir
+    assert {p.name for p in d.glob("audio*.wav")} == names  # no mixed audio.wav: RTMS sent none
+    manifest = media_manifest(multi_meeting)
+    assert names <= {f["name"] for f in manifest["files"]}
+    people = {p.user_id: p.user_name for p in make_participants(SEED, PARTICIPANTS)}
+    assert {p["participant_id"]: p["name"] for p in manifest["participants"]} == people
+    tracks = manifest["audio_tracks"]
+    assert set(tracks) == names
+    for pid, fs in frames.items():
+        assert tracks[f"audio-{pid}.wav"]["pcm_samples"] == sum(len(f["payload"]) for f in fs) // 2
+    # every track is the stream's length: the files line up sample for sample
+    duration_ms = manifest["streams"][0]["duration_ms"]
+    assert {t["pcm_samples"] + t["silence_samples"] for t in tracks.values()} == {duration_ms * 16}
+    # a participant's silences are counted, not listed: one SILENT gap record per stretch without
+    # their packets (before their first, between turns, after their last up to the audio's end)
+    assert [g for g in manifest["streams"][0]["gaps"] if g["kind"] == "audio"] == []
+    audio_end = max(v["timestamp_ms"] for v in multi_meeting.raw["rtms.raw.audio"]) + 20
+    silences = sum(silent_stretches(fs, multi_meeting.stream_started_ms, audio_end) for fs in frames.values())
+    assert silences >= 2 * len(frames)  # the script has everyone silent before and after their turn
+    assert manifest["participant_silent_gaps"] == silences
+    assert manifest["streams"][0]["frame_counts"]["AUDIO_GAP"] == silences
+
+
+def test_participant_wavs_hold_exactly_their_pcm_at_its_stream_time_and_silence_elsewhere(
+    multi_meeting: MeetingRun,
+) -> None:
+    origin = multi_meeting.stream_started_ms
+    duration_ms = media_manifest(multi_meeting)["streams"][0]["duration_ms"]
+    frame_ms = 1000 // video_frames(multi_meeting)[0]["media"]["fps"]
+    assert abs(duration_ms - stream_end_ms(multi_meeting)) <= frame_ms
+    frames = frames_by_participant(multi_meeting)
+    files = {pid: read_wav(multi_meeting.stream_dir / f"audio-{pid}.wav") for pid in frames}
+    for pid, fs in frames.items():
+        pcm = files[pid]
+        assert len(pcm) == duration_ms * 32, (pid, len(pcm) // 32, duration_ms)
+        expected = placed_pcm(fs, origin, len(pcm))
+        differ = next((i for i, (a, b) in enumerate(zip(pcm, expected, strict=True)) if a != b), None)
+        assert differ is None, f"audio-{pid}.wav: first wrong byte {differ}"
+
+    # the controls: the comparison tells a participant's track from another's, from the same
+    # frames one packet late, and from the frames written back to back (stream time ignored)
+    first, second, *_ = sorted(frames)
+    total = len(files[first])
+    assert files[first] != placed_pcm(frames[second], origin, total)
+    assert files[first] != placed_pcm(frames[first], origin, total, shift_ms=20)
+    back_to_back = b"".join(f["payload"] for f in frames[first])
+    assert files[first] != back_to_back + bytes(total - len(back_to_back))
+    # and the silences are real: each file is silent somewhere another participant speaks
+    for pid, pcm in files.items():
+        others = [f for q, fs in frames.items() if q != pid for f in fs]
+        own = {f["timestamp_ms"] for f in frames[pid]}
+        quiet = [f for f in others if f["timestamp_ms"] not in own]
+        assert quiet, pid
+        at = (quiet[0]["timestamp_ms"] - origin) * 32
+        assert pcm[at : at + 640] == bytes(640) != quiet[0]["payload"]
+
+
+def test_host_wav_beeps_on_the_flash_of_the_multi_meetings_mp4(multi_meeting: MeetingRun) -> None:
+    """The sync beep is in the host's (participant 0's) stream in multi mode: their WAV beeps at
+    the emulator's marked instant, where the recording's video shows the flash."""
+    (instant,) = script(multi_meeting).beep_instants_ms
+    marked_s = (video_base_ms(multi_meeting) + instant - multi_meeting.stream_started_ms) / 1000
+    host = make_participants(SEED, PARTICIPANTS)[0].user_id
+    pcm = read_wav(multi_meeting.stream_dir / f"audio-{host}.wav")
+    samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32767
+    assert beep_onset_s(samples, 16000) == pytest.approx(marked_s, abs=0.005)
+    with av.open(str(multi_meeting.stream_dir / "recording.mp4")) as mp4:
+        brightness = [(float(f.time), float(f.to_ndarray()[: f.height].mean())) for f in mp4.decode(video=0)]
+    flashes = [t for t, luma in brightness if luma > 200]
+    assert flashes == [pytest.approx(marked_s, abs=0.001)]
