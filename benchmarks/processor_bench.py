@@ -1,0 +1,615 @@
+"""Processors: events/s of one worker on one core, added latency raw -> ordered, RSS by stream length.
+
+    python -m benchmarks.processor_bench [--streams 200] [--lengths 30,120] [--latency-seconds 30]
+    python -m benchmarks.processor_bench --faust-baseline      # the decision's measurement
+    python -m benchmarks.processor_bench --lengths 20 --latency-seconds 0 --profile /tmp/p.prof
+
+Synthetic streams, each its own meeting (so they spread over every partition): 640-byte L16 audio
+every 20 ms, video at `--video-fps` with `--video-bytes` payloads, transcript pieces every 500 ms,
+four events per stream, and the end-of-stream markers at the end. Every bench topic is created with
+`message.timestamp.type=LogAppendTime`, so each record's timestamp is the broker's append time: one
+clock for raw and ordered records.
+
+throughput / RSS: all raw records are written first, then ONE `rtmsflow process` worker runs pinned to
+CPU 1 (`taskset -c 1`); events/s = raw records / (last marker appended - first output appended).
+Its CPU seconds in that interval come from /proc/<pid>/stat (events per CPU-second and CPU ms per
+1000 events: the machine is shared, so these vary less than events/s), its RSS from
+/proc/<pid>/status (VmHWM = peak), for each stream length in `--lengths`. `--profile` runs that
+worker under cProfile (slower; for where its CPU goes: `python -m pstats`).
+
+latency: the worker runs first; the bench then produces the streams in real time (each stream's
+frames at its own phase within 20 ms) and measures, per ordered audio/video record, its append time
+minus its raw record's append time (the produce response's LogAppendTime). The reorder window
+(`RTMSFLOW_REORDER_WINDOW_MS`, 300 ms) is part of it by design: a frame leaves once media time is
+`window` past it.
+
+--faust-baseline: the same raw -> ordered job for audio and video as a minimal *tuned* Faust agent
+(decode, the same `ReorderBuffer`, encode, send; noack, ack on delivery; stream_buffer_maxsize
+32768, producer linger 5 ms, root logger WARNING) against the batch loop, on the same records.
+
+The bench, its producer and (if it starts one) the broker run on CPU 0. Uses the broker at
+RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one for the run; topics get a fresh prefix and are
+deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_747_316_541_000
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
+WORDS = ("so", "the", "numbers", "for", "this", "quarter", "look", "fine")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What each synthetic stream carries."""
+
+    streams: int
+    seconds: float
+    video_fps: int = 25
+    video_bytes: int = 2_500  # a 360p P-frame; sink_bench's default resolution
+    text: bool = True  # transcript pieces (2/s) and events (4 per stream)
+
+    def meeting(self, i: int) -> str:
+        return f"bench{i:05d}-{uuid.UUID(int=i * 7919 + 1).hex[:16]}=="
+
+
+def stream_frames(mix: Mix, i: int, frame: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Stream `i`'s raw records of 20 ms step `frame` (raw topic, value)."""
+    ts = T0 + frame * 20
+    stamp = {"meeting_uuid": mix.meeting(i), "rtms_stream_id": "s1", "stream_started_ms": T0,
+             "ingest_epoch": 1, "timestamp_ms": ts, "received_at_ms": ts + 5}  # fmt: skip
+    yield "rtms.raw.audio", {**stamp, "stream_kind": "AUDIO", "participant_id": 0, "ingest_seq": frame,
+                             "payload": bytes([i % 251]) * 640, "media": AUDIO_MEDIA}  # fmt: skip
+    if mix.video_fps and (frame * 20 * mix.video_fps) // 1000 != ((frame - 1) * 20 * mix.video_fps) // 1000:
+        n = (frame * 20 * mix.video_fps) // 1000
+        key = n % (2 * mix.video_fps) == 0
+        yield "rtms.raw.video", {**stamp, "stream_kind": "VIDEO", "participant_id": 1, "ingest_seq": n,
+            "payload": b"\x00\x00\x00\x01" + (b"\x65" if key else b"\x41") + bytes([n % 251]) * (mix.video_bytes - 5),
+            "keyframe": key, "has_parameter_sets": key,
+            "media": {"codec": "H264", "width": 640, "height": 360, "fps": mix.video_fps, "mode": "ACTIVE_SPEAKER"}}  # fmt: skip
+    if mix.text and frame % 25 == 0:
+        n = frame // 25
+        yield "rtms.raw.transcript", {**stamp, "stream_kind": "TRANSCRIPT", "participant_id": 1 + n // 8 % 2,
+            "participant_name": "Speaker", "ingest_seq": n, "text": WORDS[n % len(WORDS)], "language": 9,
+            "start_time_ms": ts, "end_time_ms": ts + 400}  # fmt: skip
+    last = int(mix.seconds * 50) - 1
+    if mix.text and frame in (0, last // 3, 2 * last // 3, last):
+        n = (0, last // 3, 2 * last // 3, last).index(frame)
+        yield "rtms.raw.events", {**stamp, "stream_kind": "EVENT", "ingest_seq": n, "msg_type": 6 if n else 0,
+            "name": ("rtms_started", "participant_join", "active_speaker", "participant_leave")[n],
+            "participants": [{"user_id": 1, "user_name": "Speaker"}], "body": "{}"}  # fmt: skip
+
+
+class Writer:
+    """Produces raw records (encoded, each meeting in its partition) and the markers at the end."""
+
+    def __init__(self, settings: Any, mix: Mix) -> None:
+        from schemas.codec import Codec
+        from schemas.topics import partition_for
+
+        self.settings, self.mix = settings, mix
+        self.codec = Codec.from_settings(settings)
+        self.parts = [partition_for(mix.meeting(i), settings.partitions) for i in range(mix.streams)]
+        self.counts: list[dict[str, dict[str, int]]] = [{} for _ in range(mix.streams)]
+        self.sent = 0
+        self.producer: Any = None
+        self.futures: list[tuple[tuple[str, str, int], asyncio.Future[Any]]] = []
+
+    async def __aenter__(self) -> Writer:
+        from aiokafka import AIOKafkaProducer
+
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap(), linger_ms=5,
+                                         max_batch_size=1 << 20, max_request_size=8 << 20)  # fmt: skip
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.flush()
+        await self.producer.stop()
+
+    async def step(self, i: int, frame: int, keep_times: bool = False) -> None:
+        """Send stream `i`'s records of 20 ms step `frame`."""
+        prefix, meeting = self.settings.topic_prefix, self.mix.meeting(i)
+        for base, value in stream_frames(self.mix, i, frame):
+            topic = prefix + base
+            fut = await self.producer.send(topic, self.codec.encode(topic, value), key=meeting.encode(),
+                                           partition=self.parts[i])  # fmt: skip
+            c = self.counts[i].setdefault(base, {})
+            c[value["stream_kind"]] = c.get(value["stream_kind"], 0) + 1
+            self.sent += 1
+            if keep_times and base in ("rtms.raw.audio", "rtms.raw.video"):
+                self.futures.append(((meeting, value["stream_kind"], value["timestamp_ms"]), fut))
+
+    async def markers(self) -> None:
+        """One end-of-stream marker per stream and raw topic, with the stream's counts."""
+        from schemas.markers import marker_headers
+
+        last = T0 + (int(self.mix.seconds * 50) - 1) * 20
+        for i in range(self.mix.streams):
+            for base in RAW:
+                end = {"meeting_uuid": self.mix.meeting(i), "rtms_stream_id": "s1", "topic": base,
+                       "ended": "STOPPED", "stop_reason": 6, "stream_started_ms": T0, "last_timestamp_ms": last,
+                       "ingest_epoch": 1, "counts": self.counts[i].get(base, {}), "complete": True}  # fmt: skip
+                await self.producer.send(self.settings.topic_prefix + base, None, key=self.mix.meeting(i).encode(),
+                                         partition=self.parts[i], headers=marker_headers(end))  # fmt: skip
+
+    async def raw_times(self) -> dict[tuple[str, str, int], int]:
+        """(meeting, kind, timestamp_ms) -> the raw record's LogAppendTime."""
+        return {k: (await f).timestamp for k, f in self.futures}
+
+
+async def prewrite(settings: Any, mix: Mix) -> int:
+    """All streams, interleaved in media time, then the markers; returns the raw record count."""
+    async with Writer(settings, mix) as w:
+        for frame in range(int(mix.seconds * 50)):
+            for i in range(mix.streams):
+                await w.step(i, frame)
+        await w.markers()
+        return w.sent
+
+
+async def produce_real_time(w: Writer, mix: Mix) -> dict[str, float]:
+    """Each stream's 20 ms steps at their real-time instants (phases spread over 20 ms)."""
+    buckets = [[i for i in range(mix.streams) if i % 10 == b] for b in range(10)]
+    start = time.monotonic() + 0.2
+    behind = 0.0
+    for k in range(int(mix.seconds * 50) * 10):
+        due = start + k * 0.002
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        for i in buckets[k % 10]:
+            await w.step(i, k // 10, keep_times=True)
+    wall = time.monotonic() - start
+    await w.markers()
+    return {"rate_per_s": round(w.sent / wall), "max_behind_ms": round(behind * 1000, 1)}
+
+
+class Watcher:
+    """Reads the ordered topics from their start: counts, first and last append times, markers,
+    and (with `decode`) each audio/video record's (meeting, kind, timestamp) and append time."""
+
+    def __init__(
+        self, settings: Any, expect_markers: int, decode: bool = False, topics: tuple[str, ...] = ORDERED
+    ):
+        self.settings, self.expect, self.decode, self.bases = settings, expect_markers, decode, topics
+        self.count = self.markers = 0
+        self.first_ms: int | None = None
+        self.last_marker_ms = 0
+        self.appended: list[tuple[tuple[str, str, int], int]] = []
+        self.done = asyncio.Event()
+
+    async def run(self, deadline_s: float) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from schemas.codec import Codec
+
+        codec = Codec.from_settings(self.settings)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap(), enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_bytes=64 << 20)  # fmt: skip
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(self.settings.topic_prefix + b, p)
+                             for b in self.bases for p in range(self.settings.partitions)])  # fmt: skip
+            async with asyncio.timeout(deadline_s):
+                while self.markers < self.expect:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+                    for tp, records in batch.items():
+                        media = self.decode and tp.topic.endswith(("rtms.audio", "rtms.video"))
+                        for r in records:
+                            assert r.timestamp_type == 1, "bench topics use LogAppendTime"
+                            self.count += 1
+                            if self.first_ms is None or r.timestamp < self.first_ms:
+                                self.first_ms = r.timestamp
+                            if r.value is None:
+                                self.markers += 1
+                                self.last_marker_ms = max(self.last_marker_ms, r.timestamp)
+                            elif media:
+                                v = codec.decode(tp.topic, r.value)
+                                if v["gap"] is None:
+                                    key = (v["meeting_uuid"], v["stream_kind"], v["timestamp_ms"])
+                                    self.appended.append((key, r.timestamp))
+        finally:
+            await consumer.stop()
+            self.done.set()
+
+
+class Probe:
+    """Samples a process's CPU seconds and RSS every 20 ms (for figures between two wall times)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float, int]] = []  # (wall ms, cpu s, rss kB)
+        self.hwm_kb = 0
+
+    def sample(self) -> None:
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / TICK
+        rss = hwm = 0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+        self.hwm_kb = max(self.hwm_kb, hwm)
+        self.samples.append((time.time() * 1000, cpu, rss))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.02)
+
+    def cpu_at(self, wall_ms: float) -> float:
+        """CPU seconds at a wall time, interpolated between samples."""
+        before = [s for s in self.samples if s[0] <= wall_ms] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= wall_ms] or self.samples[-1:]
+        a, b = before[-1], after[0]
+        if b[0] == a[0]:
+            return a[1]
+        return a[1] + (b[1] - a[1]) * (wall_ms - a[0]) / (b[0] - a[0])
+
+
+class MachineLoad:
+    """Load average and how busy all cores were (from /proc/stat) over a run."""
+
+    def __init__(self) -> None:
+        self.start = self._busy()
+
+    @staticmethod
+    def _busy() -> tuple[int, int]:
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = cpu[3] + cpu[4]
+        return sum(cpu) - idle, sum(cpu)
+
+    def figures(self) -> dict[str, Any]:
+        busy, total = self._busy()
+        frac = (busy - self.start[0]) / max(1, total - self.start[1])
+        return {"machine_busy": round(frac, 2), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_worker(
+    settings: Any, workdir: Path, cpu: str, faust_baseline: bool = False, profile: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`rtmsflow process` (or the Faust baseline) pinned to `cpu`, its cwd (Faust's data dir) in
+    `workdir`, under cProfile writing to `profile` if given; returns the process and its web port."""
+    port = free_port()
+    env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap(),
+           "RTMSFLOW_PARTITIONS": str(settings.partitions), "PYTHONPATH": str(ROOT)}  # fmt: skip
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    if faust_baseline:
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.processor_bench",
+            "--faust-worker",
+            group,
+            "--port",
+            str(port),
+        ]
+    else:
+        cmd = [sys.executable, "-m", "rtmsflow.cli", "process", "--group", group, "--metrics-port", str(port)]
+    if profile:  # the stats are written when the worker exits on stop_worker's SIGTERM
+        cmd[1:1] = ["-m", "cProfile", "-o", str(Path(profile).resolve())]
+    log = (workdir / "worker.log").open("ab")
+    proc = subprocess.Popen(
+        ["taskset", "-c", cpu, *cmd], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    return proc, port
+
+
+def stop_worker(proc: subprocess.Popen[bytes], workdir: Path) -> None:
+    """Stop it; if the run failed (an exception is being handled), show the end of its log."""
+    if sys.exc_info()[0] is not None:
+        lines = (workdir / "worker.log").read_text(errors="replace").splitlines()
+        print("worker log (end):", *lines[-40:], sep="\n", file=sys.stderr)
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def bench_topics(settings: Any) -> Any:
+    """Fresh prefix; every topic created, raw and ordered ones with LogAppendTime."""
+    from rtmsflow.admin import ensure_topics
+    from schemas.topics import ALL_TOPICS
+
+    settings = dataclasses.replace(settings, topic_prefix=f"pbench{uuid.uuid4().hex[:8]}.")
+    timed = set(RAW) | set(ORDERED)
+    specs = [dataclasses.replace(s, configs={**s.configs, "message.timestamp.type": "LogAppendTime"})
+             if s.name in timed else s for s in ALL_TOPICS]  # fmt: skip
+    await ensure_topics(settings, specs)
+    return settings
+
+
+async def drop_topics(settings: Any) -> None:
+    from rtmsflow.admin import delete_topics
+    from schemas.topics import ALL_TOPICS
+
+    await delete_topics(settings, [s.full_name(settings.topic_prefix) for s in ALL_TOPICS])
+
+
+async def throughput(
+    base: Any, mix: Mix, cpu: str, faust_baseline: bool = False, profile: str | None = None
+) -> dict[str, Any]:
+    """Pre-write, then one worker on `cpu`: events/s, per CPU-second, RSS."""
+    settings = await bench_topics(base)
+    try:
+        t0 = time.perf_counter()
+        n = await prewrite(settings, mix)
+        print(f"  {n:,} raw records written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        topics = ("rtms.audio", "rtms.video") if faust_baseline else ORDERED
+        watcher = Watcher(settings, mix.streams * len(topics), topics=topics)
+        load = MachineLoad()
+        with tempfile.TemporaryDirectory(prefix="pbench-") as work:
+            proc, _ = start_worker(settings, Path(work), cpu, faust_baseline, profile)
+            probe = Probe(proc.pid)
+            sampler = asyncio.create_task(probe.run())
+            try:
+                await watcher.run(deadline_s=60 + n / 1000)
+                probe.sample()
+            finally:
+                sampler.cancel()
+                stop_worker(proc, Path(work))
+        assert watcher.first_ms is not None
+        span_s = (watcher.last_marker_ms - watcher.first_ms) / 1000
+        cpu_s = probe.cpu_at(watcher.last_marker_ms) - probe.cpu_at(watcher.first_ms)
+        return {
+            "shell": "faust agent" if faust_baseline else "batch loop (rtmsflow process)",
+            "streams": mix.streams, "seconds": mix.seconds, "raw_records": n, "out_records": watcher.count,
+            "events_per_s": round(n / span_s), "cpu_s": round(cpu_s, 1), "events_per_cpu_s": round(n / max(cpu_s, 1e-3)),
+            "cpu_ms_per_1000": round(cpu_s * 1e6 / n, 1),
+            "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
+        }  # fmt: skip
+    finally:
+        await drop_topics(settings)
+
+
+async def wait_healthy(port: int, partitions: int, deadline_s: float = 120) -> None:
+    """Until the worker's /health says it holds every partition."""
+    import aiohttp
+
+    async with asyncio.timeout(deadline_s), aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                    if r.status == 200 and len((await r.json())["partitions"]) == partitions:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.25)
+
+
+async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
+    """Real-time streams through a running worker: added latency raw -> ordered, p50/p99."""
+    settings = await bench_topics(base)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pbench-") as work:
+            proc, port = start_worker(settings, Path(work), cpu)
+            probe = Probe(proc.pid)
+            sampler = asyncio.create_task(probe.run())
+            try:
+                await wait_healthy(port, settings.partitions)
+                watcher = Watcher(settings, mix.streams * len(ORDERED), decode=True)
+                watching = asyncio.create_task(watcher.run(deadline_s=mix.seconds + 120))
+                load = MachineLoad()
+                cpu0 = probe.samples[-1][1]
+                async with Writer(settings, mix) as w:
+                    pace = await produce_real_time(w, mix)
+                    end_wall_ms = time.time() * 1000
+                await watching
+                probe.sample()
+                raw = await w.raw_times()
+            finally:
+                sampler.cancel()
+                stop_worker(proc, Path(work))
+        # records appended in the last second had their window closed by the markers, not by media
+        lat = sorted(t - raw[k] for k, t in watcher.appended if raw[k] < end_wall_ms - 1000)
+        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+        return {
+            "streams": mix.streams, "seconds": mix.seconds, **pace, "window_ms": settings.reorder_window_ms,
+            "records_measured": len(lat), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1],
+            "worker_cpu_util": round((probe.samples[-1][1] - cpu0) / mix.seconds, 2),
+            "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
+        }  # fmt: skip
+    finally:
+        await drop_topics(settings)
+
+
+def faust_worker(group: str, port: int) -> None:
+    """The baseline: raw audio/video -> ordered, one tuned Faust agent (no gaps, no restart state)."""
+    import faust
+
+    from processors.app import logging_config
+    from processors.reorder import Fate, ReorderBuffer
+    from rtmsflow.settings import Settings
+    from schemas.codec import Codec
+    from schemas.identity import identity_digest
+    from schemas.markers import read_marker
+
+    settings = Settings.from_env()
+    prefix = settings.topic_prefix
+    app = faust.App(f"{prefix}{group}", broker=f"kafka://{settings.bootstrap()}", store="memory://", web_port=port,
+                    topic_disable_leader=True, topic_allow_declare=False, consumer_auto_offset_reset="earliest",
+                    producer_linger_ms=5, producer_max_batch_size=1 << 20, stream_buffer_maxsize=32_768,
+                    broker_max_poll_records=5_000)  # fmt: skip
+    raw = app.topic(*(prefix + t for t in RAW[:2]), key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    out = {prefix + r: app.topic(prefix + o, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                 value_serializer="raw") for r, o in zip(RAW, ORDERED, strict=True)}  # fmt: skip
+    codec = Codec.from_settings(settings)
+
+    @dataclass(slots=True)
+    class Item:
+        timestamp_ms: int
+        digest: bytes
+        value: dict[str, Any]
+        event: Any
+
+    lanes: dict[tuple[str, str, str], ReorderBuffer[Item]] = {}
+    seqs: dict[tuple[str, str, str], int] = {}
+
+    def acker(event: Any) -> Any:
+        return lambda _fut: event.ack()
+
+    @app.agent(raw)
+    async def reorder(stream: Any) -> None:
+        async for event in stream.noack().events():
+            msg = event.message
+            target = out[msg.topic]
+            if event.value is None:  # a marker: flush its lanes, forward it
+                end = read_marker(msg.headers or [])
+                assert end is not None
+                lane_key = (end["meeting_uuid"], end["rtms_stream_id"], msg.topic)
+                released = lanes.pop(lane_key).flush() if lane_key in lanes else []
+                for it in released:
+                    await send(target, lane_key, it, msg.partition)
+                await target.send(key=event.key, value=None, partition=msg.partition, headers=msg.headers,
+                                  callback=acker(event), force=True)  # fmt: skip
+                continue
+            v = codec.decode(msg.topic, event.value)
+            lane_key = (v["meeting_uuid"], v["rtms_stream_id"], msg.topic)
+            lane = lanes.get(lane_key)
+            if lane is None:
+                lane = lanes[lane_key] = ReorderBuffer(settings.reorder_window_ms, settings.dedupe_horizon_ms)
+            outcome = lane.push(Item(v["timestamp_ms"], identity_digest(v), v, event))
+            if outcome.fate is not Fate.ACCEPTED:
+                event.ack()
+            for it in outcome.released:
+                await send(target, lane_key, it, msg.partition)
+
+    async def send(target: Any, lane_key: tuple[str, str, str], it: Item, partition: int) -> None:
+        v = it.value
+        seq = seqs.get(lane_key, 0)
+        seqs[lane_key] = seq + 1
+        frame = {**v, "seq": seq, "offset_ms": v["timestamp_ms"] - v["stream_started_ms"], "gap": None}
+        await target.send(key=it.event.key, value=codec.encode(target.get_topic_name(), frame), partition=partition,
+                          callback=acker(it.event), force=True)  # fmt: skip
+
+    @app.task
+    async def prepare() -> None:
+        await codec.prepare([prefix + t for t in (*RAW[:2], *ORDERED[:2])])
+
+    worker = faust.Worker(app, loglevel="WARNING", logging_config=logging_config("WARNING"), quiet=True,
+                          redirect_stdouts=False, override_logging=True)  # fmt: skip
+    worker.execute_from_commandline()
+
+
+def summary(kind: str, r: dict[str, Any]) -> str:
+    if kind == "latency":
+        return (f"latency, {r['streams']} streams x {r['seconds']:g} s real time ({r['rate_per_s']:,} raw/s): "
+                f"added p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms (window {r['window_ms']} ms); "
+                f"worker CPU {r['worker_cpu_util']}, RSS peak {r['peak_rss_mb']} MB; "
+                f"machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip
+    return (f"{r['shell']}, {r['streams']} streams x {r['seconds']:g} s: {r['raw_records']:,} raw -> "
+            f"{r['out_records']:,} out, {r['events_per_s']:,} events/s, {r['events_per_cpu_s']:,} per CPU-s "
+            f"({r['cpu_ms_per_1000']} CPU ms per 1000), "
+            f"RSS peak {r['peak_rss_mb']} MB; machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from rtmsflow.settings import Settings
+
+    base = Settings.from_env()
+    results: list[dict[str, Any]] = []
+
+    def report(kind: str, r: dict[str, Any]) -> None:
+        print(summary(kind, r), file=sys.stderr)
+        results.append({"run": kind, **r})
+
+    if args.faust_baseline:
+        mix = Mix(args.streams, args.faust_seconds, args.video_fps, args.video_bytes, text=False)
+        for faust_shell in (True, False, True, False)[: 2 * args.repeat]:
+            report("faust-baseline", await throughput(base, mix, args.cpu, faust_baseline=faust_shell))
+        return results
+    for seconds in [float(s) for s in args.lengths.split(",") if s]:
+        mix = Mix(args.streams, seconds, args.video_fps, args.video_bytes)
+        report("throughput", await throughput(base, mix, args.cpu, profile=args.profile))
+    if args.latency_seconds:
+        mix = Mix(args.latency_streams, args.latency_seconds, args.latency_video_fps, args.video_bytes)
+        report("latency", await latency(base, mix, args.cpu))
+    return results
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 3)[3])  # fmt: skip
+    parser.add_argument("--streams", type=int, default=200, help="concurrent streams (throughput, RSS)")
+    parser.add_argument(
+        "--lengths", default="30,120", help="stream lengths in s, comma-separated ('' = none)"
+    )
+    parser.add_argument("--video-fps", type=int, default=25)
+    parser.add_argument("--video-bytes", type=int, default=2_500)
+    parser.add_argument("--latency-streams", type=int, default=200)
+    parser.add_argument("--latency-seconds", type=float, default=30, help="0 = no latency run")
+    parser.add_argument("--latency-video-fps", type=int, default=25)
+    parser.add_argument("--faust-baseline", action="store_true", help="only: Faust agent vs batch loop")
+    parser.add_argument(
+        "--faust-seconds", type=float, default=20, help="stream length of the baseline's data"
+    )
+    parser.add_argument("--repeat", type=int, default=1, choices=(1, 2), help="baseline pairs to run")
+    parser.add_argument("--cpu", default="1", help="the worker's CPU (taskset -c)")
+    parser.add_argument(
+        "--profile", default=None, help="cProfile the throughput worker into this file (slower)"
+    )
+    parser.add_argument("--faust-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    # a fresh topic's first produce requests can meet NotLeaderForPartition: retried, not news
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    if args.faust_worker:
+        faust_worker(args.faust_worker, args.port)
+        return
+    others = {c for c in os.sched_getaffinity(0) if str(c) != args.cpu}
+    if others:  # the bench, its producer and a broker it starts keep off the worker's core
+        os.sched_setaffinity(0, others)
+    broker = None
+    if not os.environ.get("RTMSFLOW_KAFKA_BOOTSTRAP"):
+        from rtmsflow.broker import LocalKafka
+
+        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="processor-bench-kafka-")))
+        os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
+    try:
+        print(json.dumps(asyncio.run(main(args)), indent=2))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    run()
