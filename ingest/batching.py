@@ -10,6 +10,8 @@ shipment per partition at the producer, the next ones wait behind it); its singl
 partition reach the producer in the order they were filled. The idempotent producer assigns
 their sequence numbers when it drains them, exactly as for records given to `send()`.
 
+`Batcher` keeps the lanes, the one-shipment-per-partition rule and the shipper for the producer.
+
 A lane remembers, per owner (the producer's per-stream state), how many records and bytes it holds;
 when the batch is acknowledged, or fails, `Shipment.settle` reports that to the owner once.
 """
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from rtmsflow.logs import get_logger
 
@@ -161,3 +166,151 @@ def _settle(item: Shipment, fut: asyncio.Future[Any]) -> None:
             },
         )
     item.settle(ok)
+
+
+_PARTITION_MEMORY = 100_000  # (topic, meeting key) -> partition, cleared when larger
+_PARTITIONER = DefaultPartitioner()
+
+
+class Batcher:
+    """`FrameProducer`'s batches: one open `Lane` per (topic, partition), at most one shipment per
+    partition at the producer (the next ones wait behind it), one `Shipper` task. `producer` is
+    called for the started producer; `on_acked(topic, seconds, records)` hears of every shipment
+    Kafka acknowledged, timed from its first record."""
+
+    def __init__(
+        self,
+        producer: Callable[[], Any],
+        linger_s: float,
+        max_batch_bytes: int,
+        on_acked: Callable[[str, float, int], None],
+    ) -> None:
+        self.producer = producer
+        self.linger_s = linger_s
+        self.max_batch_bytes = max_batch_bytes  # records over it go alone with send()
+        self.on_acked = on_acked
+        self.lanes: dict[tuple[str, int], Lane] = {}
+        self.shipper: Shipper | None = None
+        # at most one shipment per (topic, partition) at the producer; the next ones wait here
+        self.outstanding: dict[tuple[str, int], Shipment] = {}
+        self.waiting: dict[tuple[str, int], deque[Shipment]] = {}
+        self.partitions: dict[str, list[int]] = {}
+        self.partition_of: dict[tuple[str, bytes], int] = {}
+
+    async def stop(self) -> None:
+        """Stop the shipper; what it had not handed to the producer fails."""
+        if self.shipper is not None:
+            await self.shipper.stop()
+            self.shipper = None
+
+    async def append(
+        self,
+        owner: Owner,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Append a record to the open batch of its (topic, partition), opening one if needed.
+        A record with headers (a marker) goes alone, after the lane's batch."""
+        part = self.partition_of.get((topic, key))
+        if part is None:
+            part = await self.partition(topic, key)
+        lane = self.lanes.get((topic, part))
+        if headers or len(key) + len(value or b"") > self.max_batch_bytes:
+            if lane is not None:  # what came before it goes first
+                self.ship(lane)
+            single = Single(topic, part, key, value, self.settled, headers or [])
+            single.add(owner, size)
+            self.dispatch(single)
+            return
+        if lane is None:
+            lane = self.open(topic, part)
+        if lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
+            self.ship(lane)
+            lane = self.open(topic, part)
+            lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+        lane.add(owner, size)
+
+    def ship_all(self) -> None:
+        """Ship every open lane now (a flush)."""
+        for lane in list(self.lanes.values()):
+            self.ship(lane)
+
+    def ship_owned(self, owner: Owner) -> None:
+        """Ship the open lanes that hold records of `owner` (a flush of one stream)."""
+        for lane in list(self.lanes.values()):
+            if owner in lane.owners:
+                self.ship(lane)
+
+    async def partition(self, topic: str, key: bytes) -> int:
+        """The producer's default partition for `key` (murmur2 like the Java client), cached:
+        topics keep the partition count they were created with."""
+        parts = self.partitions.get(topic)
+        if parts is None:
+            parts = self.partitions[topic] = sorted(await self.producer().partitions_for(topic))
+        part: int = _PARTITIONER(key, parts, parts)
+        if len(self.partition_of) >= _PARTITION_MEMORY:
+            self.partition_of.clear()
+        self.partition_of[(topic, key)] = part
+        return part
+
+    def open(self, topic: str, part: int) -> Lane:
+        lane = self.lanes[(topic, part)] = Lane(topic, part, self.producer().create_batch(), self.settled)
+        lane.timer = asyncio.get_running_loop().call_later(self.linger_s, self.lingered, lane)
+        return lane
+
+    def lingered(self, lane: Lane) -> None:
+        """The lane's linger is over: ship it, unless its partition still has a batch at the
+        producer; then it keeps filling and ships when that one settles."""
+        lane.timer = None
+        if (lane.topic, lane.partition) in self.outstanding:
+            lane.due = True
+        else:
+            self.ship(lane)
+
+    def ship(self, lane: Lane) -> None:
+        """Close the lane's batch and dispatch it (linger over, full, or flushed)."""
+        if self.lanes.get((lane.topic, lane.partition)) is not lane:
+            return  # already shipped
+        del self.lanes[(lane.topic, lane.partition)]
+        if lane.timer is not None:
+            lane.timer.cancel()
+        lane.batch.close()
+        self.dispatch(lane)
+
+    def dispatch(self, shipment: Shipment) -> None:
+        """Hand a shipment to the shipper, or queue it behind its partition's outstanding one.
+
+        One at a time per partition: `send_batch` would otherwise wait, inside the one shipper
+        task, for the previous batch of the partition to drain (a broker round trip), stalling
+        every other partition behind it."""
+        tp = (shipment.topic, shipment.partition)
+        if tp in self.outstanding:
+            self.waiting.setdefault(tp, deque()).append(shipment)
+            return
+        self.outstanding[tp] = shipment
+        if self.shipper is None or self.shipper.task.done():
+            self.shipper = Shipper(self.producer())
+        self.shipper.put(shipment)
+
+    def settled(self, shipment: Shipment, ok: bool) -> None:
+        """A shipment was acknowledged or failed: send what waited behind it on its partition."""
+        tp = (shipment.topic, shipment.partition)
+        if self.outstanding.get(tp) is shipment:
+            del self.outstanding[tp]
+            waiting = self.waiting.get(tp)
+            if self.shipper is None or self.shipper.stopped:
+                pass  # stopping: nothing more goes out
+            elif waiting:
+                nxt = waiting.popleft()
+                if not waiting:
+                    del self.waiting[tp]
+                self.dispatch(nxt)
+            else:
+                lane = self.lanes.get(tp)
+                if lane is not None and lane.due:
+                    self.ship(lane)
+        if ok:
+            self.on_acked(shipment.topic, time.perf_counter() - shipment.first_at, shipment.records)

@@ -19,6 +19,10 @@ per record instead.
 End of stream: `end_of_stream` waits until every record of the stream is acknowledged, then writes
 the marker (`schemas.markers`: a null value with a StreamEnd header carrying how many records of
 each kind this holding wrote) on each raw topic and waits for those too.
+
+Why this module stays whole (~560 lines): the batches are `ingest.batching`'s; what is left is the
+per-stream state (window, epoch, counters) that every handler, the flush and the end-of-stream
+markers share, and one record builder per frame kind.
 """
 
 from __future__ import annotations
@@ -27,12 +31,11 @@ import asyncio
 import random
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from ingest import metrics
 from ingest.backend import (
@@ -45,7 +48,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest.batching import Lane, Shipment, Shipper, Single
+from ingest.batching import Batcher
 from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
@@ -57,8 +60,6 @@ from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RA
 log = get_logger(__name__)
 
 _ENDED_MEMORY = 10_000  # streams whose end-of-stream was written, remembered to stay idempotent
-_PARTITION_MEMORY = 100_000  # (topic, meeting key) -> partition, cleared when larger
-_PARTITIONER = DefaultPartitioner()
 
 
 class ProduceFailed(RuntimeError):
@@ -152,22 +153,14 @@ class FrameProducer:
         self._ending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._topics = {spec.name: spec.full_name(settings.topic_prefix) for spec in (*_RAW, DEADLETTER)}
         self._labels = {full: name.rsplit(".", 1)[-1] for name, full in self._topics.items()}
-        # batching (see the module docstring); records over max_batch_bytes go alone with send()
-        self.linger_s = linger_s
-        self.max_batch_bytes = max_batch_bytes
-        self._batching = False
-        self._lanes: dict[tuple[str, int], Lane] = {}
-        self._shipper: Shipper | None = None
-        # at most one shipment per (topic, partition) at the producer; the next ones wait here
-        self._outstanding: dict[tuple[str, int], Shipment] = {}
-        self._waiting: dict[tuple[str, int], deque[Shipment]] = {}
-        self._partitions: dict[str, list[int]] = {}
-        self._partition_of: dict[tuple[str, bytes], int] = {}
         # Prometheus children looked up once, not per record
         self._kind_metrics: dict[str, tuple[Any, Any]] = {}
         self._latency = {
             label: metrics.PRODUCE_LATENCY.labels(topic=label) for label in self._labels.values()
         }
+        # batching (see the module docstring); records over max_batch_bytes go alone with send()
+        self._batching = False
+        self._batcher = Batcher(self._producer, linger_s, max_batch_bytes, self._acknowledged)
         ref = weakref.ref(self)
         metrics.IN_FLIGHT.set_function(lambda: float(s.in_flight()) if (s := ref()) is not None else 0.0)
         self._use(producer)
@@ -185,9 +178,7 @@ class FrameProducer:
         try:
             await self.flush()
         finally:
-            if self._shipper is not None:
-                await self._shipper.stop()
-                self._shipper = None
+            await self._batcher.stop()
             if self._own_producer:
                 await self.producer.stop()
                 self.producer = None
@@ -337,15 +328,13 @@ class FrameProducer:
         """Ship the open batches holding records of `session` (of every stream if None), wait until
         they are acknowledged, and raise `ProduceFailed` if any of them were not."""
         if session is None:
-            for lane in list(self._lanes.values()):
-                self._ship(lane)
+            self._batcher.ship_all()
             streams = list(self._streams.values())
         else:
             found = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
             streams = [found] if found else []
-            for lane in list(self._lanes.values()) if found else ():
-                if found in lane.owners:
-                    self._ship(lane)
+            if found is not None:
+                self._batcher.ship_owned(found)
         for stream in streams:
             if stream.pending:
                 await asyncio.wait(list(stream.pending))
@@ -381,12 +370,16 @@ class FrameProducer:
                     "stream_started_ms": stream.started_ms or session.started_ms,
                     "last_timestamp_ms": stream.last_ts.get(spec.name),
                     "ingest_epoch": stream.epoch,
-                    "counts": {kind: stream.seqs[kind] for kind in _KINDS_OF[spec.name] if stream.seqs.get(kind)},
+                    "counts": {
+                        kind: stream.seqs[kind] for kind in _KINDS_OF[spec.name] if stream.seqs.get(kind)
+                    },
                     "complete": stream.fresh,
                 }
                 topic = self._topics[spec.name]
                 await stream.window.acquire(0)
-                await self._track(stream, topic, stream.key, None, 0, self._labels[topic], marker_headers(end))
+                await self._track(
+                    stream, topic, stream.key, None, 0, self._labels[topic], marker_headers(end)
+                )
             await self.flush(session)
             metrics.EOS_MARKERS.inc(len(_RAW))
             self._ended[key] = None
@@ -428,6 +421,12 @@ class FrameProducer:
             callable(getattr(producer, name, None))
             for name in ("create_batch", "send_batch", "partitions_for")
         )
+
+    def _acknowledged(self, topic: str, seconds: float, records: int) -> None:
+        """`records` of `topic` were acknowledged `seconds` after the first was queued."""
+        observe = self._latency[self._labels[topic]].observe
+        for _ in range(records):  # one observation per record
+            observe(seconds)
 
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -512,7 +511,7 @@ class FrameProducer:
         when Kafka acknowledges it. `value` None with `headers` is a control record (a marker)."""
         if self._batching and key is not None:
             try:
-                await self._append(stream, topic, key, value, size, headers)
+                await self._batcher.append(stream, topic, key, value, size, headers)
             except BaseException:
                 stream.window.release(size)
                 raise
@@ -538,110 +537,6 @@ class FrameProducer:
                 self._latency[label].observe(time.perf_counter() - started)
 
         fut.add_done_callback(done)
-
-    async def _append(
-        self,
-        stream: _Stream,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        size: int,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Append a record to the open batch of its (topic, partition), opening one if needed.
-        A record with headers (a marker) goes alone, after the lane's batch."""
-        part = self._partition_of.get((topic, key))
-        if part is None:
-            part = await self._partition(topic, key)
-        lane = self._lanes.get((topic, part))
-        if headers or len(key) + len(value or b"") > self.max_batch_bytes:
-            if lane is not None:  # what came before it goes first
-                self._ship(lane)
-            single = Single(topic, part, key, value, self._settled, headers or [])
-            single.add(stream, size)
-            self._dispatch(single)
-            return
-        if lane is None:
-            lane = self._open(topic, part)
-        if lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
-            self._ship(lane)
-            lane = self._open(topic, part)
-            lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits
-        lane.add(stream, size)
-
-    async def _partition(self, topic: str, key: bytes) -> int:
-        """The producer's default partition for `key` (murmur2 like the Java client), cached:
-        topics keep the partition count they were created with."""
-        parts = self._partitions.get(topic)
-        if parts is None:
-            parts = self._partitions[topic] = sorted(await self._producer().partitions_for(topic))
-        part: int = _PARTITIONER(key, parts, parts)
-        if len(self._partition_of) >= _PARTITION_MEMORY:
-            self._partition_of.clear()
-        self._partition_of[(topic, key)] = part
-        return part
-
-    def _open(self, topic: str, part: int) -> Lane:
-        lane = self._lanes[(topic, part)] = Lane(topic, part, self._producer().create_batch(), self._settled)
-        lane.timer = asyncio.get_running_loop().call_later(self.linger_s, self._lingered, lane)
-        return lane
-
-    def _lingered(self, lane: Lane) -> None:
-        """The lane's linger is over: ship it, unless its partition still has a batch at the
-        producer; then it keeps filling and ships when that one settles."""
-        lane.timer = None
-        if (lane.topic, lane.partition) in self._outstanding:
-            lane.due = True
-        else:
-            self._ship(lane)
-
-    def _ship(self, lane: Lane) -> None:
-        """Close the lane's batch and dispatch it (linger over, full, or flushed)."""
-        if self._lanes.get((lane.topic, lane.partition)) is not lane:
-            return  # already shipped
-        del self._lanes[(lane.topic, lane.partition)]
-        if lane.timer is not None:
-            lane.timer.cancel()
-        lane.batch.close()
-        self._dispatch(lane)
-
-    def _dispatch(self, shipment: Shipment) -> None:
-        """Hand a shipment to the shipper, or queue it behind its partition's outstanding one.
-
-        One at a time per partition: `send_batch` would otherwise wait, inside the one shipper
-        task, for the previous batch of the partition to drain (a broker round trip), stalling
-        every other partition behind it."""
-        tp = (shipment.topic, shipment.partition)
-        if tp in self._outstanding:
-            self._waiting.setdefault(tp, deque()).append(shipment)
-            return
-        self._outstanding[tp] = shipment
-        if self._shipper is None or self._shipper.task.done():
-            self._shipper = Shipper(self._producer())
-        self._shipper.put(shipment)
-
-    def _settled(self, shipment: Shipment, ok: bool) -> None:
-        """A shipment was acknowledged or failed: send what waited behind it on its partition."""
-        tp = (shipment.topic, shipment.partition)
-        if self._outstanding.get(tp) is shipment:
-            del self._outstanding[tp]
-            waiting = self._waiting.get(tp)
-            if self._shipper is None or self._shipper.stopped:
-                pass  # stopping: nothing more goes out
-            elif waiting:
-                nxt = waiting.popleft()
-                if not waiting:
-                    del self._waiting[tp]
-                self._dispatch(nxt)
-            else:
-                lane = self._lanes.get(tp)
-                if lane is not None and lane.due:
-                    self._ship(lane)
-        if ok:  # one observation per record, timed from the first record of its batch
-            observe = self._latency[self._labels[shipment.topic]].observe
-            latency = time.perf_counter() - shipment.first_at
-            for _ in range(shipment.records):
-                observe(latency)
 
 
 _KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
