@@ -16,6 +16,11 @@ rebalance delay). `auto.create.topics.enable` is false: every rtmsflow topic is 
 `rtmsflow topics create` / `rtmsflow.admin.ensure_topics` with its partition count and configs, so a
 misspelt or forgotten topic is an error instead of a silently created topic that breaks
 co-partitioning.
+
+Why this module stays whole (~560 lines): one class, `LocalKafka`, owns one broker's jar cache,
+state directory and process; fetching and verifying the jars, choosing ports, writing the config,
+starting, finding and stopping the process all work on the same paths, and the probe and pid
+checks they use are a few small functions beside it.
 """
 
 from __future__ import annotations
