@@ -108,6 +108,7 @@ class ProcessorLoop:
         self.started = False
         # per raw topic partition: the next offset to feed its core (set where it was seeked)
         self.next_offsets: dict[TopicPartition, int] = {}
+        self.logged_streams: set[tuple[str, str]] = set()  # streams whose first sight was logged
 
     def topic(self, base: str) -> str:
         return self.prefix + base
@@ -315,9 +316,17 @@ class ProcessorLoop:
             else:
                 st = core.streams.get((meeting, stream))
                 book.saw(meeting, stream, st.started_ms if st else 0, topic, fut.result().offset, None)
+        self.logged_streams &= {key for core in self.cores.values() for key in core.streams}
         for partition, core in self.cores.items():
             book = self.books[partition]
             for st in core.streams.values():
+                if st.key not in self.logged_streams:
+                    self.logged_streams.add(st.key)
+                    log.info(
+                        "stream seen",
+                        extra={"meeting_uuid": st.meeting_uuid, "rtms_stream_id": st.rtms_stream_id,
+                               "stream_started_ms": st.started_ms, "partition": partition},
+                    )  # fmt: skip
                 for raw_topic, (first, last) in st.raw_offsets.items():
                     book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, first, None)
                     book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, last, None)
@@ -326,6 +335,12 @@ class ProcessorLoop:
                     book.participants(st.meeting_uuid, st.rtms_stream_id, st.started_ms, st.participants)
             for raw_topic, offset, end in core.ended_streams:
                 book.marker(raw_topic, offset, end)
+                log.info(
+                    "stream ended on a raw topic",
+                    extra={"meeting_uuid": end.get("meeting_uuid"), "rtms_stream_id": end.get("rtms_stream_id"),
+                           "topic": raw_topic, "ended": end.get("ended"), "counts": end.get("counts"),
+                           "partition": partition},
+                )  # fmt: skip
             core.ended_streams.clear()
 
     # -- rebalance -------------------------------------------------------------------------------
