@@ -27,6 +27,7 @@ Typical use (what the worker does)::
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -254,6 +255,48 @@ class SessionBackend(ABC):
     @abstractmethod
     async def wait(self) -> SessionOutcome:
         """Until the session is over, by itself or through `stop()`."""
+
+
+class TaskBackend(SessionBackend):
+    """The lifecycle both backends share: the session is one task (`_run`), `reconnect()` and
+    `stop()` are requests posted to it (`_request_reconnect`, `_request_stop`), and `wait()` is its
+    outcome. A subclass calls `_refuse_second_start()` first in `start()`, `_launch()` last."""
+
+    _task: asyncio.Task[SessionOutcome] | None = None
+
+    def _refuse_second_start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"{type(self).__name__}.start() called twice; use one backend per stream")
+
+    def _launch(self, name: str) -> None:
+        self._task = asyncio.create_task(self._run(), name=name)
+
+    async def reconnect(self, server_urls: str | None = None, since_ms: int | None = None) -> None:
+        self._request_reconnect(server_urls, since_ms)
+
+    async def stop(self, *, close_stream: bool = False) -> None:
+        if self._task is None:
+            return
+        if not self._task.done():
+            self._request_stop(close_stream)
+        await asyncio.wait([self._task])
+
+    async def wait(self) -> SessionOutcome:
+        if self._task is None:
+            raise RuntimeError(f"{type(self).__name__}.wait() before start()")
+        return await asyncio.shield(self._task)
+
+    @abstractmethod
+    async def _run(self) -> SessionOutcome:
+        """The session, from connecting to its outcome."""
+
+    @abstractmethod
+    def _request_reconnect(self, server_urls: str | None, since_ms: int | None) -> None:
+        """Post a reconnect request to the running session."""
+
+    @abstractmethod
+    def _request_stop(self, close_stream: bool) -> None:
+        """Post a stop request to the running session."""
 
 
 class BackendFactory(Protocol):

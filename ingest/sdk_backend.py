@@ -69,9 +69,9 @@ from ingest.backend import (
     AudioData,
     DeadLetterData,
     FrameHandler,
-    SessionBackend,
     SessionOutcome,
     StreamSession,
+    TaskBackend,
     TranscriptData,
     VideoData,
 )
@@ -118,7 +118,7 @@ __all__ = [
 LEFT_TIMEOUT_S = 5.0  # wait this long for the host to release a client
 
 
-class SdkBackend(SessionBackend):
+class SdkBackend(TaskBackend):
     """Holds one RTMS stream through Zoom's SDK. Build with `SdkBackend(settings, frames)`;
     `config` defaults to the raw backend's `client_config(settings)`, so both ask Zoom for the same
     media and follow the same reconnect policy."""
@@ -145,7 +145,6 @@ class SdkBackend(SessionBackend):
         self.host: HostHandle | None = None
         self._signature = ""
         self._queue: asyncio.Queue[Notice] = asyncio.Queue()
-        self._task: asyncio.Task[SessionOutcome] | None = None
         self._current: int | None = None  # sid of the live join attempt
         self._first_packets = 0  # FIRST_PACKET_TIMESTAMP events seen for the live attempt
 
@@ -157,30 +156,20 @@ class SdkBackend(SessionBackend):
     # --- SessionBackend --------------------------------------------------------------------------
 
     async def start(self, session: StreamSession) -> None:
-        if self._task is not None:
-            raise RuntimeError("SdkBackend.start() called twice; use one backend per stream")
+        self._refuse_second_start()
         self.session = session
         self.machine = SdkSession(session.server_urls, self.config, self.rng, ctx=self._ctx())
         self._signature = proto.handshake_signature(
             self.config.client_id, self.config.client_secret, session.meeting_uuid, session.rtms_stream_id
         )
         self.host = await HOSTS.acquire(self.options)
-        self._task = asyncio.create_task(self._run(), name=f"rtms-sdk:{session.meeting_uuid}")
+        self._launch(f"rtms-sdk:{session.meeting_uuid}")
 
-    async def reconnect(self, server_urls: str | None = None, since_ms: int | None = None) -> None:
+    def _request_reconnect(self, server_urls: str | None, since_ms: int | None) -> None:
         self._post(ReconnectRequested(server_urls, since_ms))
 
-    async def stop(self, *, close_stream: bool = False) -> None:
-        if self._task is None:
-            return
-        if not self._task.done():
-            self._post(StopRequested(close_stream))
-        await asyncio.wait([self._task])
-
-    async def wait(self) -> SessionOutcome:
-        if self._task is None:
-            raise RuntimeError("SdkBackend.wait() before start()")
-        return await asyncio.shield(self._task)
+    def _request_stop(self, close_stream: bool) -> None:
+        self._post(StopRequested(close_stream))
 
     # --- the session loop: the machine's steps, carried out --------------------------------------
 

@@ -25,9 +25,9 @@ from ingest.backend import (
     DeadLetterData,
     EventData,
     FrameHandler,
-    SessionBackend,
     SessionOutcome,
     StreamSession,
+    TaskBackend,
     TranscriptData,
     VideoData,
 )
@@ -63,7 +63,7 @@ class _Event:
     wall_ms: int = 0
 
 
-class WebSocketBackend(SessionBackend):
+class WebSocketBackend(TaskBackend):
     """Holds one RTMS stream over raw WebSockets (protocol notes 2-4). Build with
     `WebSocketBackend(settings, frames, config=..., ssl_context=...)`; config defaults to
     `client_config(settings)`."""
@@ -88,7 +88,6 @@ class WebSocketBackend(SessionBackend):
         self._slots = asyncio.Semaphore(INBOX_SLOTS)
         self._sockets: dict[tuple[str, int], ClientConnection] = {}
         self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[SessionOutcome] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
         self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the client's next deadline
@@ -98,34 +97,24 @@ class WebSocketBackend(SessionBackend):
     # --- SessionBackend ---------------------------------------------------------------------------
 
     async def start(self, session: StreamSession) -> None:
-        if self._loop_task is not None:
-            raise RuntimeError("WebSocketBackend.start() called twice; use one backend per stream")
+        self._refuse_second_start()
         self.session = session
         self.client = RtmsClient(session, self.config, self.rng)
-        self._loop_task = asyncio.create_task(self._run(), name=f"rtms:{session.meeting_uuid}")
+        self._launch(f"rtms:{session.meeting_uuid}")
 
-    async def reconnect(self, server_urls: str | None = None, since_ms: int | None = None) -> None:
+    def _request_reconnect(self, server_urls: str | None, since_ms: int | None) -> None:
         self._post(_Event("reconnect", data=(server_urls, since_ms)))
 
-    async def stop(self, *, close_stream: bool = False) -> None:
-        if self._loop_task is None:
-            return
-        if not self._loop_task.done():
-            self._post(_Event("stop", data=close_stream))
-        await asyncio.wait([self._loop_task])
-
-    async def wait(self) -> SessionOutcome:
-        if self._loop_task is None:
-            raise RuntimeError("WebSocketBackend.wait() before start()")
-        return await asyncio.shield(self._loop_task)
+    def _request_stop(self, close_stream: bool) -> None:
+        self._post(_Event("stop", data=close_stream))
 
     async def connected(self) -> bool:
         """Wait until the stream is streaming (True) or the session is over first (False)."""
-        if self._loop_task is None:
+        if self._task is None:
             raise RuntimeError("WebSocketBackend.connected() before start()")
         ready = asyncio.ensure_future(self._ready.wait())
         try:
-            await asyncio.wait([ready, self._loop_task], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
         finally:
             ready.cancel()
         return self._ready.is_set()
