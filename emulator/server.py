@@ -332,11 +332,7 @@ class RTMSServer:
             first = await asyncio.wait_for(ws.recv(), self.handshake_timeout_s)
         except (TimeoutError, ConnectionClosed):
             return
-        if role == "signaling":
-            accepted = self._signaling_handshake(peer, stream, first)
-        else:
-            accepted = self._media_handshake(peer, stream, first)
-        if not accepted:
+        if not self._handshake(peer, stream, first):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), 2.0)  # the client closes after a refusal
             return
@@ -358,62 +354,34 @@ class RTMSServer:
             return rp.StatusCode.INVALID_SIGNATURE, "invalid signature"
         return rp.StatusCode.OK, ""
 
-    def _signaling_handshake(self, peer: Peer, stream: Stream, raw: str | bytes) -> bool:
-        response: rp.HandshakeResponse
+    def _handshake(self, peer: Peer, stream: Stream, raw: str | bytes) -> bool:
+        """Answer a socket's first message, its signaling or data handshake request (by the socket's
+        role); True = accepted."""
+        signaling = peer.role == "signaling"
+        answer = rp.HandshakeResponse if signaling else rp.DataHandshakeResponse
+        response: rp.HandshakeResponse | rp.DataHandshakeResponse
         try:
             msg = rp.parse(raw)
         except rp.ProtocolError as exc:
-            response = rp.HandshakeResponse(rp.StatusCode.INVALID_PAYLOAD, str(exc))
+            response = answer(rp.StatusCode.INVALID_PAYLOAD, str(exc))
         else:
-            if not isinstance(msg, rp.HandshakeRequest):
-                response = rp.HandshakeResponse(
-                    rp.StatusCode.INVALID_MESSAGE_TYPE, "expected SIGNALING_HAND_SHAKE_REQ"
-                )
+            if signaling and not isinstance(msg, rp.HandshakeRequest):
+                response = answer(rp.StatusCode.INVALID_MESSAGE_TYPE, "expected SIGNALING_HAND_SHAKE_REQ")
+            elif not signaling and not isinstance(msg, rp.DataHandshakeRequest):
+                response = answer(rp.StatusCode.INVALID_MESSAGE_TYPE, "expected DATA_HAND_SHAKE_REQ")
             else:
+                assert isinstance(msg, rp.HandshakeRequest | rp.DataHandshakeRequest)
                 code, reason = self._check(stream, msg)
-                response = (
-                    rp.HandshakeResponse(code, reason) if code else stream.signaling_handshake(peer, msg)
-                )
-        peer.send(response)
-        if response.status_code:
-            log.info(
-                "signaling handshake refused",
-                extra={
-                    "meeting": stream.meeting_uuid,
-                    "status": response.status_code,
-                    "reason": response.reason,
-                },
-            )
-        return response.status_code == rp.StatusCode.OK
-
-    def _media_handshake(self, peer: Peer, stream: Stream, raw: str | bytes) -> bool:
-        response: rp.DataHandshakeResponse
-        try:
-            msg = rp.parse(raw)
-        except rp.ProtocolError as exc:
-            response = rp.DataHandshakeResponse(rp.StatusCode.INVALID_PAYLOAD, str(exc))
-        else:
-            if not isinstance(msg, rp.DataHandshakeRequest):
-                response = rp.DataHandshakeResponse(
-                    rp.StatusCode.INVALID_MESSAGE_TYPE, "expected DATA_HAND_SHAKE_REQ"
-                )
-            else:
-                code, reason = self._check(stream, msg)
-                bit = _MEDIA_KEYS[peer.role]
                 if code:
-                    response = rp.DataHandshakeResponse(code, reason)
-                elif bit is not None and msg.media_type != bit:
-                    response = rp.DataHandshakeResponse(
-                        rp.StatusCode.INVALID_MEDIA_TYPE, f"this URL serves media_type {int(bit)}"
-                    )
+                    response = answer(code, reason)
+                elif isinstance(msg, rp.HandshakeRequest):  # signaling (the checks above)
+                    response = stream.signaling_handshake(peer, msg)
                 else:
-                    response = stream.media_handshake(
-                        peer, negotiate(msg.media_type, msg.media_params, stream.source.adjust)
-                    )
+                    response = self._media_grant(peer, stream, msg)
         peer.send(response)
         if response.status_code:
             log.info(
-                "data handshake refused",
+                "signaling handshake refused" if signaling else "data handshake refused",
                 extra={
                     "meeting": stream.meeting_uuid,
                     "socket": peer.role,
@@ -422,3 +390,14 @@ class RTMSServer:
                 },
             )
         return response.status_code == rp.StatusCode.OK
+
+    def _media_grant(
+        self, peer: Peer, stream: Stream, msg: rp.DataHandshakeRequest
+    ) -> rp.DataHandshakeResponse:
+        """A valid data handshake on a media URL: refused if the URL serves another media type."""
+        bit = _MEDIA_KEYS[peer.role]
+        if bit is not None and msg.media_type != bit:
+            return rp.DataHandshakeResponse(
+                rp.StatusCode.INVALID_MEDIA_TYPE, f"this URL serves media_type {int(bit)}"
+            )
+        return stream.media_handshake(peer, negotiate(msg.media_type, msg.media_params, stream.source.adjust))
