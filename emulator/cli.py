@@ -49,6 +49,17 @@ def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | 
     return ctx
 
 
+def _server(options: dict[str, Any]) -> RTMSServer:
+    """The RTMS server the `serve` and `meeting` commands' options describe."""
+    return RTMSServer(
+        options["host"],
+        options["port"],
+        client_id=options["client_id"],
+        client_secret=options["client_secret"],
+        ssl_context=_ssl_context(options["certfile"], options["keyfile"]),
+    )
+
+
 def _emit(record: dict[str, Any]) -> None:
     click.echo(json.dumps(record, separators=(",", ":")))
 
@@ -135,13 +146,7 @@ def serve(**options: Any) -> None:
     _credentials(options, "client_id", "client_secret")
 
     async def run() -> None:
-        server = RTMSServer(
-            options["host"],
-            options["port"],
-            client_id=options["client_id"],
-            client_secret=options["client_secret"],
-            ssl_context=_ssl_context(options["certfile"], options["keyfile"]),
-        )
+        server = _server(options)
         async with server:
             _emit({"rtms_url": server.url})
             sys.stdout.flush()
@@ -266,13 +271,7 @@ async def _play_meetings(specs: list[MeetingSpec], options: dict[str, Any]) -> b
             m.prepare()
 
     await asyncio.to_thread(prepare)
-    server = RTMSServer(
-        options["host"],
-        options["port"],
-        client_id=options["client_id"],
-        client_secret=options["client_secret"],
-        ssl_context=_ssl_context(options["certfile"], options["keyfile"]),
-    )
+    server = _server(options)
     hooks = WebhookSender(
         options["webhook_url"], options["secret_token"], timeout_s=options["webhook_timeout"]
     )
