@@ -214,7 +214,6 @@ class Phase(Enum):
 class _Socket:
     conn: int
     url: str
-    opened: bool = False
     ready: bool = False  # handshake answered with status 0
     last_rx: float = 0.0
     deadline: float = 0.0  # handshake deadline until ready
@@ -298,7 +297,6 @@ class RtmsClient:
         sock = self._current(channel, conn)
         if sock is None:
             return []
-        sock.opened = True
         sock.last_rx = now
         if channel == SIGNALING:
             return [Send(channel, conn, self.handshake.hello())]
