@@ -7,7 +7,9 @@ and HTTP on 127.0.0.1, and the files in the sinks' data volume.
     ports N                          N distinct free TCP ports on 127.0.0.1
     wait-http URL [--timeout S]      until GET URL answers 200
     wait-kafka BOOTSTRAP             until the broker answers ApiVersions
-    raw BOOTSTRAP MEETING            records and end-of-stream markers of MEETING in the raw topics
+    raw BOOTSTRAP MEETING [--partitions N]
+                                     records and end-of-stream markers of MEETING in the raw topics
+                                     (and each raw topic has N partitions: RTMSFLOW_PARTITIONS)
     files DATA_DIR MEETING           the sinks' files of MEETING: present, non-trivial, decodable
     prometheus URL DASHBOARD         every target up; every dashboard query evaluates (key ones non-empty)
 """
@@ -93,10 +95,10 @@ def wait_kafka(bootstrap: str, timeout_s: float) -> dict[str, Any]:
     return {"bootstrap": bootstrap, "problems": [f"Kafka at {bootstrap} did not answer in {timeout_s:.0f}s"]}
 
 
-async def _raw_counts(bootstrap: str, meeting: str) -> dict[str, dict[str, int]]:
+async def _raw_counts(bootstrap: str, meeting: str) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """Per raw topic: the data records and end-of-stream markers keyed by `meeting` in the meeting's
     partition (murmur2 of the key, as the contract says), from its start to its end as of now: a
-    snapshot with no consumer group, so nothing is committed."""
+    snapshot with no consumer group, so nothing is committed. Also each topic's partition count."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from rtmsflow.admin import admin_client, partition_counts
@@ -108,7 +110,7 @@ async def _raw_counts(bootstrap: str, meeting: str) -> dict[str, dict[str, int]]
     counts = {topic: {"records": 0, "markers": 0, "bytes": 0} for topic in RAW_TOPICS}
     tps = [TopicPartition(topic, partition_for(meeting, n)) for topic, n in partitions.items()]
     if not tps:
-        return counts
+        return counts, partitions
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -134,20 +136,28 @@ async def _raw_counts(bootstrap: str, meeting: str) -> dict[str, dict[str, int]]
                     pending.discard(tp)
     finally:
         await consumer.stop()
-    return counts
+    return counts, partitions
 
 
-def raw(bootstrap: str, meeting: str) -> dict[str, Any]:
-    """What ingest produced for `meeting`: records of every kind and one end marker per raw topic."""
-    counts = asyncio.run(_raw_counts(bootstrap, meeting))
+def raw(bootstrap: str, meeting: str, partitions: int | None = None) -> dict[str, Any]:
+    """What ingest produced for `meeting`: records of every kind and one end marker per raw topic;
+    with `partitions`, every raw topic has that many (the stack's RTMSFLOW_PARTITIONS reached
+    the `topics` service)."""
+    counts, found = asyncio.run(_raw_counts(bootstrap, meeting))
     problems = []
+    if partitions is not None:
+        for topic in RAW_TOPICS:
+            if found.get(topic) != partitions:
+                problems.append(
+                    f"{topic} has {found.get(topic)} partitions, RTMSFLOW_PARTITIONS={partitions}"
+                )
     for topic in ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript"):
         if counts.get(topic, {}).get("records", 0) == 0:
             problems.append(f"no records of the meeting in {topic}")
     for topic, c in counts.items():
         if c["markers"] == 0:
             problems.append(f"no end-of-stream marker of the meeting in {topic}")
-    return {"meeting": meeting, "topics": counts, "problems": problems}
+    return {"meeting": meeting, "topics": counts, "partitions": found, "problems": problems}
 
 
 def _decode_mp4(path: Path) -> dict[str, Any]:
@@ -319,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("raw")
     p.add_argument("bootstrap")
     p.add_argument("meeting")
+    p.add_argument("--partitions", type=int)
     p = sub.add_parser("files")
     p.add_argument("data_dir", type=Path)
     p.add_argument("meeting")
@@ -337,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "wait-kafka":
         return _emit(wait_kafka(args.bootstrap, args.timeout))
     if args.cmd == "raw":
-        return _emit(raw(args.bootstrap, args.meeting))
+        return _emit(raw(args.bootstrap, args.meeting, args.partitions))
     if args.cmd == "files":
         return _emit(files(args.data_dir, args.meeting, args.duration))
     return _emit(prometheus(args.url, args.dashboard, args.jobs.split(",")))
