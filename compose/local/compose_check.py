@@ -4,6 +4,8 @@ Each subcommand prints one JSON object on stdout and exits 0 when its check hold
 (with the reason in the JSON's `problems`). They talk to the stack only the way a user would: Kafka
 and HTTP on 127.0.0.1, and the files in the sinks' data volume.
 
+    settings COMPOSE_FILE            every setting of rtmsflow/settings.py is passed to the stages
+                                     by COMPOSE_FILE, or named in NOT_PASSED with the reason
     ports N                          N distinct free TCP ports on 127.0.0.1
     wait-http URL [--timeout S]      until GET URL answers 200
     wait-kafka BOOTSTRAP             until the broker answers ApiVersions
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import sys
 import time
@@ -44,6 +47,40 @@ MUST_HAVE_DATA = (
     "Finalize time",
     "Stages up",
 )
+
+
+# Settings docker-compose.yml deliberately does not pass on to the stages (every other one is passed,
+# so a value in compose/.env reaches them); `settings` fails on a setting in neither place.
+NOT_PASSED = {
+    "RTMSFLOW_CACHE": "the image sets it (its own cache directory)",
+    "RTMSFLOW_SDK_HOME": "under the image's cache directory",
+    "RTMSFLOW_SDK_PYTHON": "the image's interpreter",
+    "RTMSFLOW_KAFKA_STATE": "the local broker's (`rtmsflow kafka up`), not used with the kafka service",
+    "RTMSFLOW_DEMO_KEEP_BROKER": "`rtmsflow demo` only",
+    "RTMSFLOW_INGEST_GROUP": "one stack, one set of consumer groups (the defaults)",
+    "RTMSFLOW_PROCESS_GROUP": "one stack, one set of consumer groups (the defaults)",
+    "RTMSFLOW_SINK_MEDIA_GROUP": "one stack, one set of consumer groups (the defaults)",
+    "RTMSFLOW_SINK_TRANSCRIPTS_GROUP": "one stack, one set of consumer groups (the defaults)",
+}
+
+
+def settings_passed(compose_file: Path) -> dict[str, Any]:
+    """Which settings COMPOSE_FILE gives the stages: an environment key of that name anywhere in
+    the file (the shared x-stage-env block or a service's own), e.g. `  RTMSFLOW_LOG_LEVEL:`."""
+    from rtmsflow.settings import Settings
+
+    keys = set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):", compose_file.read_text(), flags=re.MULTILINE))
+    wanted = {names[0] for names in Settings.env_names().values()}
+    problems = [
+        f"{name} is neither passed by {compose_file.name} nor listed in NOT_PASSED"
+        for name in sorted(wanted - keys - set(NOT_PASSED))
+    ]
+    problems += [
+        f"{name} is in NOT_PASSED but {compose_file.name} passes it"
+        for name in sorted(keys & set(NOT_PASSED))
+    ]
+    problems += [f"{name} is in NOT_PASSED but is no setting" for name in sorted(set(NOT_PASSED) - wanted)]
+    return {"passed": sorted(wanted & keys), "not_passed": NOT_PASSED, "problems": problems}
 
 
 def _emit(report: dict[str, Any]) -> int:
@@ -318,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("settings")
+    p.add_argument("compose_file", type=Path)
     p = sub.add_parser("ports")
     p.add_argument("count", type=int)
     p = sub.add_parser("wait-http")
@@ -340,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", default="ingest-http,ingest-worker,processor,sink-media,sink-transcripts")
     args = parser.parse_args(argv)
 
+    if args.cmd == "settings":
+        return _emit(settings_passed(args.compose_file))
     if args.cmd == "ports":
         print(" ".join(str(p) for p in free_ports(args.count)))
         return 0
