@@ -12,8 +12,11 @@ and HTTP on 127.0.0.1, and the files in the sinks' data volume.
     raw BOOTSTRAP MEETING [--partitions N]
                                      records and end-of-stream markers of MEETING in the raw topics
                                      (and each raw topic has N partitions: RTMSFLOW_PARTITIONS)
+    groups BOOTSTRAP GROUP=N...      each consumer group has N members, each owning partitions
     files DATA_DIR MEETING           the sinks' files of MEETING: present, non-trivial, decodable
-    prometheus URL DASHBOARD         every target up; every dashboard query evaluates (key ones non-empty)
+    prometheus URL DASHBOARD [--jobs JOB=N,...]
+                                     N targets of each job, all up; every dashboard query evaluates
+                                     (key ones non-empty)
 """
 
 from __future__ import annotations
@@ -197,6 +200,48 @@ def raw(bootstrap: str, meeting: str, partitions: int | None = None) -> dict[str
     return {"meeting": meeting, "topics": counts, "partitions": found, "problems": problems}
 
 
+async def _group_members(bootstrap: str, groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Per consumer group: its state and, per member (client id + member id), the partitions it owns
+    of each topic (from the broker's DescribeGroups: what the group's leader assigned)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="compose-check")
+    await admin.start()
+    try:
+        # One group a request: aiokafka 0.14 fails to decode a DescribeGroups answer holding several
+        # groups ("Buffer underrun decoding Bytes", then the connection is closed).
+        responses = [await admin.describe_consumer_groups([group]) for group in groups]
+    finally:
+        await admin.close()
+    found: dict[str, dict[str, Any]] = {}
+    for response in (r for answer in responses for r in answer):
+        for _error, group_id, state, _ptype, _protocol, members, *_ in response.groups:
+            owned: dict[str, dict[str, list[int]]] = {}
+            for member_id, client_id, _host, _metadata, assignment, *_ in members:
+                decoded = ConsumerProtocolMemberAssignment.decode(assignment) if assignment else None
+                owned[f"{client_id}/{member_id[-8:]}"] = {
+                    topic: sorted(parts) for topic, parts in (decoded.assignment if decoded else [])
+                }
+            found[group_id] = {"state": state, "members": owned}
+    return found
+
+
+def groups(bootstrap: str, wanted: dict[str, int]) -> dict[str, Any]:
+    """Each group of `wanted` has exactly that many members and every member owns at least one
+    partition: replicas of a stage (`--scale`) share its work through their consumer group."""
+    found = asyncio.run(_group_members(bootstrap, list(wanted)))
+    problems = []
+    for group, count in wanted.items():
+        members = found.get(group, {}).get("members", {})
+        if len(members) != count:
+            problems.append(f"group {group} has {len(members)} members, expected {count}")
+        for member, owned in members.items():
+            if not any(owned.values()):
+                problems.append(f"group {group}: member {member} owns no partition")
+    return {"groups": found, "problems": problems}
+
+
 def _decode_mp4(path: Path) -> dict[str, Any]:
     """Decode every packet of `path` with PyAV: stream kinds, decoded frame counts, duration."""
     import av
@@ -323,14 +368,19 @@ def dashboard_queries(dashboard: dict[str, Any]) -> Iterable[tuple[str, str]]:
                 yield panel["title"], target["expr"]
 
 
-def prometheus(url: str, dashboard_path: Path, jobs: list[str]) -> dict[str, Any]:
-    """Every scrape target of `jobs` up, and every query of the Grafana dashboard evaluated."""
+def prometheus(url: str, dashboard_path: Path, jobs: dict[str, int]) -> dict[str, Any]:
+    """`jobs[job]` scrape targets of each job, every one up, and every query of the Grafana
+    dashboard evaluated."""
     problems: list[str] = []
     targets = _get_json(f"{url}/api/v1/targets")["data"]["activeTargets"]
-    health = {t["labels"]["job"]: t["health"] for t in targets}
-    for job in jobs:
-        if health.get(job) != "up":
-            problems.append(f"target {job} is {health.get(job, 'missing')}")
+    by_job: dict[str, list[str]] = {}
+    for target in targets:
+        by_job.setdefault(target["labels"]["job"], []).append(target["health"])
+    health = {job: f"{found.count('up')}/{len(found)} up" for job, found in by_job.items()}
+    for job, count in jobs.items():
+        found = by_job.get(job, [])
+        if len(found) != count or found.count("up") != count:
+            problems.append(f"job {job}: {health.get(job, 'no target')}, expected {count} up")
     dashboard = json.loads(dashboard_path.read_text())
     panels: dict[str, dict[str, int]] = {}
     firsts: set[str] = set()
@@ -369,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bootstrap")
     p.add_argument("meeting")
     p.add_argument("--partitions", type=int)
+    p = sub.add_parser("groups")
+    p.add_argument("bootstrap")
+    p.add_argument("wanted", nargs="+", help="GROUP=MEMBERS")
     p = sub.add_parser("files")
     p.add_argument("data_dir", type=Path)
     p.add_argument("meeting")
@@ -376,7 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prometheus")
     p.add_argument("url")
     p.add_argument("dashboard", type=Path)
-    p.add_argument("--jobs", default="ingest-http,ingest-worker,processor,sink-media,sink-transcripts")
+    p.add_argument(
+        "--jobs",
+        default="ingest-http,ingest-worker,processor,sink-media,sink-transcripts",
+        help="JOB[=TARGETS],... (1 target when not given)",
+    )
     args = parser.parse_args(argv)
 
     if args.cmd == "settings":
@@ -390,9 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         return _emit(wait_kafka(args.bootstrap, args.timeout))
     if args.cmd == "raw":
         return _emit(raw(args.bootstrap, args.meeting, args.partitions))
+    if args.cmd == "groups":
+        return _emit(groups(args.bootstrap, _counts(args.wanted)))
     if args.cmd == "files":
         return _emit(files(args.data_dir, args.meeting, args.duration))
-    return _emit(prometheus(args.url, args.dashboard, args.jobs.split(",")))
+    return _emit(prometheus(args.url, args.dashboard, _counts(args.jobs.split(","))))
+
+
+def _counts(items: list[str]) -> dict[str, int]:
+    """["name=3", "other"] -> {"name": 3, "other": 1}."""
+    out = {}
+    for item in items:
+        name, _, count = item.partition("=")
+        out[name] = int(count or 1)
+    return out
 
 
 if __name__ == "__main__":
