@@ -5,8 +5,8 @@ contract would, without a consumer group (assign + seek: it never moves anybody'
 meeting's partition (`schemas.topics.partition_for`), from the beginning by default so the
 transcript so far comes first, then follows. Lines are the `transcript.txt` format,
 `[2025-05-15T13:42:21.000Z] John Doe: Hello everyone`; events print as `[time] * name: who`. An
-end-of-stream marker prints `-- end of stream <id> (<how>)`; `--once` exits when the partition's
-current end is reached, and `--until-end` when every stream seen has ended.
+end-of-stream marker on every topic tailed prints `-- end of stream <id> (<how>)`; `--once` exits
+when the partition's current end is reached, and `--until-end` when every stream seen has ended.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ def format_event(value: dict[str, Any]) -> str:
 
 
 class Tail:
-    """Prints one meeting's records from the ordered topics as they come (pure of I/O but `out`)."""
+    """Prints one meeting's records from the ordered topics as they come (pure of I/O but `out`).
 
-    def __init__(self, meeting_uuid: str, transcript_topic: str, out: TextIO) -> None:
+    A stream has ended once its end-of-stream marker has come on every topic tailed (the
+    processors forward one on each ordered topic), so with `--events` the end line follows the
+    stream's last event as well as its last utterance, whichever topic is read first."""
+
+    def __init__(self, meeting_uuid: str, topics: list[str], out: TextIO) -> None:
         self.meeting_uuid = meeting_uuid
-        self.transcript_topic = transcript_topic
+        self.transcript_topic = topics[0]
+        self.topics = frozenset(topics)
         self.out = out
         self.live: set[str] = set()  # streams seen and not ended
         self.ended: set[str] = set()
+        self.markers: dict[str, set[str]] = {}  # stream -> topics whose marker has come
 
     def record(self, topic: str, value: dict[str, Any] | None, headers: Any) -> None:
         """One record of the meeting (its key matched) as read from `topic`."""
@@ -52,10 +58,15 @@ class Tail:
             end = read_marker(headers)
             if end is None or end["rtms_stream_id"] in self.ended:
                 return
-            if topic == self.transcript_topic:  # the transcript's marker ends the stream for us
-                self.ended.add(end["rtms_stream_id"])
-                self.live.discard(end["rtms_stream_id"])
-                self.out.write(f"-- end of stream {end['rtms_stream_id']} ({end['ended'].lower()})\n")
+            stream = end["rtms_stream_id"]
+            seen = self.markers.setdefault(stream, set())
+            seen.add(topic)
+            if seen >= self.topics:
+                del self.markers[stream]
+                self.ended.add(stream)
+                self.live.discard(stream)
+                self.out.write(f"-- end of stream {stream} ({end['ended'].lower()})\n")
+                self.out.flush()
             return
         stream = value["rtms_stream_id"]
         if stream not in self.ended:
@@ -84,7 +95,7 @@ async def run_tail(
     await codec.prepare(topics)
     consumer: AIOKafkaConsumer = make_consumer(group_id=None, settings=settings)
     await consumer.start()
-    tail = Tail(meeting_uuid, topics[0], out)
+    tail = Tail(meeting_uuid, topics, out)
     key = meeting_uuid.encode()
     seen = 0
     try:

@@ -84,6 +84,8 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
             "complete": True,
         }
         await send(transcript, MEETING, None, marker_headers(end))
+        # the processors forward the stream's marker on every ordered topic: events too
+        await send(events, MEETING, None, marker_headers({**end, "topic": "rtms.events", "counts": {"EVENT": 1}}))
     finally:
         await producer.stop()
 
@@ -96,6 +98,33 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
     assert "[2025-05-15T13:42:21.000Z] John Doe: Hello everyone" in lines
     assert "[2025-05-15T13:42:23.000Z] Participant 16778241: Two lines" in lines
     assert "[2025-05-15T13:42:22.000Z] * participant_join: Ada" in lines
+    # the end line comes once, after the last utterance and the last event, whichever topic was read first
     assert lines[-1] == f"-- end of stream {STREAM} (stopped)"
+    assert sum(line.startswith("-- end of stream") for line in lines) == 1
     assert not [line for line in lines if "not this meeting" in line]
     assert len(lines) == 4
+
+
+def test_a_stream_ends_for_tail_once_its_marker_came_on_every_topic_tailed() -> None:
+    """Pure: with --events the transcript's marker alone does not end the stream (events may
+    still come from the other topic); the events marker then does, and only once."""
+    import io
+
+    from sinks.tail import Tail
+
+    out = io.StringIO()
+    tail = Tail(MEETING, ["p.rtms.transcript", "p.rtms.events"], out)
+    end = {"meeting_uuid": MEETING, "rtms_stream_id": STREAM, "topic": "rtms.transcript", "ended": "STOPPED",
+           "stream_started_ms": T0 - 5000, "ingest_epoch": 1, "counts": {}, "complete": True}  # fmt: skip
+    tail.record("p.rtms.transcript", utterance(MEETING, 0, "John Doe", "Hello", T0), [])
+    tail.record("p.rtms.transcript", None, marker_headers(end))
+    assert not tail.all_ended and "end of stream" not in out.getvalue()
+    tail.record("p.rtms.events", None, marker_headers({**end, "topic": "rtms.events"}))
+    tail.record("p.rtms.events", None, marker_headers({**end, "topic": "rtms.events"}))  # repeated: a no-op
+    assert tail.all_ended
+    assert out.getvalue().count(f"-- end of stream {STREAM} (stopped)") == 1
+    # control: tailing the transcript alone, its marker ends the stream
+    alone = Tail(MEETING, ["p.rtms.transcript"], io.StringIO())
+    alone.record("p.rtms.transcript", utterance(MEETING, 0, "John Doe", "Hello", T0), [])
+    alone.record("p.rtms.transcript", None, marker_headers(end))
+    assert alone.all_ended
