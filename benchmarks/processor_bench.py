@@ -267,6 +267,12 @@ class Probe:
             self.sample()
             await asyncio.sleep(0.02)
 
+    def rss_by_quarter(self, start_ms: float, end_ms: float) -> list[float]:
+        """RSS (MB) at the start, 1/4, 1/2, 3/4 and end of [start_ms, end_ms]: a steady climb is
+        memory growing with the stream length, a plateau buffers filling once."""
+        marks = [start_ms + (end_ms - start_ms) * q / 4 for q in range(5)]
+        return [round(min(self.samples, key=lambda s: abs(s[0] - m))[2] / 1024, 1) for m in marks]
+
     def cpu_at(self, wall_ms: float) -> float:
         """CPU seconds at a wall time, interpolated between samples."""
         before = [s for s in self.samples if s[0] <= wall_ms] or self.samples[:1]
@@ -394,7 +400,8 @@ async def throughput(
             "streams": mix.streams, "seconds": mix.seconds, "raw_records": n, "out_records": watcher.count,
             "events_per_s": round(n / span_s), "cpu_s": round(cpu_s, 1), "events_per_cpu_s": round(n / max(cpu_s, 1e-3)),
             "cpu_ms_per_1000": round(cpu_s * 1e6 / n, 1),
-            "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
+            "peak_rss_mb": round(probe.hwm_kb / 1024, 1), "rss_mb_by_quarter": probe.rss_by_quarter(watcher.first_ms, watcher.last_marker_ms),
+            **load.figures(),
         }  # fmt: skip
     finally:
         await drop_topics(settings)
@@ -571,7 +578,8 @@ def summary(kind: str, r: dict[str, Any]) -> str:
     return (f"{r['shell']}, {r['streams']} streams x {r['seconds']:g} s: {r['raw_records']:,} raw -> "
             f"{r['out_records']:,} out, {r['events_per_s']:,} events/s, {r['events_per_cpu_s']:,} per CPU-s "
             f"({r['cpu_ms_per_1000']} CPU ms per 1000), "
-            f"RSS peak {r['peak_rss_mb']} MB; machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip
+            f"RSS peak {r['peak_rss_mb']} MB (by quarter of the run: {r['rss_mb_by_quarter']}); "
+            f"machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
