@@ -21,6 +21,7 @@ schema (GET /schemas/ids/{id}) once and decodes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import json
@@ -288,9 +289,7 @@ class Codec:
                 subject = _subject(topic)
                 current = self.schema_for(topic)
                 if (subject, current.fingerprint) not in self._id_by_subject:
-                    answer = await self._request(
-                        session, "POST", f"/subjects/{subject}/versions", current.json
-                    )
+                    answer = await self._register(session, subject, current.json)
                     self._remember(subject, _id_of(answer, self.registry_url), current)
                 for old in catalog().history.get(current.name, ()):
                     if (subject, old.fingerprint) in self._id_by_subject:
@@ -301,6 +300,22 @@ class Codec:
                     if answer is not None:  # never registered: no data written with it here
                         self._remember(subject, _id_of(answer, self.registry_url), old)
                 self._writers.pop(topic, None)
+
+    async def _register(
+        self, session: aiohttp.ClientSession, subject: str, schema_json: str
+    ) -> dict[str, Any] | None:
+        """POST the schema to the subject. Stages starting together register the same subjects at
+        once, and a registry may answer one of two simultaneous first registrations 409 (Apicurio:
+        "artifact already exists"); asked again, it answers the id. A 409 that stays (Confluent's
+        answer to an incompatible schema) is raised after a few tries."""
+        for attempt in range(_REGISTER_TRIES):
+            try:
+                return await self._request(session, "POST", f"/subjects/{subject}/versions", schema_json)
+            except RegistryError as exc:
+                if " answered HTTP 409" not in str(exc) or attempt == _REGISTER_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _remember(self, subject: str, schema_id: int, schema: SchemaVersion) -> None:
         self._id_by_subject[(subject, schema.fingerprint)] = schema_id
@@ -356,6 +371,9 @@ class Codec:
         if not isinstance(answer, dict):
             raise RegistryError(f"{method} {url} answered {text[:200]!r}, expected a JSON object")
         return answer
+
+
+_REGISTER_TRIES = 5
 
 
 def _subject(topic: str) -> str:

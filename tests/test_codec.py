@@ -4,6 +4,7 @@ framing works against a real schema registry (Apicurio, started by the session f
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -344,6 +345,18 @@ async def test_prepare_registers_under_topic_name_strategy_once(schema_registry:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{schema_registry}/subjects/{prefix}{AUDIO.name}-value/versions") as resp:
             assert await resp.json(content_type=None) == [1]
+
+
+async def test_stages_starting_together_all_register_and_agree_on_the_ids(schema_registry: str, prefix: str) -> None:
+    """Every stage registers the schemas it uses at start; compose starts them together. Eight
+    codecs registering every subject at once all succeed (the registry may answer one of two
+    simultaneous first registrations 409) and end with the same ids."""
+    topics = [prefix + TOPIC_OF_SCHEMA[name] for name in sorted(TOPIC_OF_SCHEMA)]
+    codecs = [Codec(schema_registry, prefix) for _ in range(8)]
+    await asyncio.gather(*(c.prepare(topics) for c in codecs))
+    record = SAMPLES["audio_frame"][0]
+    ids = {int.from_bytes(c.encode(prefix + AUDIO.name, record)[1:5], "big") for c in codecs}
+    assert ids == {await _latest_id(schema_registry, f"{prefix}{AUDIO.name}-value")}
 
 
 async def test_encode_before_prepare_says_what_to_do(schema_registry: str, prefix: str) -> None:
