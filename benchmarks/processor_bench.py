@@ -41,6 +41,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -648,13 +649,15 @@ def run() -> None:
     if not os.environ.get("RTMSFLOW_KAFKA_BOOTSTRAP"):
         from rtmsflow.broker import LocalKafka
 
-        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="processor-bench-kafka-")))
+        broker_dir = Path(tempfile.mkdtemp(prefix="processor-bench-kafka-"))
+        broker = LocalKafka(broker_dir)
         os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
     try:
         print(json.dumps(asyncio.run(main(args)), indent=2))
     finally:
         if broker is not None:
             broker.stop()
+            shutil.rmtree(broker_dir, ignore_errors=True)  # its log holds every record written (GBs)
 
 
 if __name__ == "__main__":

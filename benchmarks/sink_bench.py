@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,13 +185,15 @@ def run() -> None:
     if not os.environ.get("RTMSFLOW_KAFKA_BOOTSTRAP"):
         from rtmsflow.broker import LocalKafka
 
-        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="sink-bench-kafka-")))
+        broker_dir = Path(tempfile.mkdtemp(prefix="sink-bench-kafka-"))
+        broker = LocalKafka(broker_dir)
         os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
     try:
         print(json.dumps(asyncio.run(main(lengths, args.resolution)), indent=2))
     finally:
         if broker is not None:
             broker.stop()
+            shutil.rmtree(broker_dir, ignore_errors=True)  # its log holds every record written (GBs)
 
 
 if __name__ == "__main__":
