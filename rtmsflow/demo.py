@@ -85,6 +85,25 @@ def _describe(data_dir: Path, since: float) -> dict[str, Any]:
     return report
 
 
+def _holds(manifests: dict[str, Any]) -> list[str]:
+    """What the stream's files hold, from its manifests: a line each for media and transcript."""
+    lines = []
+    media, text = manifests.get("manifest.json"), manifests.get("transcript.manifest.json")
+    for manifest, kind in ((media, "media"), (text, "transcript")):
+        if not manifest or not manifest.get("streams"):
+            continue
+        stream = manifest["streams"][0]
+        counts = ", ".join(f"{n} {k.lower()}" for k, n in sorted(stream.get("frame_counts", {}).items()))
+        gaps = len(stream.get("gaps", []))
+        how = stream.get("ended", {}).get("how", "?")
+        people = ", ".join(p.get("name") or str(p["participant_id"]) for p in manifest.get("participants", []))
+        lines.append(
+            f"{kind}: {stream.get('duration_ms', 0) / 1000:.1f} s, {counts}; {gaps} gap(s); "
+            f"finalized by {how}" + (f"; participants: {people}" if people and kind == "media" else "")
+        )
+    return lines
+
+
 @click.command()
 @click.option("--participants", default=3, show_default=True, type=click.IntRange(1, 500),
               help="Participants in the emulated meeting.")  # fmt: skip
@@ -214,4 +233,6 @@ def demo(
         click.echo(f"  {stream_dir}/")
         for name, size in entry["files"].items():
             click.echo(f"    {name:<32} {size:>12,} bytes")
+        for line in _holds(entry["manifests"]):
+            click.echo(f"    {line}")
     click.echo(f"summary: {summary}")

@@ -35,6 +35,9 @@ def test_demo_turns_a_meeting_into_recordings_and_transcripts(
     expected = {"recording.mp4", "audio.wav", "transcript.txt", "transcript.vtt", "transcript.srt"}
     assert expected <= files, files
     assert str(stream_dir) in run.stdout and "recording.mp4" in run.stdout
+    # and what they hold, from the manifests
+    assert "media: " in run.stdout and f"{4 * 50} audio" in run.stdout and f"{4 * 25} video" in run.stdout
+    assert "finalized by marker" in run.stdout
 
     manifest = json.loads((stream_dir / "manifest.json").read_text())
     (stream,) = manifest["streams"]
