@@ -397,7 +397,12 @@ class PartitionCore:
             seen[1] = offset
         self._participants(st, topic, record)
         lane = self._lane(st, topic, kind, record)
-        item = _Item(record["timestamp_ms"], identity_digest(record), offset, record)
+        order_ms = record["timestamp_ms"]
+        if topic == RAW_TRANSCRIPT and record.get("start_time_ms") is not None:
+            # Zoom's `timestamp` is when the utterance began, shared by all its fragments (which a
+            # digest tie-break would put in any order): a piece is placed by its own start
+            order_ms = record["start_time_ms"]
+        item = _Item(order_ms, identity_digest(record), offset, record)
         outcome = lane.buffer.push(item)
         fate = outcome.fate
         lateness = outcome.lateness_ms
