@@ -178,6 +178,16 @@ def test_wav_is_the_pcm_ingest_received_with_silence_exactly_at_the_manifest_gap
     for start, length in gaps:  # trailing
         assert len(expected) == start * 32
         expected += bytes(length * 32)
+    # the tracks end together: where the video lane ends after the audio's trailing gap (by less
+    # than a frame), the sink pads the audio with silence (counted in audio_tracks' silence_samples)
+    stream = media_manifest(meeting)["streams"][0]
+    assert stream["start_ms"] == origin
+    padding = (stream["stop_ms"] - origin) * 32 - len(expected)
+    fps = video_frames(meeting)[0]["media"]["fps"]
+    assert 0 <= padding <= (1000 // fps) * 32, padding
+    expected += bytes(padding)
+    silence = sum(g["duration_ms"] for g in listed if g["kind"] == "audio") * 16 + padding // 2
+    assert media_manifest(meeting)["audio_tracks"]["audio.wav"]["silence_samples"] == silence
 
     with wave.open(str(meeting.stream_dir / "audio.wav")) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
