@@ -1,5 +1,9 @@
 """The processors' pure core: one partition's raw records in, ordered output records out.
 
+(Why one module of ~680 lines: `PartitionCore`, its lanes and their snapshot/restore are one state
+machine whose restart exactness depends on all of it at once; the reorder, gap and utterance rules
+it drives live in their own modules.)
+
 `PartitionCore` is fed the raw records of one partition number (all four raw topics), one at a time
 in offset order per topic, and returns what to write: ordered frames, gap records, utterances,
 events, forwarded end-of-stream markers, `rtms.late` and `rtms.deadletter` records. No broker, no

@@ -117,19 +117,9 @@ def disturbed(codec: Codec, raw: list[Raw], kills: list[tuple[int, int]], rnd: r
         core = PartitionCore(0, codec.decode, LaneConfig(300), state)
         topics.restart(ends)
         per_topic = [[r for r in raw if r[0] == t and r[1] >= state["commits"].get(t, 0)] for t in RAW]
-        queue = interleave_topics(per_topic, rnd)
+        queue = interleave(*per_topic, seed=rnd.randrange(1 << 30))
     feed(len(queue))
     return topics
-
-
-def interleave_topics(per_topic: list[list[Raw]], rnd: random.Random) -> list[Raw]:
-    queues, out = [q for q in per_topic if q], []
-    while queues:
-        q = rnd.choice(queues)
-        out.append(q.pop(0))
-        if not q:
-            queues.remove(q)
-    return out
 
 
 @pytest.mark.parametrize("kill_count", [1, 2, 3, 4])
