@@ -176,11 +176,14 @@ class Send:
 
 @dataclass(frozen=True)
 class Disconnect:
-    """Close the socket `conn` of `channel` with `code` (its later events are stale)."""
+    """Close the socket `conn` of `channel` with `code`. Without `drain` its later events are stale
+    (the shell drops it at once); with `drain` the shell performs the closing handshake and keeps
+    reporting what the server sent before its close frame, then the close (see `Phase.DRAINING`)."""
 
     channel: str
     conn: int
     code: int = 1000
+    drain: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,11 @@ class Phase(Enum):
     READY = "ready"  # streaming
     BACKOFF = "backoff"  # waiting to reconnect everything
     CLOSING = "closing"  # STREAM_CLOSE_REQ sent, waiting for the response
+    # The stream is over (terminated, closed, left): signaling is closed, the media sockets are
+    # closing and their last frames still delivered. Zoom writes media and signaling on separate
+    # TCP connections, so the TERMINATED on signaling can overtake frames still on their way on a
+    # media socket; closing media with the stop would drop them.
+    DRAINING = "draining"
     ENDED = "ended"
 
 
@@ -244,7 +252,8 @@ class RtmsClient:
         self.url_index = 0
         self.backoff = config.backoff(self.rng)
         self.retry_at: float | None = None
-        self.close_deadline: float | None = None
+        self.close_deadline: float | None = None  # CLOSING: the response's; DRAINING: the drain's
+        self.drained_outcome: SessionOutcome | None = None  # DRAINING: the outcome once drained
         self.sockets: dict[str, _Socket] = {}
         self.media: dict[str, _MediaSlot] = {}
         self.values = MediaValues(session.product)  # received messages -> values
@@ -269,6 +278,8 @@ class RtmsClient:
 
     def next_deadline(self) -> float | None:
         """The earliest time `on_tick` has something to do (None = only socket events matter)."""
+        if self.phase is Phase.DRAINING:
+            return self.close_deadline
         times: list[float] = []
         if self.retry_at is not None:
             times.append(self.retry_at)
@@ -351,9 +362,14 @@ class RtmsClient:
             return actions
         if self.close_deadline is not None and now >= self.close_deadline:
             self.close_deadline = None
+            if self.phase is Phase.DRAINING:
+                log.warning("RTMS media not closed in time", extra=self._ctx(media=sorted(self.sockets)))
+                return self._close_all() + self._finish_drained(" (media not closed in time)")
             return self._close_all() + self._finish(
                 True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "close timed out"
             )
+        if self.phase is Phase.DRAINING:
+            return actions
         if self.phase is Phase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.url_index = 0
@@ -389,7 +405,7 @@ class RtmsClient:
         An interruption is news only if we have not reconnected since: with a reconnect under way,
         or streaming again since `since_wall_ms` (the webhook's time), it is ignored, so Zoom's
         report of a drop we already healed does not tear the new connection down."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING):
+        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
             return []
         if not server_urls:
             if self.phase in (Phase.SIGNALING, Phase.MEDIA):
@@ -411,7 +427,7 @@ class RtmsClient:
 
     def request_stop(self, now: float, close_stream: bool) -> list[Action]:
         """Leave. `close_stream` asks Zoom to end the stream (STREAM_CLOSE_REQ, wait for 22)."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING):
+        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
             return []
         sig = self.sockets.get(SIGNALING)
         if close_stream and sig is not None and sig.ready:
@@ -421,7 +437,7 @@ class RtmsClient:
                 slot.retry_at = None
             self.close_deadline = now + self.config.close_timeout_s
             return [Send(SIGNALING, sig.conn, self.handshake.close())]
-        return self._close_all() + self._finish(close_stream, None, "left")
+        return self._drain(now, close_stream, None, "left")
 
     # --- signaling ---------------------------------------------------------------------------------
 
@@ -441,7 +457,7 @@ class RtmsClient:
                 ]
                 if update.state == StreamState.TERMINATED:
                     log.info("RTMS stream terminated", extra=self._ctx(stop_reason=update.reason))
-                    actions += self._close_all() + self._finish(True, update.reason, "stream terminated")
+                    actions += self._drain(now, True, update.reason, "stream terminated")
                 return actions
             if msg_type == MsgType.SESSION_STATE_UPDATE:
                 s = proto.SessionStateUpdate.from_dict(msg)
@@ -450,9 +466,7 @@ class RtmsClient:
             if msg_type == MsgType.STREAM_CLOSE_RESP:
                 proto.StreamCloseResponse.from_dict(msg)
                 if self.phase is Phase.CLOSING:
-                    return self._close_all() + self._finish(
-                        True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us"
-                    )
+                    return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
                 return []
             if msg_type in STATE_MSGS:
                 state = msg.get("state")
@@ -619,11 +633,11 @@ class RtmsClient:
     def _lost(self, channel: str, now: float, why: str, was_ready: bool = False) -> list[Action]:
         """A socket is gone (closed, failed, silent): decide what to reconnect. `was_ready`: its
         handshake had succeeded, so this is a drop of a working connection (reconnect at once)."""
+        if self.phase is Phase.DRAINING:
+            return [] if self.sockets else self._finish_drained()
         if self.phase is Phase.CLOSING:
             if channel == SIGNALING:
-                return self._close_all() + self._finish(
-                    True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us"
-                )
+                return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
             return []
         if self.phase in (Phase.ENDED, Phase.BACKOFF, Phase.IDLE):
             return []
@@ -665,6 +679,32 @@ class RtmsClient:
         for slot in self.media.values():
             slot.retry_at = None
         return actions
+
+    def _drain(self, now: float, ended: bool, stop_reason: int | None, detail: str) -> list[Action]:
+        """The stream is over: close signaling (and any socket still handshaking) now; close the
+        working media sockets with a closing handshake and finish once each has reported its close,
+        so the frames the server wrote before it are delivered (at most `close_timeout_s`)."""
+        actions: list[Action] = []
+        for channel, sock in list(self.sockets.items()):
+            drain = channel != SIGNALING and sock.ready
+            actions.append(Disconnect(channel, sock.conn, drain=drain))
+            if not drain:
+                del self.sockets[channel]
+        self.retry_at = None
+        for slot in self.media.values():
+            slot.retry_at = None
+        if not self.sockets:
+            return actions + self._finish(ended, stop_reason, detail)
+        self.phase = Phase.DRAINING
+        self.drained_outcome = SessionOutcome(ended=ended, stop_reason=stop_reason, detail=detail)
+        self.close_deadline = now + self.config.close_timeout_s
+        return actions
+
+    def _finish_drained(self, note: str = "") -> list[Action]:
+        outcome = self.drained_outcome
+        assert outcome is not None
+        self.drained_outcome = None
+        return self._finish(outcome.ended, outcome.stop_reason, outcome.detail + note)
 
     def _finish(self, ended: bool, stop_reason: int | None, detail: str) -> list[Action]:
         self.phase = Phase.ENDED

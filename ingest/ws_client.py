@@ -231,7 +231,10 @@ class WebSocketBackend(TaskBackend):
                 key = (action.channel, action.conn)
                 self._readers[key] = asyncio.create_task(self._socket(action), name=f"ws:{action.channel}")
             elif isinstance(action, Disconnect):
-                self._disconnect(action.channel, action.conn, action.code)
+                if action.drain:
+                    self._drain(action.channel, action.conn, action.code)
+                else:
+                    self._disconnect(action.channel, action.conn, action.code)
             elif isinstance(action, Finish):
                 outcome = action.outcome
         return outcome
@@ -303,6 +306,23 @@ class WebSocketBackend(TaskBackend):
             if reader is not None and not reader.done():
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
+
+        task = asyncio.create_task(close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _drain(self, channel: str, conn: int, code: int) -> None:
+        """Start the closing handshake and leave the reader running: it reports every message the
+        server sent before its close frame, then the close (the client finishes on that)."""
+        ws = self._sockets.get((channel, conn))
+        if ws is None:
+            return
+
+        async def close() -> None:
+            try:
+                await ws.close(code)
+            except Exception:  # the reader reports how the socket ended
+                pass
 
         task = asyncio.create_task(close())
         self._closers.add(task)

@@ -157,3 +157,30 @@ async def test_malformed_frames_go_to_deadletter_and_the_meeting_goes_on(
             b'{"msg_type":14,"content":{"user_id":0,"user_name":"","data":"!!not*base64!!"'
         )
         assert all(v["rtms_stream_id"] == identity.rtms_stream_id for v in values)
+
+
+async def test_what_media_sockets_carry_behind_the_terminated_still_reaches_kafka(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    """Zoom writes media and signaling on separate connections, so the end of the stream on
+    signaling can overtake the last messages on a media socket. Here one message is written on the
+    audio socket right after STREAM_STATE TERMINATED: the client closes media with a handshake and
+    still delivers it (a malformed one, so it is easy to find: on the dead-letter topic)."""
+    meeting = await asyncio.to_thread(small_meeting, 7, 6.0)
+    async with ingest_stack(settings) as stack:
+        await stack.start_worker()
+        # the server leaves the closing to the client (its own close of leftovers comes far later)
+        identity, handle = stack.stream(meeting, speed=1.5, faults=Faults(close_grace_s=600))
+        await stack.hooks.rtms_started(identity)
+        async with asyncio.timeout(MEDIA_DEADLINE_S):
+            await handle.wait_media(4500)  # past the first transcript piece
+        handle.stop()
+        assert handle.inject(Malformed.BAD_JSON, "audio")  # the socket is still open: written
+        raw = await finish(stack, identity, handle)
+        # every media socket closed by its handshake (the reader reported it), not given up on
+        assert (await stack.backends[0].wait()).detail == "stream terminated"
+        assert_same_frames(handle.sent, raw)
+        letters = await read_topic(stack.settings, stack.settings.topic_prefix + "rtms.deadletter")
+        assert [(k, v["error"]) for k, v, _, _ in letters] == [
+            (identity.instance_id.encode(), "ProtocolError.bad_json")
+        ]

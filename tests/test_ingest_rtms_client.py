@@ -330,13 +330,49 @@ def test_silent_media_socket_is_treated_as_lost() -> None:
     assert [c.channel for c in of(actions, Connect)] == ["video"]
 
 
-def test_stream_terminated_closes_everything_with_its_reason() -> None:
+AUDIO_FRAME = {"msg_type": 14, "content": {"user_id": 0, "data": "AAAA", "timestamp": 60}}
+
+
+def close_media(h: Harness, actions: list[Action]) -> list[Action]:
+    """The server answers each draining socket's close: the client's last actions."""
+    out: list[Action] = []
+    for d in of(actions, Disconnect):
+        if d.drain:
+            out += h.close(d.channel, 1000)
+    return out
+
+
+def test_stream_terminated_closes_signaling_and_drains_media_before_finishing() -> None:
+    """TERMINATED on signaling can overtake frames still on their way on a media socket: the media
+    sockets close with a handshake and what they deliver meanwhile still counts; the session ends
+    with the stream's reason once every one of them has closed."""
     h = ready_client()
     actions = h.recv(SIGNALING, {"msg_type": 8, "state": 4, "reason": 6, "timestamp": 50})
     assert isinstance(actions[0], Deliver) and actions[0].item.name == "stream_state"
-    assert {d.code for d in of(actions, Disconnect)} == {1000} and len(of(actions, Disconnect)) == 4
+    closes = of(actions, Disconnect)
+    assert {d.code for d in closes} == {1000} and len(closes) == 4
+    assert {d.channel for d in closes if d.drain} == {"audio", "video", "transcript"}  # media drains
+    assert [d.drain for d in closes if d.channel == SIGNALING] == [False]
+    assert of(actions, Finish) == [] and h.client.phase is Phase.DRAINING
+    (late,) = of(h.recv("audio", AUDIO_FRAME), Deliver)  # a frame that was behind the TERMINATED
+    assert late.item.timestamp_ms == 60 and late.item.payload == b"\0\0\0"
+    assert h.run(h.client.request_stop(h.now, close_stream=False)) == []  # already leaving
+    assert h.close("audio", 1000) == [] and h.close("video", 1000) == []
+    (finish,) = of(h.close("transcript", 1000), Finish)
+    assert finish.outcome.ended and finish.outcome.stop_reason == 6 and h.client.ended
+    assert finish.outcome.detail == "stream terminated"
+
+
+def test_a_media_socket_that_never_closes_is_given_up_after_the_close_timeout() -> None:
+    h = ready_client()
+    h.recv(SIGNALING, {"msg_type": 8, "state": 4, "reason": 6, "timestamp": 50})
+    assert h.client.next_deadline() == h.now + CONFIG.close_timeout_s  # not the idle timeouts
+    assert h.tick(CONFIG.close_timeout_s - 0.1) == []
+    actions = h.tick(0.2)
+    assert len(of(actions, Disconnect)) == 3 and not any(d.drain for d in of(actions, Disconnect))
     (finish,) = of(actions, Finish)
     assert finish.outcome.ended and finish.outcome.stop_reason == 6
+    assert finish.outcome.detail == "stream terminated (media not closed in time)"
 
 
 def test_stop_with_close_stream_sends_21_and_waits_for_22() -> None:
@@ -344,7 +380,8 @@ def test_stop_with_close_stream_sends_21_and_waits_for_22() -> None:
     actions = h.run(h.client.request_stop(h.now, close_stream=True))
     assert sent(actions) == [(SIGNALING, {"msg_type": 21, "rtms_stream_id": "stream-1"})]
     done = h.recv(SIGNALING, {"msg_type": 22, "rtms_stream_id": "stream-1", "status_code": 0})
-    assert len(of(done, Disconnect)) == 4 and of(done, Finish)[0].outcome.stop_reason == 20
+    assert len(of(done, Disconnect)) == 4 and of(done, Finish) == []
+    assert of(close_media(h, done), Finish)[0].outcome.stop_reason == 20
 
 
 def test_stop_with_close_stream_gives_up_waiting_after_the_timeout() -> None:
@@ -357,8 +394,18 @@ def test_stop_with_close_stream_gives_up_waiting_after_the_timeout() -> None:
 def test_leave_without_closing_the_stream() -> None:
     h = ready_client()
     actions = h.run(h.client.request_stop(h.now, close_stream=False))
-    assert len(of(actions, Disconnect)) == 4 and not of(actions, Finish)[0].outcome.ended
+    assert len(of(actions, Disconnect)) == 4 and of(actions, Finish) == []
     assert h.run(h.client.request_stop(h.now, close_stream=False)) == []  # idempotent
+    assert not of(close_media(h, actions), Finish)[0].outcome.ended
+
+
+def test_leave_before_media_is_up_finishes_at_once() -> None:
+    h = Harness(RtmsClient(SESSION, CONFIG, random.Random(7)))
+    h.run(h.client.start(h.now))
+    h.open(SIGNALING)
+    actions = h.run(h.client.request_stop(h.now, close_stream=False))
+    assert [d.drain for d in of(actions, Disconnect)] == [False]
+    assert not of(actions, Finish)[0].outcome.ended
 
 
 def test_failover_reconnects_everything_to_the_new_url_at_once() -> None:
