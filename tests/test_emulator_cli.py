@@ -142,7 +142,8 @@ async def run_cli(tmp_path: Path, *args: str) -> tuple[int, list[dict[str, Any]]
         sys.executable, "-m", "rtmsflow.cli", "emulator", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env(tmp_path),
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    # deadlines only catch a hang: a loaded machine makes the subprocess slow, never wrong
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
     lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
     assert proc.returncode is not None
     return proc.returncode, lines, err.decode()
@@ -163,7 +164,7 @@ async def test_meeting_announces_plays_and_stops_every_stream(receiver: Receiver
     assert sorted(s["rtms_stream_id"] for s in stopped) == sorted(r["rtms_stream_id"] for r in reports)
     assert {s["stop_reason"] for s in stopped} == {2}
     for report in reports:
-        got = await asyncio.wait_for(receiver.clients[report["rtms_stream_id"]], 10)
+        got = await asyncio.wait_for(receiver.clients[report["rtms_stream_id"]], 120)
         assert got.stream_states[-1] == (rp.StreamState.TERMINATED, 2)
         assert got.frames[14] > 100 and got.frames[15] > 50 and got.audio_bytes % 640 == 0
         assert 3 in got.events and 2 in got.events
@@ -201,12 +202,12 @@ async def test_serve_prints_its_url_and_stops_on_sigint(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
         url = json.loads(line)["rtms_url"]
         with pytest.raises(InvalidStatus, match="404"):
             async with connect(url + "/rtms/unknown/signaling"):
                 pass
     finally:
         proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 15)
+        await asyncio.wait_for(proc.wait(), 60)
     assert proc.returncode == 0
