@@ -24,8 +24,13 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   PyAV rescales them to whatever time base the muxer chose when writing the header.
 * Deterministic bytes: `fflags=+bitexact` on the container (no encoder/version/time metadata)
   and the `bitexact` flag on the AAC encoder (no version string; float DSP without the
-  non-bit-exact SIMD paths). The AAC encoder runs the "fast" coder: ~3x the speed of FFmpeg's
-  default "twoloop" on 16 kHz speech (measured), and AAC encoding is most of a rebuild's time.
+  non-bit-exact SIMD paths).
+* AAC encoding is most of a rebuild's time, so the encoder runs FFmpeg's "fast" coder (~3x its
+  default "twoloop" on 16 kHz speech) at a constant quality (VBR: a fixed `DEFAULT_AAC_QUALITY`
+  lambda). At a target bitrate (ABR) FFmpeg re-encodes every frame whose size strays from the
+  target, ~2.5 passes a frame on speech; at a constant quality each frame is encoded once, ~2.5x
+  faster, with the same noise on speech (SNR, segmental SNR) at ~42 instead of ~47 kbit/s
+  (BENCHMARKS.md, "Sinks"). `aac_quality=None` encodes at `aac_bitrate` (ABR) instead.
 * The track header's size is `video_size` (the negotiated RTMS resolution); the pictures' real
   sizes come from the in-band SPS.
 * Fragmented MP4 by default (a fragment per keyframe, `moov` after the first fragment, `mfra`
@@ -68,6 +73,11 @@ from sinks.media_timeline import (
 )
 
 DEFAULT_AAC_BITRATE = 48_000
+# FFmpeg's AAC encoder in constant-quality mode: its lambda (`-q:a` = lambda / 118). 177 with the
+# nominal 48 kbit/s above (which sizes the psychoacoustic model's and the coder's bit budgets)
+# gives speech the noise of the old 48 kbit/s ABR encode; above ~177 the coder's budget caps it.
+DEFAULT_AAC_QUALITY = 177
+_S16_SCALE = np.float32(2.0**-15)
 _ANNEXB_STARTS = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
 # A fragment per video keyframe (about a second), the moov written once the first fragment is
 # complete (so the avcC comes from the first access unit, not from nothing), fragments addressed
@@ -121,6 +131,7 @@ class Mp4Recorder:
         audio: bool = True,
         video_size: tuple[int, int] = (1280, 720),
         aac_bitrate: int = DEFAULT_AAC_BITRATE,
+        aac_quality: int | None = DEFAULT_AAC_QUALITY,
         audio_tolerance_ms: int = DEFAULT_AUDIO_TOLERANCE_MS,
         fragmented: bool = True,
     ) -> None:
@@ -130,6 +141,7 @@ class Mp4Recorder:
         self.origin_ms = origin_ms
         self._video_size = video_size
         self._aac_bitrate = aac_bitrate
+        self._aac_quality = aac_quality
         self._fragmented = fragmented
         self.video_timeline = VideoTimeline(origin_ms) if video else None
         self.audio_timeline = AudioTimeline(origin_ms, audio_tolerance_ms) if audio else None
@@ -164,7 +176,11 @@ class Mp4Recorder:
                 ctx.bit_rate = self._aac_bitrate
                 ctx.time_base = AUDIO_TIME_BASE
                 ctx.flags |= av.codec.context.Flags.bitexact
-                ctx.options = {"aac_coder": "fast"}
+                options = {"aac_coder": "fast"}
+                if self._aac_quality is not None:
+                    ctx.qscale = True  # constant quality: one encode per frame, no rate loop
+                    options["global_quality"] = str(self._aac_quality)  # lambda, not q
+                ctx.options = options
                 astream.time_base = AUDIO_TIME_BASE
                 self._astream = astream
             container.start_encoding()
@@ -189,7 +205,7 @@ class Mp4Recorder:
                 last = self._framer.flush()
                 if last is not None:
                     self._encode(last)
-                self._mux_aac(self._astream.encode(None))
+                self._drain_encoder(None)
             self._container.close()
         except BaseException:
             self.abort()
@@ -273,8 +289,10 @@ class Mp4Recorder:
             raise RuntimeError(f"recorder is {self.state.value}, not open")
 
     def _mux_video(self, sample: VideoSample | None) -> None:
-        if sample is None:
-            return
+        if sample is not None:
+            self._mux_video_now(sample)
+
+    def _mux_video_now(self, sample: VideoSample) -> None:
         packet = av.Packet(sample.data)
         packet.stream = self._vstream
         packet.time_base = VIDEO_TIME_BASE
@@ -290,12 +308,21 @@ class Mp4Recorder:
             self._encode(frame)
 
     def _encode(self, frame: PcmFrame) -> None:
-        samples = np.frombuffer(frame.pcm, dtype="<i2").reshape(1, -1)
-        audio = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        self._encode_now(frame)
+
+    def _encode_now(self, frame: PcmFrame) -> None:
+        # The encoder takes planar float: converted here, exactly as FFmpeg's s16 -> fltp
+        # (x * 2^-15, exact in float32), which spares PyAV's resampler a conversion per frame.
+        samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32)
+        samples *= _S16_SCALE
+        audio = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="fltp", layout="mono")
         audio.sample_rate = SAMPLE_RATE
         audio.time_base = AUDIO_TIME_BASE
         audio.pts = frame.position
         self._mux_aac(self._astream.encode(audio))
+
+    def _drain_encoder(self, _: None) -> None:
+        self._mux_aac(self._astream.encode(None))
 
     def _mux_aac(self, packets: list[Any]) -> None:
         for packet in packets:
