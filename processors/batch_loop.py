@@ -96,6 +96,19 @@ class _Batch:
 _Loc = tuple[_Batch, int]  # a record sent: its batch and index in it
 
 
+@dataclass(slots=True)
+class _Snapshot:
+    """What one cycle writes, taken between two consumer batches (see `ProcessorLoop._snapshot`)."""
+
+    t0: float
+    pending: dict[tuple[str, int], _Loc]  # last record sent per output partition
+    ends: dict[tuple[str, int], int]  # output partition -> offset after acknowledged, before `pending`
+    states: dict[int, dict[str, Any]]  # partition -> its core's snapshot (ends added when settled)
+    notes: dict[tuple[int, str, str, str], list[_Loc]]
+    started: dict[tuple[int, str, str, str], int]
+    markers: list[tuple[int, str, _Loc, dict[str, Any]]]
+
+
 def _offset(loc: _Loc) -> int:
     """The offset of a sent record (its batch acknowledged; raises if the send failed)."""
     batch, index = loc
@@ -129,6 +142,7 @@ class ProcessorLoop:
         # where this cycle's ordered records went, for the meetings index
         self.index_notes: dict[tuple[int, str, str, str], list[_Loc]] = {}  # first and last per stream
         self.index_markers: list[tuple[int, str, _Loc, dict[str, Any]]] = []
+        self.cycle_task: asyncio.Task[None] | None = None  # the background cycle (see `_snapshot`)
         self.dirty: set[int] = set()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -200,14 +214,14 @@ class ProcessorLoop:
                     self.next_offsets[tp] = expected
                     self.dirty.add(tp.partition)
                 await self._send_batches()
-                if time.monotonic() - self.last_cycle >= self.interval_s:
-                    await self._cycle()
+                self._maybe_cycle()
 
     async def stop(self) -> None:
         """Last cycle, then leave the group and close the clients. Idempotent."""
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 async with self.lock:
+                    await self._send_batches()
                     await self._cycle()
             await self.consumer.stop()
             self.consumer = None
@@ -269,13 +283,16 @@ class ProcessorLoop:
                 GAPS.inc()
 
     async def _send_batches(self) -> None:
-        """Hand the batches `_queue` filled to the producer, in the order they were started."""
-        to_send, self.to_send = self.to_send, []
+        """Hand the batches `_queue` filled to the producer, in the order they were started. A
+        batch leaves `to_send` only once the producer has it: `stop()` sends what a cancelled run
+        left before its last cycle (whose state accounts for those records)."""
         self.filling.clear()
         producer = self._producer()
-        for b in to_send:
+        while self.to_send:
+            b = self.to_send[0]
             b.builder.close()  # nothing else may join it: a record's offset is base + its index
             b.future = await producer.send_batch(b.builder, self.topic(b.topic), partition=b.partition)
+            del self.to_send[0]
             self.pending[(b.topic, b.partition)] = (b, b.count - 1)
             _OUT_COUNTERS[b.topic].inc(b.count)
 
@@ -334,35 +351,80 @@ class ProcessorLoop:
                 m.index["updated_at_ms"] = media_ms
 
     # -- cycle -----------------------------------------------------------------------------------
+    #
+    # A cycle is taken in two steps so that input never waits for the broker: `_snapshot` (no
+    # awaits, with the lock held, between two consumer batches) takes each changed partition's core
+    # snapshot and the location of the last record sent to every output partition; `_settle` (a
+    # background task, one at a time) awaits those records' acks, then writes the state and commits
+    # the raw offsets it names. The snapshot is exact for the outputs sent before it, so writing it
+    # once they are acknowledged is what the blocking cycle did, while the loop goes on reading and
+    # sending. A failed send or state write ends `run()` (the worker restarts from the last state).
+
+    def _maybe_cycle(self) -> None:
+        """Start a background cycle when one is due and none is running (call with the lock held)."""
+        task = self.cycle_task
+        if task is not None:
+            if not task.done():
+                return
+            self.cycle_task = None
+            task.result()  # raises what the cycle raised
+        if time.monotonic() - self.last_cycle >= self.interval_s:
+            self.cycle_task = asyncio.create_task(self._settle(self._snapshot()))
 
     async def _cycle(self, partitions: Iterable[int] | None = None) -> None:
-        """Acks, state, commit (call with the lock held)."""
+        """A whole cycle, awaited: after any background one (call with the lock held)."""
+        await self._await_cycle()
+        await self._settle(self._snapshot(partitions))
+
+    async def _await_cycle(self) -> None:
+        task, self.cycle_task = self.cycle_task, None
+        if task is not None:
+            await task
+
+    def _snapshot(self, partitions: Iterable[int] | None = None) -> _Snapshot:
+        """Everything a cycle writes, as of now (no awaits: nothing is fed meanwhile)."""
         t0 = time.monotonic()
         self.last_cycle = t0
-        producer, consumer, store = self.producer, self.consumer, self.store
-        assert producer is not None and consumer is not None and store is not None
         pending, self.pending = self.pending, {}
-        if pending:
-            await producer.flush()
-            for (topic, partition), loc in pending.items():
-                self.ends[(topic, partition)] = _offset(loc) + 1  # raises if the send failed
-        self._index_offsets()
+        notes, self.index_notes = self.index_notes, {}
+        markers, self.index_markers = self.index_markers, []
+        started = {}
+        for key in notes:
+            core = self.cores.get(key[0])
+            st = core.streams.get((key[1], key[2])) if core is not None else None
+            started[key] = st.started_ms if st else 0
+        self._index_raw()
         targets = set(self.dirty if partitions is None else partitions) & set(self.cores)
+        self.dirty -= targets
+        states = {p: self.cores[p].snapshot() for p in sorted(targets)}
+        return _Snapshot(t0, pending, dict(self.ends), states, notes, started, markers)
+
+    async def _settle(self, snap: _Snapshot) -> None:
+        """Acks of the snapshot's outputs, then its state, then the commit (see above)."""
+        consumer, store = self._consumer(), self.store
+        assert store is not None
+        futures = {id(loc[0]): loc[0].future for loc in snap.pending.values()}
+        if futures:
+            await asyncio.gather(*(f for f in futures.values() if f is not None))
+        ends = snap.ends
+        for (topic, partition), loc in snap.pending.items():
+            ends[(topic, partition)] = _offset(loc) + 1  # raises if the send failed
+            if ends[(topic, partition)] > self.ends.get((topic, partition), -1):
+                self.ends[(topic, partition)] = ends[(topic, partition)]
+        self._index_ordered(snap)
         offsets: dict[TopicPartition, int] = {}
         writes = []
-        for p in sorted(targets):
-            core = self.cores[p]
-            snap = core.snapshot()
-            snap["ends"] = {t: self.ends[(t, p)] for t in OUTPUTS if (t, p) in self.ends}
-            writes.append(await store.write(p, snap))
-            for base, off in snap["commits"].items():
+        for p, state in snap.states.items():
+            state["ends"] = {t: ends[(t, p)] for t in OUTPUTS if (t, p) in ends}
+            writes.append(await store.write(p, state))
+            for base, off in state["commits"].items():
                 offsets[TopicPartition(self.topic(base), p)] = off
-        for p in targets:
-            for record in self.books[p].due():
+        for p in snap.states:
+            book = self.books.get(p)
+            for record in book.due() if book is not None else ():
                 writes.append(await store.write_index(p, record))
         if writes:
             await asyncio.gather(*writes)
-        self.dirty -= targets
         if offsets:
             assigned = consumer.assignment()
             offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
@@ -373,24 +435,25 @@ class ProcessorLoop:
                     log.info("commit skipped", extra={"error": repr(exc)})
         REORDER_DEPTH.set(sum(c.held for c in self.cores.values()))
         STREAMS.set(sum(len(c.streams) for c in self.cores.values()))
-        CYCLE.observe(time.monotonic() - t0)
+        CYCLE.observe(time.monotonic() - snap.t0)
 
-    def _index_offsets(self) -> None:
-        """Tell the meetings index where this cycle's records went (all acknowledged by now)."""
-        notes, self.index_notes = self.index_notes, {}
-        markers, self.index_markers = self.index_markers, []
-        for (partition, meeting, stream, topic), locs in notes.items():
-            book, core = self.books.get(partition), self.cores.get(partition)
-            if book is None or core is None:
-                continue
-            st = core.streams.get((meeting, stream))
-            started = st.started_ms if st else 0
-            for loc in locs:
-                book.saw(meeting, stream, started, topic, _offset(loc), None)
-        for partition, topic, loc, end in markers:  # after the notes: a marker is its stream's last
+    def _index_ordered(self, snap: _Snapshot) -> None:
+        """Tell the meetings index where the snapshot's ordered records went (acknowledged now)."""
+        for key, locs in snap.notes.items():
+            partition, meeting, stream, topic = key
             book = self.books.get(partition)
-            if book is not None and partition in self.cores:
+            if book is None:
+                continue
+            for loc in locs:
+                book.saw(meeting, stream, snap.started[key], topic, _offset(loc), None)
+        for partition, topic, loc, end in snap.markers:  # after the notes: a marker is its stream's last
+            book = self.books.get(partition)
+            if book is not None:
                 book.marker(topic, _offset(loc), end)
+
+    def _index_raw(self) -> None:
+        """Tell the meetings index what the cores read since the last cycle (raw offsets, raw
+        markers, participants)."""
         self.logged_streams &= {key for core in self.cores.values() for key in core.streams}
         for partition, core in self.cores.items():
             book = self.books[partition]
@@ -424,6 +487,7 @@ class ProcessorLoop:
         partitions = {tp.partition for tp in revoked}
         async with self.lock:
             if self.producer is not None and self.cores:
+                await self._send_batches()
                 await self._cycle(set(self.cores))
             for p in partitions:
                 self._forget(p)
