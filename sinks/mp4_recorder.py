@@ -40,7 +40,13 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   AAC encoder's 1024 priming samples) has no duration in a fragmented file, and FFmpeg's
   demuxer reports the file's duration 64 ms long; decoding skips the priming and ends on time.
   `fragmented=False` writes a plain MP4.
-* Memory otherwise: one held-back video frame, under one AAC frame of PCM, and FFmpeg's
+* The PyAV calls (AAC encode, mux) run on a worker thread (`sinks.mux_thread`, `threaded=True`,
+  the default) in the order this recorder makes them, so the bytes are those of the same calls
+  made inline (a test compares both) while the encoder overlaps the caller's work on another core.
+  The timeline and framing stay on the caller's thread, so a bad frame is still refused at once;
+  an FFmpeg error is raised by a later call or by `close()`.
+* Memory otherwise: one held-back video frame, under one AAC frame of PCM, the mux thread's
+  bounded queue of calls (4 x 32: PCM frames and references to video payloads), and FFmpeg's
   interleaving queue (bounded by its max_interleave_delta, 10 s of media).
 """
 
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +78,7 @@ from sinks.media_timeline import (
     VideoSample,
     VideoTimeline,
 )
+from sinks.mux_thread import MuxThread
 
 DEFAULT_AAC_BITRATE = 48_000
 # FFmpeg's AAC encoder in constant-quality mode: its lambda (`-q:a` = lambda / 118). 177 with the
@@ -134,6 +142,7 @@ class Mp4Recorder:
         aac_quality: int | None = DEFAULT_AAC_QUALITY,
         audio_tolerance_ms: int = DEFAULT_AUDIO_TOLERANCE_MS,
         fragmented: bool = True,
+        threaded: bool = True,
     ) -> None:
         if not (video or audio):
             raise ValueError("a recording needs video, audio or both")
@@ -143,6 +152,8 @@ class Mp4Recorder:
         self._aac_bitrate = aac_bitrate
         self._aac_quality = aac_quality
         self._fragmented = fragmented
+        self._threaded = threaded
+        self._worker: MuxThread | None = None
         self.video_timeline = VideoTimeline(origin_ms) if video else None
         self.audio_timeline = AudioTimeline(origin_ms, audio_tolerance_ms) if audio else None
         self._framer = PcmFramer(AAC_FRAME_SAMPLES)
@@ -188,6 +199,8 @@ class Mp4Recorder:
             container.close()
             raise
         self._container = container
+        if self._threaded:
+            self._worker = MuxThread(self.path.name)
         self.state = RecorderState.OPEN
 
     def close(self, end_ms: int) -> RecordingStats:
@@ -205,7 +218,9 @@ class Mp4Recorder:
                 last = self._framer.flush()
                 if last is not None:
                     self._encode(last)
-                self._drain_encoder(None)
+                self._call(self._drain_encoder, None)
+            if self._worker is not None:
+                self._worker.finish()
             self._container.close()
         except BaseException:
             self.abort()
@@ -226,6 +241,8 @@ class Mp4Recorder:
             return
         container, self._container = self._container, None
         self.state = RecorderState.ABORTED
+        if self._worker is not None:
+            self._worker.abort()  # no PyAV call runs on the container past this point
         if container is not None:
             try:
                 container.close()
@@ -288,9 +305,16 @@ class Mp4Recorder:
         if self.state is not RecorderState.OPEN:
             raise RuntimeError(f"recorder is {self.state.value}, not open")
 
+    def _call(self, fn: Callable[[Any], object], arg: Any) -> None:
+        """A PyAV step: on the mux thread (in order) when threaded, else now."""
+        if self._worker is not None:
+            self._worker.submit(fn, arg)
+        else:
+            fn(arg)
+
     def _mux_video(self, sample: VideoSample | None) -> None:
         if sample is not None:
-            self._mux_video_now(sample)
+            self._call(self._mux_video_now, sample)
 
     def _mux_video_now(self, sample: VideoSample) -> None:
         packet = av.Packet(sample.data)
@@ -308,7 +332,7 @@ class Mp4Recorder:
             self._encode(frame)
 
     def _encode(self, frame: PcmFrame) -> None:
-        self._encode_now(frame)
+        self._call(self._encode_now, frame)
 
     def _encode_now(self, frame: PcmFrame) -> None:
         # The encoder takes planar float: converted here, exactly as FFmpeg's s16 -> fltp

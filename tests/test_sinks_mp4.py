@@ -74,6 +74,7 @@ def record(
     with_audio: bool = True,
     video_size: tuple[int, int] = (1280, 720),
     fragmented: bool = True,
+    threaded: bool = True,
 ) -> Mp4Recorder:
     """Feed everything in timestamp order (video, then audio, then gaps at equal times)."""
     items: list[tuple[int, int, object]] = []
@@ -88,6 +89,7 @@ def record(
         audio=with_audio,
         video_size=video_size,
         fragmented=fragmented,
+        threaded=threaded,
     )
     rec.start()
     for _ts, prio, item in items:
@@ -334,6 +336,22 @@ def test_two_recordings_of_the_same_input_are_byte_identical(
     blob = first.read_bytes()
     assert blob == second.read_bytes()
     assert b"Lavf" not in blob and b"Lavc" not in blob  # no muxer/encoder version strings
+
+
+@pytest.mark.parametrize("fragmented", [True, False], ids=["fragmented", "plain"])
+def test_recording_on_the_mux_thread_is_byte_identical_to_the_inline_one(
+    tmp_path: Path, camera: VideoClip, screen: VideoClip, fragmented: bool
+) -> None:
+    video = [
+        f for f in speaker_switches(camera, screen, camera) if not 2000 <= f.timestamp_ms - ORIGIN < 2600
+    ]
+    audio = [(ts, pcm) for ts, pcm in tone_packets(0, 6000) if not 3000 <= ts - ORIGIN < 3500]
+    gaps = [("video", 2000, 600), ("audio", 3000, 500)]
+    threaded, inline = tmp_path / "threaded.mp4", tmp_path / "inline.mp4"
+    a = record(threaded, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, threaded=True)
+    b = record(inline, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, threaded=False)
+    assert a.close(ORIGIN + 6000).aac_packets == b.close(ORIGIN + 6000).aac_packets > 90
+    assert threaded.read_bytes() == inline.read_bytes()
 
 
 def _meeting_pcm(seconds: int) -> list[tuple[int, bytes]]:
