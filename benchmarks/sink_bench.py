@@ -1,14 +1,18 @@
 """Sinks through the broker: rebuild speed, finalize time after the marker, peak RSS by meeting length.
 
-    python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p]
+    python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p] [--audio meeting|tone]
 
 For each length, a synthetic meeting's ordered records (H.264 from the emulator's libx264 clips,
 a 10 s loop with a speaker switch between two encoders every loop; mixed 16 kHz L16 in 20 ms
-packets; a transcript utterance every 5 s; the three markers) are written to the broker under a
+packets: by default a 10 s loop of the emulator's mixed meeting audio, voices taking turns with
+silences, as `recording_bench` uses; `--audio tone`: a steady 440 Hz sine, what this benchmark
+used before, which FFmpeg's AAC encoder finds much cheaper than speech; a transcript utterance
+every 5 s; the three markers) are written to the broker under a
 fresh topic prefix, then `replay_meeting` rebuilds them in a child process (so `ru_maxrss` is that
 meeting's alone): the same cores and builders as the live sinks (WAV, MP4 with H.264 copy + AAC,
 TXT/jsonl/VTT/SRT, manifests). Printed per meeting: records, rebuild wall time and speed (x real
-time), finalize time after the last marker (close, fsync, rename, manifest), peak RSS. Uses the
+time, and per CPU second of the rebuild's process: all its threads), finalize time after the last
+marker (close, fsync, rename, manifest), peak RSS, the 1-minute load average. Uses the
 broker at RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one (`rtmsflow kafka up`'s) for the run.
 """
 
@@ -36,7 +40,18 @@ MEETING = "benchMeeting/Q+=="
 STREAM = "bench01"
 
 
-async def write_meeting(settings: Any, minutes: float, resolution: str) -> int:
+def audio_loop(kind: str) -> list[bytes]:
+    """The mixed audio's 20 ms packets, looped over the meeting."""
+    if kind == "tone":
+        return [(3000 * np.sin(2 * np.pi * 440 * np.arange(320) / 16000)).astype("<i2").tobytes()]
+    from emulator.media import MeetingSpec, SyntheticMeeting
+
+    meeting = SyntheticMeeting(MeetingSpec(seed=11, duration_s=10, video=None, transcripts=False))
+    items = meeting.timeline(events=False, transcripts=False)
+    return [item.data for item in items if item.kind == "audio" and isinstance(item.data, bytes)]
+
+
+async def write_meeting(settings: Any, minutes: float, resolution: str, audio: str = "meeting") -> int:
     """Produce the meeting's ordered records in media-time order; returns the record count."""
     from aiokafka import AIOKafkaProducer
 
@@ -54,7 +69,7 @@ async def write_meeting(settings: Any, minutes: float, resolution: str) -> int:
     codec = Codec.from_settings(settings)
     part = partition_for(MEETING, settings.partitions)
     topic = {b: settings.topic_prefix + b for b in (AUDIO.name, VIDEO.name, TRANSCRIPT.name)}
-    tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(320) / 16000)).astype("<i2").tobytes()
+    pcm = audio_loop(audio)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20, linger_ms=20,
                                 max_batch_size=1 << 20)  # fmt: skip
     await producer.start()
@@ -88,7 +103,7 @@ async def write_meeting(settings: Any, minutes: float, resolution: str) -> int:
                     "media": {"width": size[0], "height": size[1], "fps": fps}})  # fmt: skip
                 frame += 1
             await send(AUDIO.name, {**common, "stream_kind": "AUDIO", "timestamp_ms": ORIGIN_MS + at, "ingest_seq": seq_a,
-                "received_at_ms": 0, "seq": seq_a, "offset_ms": at, "payload": tone, "media": {}})  # fmt: skip
+                "received_at_ms": 0, "seq": seq_a, "offset_ms": at, "payload": pcm[seq_a % len(pcm)], "media": {}})  # fmt: skip
             seq_a += 1
             if at % 5000 == 0 and at + 4000 <= duration:
                 n = at // 5000
@@ -115,6 +130,7 @@ def child(minutes: float, out: str) -> None:
     from sinks.replay import replay_meeting
 
     settings = Settings.from_env()
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cpu = time.process_time()
     result = asyncio.run(replay_meeting(settings, MEETING, Path(out), use_index=False))
@@ -129,11 +145,12 @@ def child(minutes: float, out: str) -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "bytes": sum(f.bytes_written for f in result.finalized),
         "ended": sorted({f.how for f in result.finalized}),
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(figures))
 
 
-async def main(minutes: list[float], resolution: str) -> list[dict[str, Any]]:
+async def main(minutes: list[float], resolution: str, audio: str = "meeting") -> list[dict[str, Any]]:
     from rtmsflow.admin import delete_topics, ensure_topics
     from rtmsflow.settings import Settings
     from schemas.topics import ALL_TOPICS
@@ -145,7 +162,7 @@ async def main(minutes: list[float], resolution: str) -> list[dict[str, Any]]:
         await ensure_topics(settings, ALL_TOPICS)
         try:
             t0 = time.perf_counter()
-            records = await write_meeting(settings, length, resolution)
+            records = await write_meeting(settings, length, resolution, audio)
             print(
                 f"{length:g} min: {records} records written in {time.perf_counter() - t0:.1f} s",
                 file=sys.stderr,
@@ -161,7 +178,8 @@ async def main(minutes: list[float], resolution: str) -> list[dict[str, Any]]:
             print(
                 f"{length:g} min: rebuild {figures['rebuild_s']} s = {figures['x_real_time']}x real time "
                 f"({figures['x_real_time_per_cpu_s']}x per CPU s), finalize {figures['finalize_s']} s after the marker, "
-                f"peak RSS {figures['peak_rss_mb']} MB, {figures['bytes'] / 2**20:.0f} MB written",
+                f"peak RSS {figures['peak_rss_mb']} MB, {figures['bytes'] / 2**20:.0f} MB written, "
+                f"load {figures['load'][0]} -> {figures['load'][1]} ({audio} audio)",
                 file=sys.stderr,
             )
             results.append(figures)
@@ -174,6 +192,7 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", default="2,10", help="comma-separated meeting lengths (e.g. 10,60)")
     parser.add_argument("--resolution", default="360p", choices=["360p", "720p", "1080p"])
+    parser.add_argument("--audio", default="meeting", choices=["meeting", "tone"], help="the mixed audio")
     parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,7 +208,7 @@ def run() -> None:
         broker = LocalKafka(broker_dir)
         os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
     try:
-        print(json.dumps(asyncio.run(main(lengths, args.resolution)), indent=2))
+        print(json.dumps(asyncio.run(main(lengths, args.resolution, args.audio)), indent=2))
     finally:
         if broker is not None:
             broker.stop()
