@@ -1,6 +1,6 @@
 """Rebuild speed and peak memory of the MP4 recorder: synthetic meetings of 10 and 60 minutes.
 
-    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--out DIR] [--keep]
+    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--inline] [--out DIR] [--keep]
 
 Each meeting is recorded in its own subprocess (so peak RSS, `ru_maxrss`, is that meeting's
 alone): 720p 25 fps H.264 (the emulator's libx264 clips, a 10 s loop; the active speaker switches
@@ -8,8 +8,10 @@ between two encoders, camera and screen, every loop, each switch starting SPS + 
 16 kHz mono L16 in 20 ms packets (a 10 s loop of the emulator's mixed meeting audio). The input
 is looped from memory, so the time measured is the recorder's: H.264 stream copy, PCM placement
 and framing, AAC encoding and MP4 muxing, from `start()` to `close()` (file closed, not fsynced).
-Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared), the
-RSS before recording starts (interpreter + PyAV + the loops), so the growth
+Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared; CPU of
+every thread), the main thread's share of that CPU (the recorder's PyAV calls run on its mux
+thread unless `--inline`, so the rest overlaps the caller on a second core), the RSS before
+recording starts (interpreter + PyAV + the loops), so the growth
 during the recording is visible, and the seconds spent in `close()` (the finalize cost).
 
 The recorder's default, fragmented MP4, unless `--plain` (a plain MP4 keeps its sample index in
@@ -49,7 +51,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
 
 
-def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[str, Any]:
+def record_meeting(
+    minutes: float, out: Path, fragmented: bool = True, threaded: bool = True
+) -> dict[str, Any]:
     """Record one synthetic meeting of `minutes` to `out`; runs in the child process."""
     from emulator.clips import ClipParams, get_clip
     from emulator.media import MeetingSpec, SyntheticMeeting
@@ -68,9 +72,10 @@ def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[s
     duration_ms = round(minutes * 60_000)
     rss_before = _rss_mb()
 
-    rec = Mp4Recorder(out, ORIGIN_MS, fragmented=fragmented)
+    rec = Mp4Recorder(out, ORIGIN_MS, fragmented=fragmented, threaded=threaded)
     started = time.perf_counter()
     cpu_started = time.process_time()
+    main_cpu_started = time.thread_time()
     rec.start()
     video_at = audio_at = 0
     video_bytes = 0
@@ -92,13 +97,16 @@ def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[s
     stats = rec.close(ORIGIN_MS + duration_ms)
     done = time.perf_counter()
     cpu = time.process_time() - cpu_started
+    main_cpu = time.thread_time() - main_cpu_started
     elapsed = done - started
     return {
         "minutes": minutes,
         "fragmented": fragmented,
+        "threaded": threaded,
         "seconds": round(elapsed, 2),
         "x_realtime": round(duration_ms / 1000 / elapsed, 1),
         "cpu_s": round(cpu, 2),
+        "main_thread_cpu_s": round(main_cpu, 2),
         "x_realtime_per_cpu": round(duration_ms / 1000 / cpu, 1),  # what a quiet core would give
         "close_s": round(done - closing, 3),
         "rss_before_mb": round(rss_before, 1),
@@ -110,12 +118,14 @@ def record_meeting(minutes: float, out: Path, fragmented: bool = True) -> dict[s
     }
 
 
-def run_child(minutes: float, out_dir: Path, plain: bool) -> dict[str, Any]:
+def run_child(minutes: float, out_dir: Path, plain: bool, inline: bool = False) -> dict[str, Any]:
     """Run one meeting in a fresh interpreter and return what it measured."""
     out = out_dir / f"recording-{minutes:g}min.mp4"
     cmd = [sys.executable, "-m", "benchmarks.recording_bench", "--child", str(minutes), "--out", str(out)]
     if plain:
         cmd.append("--plain")
+    if inline:
+        cmd.append("--inline")
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -126,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the MP4s go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the MP4s")
     parser.add_argument("--plain", action="store_true", help="plain MP4 instead of fragmented")
+    parser.add_argument("--inline", action="store_true", help="PyAV calls on the caller's thread")
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:
-        print(json.dumps(record_meeting(args.child, args.out, fragmented=not args.plain)))
+        result = record_meeting(args.child, args.out, fragmented=not args.plain, threaded=not args.inline)
+        print(json.dumps(result))
         return 0
 
     lengths = [float(m) for m in args.minutes.split(",") if m]
@@ -140,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for minutes in lengths:
             print(f"recording a {minutes:g}-minute meeting ...", file=sys.stderr, flush=True)
-            r = run_child(minutes, out_dir, args.plain)
+            r = run_child(minutes, out_dir, args.plain, args.inline)
             results.append(r)
             print(
                 f"{r['minutes']:>5g} min: {r['seconds']:>7.2f} s = {r['x_realtime']:>6.1f}x real time "
-                f"({r['x_realtime_per_cpu']:.1f}x per CPU second), "
+                f"({r['x_realtime_per_cpu']:.1f}x per CPU second, {r['cpu_s']:.2f} CPU-s of which "
+                f"{r['main_thread_cpu_s']:.2f} on the main thread), "
                 f"close {r['close_s']:.3f} s, peak RSS {r['peak_rss_mb']:.1f} MB "
                 f"(before recording {r['rss_before_mb']:.1f} MB), file {r['file_mb']:.1f} MB",
                 flush=True,
