@@ -35,6 +35,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter, Gauge, Histogram
 
+from processors.frame_splice import FrameSplicer
 from processors.lanes import DEADLETTER, LATE, ORDERED_OF, RAW_TOPICS, LaneConfig, Output, PartitionCore
 from processors.meetings import MeetingBook
 from processors.state import StateStore, output_signature
@@ -131,6 +132,7 @@ class ProcessorLoop:
         self.config = LaneConfig(settings.reorder_window_ms, settings.dedupe_horizon_ms)
         self.interval_s = settings.process_commit_interval_ms / 1000
         self.cores: dict[int, PartitionCore] = {}
+        self.splicer = FrameSplicer(0, {}, {}, {})  # none until start(): the codec is prepared there
         self.books: dict[int, MeetingBook] = {}
         self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
         # outputs a crashed run already wrote, in order: (signature, offset)
@@ -166,6 +168,7 @@ class ProcessorLoop:
         await self.codec.prepare(
             [self.topic(t) for t in (*RAW_TOPICS, *OUTPUTS, MEETINGS.name, PROCESSOR_STATE.name)]
         )
+        self.splicer = FrameSplicer.for_codec(self.codec)
         # linger and a large batch: the cycle awaits acks anyway, so batching costs no correctness
         self.producer = make_producer(self.settings, linger_ms=5)
         await self.producer.start()
@@ -184,7 +187,11 @@ class ProcessorLoop:
         self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=_Listener(self))
         await self.consumer.start()
         self.started = True
-        log.info("processors started", extra={"group": self.group_id, "window_ms": self.config.window_ms})
+        log.info(
+            "processors started",
+            extra={"group": self.group_id, "window_ms": self.config.window_ms,
+                   "spliced": sorted(self.splicer.topics)},
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Process until cancelled."""
@@ -245,16 +252,19 @@ class ProcessorLoop:
         """Encode `outs` into the producer batches being filled for their output partitions.
         One aiokafka batch per output partition per consumer batch (`_send_batches`), not one
         `send()` per record: the per-record call cost ~13 % of the worker's CPU."""
+        splice = self.splicer.splice
         for out in outs:
             if self._already_written(partition, out):
                 continue
             topic = self.topic(out.topic)
-            if out.value is None:
-                value = None
-            else:
-                if out.topic == DEADLETTER:
-                    out.value["received_at_ms"] = time.time_ns() // 1_000_000
-                value = self.codec.encode(topic, out.value)
+            value: bytes | None = None
+            if out.value is not None:
+                if out.raw is not None and out.value["gap"] is None:
+                    value = splice(out.topic, out.raw, out.value)
+                if value is None:
+                    if out.topic == DEADLETTER:
+                        out.value["received_at_ms"] = time.time_ns() // 1_000_000
+                    value = self.codec.encode(topic, out.value)
             slot = (out.topic, partition)
             filling = self.filling.get(slot)
             if (

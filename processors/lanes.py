@@ -67,6 +67,7 @@ _KINDS_OF = {
     RAW_TRANSCRIPT: ("TRANSCRIPT",),
     RAW_EVENTS: ("EVENT", "CHAT"),
 }
+_FRAMES = (RAW_AUDIO, RAW_VIDEO)
 _ENDED_MEMORY = 1_000  # (stream, topic) ends remembered per partition: repeated markers, late records
 _RECENT = struct.Struct(">q16s")
 
@@ -87,6 +88,7 @@ class Output:
     headers: list[tuple[str, bytes]] | None = None
     source: tuple[str, int] | None = None
     stream: StreamKey | None = None
+    raw: bytes | None = None  # a frame's raw value, for `processors/frame_splice.py`
 
 
 @dataclass(slots=True)
@@ -97,6 +99,7 @@ class _Item:
     digest: bytes
     offset: int
     value: dict[str, Any]
+    raw: bytes | None = None  # the raw value (frames: the ordered value is spliced from it)
 
 
 @dataclass
@@ -118,7 +121,9 @@ class Lane:
         self.held_offsets: dict[bytes, int] = {}
         self.seq = 0
         self.last_epoch: int | None = None
-        self.template: dict[str, Any] | None = None
+        # the lane's last frame (payload and all; `template` leaves the payload out): what a gap
+        # record is made of
+        self.last_frame: dict[str, Any] | None = None
         self.audio: AudioGapTracker | None = None
         self.video: VideoGapTracker | None = None
         # (ts, digest) released within the horizon, mirrored from the buffer's own memory so a restart
@@ -132,7 +137,7 @@ class Lane:
                 self.resume_key = (state["resume_ts"], bytes(state["resume_digest"]))
             self.seq = state["seq"]
             self.last_epoch = state["last_epoch"]
-            self.template = json.loads(state["template"]) if state["template"] else None
+            self.last_frame = json.loads(state["template"]) if state["template"] else None
             blob = bytes(state["recent"])
             for i in range(0, len(blob), _RECENT.size):
                 ts, digest = _RECENT.unpack_from(blob, i)
@@ -144,6 +149,12 @@ class Lane:
         )
         if self.template is not None and self.topic in (RAW_AUDIO, RAW_VIDEO):
             self._make_tracker(self.template, cursor)
+
+    @property
+    def template(self) -> dict[str, Any] | None:
+        """The last frame's fields but its payload (built when asked: gaps, state, markers)."""
+        v = self.last_frame
+        return None if v is None else {k: val for k, val in v.items() if k != "payload"}
 
     # -- trackers -------------------------------------------------------------------------------
 
@@ -406,7 +417,7 @@ class PartitionCore:
             # Zoom's `timestamp` is when the utterance began, shared by all its fragments (which a
             # digest tie-break would put in any order): a piece is placed by its own start
             order_ms = record["start_time_ms"]
-        item = _Item(order_ms, identity_digest(record), offset, record)
+        item = _Item(order_ms, identity_digest(record), offset, record, value if topic in _FRAMES else None)
         outcome = lane.buffer.push(item)
         fate = outcome.fate
         lateness = outcome.lateness_ms
@@ -459,7 +470,6 @@ class PartitionCore:
     def _frame(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
         v = item.value
         topic = ORDERED_OF[lane.topic]
-        template = {k: val for k, val in v.items() if k != "payload"}
         if lane.audio is None and lane.video is None:
             lane._make_tracker(v, None)
         epoch = v["ingest_epoch"]
@@ -472,17 +482,17 @@ class PartitionCore:
             gap = lane.video.frame(item.timestamp_ms, epoch)
             placed = max(item.timestamp_ms, st.started_ms)
         if gap is not None:
-            self._gap(st, lane, gap, template, out)
+            self._gap(st, lane, gap, {k: val for k, val in v.items() if k != "payload"}, out)
         frame = dict(v)
         frame["seq"] = lane.seq
         frame["offset_ms"] = placed - st.started_ms
         frame["gap"] = None
         lane.seq += 1
         lane.last_epoch = epoch
-        lane.template = template
+        lane.last_frame = v
         st.count(topic, lane.kind)
         self.stats["out"] += 1
-        out.append(Output(topic, _key(st), frame, stream=st.key))
+        out.append(Output(topic, _key(st), frame, stream=st.key, raw=item.raw))
 
     def _gap(
         self, st: StreamState, lane: Lane, gap: GapRecord, template: dict[str, Any], out: list[Output]
