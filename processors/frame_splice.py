@@ -19,11 +19,13 @@ computed position of the payload does not hold the payload.
 from __future__ import annotations
 
 import json
+import operator
 from typing import Any
 
 from schemas.codec import CONFLUENT_HEADER_LEN, SINGLE_OBJECT_HEADER_LEN, Codec
 
 INSERTED = ("seq", "offset_ms", "gap")
+_KNOWN_MEMORY = 4096  # remembered sizes of (names, ids, kind) tuples per topic
 _T = 1_732_400_000_000
 _AUDIO = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 _VIDEO = {"codec": "H264", "width": 1280, "height": 720, "fps": 25, "mode": "ACTIVE_SPEAKER"}
@@ -72,28 +74,47 @@ def _string_size(s: str) -> int:
 
 
 class _Layout:
-    """How to size the raw fields before the payload from their decoded values."""
+    """How to size the raw fields before the payload from their decoded values. The fields that
+    are not plain longs (names, ids, the kind) repeat along a lane: their size is remembered per
+    value tuple (bounded), so a frame costs the sizes of its few longs."""
 
     def __init__(self, fields: list[dict[str, Any]]) -> None:
-        self.sizers: list[tuple[str, Any]] = []
+        fixed: list[tuple[str, Any]] = []
+        longs: list[str] = []
         for f in fields:
             t = f["type"]
             if isinstance(t, dict) and t.get("type") == "long":
                 t = "long"  # timestamp-millis and friends: a long on the wire
-            if t == "string":
-                self.sizers.append((f["name"], _string_size))
-            elif t == "long":
-                self.sizers.append((f["name"], _long_size))
+            if t == "long":
+                longs.append(f["name"])
+            elif t == "string":
+                fixed.append((f["name"], _string_size))
             elif t == ["null", "string"]:
-                self.sizers.append((f["name"], _optional_string_size))
+                fixed.append((f["name"], _optional_string_size))
             elif isinstance(t, dict) and t.get("type") == "enum":
                 index = {symbol: i for i, symbol in enumerate(t["symbols"])}
-                self.sizers.append((f["name"], lambda v, index=index: _long_size(index[v])))
+                fixed.append((f["name"], lambda v, index=index: _long_size(index[v])))
             else:
                 raise ValueError(f"field {f['name']}: no splice sizing for {json.dumps(t)[:80]}")
+        if not fixed or len(longs) < 2:
+            raise ValueError("the splice sizing expects both kinds of fields")
+        self.sizers = [size for _, size in fixed]
+        self.fixed = operator.itemgetter(*(name for name, _ in fixed))
+        self.longs = operator.itemgetter(*longs)
+        self.known: dict[tuple[Any, ...], int] = {}
 
     def size(self, record: dict[str, Any]) -> int:
-        return sum(size(record[name]) for name, size in self.sizers)
+        values = self.fixed(record)
+        total = self.known.get(values)
+        if total is None:
+            total = sum(size(v) for size, v in zip(self.sizers, values, strict=True))
+            if len(self.known) >= _KNOWN_MEMORY:
+                self.known.clear()
+            self.known[values] = total
+        for n in self.longs(record):
+            z = (n << 1) ^ (n >> 63)
+            total += (z.bit_length() + 6) // 7 or 1
+        return total
 
 
 def _optional_string_size(v: str | None) -> int:
@@ -155,7 +176,8 @@ class FrameSplicer:
             return None
         split = start + layout.size(frame)
         payload = frame["payload"]
-        if not raw_value.startswith(_zigzag(len(payload)) + payload, split):
+        length = _zigzag(len(payload))
+        if not (raw_value.startswith(length, split) and raw_value.startswith(payload, split + len(length))):
             return None
         return b"".join(
             (
