@@ -49,6 +49,8 @@ from schemas.topics import MEETINGS, PROCESSOR_STATE
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "rtmsflow-processors"
+FETCH_PARTITION_BYTES = 512 << 10  # per raw topic partition and fetch: ~700 audio frames
+FETCH_BYTES = 4 << 20  # per fetch: a few consumer batches of 5,000 records
 OUTPUTS = (*ORDERED_OF.values(), LATE, DEADLETTER)
 
 EVENTS_IN = Counter("rtmsflow_processors_events_in", "Raw records read, by raw topic.", ["topic"])
@@ -183,6 +185,11 @@ class ProcessorLoop:
             rebalance_timeout_ms=max(self.session_timeout_ms, 10_000),
             metadata_max_age_ms=5_000,
             max_poll_interval_ms=300_000,
+            # what aiokafka holds fetched but not yet handed over is bounded by these, not by the
+            # backlog: 8 MB per partition / 64 MB per fetch (the shared defaults) let RSS grow with
+            # how much raw input was waiting
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_bytes=FETCH_BYTES,
         )
         self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=_Listener(self))
         await self.consumer.start()
