@@ -27,10 +27,11 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   non-bit-exact SIMD paths).
 * AAC encoding is most of a rebuild's time, so the encoder runs FFmpeg's "fast" coder (~3x its
   default "twoloop" on 16 kHz speech) at a constant quality (VBR: a fixed `DEFAULT_AAC_QUALITY`
-  lambda). At a target bitrate (ABR) FFmpeg re-encodes every frame whose size strays from the
-  target, ~2.5 passes a frame on speech; at a constant quality each frame is encoded once, ~2.5x
-  faster, with the same noise on speech (SNR, segmental SNR) at ~42 instead of ~47 kbit/s
-  (BENCHMARKS.md, "Sinks"). `aac_quality=None` encodes at `aac_bitrate` (ABR) instead.
+  lambda). At a target bitrate (ABR) FFmpeg re-encodes a frame whose size strays from the target
+  (up to 5 more passes); at a constant quality each frame is encoded once: ~2.6x faster on
+  speech, with the same noise (SNR, segmental SNR) at ~42 instead of ~47 kbit/s (BENCHMARKS.md,
+  "Sinks"). A steady tone costs more than before (67 kbit/s). `aac_quality=None`: ABR at
+  `aac_bitrate`.
 * The track header's size is `video_size` (the negotiated RTMS resolution); the pictures' real
   sizes come from the in-band SPS.
 * Fragmented MP4 by default (a fragment per keyframe, `moov` after the first fragment, `mfra`
