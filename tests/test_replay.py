@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ingest_support import read_topic
 from sink_support import from_meeting, produce, stream_dir, wait_for
@@ -21,7 +22,7 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.media_sink import media_service
-from sinks.replay import ranges_from_index, replay_meeting
+from sinks.replay import groupless_consumer, ranges_from_index, read_ranges, replay_meeting
 from sinks.stream_sink import SinkService
 from sinks.transcript_sink import transcript_service
 
@@ -157,3 +158,30 @@ async def test_replay_rebuilds_a_meeting_byte_identical_to_the_live_sinks(
     assert sorted(f.rtms_stream_id for f in result.finalized) == ["beef01", "beef01", "c0ffee", "c0ffee"]
     for stream in (first, second):
         assert files_of(stream_dir(settings, stream, again)) == files_of(stream_dir(settings, stream))
+
+
+async def test_replay_reads_a_record_larger_than_its_fetch_sizes(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    """Replay fetches 1 MB a partition (bounded memory), yet a topic takes records of up to 8 MB:
+    the broker hands over a first batch larger than the fetch size, so a 3 MB frame is read whole."""
+    topic = kafka_topics[VIDEO.name]
+    big = bytes(range(256)) * (3 * 4096)  # 3 MB
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20)
+    await producer.start()
+    try:
+        for value in (b"before", big, b"after"):
+            await producer.send_and_wait(topic, value, key=b"m", partition=0)
+    finally:
+        await producer.stop()
+    seen: list[bytes] = []
+    consumer = groupless_consumer(settings)
+    await consumer.start()
+    try:
+        count = await read_ranges(
+            consumer, {TopicPartition(topic, 0): None}, lambda tp, record: seen.append(record.value)
+        )
+    finally:
+        await consumer.stop()
+    assert len(big) > 1 << 20  # larger than the partition fetch size
+    assert count == 3 and seen == [b"before", big, b"after"]
