@@ -54,6 +54,7 @@ from tests.ingest_support import (
     CLIENT_ID,
     CLIENT_SECRET,
     RAW,
+    SDK_MAY_LOSE_TAIL_MS,
     assert_eos_last,
     assert_same_frames,
     frames_of,
@@ -269,7 +270,7 @@ async def test_started_webhook_brings_every_frame_then_end_of_stream_with_the_sd
 
         stack.backend_factory = factory  # type: ignore[method-assign]
         await stack.start_worker()
-        handle, raw = await play_whole_meeting(stack, meeting)
+        handle, raw = await play_whole_meeting(stack, meeting, SDK_MAY_LOSE_TAIL_MS)
         assert frames_of(raw["rtms.raw.video"])[0]["media"] == {
             "codec": "H264",
             "width": 640,
