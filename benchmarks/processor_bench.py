@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import dataclasses
 import json
 import logging
@@ -458,10 +459,14 @@ async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
         rest = sorted(d for _, d in timed[third:])
         first = sorted(d for _, d in timed[:third])
         at = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None  # noqa: E731
+        own = own_latency(raw, watcher.appended, settings.reorder_window_ms, end_wall_ms)
+        own_rest = sorted(own[len(own) // 3 :])
         return {
             "streams": mix.streams, "seconds": mix.seconds, **pace, "window_ms": settings.reorder_window_ms,
             "records_measured": len(lat), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1],
-            "first_third_p50_ms": at(first, 0.5), "rest_p50_ms": at(rest, 0.5), "rest_p99_ms": at(rest, 0.99), **cycles,
+            "first_third_p50_ms": at(first, 0.5), "rest_p50_ms": at(rest, 0.5), "rest_p99_ms": at(rest, 0.99),
+            "own_p50_ms": at(sorted(own), 0.5), "own_p99_ms": at(sorted(own), 0.99), "own_max_ms": max(own, default=None),
+            "rest_own_p99_ms": at(own_rest, 0.99), **cycles,
             "worker_cpu_util": round((probe.samples[-1][1] - cpu0) / mix.seconds, 2),
             "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
         }  # fmt: skip
@@ -469,9 +474,42 @@ async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
         await drop_topics(settings)
 
 
+def own_latency(
+    raw: dict[tuple[str, str, int], int],
+    appended: list[tuple[tuple[str, str, int], int]],
+    window_ms: int,
+    end_wall_ms: float,
+) -> list[int]:
+    """The worker's own share of each frame's added latency, in the order of the frames' raw append
+    times: its ordered append minus the later of its raw append and the append of the first raw
+    frame of its lane at least `window_ms` later in media time (what releases it: the worker cannot
+    write it before that arrives). The rest of the added latency is the window and the input's own
+    pace (a producer that falls behind delays the frame that closes the window)."""
+    lanes: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for (meeting, kind, ts), t in raw.items():
+        lanes.setdefault((meeting, kind), []).append((ts, t))
+    closing: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for lane, frames in lanes.items():
+        frames.sort()
+        mins, low = [0] * len(frames), None
+        for i in range(len(frames) - 1, -1, -1):  # earliest append among the frames from i on
+            low = frames[i][1] if low is None else min(low, frames[i][1])
+            mins[i] = low
+        closing[lane] = ([ts for ts, _ in frames], mins)
+    out = []
+    for (meeting, kind, ts), t in appended:
+        stamps, mins = closing[(meeting, kind)]
+        i = bisect.bisect_left(stamps, ts + window_ms)
+        if i == len(stamps) or raw[(meeting, kind, ts)] >= end_wall_ms - 1000:
+            continue  # released by the marker
+        out.append((raw[(meeting, kind, ts)], t - max(raw[(meeting, kind, ts)], mins[i])))
+    return [d for _, d in sorted(out)]
+
+
 async def cycle_figures(port: int) -> dict[str, Any]:
-    """The worker's commit cycles (acks awaited, state written, offsets committed; the loop takes no
-    input meanwhile) from its /metrics: how many, mean and how many took over 0.5 s."""
+    """The worker's commit cycles (acks awaited, state written, offsets committed; in the background
+    since the loop stopped waiting for them) from its /metrics: how many, mean and how many took
+    over 0.5 s."""
     import aiohttp
 
     values: dict[str, float] = {}
@@ -574,6 +612,8 @@ def summary(kind: str, r: dict[str, Any]) -> str:
         return (f"latency, {r['streams']} streams x {r['seconds']:g} s real time ({r['rate_per_s']:,} raw/s): "
                 f"added p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms (window {r['window_ms']} ms; "
                 f"first third p50 {r['first_third_p50_ms']} ms, the rest p50 {r['rest_p50_ms']} ms, p99 {r['rest_p99_ms']} ms); "
+                f"the worker's own share (after the frame closing the window arrived): p50 {r['own_p50_ms']} ms, "
+                f"p99 {r['own_p99_ms']} ms (the rest {r['rest_own_p99_ms']} ms), max {r['own_max_ms']} ms; "
                 f"{r['cycles']} commit cycles, mean {r['cycle_mean_ms']} ms, {r['cycles_over_500ms']} over 0.5 s; "
                 f"worker CPU {r['worker_cpu_util']}, RSS peak {r['peak_rss_mb']} MB; "
                 f"machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip

@@ -1,12 +1,18 @@
 """The processors' consumer loop: raw topics in, ordered topics out, nothing lost or doubled.
 
+(Why ~540 lines in one module: the feed, the cycle and the rebalance callbacks share the cores,
+the `ends` and the restart skips, and are right only together; the output batches live in
+`processors/outbox.py`, the pure work in `processors/lanes.py`.)
+
 One aiokafka consumer (group `rtmsflow-processors` by default, range assignment) reads the four raw
 topics; a `PartitionCore` per partition number turns records into output, which one idempotent
-producer writes to the same partition number of the output topics. Every
-`process_commit_interval_ms` the loop runs a *cycle*: wait until the broker acknowledged every
-record sent, write each changed partition's restart state (`processors/state.py`) to
-`rtms.processor.state` and wait for that, then commit the raw offsets the state names (the first
-input not settled by acknowledged output: a held frame holds the commit back).
+producer writes to the same partition number of the output topics, one batch per output partition
+and consumer batch (`processors/outbox.py`). Every `process_commit_interval_ms` the loop takes a
+*cycle*: it snapshots each changed partition's restart state and the last record sent to every
+output partition, and, in the background while input goes on, waits until the broker acknowledged
+those records, writes the states (`processors/state.py`) to `rtms.processor.state`, waits for that,
+then commits the raw offsets the states name (the first input not settled by acknowledged output:
+a held frame holds the commit back).
 
 Restart (kill -9 anywhere, a rebalance). A partition's new owner reads its latest state, seeks
 the raw topics to the state's `commits`, and reads what the output topics got after the state's
@@ -32,12 +38,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter, Gauge, Histogram
 
 from processors.frame_splice import FrameSplicer
 from processors.lanes import DEADLETTER, LATE, ORDERED_OF, RAW_TOPICS, LaneConfig, Output, PartitionCore
 from processors.meetings import MeetingBook
+from processors.outbox import Loc, Outbox, offset_of
 from processors.state import StateStore, output_signature
 from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
@@ -81,22 +87,6 @@ CYCLE = Histogram(
 # partition of rtms.raw.audio and rtms.raw.events and the other those of video and transcripts.
 PROCESSOR_ASSIGNORS = (RangePartitionAssignor,)
 _ORDERED_OUTPUTS = frozenset(ORDERED_OF.values())
-_OUT_COUNTERS = {t: EVENTS_OUT.labels(t) for t in OUTPUTS}
-
-
-@dataclass(slots=True)
-class _Batch:
-    """One aiokafka producer batch for an output topic partition; `future` resolves to the
-    metadata of its first record once the broker has the batch."""
-
-    topic: str  # base name
-    partition: int
-    builder: BatchBuilder
-    count: int = 0
-    future: asyncio.Future[Any] | None = None
-
-
-_Loc = tuple[_Batch, int]  # a record sent: its batch and index in it
 
 
 @dataclass(slots=True)
@@ -104,19 +94,12 @@ class _Snapshot:
     """What one cycle writes, taken between two consumer batches (see `ProcessorLoop._snapshot`)."""
 
     t0: float
-    pending: dict[tuple[str, int], _Loc]  # last record sent per output partition
+    pending: dict[tuple[str, int], Loc]  # last record sent per output partition
     ends: dict[tuple[str, int], int]  # output partition -> offset after acknowledged, before `pending`
     states: dict[int, dict[str, Any]]  # partition -> its core's snapshot (ends added when settled)
-    notes: dict[tuple[int, str, str, str], list[_Loc]]
+    notes: dict[tuple[int, str, str, str], list[Loc]]
     started: dict[tuple[int, str, str, str], int]
-    markers: list[tuple[int, str, _Loc, dict[str, Any]]]
-
-
-def _offset(loc: _Loc) -> int:
-    """The offset of a sent record (its batch acknowledged; raises if the send failed)."""
-    batch, index = loc
-    assert batch.future is not None
-    return int(batch.future.result().offset) + index
+    markers: list[tuple[int, str, Loc, dict[str, Any]]]
 
 
 class ProcessorLoop:
@@ -140,12 +123,10 @@ class ProcessorLoop:
         # outputs a crashed run already wrote, in order: (signature, offset)
         self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
         self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
-        self.filling: dict[tuple[str, int], _Batch] = {}  # output partition -> batch being filled
-        self.to_send: list[_Batch] = []  # filled since the last _send_batches, in order
-        self.pending: dict[tuple[str, int], _Loc] = {}  # last record sent per output partition
+        self.outbox: Outbox | None = None
         # where this cycle's ordered records went, for the meetings index
-        self.index_notes: dict[tuple[int, str, str, str], list[_Loc]] = {}  # first and last per stream
-        self.index_markers: list[tuple[int, str, _Loc, dict[str, Any]]] = []
+        self.index_notes: dict[tuple[int, str, str, str], list[Loc]] = {}  # first and last per stream
+        self.index_markers: list[tuple[int, str, Loc, dict[str, Any]]] = []
         self.cycle_task: asyncio.Task[None] | None = None  # the background cycle (see `_snapshot`)
         self.dirty: set[int] = set()
         self.consumer: AIOKafkaConsumer | None = None
@@ -174,6 +155,7 @@ class ProcessorLoop:
         # linger and a large batch: the cycle awaits acks anyway, so batching costs no correctness
         self.producer = make_producer(self.settings, linger_ms=5)
         await self.producer.start()
+        self.outbox = Outbox(self.producer, self.prefix, EVENTS_OUT)
         self.store = StateStore(self.settings, self.codec, self.producer, self.group_id)
         await self.store.start()
         self.consumer = make_consumer(
@@ -227,7 +209,7 @@ class ProcessorLoop:
                             self._queue(tp.partition, outs)
                     self.next_offsets[tp] = expected
                     self.dirty.add(tp.partition)
-                await self._send_batches()
+                await self._outbox().send()
                 self._maybe_cycle()
 
     async def stop(self) -> None:
@@ -235,7 +217,7 @@ class ProcessorLoop:
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 async with self.lock:
-                    await self._send_batches()
+                    await self._outbox().send()
                     await self._cycle()
             await self.consumer.stop()
             self.consumer = None
@@ -256,10 +238,10 @@ class ProcessorLoop:
     # -- output ----------------------------------------------------------------------------------
 
     def _queue(self, partition: int, outs: list[Output]) -> None:
-        """Encode `outs` into the producer batches being filled for their output partitions.
-        One aiokafka batch per output partition per consumer batch (`_send_batches`), not one
-        `send()` per record: the per-record call cost ~13 % of the worker's CPU."""
+        """Encode `outs` (frames spliced from their raw bytes, `processors/frame_splice.py`) into
+        the outbox's batches; the loop sends them after the consumer batch."""
         splice = self.splicer.splice
+        outbox = self._outbox()
         for out in outs:
             if self._already_written(partition, out):
                 continue
@@ -272,24 +254,7 @@ class ProcessorLoop:
                     if out.topic == DEADLETTER:
                         out.value["received_at_ms"] = time.time_ns() // 1_000_000
                     value = self.codec.encode(topic, out.value)
-            slot = (out.topic, partition)
-            filling = self.filling.get(slot)
-            if (
-                filling is None
-                or filling.builder.append(timestamp=None, key=out.key, value=value, headers=out.headers or [])
-                is None
-            ):
-                filling = self.filling[slot] = _Batch(out.topic, partition, self._producer().create_batch())
-                self.to_send.append(filling)
-                if (
-                    filling.builder.append(
-                        timestamp=None, key=out.key, value=value, headers=out.headers or []
-                    )
-                    is None
-                ):
-                    raise ValueError(f"a record for {topic} larger than the producer's max_batch_size")
-            loc = (filling, filling.count)
-            filling.count += 1
+            loc = outbox.add(out.topic, partition, out.key, value, out.headers)
             if out.stream is not None and out.topic in _ORDERED_OUTPUTS:
                 self._note_index(partition, out, loc)
             elif out.topic == LATE:
@@ -299,24 +264,10 @@ class ProcessorLoop:
             if out.value is not None and out.value.get("gap"):
                 GAPS.inc()
 
-    async def _send_batches(self) -> None:
-        """Hand the batches `_queue` filled to the producer, in the order they were started. A
-        batch leaves `to_send` only once the producer has it: `stop()` sends what a cancelled run
-        left before its last cycle (whose state accounts for those records)."""
-        self.filling.clear()
-        producer = self._producer()
-        while self.to_send:
-            b = self.to_send[0]
-            b.builder.close()  # nothing else may join it: a record's offset is base + its index
-            b.future = await producer.send_batch(b.builder, self.topic(b.topic), partition=b.partition)
-            del self.to_send[0]
-            self.pending[(b.topic, b.partition)] = (b, b.count - 1)
-            _OUT_COUNTERS[b.topic].inc(b.count)
-
-    def _producer(self) -> AIOKafkaProducer:
-        if self.producer is None:
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
             raise RuntimeError("ProcessorLoop not started")
-        return self.producer
+        return self.outbox
 
     def _already_written(self, partition: int, out: Output) -> bool:
         """True for an output a crashed run wrote after its last state (see the module docstring)."""
@@ -345,7 +296,7 @@ class ProcessorLoop:
         REWRITES_SKIPPED.inc()
         return True
 
-    def _note_index(self, partition: int, out: Output, loc: _Loc) -> None:
+    def _note_index(self, partition: int, out: Output, loc: Loc) -> None:
         """Remember where a stream's ordered record went: the first and last per cycle are enough
         for the index (first/last offsets), markers each."""
         assert out.stream is not None
@@ -402,7 +353,7 @@ class ProcessorLoop:
         """Everything a cycle writes, as of now (no awaits: nothing is fed meanwhile)."""
         t0 = time.monotonic()
         self.last_cycle = t0
-        pending, self.pending = self.pending, {}
+        pending = self._outbox().take_last()
         notes, self.index_notes = self.index_notes, {}
         markers, self.index_markers = self.index_markers, []
         started = {}
@@ -423,9 +374,10 @@ class ProcessorLoop:
         futures = {id(loc[0]): loc[0].future for loc in snap.pending.values()}
         if futures:
             await asyncio.gather(*(f for f in futures.values() if f is not None))
+        self._outbox().check()  # any batch failed, not only the last ones: no state past a hole
         ends = snap.ends
         for (topic, partition), loc in snap.pending.items():
-            ends[(topic, partition)] = _offset(loc) + 1  # raises if the send failed
+            ends[(topic, partition)] = offset_of(loc) + 1  # raises if the send failed
             if ends[(topic, partition)] > self.ends.get((topic, partition), -1):
                 self.ends[(topic, partition)] = ends[(topic, partition)]
         self._index_ordered(snap)
@@ -462,11 +414,11 @@ class ProcessorLoop:
             if book is None:
                 continue
             for loc in locs:
-                book.saw(meeting, stream, snap.started[key], topic, _offset(loc), None)
+                book.saw(meeting, stream, snap.started[key], topic, offset_of(loc), None)
         for partition, topic, loc, end in snap.markers:  # after the notes: a marker is its stream's last
             book = self.books.get(partition)
             if book is not None:
-                book.marker(topic, _offset(loc), end)
+                book.marker(topic, offset_of(loc), end)
 
     def _index_raw(self) -> None:
         """Tell the meetings index what the cores read since the last cycle (raw offsets, raw
@@ -504,7 +456,7 @@ class ProcessorLoop:
         partitions = {tp.partition for tp in revoked}
         async with self.lock:
             if self.producer is not None and self.cores:
-                await self._send_batches()
+                await self._outbox().send()
                 await self._cycle(set(self.cores))
             for p in partitions:
                 self._forget(p)
