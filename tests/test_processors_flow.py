@@ -201,3 +201,48 @@ async def test_behind_the_real_ingest_with_reorder_and_duplicate_faults(
             sent = {(v["stream_kind"], v["timestamp_ms"]) for v in raw[raw_base] if not v["end_of_stream"]}
             assert set(stamps) == sent  # nothing lost
     assert duplicates == len(handle.stats.duplicated)
+
+
+async def test_input_goes_on_while_a_commit_cycle_waits_and_nothing_is_committed_before_its_state(
+    settings: Settings, kafka_topics: dict[str, str]
+) -> None:
+    # the cycle's state write is held (a gate in front of the real one): a second stream written
+    # meanwhile must still come out whole, and the raw offsets stay uncommitted until it is let go
+    first = StreamPlan("mtg-" + uuid.uuid4().hex[:8] + "==", "one", seconds=1.0, duplicates=0)
+    second = StreamPlan("mtg-" + uuid.uuid4().hex[:8] + "==", "two", seconds=1.0, duplicates=0)
+    gate, held = asyncio.Event(), asyncio.Event()
+    async with running(settings) as loop:
+        assert loop.store is not None and loop.consumer is not None
+        write = loop.store.write
+
+        async def gated_write(partition: int, snapshot: dict[str, Any]) -> Any:
+            held.set()
+            await gate.wait()
+            return await write(partition, snapshot)
+
+        loop.store.write = gated_write  # type: ignore[method-assign]
+        consumer = loop.consumer
+
+        async def committed() -> int:
+            return sum([(await consumer.committed(tp)) or 0 for tp in sorted(consumer.assignment())])
+
+        try:
+            await write_raw(settings, first.build() + first.markers())
+            await wait_for(lambda: _true(held.is_set()), 60, "a cycle at its state write")
+            await write_raw(settings, second.build() + second.markers())
+            await wait_for(lambda: markers_on_every_ordered_topic(settings, 2), 60, "both streams' markers")
+            assert await committed() == 0
+        finally:
+            gate.set()
+        await wait_for(lambda: _positive(committed()), 60, "a commit once the state is written")
+    out = {base: await ordered(settings, base) for base in ORDERED}
+    expected = await undisturbed(settings)
+    assert out == {base: expected[base] for base in ORDERED}
+
+
+async def _positive(value: Any) -> bool | None:
+    return (await value) > 0 or None
+
+
+async def _true(value: bool) -> bool | None:
+    return value or None
