@@ -10,6 +10,9 @@ four events per stream, and the end-of-stream markers at the end. Every bench to
 `message.timestamp.type=LogAppendTime`, so each record's timestamp is the broker's append time: one
 clock for raw and ordered records.
 
+Why one module of ~700 lines: the throughput run, the latency run and the Faust baseline share the
+synthetic streams, the broker it starts and the /proc readings; split, each part would import the rest.
+
 throughput / RSS: all raw records are written first, then ONE `rtmsflow process` worker runs pinned to
 CPU 1 (`taskset -c 1`); events/s = raw records / (last marker appended - first output appended),
 meaningful once that span is tens of seconds (a few-second run is mostly its first batch).

@@ -25,7 +25,7 @@ The handshakes themselves (what is sent, what a status code means) are `rtms_pro
 `ClientSession`, the machine the emulator's tests and benchmarks drive too; what a received message
 becomes (audio, video, transcript and event values, the fast path) is `ingest.rtms_values`.
 
-Why this module stays whole (~700 lines): what is left is one state machine, `RtmsClient`, whose
+Why this module stays whole (~735 lines): what is left is one state machine, `RtmsClient`, whose
 transitions (connect, handshake, media retry, full retry, close) all read and write the same phase,
 sockets and backoffs; split by channel or by phase, each half would reach into the other's state.
 """
