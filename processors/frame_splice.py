@@ -52,6 +52,12 @@ PAIRS = {"rtms.raw.audio": "rtms.audio", "rtms.raw.video": "rtms.video"}
 
 def _zigzag(n: int) -> bytes:
     """Avro's encoding of a long."""
+    if 0 <= n < _SMALL_LONGS:
+        return _SMALL[n]
+    return _zigzag_any(n)
+
+
+def _zigzag_any(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)
     if z < 0x80:
         return bytes((z,))
@@ -62,6 +68,11 @@ def _zigzag(n: int) -> bytes:
     out.append(z)
     return bytes(out)
 
+
+
+# the encodings of 0 .. 8191 (one or two bytes: payload lengths, most seqs), made once (~0.4 MB)
+_SMALL_LONGS = 8192
+_SMALL = [_zigzag_any(n) for n in range(_SMALL_LONGS)]
 
 def _long_size(n: int) -> int:
     z = (n << 1) ^ (n >> 63)

@@ -230,6 +230,10 @@ class StreamState:
     closed_key: tuple[int, bytes] | None = None  # last piece of the last closed utterance
     participants: dict[int, str | None] = field(default_factory=dict)
     raw_offsets: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [first, last] seen
+    record_key: bytes = b""  # the output records' key: the meeting UUID's bytes
+
+    def __post_init__(self) -> None:
+        self.record_key = self.meeting_uuid.encode()
 
     @property
     def key(self) -> StreamKey:
@@ -685,7 +689,7 @@ class _Reject(ValueError):
 
 
 def _key(st: StreamState) -> bytes:
-    return st.meeting_uuid.encode()
+    return st.record_key
 
 
 def _lane_order(key: LaneKey) -> tuple[str, int, str]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
@@ -95,12 +94,6 @@ class Outcome(Generic[T]):
     lateness_ms: int = 0
 
 
-@dataclass(order=True, slots=True)
-class _Held(Generic[T]):
-    key: Key
-    item: T = field(compare=False)
-
-
 class ReorderBuffer(Generic[T]):
     """Reorders and de-duplicates one lane; see the module docstring for the rules.
 
@@ -117,7 +110,9 @@ class ReorderBuffer(Generic[T]):
             raise ValueError(f"dedupe_horizon_ms must be >= 0, got {dedupe_horizon_ms}")
         self.window_ms = window_ms
         self.dedupe_horizon_ms = dedupe_horizon_ms
-        self._heap: list[_Held[T]] = []
+        # (timestamp, digest, item): tuples compare in C, and a held digest is unique, so two
+        # entries never tie on (timestamp, digest) and the item is never compared
+        self._heap: list[tuple[int, bytes, T]] = []
         self._held_digests: set[bytes] = set()
         # Released digests in release (= key) order, for duplicate detection within the horizon.
         self._recent: deque[tuple[int, bytes]] = deque()
@@ -192,30 +187,35 @@ class ReorderBuffer(Generic[T]):
             self.late_count += 1
             lateness = 0 if last is None else max(0, last[0] - key[0])
             return Outcome(Fate.LATE, lateness_ms=lateness)
-        heapq.heappush(self._heap, _Held(key, item))
+        heapq.heappush(self._heap, (key[0], key[1], item))
         self._held_digests.add(key[1])
         if self._max_ts is None or key[0] > self._max_ts:
             self._max_ts = key[0]
-        return Outcome(Fate.ACCEPTED, list(self._release(self._max_ts - self.window_ms)))
+        return Outcome(Fate.ACCEPTED, self._release(self._max_ts - self.window_ms))
 
     def flush(self) -> list[T]:
         """End of stream: release everything held, in order. Later pushes are late."""
         self._ended = True
-        return list(self._release(None))
+        return self._release(None)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _release(self, up_to_ts: int | None) -> Iterator[T]:
+    def _release(self, up_to_ts: int | None) -> list[T]:
         heap = self._heap
-        while heap and (up_to_ts is None or heap[0].key[0] <= up_to_ts):
-            held = heapq.heappop(heap)
-            ts, digest = held.key
-            self._held_digests.discard(digest)
-            self._last_key = held.key
-            self._remember(ts, digest)
-            self.released_count += 1
-            yield held.item
+        released: list[T] = []
+        if not heap or (up_to_ts is not None and heap[0][0] > up_to_ts):
+            return released  # the common case in steady state costs one comparison
+        held_digests, recent, recent_digests = self._held_digests, self._recent, self._recent_digests
+        while heap and (up_to_ts is None or heap[0][0] <= up_to_ts):
+            ts, digest, item = heapq.heappop(heap)
+            held_digests.discard(digest)
+            recent.append((ts, digest))
+            recent_digests.add(digest)
+            released.append(item)
+        self._last_key = (ts, digest)
+        self.released_count += len(released)
         self._forget()
+        return released
 
     def _remember(self, ts: int, digest: bytes) -> None:
         self._recent.append((ts, digest))
