@@ -25,7 +25,10 @@ latency: the worker runs first; the bench then produces the streams in real time
 frames at its own phase within 20 ms) and measures, per ordered audio/video record, its append time
 minus its raw record's append time (the produce response's LogAppendTime). The reorder window
 (`RTMSFLOW_REORDER_WINDOW_MS`, 300 ms) is part of it by design: a frame leaves once media time is
-`window` past it.
+`window` past it. Before it, one 2 s warm-up stream per partition (left out of the figures):
+the first records a fresh topic partition gets wait 0.2-0.6 s for the broker, once in its life,
+which a running deployment has long paid (`--cold` measures without it). The bench's own garbage
+collector is off while it paces the input (its full collections stalled the producer).
 
 --faust-baseline: the same raw -> ordered job for audio and video as a minimal *tuned* Faust agent
 (decode, the same `ReorderBuffer`, encode, send; noack, ack on delivery; stream_buffer_maxsize
@@ -42,6 +45,7 @@ import argparse
 import asyncio
 import bisect
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -75,9 +79,30 @@ class Mix:
     video_fps: int = 25
     video_bytes: int = 2_500  # a 360p P-frame; sink_bench's default resolution
     text: bool = True  # transcript pieces (2/s) and events (4 per stream)
+    names: tuple[str, ...] = ()  # the meetings' names, when not the default ones
 
     def meeting(self, i: int) -> str:
+        if self.names:
+            return self.names[i]
         return f"bench{i:05d}-{uuid.UUID(int=i * 7919 + 1).hex[:16]}=="
+
+
+WARM_PREFIX = "warm"
+
+
+def warm_up_mix(partitions: int) -> Mix:
+    """One short stream on every partition: the first records a topic partition ever gets wait
+    for the broker (0.2-0.6 s, once in the partition's life), which a running deployment has long
+    paid; the latency run writes these first and leaves them out of its figures."""
+    from schemas.topics import partition_for
+
+    names: dict[int, str] = {}
+    i = 0
+    while len(names) < partitions:
+        name = f"{WARM_PREFIX}{i:05d}-{uuid.UUID(int=i * 104729 + 3).hex[:16]}=="
+        names.setdefault(partition_for(name, partitions), name)
+        i += 1
+    return Mix(partitions, 2.0, names=tuple(names[p] for p in sorted(names)))
 
 
 def stream_frames(mix: Mix, i: int, frame: int) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -207,6 +232,7 @@ class Watcher:
         self.last_marker_ms = 0
         self.appended: list[tuple[tuple[str, str, int], int]] = []
         self.done = asyncio.Event()
+        self.marker_seen = asyncio.Event()
 
     async def run(self, deadline_s: float) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -232,6 +258,7 @@ class Watcher:
                                 self.first_ms = r.timestamp
                             if r.value is None:
                                 self.markers += 1
+                                self.marker_seen.set()
                                 self.last_marker_ms = max(self.last_marker_ms, r.timestamp)
                             elif media:
                                 v = codec.decode(tp.topic, r.value)
@@ -428,8 +455,9 @@ async def wait_healthy(port: int, partitions: int, deadline_s: float = 120) -> N
             await asyncio.sleep(0.25)
 
 
-async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
-    """Real-time streams through a running worker: added latency raw -> ordered, p50/p99."""
+async def latency(base: Any, mix: Mix, cpu: str, warm_up: bool = True) -> dict[str, Any]:
+    """Real-time streams through a running worker: added latency raw -> ordered, p50/p99 (after
+    a warm-up stream on every partition unless `warm_up` is False: see `warm_up_mix`)."""
     settings = await bench_topics(base)
     try:
         with tempfile.TemporaryDirectory(prefix="pbench-") as work:
@@ -438,13 +466,30 @@ async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
             sampler = asyncio.create_task(probe.run())
             try:
                 await wait_healthy(port, settings.partitions)
-                watcher = Watcher(settings, mix.streams * len(ORDERED), decode=True)
+                warm = warm_up_mix(settings.partitions) if warm_up else None
+                expect = (mix.streams + (warm.streams if warm else 0)) * len(ORDERED)
+                watcher = Watcher(settings, expect, decode=True)
                 watching = asyncio.create_task(watcher.run(deadline_s=mix.seconds + 120))
+                if warm is not None:
+                    async with Writer(settings, warm) as w:
+                        await produce_real_time(w, warm)
+                    async with asyncio.timeout(60):  # its end of stream is written, its cycle done
+                        while watcher.markers < warm.streams * len(ORDERED):
+                            watcher.marker_seen.clear()
+                            await watcher.marker_seen.wait()
+                    await asyncio.sleep(settings.process_commit_interval_ms / 1000)
                 load = MachineLoad()
                 cpu0 = probe.samples[-1][1]
-                async with Writer(settings, mix) as w:
-                    pace = await produce_real_time(w, mix)
-                    end_wall_ms = time.time() * 1000
+                # the bench's own collector off while it paces the input: its full collections
+                # (the appended times it keeps grow) took 40-240 ms every ~6 s, a stall of the
+                # producer that reads as latency of the frames whose window it was to close
+                gc.disable()
+                try:
+                    async with Writer(settings, mix) as w:
+                        pace = await produce_real_time(w, mix)
+                        end_wall_ms = time.time() * 1000
+                finally:
+                    gc.enable()
                 await watching
                 probe.sample()
                 cycles = await cycle_figures(port)
@@ -452,24 +497,30 @@ async def latency(base: Any, mix: Mix, cpu: str) -> dict[str, Any]:
             finally:
                 sampler.cancel()
                 stop_worker(proc, Path(work))
+        watcher.appended = [(k, t) for k, t in watcher.appended if not k[0].startswith(WARM_PREFIX)]
         # records appended in the last second had their window closed by the markers, not by media
         timed = sorted((raw[k], t - raw[k]) for k, t in watcher.appended if raw[k] < end_wall_ms - 1000)
         lat = sorted(d for _, d in timed)
         pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-        # the run's first third apart from the rest: a start-up backlog (first sends to every output
-        # partition, a new stream's index and state records) is not the steady state
+        # the run's first third apart from the rest: with `--cold`, the first sends to every fresh
+        # output partition make a start-up backlog that is not the steady state
         third = len(timed) // 3
         rest = sorted(d for _, d in timed[third:])
         first = sorted(d for _, d in timed[:third])
         at = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None  # noqa: E731
         own = own_latency(raw, watcher.appended, settings.reorder_window_ms, end_wall_ms)
         own_rest = sorted(own[len(own) // 3 :])
+        # by kind: a frame leaves when its lane's media time is `window` past it, so a 25 fps frame
+        # waits for the frame 320 ms later (audio: 300 ms), 20 ms the window itself adds
+        by_kind = {kind: sorted(t - raw[k] for k, t in watcher.appended
+                                if k[1] == kind and raw[k] < end_wall_ms - 1000) for kind in ("AUDIO", "VIDEO")}  # fmt: skip
         return {
             "streams": mix.streams, "seconds": mix.seconds, **pace, "window_ms": settings.reorder_window_ms,
             "records_measured": len(lat), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1],
             "first_third_p50_ms": at(first, 0.5), "rest_p50_ms": at(rest, 0.5), "rest_p99_ms": at(rest, 0.99),
             "own_p50_ms": at(sorted(own), 0.5), "own_p99_ms": at(sorted(own), 0.99), "own_max_ms": max(own, default=None),
             "rest_own_p99_ms": at(own_rest, 0.99), **cycles,
+            **{f"{kind.lower()}_p{q}_ms": at(xs, q / 100) for kind, xs in by_kind.items() for q in (50, 99)},
             "worker_cpu_util": round((probe.samples[-1][1] - cpu0) / mix.seconds, 2),
             "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
         }  # fmt: skip
@@ -614,7 +665,8 @@ def summary(kind: str, r: dict[str, Any]) -> str:
     if kind == "latency":
         return (f"latency, {r['streams']} streams x {r['seconds']:g} s real time ({r['rate_per_s']:,} raw/s): "
                 f"added p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms (window {r['window_ms']} ms; "
-                f"first third p50 {r['first_third_p50_ms']} ms, the rest p50 {r['rest_p50_ms']} ms, p99 {r['rest_p99_ms']} ms); "
+                f"first third p50 {r['first_third_p50_ms']} ms, the rest p50 {r['rest_p50_ms']} ms, p99 {r['rest_p99_ms']} ms; "
+                f"audio p50/p99 {r['audio_p50_ms']}/{r['audio_p99_ms']} ms, video {r['video_p50_ms']}/{r['video_p99_ms']} ms); "
                 f"the worker's own share (after the frame closing the window arrived): p50 {r['own_p50_ms']} ms, "
                 f"p99 {r['own_p99_ms']} ms (the rest {r['rest_own_p99_ms']} ms), max {r['own_max_ms']} ms; "
                 f"{r['cycles']} commit cycles, mean {r['cycle_mean_ms']} ms, {r['cycles_over_500ms']} over 0.5 s; "
@@ -647,7 +699,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         report("throughput", await throughput(base, mix, args.cpu, profile=args.profile))
     if args.latency_seconds:
         mix = Mix(args.latency_streams, args.latency_seconds, args.latency_video_fps, args.video_bytes)
-        report("latency", await latency(base, mix, args.cpu))
+        report("latency", await latency(base, mix, args.cpu, warm_up=not args.cold))
     return results
 
 
@@ -668,6 +720,9 @@ def run() -> None:
     )
     parser.add_argument("--latency-seconds", type=float, default=30, help="0 = no latency run")
     parser.add_argument("--latency-video-fps", type=int, default=25)
+    parser.add_argument(
+        "--cold", action="store_true", help="no warm-up stream before the latency run (fresh partitions)"
+    )
     parser.add_argument("--faust-baseline", action="store_true", help="only: Faust agent vs batch loop")
     parser.add_argument(
         "--faust-seconds", type=float, default=20, help="stream length of the baseline's data"

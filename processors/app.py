@@ -16,6 +16,7 @@ broker, the topic prefix and the ports.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from typing import Any
@@ -44,6 +45,11 @@ class ProcessorService(Service):
 
     async def on_start(self) -> None:
         await self.processor.start()
+        # What exists now (modules, the app, its clients) lives as long as the process: out of
+        # the cyclic collector's sight, a full collection scans only what the run allocates
+        # (the imports made every one take 50-170 ms, a latency spike every ~6 s)
+        gc.collect()
+        gc.freeze()
 
     @Service.task
     async def _process(self) -> None:
