@@ -1,6 +1,6 @@
 """Rebuild speed and peak memory of the MP4 recorder: synthetic meetings of 10 and 60 minutes.
 
-    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--inline] [--out DIR] [--keep]
+    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--threaded] [--out DIR] [--keep]
 
 Each meeting is recorded in its own subprocess (so peak RSS, `ru_maxrss`, is that meeting's
 alone): 720p 25 fps H.264 (the emulator's libx264 clips, a 10 s loop; the active speaker switches
@@ -9,8 +9,8 @@ between two encoders, camera and screen, every loop, each switch starting SPS + 
 is looped from memory, so the time measured is the recorder's: H.264 stream copy, PCM placement
 and framing, AAC encoding and MP4 muxing, from `start()` to `close()` (file closed, not fsynced).
 Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared; CPU of
-every thread), the main thread's share of that CPU (the recorder's PyAV calls run on its mux
-thread unless `--inline`, so the rest overlaps the caller on a second core), the RSS before
+every thread), the main thread's share of that CPU (with `--threaded` the recorder's PyAV calls run on its
+mux thread; inline, the default, it is all of it), the RSS before
 recording starts (interpreter + PyAV + the loops), so the growth
 during the recording is visible, and the seconds spent in `close()` (the finalize cost).
 
@@ -52,7 +52,7 @@ def _peak_rss_mb() -> float:
 
 
 def record_meeting(
-    minutes: float, out: Path, fragmented: bool = True, threaded: bool = True
+    minutes: float, out: Path, fragmented: bool = True, threaded: bool = False
 ) -> dict[str, Any]:
     """Record one synthetic meeting of `minutes` to `out`; runs in the child process."""
     from emulator.clips import ClipParams, get_clip
@@ -118,14 +118,14 @@ def record_meeting(
     }
 
 
-def run_child(minutes: float, out_dir: Path, plain: bool, inline: bool = False) -> dict[str, Any]:
+def run_child(minutes: float, out_dir: Path, plain: bool, threaded: bool = False) -> dict[str, Any]:
     """Run one meeting in a fresh interpreter and return what it measured."""
     out = out_dir / f"recording-{minutes:g}min.mp4"
     cmd = [sys.executable, "-m", "benchmarks.recording_bench", "--child", str(minutes), "--out", str(out)]
     if plain:
         cmd.append("--plain")
-    if inline:
-        cmd.append("--inline")
+    if threaded:
+        cmd.append("--threaded")
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the MP4s go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the MP4s")
     parser.add_argument("--plain", action="store_true", help="plain MP4 instead of fragmented")
-    parser.add_argument("--inline", action="store_true", help="PyAV calls on the caller's thread")
+    parser.add_argument("--threaded", action="store_true", help="PyAV calls on the recorder's mux thread")
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:
-        result = record_meeting(args.child, args.out, fragmented=not args.plain, threaded=not args.inline)
+        result = record_meeting(args.child, args.out, fragmented=not args.plain, threaded=args.threaded)
         print(json.dumps(result))
         return 0
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for minutes in lengths:
             print(f"recording a {minutes:g}-minute meeting ...", file=sys.stderr, flush=True)
-            r = run_child(minutes, out_dir, args.plain, args.inline)
+            r = run_child(minutes, out_dir, args.plain, args.threaded)
             results.append(r)
             print(
                 f"{r['minutes']:>5g} min: {r['seconds']:>7.2f} s = {r['x_realtime']:>6.1f}x real time "

@@ -41,13 +41,15 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   AAC encoder's 1024 priming samples) has no duration in a fragmented file, and FFmpeg's
   demuxer reports the file's duration 64 ms long; decoding skips the priming and ends on time.
   `fragmented=False` writes a plain MP4.
-* The PyAV calls (AAC encode, mux) run on a worker thread (`sinks.mux_thread`, `threaded=True`,
-  the default) in the order this recorder makes them, so the bytes are those of the same calls
-  made inline (a test compares both) while the encoder overlaps the caller's work on another core.
-  The timeline and framing stay on the caller's thread, so a bad frame is still refused at once;
-  an FFmpeg error is raised by a later call or by `close()`.
-* Memory otherwise: one held-back video frame, under one AAC frame of PCM, the mux thread's
-  bounded queue of calls (4 x 32: PCM frames and references to video payloads), and FFmpeg's
+* The PyAV calls (AAC encode, mux) run inline by default. `threaded=True` runs them on a worker
+  thread (`sinks.mux_thread`) in the order this recorder makes them (the same bytes: a test
+  compares both), meant to overlap the caller's work on another core; measured on a quiet
+  machine it does not: each PyAV call takes the GIL back several times and waits the switch
+  interval for a busy caller to drop it (an AAC encoder thread next to a spinning Python thread
+  ran at 6x real time instead of ~1,000x), so a rebuild threaded spent ~15 % more CPU and took
+  longer (BENCHMARKS.md, "Sinks"). Overlap needs another process, not a thread.
+* Memory otherwise: one held-back video frame, under one AAC frame of PCM, (threaded) the mux
+  thread's bounded queue of calls (4 x 32: PCM frames and references to video payloads), and FFmpeg's
   interleaving queue (bounded by its max_interleave_delta, 10 s of media).
 """
 
@@ -143,7 +145,7 @@ class Mp4Recorder:
         aac_quality: int | None = DEFAULT_AAC_QUALITY,
         audio_tolerance_ms: int = DEFAULT_AUDIO_TOLERANCE_MS,
         fragmented: bool = True,
-        threaded: bool = True,
+        threaded: bool = False,
     ) -> None:
         if not (video or audio):
             raise ValueError("a recording needs video, audio or both")

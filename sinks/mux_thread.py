@@ -5,9 +5,12 @@
     worker.submit(mux_video, sample)
     worker.finish()                            # every call done; raises the first call's error
 
-Why: a rebuild spends most of its time in FFmpeg's AAC encoder, and PyAV releases the GIL while
-the encoder and the muxer run, so on a second core they can overlap the sink's own work (Kafka
-fetches, Avro decoding, WAV writes) instead of adding to it.
+Why: a rebuild spends much of its time in FFmpeg's AAC encoder, and PyAV releases the GIL while
+the encoder and the muxer run, so on a second core they were to overlap the sink's own work (Kafka
+fetches, Avro decoding, WAV writes) instead of adding to it. Measured, they do not (each call
+takes the GIL back several times and waits for the busy caller to drop it), so `Mp4Recorder`
+makes its calls inline by default and this thread is only used with `threaded=True`
+(docs/DECISIONS.md, "Sinks").
 
 Why the bytes cannot change: one thread makes every call, one after another, in submission order,
 so the encoder and the muxer see exactly the calls, arguments and order they would see inline; no
