@@ -71,7 +71,11 @@ def now_ms() -> int:
 
 
 class _Window:
-    """Bounds what one stream has in flight, in records and bytes."""
+    """Bounds what one stream has in flight, in records and bytes. First come, first served: a
+    record's `ingest_seq` is given just before it asks for room, so records must get room, and be
+    queued for Kafka, in the order they asked (a small record that fits must not pass a large one
+    waiting, nor a caller arriving while others wait: events of one stream come from two sockets,
+    and under load the raw topic held them out of `ingest_seq` order)."""
 
     def __init__(self, max_records: int, max_bytes: int) -> None:
         self.max_records = max_records
@@ -79,14 +83,28 @@ class _Window:
         self.records = 0
         self.bytes = 0
         self._room = asyncio.Event()
+        self._turn = asyncio.Lock()  # FIFO: the waiters, one at a time, in the order they came
+        self._queued = 0
+
+    def _fits(self, size: int) -> bool:
+        # a record larger than the byte budget still goes, alone
+        return not self.records or (self.records < self.max_records and self.bytes + size <= self.max_bytes)
 
     async def acquire(self, size: int) -> None:
-        # a record larger than the byte budget still goes, alone
-        while self.records and (self.records >= self.max_records or self.bytes + size > self.max_bytes):
-            self._room.clear()
-            await self._room.wait()
-        self.records += 1
-        self.bytes += size
+        if not self._queued and self._fits(size):
+            self.records += 1
+            self.bytes += size
+            return
+        self._queued += 1
+        try:
+            async with self._turn:
+                while not self._fits(size):
+                    self._room.clear()
+                    await self._room.wait()
+                self.records += 1
+                self.bytes += size
+        finally:
+            self._queued -= 1
 
     def release(self, size: int, records: int = 1) -> None:
         self.records -= records

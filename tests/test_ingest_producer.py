@@ -157,3 +157,23 @@ async def test_a_frame_h264_cannot_parse_is_dead_lettered_and_the_meeting_goes_o
     letter = codec.decode(topics[0], producer.sent[0][1])
     assert letter["error"] == "H264Error" and letter["payload"] == b"garbage without a start code"
     assert codec.decode(topics[1], producer.sent[1][1])["ingest_seq"] == 0  # no hole left by the bad frame
+
+
+async def test_records_waiting_for_room_go_to_kafka_in_ingest_seq_order() -> None:
+    """Events of one stream come from two sockets: a small one that fits must not pass a large one
+    already waiting for room (it did under load: the raw topic held ingest_seq 2 before 1)."""
+    frames, producer, codec = make_producer(max_in_flight=10, max_in_flight_bytes=3_000)
+
+    def event(body_bytes: int) -> EventData:
+        return EventData(6, "active_speaker", 999, "x" * body_bytes, 2, 16778240, "Ann")
+
+    await frames.event(SESSION, event(2_000))  # in flight: ~2 KB of the 3 KB
+    large = asyncio.create_task(frames.event(SESSION, event(1_500)))  # seq 1: waits for room
+    await asyncio.sleep(0)
+    small = asyncio.create_task(frames.event(SESSION, event(10)))  # seq 2: would fit now
+    await asyncio.sleep(0)
+    assert len(producer.sent) == 1  # both wait: the small one behind the large one
+    producer.ack_all()
+    await asyncio.wait_for(asyncio.gather(large, small), 1)
+    seqs = [codec.decode(t, v)["ingest_seq"] for t, v, _, _ in producer.sent]
+    assert seqs == [0, 1, 2]
