@@ -224,7 +224,13 @@ def assert_ingest_seq_increasing(raw: dict[str, list[dict[str, Any]]]) -> None:
         for v in frames_of(raw[name]):
             by_lane.setdefault((v["stream_kind"], v["ingest_epoch"]), []).append(v["ingest_seq"])
         for lane, seqs in by_lane.items():
-            assert seqs == list(range(len(seqs))), (name, lane)
+            if seqs != list(range(len(seqs))):  # say which records, so a rare failure can be read
+                shown = [
+                    (v["ingest_seq"], v.get("name"), v["timestamp_ms"], v["received_at_ms"])
+                    for v in frames_of(raw[name])
+                    if (v["stream_kind"], v["ingest_epoch"]) == lane
+                ]
+                raise AssertionError((name, lane, seqs[:50], shown[:50]))
 
 
 # Zoom's SDK closes every socket the moment STREAM_STATE TERMINATED arrives on signaling (protocol
