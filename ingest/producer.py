@@ -71,11 +71,7 @@ def now_ms() -> int:
 
 
 class _Window:
-    """Bounds what one stream has in flight, in records and bytes. First come, first served: a
-    record's `ingest_seq` is given just before it asks for room, so records must get room, and be
-    queued for Kafka, in the order they asked (a small record that fits must not pass a large one
-    waiting, nor a caller arriving while others wait: events of one stream come from two sockets,
-    and under load the raw topic held them out of `ingest_seq` order)."""
+    """Bounds what one stream has in flight, in records and bytes."""
 
     def __init__(self, max_records: int, max_bytes: int) -> None:
         self.max_records = max_records
@@ -83,28 +79,14 @@ class _Window:
         self.records = 0
         self.bytes = 0
         self._room = asyncio.Event()
-        self._turn = asyncio.Lock()  # FIFO: the waiters, one at a time, in the order they came
-        self._queued = 0
-
-    def _fits(self, size: int) -> bool:
-        # a record larger than the byte budget still goes, alone
-        return not self.records or (self.records < self.max_records and self.bytes + size <= self.max_bytes)
 
     async def acquire(self, size: int) -> None:
-        if not self._queued and self._fits(size):
-            self.records += 1
-            self.bytes += size
-            return
-        self._queued += 1
-        try:
-            async with self._turn:
-                while not self._fits(size):
-                    self._room.clear()
-                    await self._room.wait()
-                self.records += 1
-                self.bytes += size
-        finally:
-            self._queued -= 1
+        # a record larger than the byte budget still goes, alone
+        while self.records and (self.records >= self.max_records or self.bytes + size > self.max_bytes):
+            self._room.clear()
+            await self._room.wait()
+        self.records += 1
+        self.bytes += size
 
     def release(self, size: int, records: int = 1) -> None:
         self.records -= records
@@ -132,6 +114,12 @@ class _Stream:
     media: dict[str, Any] = field(default_factory=dict)
     video_media_of: VideoParams | None = None
     video_media: dict[str, Any] = field(default_factory=dict)
+    # records go to Kafka in the order they got their ingest_seq: `_send` holds this (FIFO) from
+    # asking for room until the record is queued. Without it a record that had to wait (for room,
+    # or for the topic's partitions on its first record) was passed by one that did not: events
+    # of one stream come from its sockets and from the worker, and under load rtms.raw.events
+    # held ingest_seq 2 before 1
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def next_seq(self, kind: str) -> int:
         seq = self.seqs.get(kind, 0)
@@ -503,8 +491,9 @@ class FrameProducer:
             await self.dead_letter(session, letter)
             return
         stream.last_ts[spec.name] = record["timestamp_ms"]
-        await stream.window.acquire(len(value))
-        await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
+        async with stream.order:  # no await between the seq and here: the order is the seq's
+            await stream.window.acquire(len(value))
+            await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
         if kind is not None:
             counters = self._kind_metrics.get(kind)
             if counters is None:

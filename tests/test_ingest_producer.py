@@ -160,8 +160,8 @@ async def test_a_frame_h264_cannot_parse_is_dead_lettered_and_the_meeting_goes_o
 
 
 async def test_records_waiting_for_room_go_to_kafka_in_ingest_seq_order() -> None:
-    """Events of one stream come from two sockets: a small one that fits must not pass a large one
-    already waiting for room (it did under load: the raw topic held ingest_seq 2 before 1)."""
+    """Events of one stream come from its sockets and from the worker: a record that must wait
+    (here for room) is not passed by a later one that need not (a small one that fits)."""
     frames, producer, codec = make_producer(max_in_flight=10, max_in_flight_bytes=3_000)
 
     def event(body_bytes: int) -> EventData:
