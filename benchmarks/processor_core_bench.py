@@ -18,9 +18,10 @@ import argparse
 import cProfile
 import time
 
-from benchmarks.processor_bench import RAW, Mix, stream_frames
+from benchmarks.processor_bench import RAW, T0, Mix, stream_frames
+from processors.batch_loop import output_value
 from processors.frame_splice import FrameSplicer
-from processors.lanes import DEADLETTER, LaneConfig, PartitionCore
+from processors.lanes import LaneConfig, PartitionCore
 from schemas.codec import Codec
 from schemas.markers import marker_headers
 
@@ -41,11 +42,11 @@ def raw_records(codec: Codec, mix: Mix) -> list[Raw]:
                 offsets[base] += 1
                 c = counts[i].setdefault(base, {})
                 c[value["stream_kind"]] = c.get(value["stream_kind"], 0) + 1
-    last = stream_frames.__globals__["T0"] + (steps - 1) * 20
+    last = T0 + (steps - 1) * 20
     for i in range(mix.streams):
         for base in RAW:
             end = {"meeting_uuid": mix.meeting(i), "rtms_stream_id": "s1", "topic": base, "ended": "STOPPED",
-                   "stop_reason": 6, "stream_started_ms": last - (steps - 1) * 20, "last_timestamp_ms": last,
+                   "stop_reason": 6, "stream_started_ms": T0, "last_timestamp_ms": last,
                    "ingest_epoch": 1, "counts": counts[i].get(base, {}), "complete": True}  # fmt: skip
             out.append((base, offsets[base], mix.meeting(i).encode(), None, marker_headers(end)))
             offsets[base] += 1
@@ -53,23 +54,20 @@ def raw_records(codec: Codec, mix: Mix) -> list[Raw]:
 
 
 def one_pass(codec: Codec, splicer: FrameSplicer, records: list[Raw]) -> tuple[int, int]:
-    """Feed every record to a fresh core and make every output's bytes; (outputs, output bytes)."""
+    """Feed every record to a fresh core and make every output's bytes as the worker does
+    (`output_value`); (outputs, output bytes)."""
     core = PartitionCore(0, codec.decode, LaneConfig())
-    splice, encode = splicer.splice, codec.encode
     n_out = size = 0
     for topic, offset, key, value, headers in records:
         for o in core.feed(topic, offset, key, value, headers):
-            data: bytes | None = None
-            if o.value is not None:
-                if o.raw is not None and o.value["gap"] is None:
-                    data = splice(o.topic, o.raw, o.value)
-                if data is None:
-                    if o.topic == DEADLETTER:
-                        o.value["received_at_ms"] = 0
-                    data = encode(o.topic, o.value)
-                size += len(data)
+            data = output_value(o, splicer, codec, o.topic, _no_clock)
+            size += len(data) if data is not None else 0
             n_out += 1
     return n_out, size
+
+
+def _no_clock() -> int:
+    return 0
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The processors' consumer loop: raw topics in, ordered topics out, nothing lost or doubled.
 
-(Why ~540 lines in one module: the feed, the cycle and the rebalance callbacks share the cores,
+(Why ~570 lines in one module: the feed, the cycle and the rebalance callbacks share the cores,
 the `ends` and the restart skips, and are right only together; the output batches live in
 `processors/outbox.py`, the pure work in `processors/lanes.py`.)
 
@@ -10,7 +10,8 @@ producer writes to the same partition number of the output topics, one batch per
 and consumer batch (`processors/outbox.py`). Every `process_commit_interval_ms` the loop takes a
 *cycle*: it snapshots each changed partition's restart state and the last record sent to every
 output partition, and, in the background while input goes on, waits until the broker acknowledged
-those records, writes the states (`processors/state.py`) to `rtms.processor.state`, waits for that,
+those records, writes the states (`processors/state.py`) to `rtms.processor.state` (with the
+`rtms.meetings` index records, on a second producer of their own), waits for that,
 then commits the raw offsets the states name (the first input not settled by acknowledged output:
 a held frame holds the commit back).
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,27 @@ class _Snapshot:
     markers: list[tuple[int, str, Loc, dict[str, Any]]]
 
 
+def output_value(
+    out: Output, splicer: FrameSplicer, codec: Codec, topic: str, clock: Callable[[], int]
+) -> bytes | None:
+    """The bytes of an output record's value on `topic` (its broker name): a frame spliced from its
+    raw bytes when it can be, else encoded; a dead letter stamped with `clock()` (ms) first; None
+    for a marker."""
+    if out.value is None:
+        return None
+    if out.raw is not None and out.value["gap"] is None:
+        value = splicer.splice(out.topic, out.raw, out.value)
+        if value is not None:
+            return value
+    if out.topic == DEADLETTER:
+        out.value["received_at_ms"] = clock()
+    return codec.encode(topic, out.value)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class ProcessorLoop:
     """`start()` joins the group, `run()` processes until cancelled, `stop()` runs a last cycle
     (acks, state, commit) and leaves. One loop per worker process."""
@@ -160,7 +182,7 @@ class ProcessorLoop:
         # the state and index records on a producer of their own: aiokafka keeps one produce
         # request in flight per broker and producer, so a cycle's state writes queued behind (or
         # ahead of) the ordered batches and the loop's next send waited for them (0.3-0.9 s stalls
-        # at times, the latency run's p99 ~500-900 ms; on their own connection, ~360 ms). Order
+        # at times: processor_bench's latency p99 up to 882 ms, ~360 ms on their own). Order
         # between the two is kept by the cycle: outputs acknowledged, then state, then commit.
         self.state_producer = make_producer(self.settings, linger_ms=0)
         await self.state_producer.start()
@@ -251,20 +273,11 @@ class ProcessorLoop:
     def _queue(self, partition: int, outs: list[Output]) -> None:
         """Encode `outs` (frames spliced from their raw bytes, `processors/frame_splice.py`) into
         the outbox's batches; the loop sends them after the consumer batch."""
-        splice = self.splicer.splice
         outbox = self._outbox()
         for out in outs:
             if self._already_written(partition, out):
                 continue
-            topic = self.topic(out.topic)
-            value: bytes | None = None
-            if out.value is not None:
-                if out.raw is not None and out.value["gap"] is None:
-                    value = splice(out.topic, out.raw, out.value)
-                if value is None:
-                    if out.topic == DEADLETTER:
-                        out.value["received_at_ms"] = time.time_ns() // 1_000_000
-                    value = self.codec.encode(topic, out.value)
+            value = output_value(out, self.splicer, self.codec, self.topic(out.topic), _now_ms)
             loc = outbox.add(out.topic, partition, out.key, value, out.headers)
             if out.stream is not None and out.topic in _ORDERED_OUTPUTS:
                 self._note_index(partition, out, loc)

@@ -69,10 +69,10 @@ def _zigzag_any(n: int) -> bytes:
     return bytes(out)
 
 
-
 # the encodings of 0 .. 8191 (one or two bytes: payload lengths, most seqs), made once (~0.4 MB)
 _SMALL_LONGS = 8192
 _SMALL = [_zigzag_any(n) for n in range(_SMALL_LONGS)]
+
 
 def _long_size(n: int) -> int:
     z = (n << 1) ^ (n >> 63)

@@ -230,7 +230,7 @@ class StreamState:
     closed_key: tuple[int, bytes] | None = None  # last piece of the last closed utterance
     participants: dict[int, str | None] = field(default_factory=dict)
     raw_offsets: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [first, last] seen
-    record_key: bytes = b""  # the output records' key: the meeting UUID's bytes
+    record_key: bytes = field(init=False, repr=False)  # the output records' key: the UUID's bytes
 
     def __post_init__(self) -> None:
         self.record_key = self.meeting_uuid.encode()

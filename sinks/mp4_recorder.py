@@ -45,9 +45,9 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   thread (`sinks.mux_thread`) in the order this recorder makes them (the same bytes: a test
   compares both), meant to overlap the caller's work on another core; measured on a quiet
   machine it does not: each PyAV call takes the GIL back several times and waits the switch
-  interval for a busy caller to drop it (an AAC encoder thread next to a spinning Python thread
-  ran at 6x real time instead of ~1,000x), so a rebuild threaded spent ~15 % more CPU and took
-  longer (BENCHMARKS.md, "Sinks"). Overlap needs another process, not a thread.
+  interval for a busy caller to drop it (`benchmarks/aac_thread_bench.py`: an AAC encoder thread
+  next to a spinning Python thread ran at 7x real time instead of 1,103x), so a rebuild threaded
+  used 14-21 % more CPU and took longer (BENCHMARKS.md, "Sinks"). Overlap needs another process.
 * Memory otherwise: one held-back video frame, under one AAC frame of PCM, (threaded) the mux
   thread's bounded queue of calls (4 x 32: PCM frames and references to video payloads), and FFmpeg's
   interleaving queue (bounded by its max_interleave_delta, 10 s of media).

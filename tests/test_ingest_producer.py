@@ -168,12 +168,11 @@ async def test_records_waiting_for_room_go_to_kafka_in_ingest_seq_order() -> Non
         return EventData(6, "active_speaker", 999, "x" * body_bytes, 2, 16778240, "Ann")
 
     await frames.event(SESSION, event(2_000))  # in flight: ~2 KB of the 3 KB
-    large = asyncio.create_task(frames.event(SESSION, event(1_500)))  # seq 1: waits for room
-    await asyncio.sleep(0)
-    small = asyncio.create_task(frames.event(SESSION, event(10)))  # seq 2: would fit now
-    await asyncio.sleep(0)
-    assert len(producer.sent) == 1  # both wait: the small one behind the large one
+    # The tasks run in the order they were made, before the ack's callback (scheduled after
+    # them) gives the room back: the large one (seq 1) must wait, the small one (seq 2) fits.
+    large = asyncio.create_task(frames.event(SESSION, event(1_500)))
+    small = asyncio.create_task(frames.event(SESSION, event(10)))
     producer.ack_all()
-    await asyncio.wait_for(asyncio.gather(large, small), 1)
+    await asyncio.wait_for(asyncio.gather(large, small), 10)
     seqs = [codec.decode(t, v)["ingest_seq"] for t, v, _, _ in producer.sent]
-    assert seqs == [0, 1, 2]
+    assert seqs == [0, 1, 2]  # the small one went behind the large one, not before it
