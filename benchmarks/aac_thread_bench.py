@@ -22,7 +22,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from sinks.mp4_recorder import DEFAULT_AAC_QUALITY
+from sinks.mp4_muxer import DEFAULT_AAC_QUALITY
 
 RATE = 16_000
 FRAME = 1024

@@ -1,6 +1,6 @@
 """Rebuild speed and peak memory of the MP4 recorder: synthetic meetings of 10 and 60 minutes.
 
-    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--threaded] [--out DIR] [--keep]
+    python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--process] [--out DIR] [--keep]
 
 Each meeting is recorded in its own subprocess (so peak RSS, `ru_maxrss`, is that meeting's
 alone): 720p 25 fps H.264 (the emulator's libx264 clips, a 10 s loop; the active speaker switches
@@ -9,8 +9,9 @@ between two encoders, camera and screen, every loop, each switch starting SPS + 
 is looped from memory, so the time measured is the recorder's: H.264 stream copy, PCM placement
 and framing, AAC encoding and MP4 muxing, from `start()` to `close()` (file closed, not fsynced).
 Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared; CPU of
-every thread), the main thread's share of that CPU (with `--threaded` the recorder's PyAV calls run on its
-mux thread; inline, the default, it is all of it), the RSS before
+every thread and, with `--process`, of the encoder's process), the recording process's share of that
+CPU (with `--process` the AAC encoder runs in a process of its own; inline, the default, it is all of
+it), the RSS before
 recording starts (interpreter + PyAV + the loops), so the growth
 during the recording is visible, and the seconds spent in `close()` (the finalize cost).
 
@@ -52,7 +53,7 @@ def _peak_rss_mb() -> float:
 
 
 def record_meeting(
-    minutes: float, out: Path, fragmented: bool = True, threaded: bool = False
+    minutes: float, out: Path, fragmented: bool = True, process: bool = False
 ) -> dict[str, Any]:
     """Record one synthetic meeting of `minutes` to `out`; runs in the child process."""
     from emulator.clips import ClipParams, get_clip
@@ -72,10 +73,9 @@ def record_meeting(
     duration_ms = round(minutes * 60_000)
     rss_before = _rss_mb()
 
-    rec = Mp4Recorder(out, ORIGIN_MS, fragmented=fragmented, threaded=threaded)
+    rec = Mp4Recorder(out, ORIGIN_MS, fragmented=fragmented, process=process)
     started = time.perf_counter()
     cpu_started = time.process_time()
-    main_cpu_started = time.thread_time()
     rec.start()
     video_at = audio_at = 0
     video_bytes = 0
@@ -96,17 +96,18 @@ def record_meeting(
     closing = time.perf_counter()
     stats = rec.close(ORIGIN_MS + duration_ms)
     done = time.perf_counter()
-    cpu = time.process_time() - cpu_started
-    main_cpu = time.thread_time() - main_cpu_started
+    main_cpu = time.process_time() - cpu_started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the encoder process, waited for
+    cpu = main_cpu + children.ru_utime + children.ru_stime
     elapsed = done - started
     return {
         "minutes": minutes,
         "fragmented": fragmented,
-        "threaded": threaded,
+        "process": process,
         "seconds": round(elapsed, 2),
         "x_realtime": round(duration_ms / 1000 / elapsed, 1),
         "cpu_s": round(cpu, 2),
-        "main_thread_cpu_s": round(main_cpu, 2),
+        "recorder_cpu_s": round(main_cpu, 2),
         "x_realtime_per_cpu": round(duration_ms / 1000 / cpu, 1),  # what a quiet core would give
         "close_s": round(done - closing, 3),
         "rss_before_mb": round(rss_before, 1),
@@ -118,14 +119,14 @@ def record_meeting(
     }
 
 
-def run_child(minutes: float, out_dir: Path, plain: bool, threaded: bool = False) -> dict[str, Any]:
+def run_child(minutes: float, out_dir: Path, plain: bool, process: bool = False) -> dict[str, Any]:
     """Run one meeting in a fresh interpreter and return what it measured."""
     out = out_dir / f"recording-{minutes:g}min.mp4"
     cmd = [sys.executable, "-m", "benchmarks.recording_bench", "--child", str(minutes), "--out", str(out)]
     if plain:
         cmd.append("--plain")
-    if threaded:
-        cmd.append("--threaded")
+    if process:
+        cmd.append("--process")
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -136,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the MP4s go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the MP4s")
     parser.add_argument("--plain", action="store_true", help="plain MP4 instead of fragmented")
-    parser.add_argument("--threaded", action="store_true", help="PyAV calls on the recorder's mux thread")
+    parser.add_argument("--process", action="store_true", help="the recorder's muxer in a process of its own")
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:
-        result = record_meeting(args.child, args.out, fragmented=not args.plain, threaded=args.threaded)
+        result = record_meeting(args.child, args.out, fragmented=not args.plain, process=args.process)
         print(json.dumps(result))
         return 0
 
@@ -152,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for minutes in lengths:
             print(f"recording a {minutes:g}-minute meeting ...", file=sys.stderr, flush=True)
-            r = run_child(minutes, out_dir, args.plain, args.threaded)
+            r = run_child(minutes, out_dir, args.plain, args.process)
             results.append(r)
             print(
                 f"{r['minutes']:>5g} min: {r['seconds']:>7.2f} s = {r['x_realtime']:>6.1f}x real time "
                 f"({r['x_realtime_per_cpu']:.1f}x per CPU second, {r['cpu_s']:.2f} CPU-s of which "
-                f"{r['main_thread_cpu_s']:.2f} on the main thread), "
+                f"{r['recorder_cpu_s']:.2f} in the recording process), "
                 f"close {r['close_s']:.3f} s, peak RSS {r['peak_rss_mb']:.1f} MB "
                 f"(before recording {r['rss_before_mb']:.1f} MB), file {r['file_mb']:.1f} MB",
                 flush=True,

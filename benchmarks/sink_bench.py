@@ -135,14 +135,20 @@ def child(minutes: float, out: str) -> None:
     cpu = time.process_time()
     result = asyncio.run(replay_meeting(settings, MEETING, Path(out), use_index=False))
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    muxers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the muxer processes, all waited for
+    muxers_cpu = muxers.ru_utime + muxers.ru_stime
     figures = {
         "minutes": minutes,
         "records": result.records,
         "rebuild_s": round(wall, 2),
         "x_real_time": round(minutes * 60 / wall, 1),
-        "x_real_time_per_cpu_s": round(minutes * 60 / (time.process_time() - cpu), 1),
+        "x_real_time_per_cpu_s": round(minutes * 60 / (cpu + muxers_cpu), 1),
+        "cpu_s": round(cpu, 2),
+        "muxer_cpu_s": round(muxers_cpu, 2),
         "finalize_s": round(result.finalize_seconds, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "muxer_peak_rss_mb": round(muxers.ru_maxrss / 1024, 1),
         "bytes": sum(f.bytes_written for f in result.finalized),
         "ended": sorted({f.how for f in result.finalized}),
         "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -177,8 +183,9 @@ async def main(minutes: list[float], resolution: str, audio: str = "meeting") ->
                 figures = json.loads(done.stdout.strip().splitlines()[-1])
             print(
                 f"{length:g} min: rebuild {figures['rebuild_s']} s = {figures['x_real_time']}x real time "
-                f"({figures['x_real_time_per_cpu_s']}x per CPU s), finalize {figures['finalize_s']} s after the marker, "
-                f"peak RSS {figures['peak_rss_mb']} MB, {figures['bytes'] / 2**20:.0f} MB written, "
+                f"({figures['x_real_time_per_cpu_s']}x per CPU s: {figures['cpu_s']} s + the muxer's "
+                f"{figures['muxer_cpu_s']} s), finalize {figures['finalize_s']} s after the marker, "
+                f"peak RSS {figures['peak_rss_mb']} MB (the muxer's {figures['muxer_peak_rss_mb']} MB), {figures['bytes'] / 2**20:.0f} MB written, "
                 f"load {figures['load'][0]} -> {figures['load'][1]} ({audio} audio)",
                 file=sys.stderr,
             )

@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtmsflow.children import die_with_parent
 from rtmsflow.jvm import HOST, find_java, free_port, locked, tail
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import default_cache_dir, setting_from_env
@@ -178,17 +179,6 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
             raise OSError("connection closed")
         buf += chunk
     return bytes(buf)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL us when our parent dies (PR_SET_PDEATHSIG)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def _cmdline(pid: int) -> str | None:
@@ -479,7 +469,7 @@ class LocalKafka:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     cwd=self.state_dir,
-                    preexec_fn=_die_with_parent if die_with_caller else None,
+                    preexec_fn=die_with_parent if die_with_caller else None,
                 )
             self.pid_file.write_text(f"{self._proc.pid}\n")
             self.port_file.write_text(f"{port}\n")

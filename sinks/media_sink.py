@@ -29,12 +29,15 @@ def media_core(
     rebuild_all: bool = False,
     accept: Callable[[str], bool] | None = None,
     idle_timeout_s: float | None = None,
+    muxer_process: bool = False,
 ) -> SinkCore:
     """The media sink's core over the settings' topics, writing under `data_dir` (default: the
-    settings' data dir). `rebuild_all`: write every stream even if its manifest exists (replay)."""
+    settings' data dir). `rebuild_all`: write every stream even if its manifest exists (replay).
+    `muxer_process`: each MP4's muxer (the AAC encoder) in a process of its own, on another core
+    (replay: one meeting at full speed; the live sink keeps it inline)."""
 
     def factory(layout: StreamLayout) -> MediaStreamFiles:
-        return MediaStreamFiles(layout)
+        return MediaStreamFiles(layout, muxer_process=muxer_process)
 
     return SinkCore(
         "media",

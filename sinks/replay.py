@@ -102,8 +102,8 @@ def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_partition_fetch_bytes=1 << 20,
-        fetch_max_bytes=4 << 20,
+        max_partition_fetch_bytes=2 << 20,
+        fetch_max_bytes=8 << 20,
     )
 
 
@@ -208,7 +208,7 @@ async def replay_meeting(
     """Rebuild one meeting's files under `out` (see the module docstring)."""
     if index is None and use_index:
         index = (await read_indexes(settings, meeting_uuid)).get(meeting_uuid)
-    media = media_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__)
+    media = media_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, muxer_process=True)
     transcripts = transcript_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__)
     cores: dict[str, SinkCore] = {t: media for t in media.topics.values()}
     cores.update({t: transcripts for t in transcripts.topics.values()})

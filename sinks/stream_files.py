@@ -151,10 +151,11 @@ class MediaStreamFiles:
     topics: tuple[str, ...] = (AUDIO.name, VIDEO.name)
     manifest_name = MEDIA_MANIFEST
 
-    def __init__(self, layout: StreamLayout, *, fragmented: bool = True) -> None:
+    def __init__(self, layout: StreamLayout, *, fragmented: bool = True, muxer_process: bool = False) -> None:
         self.layout = layout
         self.origin_ms = layout.start_ms
         self.fragmented = fragmented
+        self.muxer_process = muxer_process  # the MP4s' muxers in processes of their own (replay)
         self.group = FileGroup(layout.stream_dir, MEDIA_MANIFEST, owns_media)
         self.tally = StreamTally(layout.rtms_stream_id)
         self.markers: dict[str, MarkerEnd] = {}
@@ -315,6 +316,7 @@ class MediaStreamFiles:
                 video_size=self._video_size or (1280, 720),
                 audio_tolerance_ms=0,
                 fragmented=self.fragmented,
+                process=self.muxer_process,
             )
             self._recorder.start()
         return self._recorder
@@ -377,6 +379,7 @@ class MediaStreamFiles:
                 audio=False,
                 video_size=(media.get("width", 1280), media.get("height", 720)),
                 fragmented=self.fragmented,
+                process=self.muxer_process,
             )
             self._deskshare.start()
         if r.get("gap") is not None:

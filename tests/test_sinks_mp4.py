@@ -74,7 +74,7 @@ def record(
     with_audio: bool = True,
     video_size: tuple[int, int] = (1280, 720),
     fragmented: bool = True,
-    threaded: bool = True,
+    process: bool = False,
 ) -> Mp4Recorder:
     """Feed everything in timestamp order (video, then audio, then gaps at equal times)."""
     items: list[tuple[int, int, object]] = []
@@ -89,7 +89,7 @@ def record(
         audio=with_audio,
         video_size=video_size,
         fragmented=fragmented,
-        threaded=threaded,
+        process=process,
     )
     rec.start()
     for _ts, prio, item in items:
@@ -339,7 +339,7 @@ def test_two_recordings_of_the_same_input_are_byte_identical(
 
 
 @pytest.mark.parametrize("fragmented", [True, False], ids=["fragmented", "plain"])
-def test_recording_on_the_mux_thread_is_byte_identical_to_the_inline_one(
+def test_recording_with_the_muxer_in_its_own_process_is_byte_identical_to_the_inline_one(
     tmp_path: Path, camera: VideoClip, screen: VideoClip, fragmented: bool
 ) -> None:
     video = [
@@ -347,11 +347,11 @@ def test_recording_on_the_mux_thread_is_byte_identical_to_the_inline_one(
     ]
     audio = [(ts, pcm) for ts, pcm in tone_packets(0, 6000) if not 3000 <= ts - ORIGIN < 3500]
     gaps = [("video", 2000, 600), ("audio", 3000, 500)]
-    threaded, inline = tmp_path / "threaded.mp4", tmp_path / "inline.mp4"
-    a = record(threaded, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, threaded=True)
-    b = record(inline, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, threaded=False)
+    other, inline = tmp_path / "process.mp4", tmp_path / "inline.mp4"
+    a = record(other, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, process=True)
+    b = record(inline, video, audio, end_ms=6000, gaps=gaps, fragmented=fragmented, process=False)
     assert a.close(ORIGIN + 6000).aac_packets == b.close(ORIGIN + 6000).aac_packets > 90
-    assert threaded.read_bytes() == inline.read_bytes()
+    assert other.read_bytes() == inline.read_bytes()
 
 
 def _meeting_pcm(seconds: int) -> list[tuple[int, bytes]]:
