@@ -18,16 +18,21 @@ makes exactly the calls the recorder made, in the same order, with the same valu
 depends on when it runs. The recorder keeps every decision (timelines, framing, validation) in
 its own process, so a bad frame is still refused synchronously.
 
-The wire: the calls go down a pipe as pickled batches of tuples (`BATCH_BYTES` of payload a
-batch), answers come up another. A thread in the child reads the pipe ahead into a queue of
-`READ_AHEAD_BYTES`: the pipe alone holds ~10 ms of the encoder's work, too little to carry it
-over the sender's waits for Kafka. Memory is bounded by one batch here, the pipe (1 MB asked of
-the kernel), the read-ahead and the batch the child is running; when they are full,
-`encode`/`mux_video` block (the backpressure). A call that fails in the child stops the recording: the error comes back to
-`finish()` (or to the next send), later calls are read and dropped so the sender never blocks.
-The child dies with its parent: it reads EOF when the recorder's end of the pipe closes, and
-Linux kills it when the parent dies (`rtmsflow.children.die_with_parent`). A recording it
-leaves unfinished is a partial file its stream's next build discards.
+The wire: the payloads (H.264 access units, PCM frames) go into a ring of shared memory
+(`RING_BYTES`, a memfd both processes map: one copy in, one copy out, no pickling of media); the
+calls go down a pipe as pickled batches of small tuples naming their payload's place in the ring,
+`BATCH_BYTES` of payload a batch. After each batch the child answers how far it has read, which
+frees that part of the ring. Measured on a 60-minute rebuild, pickling the media through a pipe
+instead cost ~0.45 CPU-s here and ~0.55 in the child (BENCHMARKS.md, "Sinks"). A payload too big
+for a quarter of the ring goes through the pipe. Memory is bounded by the ring, one batch of
+calls and the pipes; when the ring is full, `encode`/`mux_video` wait for the child (the
+backpressure).
+
+Failure: a call that fails in the child stops the recording; the error comes back as its answer
+and is raised by the next send or by `finish()` (`MuxProcessError`), and the child exits. The
+child dies with its parent: it reads EOF when the recorder's end of the pipe closes, and Linux
+kills it when the parent dies (`rtmsflow.children.die_with_parent`). A recording it leaves
+unfinished is a partial file its stream's next build discards. Linux only (memfd).
 """
 
 from __future__ import annotations
@@ -36,21 +41,20 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import mmap
 import os
 import pickle
-import queue
 import subprocess
 import sys
-import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sinks.mp4_muxer import Mp4Muxer, MuxerSpec
 
-BATCH_BYTES = 256 * 1024  # payload bytes per batch sent to the child
+BATCH_BYTES = 256 * 1024  # payload bytes per batch of calls
+RING_BYTES = 32 << 20  # shared memory for payloads on their way to the child (~6 min of 360p media)
 PIPE_BYTES = 1 << 20  # asked of the kernel for the calls pipe (Linux's default cap for a user)
-READ_AHEAD_BYTES = 16 << 20  # batches the child holds read from the pipe, not yet run
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python >= 3.10 has it on Linux; spelled out for mypy)
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -62,56 +66,73 @@ class MuxProcessError(RuntimeError):
 class MuxProcess:
     """`Mp4Muxer`'s calls, run in a child process in the order they are made (module docstring)."""
 
-    def __init__(self, spec: MuxerSpec, *, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self, spec: MuxerSpec, *, batch_bytes: int = BATCH_BYTES, ring_bytes: int = RING_BYTES
+    ) -> None:
         self.spec = spec
         self._batch_bytes = batch_bytes
+        self._ring_bytes = ring_bytes
         self._pending: list[tuple[Any, ...]] = []
         self._pending_bytes = 0
         self._child: subprocess.Popen[bytes] | None = None
+        self._ring: mmap.mmap | None = None
+        self._written = 0  # ring position after the last payload (grows; the ring wraps)
+        self._freed = 0  # ring position the child has read up to
         self._calls: Connection | None = None
         self._answers: Connection | None = None
         self._error: str | None = None
 
     def open(self) -> None:
         """Start the child, which opens the file and writes its header; returns without waiting."""
-        calls_read, calls_write = os.pipe()
-        answers_read, answers_write = os.pipe()
-        with contextlib.suppress(OSError):  # a smaller pipe only means smaller steps
-            fcntl.fcntl(calls_write, _F_SETPIPE_SZ, PIPE_BYTES)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        spec = json.dumps(dataclasses.asdict(self.spec))
+        ring_fd = os.memfd_create("rtmsflow-mux-ring")
+        fds: list[int] = [ring_fd]
         try:
+            os.ftruncate(ring_fd, self._ring_bytes)
+            self._ring = mmap.mmap(ring_fd, self._ring_bytes)
+            calls_read, calls_write = os.pipe()
+            fds += [calls_read, calls_write]
+            answers_read, answers_write = os.pipe()
+            fds += [answers_read, answers_write]
+            with contextlib.suppress(OSError):  # a smaller pipe only means smaller steps
+                fcntl.fcntl(calls_write, _F_SETPIPE_SZ, PIPE_BYTES)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+            spec = json.dumps(dataclasses.asdict(self.spec))
+            args = [str(fd) for fd in (ring_fd, calls_read, answers_write)]
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "sinks.mux_process", str(calls_read), str(answers_write), spec],
-                pass_fds=(calls_read, answers_write),
+                [sys.executable, "-m", "sinks.mux_process", *args, spec],
+                pass_fds=(ring_fd, calls_read, answers_write),
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
         except BaseException:
-            for fd in (calls_read, calls_write, answers_read, answers_write):
+            for fd in fds:
                 os.close(fd)
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
             raise
-        os.close(calls_read)  # the child's ends: closing ours lets each side see the other's EOF
-        os.close(answers_write)
+        for fd in (ring_fd, calls_read, answers_write):  # the child's: closing ours lets each side
+            os.close(fd)  # see the other's EOF (the ring stays mapped)
         self._calls = Connection(calls_write, readable=False)
         self._answers = Connection(answers_read, writable=False)
 
     def mux_video(self, pts: int, duration: int, data: bytes, keyframe: bool) -> None:
-        self._queue(("v", pts, duration, data, keyframe), len(data))
+        self._queue(("v", pts, duration, keyframe), data)
 
     def encode(self, position: int, pcm: bytes) -> None:
-        self._queue(("a", position, pcm), len(pcm))
+        self._queue(("a", position), pcm)
 
     def finish(self) -> int:
         """Run every call, close the file and end the child; returns the AAC packet count."""
         self._pending.append(("finish",))
         self._send()
-        answer = self._answer()
+        while True:
+            kind, value = self._read_answer()
+            if kind == "finished":
+                break
         self._end()
-        if answer[0] != "finished":
-            raise MuxProcessError(f"{self.spec.path}: {answer[1]}")
-        return int(answer[1])
+        return int(value)
 
     def abort(self) -> None:
         """Drop what is not sent, stop the child without finishing the file (idempotent)."""
@@ -120,38 +141,77 @@ class MuxProcess:
 
     # -- the parent's side ----------------------------------------------------------------------
 
-    def _queue(self, call: tuple[Any, ...], size: int) -> None:
-        self._pending.append(call)
+    def _queue(self, call: tuple[Any, ...], payload: bytes) -> None:
+        size = len(payload)
+        if size > self._ring_bytes // 4:
+            self._pending.append((*call, None, payload))  # through the pipe
+        else:
+            start = self._room_for(size)
+            ring = self._ring
+            assert ring is not None
+            at = start % self._ring_bytes
+            ring[at : at + size] = payload
+            self._written = start + size
+            self._pending.append((*call, at, size))
         self._pending_bytes += size
         if self._pending_bytes >= self._batch_bytes:
             self._send()
 
+    def _room_for(self, size: int) -> int:
+        """Where in the ring (as a growing position) `size` bytes go, once the child has read
+        enough; a payload never wraps (the ring's tail is skipped instead)."""
+        start = self._written
+        if start % self._ring_bytes + size > self._ring_bytes:
+            start += self._ring_bytes - start % self._ring_bytes
+        while start + size - self._freed > self._ring_bytes:
+            if self._pending:
+                self._send()  # the child cannot free what it has not been sent
+            self._read_answer()
+        return start
+
     def _send(self) -> None:
         if self._calls is None:
             raise MuxProcessError(f"{self.spec.path}: the muxer process is not running")
-        if self._answers is not None and self._error is None and self._answers.poll():
-            self._error = self._answers.recv()[1]  # the child failed: stop here, not at the end
+        while self._error is None and self._answers is not None and self._answers.poll():
+            self._read_answer()  # progress (or the child's error: raised here, not at the end)
         if self._error is not None:
             raise MuxProcessError(f"{self.spec.path}: {self._error}")
-        blob = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps((self._written, self._pending), protocol=pickle.HIGHEST_PROTOCOL)
         self._pending = []
         self._pending_bytes = 0
         try:
             self._calls.send_bytes(blob)
         except OSError as exc:  # BrokenPipeError: the child is gone
-            raise MuxProcessError(f"{self.spec.path}: the muxer process went away ({exc})") from exc
+            self._fail(f"the muxer process went away ({exc})")
 
-    def _answer(self) -> tuple[str, Any]:
-        """The child's last word: ("finished", aac_packets) or ("error", text)."""
-        if self._error is not None:
-            return ("error", self._error)
-        assert self._answers is not None and self._child is not None
+    def _read_answer(self) -> tuple[str, Any]:
+        """One answer (blocks): ("read", ring position), ("finished", aac packets); an error raises."""
+        if self._answers is None:
+            raise MuxProcessError(f"{self.spec.path}: the muxer process is not running")
         try:
-            answer: tuple[str, Any] = self._answers.recv()
-        except EOFError:
-            code = self._child.wait()
-            return ("error", f"the muxer process ended without an answer (exit status {code})")
-        return answer
+            kind, value = pickle.loads(self._answers.recv_bytes())
+        except (EOFError, OSError):
+            self._fail(None)
+        if kind == "read":
+            self._freed = max(self._freed, value)
+        elif kind == "error":
+            self._error = str(value)
+            raise MuxProcessError(f"{self.spec.path}: {self._error}")
+        return kind, value
+
+    def _fail(self, reason: str | None) -> NoReturn:
+        """Raise the child's error if it sent one, else `reason` (or its exit status)."""
+        while self._error is None and self._answers is not None:
+            try:
+                kind, value = pickle.loads(self._answers.recv_bytes())
+            except (EOFError, OSError):
+                break
+            if kind == "error":
+                self._error = str(value)
+        if self._error is None:
+            code = self._child.wait() if self._child is not None else None
+            self._error = reason or f"the muxer process ended without an answer (exit status {code})"
+        raise MuxProcessError(f"{self.spec.path}: {self._error}")
 
     def _end(self) -> None:
         for conn in (self._calls, self._answers):
@@ -165,71 +225,65 @@ class MuxProcess:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
 
 
 # -- the child's side ---------------------------------------------------------------------------------
 
 
-def _read_ahead(calls: Connection, batches: queue.Queue[bytes | None]) -> None:
-    """Empty the pipe into `batches` (None: EOF), so the sender never waits on a pipe that a
-    busy encoder leaves full (the pipe holds ~10 ms of the encoder's work, the queue ~0.2 s)."""
-    try:
-        while True:
-            batches.put(calls.recv_bytes())
-    except (EOFError, OSError):
-        batches.put(None)
-
-
-def serve(spec: MuxerSpec, calls: Connection, answers: Connection) -> None:
+def serve(spec: MuxerSpec, ring: mmap.mmap, calls: Connection, answers: Connection) -> None:
     """Run the calls that come down `calls` on one muxer until "finish" or EOF (see above)."""
     muxer = Mp4Muxer(spec)
-    failed = False
-    batches: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD_BYTES // BATCH_BYTES)
-    reader = threading.Thread(target=_read_ahead, args=(calls, batches), name="read-ahead", daemon=True)
-    reader.start()
+    view = memoryview(ring)
     try:
         muxer.open()
-    except Exception as exc:
-        answers.send(("error", f"{type(exc).__name__}: {exc}"))
-        failed = True
-    while True:
-        blob = batches.get()
-        if blob is None:
-            muxer.abort()  # the recorder aborted or went away
-            return
-        if failed:
-            continue  # keep reading: the sender must never block on a full pipe
-        try:
-            for call in pickle.loads(blob):
+        while True:
+            try:
+                written, batch = pickle.loads(calls.recv_bytes())
+            except EOFError:
+                muxer.abort()  # the recorder aborted or went away
+                return
+            for call in batch:
                 op = call[0]
-                if op == "a":
-                    muxer.encode(call[1], call[2])
-                elif op == "v":
-                    muxer.mux_video(call[1], call[2], call[3], call[4])
-                elif op == "finish":
-                    answers.send(("finished", muxer.finish()))
+                if op == "finish":
+                    answers.send_bytes(pickle.dumps(("finished", muxer.finish())))
                     return
+                at, payload = call[-2], call[-1]
+                data = payload if at is None else view[at : at + payload]
+                if op == "a":
+                    muxer.encode(call[1], data)
+                elif op == "v":  # the packet keeps its bytes until muxed: a copy, not the ring
+                    muxer.mux_video(call[1], call[2], bytes(data), call[3])
                 else:
                     raise ValueError(f"unknown muxer call {op!r}")
-        except Exception as exc:
-            muxer.abort()
-            answers.send(("error", f"{type(exc).__name__}: {exc}"))
-            failed = True
+            answers.send_bytes(pickle.dumps(("read", written)))
+    except Exception as exc:
+        muxer.abort()
+        with contextlib.suppress(OSError):
+            answers.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
+    finally:
+        view.release()
 
 
 def main(argv: list[str]) -> None:
     from rtmsflow.children import die_with_parent
 
     die_with_parent()
-    calls_fd, answers_fd, spec_json = int(argv[0]), int(argv[1]), argv[2]
-    fields = json.loads(spec_json)
+    ring_fd, calls_fd, answers_fd = (int(a) for a in argv[:3])
+    fields = json.loads(argv[3])
     fields["video_size"] = tuple(fields["video_size"])
-    with Connection(calls_fd, writable=False) as calls, Connection(answers_fd, readable=False) as answers:
-        serve(MuxerSpec(**fields), calls, answers)
+    with (
+        mmap.mmap(ring_fd, 0, access=mmap.ACCESS_READ) as ring,
+        Connection(calls_fd, writable=False) as calls,
+        Connection(answers_fd, readable=False) as answers,
+    ):
+        serve(MuxerSpec(**fields), ring, calls, answers)
 
 
 if __name__ == "__main__":
     main(sys.argv[1:])
 
 
-__all__ = ["BATCH_BYTES", "MuxProcess", "MuxProcessError", "serve"]
+__all__ = ["BATCH_BYTES", "RING_BYTES", "MuxProcess", "MuxProcessError", "serve"]
