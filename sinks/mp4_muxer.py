@@ -130,8 +130,9 @@ class Mp4Muxer:
         packet.is_keyframe = keyframe
         self._container.mux_one(packet)
 
-    def encode(self, position: int, pcm: bytes) -> None:
-        """One frame of s16le PCM at sample `position`, through the AAC encoder into the file."""
+    def encode(self, position: int, pcm: bytes | memoryview) -> None:
+        """One frame of s16le PCM at sample `position`, through the AAC encoder into the file (read
+        at once: `pcm` may be a view of memory that is reused after the call)."""
         # The encoder takes planar float: converted here, exactly as FFmpeg's s16 -> fltp
         # (x * 2^-15, exact in float32), which spares PyAV's resampler a conversion per frame.
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)

@@ -11,12 +11,13 @@ The timing decisions live in `sinks.media_timeline`; the PyAV calls in `sinks.mp
 the choices of container, codec and flags are explained). This class joins them: it validates each
 frame, runs the timelines and the AAC framer, and hands the muxer finished samples and frames.
 
-`process=True` runs the muxer in a process of its own (`sinks.mux_process`): the same calls in the
-same order, so the same bytes (a test compares both), with the AAC encoder on another core. Replay
-uses it; the live sinks keep it inline (one process per live stream would cost more than it saves).
+`process=True` runs the muxer in a process of its own (`sinks.mux_process`, Linux): the same calls
+in the same order, so the same bytes (a test compares both), with the AAC encoder on another core.
+Replay uses it; the live sinks keep it inline (one process per live stream would cost more than it
+saves).
 
 Memory: one held-back video frame, under one AAC frame of PCM, the muxer's (FFmpeg's interleaving
-queue, 10 s of media at most) and, with `process=True`, one batch of calls and the pipe.
+queue, 10 s of media at most) and, with `process=True`, the shared ring and one batch of calls.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from sinks.media_timeline import (
     VideoTimeline,
 )
 from sinks.mp4_muxer import DEFAULT_AAC_BITRATE, DEFAULT_AAC_QUALITY, Mp4Muxer, MuxerSpec
-from sinks.mux_process import MuxProcess
+from sinks.mux_process import MuxProcess, available
 
 _ANNEXB_STARTS = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
 
@@ -109,7 +110,8 @@ class Mp4Recorder:
             aac_quality=aac_quality,
             fragmented=fragmented,
         )
-        self._muxer: Mp4Muxer | MuxProcess = MuxProcess(self.spec) if process else Mp4Muxer(self.spec)
+        use_process = process and available()  # Linux; elsewhere inline (the same bytes)
+        self._muxer: Mp4Muxer | MuxProcess = MuxProcess(self.spec) if use_process else Mp4Muxer(self.spec)
         self.video_timeline = VideoTimeline(origin_ms) if video else None
         self.audio_timeline = AudioTimeline(origin_ms, audio_tolerance_ms) if audio else None
         self._framer = PcmFramer(AAC_FRAME_SAMPLES)

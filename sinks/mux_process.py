@@ -32,7 +32,8 @@ Failure: a call that fails in the child stops the recording; the error comes bac
 and is raised by the next send or by `finish()` (`MuxProcessError`), and the child exits. The
 child dies with its parent: it reads EOF when the recorder's end of the pipe closes, and Linux
 kills it when the parent dies (`rtmsflow.children.die_with_parent`). A recording it leaves
-unfinished is a partial file its stream's next build discards. Linux only (memfd).
+unfinished is a partial file its stream's next build discards. Linux only (`available()`);
+elsewhere the recorder muxes inline.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ from typing import Any, NoReturn
 from sinks.mp4_muxer import Mp4Muxer, MuxerSpec
 
 BATCH_BYTES = 256 * 1024  # payload bytes per batch of calls
-RING_BYTES = 32 << 20  # shared memory for payloads on their way to the child (~6 min of 360p media)
+RING_BYTES = 16 << 20  # shared memory for payloads on their way to the child (~3 min of 360p media)
 PIPE_BYTES = 1 << 20  # asked of the kernel for the calls pipe (Linux's default cap for a user)
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python >= 3.10 has it on Linux; spelled out for mypy)
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def available() -> bool:
+    """True where a muxer process can run (Linux: memfd, PR_SET_PDEATHSIG); elsewhere recorders
+    asking for one mux inline (the same bytes, one core)."""
+    return sys.platform.startswith("linux") and hasattr(os, "memfd_create")
 
 
 class MuxProcessError(RuntimeError):
@@ -286,4 +293,4 @@ if __name__ == "__main__":
     main(sys.argv[1:])
 
 
-__all__ = ["BATCH_BYTES", "RING_BYTES", "MuxProcess", "MuxProcessError", "serve"]
+__all__ = ["BATCH_BYTES", "RING_BYTES", "MuxProcess", "MuxProcessError", "available", "serve"]

@@ -137,6 +137,8 @@ def tail(meeting_uuid: str, events: bool, once: bool, until_end: bool) -> None:
     """Print a meeting's transcript live from rtms.transcript (with --events, its events too)."""
     settings = load_settings()
     try:
-        asyncio.run(run_tail(settings, meeting_uuid, events=events, once=once, until_end=until_end, out=sys.stdout))
+        asyncio.run(
+            run_tail(settings, meeting_uuid, events=events, once=once, until_end=until_end, out=sys.stdout)
+        )
     except KeyboardInterrupt:
         pass
