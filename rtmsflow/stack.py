@@ -37,6 +37,7 @@ import aiohttp
 from aiokafka import TopicPartition
 
 from rtmsflow.admin import admin_client, partition_counts
+from rtmsflow.children import die_with_parent
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
@@ -111,6 +112,7 @@ class StageProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
+                preexec_fn=die_with_parent,  # a supervisor killed outright takes its stages along
             )
         log.info(
             "stage started", extra={"stage": self.spec.name, "pid": self.proc.pid, "port": self.spec.port}

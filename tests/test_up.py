@@ -108,3 +108,40 @@ async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_proc
     assert stream["ended"]["how"] == "marker" and stream["ended"]["stop_reason"] == 20  # closed by us
     assert stream["ended"]["matched"] is True
     assert stream["frame_counts"]["AUDIO"] > 0 and (stream_dir / "recording.mp4").stat().st_size > 10_000
+
+
+async def test_a_killed_rtmsflow_up_takes_its_stages_with_it(
+    settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
+) -> None:
+    http_port, _ = free_ports(2)
+    env = {
+        **worker_env(settings_env),
+        "ZOOM_SECRET_TOKEN": "up-test-webhook-secret",
+        "RTMSFLOW_HTTP_PORT": str(http_port),
+        "RTMSFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    up = spawn(["up", "--logs", str(tmp_path / "logs")], env, stdout=subprocess.PIPE)
+    assert up.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(120):  # every stage healthy: up prints the endpoint last
+            while not (lines and lines[-1].startswith("webhook endpoint:")):
+                line = await asyncio.to_thread(up.stdout.readline)
+                assert line, f"rtmsflow up ended: {lines}"
+                lines.append(line)
+        pids = [int(p) for p in re.findall(r"pid (\d+)", "".join(lines))]
+        assert len(pids) == 5 and all(alive(pid) for pid in pids), lines  # the control
+        up.kill()  # SIGKILL: no chance to stop its stages in order
+        up.wait()
+
+        async def stages_gone() -> bool:
+            return not any(alive(pid) for pid in pids)
+
+        await wait_for(stages_gone, 30, "the stages of a killed rtmsflow up are gone")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in [int(p) for p in re.findall(r"pid (\d+)", "".join(lines))]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
