@@ -315,6 +315,8 @@ from pathlib import Path  # noqa: E402
 
 import aiohttp  # noqa: E402
 
+from rtmsflow.children import die_with_parent  # noqa: E402
+
 SESSION_TIMEOUT_MS = 6000  # the broker's minimum
 
 
@@ -335,7 +337,7 @@ class WorkerProcess:
             [sys.executable, "-m", "rtmsflow.cli", "ingest", "worker", "--group", group,
              "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--backoff-base-s", "0.3",
              "--video-resolution", "360p", "--video-fps", "10", "--metrics-port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )  # fmt: skip
 
     async def health(self) -> dict[str, Any] | None:

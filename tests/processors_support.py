@@ -16,6 +16,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from processors.lanes import LaneConfig, PartitionCore
+from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import marker_headers
@@ -245,6 +246,7 @@ class ProcessProcess:
             [sys.executable, "-m", "rtmsflow.cli", "process", "--group", group, "--metrics-port", str(self.port),
              "--session-timeout-ms", "6000"],
             env={**env, **extra_env}, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
 
     async def health(self) -> dict[str, Any] | None:

@@ -202,6 +202,7 @@ def test_only_settings_reads_the_environment() -> None:
         "rtmsflow/stack.py",  # stage_env: the children's environment
         "rtmsflow/jvm.py",  # JAVA_HOME, as every Java tool reads it
         "ingest/sdk_pool.py",  # HostHandle.start: the SDK host child's environment
+        "sinks/mux_process.py",  # MuxProcess.open: the muxer child's environment
     }
     pattern = re.compile(r"os\.environ|getenv\(|envvar=")
     readers = {

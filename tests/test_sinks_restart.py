@@ -18,6 +18,7 @@ import pytest
 from sink_support import OrderedStream, from_meeting, produce, stream_dir, wait_for
 
 from emulator.media import MeetingSpec, SyntheticMeeting
+from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
 from sinks.media_sink import media_service
 from sinks.stream_sink import SinkService
@@ -66,6 +67,7 @@ def sinks(env: dict[str, str], logs: Path) -> Iterator[list[subprocess.Popen[byt
                     env=env,
                     stdout=log,
                     stderr=log,
+                    preexec_fn=die_with_parent,  # a killed test run takes them along
                 )
             )
     try:
