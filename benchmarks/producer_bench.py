@@ -67,7 +67,11 @@ async def measure(bootstrap: str, records: int) -> dict[str, float]:
         per_batched = (time.process_time() - started) / records * 1e6
     finally:
         await producer.stop()
-    return {"records": records, "send_us_per_record": round(per_send, 1), "batch_us_per_record": round(per_batched, 1)}
+    return {
+        "records": records,
+        "send_us_per_record": round(per_send, 1),
+        "batch_us_per_record": round(per_batched, 1),
+    }
 
 
 def main() -> None:

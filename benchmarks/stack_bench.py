@@ -94,7 +94,9 @@ def transcript_latencies(
     by_stream: dict[str, list[tuple[int, int, int]]] = {}  # stream -> (received, participant, start)
     for _, v in raw:
         start = v.get("start_time_ms") or v["timestamp_ms"]
-        by_stream.setdefault(v["rtms_stream_id"], []).append((v["received_at_ms"], v["participant_id"], start))
+        by_stream.setdefault(v["rtms_stream_id"], []).append(
+            (v["received_at_ms"], v["participant_id"], start)
+        )
     for pieces in by_stream.values():
         pieces.sort()
     from_last, from_close = [], []
@@ -135,7 +137,9 @@ def scraped_lag(port: int) -> int:
 
 def finalized(data: Path) -> int:
     """Streams whose media and transcript manifests are both on disk."""
-    return min(len(list(data.glob("*/*/*/manifest.json"))), len(list(data.glob("*/*/*/transcript.manifest.json"))))
+    return min(
+        len(list(data.glob("*/*/*/manifest.json"))), len(list(data.glob("*/*/*/transcript.manifest.json")))
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -237,14 +241,20 @@ def report(r: dict[str, Any]) -> None:
         print(f"  {name:<18} lag max {v['max']:>7,}  middle mean {v['middle_mean']:>9,.0f}  "
               f"last mean {v['last_mean']:>9,.0f}")  # fmt: skip
     print(f"transcript latency to rtms.transcript, {r['utterances']} utterances:")
-    print(f"  from its last piece's receive ({len(last)}): p50 {pct(last, 0.5):,.0f} ms  p99 {pct(last, 0.99):,.0f} ms"
-          "  (includes waiting for the next piece, which closes it)")
+    print(
+        f"  from its last piece's receive ({len(last)}): p50 {pct(last, 0.5):,.0f} ms  p99 {pct(last, 0.99):,.0f} ms"
+        "  (includes waiting for the next piece, which closes it)"
+    )
     print(f"  from the closing piece's receive ({len(close)}): p50 {pct(close, 0.5):,.0f} ms  "
           f"p99 {pct(close, 0.99):,.0f} ms  (the pipeline's own latency)")  # fmt: skip
-    print(f"finalize: {r['finalize_s']:.2f} s from the last end-of-stream marker on the raw topics to the last manifest")
+    print(
+        f"finalize: {r['finalize_s']:.2f} s from the last end-of-stream marker on the raw topics to the last manifest"
+    )
     print(f"  {'stage':<18} {'% of a core':>11} {'CPU ms/meeting-s':>17} {'peak RSS MB':>12}")
     for name, v in r["stages"].items():
-        print(f"  {name:<18} {v['cpu_pct']:>11.1f} {v['cpu_ms_per_meeting_s']:>17.2f} {v['peak_rss_mb']:>12.1f}")
+        print(
+            f"  {name:<18} {v['cpu_pct']:>11.1f} {v['cpu_ms_per_meeting_s']:>17.2f} {v['peak_rss_mb']:>12.1f}"
+        )
 
 
 async def main() -> None:
@@ -262,7 +272,9 @@ async def main() -> None:
         settings = dataclasses.replace(settings, kafka_bootstrap=running or broker.start())
         if running:
             broker = None
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start; broker {settings.kafka_bootstrap}")
+    print(
+        f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start; broker {settings.kafka_bootstrap}"
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="stack-bench-") as work:
             for n in [int(x) for x in args.meetings.split(",")]:

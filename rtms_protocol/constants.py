@@ -248,7 +248,7 @@ class Resolution(IntEnum):
 
     @property
     def label(self) -> str:
-        """"360p", "720p", "1080p" or "1440p"."""
+        """The label: "360p", "720p", "1080p" or "1440p"."""
         return f"{self.size[1]}p"
 
     @classmethod
@@ -274,7 +274,8 @@ class Product(StrEnum):
 
     @property
     def webhook_name(self) -> str:
-        """"meeting", "webinar", "session" (Video SDK) or "contact_center" (UNKNOWN has none)."""
+        """The product's name in webhook events: "meeting", "webinar", "session" (Video SDK) or
+        "contact_center" (UNKNOWN has none)."""
         return _WEBHOOK_NAMES[self]
 
     @property

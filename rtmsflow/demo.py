@@ -96,7 +96,9 @@ def _holds(manifests: dict[str, Any]) -> list[str]:
         counts = ", ".join(f"{n} {k.lower()}" for k, n in sorted(stream.get("frame_counts", {}).items()))
         gaps = len(stream.get("gaps", []))
         how = stream.get("ended", {}).get("how", "?")
-        people = ", ".join(p.get("name") or str(p["participant_id"]) for p in manifest.get("participants", []))
+        people = ", ".join(
+            p.get("name") or str(p["participant_id"]) for p in manifest.get("participants", [])
+        )
         lines.append(
             f"{kind}: {stream.get('duration_ms', 0) / 1000:.1f} s, {counts}; {gaps} gap(s); "
             f"finalized by {how}" + (f"; participants: {people}" if people and kind == "media" else "")

@@ -46,7 +46,6 @@ from schemas import topics as t
 log = get_logger(__name__)
 
 
-
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: its name, its `rtmsflow` arguments, its port, and the consumer group (and the

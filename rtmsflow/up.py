@@ -72,7 +72,9 @@ def up(log_dir: str, drain_timeout_s: float) -> None:
             for stage in sup.stages:
                 click.echo(f"  {stage.spec.name:<17} pid {stage.proc.pid if stage.proc else '-':<8} "
                            f"http://127.0.0.1:{stage.spec.port}/health")  # fmt: skip
-            click.echo(f"webhook endpoint: http://{settings.http_host}:{settings.http_port}/webhook; Ctrl-C stops")
+            click.echo(
+                f"webhook endpoint: http://{settings.http_host}:{settings.http_port}/webhook; Ctrl-C stops"
+            )
             watcher = asyncio.create_task(sup.watch())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([watcher, stopper], return_when=asyncio.FIRST_COMPLETED)

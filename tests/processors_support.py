@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -96,15 +96,15 @@ class StreamPlan:
         key = self.meeting.encode()
         for topic, items in (("rtms.raw.audio", audio), ("rtms.raw.video", video),
                              ("rtms.raw.transcript", pieces), ("rtms.raw.events", events)):  # fmt: skip
-            late = None
-            if topic == "rtms.raw.audio" and self.late_audio is not None:
-                late = items.pop(self.late_audio)
-                self.late_timestamp_ms = late["timestamp_ms"]
+            late, late_at = None, self.late_audio
+            if topic == "rtms.raw.audio" and late_at is not None:
+                late = items.pop(late_at)
+                self.late_timestamp_ms = cast(int, late["timestamp_ms"])
             sent = _shuffle_within(items, self.shuffle_ms, rnd)
             for j in rnd.sample(range(len(sent)), min(self.duplicates, len(sent))):
                 sent.insert(min(len(sent), j + 1 + rnd.randrange(3)), dict(sent[j], ingest_seq=10_000 + j))
-            if late is not None:
-                sent.insert(min(len(sent), self.late_audio + 40), late)
+            if late is not None and late_at is not None:
+                sent.insert(min(len(sent), late_at + 40), late)
             out += [RawRecord(topic, key, v) for v in sent]
         self.records = out
         return out

@@ -181,7 +181,12 @@ _index: MeetingIndex = {
             "stopped_at_ms": T0 + 3_600_000,
             "stop_reason": 1,
             "offsets": [
-                {"topic": "rtms.audio", "first_offset": 100, "last_offset": 9_000_000_000, "end_offset": 9_000_000_001},
+                {
+                    "topic": "rtms.audio",
+                    "first_offset": 100,
+                    "last_offset": 9_000_000_000,
+                    "end_offset": 9_000_000_001,
+                },
                 {"topic": "rtms.video", "first_offset": 37, "last_offset": 3_100, "end_offset": None},
             ],
             "participants": _participants,

@@ -226,7 +226,10 @@ async def test_topics_create_refuses_an_existing_topic_with_another_partition_co
 
     result = await _run_cli("topics", "create", env=settings_env)
     assert result.returncode == 1
-    assert f"{RAW_AUDIO.full_name(settings.topic_prefix)}: has 3 partitions, expected {settings.partitions}" in result.stderr
+    assert (
+        f"{RAW_AUDIO.full_name(settings.topic_prefix)}: has 3 partitions, expected {settings.partitions}"
+        in result.stderr
+    )
 
 
 async def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -99,8 +99,13 @@ def test_single_object_round_trip(name: str) -> None:
 def test_times_decode_as_integer_ms_though_the_contract_says_timestamp_millis() -> None:
     """Our stages read timestamp-millis fields as int ms (no datetime per record); the schema data
     teams get (and the registry) keeps the logical type."""
-    decoded = Codec().decode("rtms.raw.audio", Codec().encode("rtms.raw.audio", SAMPLES["raw_audio_frame"][0]))
-    assert type(decoded["timestamp_ms"]) is int and decoded["timestamp_ms"] == SAMPLES["raw_audio_frame"][0]["timestamp_ms"]
+    decoded = Codec().decode(
+        "rtms.raw.audio", Codec().encode("rtms.raw.audio", SAMPLES["raw_audio_frame"][0])
+    )
+    assert (
+        type(decoded["timestamp_ms"]) is int
+        and decoded["timestamp_ms"] == SAMPLES["raw_audio_frame"][0]["timestamp_ms"]
+    )
     fields = {f["name"]: f["type"] for f in current_schema("raw_audio_frame").schema["fields"]}
     assert fields["timestamp_ms"] == {"type": "long", "logicalType": "timestamp-millis"}
 
@@ -347,7 +352,9 @@ async def test_prepare_registers_under_topic_name_strategy_once(schema_registry:
             assert await resp.json(content_type=None) == [1]
 
 
-async def test_stages_starting_together_all_register_and_agree_on_the_ids(schema_registry: str, prefix: str) -> None:
+async def test_stages_starting_together_all_register_and_agree_on_the_ids(
+    schema_registry: str, prefix: str
+) -> None:
     """Every stage registers the schemas it uses at start; compose starts them together. Eight
     codecs registering every subject at once all succeed (the registry may answer one of two
     simultaneous first registrations 409) and end with the same ids."""

@@ -105,7 +105,9 @@ def test_field_boundaries_cannot_be_shifted() -> None:
     a = {**_BASE, "meeting_uuid": "ab", "rtms_stream_id": "c"}
     b = {**_BASE, "meeting_uuid": "a", "rtms_stream_id": "bc"}
     assert identity_digest(a) != identity_digest(b)
-    assert identity_digest({**_BASE, "meeting_uuid": "ab"}) == identity_digest({**_BASE, "meeting_uuid": "ab"})
+    assert identity_digest({**_BASE, "meeting_uuid": "ab"}) == identity_digest(
+        {**_BASE, "meeting_uuid": "ab"}
+    )
 
 
 def test_state_events_without_timestamps_differ_by_content() -> None:

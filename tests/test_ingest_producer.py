@@ -129,7 +129,9 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     assert [v for _, v, _, _ in producer.sent[2:]] == [None] * 4  # no value: no consumer mistakes it for data
     markers = [read_marker(h) for h in producer.headers[2:]]
     assert all(m is not None for m in markers)
-    assert {m["stop_reason"] for m in markers if m} == {6} and {m["ended"] for m in markers if m} == {"STOPPED"}
+    assert {m["stop_reason"] for m in markers if m} == {6} and {m["ended"] for m in markers if m} == {
+        "STOPPED"
+    }
     assert [t for t, *_ in producer.sent[2:]] == [
         "p.rtms.raw.audio",
         "p.rtms.raw.video",
@@ -141,7 +143,12 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     assert video_end["counts"] == {} and video_end["last_timestamp_ms"] is None
     assert text_end["counts"] == {"TRANSCRIPT": 1} and events_end["counts"] == {}
     assert audio_end["complete"] is True and audio_end["stream_started_ms"] == 900
-    assert [m["topic"] for m in markers if m] == ["rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events"]
+    assert [m["topic"] for m in markers if m] == [
+        "rtms.raw.audio",
+        "rtms.raw.video",
+        "rtms.raw.transcript",
+        "rtms.raw.events",
+    ]
     await frames.end_of_stream(SESSION, 6)  # idempotent
     assert len(producer.sent) == 6
 

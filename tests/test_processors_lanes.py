@@ -39,7 +39,9 @@ def utterance_texts(codec: Codec, pieces: list[dict[str, Any]]) -> list[str]:
     core = PartitionCore(0, codec.decode, LaneConfig(300))
     out = []
     for offset, piece in enumerate(pieces):
-        out += core.feed("rtms.raw.transcript", offset, b"m==", codec.encode("rtms.raw.transcript", piece), [])
+        out += core.feed(
+            "rtms.raw.transcript", offset, b"m==", codec.encode("rtms.raw.transcript", piece), []
+        )
     end = {**STAMP, "topic": "rtms.raw.transcript", "ended": "STOPPED", "stop_reason": 6,
            "last_timestamp_ms": T0 + 1000, "counts": {"TRANSCRIPT": len(pieces)}, "complete": True}  # fmt: skip
     out += core.feed("rtms.raw.transcript", len(pieces), b"m==", None, list(marker_headers(end)))

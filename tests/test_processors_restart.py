@@ -153,6 +153,8 @@ async def test_two_processes_in_one_group_each_stream_is_processed_by_exactly_on
     finally:
         a.stop()
         b.stop()
-    owners = {p.stream: ("a" if partition_for(p.meeting, settings.partitions) in pa else "b") for p in streams}
+    owners = {
+        p.stream: ("a" if partition_for(p.meeting, settings.partitions) in pa else "b") for p in streams
+    }
     assert set(owners.values()) == {"a", "b"}  # both did work (the meetings spread over both)
     await assert_identical_to_undisturbed(settings)

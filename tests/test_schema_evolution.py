@@ -120,9 +120,9 @@ SAFE_CHANGES: dict[str, Callable[[dict[str, Any]], Any]] = {
         {"name": "codec_note", "type": ["null", "string"], "default": None}
     ),
     "remove a field that has a default": lambda s: s["fields"].remove(_field(s, "gap")),
-    "add an enum symbol (the enum has a default: old readers read UNKNOWN)": lambda s: _field(s, "stream_kind")[
-        "type"
-    ]["symbols"].append("SPATIAL_AUDIO"),
+    "add an enum symbol (the enum has a default: old readers read UNKNOWN)": lambda s: _field(
+        s, "stream_kind"
+    )["type"]["symbols"].append("SPATIAL_AUDIO"),
     "add a field with a default to a nested record": lambda s: _field(s, "media")["type"]["fields"].append(
         {"name": "bit_depth", "type": "int", "default": 16}
     ),
@@ -173,7 +173,9 @@ def test_an_enum_without_a_default_cannot_grow() -> None:
         _field(s, "stream_kind")["type"].pop("default")
 
     old = _variant(without_default)
-    grown = _variant(lambda s: (without_default(s), _field(s, "stream_kind")["type"]["symbols"].append("NEW")))
+    grown = _variant(
+        lambda s: (without_default(s), _field(s, "stream_kind")["type"]["symbols"].append("NEW"))
+    )
     with pytest.raises(IncompatibleSchemaError) as info:
         check_full(grown, old)
     assert info.value.direction == "forward"

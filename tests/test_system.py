@@ -200,6 +200,7 @@ async def test_kill_9_of_the_ingest_worker_leaves_exactly_its_lost_stretch_as_an
     if a_end > a_start:
         expected.append({"start_ms": a_start, "kind": "audio", "participant_id": 0,
                          "duration_ms": a_end - a_start, "reason": "INGEST_DIED"})  # fmt: skip
+
     def order(gap: dict[str, Any]) -> tuple[str, int]:  # not str(gap): the dicts' key orders differ
         return gap["kind"], gap["start_ms"]
 

@@ -48,6 +48,7 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
     producer = make_producer(settings)
     await producer.start()
     try:
+
         async def send(topic: str, meeting: str, value: dict[str, Any] | None, headers: Any = None) -> None:
             data = None if value is None else codec.encode(topic, value)
             await producer.send_and_wait(topic, data, key=meeting.encode(), partition=part, headers=headers)
@@ -85,7 +86,9 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
         }
         await send(transcript, MEETING, None, marker_headers(end))
         # the processors forward the stream's marker on every ordered topic: events too
-        await send(events, MEETING, None, marker_headers({**end, "topic": "rtms.events", "counts": {"EVENT": 1}}))
+        await send(
+            events, MEETING, None, marker_headers({**end, "topic": "rtms.events", "counts": {"EVENT": 1}})
+        )
     finally:
         await producer.stop()
 
