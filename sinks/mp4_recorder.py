@@ -11,10 +11,10 @@ The timing decisions live in `sinks.media_timeline`; the PyAV calls in `sinks.mp
 the choices of container, codec and flags are explained). This class joins them: it validates each
 frame, runs the timelines and the AAC framer, and hands the muxer finished samples and frames.
 
-`process=True` runs the muxer in a process of its own (`sinks.mux_process`, Linux): the same calls
-in the same order, so the same bytes (a test compares both), with the AAC encoder on another core.
-Replay uses it; the live sinks keep it inline (one process per live stream would cost more than it
-saves).
+`process=True` runs the muxer of a recording with audio in a process of its own
+(`sinks.mux_process`, Linux): the same calls in the same order, so the same bytes (a test compares
+both), with the AAC encoder on another core. Replay uses it; the live sinks keep it inline (one
+process per live stream would cost more than it saves).
 
 Memory: one held-back video frame, under one AAC frame of PCM, the muxer's (FFmpeg's interleaving
 queue, 10 s of media at most) and, with `process=True`, the shared ring and one batch of calls.
@@ -110,7 +110,9 @@ class Mp4Recorder:
             aac_quality=aac_quality,
             fragmented=fragmented,
         )
-        use_process = process and available()  # Linux; elsewhere inline (the same bytes)
+        # Linux, and only with audio: a video-only recording has no encoder to move (inline, the
+        # same bytes either way)
+        use_process = process and audio and available()
         self._muxer: Mp4Muxer | MuxProcess = MuxProcess(self.spec) if use_process else Mp4Muxer(self.spec)
         self.video_timeline = VideoTimeline(origin_ms) if video else None
         self.audio_timeline = AudioTimeline(origin_ms, audio_tolerance_ms) if audio else None

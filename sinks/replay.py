@@ -8,7 +8,9 @@ from the beginning to the current end.
 How: one group-less consumer (assign + seek: the live sinks' consumer groups and their commits are
 never touched) reads `rtms.audio`, `rtms.video` and `rtms.transcript` of that partition over the
 range, keeps the meeting's records and feeds them to the same cores and per-stream builders the
-live sinks use (`media_core`, `transcript_core`, rebuilding every stream into `out`). A stream
+live sinks use (`media_core`, `transcript_core`, rebuilding every stream into `out`), with one
+difference that changes no byte: each recording's muxer (AAC encoder + MP4) runs in a process of
+its own (`sinks.mux_process`), so a rebuild uses two cores. A stream
 ends on its markers as live; one whose markers are not in the topics is finalized at the end of
 the range and its manifest says `idle_timeout`. The video partition is paused while the meeting's
 video waits for audio (bounded memory), never once the audio range is read.
