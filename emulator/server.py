@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -261,6 +261,7 @@ class RTMSServer:
         base_ms: int | None = None,
         start_delay_s: float = 0.05,
         record: bool = False,
+        start_after_subscribing: Iterable[int] = (),
     ) -> StreamHandle:
         """Make a stream reachable and return its handle.
 
@@ -268,6 +269,9 @@ class RTMSServer:
         Media time runs `speed` times faster than real time; timestamps are `base_ms` + media offset
         (base_ms defaults to the wall clock when media starts, `start_delay_s` after the client's
         CLIENT_READY_ACK). `record` keeps every sent frame in `handle.sent`.
+        `start_after_subscribing`: event types the client must have subscribed to before media
+        starts (a test knob for checking every event from the first; Zoom does not wait: a client
+        that subscribes late misses the events before).
         """
         if self._pacer is None:
             raise RuntimeError("start() the server before adding streams")
@@ -281,6 +285,7 @@ class RTMSServer:
             speed=speed,
             base_ms=base_ms,
             start_delay_s=start_delay_s,
+            start_after_subscribing=frozenset(start_after_subscribing),
             record=record,
             encoder=self._encoder,
             timelines=self._timelines,

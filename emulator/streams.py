@@ -120,6 +120,7 @@ class Stream:
         base_ms: int | None,
         start_delay_s: float,
         record: bool,
+        start_after_subscribing: frozenset[int] = frozenset(),
         encoder: FrameEncoder,
         timelines: TimelineCache,
         pacer: Pacer,
@@ -135,6 +136,8 @@ class Stream:
         self.speed = speed
         self.base_ms = base_ms
         self.start_delay_s = start_delay_s
+        self.start_after_subscribing = start_after_subscribing
+        self._subscribed_enough = asyncio.Event()  # the client subscribed to start_after_subscribing
         self.encoder = encoder
         self.timelines = timelines
         self.pacer = pacer
@@ -389,6 +392,11 @@ class Stream:
         return rp.StreamState.INACTIVE
 
     def _subscribe(self, msg: rp.EventSubscription) -> None:
+        self._note_subscriptions(msg)
+        if self.start_after_subscribing <= self.subscribed:
+            self._subscribed_enough.set()
+
+    def _note_subscriptions(self, msg: rp.EventSubscription) -> None:
         for event_type, on in msg.changes:
             if not on:
                 self.subscribed.discard(event_type)
@@ -446,6 +454,8 @@ class Stream:
         self._cursor = self._timeline.attach()
         self._pos = 0
         self._next = self._timeline.get(0)
+        if not self.start_after_subscribing <= self.subscribed:
+            await self._subscribed_enough.wait()  # a test's condition (add_stream's docstring)
         self.t0 = self._loop_time() + self.start_delay_s
         if self.base_ms is None:
             self.base_ms = int(time.time() * 1000 + self.start_delay_s * 1000)

@@ -37,6 +37,8 @@ CLIENT_ID = "sdk-client-id"
 SECRET = "sdk-client-secret"
 DRIVER = Path(__file__).with_name("sdk_driver.py")
 BASE_MS = 1_800_000_000_000
+# What Zoom's SDK subscribes to at join: 2, 3, 4 (on_user_update) and 8, 9 (on_participant_video).
+SDK_EVENTS = frozenset({2, 3, 4, 8, 9})
 
 
 async def run_sdk(
@@ -132,7 +134,7 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
             speed=2.0,
             base_ms=BASE_MS,
             record=True,
-            start_delay_s=0.3,  # time for the SDK's EVENT_SUBSCRIPTION to land before the first events
+            start_after_subscribing=SDK_EVENTS,  # every event from the first: media waits for them
         )
         callbacks = await run_sdk(handle, tmp_path / "sdk", ca=ca)
         reason = await handle.wait_done()
@@ -164,9 +166,9 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
     )
     # The SDK subscribed to 2, 3, 4 (on_user_update) and 8, 9 (on_participant_video) at join;
     # sharing events (5, 6) were not subscribed, so they must not arrive.
-    assert handle.subscribed_events == {2, 3, 4, 8, 9}
+    assert handle.subscribed_events == SDK_EVENTS
     events = [c["raw"] for c in callbacks if c["cb"] == "event"]
-    assert events == expected_events(meeting, {2, 3, 4, 8, 9}), json.dumps(callbacks[:12])
+    assert events == expected_events(meeting, SDK_EVENTS), json.dumps(callbacks[:12])
     joins = [(c["op"], c["id"], c["name"]) for c in callbacks if c["cb"] == "user_update" and c["op"] == 0]
     assert joins == [(0, p.user_id, p.user_name) for p in meeting.participants]
 
