@@ -27,7 +27,7 @@ Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
   (up to 5 more passes); at a constant quality each frame is encoded once: ~2.6x faster on
   speech, with the same noise (SNR, segmental SNR) at ~42 instead of ~47 kbit/s (BENCHMARKS.md,
   "Sinks"). A steady tone costs more than before (67 kbit/s). `aac_quality=None`: ABR at
-  `aac_bitrate`. The encoder's other switches (PNS, TNS, LTP) cost under 5 % each on speech.
+  `aac_bitrate`.
 * The track header's size is `video_size` (the negotiated RTMS resolution); the pictures' real
   sizes come from the in-band SPS.
 * Fragmented MP4 by default (a fragment per keyframe, `moov` after the first fragment, `mfra`

@@ -22,8 +22,8 @@ The wire: the payloads (H.264 access units, PCM frames) go into a ring of shared
 (`RING_BYTES`, a memfd both processes map: one copy in, one copy out, no pickling of media); the
 calls go down a pipe as pickled batches of small tuples naming their payload's place in the ring,
 `BATCH_BYTES` of payload a batch. After each batch the child answers how far it has read, which
-frees that part of the ring. Measured on a 60-minute rebuild, pickling the media through a pipe
-instead cost ~0.45 CPU-s here and ~0.55 in the child (BENCHMARKS.md, "Sinks"). A payload too big
+frees that part of the ring. (The first version pickled the media through the pipe: copies
+through the kernel and pickling on both sides, which the ring saves.) A payload too big
 for a quarter of the ring goes through the pipe. Memory is bounded by the ring, one batch of
 calls and the pipes; when the ring is full, `encode`/`mux_video` wait for the child (the
 backpressure).

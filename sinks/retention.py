@@ -21,7 +21,8 @@ from pathlib import Path
 from sinks.atomic import fsync_dir, is_partial
 from sinks.layout import LayoutError, encode_component, parse_stream_dir
 from sinks.manifest import read_manifest
-from sinks.stream_files import MEDIA_MANIFEST, TRANSCRIPT_MANIFEST
+from sinks.stream_files import MEDIA_MANIFEST
+from sinks.transcript_stream import TRANSCRIPT_MANIFEST
 
 _AGE = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}

@@ -10,8 +10,8 @@ Two sinks write one stream directory, each with its own manifest and its own fil
 * `MediaStreamFiles` (`rtms.audio` + `rtms.video`): `audio.wav` (the mixed lane), one
   `audio-<participant>.wav` per participant lane, `recording.mp4` (H.264 copy + the mixed audio as
   AAC), `deskshare.mp4` when the stream shares a screen, and `manifest.json`;
-* `TranscriptStreamFiles` (`rtms.transcript`): `transcript.txt`, `.jsonl`, `.vtt`, `.srt` and
-  `transcript.manifest.json`.
+* `TranscriptStreamFiles` (`rtms.transcript`, in `sinks.transcript_stream`): `transcript.txt`,
+  `.jsonl`, `.vtt`, `.srt` and `transcript.manifest.json`.
 
 Placement follows the processors' `offset_ms` (they tile each audio lane exactly with frames and
 gap records): a record is handed on at `stream_started_ms + offset_ms`, so the WAV writer puts it
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
 from schemas.records import StreamEnd as MarkerEnd
-from schemas.topics import AUDIO, TRANSCRIPT, VIDEO
+from schemas.topics import AUDIO, VIDEO
 from sinks.atomic import FileGroup
 from sinks.layout import StreamLayout, participant_wav_name
 from sinks.manifest import (
@@ -47,19 +47,9 @@ from sinks.manifest import (
 )
 from sinks.media_timeline import SAMPLES_PER_MS
 from sinks.mp4_recorder import MediaFrameError, Mp4Recorder
-from sinks.transcript_files import (
-    JSONL_NAME,
-    SRT_NAME,
-    TXT_NAME,
-    VTT_NAME,
-    TranscriptWriter,
-    Utterance,
-    write_captions,
-)
 from sinks.wav_writer import HEADER_BYTES, MIXED_WAV_NAME, WavTracks
 
 MEDIA_MANIFEST = "manifest.json"
-TRANSCRIPT_MANIFEST = "transcript.manifest.json"
 RECORDING_NAME = "recording.mp4"
 DESKSHARE_NAME = "deskshare.mp4"
 # Marker count kinds that are not records of the ordered topic: they go to late/duplicate counts.
@@ -124,7 +114,9 @@ def _merge_marker_counts(markers: Mapping[str, MarkerEnd], tally: StreamTally) -
     return counts
 
 
-def _stream_end(how: EndHow, markers: Mapping[str, MarkerEnd], tally: StreamTally) -> StreamEnd:
+def stream_end(how: EndHow, markers: Mapping[str, MarkerEnd], tally: StreamTally) -> StreamEnd:
+    """How a stream ended, for its manifest: by its markers (their counts checked against the
+    tally's) or by the idle timeout. Shared by every builder."""
     if how == "marker" and markers:
         counts = _merge_marker_counts(markers, tally)
         reasons = [m["stop_reason"] for m in markers.values() if m.get("stop_reason") is not None]
@@ -416,7 +408,7 @@ class MediaStreamFiles:
             self._reader.close()
             self._reader = None
         wav_stats = wavs.close(self.origin_ms + end_ms)
-        end = _stream_end(how, self.markers, self.tally)
+        end = stream_end(how, self.markers, self.tally)
         summary = self.tally.summary(end, start_ms=self.origin_ms, stop_ms=self.origin_ms + end_ms)
         files = file_entries(self.group.partials())
         manifest = build_manifest(self.layout.meeting_uuid, [summary], self.tally.participants, files)
@@ -449,92 +441,3 @@ class MediaStreamFiles:
         self.group.abort()
         self._queue.clear()
         self._queued_bytes = 0
-
-
-class TranscriptStreamFiles:
-    """`transcript.txt` and `.jsonl` (live), `.vtt` and `.srt` (at finalize), `transcript.manifest.json`."""
-
-    topics: tuple[str, ...] = (TRANSCRIPT.name,)
-    manifest_name = TRANSCRIPT_MANIFEST
-
-    def __init__(self, layout: StreamLayout) -> None:
-        self.layout = layout
-        self.origin_ms = layout.start_ms
-        self.group = FileGroup(layout.stream_dir, TRANSCRIPT_MANIFEST, owns_transcript)
-        self.tally = StreamTally(layout.rtms_stream_id)
-        self.markers: dict[str, MarkerEnd] = {}
-        self.after_end = 0
-        self._writer: TranscriptWriter | None = None
-
-    @classmethod
-    def is_finalized(cls, layout: StreamLayout) -> bool:
-        """True when the stream's transcript manifest exists."""
-        return (layout.stream_dir / TRANSCRIPT_MANIFEST).is_file()
-
-    def begin(self) -> None:
-        self.group.begin()
-        self._writer = TranscriptWriter(self.group.partial(TXT_NAME), self.group.partial(JSONL_NAME))
-
-    def add(self, topic: str, record: Mapping[str, Any]) -> None:
-        """One `rtms.transcript` utterance: appended to the TXT (when final) and the jsonl at once."""
-        if topic in self.markers:
-            self.after_end += 1
-            return
-        if self._writer is None:
-            raise RuntimeError("begin() the stream before feeding it")
-        utterance = Utterance.from_record(record)
-        self.tally.observe("TRANSCRIPT", utterance.start_ms, utterance.end_ms - utterance.start_ms)
-        if utterance.participant_id:
-            self.tally.participant(utterance.participant_id, utterance.participant_name)
-        self._writer.add(utterance)
-
-    def end_topic(self, topic: str, marker: MarkerEnd) -> None:
-        self.markers.setdefault(topic, marker)
-
-    @property
-    def ready(self) -> bool:
-        return TRANSCRIPT.name in self.markers
-
-    def buffered_bytes(self) -> int:
-        return 0
-
-    def take_rejected(self) -> list[tuple[str, Mapping[str, Any], Exception]]:
-        return []
-
-    @property
-    def open_files(self) -> int:
-        return 2 if self._writer is not None else 0
-
-    def finalize(self, how: EndHow) -> Finalized:
-        """Close the live files, write VTT and SRT from the jsonl, publish, manifest last."""
-        if self._writer is None:
-            raise RuntimeError("begin() the stream before finalizing it")
-        self._writer.close()
-        cues = write_captions(
-            self.group.partial(JSONL_NAME),
-            self.group.partial(VTT_NAME),
-            self.group.partial(SRT_NAME),
-            self.origin_ms,
-        )
-        end = _stream_end(how, self.markers, self.tally)
-        stop = max(self.tally.stop_ms or self.origin_ms, self.origin_ms)
-        summary = self.tally.summary(end, start_ms=self.origin_ms, stop_ms=stop)
-        files = file_entries(self.group.partials())
-        manifest = build_manifest(self.layout.meeting_uuid, [summary], self.tally.participants, files)
-        manifest["cues"] = cues
-        manifest["records_after_end"] = self.after_end
-        paths = self.group.publish(encode_manifest(manifest))
-        return Finalized(
-            self.layout.meeting_uuid,
-            self.layout.rtms_stream_id,
-            how,
-            end.matched,
-            paths,
-            sum(f.size for f in files),
-        )
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self.group.abort()

@@ -14,8 +14,8 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import TRANSCRIPT
 from sinks.layout import StreamLayout
-from sinks.stream_files import TranscriptStreamFiles
 from sinks.stream_sink import SinkCore, SinkService
+from sinks.transcript_stream import TranscriptStreamFiles
 
 DEFAULT_GROUP = "rtmsflow-sink-transcripts"
 

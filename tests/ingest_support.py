@@ -307,6 +307,8 @@ async def play_whole_meeting(
 
 # --- worker processes (for kill -9) ------------------------------------------------------------------
 
+import os  # noqa: E402
+import select  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -324,6 +326,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purpose only once reaped; /proc says which
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Block until process `pid` (not necessarily our child) has exited, or fail: Linux wakes us
+    through a pidfd, no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone already
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+    finally:
+        os.close(fd)
+    assert readable, f"process {pid} still runs after {timeout_s} s"
 
 
 class WorkerProcess:

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from emulator.clips import ClipParams, get_clip
 from sinks.media_timeline import AAC_FRAME_SAMPLES, SAMPLE_RATE
 from sinks.mp4_muxer import Mp4Muxer, MuxerSpec
 from sinks.mux_process import MuxProcess, MuxProcessError
+from tests.ingest_support import alive, wait_gone
 
 Call = tuple[Any, ...]
 RING = 16 * 1024  # a ring this small wraps every few frames; a keyframe over RING / 4 takes the pipe
@@ -98,33 +97,17 @@ def test_a_file_the_child_cannot_create_is_an_error_of_the_recording(
     assert run(MuxProcess(spec(tmp_path / "process.mp4")), calls[:50]) > 0  # the control: it can
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.01)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def test_abort_ends_the_child_and_leaves_the_partial_file(tmp_path: Path, calls: list[Call]) -> None:
     path = tmp_path / "process.mp4"
     muxer = MuxProcess(spec(path))
     muxer.open()
     child = muxer._child
-    assert child is not None and _alive(child.pid)
+    assert child is not None and alive(child.pid)
     for call in calls[:200]:
         if call[0] == "v":
             muxer.mux_video(call[1], call[2], call[3], call[4])
     muxer.abort()
-    assert child.returncode is not None and not _alive(child.pid)
+    assert child.returncode is not None and not alive(child.pid)
     assert path.exists()  # the caller's to discard (a partial file, never published)
     muxer.abort()  # idempotent
 
@@ -144,7 +127,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     )
     assert parent.stdout is not None
     pid = int(parent.stdout.readline())
-    assert _alive(pid)  # the control: the child runs while its parent does
+    assert alive(pid)  # the control: the child runs while its parent does
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
-    _wait(lambda: not _alive(pid), f"the muxer process {pid} is gone")
+    wait_gone(pid)

@@ -17,21 +17,9 @@ import pytest
 
 from rtmsflow.settings import Settings
 from rtmsflow.stack import free_ports
-from tests.ingest_support import worker_env
+from tests.ingest_support import alive, wait_gone, worker_env
 
 pytestmark = pytest.mark.kafka
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purpose only once reaped; /proc says which
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def spawn(args: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
@@ -133,11 +121,8 @@ async def test_a_killed_rtmsflow_up_takes_its_stages_with_it(
         assert len(pids) == 5 and all(alive(pid) for pid in pids), lines  # the control
         up.kill()  # SIGKILL: no chance to stop its stages in order
         up.wait()
-
-        async def stages_gone() -> bool:
-            return not any(alive(pid) for pid in pids)
-
-        await wait_for(stages_gone, 30, "the stages of a killed rtmsflow up are gone")
+        for pid in pids:
+            await asyncio.to_thread(wait_gone, pid)
     finally:
         if up.poll() is None:
             up.kill()
