@@ -24,9 +24,11 @@ from schemas.topics import (
     ALL_TOPICS,
     CONTROL_HEADER,
     END_OF_STREAM,
+    PROGRESS,
     RETENTION,
     SESSIONS,
     STREAM_END_HEADER,
+    STREAM_PROGRESS_HEADER,
     TRANSCRIPT,
     Tier,
     TopicSpec,
@@ -36,6 +38,7 @@ from schemas.topics import (
 _DAY_MS = 24 * 3600 * 1000
 _HOUR_MS = 3600 * 1000
 _MARKER_SCHEMA = "stream_end"
+_PROGRESS_SCHEMA = "stream_progress"
 _MARKER_TIERS = (Tier.RAW, Tier.ORDERED)  # ingest writes markers on raw topics; processors forward them
 
 _INTRO = """\
@@ -96,7 +99,8 @@ headers are
 * `{header}` = a `StreamEnd` record (below), always in Avro single-object encoding (with or without
   a registry), so it is readable without a registry look-up.
 
-The processors forward the marker to the ordered topics ({ordered}). A standard Avro consumer gets
+The processors forward the marker to the ordered topics ({ordered}); `rtms.transcript.partial`
+gets none (a stream's last partial is superseded by its final on `rtms.transcript`). A standard Avro consumer gets
 `None` for the value: **skip records whose value is null** unless you want to know a stream ended.
 A marker closes one (meeting, `rtms_stream_id`) on one topic. **A repeated marker is a no-op**
 (two workers may both finish a stream during a rebalance): act on the first, ignore the others.
@@ -108,6 +112,19 @@ stream: compare with what you read. When `complete` is false another ingest hold
 the stream earlier (a takeover after a crash); check `ingest_seq` contiguity per `ingest_epoch`
 instead. A stream whose ingest died for good has no marker at all: treat a stream idle for long as
 ended (rtmsflow's sinks do, and say so in their manifest).
+"""
+
+_PROGRESS = """\
+## Progress marks (raw topics)
+
+While a stream is live, ingest also writes **progress marks** on `rtms.raw.audio`,
+`rtms.raw.video` and `rtms.raw.transcript`: records with a **null value** like the end-of-stream
+marker, with headers `{control}` = `{progress}` and `{header}` = a `StreamProgress` record (below,
+single-object encoded). A mark says how far the stream's media clock has reached (`media_ms`), at
+least every 250 ms of media time, and lists the media time a dropped media socket lost
+(`losses`). The processors release what they hold on it (a transcript utterance is final once
+media time passes its end by the pause rule) and list each loss as a `LOSS` gap. They are never
+forwarded: ordered topics carry no progress marks. A consumer of the raw topics skips null values.
 """
 
 _GAPS = """\
@@ -388,6 +405,12 @@ def render(partitions: int | None = None, retention_days: int | None = None) -> 
     )
     out += [f"### {_short(marker.full_name)}", "", _cell(marker.schema.get("doc", "")), ""]
     out += [*_fields_table(marker.schema), ""]
+    progress = current_schema(_PROGRESS_SCHEMA)
+    out.append(
+        _PROGRESS.format(control=CONTROL_HEADER, progress=PROGRESS.decode(), header=STREAM_PROGRESS_HEADER)
+    )
+    out += [f"### {_short(progress.full_name)}", "", _cell(progress.schema.get("doc", "")), ""]
+    out += [*_fields_table(progress.schema), ""]
     out.append(_GAPS.format(gap_topics=", ".join(f"`{name}`" for name in gap_topics)))
     out += ["## Topic by topic", ""]
     for spec in ALL_TOPICS:

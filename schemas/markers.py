@@ -1,4 +1,5 @@
-"""End-of-stream markers: how a stream's end travels in-band on every raw and ordered topic.
+"""Control records: how a stream's end (every raw and ordered topic) and its progress (raw topics)
+travel in-band.
 
 A marker is a Kafka record in the meeting's partition, keyed like the topic's data, whose **value is
 null** and whose headers say what it is::
@@ -11,6 +12,10 @@ console consumer) hands out None for it, and the topic's value schema stays the 
 StreamEnd header says which stream ended, how (STOPPED or UNEXPECTED), and how many records of each
 kind the writer put on the topic, so a consumer can tell a complete stream from a truncated one. A
 marker is written once in effect per (stream, topic); readers treat a repeated one as a no-op.
+
+A progress mark (`rtmsflow.control = progress`, `rtmsflow.stream_progress` = a StreamProgress record)
+is written by ingest on the raw topics: how far the stream's media clock has reached, and the media
+time a dropped socket lost. Processors read it to release what they hold; it is never forwarded.
 
 The header is always single-object encoded (CRC-64-AVRO fingerprint of the writer schema), with or
 without a schema registry: it needs no registry look-up to read, and older StreamEnd versions
@@ -26,10 +31,17 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.catalog import catalog, current_schema
-from schemas.records import StreamEnd
-from schemas.topics import CONTROL_HEADER, END_OF_STREAM, STREAM_END_HEADER
+from schemas.records import StreamEnd, StreamProgress
+from schemas.topics import (
+    CONTROL_HEADER,
+    END_OF_STREAM,
+    PROGRESS,
+    STREAM_END_HEADER,
+    STREAM_PROGRESS_HEADER,
+)
 
 _SCHEMA = "stream_end"
+_PROGRESS_SCHEMA = "stream_progress"
 _MAGIC = b"\xc3\x01"
 
 Headers = Iterable[tuple[str, bytes]]
@@ -41,14 +53,23 @@ class MarkerError(ValueError):
 
 def marker_headers(end: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """The headers of the marker record for `end` (a StreamEnd; fields with defaults may be left out)."""
-    schema = current_schema(_SCHEMA)
+    return [(CONTROL_HEADER, END_OF_STREAM), (STREAM_END_HEADER, _single_object(_SCHEMA, end))]
+
+
+def progress_headers(progress: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The headers of a progress mark for `progress` (a StreamProgress)."""
+    return [(CONTROL_HEADER, PROGRESS), (STREAM_PROGRESS_HEADER, _single_object(_PROGRESS_SCHEMA, progress))]
+
+
+def _single_object(name: str, record: Mapping[str, Any]) -> bytes:
+    schema = current_schema(name)
     out = io.BytesIO()
     out.write(_MAGIC + schema.fingerprint)
     try:
-        schemaless_writer(out, schema.parsed, dict(end), strict_allow_default=True)
+        schemaless_writer(out, schema.parsed, dict(record), strict_allow_default=True)
     except Exception as exc:
-        raise ValueError(f"not a valid StreamEnd record: {exc}") from exc
-    return [(CONTROL_HEADER, END_OF_STREAM), (STREAM_END_HEADER, out.getvalue())]
+        raise ValueError(f"not a valid {schema.parsed['name']} record: {exc}") from exc
+    return out.getvalue()
 
 
 def is_control(headers: Headers | None) -> bool:
@@ -57,33 +78,51 @@ def is_control(headers: Headers | None) -> bool:
 
 
 def read_marker(headers: Headers | None) -> StreamEnd | None:
-    """The StreamEnd of a marker record, or None for a data record (no control header).
+    """The StreamEnd of a marker record, or None for a data record (no control header) and for a
+    progress mark.
 
     Raises MarkerError when the control header is there but the StreamEnd is missing or unreadable."""
+    control = read_control(headers)
+    return control if control is None or "ended" in control else None
+
+
+def read_control(headers: Headers | None) -> StreamEnd | StreamProgress | None:
+    """The StreamEnd of a marker or the StreamProgress of a progress mark; None for a data record.
+
+    Raises MarkerError when the control header is there but its record is missing or unreadable."""
     if not headers:
         return None
-    control = data = None
+    control = end = progress = None
     for name, value in headers:
         if name == CONTROL_HEADER:
             control = value
         elif name == STREAM_END_HEADER:
-            data = value
+            end = value
+        elif name == STREAM_PROGRESS_HEADER:
+            progress = value
     if control is None:
         return None
-    if control != END_OF_STREAM:
-        raise MarkerError(f"unknown control record {control!r}")
+    if control == END_OF_STREAM:
+        return cast(StreamEnd, _read(_SCHEMA, STREAM_END_HEADER, end))
+    if control == PROGRESS:
+        return cast(StreamProgress, _read(_PROGRESS_SCHEMA, STREAM_PROGRESS_HEADER, progress))
+    raise MarkerError(f"unknown control record {control!r}")
+
+
+def _read(name: str, header: str, data: bytes | None) -> dict[str, Any]:
+    label = current_schema(name).parsed["name"]
     if data is None:
-        raise MarkerError(f"end-of-stream marker without its {STREAM_END_HEADER} header")
+        raise MarkerError(f"control record without its {header} header")
     if len(data) < 11 or data[:2] != _MAGIC:
-        raise MarkerError("StreamEnd header is not Avro single-object encoded")
+        raise MarkerError(f"{label} header is not Avro single-object encoded")
     writer = catalog().by_fingerprint.get(bytes(data[2:10]))
-    if writer is None or writer.name != _SCHEMA:
-        raise MarkerError(f"StreamEnd header written with an unknown schema (fingerprint {data[2:10].hex()})")
-    current = current_schema(_SCHEMA)
+    if writer is None or writer.name != name:
+        raise MarkerError(f"{label} header written with an unknown schema (fingerprint {data[2:10].hex()})")
+    current = current_schema(name)
     body = io.BytesIO(data)
     body.seek(10)
     try:
         record = schemaless_reader(body, writer.parsed, None if writer is current else current.parsed)
     except Exception as exc:
-        raise MarkerError(f"unreadable StreamEnd header: {type(exc).__name__}: {exc}") from exc
-    return cast(StreamEnd, record)
+        raise MarkerError(f"unreadable {label} header: {type(exc).__name__}: {exc}") from exc
+    return cast(dict[str, Any], record)

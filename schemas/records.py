@@ -301,6 +301,9 @@ class LaneState(TypedDict):
     last_epoch: NotRequired[int | None]
     # JSON of the last frame's fields a gap record copies. Default: "".
     template: NotRequired[str]
+    # The lane's media clock from progress marks: the highest mark applied (audio, video), or the
+    # mark in force when the open utterance's first piece arrived (transcript). Default: null.
+    mark_ms: NotRequired[int | None]
 
 
 class ProcessorStream(TypedDict):
@@ -320,6 +323,9 @@ class ProcessorStream(TypedDict):
     utterance_last_start_ms: NotRequired[int | None]
     # The stream's lanes with output so far. Default: [].
     lanes: NotRequired[list[LaneState]]
+    # Pieces of the open utterance whose partial record is already written (a restart re-feeds them
+    # without writing those partials again). Default: 0.
+    utterance_partials_written: NotRequired[int]
 
 
 class ProcessorState(TypedDict):
@@ -533,6 +539,11 @@ class RawVideoFrame(TypedDict):
     has_parameter_sets: NotRequired[bool]
     # Video parameters in force for this frame.
     media: VideoParams
+    # True when ingest could parse the H.264 access unit (or the codec has nothing to derive).
+    # False: `keyframe` and `has_parameter_sets` could not be derived (written false, meaning
+    # unknown) and `media.width/height` are the granted size; the frame is kept as Zoom sent it.
+    # Default: true.
+    access_unit_parsed: NotRequired[bool]
 
 
 # STARTED / INTERRUPTED / STOPPED come from Zoom's webhooks. The ingest worker writes HELD (server_urls
@@ -571,6 +582,11 @@ class SessionEvent(TypedDict):
     session_key: NotRequired[str | None]
     # The webhook's payload object, verbatim JSON. Default: "".
     payload_json: NotRequired[str]
+    # t = 0 of the stream's media time once ingest has fixed it (RTMS media clock: the first-packet
+    # timestamp, or the earliest media timestamp held): on a HELD record written when it is fixed,
+    # so a worker that takes the stream over stamps the same t = 0. Null on every other record.
+    # Default: null.
+    media_origin_ms: NotRequired[int | None]
 
 
 # STOPPED: Zoom ended the stream (rtms_stopped webhook, stream state TERMINATED, or our close request).
@@ -607,6 +623,38 @@ class StreamEnd(TypedDict):
     # True when counts cover the whole stream: one ingest_epoch wrote all of it. False after a
     # takeover: earlier epochs' records are checked by ingest_seq contiguity instead.
     complete: bool
+
+
+class MediaLoss(TypedDict):
+    """MediaLoss"""
+
+    # Media time of the last frame before the socket dropped (exclusive: frames after it are
+    # missing).
+    start_ms: int
+    # Media time of the first frame after it came back.
+    end_ms: int
+
+
+class StreamProgress(TypedDict):
+    """A progress mark of one RTMS stream on one raw topic. Like the end-of-stream marker it is not a topic value: a Kafka record with a null value, the meeting as its key, and headers rtmsflow.control = progress and rtmsflow.stream_progress = this record in Avro single-object encoding. Ingest writes one at least every 250 ms of media time per stream on rtms.raw.audio, rtms.raw.video and rtms.raw.transcript, and one with `losses` when a media socket came back after a drop."""
+
+    # Meeting id.
+    meeting_uuid: str
+    # RTMS stream id.
+    rtms_stream_id: str
+    # Raw topic it is on, without the deployment prefix.
+    topic: str
+    # t = 0 of the stream's media time, as on its records.
+    stream_started_ms: int
+    # The holding that wrote it (as on the records).
+    ingest_epoch: int
+    # How far the stream's media clock has reached on this topic (RTMS time, ms): the topic's latest
+    # frame timestamp (audio, video), the stream's latest media timestamp (transcript). Records
+    # written after the mark may still be older (reordering within the window).
+    media_ms: int
+    # Stretches of media time this topic lost because ingest's media socket was down (known losses,
+    # listed as LOSS gaps whatever their length). Default: [].
+    losses: NotRequired[list[MediaLoss]]
 
 
 class TranscriptUtterance(TypedDict):
@@ -693,6 +741,11 @@ class VideoFrame(TypedDict):
     has_parameter_sets: NotRequired[bool]
     # Video parameters in force for this frame.
     media: VideoParams
+    # True when ingest could parse the H.264 access unit (or the codec has nothing to derive).
+    # False: `keyframe` and `has_parameter_sets` could not be derived (written false, meaning
+    # unknown) and `media.width/height` are the granted size; the frame is kept as Zoom sent it.
+    # Default: true.
+    access_unit_parsed: NotRequired[bool]
 
 
 # The TypedDict of each schema, by schema name (TopicSpec.schema).
@@ -709,6 +762,7 @@ BY_SCHEMA: dict[str, type] = {
     "raw_video_frame": RawVideoFrame,
     "session_event": SessionEvent,
     "stream_end": StreamEnd,
+    "stream_progress": StreamProgress,
     "transcript_utterance": TranscriptUtterance,
     "video_frame": VideoFrame,
 }

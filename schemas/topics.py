@@ -83,6 +83,8 @@ RAW_EVENTS = TopicSpec("rtms.raw.events", "raw_event", Tier.RAW, _DATA)
 AUDIO = TopicSpec("rtms.audio", "audio_frame", Tier.ORDERED, _DATA)
 VIDEO = TopicSpec("rtms.video", "video_frame", Tier.ORDERED, _DATA)
 TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, _DATA)
+# the open utterance after each piece (final = false), superseded by its record on rtms.transcript
+TRANSCRIPT_PARTIAL = TopicSpec("rtms.transcript.partial", "transcript_utterance", Tier.ORDERED, _DATA)
 EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _DATA)
 LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
 DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
@@ -98,6 +100,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     AUDIO,
     VIDEO,
     TRANSCRIPT,
+    TRANSCRIPT_PARTIAL,
     EVENTS,
     LATE,
     DEADLETTER,
@@ -119,9 +122,11 @@ def spec_for(topic: str, prefix: str = "") -> TopicSpec:
 
 # --- keys and partitions ---------------------------------------------------------------------------
 
-CONTROL_HEADER = "rtmsflow.control"  # header naming a control record (value null): "end_of_stream"
+CONTROL_HEADER = "rtmsflow.control"  # header naming a control record (value null): what kind
 END_OF_STREAM = b"end_of_stream"
 STREAM_END_HEADER = "rtmsflow.stream_end"  # header holding the StreamEnd record (single-object Avro)
+PROGRESS = b"progress"
+STREAM_PROGRESS_HEADER = "rtmsflow.stream_progress"  # the StreamProgress record (single-object Avro)
 
 
 def partition_for(meeting_uuid: str, partitions: int) -> int:

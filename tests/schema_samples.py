@@ -19,6 +19,7 @@ from schemas.records import (
     RawVideoFrame,
     SessionEvent,
     StreamEnd,
+    StreamProgress,
     TranscriptUtterance,
     VideoFrame,
 )
@@ -238,6 +239,15 @@ _stream_end: StreamEnd = {
     "counts": {"AUDIO": 3001},
     "complete": True,
 }
+_progress: StreamProgress = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "topic": "rtms.raw.video",
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
+    "media_ms": T0 + 30_000,
+    "losses": [{"start_ms": T0 + 29_000, "end_ms": T0 + 29_120}],
+}
 
 _state: ProcessorState = {
     "group": "rtmsflow-processors",
@@ -253,6 +263,7 @@ _state: ProcessorState = {
             "counts": {"rtms.audio|AUDIO": 117, "rtms.audio|LATE": 1},
             "utterance_next_seq": 4,
             "utterance_last_start_ms": T0 - 200,
+            "utterance_partials_written": 2,
             "lanes": [
                 {
                     "topic": "rtms.raw.audio",
@@ -266,6 +277,7 @@ _state: ProcessorState = {
                     "cursor_ms": T0 + 40,
                     "last_epoch": EPOCH,
                     "template": '{"participant_id": 16778240}',
+                    "mark_ms": T0 + 300,
                 }
             ],
         }
@@ -287,6 +299,8 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     "late_frame": [dict(_late)],
     "dead_letter": [dict(_dead)],
     "stream_end": [dict(_stream_end)],
+    "stream_progress": [dict(_progress)],
     "processor_state": [dict(_state)],
 }
-"""Schema name -> valid records (stream_end is the marker header's record, not a topic value)."""
+"""Schema name -> valid records (stream_end and stream_progress are control
+records' header records, not topic values)."""

@@ -39,7 +39,7 @@ from schemas.topics import ALL_TOPICS, AUDIO, VIDEO
 schema_registry = registry_fixture.schema_registry  # the session fixture, used by name
 
 TOPIC_OF_SCHEMA = {spec.schema: spec.name for spec in ALL_TOPICS}
-HEADER_SCHEMAS = {"stream_end"}  # value of the end-of-stream marker's header, not of a topic
+HEADER_SCHEMAS = {"stream_end", "stream_progress"}  # values of control records' headers, not of a topic
 
 # CRC-64-AVRO fingerprints of the released (history) versions, as written in single-object encoding
 # (little-endian). Apache Avro (Java, SchemaNormalization.parsingFingerprint64) computes the same ones
@@ -61,6 +61,11 @@ RELEASED_FINGERPRINTS = {
     ("stream_end", 1): "e82c07507c580e72",
     ("transcript_utterance", 1): "fa97156c28bd1c41",
     ("video_frame", 1): "4c9e92f6f24e29b0",
+    ("processor_state", 2): "c591113b35ea3bc2",
+    ("raw_video_frame", 2): "6ee8510f81355684",
+    ("session_event", 2): "b3ab7a740f71a698",
+    ("stream_progress", 1): "a161673437067371",
+    ("video_frame", 2): "b8aa16ad2e601d1f",
 }
 
 
