@@ -42,7 +42,16 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter, Gauge, Histogram
 
 from processors.frame_splice import FrameSplicer
-from processors.lanes import DEADLETTER, LATE, ORDERED_OF, RAW_TOPICS, LaneConfig, Output, PartitionCore
+from processors.lanes import (
+    DEADLETTER,
+    LATE,
+    ORDERED_OF,
+    RAW_TOPICS,
+    TRANSCRIPT_PARTIAL,
+    LaneConfig,
+    Output,
+    PartitionCore,
+)
 from processors.meetings import MeetingBook
 from processors.outbox import Loc, Outbox, offset_of
 from processors.state import StateStore, output_signature
@@ -58,7 +67,7 @@ log = get_logger(__name__)
 DEFAULT_GROUP = "rtmsflow-processors"
 FETCH_PARTITION_BYTES = 512 << 10  # per raw topic partition and fetch: ~700 audio frames
 FETCH_BYTES = 4 << 20  # per fetch: a few consumer batches of 5,000 records
-OUTPUTS = (*ORDERED_OF.values(), LATE, DEADLETTER)
+OUTPUTS = (*ORDERED_OF.values(), TRANSCRIPT_PARTIAL, LATE, DEADLETTER)
 
 EVENTS_IN = Counter("rtmsflow_processors_events_in", "Raw records read, by raw topic.", ["topic"])
 EVENTS_OUT = Counter("rtmsflow_processors_events_out", "Records written, by output topic.", ["topic"])
@@ -502,7 +511,7 @@ class ProcessorLoop:
                     book.load(index)
                 for t in OUTPUTS:
                     self.ends[(t, p)] = restored.ends[t]
-                    if t in ORDERED_OF.values() and restored.tails[t]:
+                    if t not in (LATE, DEADLETTER) and restored.tails[t]:
                         self.skips[(t, p)] = list(restored.tails[t])
                 self.written[p] = set(restored.sources)
                 for base in RAW_TOPICS:

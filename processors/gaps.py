@@ -23,6 +23,8 @@ Video (`VideoGapTracker`). Frames are instants; the sink holds each until the ne
 stretch with no frame longer than `max_gap_ms` (default `video_max_gap_ms(fps)`): the last frame
 is held for one frame interval, and the gap runs from there to the next frame (or the end).
 The leading edge is a gap when the first frame comes more than `max_gap_ms` after the origin.
+A hole that overlaps a known loss (`known_loss`: ingest's media socket was down) is a gap as soon as
+a frame is missing (1.5 frame intervals), whatever its length.
 
 Reasons. The caller says what it learned from events with `mark(start_ms, end_ms, reason)` (PAUSE
 from stream-state events, VIDEO_OFF from video events, LOSS from reconnects). A gap takes the
@@ -232,6 +234,7 @@ class VideoGapTracker:
         self._last_ts: int | None = None
         self._epoch: int | None = None
         self._ended = False
+        self._known: list[tuple[int, int]] = []  # known losses [start, end)
         self.gap_count = 0
 
     @classmethod
@@ -259,6 +262,12 @@ class VideoGapTracker:
         """Note that video in [start_ms, end_ms) is missing for `reason` (e.g. VIDEO_OFF)."""
         self._reasons.mark(start_ms, end_ms, reason)
 
+    def known_loss(self, start_ms: int, end_ms: int) -> None:
+        """Media in [start_ms, end_ms) was lost for a reason ingest knows (its socket was down):
+        a hole there is a gap however short (see the module docstring)."""
+        if end_ms > start_ms and (start_ms, end_ms) not in self._known:
+            self._known.append((start_ms, end_ms))
+
     def frame(self, timestamp_ms: int, ingest_epoch: int = 0) -> GapRecord | None:
         """Take the next frame in order; return the gap to write before it, if any."""
         if self._ended:
@@ -268,13 +277,21 @@ class VideoGapTracker:
         if last is None:
             if timestamp_ms - self.origin_ms > self.max_gap_ms:
                 gap = self._gap(self.origin_ms, timestamp_ms, ingest_epoch)
-        elif timestamp_ms - last > self.max_gap_ms:
+        elif timestamp_ms - last > self.max_gap_ms or (
+            2 * (timestamp_ms - last) >= 3 * self.frame_interval_ms
+            and self._known_between(last, timestamp_ms)
+        ):
             gap = self._gap(last + self.frame_interval_ms, timestamp_ms, ingest_epoch)
         if last is None or timestamp_ms > last:
             self._last_ts = last = timestamp_ms
         self._epoch = ingest_epoch
         self._reasons.forget_before(last)
+        if self._known:
+            self._known = [k for k in self._known if k[1] > last]
         return gap
+
+    def _known_between(self, after_ms: int, before_ms: int) -> bool:
+        return any(start < before_ms and end > after_ms for start, end in self._known)
 
     def end(self, end_ms: int) -> GapRecord | None:
         """End of stream at `end_ms`: the trailing gap, if the last frame is more than

@@ -45,7 +45,7 @@ from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTrack
 from processors.reorder import Fate, ReorderBuffer
 from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
 from schemas.identity import identity_digest
-from schemas.markers import MarkerError, marker_headers, read_marker
+from schemas.markers import MarkerError, marker_headers, read_control
 
 RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS = (
     "rtms.raw.audio",
@@ -60,6 +60,7 @@ ORDERED_OF = {
     RAW_TRANSCRIPT: "rtms.transcript",
     RAW_EVENTS: "rtms.events",
 }
+TRANSCRIPT_PARTIAL = "rtms.transcript.partial"
 LATE, DEADLETTER = "rtms.late", "rtms.deadletter"
 _KINDS_OF = {
     RAW_AUDIO: ("AUDIO",),
@@ -69,6 +70,12 @@ _KINDS_OF = {
 }
 _FRAMES = (RAW_AUDIO, RAW_VIDEO)
 _ENDED_MEMORY = 1_000  # (stream, topic) ends remembered per partition: repeated markers, late records
+# _TRANSCRIPT_ORDER: a transcript lane keeps Zoom's order (keys are raw offsets, no window): Zoom
+# sends a piece after its words, so reordering by start time would hold each piece until a later
+# one passed the window (seconds), and marks from the media clock would make an overlapping
+# speaker's piece late. The assembler keeps utterance starts monotone. Repeats are recognised
+# within this many records.
+_TRANSCRIPT_HORIZON = 5_000
 _RECENT = struct.Struct(">q16s")
 
 StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
@@ -131,6 +138,10 @@ class Lane:
         self.recent: deque[tuple[int, bytes]] = deque()
         self.restored_recent: dict[bytes, int] = {}
         self.resume_key: tuple[int, bytes] | None = None
+        # progress marks: the lane's media clock, and known losses [start, end) not yet passed,
+        # each with the offset of its mark (which holds the commit back until then)
+        self.mark_ms: int | None = None
+        self.losses: list[tuple[int, int, int]] = []
         cursor: int | None = None
         if state is not None:
             if state["resume_ts"] is not None and state["resume_digest"] is not None:
@@ -144,9 +155,17 @@ class Lane:
                 self.recent.append((ts, digest))
                 self.restored_recent[digest] = ts
             cursor = state["cursor_ms"]
-        self.buffer: ReorderBuffer[_Item] = ReorderBuffer.resume(
-            self.resume_key, config.window_ms, config.dedupe_horizon_ms
-        )
+            self.mark_ms = state.get("mark_ms")
+        if self.topic == RAW_TRANSCRIPT:
+            # pieces keep their arrival order (keys are raw offsets, the window none): see _TRANSCRIPT_ORDER
+            self.buffer: ReorderBuffer[_Item] = ReorderBuffer.resume(self.resume_key, 0, _TRANSCRIPT_HORIZON)
+            for released in self.recent:  # those up to the resume key (the open utterance's are re-fed)
+                if self.resume_key is not None and released <= self.resume_key:
+                    self.buffer.remember_released(released)
+        else:
+            self.buffer = ReorderBuffer.resume(self.resume_key, config.window_ms, config.dedupe_horizon_ms)
+            if self.mark_ms is not None:
+                self.buffer.advance(self.mark_ms)
         if self.template is not None and self.topic in (RAW_AUDIO, RAW_VIDEO):
             self._make_tracker(self.template, cursor)
 
@@ -167,6 +186,7 @@ class Lane:
             )
         else:
             self.video = VideoGapTracker.resume(self.origin_ms, max(1, media["fps"]), cursor, self.last_epoch)
+        self._apply_losses()
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -190,17 +210,43 @@ class Lane:
             "cursor_ms": cursor,
             "last_epoch": self.last_epoch,
             "template": "" if self.template is None else json.dumps(self.template, sort_keys=True),
+            "mark_ms": self.mark_ms,
         }
 
     def min_held_offset(self) -> int | None:
-        return min(self.held_offsets.values()) if self.held_offsets else None
+        low = min(self.held_offsets.values()) if self.held_offsets else None
+        for _, _, offset in self.losses:
+            if low is None or offset < low:
+                low = offset
+        return low
+
+    def note_loss(self, start_ms: int, end_ms: int, offset: int) -> None:
+        """A known loss [start_ms, end_ms) from a progress mark at `offset`: its gaps are LOSS,
+        whatever their length."""
+        if end_ms <= start_ms or any(loss[:2] == (start_ms, end_ms) for loss in self.losses):
+            return
+        self.losses.append((start_ms, end_ms, offset))
+        self._apply_losses()
+
+    def _apply_losses(self) -> None:
+        tracker = self.audio or self.video
+        if tracker is not None:
+            for start, end, _ in self.losses:
+                tracker.mark(start, end, GapReason.LOSS)
+                if self.video is not None:
+                    self.video.known_loss(start, end)
+
+    def passed(self, media_ms: int) -> None:
+        """The lane's output has reached `media_ms`: losses that end by then are settled."""
+        if self.losses:
+            self.losses = [loss for loss in self.losses if loss[1] > media_ms]
 
     def remember(self, item: _Item) -> None:
         """Mirror ReorderBuffer's memory of released digests (same horizon rule)."""
         self.held_offsets.pop(item.digest, None)
         recent = self.recent
         recent.append((item.timestamp_ms, item.digest))
-        horizon = item.timestamp_ms - self.config.dedupe_horizon_ms
+        horizon = item.timestamp_ms - self.buffer.dedupe_horizon_ms
         while len(recent) > 1 and recent[0][0] < horizon:
             recent.popleft()
 
@@ -211,7 +257,7 @@ class Lane:
         last = self.buffer.last_key
         ts = self.restored_recent.get(item.digest)
         if ts is not None and last is not None:
-            if ts >= last[0] - self.config.dedupe_horizon_ms or item.digest == last[1]:
+            if ts >= last[0] - self.buffer.dedupe_horizon_ms or item.digest == last[1]:
                 return Fate.DUPLICATE
         return Fate.LATE
 
@@ -228,6 +274,9 @@ class StreamState:
     assembler: UtteranceAssembler | None = None
     open_pieces: list[_Item] = field(default_factory=list)  # pieces of the open utterance
     closed_key: tuple[int, bytes] | None = None  # last piece of the last closed utterance
+    open_mark_ms: int | None = None  # the transcript lane's mark when the open utterance's first piece came
+    partials_written: int = 0  # pieces of the open utterance whose partial is out
+    partials_skip: int = 0  # after a restart: pieces of the open utterance whose partial was written before
     participants: dict[int, str | None] = field(default_factory=dict)
     raw_offsets: dict[str, list[int]] = field(default_factory=dict)  # raw topic -> [first, last] seen
     record_key: bytes = field(init=False, repr=False)  # the output records' key: the UUID's bytes
@@ -299,9 +348,11 @@ class PartitionCore:
             if any(k[2] == RAW_TRANSCRIPT for k in st.lanes):
                 st.assembler = UtteranceAssembler(
                     st.rtms_stream_id,
+                    partials=True,
                     next_seq=s["utterance_next_seq"],
                     last_start_ms=s["utterance_last_start_ms"],
                 )
+                st.partials_skip = s.get("utterance_partials_written", 0)
             self.streams[st.key] = st
 
     def snapshot(self) -> dict[str, Any]:
@@ -314,6 +365,8 @@ class PartitionCore:
                 if ls["topic"] == RAW_TRANSCRIPT:  # the open utterance's pieces are re-read
                     ck = st.closed_key
                     ls["resume_ts"], ls["resume_digest"] = (None, None) if ck is None else ck
+                    if st.open_pieces:  # ... with the clock they first arrived under
+                        ls["mark_ms"] = st.open_mark_ms
             next_seq, last_start = st.assembler.resume_state() if st.assembler else (0, None)
             streams.append(
                 {
@@ -323,6 +376,7 @@ class PartitionCore:
                     "counts": dict(st.counts),
                     "utterance_next_seq": next_seq,
                     "utterance_last_start_ms": last_start,
+                    "utterance_partials_written": max(st.partials_written, st.partials_skip),
                     "lanes": lanes,
                 }
             )
@@ -374,14 +428,17 @@ class PartitionCore:
         out: list[Output] = []
         if value is None:
             try:
-                end = read_marker(headers)
+                control = read_control(headers)
             except MarkerError as exc:
                 if not replay:
                     out.append(self._dead(topic, offset, key, b"", "MarkerError", str(exc), None))
                 return out
-            if end is None:  # a tombstone without control headers: nothing to do
+            if control is None:  # a tombstone without control headers: nothing to do
                 return out
-            self._marker(topic, offset, key, dict(end), out)
+            if "ended" in control:
+                self._marker(topic, offset, key, dict(control), out)
+            else:
+                self._progress(topic, offset, dict(control), out)
             return out
         try:
             record = self.decode(topic, value)
@@ -417,10 +474,16 @@ class PartitionCore:
         self._participants(st, topic, record)
         lane = self._lane(st, topic, kind, record)
         order_ms = record["timestamp_ms"]
-        if topic == RAW_TRANSCRIPT and record.get("start_time_ms") is not None:
-            # Zoom's `timestamp` is when the utterance began, shared by all its fragments (which a
-            # digest tie-break would put in any order): a piece is placed by its own start
-            order_ms = record["start_time_ms"]
+        if topic == RAW_TRANSCRIPT:
+            order_ms = offset  # arrival order (_TRANSCRIPT_ORDER)
+        elif order_ms < st.started_ms and topic in _FRAMES:
+            # stamped before the stream's t = 0: no recording has a place for it (ingest fixes
+            # t = 0 from the media clock before the first record, so this takes a broken clock)
+            if not replay:
+                st.count(ORDERED_OF[topic], "LATE")
+                self.stats["late"] += 1
+                out.append(self._late(topic, offset, record, value, st.started_ms - order_ms))
+            return out
         item = _Item(order_ms, identity_digest(record), offset, record, value if topic in _FRAMES else None)
         outcome = lane.buffer.push(item)
         fate = outcome.fate
@@ -458,7 +521,7 @@ class PartitionCore:
         if lane is None:
             lane = st.lanes[key] = Lane(key, st.started_ms, self.config)
             if topic == RAW_TRANSCRIPT and st.assembler is None:
-                st.assembler = UtteranceAssembler(st.rtms_stream_id)
+                st.assembler = UtteranceAssembler(st.rtms_stream_id, partials=True)
         return lane
 
     def _emit(self, st: StreamState, lane: Lane, released: list[_Item], out: list[Output]) -> None:
@@ -487,6 +550,7 @@ class PartitionCore:
             placed = max(item.timestamp_ms, st.started_ms)
         if gap is not None:
             self._gap(st, lane, gap, {k: val for k, val in v.items() if k != "payload"}, out)
+        lane.passed(item.timestamp_ms)
         frame = dict(v)
         frame["seq"] = lane.seq
         frame["offset_ms"] = placed - st.started_ms
@@ -538,15 +602,29 @@ class PartitionCore:
             language_code=v["language"],
             channel_id=v["channel_id"],
         )
-        closed = st.assembler.push(piece)
-        if closed:
+        lane_mark = self._transcript_mark(st)
+        settled = st.assembler.push(piece, lane_mark)
+        if any(u.final for u in settled):
             st.closed_key = (st.open_pieces[-1].timestamp_ms, st.open_pieces[-1].digest)
             st.open_pieces = []
+            st.partials_written = st.partials_skip = 0
+        if not st.open_pieces:
+            st.open_mark_ms = lane_mark
         st.open_pieces.append(item)
-        for u in closed:
+        for u in settled:
             self._utterance(st, u, out)
 
+    def _transcript_mark(self, st: StreamState) -> int | None:
+        for lane in st.lanes.values():
+            if lane.topic == RAW_TRANSCRIPT:
+                return lane.mark_ms
+        return None
+
     def _utterance(self, st: StreamState, u: Utterance, out: list[Output]) -> None:
+        if not u.final:
+            if u.piece_count <= st.partials_skip:
+                return  # written before the restart that re-fed this piece
+            st.partials_written = u.piece_count
         record = {
             "meeting_uuid": st.meeting_uuid,
             "rtms_stream_id": st.rtms_stream_id,
@@ -564,8 +642,11 @@ class PartitionCore:
             "final": u.final,
             "piece_count": u.piece_count,
         }
-        st.count("rtms.transcript", "TRANSCRIPT")
         self.stats["out"] += 1
+        if not u.final:
+            out.append(Output(TRANSCRIPT_PARTIAL, _key(st), record, stream=st.key))
+            return
+        st.count("rtms.transcript", "TRANSCRIPT")
         out.append(Output("rtms.transcript", _key(st), record, stream=st.key))
 
     def _participants(self, st: StreamState, topic: str, record: dict[str, Any]) -> None:
@@ -576,6 +657,36 @@ class PartitionCore:
         elif topic == RAW_AUDIO and not record["media"].get("mixed", True) and record["participant_id"]:
             if record["participant_id"] not in st.participants or record.get("participant_name"):
                 st.participants[record["participant_id"]] = record.get("participant_name")
+
+    # -- progress marks -----------------------------------------------------------------------------
+
+    def _progress(self, topic: str, offset: int, mark: dict[str, Any], out: list[Output]) -> None:
+        """A progress mark on `topic`: every lane of the stream on it moves its clock to the mark
+        (releasing what is now outside its window; closing a transcript utterance by the pause
+        rule) and notes the mark's known losses."""
+        st = self.streams.get((mark["meeting_uuid"], mark["rtms_stream_id"]))
+        if st is None or (st.meeting_uuid, st.rtms_stream_id, topic) in self.ended:
+            return  # nothing held: a stream's first mark may precede its first record
+        media_ms = mark["media_ms"]
+        for lane in sorted(
+            (lane for lane in st.lanes.values() if lane.topic == topic),
+            key=lambda lane: _lane_order(lane.key),
+        ):
+            lane.mark_ms = media_ms if lane.mark_ms is None else max(lane.mark_ms, media_ms)
+            if topic == RAW_TRANSCRIPT:
+                if st.assembler is not None:
+                    closed = st.assembler.tick(lane.mark_ms)
+                    if closed:
+                        st.closed_key = (st.open_pieces[-1].timestamp_ms, st.open_pieces[-1].digest)
+                        st.open_pieces = []
+                        st.partials_written = st.partials_skip = 0
+                    for u in closed:
+                        self._utterance(st, u, out)
+                continue
+            if topic in _FRAMES:
+                for loss in mark.get("losses") or ():
+                    lane.note_loss(loss["start_ms"], loss["end_ms"], offset)
+            self._emit(st, lane, lane.buffer.advance(lane.mark_ms), out)
 
     # -- end of stream ------------------------------------------------------------------------------
 
@@ -600,6 +711,7 @@ class PartitionCore:
                 for u in st.assembler.flush():
                     self._utterance(st, u, out)
                 st.open_pieces = []
+                st.partials_written = st.partials_skip = 0
             elif lane.template is not None:
                 gap = self._trailing(st, lane, end)
                 if gap is not None:

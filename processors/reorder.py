@@ -9,7 +9,8 @@ never by arrival, so any arrival order of the same set gives the same output. Th
 buffer is strictly increasing in key.
 
 Window. An item is released once `max_timestamp_seen - window_ms >= item.timestamp_ms` (media time:
-RTMS timestamps, never the wall clock). An item whose key is below the last released key is *late*:
+RTMS timestamps, never the wall clock); a progress mark (`advance`) raises the maximum seen without
+an item, so a sparse lane is released by its topic's media clock instead of its own next item. An item whose key is below the last released key is *late*:
 it is never emitted (the caller sends it to `rtms.late`).
 
 Duplicates. An item whose digest is held, or was released within the last `dedupe_horizon_ms` of
@@ -192,6 +193,20 @@ class ReorderBuffer(Generic[T]):
         if self._max_ts is None or key[0] > self._max_ts:
             self._max_ts = key[0]
         return Outcome(Fate.ACCEPTED, self._release(self._max_ts - self.window_ms))
+
+    def remember_released(self, key: Key) -> None:
+        """After `resume`: an item released before the restart, to recognise its repeats (a lane
+        whose keys are arrival positions, where a repeat's key is its own, not its original's)."""
+        self._remember(*key)
+
+    def advance(self, media_ms: int) -> list[T]:
+        """A progress mark: the lane's media clock has reached `media_ms` (as if an item stamped
+        then had been pushed, without one): release what is now outside the window, in order."""
+        if self._ended:
+            return []
+        if self._max_ts is None or media_ms > self._max_ts:
+            self._max_ts = media_ms
+        return self._release(self._max_ts - self.window_ms)
 
     def flush(self) -> list[T]:
         """End of stream: release everything held, in order. Later pushes are late."""

@@ -38,8 +38,14 @@ def output_signature(value: dict[str, Any] | None, headers: Any) -> tuple[Any, .
         end = read_marker(headers)
         assert end is not None
         return ("end_of_stream", end["meeting_uuid"], end["rtms_stream_id"], end["topic"])
-    if "utterance_id" in value:
-        return ("utterance", value["meeting_uuid"], value["utterance_id"], value["seq"])
+    if "utterance_id" in value:  # a partial and its final share the id
+        return (
+            "utterance",
+            value["meeting_uuid"],
+            value["utterance_id"],
+            value["final"],
+            value["piece_count"],
+        )
     return (
         value["meeting_uuid"],
         value["rtms_stream_id"],

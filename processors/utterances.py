@@ -112,6 +112,7 @@ class _Open:
     language_code: int | None
     text: str = ""
     pieces: int = 0
+    arrived_ms: int | None = None  # the media clock when the last piece arrived (None: unknown)
 
 
 def _piece_times(piece: TranscriptPiece) -> tuple[int, int, bool]:
@@ -173,8 +174,9 @@ class UtteranceAssembler:
             return self._next_seq, self._closed_last_start
         return self._open.seq, self._closed_last_start
 
-    def push(self, piece: TranscriptPiece) -> list[Utterance]:
-        """Take the next piece; return the utterances it settles (and a partial, if enabled)."""
+    def push(self, piece: TranscriptPiece, arrived_ms: int | None = None) -> list[Utterance]:
+        """Take the next piece; return the utterances it settles (and a partial, if enabled).
+        `arrived_ms`: the stream's media clock when the piece arrived, if known (see `tick`)."""
         self.pieces_in += 1
         start, end, estimated = _piece_times(piece)
         out: list[Utterance] = []
@@ -217,15 +219,21 @@ class UtteranceAssembler:
                 current.speaker = speaker
         current.text = _join(current.text, piece.text, _spaced(current.language_code))
         current.pieces += 1
+        current.arrived_ms = arrived_ms
         if self.partials:
             out.append(self._snapshot(current, final=False))
         return out
 
     def tick(self, media_ms: int) -> list[Utterance]:
-        """Media time has reached `media_ms` (from any lane of the stream): close the open
-        utterance if its speaker has been silent for longer than `max_pause_ms`."""
+        """The stream's media clock has reached `media_ms` (a progress mark): close the open
+        utterance once media time has passed both its end and the arrival of its last piece by
+        more than `max_pause_ms`. (Zoom sends a piece after its words, up to seconds later: timed
+        from the end alone, every piece would close its utterance before the next one came.)"""
         current = self._open
-        if current is not None and media_ms - current.end_ms > self.max_pause_ms:
+        if current is None:
+            return []
+        since = current.end_ms if current.arrived_ms is None else max(current.end_ms, current.arrived_ms)
+        if media_ms - since > self.max_pause_ms:
             return [self._close()]
         return []
 

@@ -28,7 +28,7 @@ PCM = bytes(640)  # 20 ms of 16 kHz mono L16
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 VIDEO_MEDIA = {"codec": "H264", "width": 640, "height": 360, "fps": 10, "mode": "ACTIVE_SPEAKER"}
 RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.transcript.partial", "rtms.events")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The processors' lanes without a broker: how a transcript lane orders Zoom's pieces."""
+"""The processors' lanes without a broker: how a transcript lane orders Zoom's pieces, and what
+progress marks release (partials at once, finals by the pause rule, sparse lanes, known losses)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.identity import identity_digest
-from schemas.markers import marker_headers
+from schemas.markers import marker_headers, progress_headers
 
 T0 = 1_732_400_000_000
 STAMP = {"meeting_uuid": "m==", "rtms_stream_id": "s", "stream_started_ms": T0, "ingest_epoch": 1}
@@ -60,7 +61,104 @@ def test_fragments_of_one_utterance_are_joined_in_the_order_they_were_spoken(
     assert utterance_texts(codec, pieces) == [" ".join(WORDS)]
 
 
-def test_fragments_arriving_out_of_order_within_the_window_are_put_back_in_spoken_order(codec: Codec) -> None:
+def test_pieces_keep_the_order_zoom_sent_them_in(codec: Codec) -> None:
     pieces = fragments(shared_timestamp=True)
-    pieces[1], pieces[2] = pieces[2], pieces[1]  # 300 ms apart: inside the window
-    assert utterance_texts(codec, pieces) == [" ".join(WORDS)]
+    pieces[1], pieces[2] = pieces[2], pieces[1]
+    assert utterance_texts(codec, pieces) == ["one three two four five six"]
+
+
+def test_an_overlapping_speakers_earlier_piece_arriving_later_is_kept(codec: Codec) -> None:
+    """B's short piece arrives first; A's piece started earlier but comes after it and a mark far
+    past both: by start time it would be late (lost to rtms.late), in arrival order it is kept."""
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    b = {**fragments(False)[3], "participant_id": 2, "participant_name": "B", "text": "yes"}
+    a = {**fragments(False)[0], "text": "I was saying", "ingest_seq": 9}
+    out = feed(core, codec, [b, mark("rtms.raw.transcript", T0 + 5_000), a])
+    out += end_transcript(core, 3)
+    finals = [o.value for o in out if o.topic == "rtms.transcript" and o.value is not None]
+    assert [u["text"] for u in finals] == ["yes", "I was saying"]
+    assert not [o for o in out if o.topic == "rtms.late"]
+    # starts stay monotone: A's utterance is placed at B's start (subtitle cues in order)
+    assert finals[1]["start_ms"] >= finals[0]["start_ms"]
+
+
+def mark(topic: str, media_ms: int, losses: list[dict[str, int]] | None = None) -> dict[str, Any]:
+    return {**STAMP, "topic": topic, "media_ms": media_ms, "losses": losses or []}
+
+
+def feed(core: PartitionCore, codec: Codec, items: list[dict[str, Any]], first: int = 0) -> list[Any]:
+    """Feed transcript pieces and marks (dicts with "media_ms") in order, offsets from `first`."""
+    out = []
+    for offset, item in enumerate(items, start=first):
+        if "media_ms" in item:
+            out += core.feed(item["topic"], offset, b"m==", None, progress_headers(item))
+        else:
+            value = codec.encode("rtms.raw.transcript", item)
+            out += core.feed("rtms.raw.transcript", offset, b"m==", value, [])
+    return out
+
+
+def end_transcript(core: PartitionCore, offset: int) -> list[Any]:
+    end = {**STAMP, "topic": "rtms.raw.transcript", "ended": "STOPPED", "stop_reason": 6,
+           "last_timestamp_ms": T0 + 1000, "counts": {}, "complete": True}  # fmt: skip
+    return core.feed("rtms.raw.transcript", offset, b"m==", None, list(marker_headers(end)))
+
+
+def test_each_piece_is_a_partial_at_once_and_a_mark_past_the_pause_makes_it_final(codec: Codec) -> None:
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    pieces = fragments(shared_timestamp=True)[:2]  # one utterance, ends at T0 + 1550
+    out = feed(core, codec, [mark("rtms.raw.transcript", T0 + 1_300), pieces[0]])
+    assert [(o.topic, o.value["text"], o.value["final"]) for o in out] == [
+        ("rtms.transcript.partial", "one", False)
+    ]
+    out = feed(core, codec, [pieces[1], mark("rtms.raw.transcript", T0 + 2_000)], first=2)
+    # control: 2,000 is within the pause (700 ms) of the piece's arrival (mark 1,300) and its end
+    assert [(o.topic, o.value["text"]) for o in out] == [("rtms.transcript.partial", "one two")]
+    out = feed(core, codec, [mark("rtms.raw.transcript", T0 + 2_251)], first=4)
+    assert [(o.topic, o.value["text"], o.value["final"]) for o in out] == [
+        ("rtms.transcript", "one two", True)
+    ]
+    partial_ids = {"s/0"}
+    assert out[0].value["utterance_id"] in partial_ids
+
+
+def test_a_mark_releases_a_sparse_lane_without_its_next_frame(codec: Codec) -> None:
+    frame = {**STAMP, "stream_kind": "VIDEO", "participant_id": 0, "participant_name": None, "timestamp_ms": T0 + 40,
+             "ingest_seq": 0, "received_at_ms": T0 + 41, "payload": b"\x00\x00\x00\x01\x65", "keyframe": True,
+             "has_parameter_sets": True, "media": {"codec": "H264", "width": 1280, "height": 720, "fps": 25,
+             "mode": "ACTIVE_SPEAKER"}}  # fmt: skip
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    out = core.feed("rtms.raw.video", 0, b"m==", codec.encode("rtms.raw.video", frame), [])
+    assert out == []  # held: nothing has passed the window
+    out = core.feed("rtms.raw.video", 1, b"m==", None, progress_headers(mark("rtms.raw.video", T0 + 339)))
+    assert out == []  # control: 339 - 300 < 40
+    out = core.feed("rtms.raw.video", 2, b"m==", None, progress_headers(mark("rtms.raw.video", T0 + 340)))
+    assert [(o.topic, o.value["timestamp_ms"]) for o in out] == [("rtms.video", T0 + 40)]
+
+
+def test_a_known_loss_shorter_than_the_video_gap_rule_is_a_loss_gap(codec: Codec) -> None:
+    def run(losses: list[dict[str, int]]) -> list[dict[str, Any]]:
+        core = PartitionCore(0, codec.decode, LaneConfig(300))
+        out: list[Any] = []
+        offset = 0
+        for ts in (0, 40, 80, 200, 240, 280, 320, 360, 400):  # 120 and 160 missing (80 ms)
+            if ts == 200:
+                lost = mark("rtms.raw.video", T0 + 80, losses)
+                out += core.feed("rtms.raw.video", offset, b"m==", None, progress_headers(lost))
+                offset += 1
+            frame = {**STAMP, "stream_kind": "VIDEO", "participant_id": 0, "participant_name": None,
+                     "timestamp_ms": T0 + ts, "ingest_seq": offset, "received_at_ms": T0 + ts, "payload": b"\x01",
+                     "keyframe": ts == 0, "has_parameter_sets": ts == 0,
+                     "media": {"codec": "H264", "width": 1280, "height": 720, "fps": 25, "mode": "ACTIVE_SPEAKER"}}  # fmt: skip
+            out += core.feed("rtms.raw.video", offset, b"m==", codec.encode("rtms.raw.video", frame), [])
+            offset += 1
+        end = {**STAMP, "topic": "rtms.raw.video", "ended": "STOPPED", "stop_reason": 6,
+               "last_timestamp_ms": T0 + 400, "counts": {}, "complete": True}  # fmt: skip
+        out += core.feed("rtms.raw.video", offset, b"m==", None, marker_headers(end))
+        assert len([o for o in out if o.topic == "rtms.video" and o.value and not o.value["gap"]]) == 9
+        return [o.value["gap"] for o in out if o.topic == "rtms.video" and o.value and o.value["gap"]]
+
+    assert run([]) == []  # control: 80 ms is jitter to the 200 ms rule
+    assert run([{"start_ms": T0 + 80, "end_ms": T0 + 200}]) == [
+        {"start_ms": T0 + 120, "length_ms": 80, "reason": "LOSS"}
+    ]
