@@ -1,0 +1,97 @@
+"""Records that once stopped a sink for every meeting: each is dead-lettered with its meeting named,
+the sink stays up, and a meeting running alongside gets the files an undisturbed run gives."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from ingest_support import read_topic
+from sink_support import OrderedStream, from_meeting, produce, stream_dir, wait_for
+
+from emulator.media import MeetingSpec, SyntheticMeeting
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from sinks.media_sink import media_core, media_service
+from sinks.stream_sink import SinkCore, SinkService
+from sinks.transcript_sink import transcript_core, transcript_service
+
+pytestmark = pytest.mark.kafka
+GOOD, BAD = "gOOd+/mtg==", "bAd+/mtg=="
+
+
+@asynccontextmanager
+async def running(service: SinkService) -> AsyncIterator[asyncio.Task[None]]:
+    await service.start()
+    task = asyncio.create_task(service.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await service.stop()
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def undisturbed(core: SinkCore, settings: Settings, stream: OrderedStream) -> None:
+    """Feed one stream's records alone to a core, no broker: the reference files."""
+    codec = Codec.from_settings(settings)
+    for base, records in stream.records.items():
+        if base not in core.topics:
+            continue
+        broker = core.topics[base]
+        for offset, (value, headers) in enumerate(records):
+            data = None if value is None else codec.encode(broker, value)
+            core.feed(broker, 0, offset, stream.meeting_uuid.encode(), data, headers)
+    assert not core.open, "the reference stream did not finalize"
+
+
+def bad_start_stream(start_ms: int) -> OrderedStream:
+    """A stream whose t = 0 cannot be a date (what a forged or misread `event_ts` becomes)."""
+    bad = OrderedStream(BAD, "b1", origin_ms=start_ms)
+    for at in range(0, 400, 20):
+        bad.audio(at, bytes(640))
+    bad.utterance(0, 300, (1, "P1"), "hello")
+    bad.end(400)
+    return bad
+
+
+@pytest.mark.parametrize("start_ms", [253_402_300_800_000, -62_135_596_800_001])  # past 9999, before year 1
+async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_on(
+    settings: Settings, kafka_topics: dict[str, str], tmp_path: Path, start_ms: int
+) -> None:
+    meeting = SyntheticMeeting(MeetingSpec(seed=4, participants=2, duration_s=3, video="360p", fps=25))
+    good = from_meeting(meeting, GOOD, "g1")
+    bad = bad_start_stream(start_ms)
+    await produce(settings, [bad, good])  # the bad stream first: a sink must get past it
+    d = stream_dir(settings, good)
+    async with (
+        running(media_service(settings, "poison-m")) as media,
+        running(transcript_service(settings, "poison-t")) as transcripts,
+    ):
+        await wait_for(
+            lambda: (d / "manifest.json").is_file() and (d / "transcript.manifest.json").is_file(),
+            90,
+            "the good stream's files",
+        )
+        assert not media.done() and not transcripts.done()  # both sinks still up
+
+    letters = [v for _k, v, _p, _o in await read_topic(settings, kafka_topics["rtms.deadletter"])]
+    assert letters and {v["meeting_uuid"] for v in letters} == {BAD}
+    assert {v["source"] for v in letters} == {"rtms.audio", "rtms.video", "rtms.transcript"}  # markers too
+    assert all("out of range" in v["reason"] and v["stage"] == "sinks" for v in letters)
+
+    reference = tmp_path / "reference"
+    ref = dataclasses.replace(settings, data_dir=str(reference))
+    for core in (media_core(ref, rebuild_all=True), transcript_core(ref, rebuild_all=True)):
+        undisturbed(core, ref, good)
+    want = files_of(stream_dir(settings, good, reference))
+    assert sorted(want) == sorted(files_of(d)) and "recording.mp4" in want  # positive control
+    assert files_of(d) == want
