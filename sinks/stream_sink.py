@@ -41,6 +41,7 @@ from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
+from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload
 from schemas.markers import MarkerError, read_marker
 from schemas.records import StreamEnd as MarkerEnd
 from schemas.topics import DEADLETTER, spec_for
@@ -331,6 +332,9 @@ class SinkCore:
         stream: str | None = None,
     ) -> None:
         error = type(exc).__name__
+        if len(payload) > MAX_DEAD_LETTER_PAYLOAD_BYTES:  # a dead letter always fits its topic
+            reason = f"{reason} (payload: its first {MAX_DEAD_LETTER_PAYLOAD_BYTES} of {len(payload)} bytes)"
+            payload = clip_payload(payload)
         if meeting is None and key is not None:
             meeting = key.decode("utf-8", "replace")
         DEAD_LETTERS.labels(self.name, error).inc()

@@ -167,3 +167,28 @@ async def test_a_meeting_with_500_long_named_participants_does_not_stop_the_proc
         p["user_name"] for v in await ordered(settings, "rtms.events") for p in v.get("participants") or ()
     ]
     assert sum(len(n or "") > 10_000 for n in names) == 500  # the events themselves are whole
+
+
+def test_a_dead_letter_of_a_record_near_the_topic_limit_still_fits() -> None:
+    from processors.batch_loop import output_value
+    from processors.frame_splice import FrameSplicer
+    from processors.lanes import DEADLETTER, Output
+    from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_VALUE_BYTES
+
+    def letter(payload: bytes) -> Output:
+        value = {"meeting_uuid": "m==", "rtms_stream_id": None, "stage": "processors", "source": "rtms.raw.audio",
+                 "reason": "not Avro", "error": "CodecError", "payload": payload, "received_at_ms": 0,
+                 "source_partition": 1, "source_offset": 7}  # fmt: skip
+        return Output(DEADLETTER, b"m==", value, source=("rtms.raw.audio", 7))
+
+    splicer = FrameSplicer(0, {}, {}, {})
+    big = output_value(letter(b"\x07" * MAX_VALUE_BYTES), splicer, CODEC, DEADLETTER, lambda: 5)
+    assert big is not None and len(big) < MAX_DEAD_LETTER_PAYLOAD_BYTES + 1_000
+    decoded = CODEC.decode(DEADLETTER, big)
+    assert decoded["payload"] == b"\x07" * MAX_DEAD_LETTER_PAYLOAD_BYTES
+    assert (
+        decoded["reason"]
+        == f"not Avro (payload: its first {MAX_DEAD_LETTER_PAYLOAD_BYTES} of {MAX_VALUE_BYTES} bytes)"
+    )
+    small = output_value(letter(b"\x07" * 100), splicer, CODEC, DEADLETTER, lambda: 5)  # positive control
+    assert small is not None and CODEC.decode(DEADLETTER, small)["payload"] == b"\x07" * 100

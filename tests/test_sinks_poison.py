@@ -95,3 +95,16 @@ async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_o
     want = files_of(stream_dir(settings, good, reference))
     assert sorted(want) == sorted(files_of(d)) and "recording.mp4" in want  # positive control
     assert files_of(d) == want
+
+
+def test_a_sink_dead_letter_carries_at_most_the_head_of_its_input(tmp_path: Path) -> None:
+    from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES
+
+    core = media_core(Settings(data_dir=str(tmp_path)))
+    broker = core.topics["rtms.audio"]
+    core.feed(broker, 0, 5, b"m==", b"\x00" * (3 << 20), None)  # 3 MiB that are not Avro
+    core.feed(broker, 0, 6, b"m==", b"\x00" * 10, None)  # positive control: a small one, whole
+    big, small = core.dead_letters
+    assert big["payload"] == bytes(MAX_DEAD_LETTER_PAYLOAD_BYTES) and f"of {3 << 20} bytes" in big["reason"]
+    assert small["payload"] == bytes(10) and "payload:" not in small["reason"]
+    assert big["meeting_uuid"] == small["meeting_uuid"] == "m=="
