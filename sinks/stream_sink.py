@@ -49,7 +49,7 @@ from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import Throttle, get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
-from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload
+from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload, implausible
 from schemas.markers import MarkerError, read_marker
 from schemas.records import StreamEnd as MarkerEnd
 from schemas.topics import DEADLETTER, spec_for
@@ -108,6 +108,10 @@ class _Open:
     partition: int
     first_offsets: dict[TP, int] = field(default_factory=dict)
     last_seen: float = 0.0
+
+
+class ImplausibleRecord(ValueError):
+    """A record with values it cannot truly have (`schemas.limits.implausible`)."""
 
 
 class SinkCore:
@@ -178,6 +182,9 @@ class SinkCore:
                 return
             if marker is None:
                 return  # a tombstone: nothing to write
+            if (why := implausible(marker)) is not None:
+                self._dead(tp, offset, key, b"", why, ImplausibleRecord(why), marker["meeting_uuid"])
+                return
             meeting, stream, origin = (
                 marker["meeting_uuid"],
                 marker["rtms_stream_id"],
@@ -188,6 +195,9 @@ class SinkCore:
                 record = self.codec.decode(topic, value)
             except CodecError as exc:
                 self._dead(tp, offset, key, value, exc.reason, exc)
+                return
+            if (why := implausible(record)) is not None:
+                self._dead(tp, offset, key, value, why, ImplausibleRecord(why), record["meeting_uuid"])
                 return
             meeting, stream, origin = (
                 record["meeting_uuid"],
@@ -212,8 +222,14 @@ class SinkCore:
             record[SOURCE_OFFSET] = offset  # where a record rejected later (queued video) came from
             try:
                 entry.files.add(base, record)
-            except RECORD_ERRORS as exc:
-                self._dead(tp, offset, key, value or b"", str(exc), exc, meeting, stream)
+            except OSError:
+                raise  # the files, not the record: the service stops and retries (SinkService)
+            except Exception as exc:  # RECORD_ERRORS, or one nobody foresaw: it costs this record only
+                if not isinstance(exc, RECORD_ERRORS):
+                    log.exception(
+                        "unexpected error on a record", extra={"sink": self.name, "meeting": meeting}
+                    )
+                self._dead(tp, offset, key, value or b"", str(exc) or repr(exc), exc, meeting, stream)
         for bad_topic, bad, error in entry.files.take_rejected():
             # the rejected record may be of another topic than the one being fed (queued video)
             bad_tp = (self.topics[bad_topic], partition)
@@ -251,7 +267,17 @@ class SinkCore:
             )
             return None
         files = self.factory(layout)
-        files.begin()
+        try:
+            files.begin()
+        except OSError:
+            raise
+        except Exception as exc:  # not a storage failure: this stream cannot be written, the rest can
+            log.exception("stream cannot be opened", extra={"sink": self.name, "meeting": skey[0]})
+            with contextlib.suppress(OSError):
+                files.abort()
+            self._remember(skey)
+            self._dead(tp, offset, key, value or b"", f"stream cannot be opened: {exc!r}", exc, *skey)
+            return None
         entry = self.open[skey] = _Open(files, partition)
         log.info(
             "stream opened",
@@ -276,17 +302,23 @@ class SinkCore:
         started = time.monotonic()
         try:
             done = entry.files.finalize(how)
-        except Exception as exc:
-            if isinstance(exc, OSError):  # storage, not the stream: the service logs it (throttled)
-                log.info(
-                    "finalize failed; the stream will be rebuilt",
-                    extra={"meeting": skey[0], "error": repr(exc)},
-                )
-            else:
-                log.exception("finalize failed; the stream will be rebuilt", extra={"meeting": skey[0]})
+        except OSError as exc:  # storage, not the stream: the service stops, logs (throttled), retries
+            log.info(
+                "finalize failed; the stream will be rebuilt", extra={"meeting": skey[0], "error": repr(exc)}
+            )
             with contextlib.suppress(OSError):
                 entry.files.abort()
             raise
+        except Exception as exc:  # this stream's records cannot make files: it is given up, not retried
+            log.exception(
+                "stream cannot be finalized: dead-lettered", extra={"sink": self.name, "meeting": skey[0]}
+            )
+            with contextlib.suppress(OSError):
+                entry.files.abort()
+            self._remember(skey)
+            tp, first = min(entry.first_offsets.items(), key=lambda kv: kv[1], default=(("", -1), -1))
+            self._dead(tp, first, skey[0].encode(), b"", f"stream cannot be finalized: {exc!r}", exc, *skey)
+            return None
         self._remember(skey)
         elapsed = time.monotonic() - started
         FINALIZE_SECONDS.labels(self.name).observe(elapsed)
