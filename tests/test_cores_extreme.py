@@ -25,7 +25,9 @@ EDGES = [0, 1, -1, 20, T0, T0 + 1, I64[0], I64[1], 2**31, -(2**31), 2**53, 253_4
          -62_135_596_800_001, 1_760_000_000_000_000, 1_760_000_000]  # fmt: skip
 
 longs = st.one_of(st.sampled_from(EDGES), st.integers(*I64))
-ints = st.one_of(st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 16000, 20]), st.integers(-(2**31), 2**31 - 1))
+ints = st.one_of(
+    st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 16000, 20]), st.integers(-(2**31), 2**31 - 1)
+)
 # near T0 most of the time (so records meet in lanes), anything else sometimes
 times = st.one_of(st.integers(T0 - 5_000, T0 + 60_000), longs)
 texts = st.one_of(st.text(max_size=40), st.sampled_from(["", "x" * 100_000, "\x00", "é" * 5000, "🚂" * 300]))
@@ -57,7 +59,9 @@ def raw_records(draw: Any) -> tuple[str, dict[str, Any] | None, bytes | None, li
     if which == "garbage":
         return "rtms.raw.audio", None, draw(st.binary(max_size=40)), []
     if which == "marker":
-        topic = draw(st.sampled_from(["rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events"]))
+        topic = draw(
+            st.sampled_from(["rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events"])
+        )
         end = {"meeting_uuid": draw(ids), "rtms_stream_id": draw(streams), "topic": topic,
                "ended": draw(st.sampled_from(["STOPPED", "UNEXPECTED"])), "stop_reason": draw(st.none() | ints),
                "stream_started_ms": draw(st.one_of(st.just(T0), longs)), "last_timestamp_ms": draw(st.none() | times),
@@ -94,7 +98,9 @@ def encoded(topic: str, value: dict[str, Any] | None, raw: bytes | None) -> byte
         return b"\xff" + repr(sorted(value)).encode()  # not encodable: feed it as garbage
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(st.lists(raw_records(), min_size=1, max_size=25), st.integers(0, 400), st.integers(0, 10_000))
 def test_the_processors_core_never_raises(records: list, window_ms: int, horizon_ms: int) -> None:
     core = PartitionCore(3, CODEC.decode, LaneConfig(window_ms, horizon_ms))
@@ -142,7 +148,9 @@ def ordered_records(draw: Any) -> tuple[str, dict[str, Any] | None, bytes | None
     return "rtms.transcript", value, None, []
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(st.lists(ordered_records(), min_size=1, max_size=20), st.booleans())
 def test_the_sinks_cores_never_raise(records: list, idle_end: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
