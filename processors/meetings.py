@@ -190,8 +190,16 @@ def participant_bytes(p: dict[str, Any]) -> int:
 def fit_index(record: dict[str, Any], max_bytes: int, size_of: Callable[[dict[str, Any]], int]) -> Fitted:
     """`record` cut until `size_of(record) <= max_bytes` (see the module docstring); the record
     itself when it fits. `size_of` is the encoded size (the shell's codec); pure otherwise. A few
-    encodes, whatever the participant count: the meeting's list is sized one participant at a time."""
-    if size_of(record) <= max_bytes:
+    encodes, whatever the participant count: the meeting's list is sized one participant at a time,
+    and a record whose participants alone are over the limit is not encoded whole."""
+    lists = [
+        record.get("participants") or (),
+        *((s.get("participants") or ()) for s in record.get("streams") or ()),
+    ]
+    if (
+        sum(participant_bytes(p) for people in lists for p in people) <= max_bytes
+        and size_of(record) <= max_bytes
+    ):
         return Fitted(record)
     everyone = list(record.get("participants") or ())
     out = {

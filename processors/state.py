@@ -112,15 +112,18 @@ class StateStore:
 
     async def write_index(self, partition: int, index: dict[str, Any]) -> asyncio.Future[Any]:
         """Send one MeetingIndex record (key = meeting), cut to fit the topic (`fit_index`)."""
-        value = self.codec.encode(self.meetings_topic, index)
-        if len(value) > MAX_INDEX_BYTES:
-            fitted = fit_index(
-                index, MAX_INDEX_BYTES, lambda r: len(self.codec.encode(self.meetings_topic, r))
-            )
-            value = self.codec.encode(self.meetings_topic, fitted.record)
-            if index["meeting_uuid"] in self._cut:
-                return await self._send_index(partition, index, value)
-            self._cut[index["meeting_uuid"]] = None  # one line per meeting, not one per rewrite
+        encoded: list[bytes] = []
+
+        def size_of(record: dict[str, Any]) -> int:
+            encoded[:] = [self.codec.encode(self.meetings_topic, record)]
+            return len(encoded[0])
+
+        fitted = fit_index(index, MAX_INDEX_BYTES, size_of)
+        if fitted.record is index:  # it fits: encoded once, by the check
+            return await self._send_index(partition, index, encoded[0])
+        value = self.codec.encode(self.meetings_topic, fitted.record)
+        if index["meeting_uuid"] not in self._cut:  # one line per meeting, not one per rewrite
+            self._cut[index["meeting_uuid"]] = None
             while len(self._cut) > _CUT_MEMORY:
                 self._cut.popitem(last=False)
             log.warning(
