@@ -521,8 +521,7 @@ class SinkService:
         log.info(
             "files can be written again: resuming", extra={"sink": self.core.name, "was": self.storage_error}
         )
-        self.storage_error = None
-        self._retry_s = 0.0
+        self.storage_error = None  # the wait stays until a commit: a failure again soon waits longer
         STORAGE_OK.labels(self.core.name).set(1)
         consumer = self._consumer()
         consumer.resume(*consumer.assignment())  # the back-pressure pauses again what needs it
@@ -590,6 +589,7 @@ class SinkService:
             return
         for tp, off in offsets.items():
             self._committed[(tp.topic, tp.partition)] = off
+        self._retry_s = 0.0  # progress: a later storage failure waits 1 s again, not the last wait doubled
 
     def _gauges(self) -> None:
         consumer = self._consumer()
