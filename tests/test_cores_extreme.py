@@ -170,3 +170,26 @@ def test_the_sinks_cores_never_raise(records: list, idle_end: bool) -> None:
             for letter in core.dead_letters:
                 CODEC.encode("rtms.deadletter", letter)  # every dead letter is a value of its topic
             core.abort_all()
+
+
+def test_every_sample_record_of_the_contract_is_plausible() -> None:
+    """Positive control of `implausible`: the contract's realistic records all pass it, and one
+    changed value is enough to refuse each kind."""
+    from schema_samples import SAMPLES
+
+    from schemas.limits import implausible
+
+    for schema in ("raw_audio_frame", "raw_video_frame", "raw_transcript_frame", "raw_event", "audio_frame",
+                   "video_frame", "meeting_event", "transcript_utterance", "stream_end"):  # fmt: skip
+        for record in SAMPLES[schema]:
+            assert implausible(record) is None, (schema, implausible(record))
+    audio, video = SAMPLES["raw_audio_frame"][0], SAMPLES["raw_video_frame"][0]
+    bad = [
+        {**audio, "timestamp_ms": 253_402_300_800_000},
+        {**audio, "timestamp_ms": audio["stream_started_ms"] + 49 * 3_600_000},
+        {**audio, "media": {**audio["media"], "sample_rate": 0}},
+        {**audio, "meeting_uuid": "m" * 65},
+        {**video, "media": {**video["media"], "fps": 241}},
+        {**SAMPLES["audio_frame"][1], "gap": {**SAMPLES["audio_frame"][1]["gap"], "length_ms": 10**12}},
+    ]
+    assert all(implausible(record) is not None for record in bad)
