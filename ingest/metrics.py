@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 WEBHOOKS = Counter(
     "rtmsflow_ingest_webhooks",
     "Webhook deliveries by result (accepted, url_validation, ignored, bad_signature, stale_timestamp, "
-    "malformed, disallowed_url, produce_failed).",
+    "malformed, disallowed_url, produce_failed, timeout).",
     ["result"],
 )
 ACTIVE_MEETINGS = Gauge("rtmsflow_ingest_active_meetings", "RTMS streams this worker holds.")
@@ -29,3 +29,7 @@ IN_FLIGHT = Gauge(
     "rtmsflow_ingest_in_flight", "Records queued or sent but not yet acknowledged (computed on scrape)."
 )
 EOS_MARKERS = Counter("rtmsflow_ingest_eos_markers", "End-of-stream markers written (one per raw topic).")
+ACCEPT_ERRORS = Counter(
+    "rtmsflow_ingest_accept_errors",
+    "Connections the webhook endpoint could not accept (out of file descriptors).",
+)

@@ -54,6 +54,7 @@ from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, EncodeError
+from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_VALUE_BYTES, clip_payload
 from schemas.markers import marker_headers
 from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
 
@@ -297,14 +298,18 @@ class FrameProducer:
         await self._send(session, stream, RAW_EVENTS, record, "event", len(event.body))
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
+        reason, payload = letter.reason, letter.payload
+        if len(payload) > MAX_DEAD_LETTER_PAYLOAD_BYTES:  # a dead letter always fits its topic
+            reason = f"{reason} (payload: its first {MAX_DEAD_LETTER_PAYLOAD_BYTES} of {len(payload)} bytes)"
+            payload = clip_payload(payload)
         record = {
             "meeting_uuid": session.meeting_uuid if session else None,
             "rtms_stream_id": session.rtms_stream_id if session else None,
             "stage": "ingest",
             "source": letter.source,
-            "reason": letter.reason,
+            "reason": reason,
             "error": letter.error,
-            "payload": letter.payload,
+            "payload": payload,
             "received_at_ms": now_ms(),
             "ingest_seq": None,
         }
@@ -315,7 +320,7 @@ class FrameProducer:
                 "meeting": record["meeting_uuid"],
                 "rtms_stream_id": record["rtms_stream_id"],
                 "source": letter.source,
-                "reason": letter.reason,
+                "reason": reason,
                 "error": letter.error,
                 "bytes": len(letter.payload),
             },
@@ -482,12 +487,18 @@ class FrameProducer:
         topic = self._topics[spec.name]
         try:
             value = self.codec.encode(topic, record)
+            refused = None
+            if len(value) > MAX_VALUE_BYTES:  # the broker would refuse it: the frame would vanish
+                refused = (f"record of {len(value)} bytes over the raw topics' limit of {MAX_VALUE_BYTES}",
+                           "RecordTooLarge")  # fmt: skip
         except EncodeError as exc:
+            refused = (str(exc), "EncodeError")
+        if refused is not None:
             # give the sequence number back: ingest_seq stays without holes and the marker's counts
             # count records written (this record goes to the dead-letter topic instead)
             stream.seqs[record["stream_kind"]] -= 1
             payload = record.get("payload") or str(record.get("text") or record.get("body") or "").encode()
-            letter = DeadLetterData(f"ingest:{spec.name}", str(exc), "EncodeError", bytes(payload))
+            letter = DeadLetterData(f"ingest:{spec.name}", refused[0], refused[1], bytes(payload))
             await self.dead_letter(session, letter)
             return
         stream.last_ts[spec.name] = record["timestamp_ms"]

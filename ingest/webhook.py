@@ -15,6 +15,12 @@ Order of checks for POST <path> (default /webhook):
 
 Every outcome is logged (with the meeting when known) and counted in
 `rtmsflow_ingest_webhooks_total{result}`.
+
+Idle and slow connections: a connection gets `Settings.webhook_header_timeout_s` to send its
+request line and headers (aiohttp's keep-alive timer, armed at connect, closes it otherwise) and as
+long again for its body (408); an idle keep-alive connection is closed after the same time. When
+the process runs out of file descriptors anyway, asyncio's per-accept error is logged once per
+`_ACCEPT_LOG_INTERVAL_S` with a count, not once per attempt.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ingest.webhook_events import (
     verify_signature,
 )
 from rtmsflow.kafka_client import make_producer
-from rtmsflow.logs import get_logger
+from rtmsflow.logs import Throttle, get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import SESSIONS, partition_for, session_key
@@ -48,6 +54,8 @@ log = get_logger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 PRODUCE_TIMEOUT_S = 2.5  # Zoom wants an answer within ~3 s
+_ACCEPT_LOG_INTERVAL_S = 10.0
+_ACCEPT_ERROR = "socket.accept() out of system resource"  # asyncio's message (selector_events)
 
 
 def now_ms() -> int:
@@ -79,7 +87,11 @@ class WebhookServer:
         await self.codec.prepare([self.topic])
         self.producer = make_producer(self.settings, linger_ms=0)
         await self.producer.start()
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # keepalive_timeout is also the time a new connection has to send its headers (the timer is
+        # armed at connect in the aiohttp we pin, >= 3.14; tested); aiohttp's default is an hour
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=self.settings.webhook_header_timeout_s
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -109,11 +121,17 @@ class WebhookServer:
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.settings.webhook_header_timeout_s):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._reject(
                 WebhookRejected(413, "malformed", f"body larger than {MAX_BODY_BYTES} bytes"), {}
             )
+        except TimeoutError:
+            rejected = WebhookRejected(408, "timeout", "body not received in time")
+            response = self._reject(rejected, {})
+            response.force_close()
+            return response
         received = now_ms()
         signature = request.headers.get("x-zm-signature")
         timestamp = request.headers.get("x-zm-request-timestamp")
@@ -186,8 +204,41 @@ async def handle_metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+class AcceptErrorLog:
+    """A loop exception handler that logs asyncio's "out of system resource" accept errors (one a
+    failed accept while file descriptors run out) once per interval, with how many there were;
+    everything else goes to the previous handler."""
+
+    def __init__(self, interval_s: float = _ACCEPT_LOG_INTERVAL_S, clock: Any = time.monotonic) -> None:
+        self.throttle = Throttle(interval_s)
+        self.clock = clock
+        self.previous: Any = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.previous = loop.get_exception_handler()
+        loop.set_exception_handler(self)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not str(context.get("message", "")).startswith(_ACCEPT_ERROR):
+            if self.previous is not None:
+                self.previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        metrics.ACCEPT_ERRORS.inc()
+        if self.throttle.ready(self.clock()):
+            log.error(
+                "cannot accept connections",
+                extra={
+                    "error": repr(context.get("exception")),
+                    "suppressed": self.throttle.take_suppressed(),
+                },
+            )
+
+
 async def serve_http(settings: Settings, path: str) -> None:
     """Run the endpoint until cancelled (the CLI's `ingest http`)."""
+    AcceptErrorLog().install(asyncio.get_running_loop())
     server = WebhookServer(settings, path=path)
     await server.start()
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtms_protocol import Product, url_validation_token, webhook_signature
+from schemas.limits import MAX_ID_BYTES, id_too_long, timestamp_in_range
 
 URL_VALIDATION = "endpoint.url_validation"
 
@@ -75,6 +76,9 @@ def verify_signature(secret: str, timestamp: str | None, raw: bytes, signature: 
         raise WebhookRejected(401, "bad_signature", "no webhook secret configured (ZOOM_SECRET_TOKEN)")
     if not timestamp or not signature:
         raise WebhookRejected(401, "bad_signature", "missing x-zm-signature or x-zm-request-timestamp")
+    if not (timestamp.isascii() and signature.isascii()):
+        # aiohttp hands non-UTF-8 header bytes over as surrogates: no signature of ours looks like that
+        raise WebhookRejected(401, "bad_signature", "x-zm-signature or x-zm-request-timestamp is not ASCII")
     expected = webhook_signature(secret, timestamp, raw)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise WebhookRejected(401, "bad_signature", "x-zm-signature does not match the body")
@@ -137,6 +141,8 @@ def session_event(body: dict[str, Any], received_at_ms: int) -> LifecycleEvent |
     stream_id = payload.get("rtms_stream_id")
     if not isinstance(stream_id, str) or not stream_id:
         raise _malformed(f"{event} without rtms_stream_id")
+    if id_too_long(meeting_uuid) or id_too_long(stream_id):
+        raise _malformed(f"instance id or rtms_stream_id longer than {MAX_ID_BYTES} bytes")
     server_urls = _opt_str(payload, "server_urls")
     if action == "STARTED" and not server_urls:
         raise _malformed(f"{event} without server_urls")
@@ -146,6 +152,10 @@ def session_event(body: dict[str, Any], received_at_ms: int) -> LifecycleEvent |
     event_ts = body.get("event_ts", received_at_ms)
     if not isinstance(event_ts, int) or isinstance(event_ts, bool):
         raise _malformed("event_ts is not an integer")
+    if not timestamp_in_range(event_ts):
+        # it becomes the stream's t = 0 and its files' date: past year 2100 or before 2000 it is a
+        # unit mistake (s or us read as ms) or forged, and would stop the sinks' date directories
+        raise _malformed(f"event_ts {event_ts} is not a time between 2000 and 2100 (ms since the epoch)")
     record: dict[str, Any] = {
         "meeting_uuid": meeting_uuid,
         "rtms_stream_id": stream_id,

@@ -59,6 +59,7 @@ from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
+from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload
 from schemas.markers import read_marker
 from schemas.topics import MEETINGS, PROCESSOR_STATE
 
@@ -126,6 +127,12 @@ def output_value(
             return value
     if out.topic == DEADLETTER:
         out.value["received_at_ms"] = clock()
+        payload = out.value.get("payload") or b""
+        if len(payload) > MAX_DEAD_LETTER_PAYLOAD_BYTES:  # a dead letter always fits its topic
+            out.value["reason"] = (
+                f"{out.value['reason']} (payload: its first {MAX_DEAD_LETTER_PAYLOAD_BYTES} of {len(payload)} bytes)"
+            )
+            out.value["payload"] = clip_payload(payload)
     return codec.encode(topic, out.value)
 
 

@@ -45,6 +45,7 @@ from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTrack
 from processors.reorder import Fate, ReorderBuffer
 from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
 from schemas.identity import identity_digest
+from schemas.limits import implausible
 from schemas.markers import MarkerError, marker_headers, read_control
 
 RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS = (
@@ -435,6 +436,10 @@ class PartitionCore:
                 return out
             if control is None:  # a tombstone without control headers: nothing to do
                 return out
+            if (why := implausible(control)) is not None:
+                if not replay:
+                    out.append(self._dead(topic, offset, key, b"", "ImplausibleRecord", why, None))
+                return out
             if "ended" in control:
                 self._marker(topic, offset, key, dict(control), out)
             else:
@@ -445,6 +450,8 @@ class PartitionCore:
             kind = record.get("stream_kind") or "UNKNOWN"
             if kind not in _KINDS_OF[topic]:
                 raise _Reject("UnknownStreamKind", f"stream_kind {kind} does not belong on {topic}")
+            if (why := implausible(record)) is not None:
+                raise _Reject("ImplausibleRecord", why)
         except _Reject as exc:
             if not replay:
                 out.append(self._dead(topic, offset, key, value, exc.error, exc.reason, None))

@@ -6,11 +6,17 @@ meetings' records to rewrite. A meeting is rewritten when a stream appears, at e
 otherwise at most every `interval_ms` while it changes (not per frame). Offsets and times come from
 the records, never from the wall clock; the index is not part of the exact-once contract of the
 ordered topics (a restart rewrites it from what it reads back and sees next).
+
+A record must fit `rtms.meetings` (`schemas.limits.MAX_INDEX_BYTES`): `fit_index` shrinks one
+that does not (a 100,000-attendee webinar, very long names): first the per-stream participant lists
+go (the meeting's list keeps everyone), then the meeting's list is cut to its lowest user ids that
+fit, then the oldest streams' entries; `Fitted` says what was left out, for the log.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,3 +156,73 @@ class MeetingBook:
             "participants": [{"user_id": p, "user_name": n} for p, n in sorted(everyone.items())],
             "streams": streams,
         }
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """An index record cut to fit, and what was left out of it."""
+
+    record: dict[str, Any]
+    stream_lists_dropped: bool = False
+    participants_dropped: int = 0
+    streams_dropped: int = 0
+
+
+def _varint_bytes(n: int) -> int:
+    """Bytes of Avro's zig-zag varint of `n`."""
+    z = (n << 1) ^ (n >> 63)
+    size = 1
+    while z >= 0x80:
+        z >>= 7
+        size += 1
+    return size
+
+
+def participant_bytes(p: dict[str, Any]) -> int:
+    """Encoded size of one Participant (user_id long, user_name ["null", "string"])."""
+    name = p.get("user_name")
+    if name is None:
+        return _varint_bytes(p["user_id"]) + 1
+    n = len(name.encode("utf-8", "surrogatepass"))
+    return _varint_bytes(p["user_id"]) + 1 + _varint_bytes(n) + n
+
+
+def fit_index(record: dict[str, Any], max_bytes: int, size_of: Callable[[dict[str, Any]], int]) -> Fitted:
+    """`record` cut until `size_of(record) <= max_bytes` (see the module docstring); the record
+    itself when it fits. `size_of` is the encoded size (the shell's codec); pure otherwise. A few
+    encodes, whatever the participant count: the meeting's list is sized one participant at a time,
+    and a record whose participants alone are over the limit is not encoded whole."""
+    lists = [
+        record.get("participants") or (),
+        *((s.get("participants") or ()) for s in record.get("streams") or ()),
+    ]
+    if (
+        sum(participant_bytes(p) for people in lists for p in people) <= max_bytes
+        and size_of(record) <= max_bytes
+    ):
+        return Fitted(record)
+    everyone = list(record.get("participants") or ())
+    out = {
+        **record,
+        "participants": [],
+        "streams": [{**s, "participants": []} for s in record.get("streams") or ()],
+    }
+    streams = list(out["streams"])
+    base = size_of(out)
+    while base > max_bytes and len(streams) > 1:
+        streams = streams[1:]  # oldest first: drop from the front, the live stream stays
+        out["streams"] = streams
+        base = size_of(out)
+    keep, items = 0, 0
+    for p in everyone:  # an array of k > 0 items adds varint(k) and items; the empty one is 1 byte
+        grown = items + participant_bytes(p)
+        if base - 1 + _varint_bytes(keep + 1) + grown + 1 > max_bytes:
+            break
+        keep, items = keep + 1, grown
+    out["participants"] = everyone[:keep]
+    return Fitted(
+        out,
+        stream_lists_dropped=True,
+        participants_dropped=len(everyone) - keep,
+        streams_dropped=len(record.get("streams") or ()) - len(streams),
+    )

@@ -16,6 +16,7 @@ acknowledged. `StateStore.restore` gives a new owner everything it needs to go o
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +24,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from processors.lanes import DEADLETTER, LATE, RAW_TOPICS
+from processors.meetings import fit_index
+from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
+from schemas.limits import MAX_INDEX_BYTES
 from schemas.markers import read_marker
 from schemas.topics import MEETINGS, PROCESSOR_STATE
 
-_BACK_STEP = 64  # records read per step backwards when looking for the partition's latest state
+log = get_logger(__name__)
+
+_BACK_STEP = 64
+_CUT_MEMORY = 10_000  # records read per step backwards when looking for the partition's latest state
 
 
 def output_signature(value: dict[str, Any] | None, headers: Any) -> tuple[Any, ...]:
@@ -82,6 +89,7 @@ class StateStore:
         self.state_topic = PROCESSOR_STATE.full_name(self.prefix)
         self.meetings_topic = MEETINGS.full_name(self.prefix)
         self.reader: AIOKafkaConsumer | None = None
+        self._cut: OrderedDict[str, None] = OrderedDict()  # meetings whose index was cut (logged once)
 
     async def start(self) -> None:
         self.reader = AIOKafkaConsumer(
@@ -109,8 +117,30 @@ class StateStore:
         return await self.producer.send(self.state_topic, value, key=self.key(partition), partition=partition)
 
     async def write_index(self, partition: int, index: dict[str, Any]) -> asyncio.Future[Any]:
-        """Send one MeetingIndex record (key = meeting)."""
-        value = self.codec.encode(self.meetings_topic, index)
+        """Send one MeetingIndex record (key = meeting), cut to fit the topic (`fit_index`)."""
+        encoded: list[bytes] = []
+
+        def size_of(record: dict[str, Any]) -> int:
+            encoded[:] = [self.codec.encode(self.meetings_topic, record)]
+            return len(encoded[0])
+
+        fitted = fit_index(index, MAX_INDEX_BYTES, size_of)
+        if fitted.record is index:  # it fits: encoded once, by the check
+            return await self._send_index(partition, index, encoded[0])
+        value = self.codec.encode(self.meetings_topic, fitted.record)
+        if index["meeting_uuid"] not in self._cut:  # one line per meeting, not one per rewrite
+            self._cut[index["meeting_uuid"]] = None
+            while len(self._cut) > _CUT_MEMORY:
+                self._cut.popitem(last=False)
+            log.warning(
+                "meetings index record cut to fit",
+                extra={"meeting": index["meeting_uuid"], "bytes": len(value), "max_bytes": MAX_INDEX_BYTES,
+                       "participants_dropped": fitted.participants_dropped,
+                       "streams_dropped": fitted.streams_dropped},
+            )  # fmt: skip
+        return await self._send_index(partition, index, value)
+
+    async def _send_index(self, partition: int, index: dict[str, Any], value: bytes) -> asyncio.Future[Any]:
         key = index["meeting_uuid"].encode()
         return await self.producer.send(self.meetings_topic, value, key=key, partition=partition)
 

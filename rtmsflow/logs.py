@@ -50,3 +50,28 @@ def setup_logging(level: str = "INFO") -> None:
 def get_logger(name: str) -> logging.Logger:
     """A standard logger; `setup_logging` makes its output JSON."""
     return logging.getLogger(name)
+
+
+class Throttle:
+    """One log line per `interval_s` for a repeating condition (an error not about one record).
+
+    `ready(now_s)` says whether to log now; `suppressed` is how many calls were not logged since the
+    last line (put it in that line). Pure: the caller passes the clock.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.suppressed = 0
+        self._last_s: float | None = None
+
+    def ready(self, now_s: float) -> bool:
+        if self._last_s is not None and now_s - self._last_s < self.interval_s:
+            self.suppressed += 1
+            return False
+        self._last_s = now_s
+        return True
+
+    def take_suppressed(self) -> int:
+        """The count of calls not logged since the last line, reset to 0."""
+        count, self.suppressed = self.suppressed, 0
+        return count

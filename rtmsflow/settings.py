@@ -151,6 +151,9 @@ class Settings:
     webhook_path: str = _setting("/webhook", "RTMSFLOW_WEBHOOK_PATH", parse=_url_path)
     # Replay window for x-zm-request-timestamp, seconds.
     webhook_max_skew_s: int = _setting(300, "RTMSFLOW_WEBHOOK_MAX_SKEW_S", parse=_integer(1))
+    # Seconds a connection has to send a whole request (headers, then body) before it is closed;
+    # also how long an idle keep-alive connection stays open.
+    webhook_header_timeout_s: float = _setting(10.0, "RTMSFLOW_WEBHOOK_HEADER_TIMEOUT_S", parse=_number(0.1))
     # Hosts ingest may connect to ("*.zoom.us" style globs), comma-separated.
     allowed_hosts: tuple[str, ...] = _setting(
         ("*.zoom.us", "*.zoom.com", "*.zoomgov.com"), "RTMSFLOW_ALLOWED_HOSTS", parse=_names

@@ -187,7 +187,7 @@ def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
     """Delete finalized streams' files older than an age (dry run by default)."""
     from pathlib import Path
 
-    from sinks.retention import find_expired, parse_age, remove_tree, today_ms
+    from sinks.retention import OutsideDataDir, find_expired, parse_age, remove_tree, today_ms
 
     root = Path(data_dir or load_settings().data_dir)
     try:
@@ -198,7 +198,10 @@ def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
     for stream in expired:
         click.echo(f"{'deleting' if yes else 'would delete'} {stream.path} ({stream.bytes} bytes)")
         if yes:
-            remove_tree(stream.path, root)
+            try:
+                remove_tree(stream.path, root)
+            except OutsideDataDir as exc:
+                click.echo(f"skipped: {exc}", err=True)
     click.echo(
         f"{len(expired)} stream(s), {sum(s.bytes for s in expired)} bytes{'' if yes else ' (dry run: --yes deletes)'}"
     )
@@ -212,7 +215,7 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
     """Delete a meeting's files and tombstone it in the compacted topics (rtms.meetings, rtms.sessions)."""
     from pathlib import Path
 
-    from sinks.retention import meeting_dirs, remove_tree
+    from sinks.retention import OutsideDataDir, meeting_dirs, remove_tree
 
     settings = load_settings()
     root = Path(data_dir or settings.data_dir)
@@ -227,7 +230,10 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
         click.echo("dry run: --yes deletes and writes the tombstones")
         return
     for path in dirs:
-        remove_tree(path, root)
+        try:
+            remove_tree(path, root)
+        except OutsideDataDir as exc:
+            click.echo(f"skipped: {exc}", err=True)
     asyncio.run(_tombstones(settings, meeting_uuid, keys))
 
 

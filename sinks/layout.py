@@ -111,7 +111,10 @@ def decode_component(name: str) -> str:
 def date_dir(start_ms: int) -> str:
     """The `yyyy-mm-dd` directory of a stream that started at `start_ms` (ms since the epoch, UTC)."""
     # Integer arithmetic (no float seconds): the last millisecond of a day stays on that day.
-    start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=start_ms)
+    try:
+        start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=start_ms)
+    except OverflowError:  # past year 9999 or before year 1: no date (ingest refuses such a start)
+        raise LayoutError("stream start time out of range", str(start_ms)) from None
     return start.strftime("%Y-%m-%d")
 
 

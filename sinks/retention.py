@@ -8,6 +8,10 @@ every manifest in it (media and transcript) says the stream stopped before the c
 directory without a manifest, or with a temporary file in it, is a stream still being written (or
 rebuilt) and is never pruned. A date directory newer than the cut-off is not even opened: a stream
 never stops before the day it started.
+
+Symbolic links inside the data directory are never followed: a linked date, meeting or stream
+directory is skipped (the sinks never make links), and `remove_tree` refuses a path that is or
+passes through a link, so nothing outside the data directory is ever deleted.
 """
 
 from __future__ import annotations
@@ -56,13 +60,18 @@ def _date_start_ms(name: str) -> int | None:
     return int(day.timestamp()) * 1000
 
 
+def _real_dirs(parent: Path) -> list[Path]:
+    """The sub-directories of `parent` that are directories themselves, not links to one, sorted."""
+    return sorted(p for p in parent.iterdir() if not p.is_symlink() and p.is_dir())
+
+
 def _finished(data_dir: Path, stream_dir: Path) -> StreamFilesOnDisk | None:
     """The stream's facts when it is finalized (a manifest, no temporary file), else None."""
     try:
         parsed = parse_stream_dir(data_dir, stream_dir)
     except LayoutError:
         return None
-    files = [p for p in stream_dir.iterdir() if p.is_file()]
+    files = [p for p in stream_dir.iterdir() if not p.is_symlink() and p.is_file()]
     if any(is_partial(p) for p in files):
         return None
     manifests = [stream_dir / n for n in (MEDIA_MANIFEST, TRANSCRIPT_MANIFEST) if (stream_dir / n).is_file()]
@@ -84,12 +93,12 @@ def find_expired(data_dir: Path, older_than_ms: int, now_ms: int) -> list[Stream
     out: list[StreamFilesOnDisk] = []
     if not data_dir.is_dir():
         return out
-    for date_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+    for date_dir in _real_dirs(data_dir):
         start = _date_start_ms(date_dir.name)
         if start is None or start >= cutoff:
             continue
-        for meeting_dir in sorted(p for p in date_dir.iterdir() if p.is_dir()):
-            for stream_dir in sorted(p for p in meeting_dir.iterdir() if p.is_dir()):
+        for meeting_dir in _real_dirs(date_dir):
+            for stream_dir in _real_dirs(meeting_dir):
                 found = _finished(data_dir, stream_dir)
                 if found is not None and found.stop_ms < cutoff:
                     out.append(found)
@@ -101,14 +110,32 @@ def meeting_dirs(data_dir: Path, meeting_uuid: str) -> list[Path]:
     name = encode_component(meeting_uuid)
     if not data_dir.is_dir():
         return []
-    return sorted(
-        p / name for p in data_dir.iterdir() if _date_start_ms(p.name) is not None and (p / name).is_dir()
-    )
+    return [
+        p / name
+        for p in _real_dirs(data_dir)
+        if _date_start_ms(p.name) is not None and not (p / name).is_symlink() and (p / name).is_dir()
+    ]
+
+
+class OutsideDataDir(ValueError):
+    """A path to delete is a symbolic link, passes through one, or is not under the data directory."""
 
 
 def remove_tree(path: Path, data_dir: Path) -> None:
-    """Delete a stream or meeting directory, then its parents up to `data_dir` if they are empty."""
-    shutil.rmtree(path)
+    """Delete a stream or meeting directory, then its parents up to `data_dir` if they are empty.
+    `OutsideDataDir` (nothing deleted) for a path that is or passes through a link below `data_dir`."""
+    try:
+        relative = path.relative_to(data_dir)
+    except ValueError:
+        raise OutsideDataDir(f"{path} is not under {data_dir}") from None
+    step = data_dir
+    for part in relative.parts:
+        step = step / part
+        if step.is_symlink():
+            raise OutsideDataDir(f"{step} is a symbolic link: not followed")
+    if not relative.parts or not path.is_dir():
+        raise OutsideDataDir(f"{path} is not a directory under {data_dir}")
+    shutil.rmtree(path)  # does not follow links inside the tree: it removes the links themselves
     parent = path.parent
     while parent != data_dir and parent.is_relative_to(data_dir) and not any(parent.iterdir()):
         parent.rmdir()

@@ -19,12 +19,20 @@ a partition whose streams hold too much media waiting for another topic, commits
 batch, dead letters produced, `/health` and `/metrics` (open files, finalize time, bytes written,
 lag). Shutdown order: stop taking records, commit what is finalized, drop unfinished streams (the
 next owner rebuilds them), close.
+
+Files that cannot be written (an `OSError`: disk full, read-only, I/O error) are not about one
+record: the service drops every unfinished stream, seeks back to its last commit, pauses its
+partitions and reports the error on `/health` (503) and in one log line per minute; it probes the
+data directory (1 MiB written, synced, removed) with a back-off up to 30 s and resumes by itself
+once that succeeds, rebuilding the dropped streams from their first record. Nothing is committed
+meanwhile, so nothing is lost and the files come out as an undisturbed run makes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -38,9 +46,10 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from rtmsflow.kafka_client import make_consumer, make_producer
-from rtmsflow.logs import get_logger
+from rtmsflow.logs import Throttle, get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
+from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload, implausible
 from schemas.markers import MarkerError, read_marker
 from schemas.records import StreamEnd as MarkerEnd
 from schemas.topics import DEADLETTER, spec_for
@@ -80,6 +89,15 @@ DEAD_LETTERS = Counter(
     "rtmsflow_sink_dead_letters", "Records sent to rtms.deadletter, by error.", ["sink", "error"]
 )
 LAG = Gauge("rtmsflow_sink_lag", "Records behind the partition's end (consumer lag).", ["sink", "topic"])
+STORAGE_FAILURES = Counter(
+    "rtmsflow_sink_storage_failures",
+    "Times files could not be written (disk full, I/O error), by sink.",
+    ["sink"],
+)
+STORAGE_OK = Gauge("rtmsflow_sink_storage_ok", "1 while the sink can write its files, else 0.", ["sink"])
+PROBE_BYTES = 1 << 20  # written, synced and removed to see whether the data directory takes files again
+RETRY_MAX_S = 30.0
+_STORAGE_LOG_INTERVAL_S = 60.0
 
 BuilderFactory = Callable[[StreamLayout], StreamFiles]
 
@@ -90,6 +108,10 @@ class _Open:
     partition: int
     first_offsets: dict[TP, int] = field(default_factory=dict)
     last_seen: float = 0.0
+
+
+class ImplausibleRecord(ValueError):
+    """A record with values it cannot truly have (`schemas.limits.implausible`)."""
 
 
 class SinkCore:
@@ -160,6 +182,9 @@ class SinkCore:
                 return
             if marker is None:
                 return  # a tombstone: nothing to write
+            if (why := implausible(marker)) is not None:
+                self._dead(tp, offset, key, b"", why, ImplausibleRecord(why), marker["meeting_uuid"])
+                return
             meeting, stream, origin = (
                 marker["meeting_uuid"],
                 marker["rtms_stream_id"],
@@ -170,6 +195,9 @@ class SinkCore:
                 record = self.codec.decode(topic, value)
             except CodecError as exc:
                 self._dead(tp, offset, key, value, exc.reason, exc)
+                return
+            if (why := implausible(record)) is not None:
+                self._dead(tp, offset, key, value, why, ImplausibleRecord(why), record["meeting_uuid"])
                 return
             meeting, stream, origin = (
                 record["meeting_uuid"],
@@ -194,8 +222,14 @@ class SinkCore:
             record[SOURCE_OFFSET] = offset  # where a record rejected later (queued video) came from
             try:
                 entry.files.add(base, record)
-            except RECORD_ERRORS as exc:
-                self._dead(tp, offset, key, value or b"", str(exc), exc, meeting, stream)
+            except OSError:
+                raise  # the files, not the record: the service stops and retries (SinkService)
+            except Exception as exc:  # RECORD_ERRORS, or one nobody foresaw: it costs this record only
+                if not isinstance(exc, RECORD_ERRORS):
+                    log.exception(
+                        "unexpected error on a record", extra={"sink": self.name, "meeting": meeting}
+                    )
+                self._dead(tp, offset, key, value or b"", str(exc) or repr(exc), exc, meeting, stream)
         for bad_topic, bad, error in entry.files.take_rejected():
             # the rejected record may be of another topic than the one being fed (queued video)
             bad_tp = (self.topics[bad_topic], partition)
@@ -233,7 +267,17 @@ class SinkCore:
             )
             return None
         files = self.factory(layout)
-        files.begin()
+        try:
+            files.begin()
+        except OSError:
+            raise
+        except Exception as exc:  # not a storage failure: this stream cannot be written, the rest can
+            log.exception("stream cannot be opened", extra={"sink": self.name, "meeting": skey[0]})
+            with contextlib.suppress(OSError):
+                files.abort()
+            self._remember(skey)
+            self._dead(tp, offset, key, value or b"", f"stream cannot be opened: {exc!r}", exc, *skey)
+            return None
         entry = self.open[skey] = _Open(files, partition)
         log.info(
             "stream opened",
@@ -258,10 +302,23 @@ class SinkCore:
         started = time.monotonic()
         try:
             done = entry.files.finalize(how)
-        except Exception:
-            log.exception("finalize failed; the stream will be rebuilt", extra={"meeting": skey[0]})
-            entry.files.abort()
+        except OSError as exc:  # storage, not the stream: the service stops, logs (throttled), retries
+            log.info(
+                "finalize failed; the stream will be rebuilt", extra={"meeting": skey[0], "error": repr(exc)}
+            )
+            with contextlib.suppress(OSError):
+                entry.files.abort()
             raise
+        except Exception as exc:  # this stream's records cannot make files: it is given up, not retried
+            log.exception(
+                "stream cannot be finalized: dead-lettered", extra={"sink": self.name, "meeting": skey[0]}
+            )
+            with contextlib.suppress(OSError):
+                entry.files.abort()
+            self._remember(skey)
+            tp, first = min(entry.first_offsets.items(), key=lambda kv: kv[1], default=(("", -1), -1))
+            self._dead(tp, first, skey[0].encode(), b"", f"stream cannot be finalized: {exc!r}", exc, *skey)
+            return None
         self._remember(skey)
         elapsed = time.monotonic() - started
         FINALIZE_SECONDS.labels(self.name).observe(elapsed)
@@ -289,9 +346,12 @@ class SinkCore:
             self.finished.popitem(last=False)
 
     def abort_all(self) -> None:
-        """Drop every unfinished stream and the positions (a rebalance or a stop)."""
-        for entry in self.open.values():
-            entry.files.abort()
+        """Drop every unfinished stream and the positions (a rebalance, a stop, a storage failure)."""
+        for skey, entry in self.open.items():
+            try:
+                entry.files.abort()
+            except OSError as exc:  # a full disk can fail a close too: the files are dropped anyway
+                log.warning("abort: %r", exc, extra={"sink": self.name, "meeting": skey[0]})
         self.open.clear()
         self.positions.clear()
 
@@ -331,6 +391,9 @@ class SinkCore:
         stream: str | None = None,
     ) -> None:
         error = type(exc).__name__
+        if len(payload) > MAX_DEAD_LETTER_PAYLOAD_BYTES:  # a dead letter always fits its topic
+            reason = f"{reason} (payload: its first {MAX_DEAD_LETTER_PAYLOAD_BYTES} of {len(payload)} bytes)"
+            payload = clip_payload(payload)
         if meeting is None and key is not None:
             meeting = key.decode("utf-8", "replace")
         DEAD_LETTERS.labels(self.name, error).inc()
@@ -376,6 +439,10 @@ class SinkService:
         self.deadletter_topic = DEADLETTER.full_name(settings.topic_prefix)
         self._lock = asyncio.Lock()
         self._committed: dict[TP, int] = {}
+        self.storage_error: str | None = None  # why files cannot be written now (None: they can)
+        self._storage_log = Throttle(_STORAGE_LOG_INTERVAL_S)
+        self._retry_s = 0.0
+        self._probe_at = 0.0
 
     async def start(self) -> None:
         await self.core.codec.prepare([*self.core.topics.values(), self.deadletter_topic])
@@ -396,18 +463,68 @@ class SinkService:
     async def run(self) -> None:
         """Consume until cancelled."""
         consumer = self._consumer()
+        STORAGE_OK.labels(self.core.name).set(1)
         while True:
+            if self.storage_error is not None and time.monotonic() >= self._probe_at:
+                async with self._lock:
+                    self._probe()
             batch = await consumer.getmany(timeout_ms=200, max_records=2000)
             async with self._lock:
-                for tp, records in batch.items():
-                    for r in records:
-                        self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
-                    RECORDS.labels(self.core.name, tp.topic).inc(len(records))
-                self.core.expire_idle()
+                try:
+                    for tp, records in batch.items():
+                        for r in records:
+                            self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
+                        RECORDS.labels(self.core.name, tp.topic).inc(len(records))
+                    self.core.expire_idle()
+                except OSError as exc:  # the files, not a record: stop, go back, wait (module docstring)
+                    await self._storage_failed(exc)
+                    continue
                 await self._flush_dead_letters()
                 self._back_pressure()
                 await self._commit()
                 self._gauges()
+
+    async def _storage_failed(self, exc: OSError) -> None:
+        """Drop the unfinished streams, seek back to the last commit, pause, report (lock held)."""
+        STORAGE_FAILURES.labels(self.core.name).inc()
+        STORAGE_OK.labels(self.core.name).set(0)
+        self._wait_longer(exc)
+        self.core.abort_all()
+        consumer = self._consumer()
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+            consumer.pause(tp)
+
+    def _wait_longer(self, exc: OSError) -> None:
+        """Note the error, double the wait before the next probe (1 s to 30 s), log (throttled)."""
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+        self._retry_s = min(RETRY_MAX_S, max(1.0, self._retry_s * 2))
+        self._probe_at = time.monotonic() + self._retry_s
+        if self._storage_log.ready(time.monotonic()):
+            log.error(
+                "cannot write files: not committing, retrying",
+                extra={"sink": self.core.name, "error": self.storage_error, "errno": exc.errno,
+                       "retry_s": self._retry_s, "suppressed": self._storage_log.take_suppressed()},
+            )  # fmt: skip
+
+    def _probe(self) -> None:
+        """Resume when the data directory takes a file again, else wait longer (lock held)."""
+        try:
+            probe_storage(self.core.data_dir)
+        except OSError as exc:
+            self._wait_longer(exc)
+            return
+        log.info(
+            "files can be written again: resuming", extra={"sink": self.core.name, "was": self.storage_error}
+        )
+        self.storage_error = None  # the wait stays until a commit: a failure again soon waits longer
+        STORAGE_OK.labels(self.core.name).set(1)
+        consumer = self._consumer()
+        consumer.resume(*consumer.assignment())  # the back-pressure pauses again what needs it
 
     async def stop(self) -> None:
         """Stop taking records, commit what is finalized, drop unfinished streams, leave the group."""
@@ -472,6 +589,7 @@ class SinkService:
             return
         for tp, off in offsets.items():
             self._committed[(tp.topic, tp.partition)] = off
+        self._retry_s = 0.0  # progress: a later storage failure waits 1 s again, not the last wait doubled
 
     def _gauges(self) -> None:
         consumer = self._consumer()
@@ -512,13 +630,16 @@ async def serve_health(service: SinkService, host: str, port: int) -> web.AppRun
     """/health and /metrics of a sink on `port`."""
 
     async def health(request: web.Request) -> web.Response:
-        ok = service.consumer is not None
+        running = service.consumer is not None
+        ok = running and service.storage_error is None
         body = {
-            "status": "ok" if ok else "stopped",
+            "status": "ok" if ok else ("storage_error" if running else "stopped"),
             "sink": service.core.name,
             "open_streams": len(service.core.open),
             "files_open": service.core.open_files(),
         }
+        if service.storage_error is not None:
+            body["error"] = service.storage_error
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -531,6 +652,20 @@ async def serve_health(service: SinkService, host: str, port: int) -> web.AppRun
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def probe_storage(data_dir: Path) -> None:
+    """Write, sync and remove `PROBE_BYTES` in `data_dir`; the OSError if it cannot take them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / ".storage-probe.partial"
+    try:
+        with open(path, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 async def run_service(settings: Settings, service: SinkService, metrics_port: int) -> None:

@@ -20,6 +20,7 @@ Disorder deeper than that keeps arrival order for the cues involved.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 import json
@@ -269,12 +270,17 @@ class TranscriptWriter:
             self.lines += 1
 
     def close(self) -> None:
-        """Flush, fsync and close both files."""
-        for handle in (self._txt, self._jsonl):
-            if handle is not None:
-                _sync(handle)
-                handle.close()
-        self._txt = self._jsonl = None
+        """Flush, fsync and close both files (both closed even when the first fails: a full disk)."""
+        handles, self._txt, self._jsonl = (self._txt, self._jsonl), None, None
+        try:
+            for handle in handles:
+                if handle is not None:
+                    _sync(handle)
+        finally:
+            for handle in handles:
+                if handle is not None:
+                    with contextlib.suppress(OSError):
+                        handle.close()
 
     def __enter__(self) -> TranscriptWriter:
         return self

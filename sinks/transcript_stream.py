@@ -6,6 +6,7 @@ and the shared end-of-stream logic live there); the file formats are `sinks.tran
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,6 +113,7 @@ class TranscriptStreamFiles:
 
     def abort(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(OSError):  # a full disk fails the close's flush: dropped anyway
+                writer.close()
         self.group.abort()

@@ -23,6 +23,7 @@ RIFF sizes are fixed up on close (the file is written under a temporary name; se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Callable
@@ -342,7 +343,8 @@ class WavTracks:
         for writer in self._writers.values():
             handle, writer._file = writer._file, None
             if handle is not None:
-                handle.close()
+                with contextlib.suppress(OSError):  # a full disk fails the buffer's flush: dropped anyway
+                    handle.close()
 
     def close(self, end_ms: int | None = None) -> dict[str, WavStats]:
         """Pad every track to the longest one's end (or `end_ms` if later), close; stats by file name."""

@@ -47,6 +47,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "RTMSFLOW_HTTP_PORT": ("9090", 9090),
     "RTMSFLOW_WEBHOOK_PATH": ("/zoom/events", "/zoom/events"),
     "RTMSFLOW_WEBHOOK_MAX_SKEW_S": ("60", 60),
+    "RTMSFLOW_WEBHOOK_HEADER_TIMEOUT_S": ("2.5", 2.5),
     "RTMSFLOW_ALLOWED_HOSTS": ("a.example, b.example", ("a.example", "b.example")),
     "RTMSFLOW_ALLOW_INSECURE_WS": ("yes", True),
     "RTMSFLOW_METRICS_PORT": ("9100", 9100),

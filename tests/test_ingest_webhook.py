@@ -3,9 +3,14 @@ refused gets the right status and produces nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,9 +18,10 @@ import pytest
 from emulator.webhooks import StreamIdentity, WebhookSender
 from ingest.webhook import WebhookServer
 from rtms_protocol import webhook_signature
+from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
 from schemas.topics import partition_for
-from tests.ingest_support import WEBHOOK_SECRET, ingest_settings, read_topic
+from tests.ingest_support import WEBHOOK_SECRET, free_port, ingest_settings, read_topic, worker_env
 
 pytestmark = pytest.mark.kafka
 
@@ -74,7 +80,7 @@ async def test_started_webhook_lands_on_sessions_keyed_by_stream_in_the_meetings
 async def test_bad_requests_get_their_status_and_produce_nothing(endpoint: tuple[str, Settings]) -> None:
     base, s = endpoint
     url = base + "/zoom/hook"
-    good = json.dumps({"event": "meeting.rtms_started", "event_ts": 1, "payload": {
+    good = json.dumps({"event": "meeting.rtms_started", "event_ts": int(time.time() * 1000), "payload": {
         "meeting_uuid": "m==", "rtms_stream_id": "s", "server_urls": "ws://127.0.0.1:1/x"}}).encode()  # fmt: skip
     stale_ts = str(int(time.time()) - 3600)
     cases = [
@@ -99,3 +105,122 @@ async def test_bad_requests_get_their_status_and_produce_nothing(endpoint: tuple
         async with http.get(base + "/health") as resp:
             assert resp.status == 200
     assert 'rtmsflow_ingest_webhooks_total{result="stale_timestamp"}' in text
+
+
+async def test_non_utf8_signature_headers_are_401_not_a_kafka_failure(endpoint: tuple[str, Settings]) -> None:
+    base, s = endpoint
+    body = json.dumps({"event": "meeting.rtms_started", "event_ts": int(time.time() * 1000), "payload": {
+        "meeting_uuid": "m==", "rtms_stream_id": "s", "server_urls": "ws://127.0.0.1:1/x"}}).encode()  # fmt: skip
+    ts = str(int(time.time()))
+    for name, head in [
+        ("x-zm-signature", f"x-zm-request-timestamp: {ts}\r\nx-zm-signature: v0=\xff\xfe".encode("latin-1")),
+        (
+            "x-zm-request-timestamp",
+            "x-zm-request-timestamp: 17\xff\r\nx-zm-signature: v0=ab".encode("latin-1"),
+        ),
+    ]:
+        status, answer = await raw_post(base, "/zoom/hook", head, body)
+        assert (status, answer["error"]) == (401, "bad_signature"), name
+    # positive control: the same body, correctly signed, is stored
+    assert (await post(base + "/zoom/hook", body, signed(body)))[0] == 200
+    assert [v["action"] for _, v, _, _ in await read_topic(s, s.topic_prefix + "rtms.sessions")] == [
+        "STARTED"
+    ]
+
+
+async def raw_post(base: str, path: str, head: bytes, body: bytes) -> tuple[int, dict]:
+    """POST with header bytes exactly as given (aiohttp's client would refuse non-UTF-8 ones)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + head + b"\r\n\r\n" + body
+    )  # fmt: skip
+    response = await reader.read()
+    writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_a_body_that_never_comes_is_408(settings: Settings, kafka_topics: dict[str, str]) -> None:
+    s = dataclasses.replace(ingest_settings(settings), webhook_header_timeout_s=1.0)
+    server = WebhookServer(s, path="/zoom/hook")
+    port = await server.start(host="127.0.0.1", port=0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /zoom/hook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # then nothing
+        response = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        assert response.startswith(b"HTTP/1.1 408") and b'"timeout"' in response
+    finally:
+        await server.stop()
+
+
+async def test_idle_partial_header_connections_are_closed_and_webhooks_still_served(
+    settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str], tmp_path: Path
+) -> None:
+    """~2,000 connections sending a header a byte at a time against `rtmsflow ingest http`: each is
+    closed after the header timeout, a signed webhook sent meanwhile is stored, the log stays small."""
+    port = free_port()
+    env = {**worker_env(settings_env), "ZOOM_SECRET_TOKEN": WEBHOOK_SECRET, "RTMSFLOW_HTTP_PORT": str(port),
+           "RTMSFLOW_WEBHOOK_HEADER_TIMEOUT_S": "3"}  # fmt: skip
+    log_path = tmp_path / "ingest-http.log"
+    proc = spawn_ingest_http(env, log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(base, proc)
+        idle = []
+        for _ in range(2_000):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /webhook HTTP/1.1\r\nHo")
+            idle.append((reader, writer))
+        for _, writer in idle:  # one more byte each: trickling does not buy more time
+            writer.write(b"s")
+        body = json.dumps({"event": "meeting.rtms_started", "event_ts": int(time.time() * 1000), "payload": {
+            "meeting_uuid": "busy==", "rtms_stream_id": "s1", "server_urls": "ws://127.0.0.1:1/x"}}).encode()  # fmt: skip
+        status, answer = await post(base + "/webhook", body, signed(body))
+        assert (status, answer) == (200, {"status": "accepted"})
+        closed = await asyncio.gather(*(asyncio.wait_for(closed_by_peer(r), 120) for r, _ in idle))
+        assert all(closed) and len(closed) == 2_000
+        for _, writer in idle:
+            writer.close()
+        # the endpoint is still there, and what it stored is durable
+        assert (await post(base + "/webhook", body, signed(body)))[0] == 200
+        records = await read_topic(settings, settings.topic_prefix + "rtms.sessions")
+        assert [v["meeting_uuid"] for _, v, _, _ in records] == ["busy==", "busy=="]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = log_path.read_text()
+    assert text.count('"webhook accepted"') == 2  # positive control: this is the endpoint's log
+    assert len(text) < 20_000 and "Traceback" not in text, text[-2_000:]
+
+
+def spawn_ingest_http(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`rtmsflow ingest http` in a subprocess, its output (JSON log lines) in `log_path`."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "rtmsflow.cli", "ingest", "http"], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)  # fmt: skip
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True once the server closed the connection (EOF or reset) without answering a request."""
+    try:
+        data = await reader.read()
+    except ConnectionResetError:
+        return True
+    return b"HTTP/1.1 2" not in data
+
+
+async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the endpoint answers /health with 200 (the process must not exit meanwhile)."""
+    async with aiohttp.ClientSession() as http:
+        while True:
+            assert proc.poll() is None, "ingest http exited"
+            try:
+                async with http.get(base + "/health") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)

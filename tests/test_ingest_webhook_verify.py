@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ingest.allowlist import DisallowedUrl, check_server_urls, split_server_urls
+from ingest.webhook import AcceptErrorLog
 from ingest.webhook_events import (
     WebhookRejected,
     answer_url_validation,
@@ -154,7 +155,7 @@ def test_stopped_and_interrupted_events() -> None:
     stopped = session_event(
         {
             "event": "meeting.rtms_stopped",
-            "event_ts": 1,
+            "event_ts": NOW_MS,
             "payload": {"meeting_uuid": "m", "rtms_stream_id": "s", "stop_reason": 6},
         },
         NOW_MS,
@@ -163,7 +164,7 @@ def test_stopped_and_interrupted_events() -> None:
     interrupted = session_event(
         {
             "event": "meeting.rtms_interrupted",
-            "event_ts": 1,
+            "event_ts": NOW_MS,
             "payload": {"meeting_uuid": "m", "rtms_stream_id": "s"},
         },
         NOW_MS,
@@ -222,3 +223,64 @@ def test_allowlist() -> None:
     assert check_server_urls("ws://127.0.0.1:9000/signaling", loopback)
     with pytest.raises(DisallowedUrl):
         check_server_urls("ws://localhost:9000/", loopback)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [
+        ("1760000000", "v0=\udcff\udcfe"),  # non-UTF-8 header bytes, as aiohttp hands them over
+        ("17600\udcff00000", "v0=" + "0" * 64),
+        ("1760000000", "v0=é"),
+    ],
+)
+def test_non_ascii_signature_headers_are_401_not_an_error(timestamp: str, signature: str) -> None:
+    with pytest.raises(WebhookRejected) as info:
+        verify_signature(SECRET, timestamp, b"{}", signature)
+    assert (info.value.status, info.value.result) == (401, "bad_signature")
+
+
+@pytest.mark.parametrize(
+    "event_ts",
+    [
+        253_402_300_800_000,  # 10000-01-01: past year 9999
+        -1,
+        1_760_000_000_000_000,  # a microsecond clock read as ms
+        1_760_000_000,  # seconds read as ms: January 1970
+        1,
+    ],
+)
+def test_event_ts_outside_any_sane_range_is_400(event_ts: int) -> None:
+    with pytest.raises(WebhookRejected) as info:
+        session_event({**started(), "event_ts": event_ts}, NOW_MS)
+    assert info.value.status == 400 and "event_ts" in info.value.reason
+    # positive control: the same delivery with a true time passes
+    assert session_event({**started(), "event_ts": NOW_MS}, NOW_MS) is not None
+
+
+@pytest.mark.parametrize("field", ["meeting_uuid", "rtms_stream_id"])
+def test_ids_over_the_size_limit_are_400(field: str) -> None:
+    with pytest.raises(WebhookRejected) as info:
+        session_event(started(**{field: "x" * 65}), NOW_MS)
+    assert info.value.status == 400 and "64 bytes" in info.value.reason
+    ok = session_event(started(**{field: "x" * 64}), NOW_MS)  # at the limit: accepted
+    assert ok is not None and ok.record[field] == "x" * 64
+
+
+def test_accept_errors_are_logged_once_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    handler = AcceptErrorLog(interval_s=10.0, clock=lambda: clock[0])
+    others: list[dict] = []
+    handler.previous = lambda loop, context: others.append(context)
+    error = {
+        "message": "socket.accept() out of system resource",
+        "exception": OSError(24, "Too many open files"),
+    }
+    for i in range(5_000):  # a burst of failed accepts, 1 ms apart
+        clock[0] = i / 1000
+        handler(None, error)  # type: ignore[arg-type]
+    clock[0] = 10.0
+    handler(None, error)  # type: ignore[arg-type]
+    lines = [r for r in caplog.records if r.getMessage() == "cannot accept connections"]
+    assert [r.suppressed for r in lines] == [0, 4_999]
+    handler(None, {"message": "Task exception was never retrieved"})  # type: ignore[arg-type]
+    assert others == [{"message": "Task exception was never retrieved"}]  # not ours: passed on

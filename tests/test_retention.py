@@ -18,7 +18,7 @@ from sinks.cli import forget, prune
 from sinks.layout import StreamLayout
 from sinks.manifest import StreamEnd, StreamTally, build_manifest, encode_manifest
 from sinks.replay import groupless_consumer, read_ranges
-from sinks.retention import find_expired, meeting_dirs, parse_age
+from sinks.retention import OutsideDataDir, find_expired, meeting_dirs, parse_age, remove_tree
 
 DAY = 86_400_000
 
@@ -105,6 +105,11 @@ async def test_forget_lists_then_deletes_files_and_tombstones_the_meeting(
     data = Path(settings.data_dir)
     mine = finished_stream(data, meeting, "s1", 1_747_316_541_000)
     kept = finished_stream(data, other, "s1", 1_747_316_541_000)
+    # the meeting's dir on another date is a link to files outside the data dir: never followed
+    victim = finished_stream(tmp_path / "outside", "Victim==", "s1", 1_747_316_541_000)
+    linked = StreamLayout(data, meeting, "s1", 1_747_316_541_000 + DAY).meeting_dir
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(victim.parent, target_is_directory=True)
     codec = Codec.from_settings(settings)
     sessions, meetings = kafka_topics[SESSIONS.name], kafka_topics[MEETINGS.name]
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap())
@@ -140,6 +145,62 @@ async def test_forget_lists_then_deletes_files_and_tombstones_the_meeting(
     done = await asyncio.to_thread(runner.invoke, forget, ["--meeting", meeting, "--yes"], env=settings_env)
     assert done.exit_code == 0, done.output
     assert meeting_dirs(data, meeting) == [] and kept.is_dir()
+    assert (victim / "audio.wav").is_file() and linked.is_symlink()
     session_tombs = [k for k, tomb in await _compacted(settings, sessions, p) if tomb]
     assert sorted(session_tombs) == [session_key(meeting, "s1"), session_key(meeting, "s2")]
     assert [k for k, tomb in await _compacted(settings, meetings, p) if tomb] == [meeting.encode()]
+
+
+def plant_links(data: Path, outside: Path, now: int) -> dict[str, Path]:
+    """Links inside the data dir that point at old, finalized-looking streams outside it: as a date
+    dir, as a meeting dir, as a stream dir; plus a date dir that is a link to a file."""
+    victims = {}
+    for name in ("date", "meeting", "stream"):
+        victims[name] = finished_stream(outside / name, "Victim==", "s1", now - 40 * DAY)
+    date = victims["date"].parent.parent  # <outside>/date/<yyyy-mm-dd>
+    (data / "2001-01-01").symlink_to(date, target_is_directory=True)
+    real_date = StreamLayout(data, "Victim==", "s1", now - 41 * DAY).meeting_dir.parent
+    real_date.mkdir(parents=True)
+    (real_date / StreamLayout(data, "Victim==", "s1", 0).meeting_dir.name).symlink_to(
+        victims["meeting"].parent
+    )
+    real_meeting = StreamLayout(data, "Other==", "s1", now - 42 * DAY).meeting_dir
+    real_meeting.mkdir(parents=True)
+    (real_meeting / "s1").symlink_to(victims["stream"])
+    (outside / "file").write_text("not a directory")
+    (data / "2001-01-02").symlink_to(outside / "file")
+    return victims
+
+
+def test_prune_and_forget_never_follow_links_out_of_the_data_dir(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    old = finished_stream(data, "Old/Meeting==", "s1", now - 40 * DAY)  # the positive control
+    victims = plant_links(data, outside, now)
+    before = sorted(str(p) for p in outside.rglob("*"))
+
+    assert [e.path for e in find_expired(data, 30 * DAY, now)] == [old]
+    assert meeting_dirs(data, "Victim==") == []
+    runner = CliRunner()
+    done = runner.invoke(prune, ["--older-than", "30d", "--data-dir", str(data), "--yes"])
+    assert done.exit_code == 0, done.output
+    assert not old.exists()  # what is ours went
+    assert sorted(str(p) for p in outside.rglob("*")) == before  # nothing outside was touched
+    assert all((v / "audio.wav").is_file() for v in victims.values())
+
+
+def test_remove_tree_refuses_links_and_paths_outside(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    victim = finished_stream(outside, "Victim==", "s1", 1_747_316_541_000)
+    ours = finished_stream(data, "Ours==", "s1", 1_747_316_541_000)
+    link = ours.parent / "linked"
+    link.symlink_to(victim)
+    for path in (link, victim, link / "sub"):
+        with pytest.raises(OutsideDataDir):
+            remove_tree(path, data)
+    assert (victim / "audio.wav").is_file()
+    remove_tree(ours.parent, data)  # positive control: a real meeting dir goes, with the link in it
+    assert (
+        not ours.exists() and (victim / "audio.wav").is_file() and not data.joinpath(ours.parts[-3]).exists()
+    )

@@ -98,6 +98,17 @@ def test_date_dir_is_the_utc_start_date() -> None:
     assert date_dir(0) == "1970-01-01"
 
 
+@given(st.integers())
+def test_date_dir_never_raises_anything_but_layout_error(start_ms: int) -> None:
+    try:
+        name = date_dir(start_ms)
+    except LayoutError as exc:
+        assert exc.reason == "stream start time out of range"
+        assert not -62_135_596_800_000 <= start_ms < 253_402_300_800_000  # years 1 to 9999 have a date
+    else:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", name)
+
+
 def test_stream_layout_keeps_streams_of_one_meeting_apart(tmp_path: Path) -> None:
     first = StreamLayout(tmp_path, "aB/+cd==", "stream-1", 1747316541000)
     second = StreamLayout(tmp_path, "aB/+cd==", "stream-2", 1747316541000)
