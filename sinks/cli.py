@@ -129,9 +129,7 @@ def _ms(text: str | None) -> int | None:
 @click.option("--all", "all_meetings", is_flag=True, help="Every meeting of the rtms.meetings index.")
 @click.option("--since", default=None, help="With --all: streams started at or after (ISO date/time, UTC).")
 @click.option("--until", default=None, help="With --all: streams started before (ISO date/time, UTC).")
-@click.option(
-    "--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files under."
-)
+@click.option("--out", required=True, help="Directory (or s3://bucket/prefix) to write the files under.")
 @click.option("--no-index", is_flag=True, help="Scan the meeting's partition instead of reading the index.")
 def replay(
     meeting_uuid: str | None,
@@ -144,11 +142,13 @@ def replay(
     """Rebuild meetings' files from the ordered topics (group-less: the live sinks are not touched)."""
     from pathlib import Path
 
+    from sinks.bucket import parse_target
     from sinks.replay import describe, replay_meeting, replay_window
 
     if bool(meeting_uuid) == all_meetings:
         raise click.UsageError("give either --meeting <uuid> or --all")
     settings = load_settings()
+    target: Path | str = out if parse_target(out) is not None else Path(out)
 
     async def main() -> list[str]:
         if meeting_uuid:
@@ -162,7 +162,7 @@ def replay(
                 result = await replay_meeting(
                     settings,
                     meeting_uuid,
-                    Path(out),
+                    target,
                     use_index=not no_index,
                     progress=bar.update,
                     on_total=total,
@@ -170,7 +170,7 @@ def replay(
             return describe([result])
         with click.progressbar(length=0, label="replay", file=click.get_text_stream("stderr")) as bar:
             results = await replay_window(
-                settings, Path(out), _ms(since), _ms(until), progress=bar.update,
+                settings, target, _ms(since), _ms(until), progress=bar.update,
                 on_meeting=lambda m: setattr(bar, "label", f"replay {m}"),
             )  # fmt: skip
         return describe(results)

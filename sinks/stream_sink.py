@@ -46,6 +46,8 @@ from schemas.records import StreamEnd as MarkerEnd
 from schemas.topics import DEADLETTER, spec_for
 from sinks.layout import LayoutError, StreamLayout
 from sinks.mp4_recorder import MediaFrameError
+from sinks.outage import Outage
+from sinks.storage import DiskStorage, Storage
 from sinks.stream_files import EndHow, Finalized, StreamFiles
 from sinks.transcript_files import TranscriptError
 from sinks.wav_writer import WavError
@@ -98,7 +100,9 @@ class SinkCore:
     `topics` maps the sink's base topic names to broker names. `factory` makes a stream's builder;
     `is_finalized(layout)` says whether a stream is already done (None: rebuild everything, as
     replay does). `accept(meeting_uuid)` filters meetings (replay of one meeting). `clock` is
-    monotonic seconds, for the idle timeout only (never in an output).
+    monotonic seconds, for the idle timeout only (never in an output). `storage` is where the
+    builders' groups publish (default: `data_dir` on disk); its `outage` blocks the core while
+    storage is unavailable (see `sinks.outage`).
     """
 
     def __init__(
@@ -113,8 +117,11 @@ class SinkCore:
         idle_timeout_s: float = 600.0,
         accept: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        storage: Storage | None = None,
     ) -> None:
         self.name = name
+        self.storage: Storage = storage or DiskStorage(data_dir, Outage(name))
+        self.outage = self.storage.outage  # storage unavailable: shown on /health, retried
         self.topics = dict(topics)
         self._base = {broker: base for base, broker in self.topics.items()}
         self.data_dir = data_dir
@@ -376,6 +383,7 @@ class SinkService:
         self.deadletter_topic = DEADLETTER.full_name(settings.topic_prefix)
         self._lock = asyncio.Lock()
         self._committed: dict[TP, int] = {}
+        self._inflight: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await self.core.codec.prepare([*self.core.topics.values(), self.deadletter_topic])
@@ -399,18 +407,29 @@ class SinkService:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=2000)
             async with self._lock:
-                for tp, records in batch.items():
-                    for r in records:
-                        self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
-                    RECORDS.labels(self.core.name, tp.topic).inc(len(records))
-                self.core.expire_idle()
+                # on a worker thread: a storage outage blocks it (retrying) while /health answers
+                # and the group's heartbeats go on; nothing is committed until the batch is done
+                self._inflight = asyncio.ensure_future(asyncio.to_thread(self._take, batch))
+                await asyncio.shield(self._inflight)
+                self._inflight = None
                 await self._flush_dead_letters()
                 self._back_pressure()
                 await self._commit()
                 self._gauges()
 
+    def _take(self, batch: Mapping[TopicPartition, list[Any]]) -> None:
+        for tp, records in batch.items():
+            for r in records:
+                self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
+            RECORDS.labels(self.core.name, tp.topic).inc(len(records))
+        self.core.expire_idle()
+
     async def stop(self) -> None:
         """Stop taking records, commit what is finalized, drop unfinished streams, leave the group."""
+        self.core.outage.stop()  # a batch waiting for storage gives up (its streams are rebuilt)
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
+            self._inflight = None
         async with self._lock:
             if self.consumer is not None:
                 with contextlib.suppress(Exception):
@@ -422,6 +441,7 @@ class SinkService:
             if self.producer is not None:
                 await self.producer.stop()
                 self.producer = None
+            self.core.storage.close()
         log.info("sink stopped", extra={"sink": self.core.name})
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -512,10 +532,12 @@ async def serve_health(service: SinkService, host: str, port: int) -> web.AppRun
     """/health and /metrics of a sink on `port`."""
 
     async def health(request: web.Request) -> web.Response:
-        ok = service.consumer is not None
+        outage = service.core.outage.current()
+        ok = service.consumer is not None and outage is None
         body = {
-            "status": "ok" if ok else "stopped",
+            "status": "ok" if ok else ("storage unavailable" if outage else "stopped"),
             "sink": service.core.name,
+            "storage": {"where": service.core.storage.where, "outage": outage},
             "open_streams": len(service.core.open),
             "files_open": service.core.open_files(),
         }
