@@ -121,7 +121,16 @@ class LocalS3:
         java = find_java("the local S3 server (s3proxy)")
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [java, "-Xmx256m", "-DLOG_LEVEL=warn", "-cp", f"{libs}/*", "org.gaul.s3proxy.Main", "--properties", str(conf)],
+                [
+                    java,
+                    "-Xmx256m",
+                    "-DLOG_LEVEL=warn",
+                    "-cp",
+                    f"{libs}/*",
+                    "org.gaul.s3proxy.Main",
+                    "--properties",
+                    str(conf),
+                ],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

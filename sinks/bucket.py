@@ -89,7 +89,7 @@ def classify(exc: BaseException) -> OutageReason | None:
             return OutageReason("full", f"storage full ({text})")
         if code == "NoSuchBucket":
             return OutageReason("bucket", f"no such bucket ({text})")
-        if code in _BUSY or status >= 500:
+        if code in _BUSY or (status >= 500 and status != 501):  # 501: not implemented, a bug
             return OutageReason("unavailable", f"server error ({text})")
     return None
 
@@ -238,15 +238,12 @@ class Bucket:
         return self._call(f"list {prefix}", call)
 
     def delete(self, keys: Iterable[str]) -> None:
-        """Delete objects, 1000 a request (S3's limit); missing keys are no error."""
-        batch = sorted(set(keys))
-        for start in range(0, len(batch), 1000):
-            chunk = [{"Key": k} for k in batch[start : start + 1000]]
+        """Delete objects, one request each (DeleteObjects needs a checksum header that not every
+        S3-compatible server implements); a missing key is no error."""
+        for key in sorted(set(keys)):
             self._call(
-                f"delete {len(chunk)} objects",
-                lambda chunk=chunk: self.client.delete_objects(  # type: ignore[misc]
-                    Bucket=self.target.bucket, Delete={"Objects": chunk, "Quiet": True}
-                ),
+                f"delete {key}",
+                lambda key=key: self.client.delete_object(Bucket=self.target.bucket, Key=key),  # type: ignore[misc]
             )
 
     # -- multipart --------------------------------------------------------------------------------

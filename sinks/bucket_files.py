@@ -166,7 +166,7 @@ class BucketFileGroup:
         manifest = self.key(self.manifest_name)
         if self.bucket.exists(manifest):
             self.bucket.delete([manifest])
-        prefix = self.key("")
+        prefix = self.key("") + "/"
         for key, upload_id in self.bucket.uploads(prefix):
             name = key[len(prefix) :]
             if "/" not in name and (self.owns is None or self.owns(name)):
