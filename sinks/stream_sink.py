@@ -261,14 +261,16 @@ class SinkCore:
         return [f for k in list(self.open) if (f := self._finalize(k, how)) is not None]
 
     def _finalize(self, skey: StreamKey, how: EndHow) -> Finalized | None:
-        entry = self.open.pop(skey)
+        # the stream stays open (its first offsets pin the commit) until its files are published:
+        # a finalize that waits for storage, or fails, never lets a commit pass the stream
+        entry = self.open[skey]
         started = time.monotonic()
         try:
             done = entry.files.finalize(how)
         except Exception:
             log.exception("finalize failed; the stream will be rebuilt", extra={"meeting": skey[0]})
-            entry.files.abort()
-            raise
+            raise  # still open: the shell's abort_all drops its files after committing below it
+        del self.open[skey]
         self._remember(skey)
         elapsed = time.monotonic() - started
         FINALIZE_SECONDS.labels(self.name).observe(elapsed)
