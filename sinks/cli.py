@@ -189,11 +189,17 @@ def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
 
     from sinks.retention import find_expired, parse_age, remove_tree, today_ms
 
-    root = Path(data_dir or load_settings().data_dir)
+    settings = load_settings()
+    where = data_dir or settings.data_dir
     try:
         age = parse_age(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    bucket = _bucket(settings, where)
+    if bucket is not None:
+        _prune_bucket(bucket, age, today_ms(), yes)
+        return
+    root = Path(where)
     expired = find_expired(root, age, today_ms())
     for stream in expired:
         click.echo(f"{'deleting' if yes else 'would delete'} {stream.path} ({stream.bytes} bytes)")
@@ -215,8 +221,15 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
     from sinks.retention import meeting_dirs, remove_tree
 
     settings = load_settings()
-    root = Path(data_dir or settings.data_dir)
-    dirs = meeting_dirs(root, meeting_uuid)
+    where = data_dir or settings.data_dir
+    bucket = _bucket(settings, where)
+    root = Path(where)
+    if bucket is not None:
+        from sinks.bucket_retention import meeting_prefixes, remove_prefix
+
+        dirs: list[Any] = [f"{bucket.target.uri}/{p}" for p in meeting_prefixes(bucket, meeting_uuid)]
+    else:
+        dirs = meeting_dirs(root, meeting_uuid)
     keys = asyncio.run(_session_keys(settings, meeting_uuid))
     for path in dirs:
         click.echo(f"{'deleting' if yes else 'would delete'} {path}")
@@ -227,8 +240,33 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
         click.echo("dry run: --yes deletes and writes the tombstones")
         return
     for path in dirs:
-        remove_tree(path, root)
+        if bucket is not None:
+            remove_prefix(bucket, str(path)[len(bucket.target.uri) + 1 :])
+        else:
+            remove_tree(path, root)
     asyncio.run(_tombstones(settings, meeting_uuid, keys))
+
+
+def _bucket(settings: Settings, where: str) -> Any:
+    """The `sinks.bucket.Bucket` of an `s3://` data dir, or None for a directory."""
+    from sinks.bucket import Bucket, S3Options, parse_target
+
+    target = parse_target(where)
+    return None if target is None else Bucket(target, S3Options.from_settings(settings))
+
+
+def _prune_bucket(bucket: Any, age_ms: int, now_ms: int, yes: bool) -> None:
+    from sinks.bucket_retention import find_expired, remove_prefix
+
+    expired = find_expired(bucket, age_ms, now_ms)
+    for stream in expired:
+        where = f"{bucket.target.uri}/{stream.prefix}"
+        click.echo(f"{'deleting' if yes else 'would delete'} {where} ({stream.bytes} bytes)")
+        if yes:
+            remove_prefix(bucket, stream.prefix)
+    click.echo(
+        f"{len(expired)} stream(s), {sum(s.bytes for s in expired)} bytes{'' if yes else ' (dry run: --yes deletes)'}"
+    )
 
 
 async def _session_keys(settings: Settings, meeting_uuid: str) -> list[bytes]:
