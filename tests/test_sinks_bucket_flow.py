@@ -4,9 +4,12 @@ killed mid-meeting and brought back leaves the meeting's objects complete and id
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from rtmsflow.jvm import free_port
 from rtmsflow.s3_server import LocalS3
 from rtmsflow.settings import Settings
 from sinks.media_sink import media_service
+from sinks.replay import replay_meeting
 from sinks.stream_sink import SinkService, serve_health
 from sinks.transcript_sink import transcript_service
 
@@ -205,3 +209,35 @@ async def test_the_storage_server_dies_mid_meeting_and_returns_the_objects_are_c
         assert view.uploads() == []
     finally:
         server.stop()
+
+
+async def test_replay_out_to_a_bucket_writes_the_bytes_of_a_replay_to_disk(
+    settings: Settings,
+    settings_env: dict[str, str],
+    kafka_topics: dict[str, str],
+    s3_target: BucketView,
+    tmp_path: Path,
+) -> None:
+    meeting = SyntheticMeeting(
+        MeetingSpec(seed=4, participants=2, duration_s=6, video="360p", fps=25, deskshare=True)
+    )
+    stream = from_meeting(meeting, MEETING, "dd44", pause=(3000, 3500), deskshare=True)
+    await produce(settings, [stream])
+    uri = s3_target.settings.data_dir + "/replayed"
+    env = {**settings_env, **s3_target.server.env(uri), "RTMSFLOW_SPOOL_DIR": s3_target.settings.spool_dir}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rtmsflow.cli", "replay", "--meeting", MEETING, "--out", uri, "--no-index"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"in {s3_target.target.bucket}/rec/replayed/" in done.stdout  # where the files went
+    disk = tmp_path / "disk"
+    await replay_meeting(settings, MEETING, disk, use_index=False)
+    got = s3_target.files("replayed/" + relative(settings, stream))
+    want = files_of(stream_dir(settings, stream, disk))
+    assert "deskshare.mp4" in want and sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], f"{name} replayed to the bucket differs from the disk replay"
+    assert s3_target.uploads() == []
+    assert spool_files(Path(s3_target.settings.spool_dir)) == []  # the replay's private spool is gone
