@@ -32,7 +32,8 @@ from sinks.layout import StreamLayout
 log = get_logger(__name__)
 
 PUMP_INTERVAL_S = 0.5
-PUBLISH_THREADS = 4
+PUBLISH_THREADS = 4  # files of a stream published at once
+PART_THREADS = 4  # parts of a file uploaded at once when publishing
 
 
 @dataclass(frozen=True)
@@ -254,16 +255,19 @@ class BucketFileGroup:
             return
         if upload is None:
             upload = self._uploads[name] = _Upload(key, self.bucket.create_upload(key))
-        etags = []
-        for part in parts:
+        uploading = upload
+
+        def ensure(part: Part) -> None:
             data, md5 = region_md5(path, part)
-            kept = upload.parts.get(part.number)
-            if kept is None or kept[0] != md5:
-                upload.parts[part.number] = (
-                    md5,
-                    self.bucket.upload_part(key, upload.upload_id, part.number, data),
-                )
-            etags.append(upload.parts[part.number][1])
+            kept = uploading.parts.get(part.number)
+            if kept is None or kept[0] != md5:  # never uploaded, or rewritten since (headers)
+                etag = self.bucket.upload_part(key, uploading.upload_id, part.number, data)
+                uploading.parts[part.number] = (md5, etag)
+
+        # parts on threads of their own (memory: one part each): a backlog (replay) goes out at once
+        with ThreadPoolExecutor(PART_THREADS, thread_name_prefix="s3-part") as pool:
+            list(pool.map(ensure, parts))
+        etags = [upload.parts[part.number][1] for part in parts]
         self.bucket.complete_upload(key, upload.upload_id, etags)
         del self._uploads[name]
 
