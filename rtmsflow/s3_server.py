@@ -170,18 +170,10 @@ class LocalS3:
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket (a directory of the filesystem backend)."""
-        import boto3
-        from botocore.config import Config
+        from rtmsflow.s3_client import S3Options, make_client
 
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"),
-        )
-        client.create_bucket(Bucket=name)
+        options = S3Options(self.endpoint, "us-east-1", self.access_key, self.secret_key, "path")
+        make_client(options).create_bucket(Bucket=name)
 
     def env(self, data_dir: str) -> dict[str, str]:
         """The sinks' environment to write to `data_dir` (`s3://bucket/prefix`) on this server."""

@@ -26,14 +26,15 @@ from pathlib import Path, PurePath, PurePosixPath
 
 from rtmsflow.logs import get_logger
 from sinks.atomic import MANIFEST_NAME, FileGroup, FileGroupError
-from sinks.bucket import Bucket, iter_chunks
+from sinks.bucket import Bucket
 from sinks.layout import StreamLayout
 
 log = get_logger(__name__)
 
 PUMP_INTERVAL_S = 0.5
-PUBLISH_THREADS = 4  # files of a stream published at once
-PART_THREADS = 4  # parts of a file uploaded at once when publishing
+# files of a stream published at once, and parts of each file: at most 4 parts (32 MiB) in memory
+PUBLISH_THREADS = 2
+PART_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ def early_parts(size_bytes: int, part_bytes: int) -> list[Part]:
 
 
 def region_md5(path: Path, part: Part) -> tuple[bytes, str]:
-    """(bytes, MD5 hex) of a part of a file."""
-    data = b"".join(iter_chunks(path, part.start, part.length))
+    """(bytes, MD5 hex) of a part of a file (one read: the part is in memory once)."""
+    with open(path, "rb") as handle:
+        handle.seek(part.start)
+        data = handle.read(part.length)
     return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
