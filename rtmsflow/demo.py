@@ -54,11 +54,10 @@ class _Output:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.target.bucket, Prefix=prefix
         )
+        objects = [o for page in pages for o in page.get("Contents", [])]
+        # <date>/<meeting>/<stream>/<file>; a key ending in "/" is a server's directory marker
         return [
-            o
-            for page in pages
-            for o in page.get("Contents", [])
-            if len(o["Key"][len(prefix) :].split("/")) == 4
+            o for o in objects if len(o["Key"][len(prefix) :].split("/")) == 4 and not o["Key"].endswith("/")
         ]
 
     def manifests(self, since: float) -> list[tuple[str, str]]:
