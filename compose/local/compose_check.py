@@ -64,7 +64,7 @@ NOT_PASSED = {
     "RTMSFLOW_PROCESS_GROUP": "one stack, one set of consumer groups (the defaults)",
     "RTMSFLOW_SINK_MEDIA_GROUP": "one stack, one set of consumer groups (the defaults)",
     "RTMSFLOW_SINK_TRANSCRIPTS_GROUP": "one stack, one set of consumer groups (the defaults)",
-}
+}  # RTMSFLOW_DATA_DIR, RTMSFLOW_S3_* and RTMSFLOW_SPOOL_DIR are passed (the minio service by default)
 
 
 def settings_passed(compose_file: Path) -> dict[str, Any]:
