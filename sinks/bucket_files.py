@@ -125,7 +125,10 @@ class BucketStorage:
 
     def _pump_loop(self) -> None:
         while not self._stop.wait(PUMP_INTERVAL_S):
-            self.pump()
+            try:
+                self.pump()
+            except Exception:  # never end the thread: publish uploads whatever is missing
+                log.exception("part uploads failed; retried later")
 
     def pump(self) -> int:
         """Upload the whole parts every open group's files have now; return how many (tests call
@@ -155,6 +158,7 @@ class BucketFileGroup:
         self._lock = threading.Lock()  # the pump thread and the sink's thread share _uploads
         self._closed = False
         self._published = False
+        self._pump_failing = False
 
     def key(self, name: str) -> str:
         return self.storage.key_of(self.directory, name)
@@ -213,10 +217,13 @@ class BucketFileGroup:
                             upload.key, upload.upload_id, part.number, data, retry=False
                         )
                     except Exception as exc:
-                        log.warning(
-                            "part upload failed; retried later", extra={"file": name, "error": repr(exc)}
-                        )
+                        if not self._pump_failing:  # once per failing streak, not every pump
+                            log.warning(
+                                "part upload failed; retried later", extra={"file": name, "error": repr(exc)}
+                            )
+                        self._pump_failing = True
                         return done
+                    self._pump_failing = False
                     upload.parts[part.number] = (md5, etag)
                     done += 1
         return done

@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,8 @@ class SinkService:
         self._lock = asyncio.Lock()
         self._committed: dict[TP, int] = {}
         self._inflight: asyncio.Future[None] | None = None
+        # one thread of its own for the core (its builders, PyAV's contexts) all its life
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{core.name}")
 
     async def start(self) -> None:
         await self.core.codec.prepare([*self.core.topics.values(), self.deadletter_topic])
@@ -411,7 +414,8 @@ class SinkService:
             async with self._lock:
                 # on a worker thread: a storage outage blocks it (retrying) while /health answers
                 # and the group's heartbeats go on; nothing is committed until the batch is done
-                self._inflight = asyncio.ensure_future(asyncio.to_thread(self._take, batch))
+                loop = asyncio.get_running_loop()
+                self._inflight = asyncio.ensure_future(loop.run_in_executor(self._worker, self._take, batch))
                 await asyncio.shield(self._inflight)
                 self._inflight = None
                 await self._flush_dead_letters()
@@ -444,6 +448,7 @@ class SinkService:
                 await self.producer.stop()
                 self.producer = None
             self.core.storage.close()
+        self._worker.shutdown(wait=False)
         log.info("sink stopped", extra={"sink": self.core.name})
 
     def _consumer(self) -> AIOKafkaConsumer:

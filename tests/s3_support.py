@@ -81,3 +81,25 @@ def make_bucket_view(server: LocalS3, settings: Settings, tmp_path: Path) -> Buc
 @pytest.fixture
 def s3_target(s3_server: LocalS3, settings: Settings, tmp_path: Path) -> BucketView:
     return make_bucket_view(s3_server, settings, tmp_path)
+
+
+def download_finalized(view: BucketView, into: Path) -> dict[str, Path]:
+    """Download every stream both sinks have finalized in the bucket (both manifests there) into
+    `into` under the same layout; meeting UUID -> its local stream directory (as on disk)."""
+    import json
+
+    objects = view.objects()
+    done = {
+        rel.rsplit("/", 1)[0]
+        for rel in objects
+        if rel.endswith("/manifest.json") and rel.rsplit("/", 1)[0] + "/transcript.manifest.json" in objects
+    }
+    out = {}
+    for stream in sorted(done):
+        local = into / stream
+        local.mkdir(parents=True, exist_ok=True)
+        for rel in objects:
+            if rel.startswith(stream + "/") and "/" not in rel[len(stream) + 1 :]:
+                view.bucket.download(view.target.key(rel), into / rel)
+        out[json.loads((local / "manifest.json").read_text())["meeting_uuid"]] = local
+    return out
