@@ -191,7 +191,11 @@ class SinkCore:
             return  # a finalized stream: its repeated marker or a straggler is a no-op
         entry = self.open.get(skey)
         if entry is None:
-            entry = self._open(skey, origin, partition, tp, offset, key, value)
+            try:
+                entry = self._open(skey, origin, partition, tp, offset, key, value)
+            except BaseException:  # storage gone (or stopping) at the stream's start: not consumed
+                self.positions[tp] = offset
+                raise
             if entry is None:
                 return
         entry.first_offsets.setdefault(tp, offset)

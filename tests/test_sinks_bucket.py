@@ -13,12 +13,20 @@ from pathlib import Path
 
 import pytest
 from s3_support import BucketView
+from sink_support import from_meeting
 
+from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.children import die_with_parent
 from rtmsflow.s3_server import LocalS3
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import AUDIO
 from sinks.bucket import Bucket, S3Options, classify, parse_target
 from sinks.bucket_files import BucketStorage, Part, early_parts, plan_parts
+from sinks.layout import StreamLayout
 from sinks.outage import Outage, OutageReason, OutageStopped
+from sinks.stream_files import MediaStreamFiles
+from sinks.stream_sink import SinkCore
 
 MIB = 1 << 20
 PART = 5 * MIB  # s3proxy, like S3, refuses smaller parts but the last
@@ -296,3 +304,28 @@ def test_a_refused_credential_is_an_outage_named_as_such(s3_target: BucketView) 
     assert [r.kind for r in reasons] == ["credentials"]  # type: ignore[attr-defined]
     s3_target.bucket.put(s3_target.target.key("x"), b"1")  # positive control: the right key works
     assert s3_target.read("x") == b"1"
+
+
+def test_a_stream_whose_start_meets_a_stopped_outage_is_not_consumed(tmp_path: Path) -> None:
+    """The sink stops while storage is down at a new stream's first record: that record's offset
+    stays uncommitted (the position does not move past it), so a restart reads it again."""
+    outage = Outage("t")
+    outage.stop()  # stopping: a retry gives up at once
+
+    def is_finalized(layout: StreamLayout) -> bool:
+        return outage.retry("head", lambda: False, lambda e: None)
+
+    stream = from_meeting(
+        SyntheticMeeting(MeetingSpec(seed=1, participants=1, duration_s=1, video=None)), "m==", "s1"
+    )
+    value, _ = stream.records[AUDIO.name][0]
+    codec = Codec.from_settings(Settings())
+    core = SinkCore(
+        "t", {AUDIO.name: AUDIO.name}, tmp_path, codec, MediaStreamFiles, is_finalized=is_finalized
+    )
+    core.feed(AUDIO.name, 0, 6, b"m==", None, [])  # positive control: a tombstone moves the position
+    assert core.committable() == {(AUDIO.name, 0): 7}
+    with pytest.raises(OutageStopped):
+        core.feed(AUDIO.name, 0, 7, b"m==", codec.encode(AUDIO.name, value), [])
+    assert core.committable() == {(AUDIO.name, 0): 7}
+    assert core.open == {}
