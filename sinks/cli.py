@@ -47,7 +47,7 @@ _idle_option = click.option(
 _data_dir_option = click.option(
     "--data-dir",
     default=None,
-    help=env_help("Data directory: where the sinks write their files.", "data_dir"),
+    help=env_help("Where the sinks write their files: a directory or s3://bucket/prefix.", "data_dir"),
 )
 
 

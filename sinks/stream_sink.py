@@ -329,7 +329,8 @@ class SinkCore:
         return self.topics.get("rtms.video", next(iter(self.topics.values())))
 
     def open_files(self) -> int:
-        return sum(e.files.open_files for e in self.open.values())
+        # a snapshot (list() holds the GIL): /health reads it while the worker thread feeds
+        return sum(e.files.open_files for e in list(self.open.values()))
 
     # -- dead letters -------------------------------------------------------------------------------
 
