@@ -6,6 +6,8 @@ operation and, while it raises an error `classify` names an outage, logs it (onc
 shows it on `/health` (`current()`), waits with a capped backoff and tries again; the first success
 clears it. The caller blocks meanwhile, so its batch does not finish and nothing is committed past
 data that is not yet durable. `stop()` ends every wait (`OutageStopped`) for a clean shutdown.
+Each sink core has one (`SinkCore.outage`); a full disk can go through the same loop with a
+`classify` that names ENOSPC `OutageReason("disk", ...)`, and shows on /health the same way.
 """
 
 from __future__ import annotations
