@@ -1,6 +1,6 @@
 """Sinks through the broker: rebuild speed, finalize time after the marker, peak RSS by meeting length.
 
-    python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p] [--audio meeting|tone]
+    python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p] [--audio meeting|tone] [--bucket]
 
 For each length, a synthetic meeting's ordered records (H.264 from the emulator's libx264 clips,
 a 10 s loop with a speaker switch between two encoders every loop; mixed 16 kHz L16 in 20 ms
@@ -14,6 +14,9 @@ TXT/jsonl/VTT/SRT, manifests). Printed per meeting: records, rebuild wall time a
 time, and per CPU second of the rebuild's process: all its threads), finalize time after the last
 marker (close, fsync, rename, manifest), peak RSS, the 1-minute load average. Uses the
 broker at RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one (`rtmsflow kafka up`'s) for the run.
+`--bucket`: each meeting is also rebuilt into a bucket of a local S3-compatible server (s3proxy,
+started for the run; `rtmsflow.s3_server`), and both rows are printed: to disk, then to the bucket
+(its finalize includes completing the uploads and the manifest PUT).
 """
 
 from __future__ import annotations
@@ -133,13 +136,15 @@ def child(minutes: float, out: str) -> None:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cpu = time.process_time()
-    result = asyncio.run(replay_meeting(settings, MEETING, Path(out), use_index=False))
+    target: Path | str = out if out.startswith("s3://") else Path(out)
+    result = asyncio.run(replay_meeting(settings, MEETING, target, use_index=False))
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu
     muxers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the muxer processes, all waited for
     muxers_cpu = muxers.ru_utime + muxers.ru_stime
     figures = {
         "minutes": minutes,
+        "target": "bucket" if isinstance(target, str) else "disk",
         "records": result.records,
         "rebuild_s": round(wall, 2),
         "x_real_time": round(minutes * 60 / wall, 1),
@@ -156,7 +161,9 @@ def child(minutes: float, out: str) -> None:
     print(json.dumps(figures))
 
 
-async def main(minutes: list[float], resolution: str, audio: str = "meeting") -> list[dict[str, Any]]:
+async def main(
+    minutes: list[float], resolution: str, audio: str = "meeting", bucket_env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     from rtmsflow.admin import delete_topics, ensure_topics
     from rtmsflow.settings import Settings
     from schemas.topics import ALL_TOPICS
@@ -173,23 +180,28 @@ async def main(minutes: list[float], resolution: str, audio: str = "meeting") ->
                 f"{length:g} min: {records} records written in {time.perf_counter() - t0:.1f} s",
                 file=sys.stderr,
             )
-            with tempfile.TemporaryDirectory() as out:
-                env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_PARTITIONS": "1",
-                       "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap()}  # fmt: skip
-                done = subprocess.run(  # noqa: ASYNC221 - the child is the measurement; nothing else runs
-                    [sys.executable, "-m", "benchmarks.sink_bench", "--child", str(length), "--out", out],
-                    env=env, capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
-            print(
-                f"{length:g} min: rebuild {figures['rebuild_s']} s = {figures['x_real_time']}x real time "
-                f"({figures['x_real_time_per_cpu_s']}x per CPU s: {figures['cpu_s']} s + the muxer's "
-                f"{figures['muxer_cpu_s']} s), finalize {figures['finalize_s']} s after the marker, "
-                f"peak RSS {figures['peak_rss_mb']} MB (the muxer's {figures['muxer_peak_rss_mb']} MB), {figures['bytes'] / 2**20:.0f} MB written, "
-                f"load {figures['load'][0]} -> {figures['load'][1]} ({audio} audio)",
-                file=sys.stderr,
-            )
-            results.append(figures)
+            env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_PARTITIONS": "1",
+                   "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap()}  # fmt: skip
+            targets: list[tuple[str | None, dict[str, str]]] = [(None, env)]
+            if bucket_env is not None:
+                uri = f"{bucket_env['RTMSFLOW_DATA_DIR']}/{length:g}min"
+                targets.append((uri, {**env, **bucket_env, "RTMSFLOW_DATA_DIR": uri}))
+            for uri, child_env in targets:
+                with tempfile.TemporaryDirectory() as out:
+                    done = subprocess.run(  # noqa: ASYNC221 - the child is the measurement; nothing else runs
+                        [sys.executable, "-m", "benchmarks.sink_bench", "--child", str(length), "--out", uri or out],
+                        env={**child_env, "RTMSFLOW_SPOOL_DIR": out}, capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    figures = json.loads(done.stdout.strip().splitlines()[-1])
+                print(
+                    f"{length:g} min to {figures['target']}: rebuild {figures['rebuild_s']} s = {figures['x_real_time']}x real time "
+                    f"({figures['x_real_time_per_cpu_s']}x per CPU s: {figures['cpu_s']} s + the muxer's "
+                    f"{figures['muxer_cpu_s']} s), finalize {figures['finalize_s']} s after the marker, "
+                    f"peak RSS {figures['peak_rss_mb']} MB (the muxer's {figures['muxer_peak_rss_mb']} MB), {figures['bytes'] / 2**20:.0f} MB written, "
+                    f"load {figures['load'][0]} -> {figures['load'][1]} ({audio} audio)",
+                    file=sys.stderr,
+                )
+                results.append(figures)
         finally:
             await delete_topics(settings, [s.full_name(settings.topic_prefix) for s in ALL_TOPICS])
     return results
@@ -200,6 +212,7 @@ def run() -> None:
     parser.add_argument("--minutes", default="2,10", help="comma-separated meeting lengths (e.g. 10,60)")
     parser.add_argument("--resolution", default="360p", choices=["360p", "720p", "1080p"])
     parser.add_argument("--audio", default="meeting", choices=["meeting", "tone"], help="the mixed audio")
+    parser.add_argument("--bucket", action="store_true", help="also rebuild into a local S3 bucket (s3proxy)")
     parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,9 +227,22 @@ def run() -> None:
         broker_dir = Path(tempfile.mkdtemp(prefix="sink-bench-kafka-"))
         broker = LocalKafka(broker_dir)
         os.environ["RTMSFLOW_KAFKA_BOOTSTRAP"] = broker.start(timeout=120, die_with_caller=True)
+    s3 = None
+    bucket_env = None
+    if args.bucket:
+        from rtmsflow.s3_server import LocalS3
+
+        s3_dir = Path(tempfile.mkdtemp(prefix="sink-bench-s3-"))
+        s3 = LocalS3(s3_dir / "data")
+        s3.start()
+        s3.create_bucket("sink-bench")
+        bucket_env = s3.env("s3://sink-bench/rebuilt")
     try:
-        print(json.dumps(asyncio.run(main(lengths, args.resolution, args.audio)), indent=2))
+        print(json.dumps(asyncio.run(main(lengths, args.resolution, args.audio, bucket_env)), indent=2))
     finally:
+        if s3 is not None:
+            s3.stop()
+            shutil.rmtree(s3_dir, ignore_errors=True)
         if broker is not None:
             broker.stop()
             shutil.rmtree(broker_dir, ignore_errors=True)  # its log holds every record written (GBs)

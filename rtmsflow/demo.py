@@ -26,6 +26,7 @@ import click
 
 from rtmsflow.cli import load_settings
 from rtmsflow.logs import get_logger
+from rtmsflow.s3_client import S3_SCHEME, S3Options, make_client, parse_target
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env, wait_drained
 
@@ -39,21 +40,70 @@ def _say(message: str) -> None:
     click.echo(f"[{time.strftime('%H:%M:%S')}] {message}")
 
 
-def _manifests(data_dir: Path, since: float) -> list[Path]:
-    """The manifests the sinks wrote (renamed into place) since `since` (a wall-clock time)."""
-    return sorted(p for p in data_dir.glob("*/*/*/*manifest.json") if p.stat().st_mtime >= since)
+class _Output:
+    """Where the sinks write: a directory, or a bucket (`s3://bucket/prefix`, listed with boto3)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.target = parse_target(settings.data_dir)
+        self.directory = Path(settings.data_dir)
+        self.client = make_client(S3Options.from_settings(settings)) if self.target else None
+
+    def _objects(self) -> list[dict[str, Any]]:
+        assert self.target is not None and self.client is not None
+        prefix = f"{self.target.prefix}/" if self.target.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.target.bucket, Prefix=prefix
+        )
+        objects = [o for page in pages for o in page.get("Contents", [])]
+        # <date>/<meeting>/<stream>/<file>; a key ending in "/" is a server's directory marker
+        return [
+            o for o in objects if len(o["Key"][len(prefix) :].split("/")) == 4 and not o["Key"].endswith("/")
+        ]
+
+    def manifests(self, since: float) -> list[tuple[str, str]]:
+        """(stream directory, manifest name) of the manifests written since `since` (wall clock)."""
+        if self.target is None:
+            found = self.directory.glob("*/*/*/*manifest.json")
+            return sorted((str(p.parent), p.name) for p in found if p.stat().st_mtime >= since)
+        return sorted(
+            (f"{S3_SCHEME}{self.target.bucket}/{o['Key'].rsplit('/', 1)[0]}", o["Key"].rsplit("/", 1)[1])
+            for o in self._objects()
+            if o["Key"].endswith("manifest.json") and o["LastModified"].timestamp() >= int(since)
+        )
+
+    def describe(self, since: float) -> dict[str, Any]:
+        """Every stream directory written in this run: its files (bytes) and the manifests' facts."""
+        report: dict[str, Any] = {}
+        sizes: dict[str, dict[str, int]] = {}
+        if self.target is not None:
+            for o in self._objects():
+                where, name = o["Key"].rsplit("/", 1)
+                sizes.setdefault(f"{S3_SCHEME}{self.target.bucket}/{where}", {})[name] = int(o["Size"])
+        for stream_dir, name in self.manifests(since):
+            entry = report.setdefault(stream_dir, {"files": {}, "manifests": {}})
+            if self.target is None or self.client is None:
+                directory = Path(stream_dir)
+                files = {f.name: f.stat().st_size for f in sorted(directory.iterdir()) if f.is_file()}
+                entry["files"] = {n: size for n, size in files.items() if not n.startswith(".")}
+                entry["manifests"][name] = json.loads((directory / name).read_text())
+            else:
+                entry["files"] = dict(sorted(sizes.get(stream_dir, {}).items()))
+                key = f"{stream_dir[len(S3_SCHEME) + len(self.target.bucket) + 1 :]}/{name}"
+                body = self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read()
+                entry["manifests"][name] = json.loads(body)
+        return report
 
 
 async def _wait_finalized(
-    sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float, transcript: bool
+    sup: Supervisor, settings: Settings, output: _Output, since: float, timeout_s: float, transcript: bool
 ) -> None:
     """Until the processors and both sinks have drained and the media manifest (and, when the
     meeting has transcripts, the transcript manifest) are on disk; shows progress every few seconds."""
     deadline = time.monotonic() + timeout_s
     said = 0.0
     while True:
-        manifests = _manifests(data_dir, since)
-        names = {p.name for p in manifests}
+        manifests = await asyncio.to_thread(output.manifests, since)
+        names = {name for _, name in manifests}
         if "manifest.json" in names and (not transcript or any(n != "manifest.json" for n in names)):
             break
         if time.monotonic() > deadline:
@@ -70,19 +120,6 @@ async def _wait_finalized(
             await wait_drained(
                 settings, stage.spec.group, stage.spec.reads, max(5.0, deadline - time.monotonic())
             )
-
-
-def _describe(data_dir: Path, since: float) -> dict[str, Any]:
-    """Every stream directory written in this run: its files (bytes) and the manifests' facts."""
-    report: dict[str, Any] = {}
-    for manifest in _manifests(data_dir, since):
-        stream_dir = manifest.parent
-        entry = report.setdefault(str(stream_dir), {"files": {}, "manifests": {}})
-        for f in sorted(stream_dir.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
-                entry["files"][f.name] = f.stat().st_size
-        entry["manifests"][manifest.name] = json.loads(manifest.read_text())
-    return report
 
 
 def _holds(manifests: dict[str, Any]) -> list[str]:
@@ -158,8 +195,10 @@ def demo(
         _say(f"Kafka broker: {bootstrap} (RTMSFLOW_KAFKA_BOOTSTRAP)")
     out = Path(out_dir).resolve()
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    data_dir = out / "data"
-    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap, data_dir=str(data_dir))
+    # the files go to <out>/data, or to the bucket RTMSFLOW_DATA_DIR=s3://bucket/prefix names
+    data_dir = settings.data_dir if parse_target(settings.data_dir) else str(out / "data")
+    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap, data_dir=data_dir)
+    output = _Output(settings)
     env = stage_env(
         settings,
         {
@@ -168,7 +207,7 @@ def demo(
             "ZOOM_SECRET_TOKEN": settings.zoom_webhook_secret or secrets.token_hex(16),
             "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
             "RTMSFLOW_ALLOW_INSECURE_WS": "1",
-            "RTMSFLOW_DATA_DIR": str(data_dir),
+            "RTMSFLOW_DATA_DIR": data_dir,
             # ingest asks for what the meeting has
             "RTMSFLOW_RTMS_VIDEO": "1" if video else "0",
             "RTMSFLOW_RTMS_VIDEO_RESOLUTION": video_resolution,
@@ -211,7 +250,7 @@ def demo(
             if emulator.returncode != 0:
                 raise click.ClickException(f"the emulator failed (exit {emulator.returncode})")
             _say("meeting played; the stream is stopped")
-            await _wait_finalized(sup, settings, data_dir, started_wall, timeout_s, transcript)
+            await _wait_finalized(sup, settings, output, started_wall, timeout_s, transcript)
             if sup.failed:
                 raise click.ClickException(sup.failed)
         finally:
@@ -225,7 +264,7 @@ def demo(
         if broker is not None and not settings.demo_keep_broker:
             broker.stop()
     report: dict[str, Any] = {"meeting_uuid": meeting_uuid, "elapsed_s": round(time.monotonic() - started, 1)}
-    report["streams"] = _describe(data_dir, started_wall)
+    report["streams"] = output.describe(started_wall)
     summary = out / f"summary-{run_id}.json"
     tmp = summary.with_suffix(".json.partial")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -126,8 +126,23 @@ class Settings:
     topic_prefix: str = _setting("", "RTMSFLOW_TOPIC_PREFIX")
 
     # -- files, logs, caches -------------------------------------------------------------------
-    # Where sinks write recordings and transcripts (and prune/forget delete them).
+    # Where sinks write recordings and transcripts (and prune/forget delete them): a directory, or
+    # an S3-compatible bucket and prefix as `s3://bucket/prefix` (same layout, names and bytes).
     data_dir: str = _setting("./data", "RTMSFLOW_DATA_DIR")
+    # With a bucket: the S3 endpoint (empty = AWS), region, credentials (empty = boto3's usual
+    # chain: ~/.aws, instance role), addressing ("auto" = path-style when an endpoint is set, as
+    # MinIO-like servers want; "path" or "virtual"), the multipart part size (MiB, S3's minimum is
+    # 5), and the local spool where a stream's files are written while they are uploaded (empty =
+    # <cache>/spool).
+    s3_endpoint: str = _setting("", "RTMSFLOW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    s3_region: str = _setting("", "RTMSFLOW_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    s3_access_key_id: str = _setting("", "RTMSFLOW_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    s3_secret_access_key: str = _setting(
+        "", "RTMSFLOW_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", secret=True
+    )
+    s3_addressing: str = _setting("auto", "RTMSFLOW_S3_ADDRESSING", parse=_choice("auto", "path", "virtual"))
+    s3_part_mb: int = _setting(8, "RTMSFLOW_S3_PART_MB", parse=_integer(5, 5000))
+    spool_dir: str = _setting("", "RTMSFLOW_SPOOL_DIR")
     # DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = _setting("INFO", "RTMSFLOW_LOG_LEVEL", parse=_choice(*LOG_LEVELS, upper=True))
     # Downloaded artefacts (Kafka jars, the registry, encoded clips, the SDK's home); empty =
@@ -261,6 +276,10 @@ class Settings:
     def cache_path(self) -> Path:
         """Where downloaded artefacts live: `cache_dir`, else ~/.cache/rtmsflow."""
         return Path(self.cache_dir) if self.cache_dir else Path.home() / ".cache" / "rtmsflow"
+
+    def spool_path(self) -> Path:
+        """Where a sink writing to a bucket keeps a stream's files until they are uploaded."""
+        return Path(self.spool_dir) if self.spool_dir else self.cache_path() / "spool"
 
     def sdk_home_path(self) -> Path:
         """The SDK host's home: `sdk_home`, else <cache>/sdk."""

@@ -47,7 +47,7 @@ _idle_option = click.option(
 _data_dir_option = click.option(
     "--data-dir",
     default=None,
-    help=env_help("Data directory: where the sinks write their files.", "data_dir"),
+    help=env_help("Where the sinks write their files: a directory or s3://bucket/prefix.", "data_dir"),
 )
 
 
@@ -129,9 +129,7 @@ def _ms(text: str | None) -> int | None:
 @click.option("--all", "all_meetings", is_flag=True, help="Every meeting of the rtms.meetings index.")
 @click.option("--since", default=None, help="With --all: streams started at or after (ISO date/time, UTC).")
 @click.option("--until", default=None, help="With --all: streams started before (ISO date/time, UTC).")
-@click.option(
-    "--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files under."
-)
+@click.option("--out", required=True, help="Directory (or s3://bucket/prefix) to write the files under.")
 @click.option("--no-index", is_flag=True, help="Scan the meeting's partition instead of reading the index.")
 def replay(
     meeting_uuid: str | None,
@@ -144,11 +142,13 @@ def replay(
     """Rebuild meetings' files from the ordered topics (group-less: the live sinks are not touched)."""
     from pathlib import Path
 
+    from sinks.bucket import parse_target
     from sinks.replay import describe, replay_meeting, replay_window
 
     if bool(meeting_uuid) == all_meetings:
         raise click.UsageError("give either --meeting <uuid> or --all")
     settings = load_settings()
+    target: Path | str = out if parse_target(out) is not None else Path(out)
 
     async def main() -> list[str]:
         if meeting_uuid:
@@ -162,7 +162,7 @@ def replay(
                 result = await replay_meeting(
                     settings,
                     meeting_uuid,
-                    Path(out),
+                    target,
                     use_index=not no_index,
                     progress=bar.update,
                     on_total=total,
@@ -170,7 +170,7 @@ def replay(
             return describe([result])
         with click.progressbar(length=0, label="replay", file=click.get_text_stream("stderr")) as bar:
             results = await replay_window(
-                settings, Path(out), _ms(since), _ms(until), progress=bar.update,
+                settings, target, _ms(since), _ms(until), progress=bar.update,
                 on_meeting=lambda m: setattr(bar, "label", f"replay {m}"),
             )  # fmt: skip
         return describe(results)
@@ -189,11 +189,17 @@ def prune(older_than: str, yes: bool, data_dir: str | None) -> None:
 
     from sinks.retention import OutsideDataDir, find_expired, parse_age, remove_tree, today_ms
 
-    root = Path(data_dir or load_settings().data_dir)
+    settings = load_settings()
+    where = data_dir or settings.data_dir
     try:
         age = parse_age(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    bucket = _bucket(settings, where)
+    if bucket is not None:
+        _prune_bucket(bucket, age, today_ms(), yes)
+        return
+    root = Path(where)
     expired = find_expired(root, age, today_ms())
     for stream in expired:
         click.echo(f"{'deleting' if yes else 'would delete'} {stream.path} ({stream.bytes} bytes)")
@@ -218,8 +224,15 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
     from sinks.retention import OutsideDataDir, meeting_dirs, remove_tree
 
     settings = load_settings()
-    root = Path(data_dir or settings.data_dir)
-    dirs = meeting_dirs(root, meeting_uuid)
+    where = data_dir or settings.data_dir
+    bucket = _bucket(settings, where)
+    root = Path(where)
+    if bucket is not None:
+        from sinks.bucket_retention import meeting_prefixes, remove_prefix
+
+        dirs: list[Any] = [f"{bucket.target.uri}/{p}" for p in meeting_prefixes(bucket, meeting_uuid)]
+    else:
+        dirs = meeting_dirs(root, meeting_uuid)
     keys = asyncio.run(_session_keys(settings, meeting_uuid))
     for path in dirs:
         click.echo(f"{'deleting' if yes else 'would delete'} {path}")
@@ -230,11 +243,36 @@ def forget(meeting_uuid: str, yes: bool, data_dir: str | None) -> None:
         click.echo("dry run: --yes deletes and writes the tombstones")
         return
     for path in dirs:
+        if bucket is not None:
+            remove_prefix(bucket, str(path)[len(bucket.target.uri) + 1 :])
+            continue
         try:
             remove_tree(path, root)
         except OutsideDataDir as exc:
             click.echo(f"skipped: {exc}", err=True)
     asyncio.run(_tombstones(settings, meeting_uuid, keys))
+
+
+def _bucket(settings: Settings, where: str) -> Any:
+    """The `sinks.bucket.Bucket` of an `s3://` data dir, or None for a directory."""
+    from sinks.bucket import Bucket, S3Options, parse_target
+
+    target = parse_target(where)
+    return None if target is None else Bucket(target, S3Options.from_settings(settings))
+
+
+def _prune_bucket(bucket: Any, age_ms: int, now_ms: int, yes: bool) -> None:
+    from sinks.bucket_retention import find_expired, remove_prefix
+
+    expired = find_expired(bucket, age_ms, now_ms)
+    for stream in expired:
+        where = f"{bucket.target.uri}/{stream.prefix}"
+        click.echo(f"{'deleting' if yes else 'would delete'} {where} ({stream.bytes} bytes)")
+        if yes:
+            remove_prefix(bucket, stream.prefix)
+    click.echo(
+        f"{len(expired)} stream(s), {sum(s.bytes for s in expired)} bytes{'' if yes else ' (dry run: --yes deletes)'}"
+    )
 
 
 async def _session_keys(settings: Settings, meeting_uuid: str) -> list[bytes]:

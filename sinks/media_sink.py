@@ -16,7 +16,8 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, VIDEO
 from sinks.layout import StreamLayout
-from sinks.stream_files import MediaStreamFiles
+from sinks.storage import open_storage
+from sinks.stream_files import MEDIA_MANIFEST, MediaStreamFiles
 from sinks.stream_sink import SinkCore, SinkService
 
 DEFAULT_GROUP = "rtmsflow-sink-media"
@@ -24,30 +25,37 @@ DEFAULT_GROUP = "rtmsflow-sink-media"
 
 def media_core(
     settings: Settings,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
     *,
     rebuild_all: bool = False,
     accept: Callable[[str], bool] | None = None,
     idle_timeout_s: float | None = None,
     muxer_process: bool = False,
+    spool: Path | None = None,
 ) -> SinkCore:
     """The media sink's core over the settings' topics, writing under `data_dir` (default: the
-    settings' data dir). `rebuild_all`: write every stream even if its manifest exists (replay).
-    `muxer_process`: each MP4's muxer (the AAC encoder) in a process of its own, on another core
-    (replay: one meeting at full speed; the live sink keeps it inline)."""
+    settings' data dir; a directory or `s3://bucket/prefix`, spooled under `spool`). `rebuild_all`:
+    write every stream even if its manifest exists (replay). `muxer_process`: each MP4's muxer (the
+    AAC encoder) in a process of its own, on another core (replay: one meeting at full speed; the
+    live sink keeps it inline)."""
+    storage = open_storage(settings, data_dir, "media", spool)
 
     def factory(layout: StreamLayout) -> MediaStreamFiles:
-        return MediaStreamFiles(layout, muxer_process=muxer_process)
+        return MediaStreamFiles(layout, muxer_process=muxer_process, groups=storage.group)
+
+    def is_finalized(layout: StreamLayout) -> bool:
+        return storage.is_finalized(layout, MEDIA_MANIFEST)
 
     return SinkCore(
         "media",
         {t.name: t.full_name(settings.topic_prefix) for t in (AUDIO, VIDEO)},
-        Path(data_dir or settings.data_dir),
+        storage.root,
         Codec.from_settings(settings),
         factory,
-        is_finalized=None if rebuild_all else MediaStreamFiles.is_finalized,
+        is_finalized=None if rebuild_all else is_finalized,
         idle_timeout_s=settings.sink_idle_timeout_s if idle_timeout_s is None else idle_timeout_s,
         accept=accept,
+        storage=storage,
     )
 
 

@@ -18,7 +18,10 @@ video waits for audio (bounded memory), never once the audio range is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +33,7 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.records import MeetingIndex
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
+from sinks.bucket import parse_target
 from sinks.media_sink import media_core
 from sinks.stream_files import Finalized
 from sinks.stream_sink import SinkCore
@@ -200,18 +204,64 @@ async def read_ranges(
 async def replay_meeting(
     settings: Settings,
     meeting_uuid: str,
-    out: Path,
+    out: Path | str,
     *,
     index: MeetingIndex | None = None,
     use_index: bool = True,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Rebuild one meeting's files under `out` (see the module docstring)."""
+    """Rebuild one meeting's files under `out`, a directory or `s3://bucket/prefix` (see the
+    module docstring); a bucket's files are spooled in a directory of this replay's own."""
     if index is None and use_index:
         index = (await read_indexes(settings, meeting_uuid)).get(meeting_uuid)
-    media = media_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, muxer_process=True)
-    transcripts = transcript_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__)
+    with _spool(settings, out) as spool:
+        return await _replay_meeting(settings, meeting_uuid, out, spool, index, progress, on_total)
+
+
+@contextmanager
+def _spool(settings: Settings, out: Path | str) -> Iterator[Path | None]:
+    """A private spool for a replay to a bucket (never the live sinks'), removed at the end."""
+    if parse_target(out) is None:
+        yield None
+        return
+    settings.spool_path().mkdir(parents=True, exist_ok=True)
+    spool = Path(tempfile.mkdtemp(prefix="replay-", dir=settings.spool_path()))
+    try:
+        yield spool
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+async def _replay_meeting(
+    settings: Settings,
+    meeting_uuid: str,
+    out: Path | str,
+    spool: Path | None,
+    index: MeetingIndex | None,
+    progress: Progress | None,
+    on_total: Callable[[int], None] | None,
+) -> ReplayResult:
+    media = media_core(
+        settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, muxer_process=True, spool=spool
+    )
+    transcripts = transcript_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, spool=spool)
+    try:
+        return await _read_meeting(settings, meeting_uuid, index, media, transcripts, progress, on_total)
+    finally:
+        media.storage.close()
+        transcripts.storage.close()
+
+
+async def _read_meeting(
+    settings: Settings,
+    meeting_uuid: str,
+    index: MeetingIndex | None,
+    media: SinkCore,
+    transcripts: SinkCore,
+    progress: Progress | None,
+    on_total: Callable[[int], None] | None,
+) -> ReplayResult:
     cores: dict[str, SinkCore] = {t: media for t in media.topics.values()}
     cores.update({t: transcripts for t in transcripts.topics.values()})
     consumer = groupless_consumer(settings)
@@ -264,7 +314,7 @@ async def replay_meeting(
 
 async def replay_window(
     settings: Settings,
-    out: Path,
+    out: Path | str,
     since_ms: int | None,
     until_ms: int | None,
     *,

@@ -29,9 +29,9 @@ partition that is ahead.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, BinaryIO, Literal, Protocol
 
 from schemas.records import StreamEnd as MarkerEnd
@@ -77,7 +77,7 @@ class Finalized:
     rtms_stream_id: str
     how: EndHow
     matched: bool | None
-    paths: list[Path]
+    paths: Sequence[PurePath]  # files on disk, or `bucket/key` of objects
     bytes_written: int
 
 
@@ -143,12 +143,19 @@ class MediaStreamFiles:
     topics: tuple[str, ...] = (AUDIO.name, VIDEO.name)
     manifest_name = MEDIA_MANIFEST
 
-    def __init__(self, layout: StreamLayout, *, fragmented: bool = True, muxer_process: bool = False) -> None:
+    def __init__(
+        self,
+        layout: StreamLayout,
+        *,
+        fragmented: bool = True,
+        muxer_process: bool = False,
+        groups: Callable[..., FileGroup] = FileGroup,
+    ) -> None:
         self.layout = layout
         self.origin_ms = layout.start_ms
         self.fragmented = fragmented
         self.muxer_process = muxer_process  # the MP4s' muxers in processes of their own (replay)
-        self.group = FileGroup(layout.stream_dir, MEDIA_MANIFEST, owns_media)
+        self.group = groups(layout.stream_dir, MEDIA_MANIFEST, owns_media)  # on disk or a bucket
         self.tally = StreamTally(layout.rtms_stream_id)
         self.markers: dict[str, MarkerEnd] = {}
         self.after_end = 0  # records that came after their topic's marker (ignored)

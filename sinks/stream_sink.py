@@ -36,6 +36,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ from schemas.records import StreamEnd as MarkerEnd
 from schemas.topics import DEADLETTER, spec_for
 from sinks.layout import LayoutError, StreamLayout
 from sinks.mp4_recorder import MediaFrameError
+from sinks.outage import Outage
+from sinks.storage import DiskStorage, Storage
 from sinks.stream_files import EndHow, Finalized, StreamFiles
 from sinks.transcript_files import TranscriptError
 from sinks.wav_writer import WavError
@@ -120,7 +123,9 @@ class SinkCore:
     `topics` maps the sink's base topic names to broker names. `factory` makes a stream's builder;
     `is_finalized(layout)` says whether a stream is already done (None: rebuild everything, as
     replay does). `accept(meeting_uuid)` filters meetings (replay of one meeting). `clock` is
-    monotonic seconds, for the idle timeout only (never in an output).
+    monotonic seconds, for the idle timeout only (never in an output). `storage` is where the
+    builders' groups publish (default: `data_dir` on disk); its `outage` blocks the core while
+    storage is unavailable (see `sinks.outage`).
     """
 
     def __init__(
@@ -135,8 +140,11 @@ class SinkCore:
         idle_timeout_s: float = 600.0,
         accept: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        storage: Storage | None = None,
     ) -> None:
         self.name = name
+        self.storage: Storage = storage or DiskStorage(data_dir, Outage(name))
+        self.outage = self.storage.outage  # storage unavailable: shown on /health, retried
         self.topics = dict(topics)
         self._base = {broker: base for base, broker in self.topics.items()}
         self.data_dir = data_dir
@@ -211,7 +219,11 @@ class SinkCore:
             return  # a finalized stream: its repeated marker or a straggler is a no-op
         entry = self.open.get(skey)
         if entry is None:
-            entry = self._open(skey, origin, partition, tp, offset, key, value)
+            try:
+                entry = self._open(skey, origin, partition, tp, offset, key, value)
+            except BaseException:  # storage gone (or stopping) at the stream's start: not consumed
+                self.positions[tp] = offset
+                raise
             if entry is None:
                 return
         entry.first_offsets.setdefault(tp, offset)
@@ -298,7 +310,9 @@ class SinkCore:
         return [f for k in list(self.open) if (f := self._finalize(k, how)) is not None]
 
     def _finalize(self, skey: StreamKey, how: EndHow) -> Finalized | None:
-        entry = self.open.pop(skey)
+        # the stream stays open (its first offsets pin the commit) until its files are published:
+        # a finalize that waits for storage, or fails, never lets a commit pass the stream
+        entry = self.open[skey]
         started = time.monotonic()
         try:
             done = entry.files.finalize(how)
@@ -306,19 +320,19 @@ class SinkCore:
             log.info(
                 "finalize failed; the stream will be rebuilt", extra={"meeting": skey[0], "error": repr(exc)}
             )
-            with contextlib.suppress(OSError):
-                entry.files.abort()
-            raise
+            raise  # still open: the shell's abort_all drops its files after committing below it
         except Exception as exc:  # this stream's records cannot make files: it is given up, not retried
             log.exception(
                 "stream cannot be finalized: dead-lettered", extra={"sink": self.name, "meeting": skey[0]}
             )
             with contextlib.suppress(OSError):
                 entry.files.abort()
+            del self.open[skey]
             self._remember(skey)
             tp, first = min(entry.first_offsets.items(), key=lambda kv: kv[1], default=(("", -1), -1))
             self._dead(tp, first, skey[0].encode(), b"", f"stream cannot be finalized: {exc!r}", exc, *skey)
             return None
+        del self.open[skey]
         self._remember(skey)
         elapsed = time.monotonic() - started
         FINALIZE_SECONDS.labels(self.name).observe(elapsed)
@@ -375,7 +389,8 @@ class SinkCore:
         return self.topics.get("rtms.video", next(iter(self.topics.values())))
 
     def open_files(self) -> int:
-        return sum(e.files.open_files for e in self.open.values())
+        # a snapshot (list() holds the GIL): /health reads it while the worker thread feeds
+        return sum(e.files.open_files for e in list(self.open.values()))
 
     # -- dead letters -------------------------------------------------------------------------------
 
@@ -443,6 +458,9 @@ class SinkService:
         self._storage_log = Throttle(_STORAGE_LOG_INTERVAL_S)
         self._retry_s = 0.0
         self._probe_at = 0.0
+        self._inflight: asyncio.Future[None] | None = None
+        # one thread of its own for the core (its builders, PyAV's contexts) all its life
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{core.name}")
 
     async def start(self) -> None:
         await self.core.codec.prepare([*self.core.topics.values(), self.deadletter_topic])
@@ -470,15 +488,17 @@ class SinkService:
                     self._probe()
             batch = await consumer.getmany(timeout_ms=200, max_records=2000)
             async with self._lock:
+                # on a worker thread: a bucket outage blocks it (retrying) while /health answers
+                # and the group's heartbeats go on; nothing is committed until the batch is done
+                loop = asyncio.get_running_loop()
+                self._inflight = asyncio.ensure_future(loop.run_in_executor(self._worker, self._take, batch))
                 try:
-                    for tp, records in batch.items():
-                        for r in records:
-                            self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
-                        RECORDS.labels(self.core.name, tp.topic).inc(len(records))
-                    self.core.expire_idle()
+                    await asyncio.shield(self._inflight)
                 except OSError as exc:  # the files, not a record: stop, go back, wait (module docstring)
+                    self._inflight = None
                     await self._storage_failed(exc)
                     continue
+                self._inflight = None
                 await self._flush_dead_letters()
                 self._back_pressure()
                 await self._commit()
@@ -525,9 +545,19 @@ class SinkService:
         STORAGE_OK.labels(self.core.name).set(1)
         consumer = self._consumer()
         consumer.resume(*consumer.assignment())  # the back-pressure pauses again what needs it
+    def _take(self, batch: Mapping[TopicPartition, list[Any]]) -> None:
+        for tp, records in batch.items():
+            for r in records:
+                self.core.feed(tp.topic, tp.partition, r.offset, r.key, r.value, r.headers)
+            RECORDS.labels(self.core.name, tp.topic).inc(len(records))
+        self.core.expire_idle()
 
     async def stop(self) -> None:
         """Stop taking records, commit what is finalized, drop unfinished streams, leave the group."""
+        self.core.outage.stop()  # a batch waiting for storage gives up (its streams are rebuilt)
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
+            self._inflight = None
         async with self._lock:
             if self.consumer is not None:
                 with contextlib.suppress(Exception):
@@ -539,6 +569,8 @@ class SinkService:
             if self.producer is not None:
                 await self.producer.stop()
                 self.producer = None
+            self.core.storage.close()
+        self._worker.shutdown(wait=False)
         log.info("sink stopped", extra={"sink": self.core.name})
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -631,10 +663,14 @@ async def serve_health(service: SinkService, host: str, port: int) -> web.AppRun
 
     async def health(request: web.Request) -> web.Response:
         running = service.consumer is not None
-        ok = running and service.storage_error is None
+        outage = service.core.outage.current()
+        ok = running and service.storage_error is None and outage is None
         body = {
-            "status": "ok" if ok else ("storage_error" if running else "stopped"),
+            "status": "ok"
+            if ok
+            else ("storage_error" if service.storage_error else "storage unavailable" if outage else "stopped"),
             "sink": service.core.name,
+            "storage": {"where": service.core.storage.where, "outage": outage},
             "open_streams": len(service.core.open),
             "files_open": service.core.open_files(),
         }

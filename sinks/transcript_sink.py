@@ -14,34 +14,41 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import TRANSCRIPT
 from sinks.layout import StreamLayout
+from sinks.storage import open_storage
 from sinks.stream_sink import SinkCore, SinkService
-from sinks.transcript_stream import TranscriptStreamFiles
+from sinks.transcript_stream import TRANSCRIPT_MANIFEST, TranscriptStreamFiles
 
 DEFAULT_GROUP = "rtmsflow-sink-transcripts"
 
 
 def transcript_core(
     settings: Settings,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
     *,
     rebuild_all: bool = False,
     accept: Callable[[str], bool] | None = None,
     idle_timeout_s: float | None = None,
+    spool: Path | None = None,
 ) -> SinkCore:
     """The transcript sink's core (see `sinks.media_sink.media_core` for the arguments)."""
+    storage = open_storage(settings, data_dir, "transcripts", spool)
 
     def factory(layout: StreamLayout) -> TranscriptStreamFiles:
-        return TranscriptStreamFiles(layout)
+        return TranscriptStreamFiles(layout, groups=storage.group)
+
+    def is_finalized(layout: StreamLayout) -> bool:
+        return storage.is_finalized(layout, TRANSCRIPT_MANIFEST)
 
     return SinkCore(
         "transcripts",
         {TRANSCRIPT.name: TRANSCRIPT.full_name(settings.topic_prefix)},
-        Path(data_dir or settings.data_dir),
+        storage.root,
         Codec.from_settings(settings),
         factory,
-        is_finalized=None if rebuild_all else TranscriptStreamFiles.is_finalized,
+        is_finalized=None if rebuild_all else is_finalized,
         idle_timeout_s=settings.sink_idle_timeout_s if idle_timeout_s is None else idle_timeout_s,
         accept=accept,
+        storage=storage,
     )
 
 

@@ -7,7 +7,7 @@ and the shared end-of-stream logic live there); the file formats are `sinks.tran
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas.records import StreamEnd as MarkerEnd
@@ -35,10 +35,10 @@ class TranscriptStreamFiles:
     topics: tuple[str, ...] = (TRANSCRIPT.name,)
     manifest_name = TRANSCRIPT_MANIFEST
 
-    def __init__(self, layout: StreamLayout) -> None:
+    def __init__(self, layout: StreamLayout, groups: Callable[..., FileGroup] = FileGroup) -> None:
         self.layout = layout
         self.origin_ms = layout.start_ms
-        self.group = FileGroup(layout.stream_dir, TRANSCRIPT_MANIFEST, owns_transcript)
+        self.group = groups(layout.stream_dir, TRANSCRIPT_MANIFEST, owns_transcript)  # disk or bucket
         self.tally = StreamTally(layout.rtms_stream_id)
         self.markers: dict[str, MarkerEnd] = {}
         self.after_end = 0

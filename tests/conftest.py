@@ -182,3 +182,7 @@ async def kafka_topics(settings: Settings) -> AsyncIterator[dict[str, str]]:
         yield names
     finally:
         await delete_topics(settings, names.values())
+
+
+# The local S3 server (s3proxy) for the tests that write to a bucket: started on first use only.
+from s3_support import s3_server, s3_target  # noqa: E402, F401

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import pytest
+from s3_support import BucketView
 
 from rtmsflow.settings import Settings
 
@@ -54,3 +55,39 @@ def test_demo_turns_a_meeting_into_recordings_and_transcripts(
         assert sum(1 for _ in mp4.decode(video=0)) == 4 * 25
     lines = (stream_dir / "transcript.txt").read_text().splitlines()
     assert lines and all(TXT_LINE.match(line) for line in lines), lines
+
+
+def test_the_demo_writes_to_a_bucket_with_one_setting(
+    settings: Settings,
+    settings_env: dict[str, str],
+    kafka_topics: dict[str, str],
+    s3_target: BucketView,
+    tmp_path: Path,
+) -> None:
+    """README: `RTMSFLOW_DATA_DIR=s3://... RTMSFLOW_S3_ENDPOINT=... scripts/run`: the same files, as
+    objects of the bucket, and none on disk."""
+    out = tmp_path / "out"
+    env = {**settings_env, **s3_target.server.env(s3_target.settings.data_dir),
+           "RTMSFLOW_SPOOL_DIR": s3_target.settings.spool_dir}  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "rtmsflow.cli", "demo", "--participants", "2", "--duration", "4",
+         "--video-resolution", "360p", "--speed", "2", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    objects = s3_target.objects()
+    (stream,) = {k.rsplit("/", 1)[0] for k in objects if k.endswith("/manifest.json")}
+    names = {k.rsplit("/", 1)[1] for k in objects if k.startswith(stream + "/")}
+    assert {
+        "recording.mp4",
+        "audio.wav",
+        "transcript.txt",
+        "manifest.json",
+        "transcript.manifest.json",
+    } <= names
+    assert f"{s3_target.settings.data_dir}/{stream}/" in run.stdout and "recording.mp4" in run.stdout
+    assert "finalized by marker" in run.stdout
+    manifest = json.loads(s3_target.read(f"{stream}/manifest.json"))
+    sizes = {f["name"]: f["size"] for f in manifest["files"]}
+    assert sizes["recording.mp4"] == objects[f"{stream}/recording.mp4"] > 0
+    assert not (out / "data").exists()  # nothing written to the local data dir

@@ -64,7 +64,7 @@ NOT_PASSED = {
     "RTMSFLOW_PROCESS_GROUP": "one stack, one set of consumer groups (the defaults)",
     "RTMSFLOW_SINK_MEDIA_GROUP": "one stack, one set of consumer groups (the defaults)",
     "RTMSFLOW_SINK_TRANSCRIPTS_GROUP": "one stack, one set of consumer groups (the defaults)",
-}
+}  # RTMSFLOW_DATA_DIR, RTMSFLOW_S3_* and RTMSFLOW_SPOOL_DIR are passed (the minio service by default)
 
 
 def settings_passed(compose_file: Path) -> dict[str, Any]:
@@ -133,6 +133,58 @@ def wait_kafka(bootstrap: str, timeout_s: float) -> dict[str, Any]:
             return {"bootstrap": bootstrap, "seconds": round(time.monotonic() - started, 1), "problems": []}
         time.sleep(0.5)
     return {"bootstrap": bootstrap, "problems": [f"Kafka at {bootstrap} did not answer in {timeout_s:.0f}s"]}
+
+
+def _s3_client(endpoint: str, user: str, password: str) -> Any:
+    from rtmsflow.s3_client import S3Options, make_client
+
+    return make_client(S3Options(endpoint, "us-east-1", user, password, "path"))
+
+
+def wait_s3(endpoint: str, user: str, password: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the S3 endpoint until it lists its buckets with these credentials."""
+    client = _s3_client(endpoint, user, password)
+    started = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - started < timeout_s:
+        try:
+            buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+            return {
+                "endpoint": endpoint,
+                "buckets": buckets,
+                "seconds": round(time.monotonic() - started, 1),
+                "problems": [],
+            }
+        except Exception as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    return {
+        "endpoint": endpoint,
+        "problems": [f"S3 at {endpoint} did not answer in {timeout_s:.0f}s: {last}"],
+    }
+
+
+def download_bucket(endpoint: str, user: str, password: str, uri: str, out: Path) -> dict[str, Any]:
+    """Every object under `s3://bucket/prefix` into `out` (same relative names), with the
+    multipart uploads still open there; the files are then checked as on disk."""
+    from rtmsflow.s3_client import parse_target
+
+    target = parse_target(uri)
+    assert target is not None, uri
+    client = _s3_client(endpoint, user, password)
+    prefix = f"{target.prefix}/" if target.prefix else ""
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+        if not o["Key"].endswith("/")
+    ]
+    for key in keys:
+        path = out / key[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(target.bucket, key, str(path))
+    uploads = client.list_multipart_uploads(Bucket=target.bucket, Prefix=prefix).get("Uploads", [])
+    return {"objects": len(keys), "uploads_open": [u["Key"] for u in uploads], "problems": []}
 
 
 async def _raw_counts(bootstrap: str, meeting: str) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
@@ -415,6 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("wait-kafka")
     p.add_argument("bootstrap")
     p.add_argument("--timeout", type=float, default=120.0)
+    p = sub.add_parser("wait-s3")
+    p.add_argument("endpoint")
+    p.add_argument("--user", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p = sub.add_parser("bucket")
+    p.add_argument("endpoint")
+    p.add_argument("uri")
+    p.add_argument("out", type=Path)
+    p.add_argument("--user", required=True)
+    p.add_argument("--password", required=True)
     p = sub.add_parser("raw")
     p.add_argument("bootstrap")
     p.add_argument("meeting")
@@ -445,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         return _emit(wait_http(args.url, args.timeout))
     if args.cmd == "wait-kafka":
         return _emit(wait_kafka(args.bootstrap, args.timeout))
+    if args.cmd == "wait-s3":
+        return _emit(wait_s3(args.endpoint, args.user, args.password, args.timeout))
+    if args.cmd == "bucket":
+        return _emit(download_bucket(args.endpoint, args.user, args.password, args.uri, args.out))
     if args.cmd == "raw":
         return _emit(raw(args.bootstrap, args.meeting, args.partitions))
     if args.cmd == "groups":
