@@ -55,8 +55,10 @@ class StreamSession:
     session id, Contact Center engagement id); it is the Kafka key and the handshake's
     `meeting_uuid`. `server_urls` is Zoom's string as sent (may hold several comma-separated URLs).
 
-    `started_ms` is t = 0 of the stream's media time: the `event_ts` of its first `rtms_started`
-    webhook (0 = unknown: the producer then takes the first record's timestamp). `fresh` is True when
+    `started_ms` is the `event_ts` of its first `rtms_started` webhook (the webhook service's clock).
+    `media_origin_ms` is t = 0 of its media time once a holding fixed it from the media clock
+    (read back from `rtms.sessions` by a worker that takes the stream over; 0 = not yet: the
+    producer fixes it from the first-packet event and the first media). `fresh` is True when
     this worker took the stream from its `rtms_started` as it arrived (nobody held it before), so
     the end-of-stream counts of this holding cover the whole stream.
     """
@@ -67,6 +69,7 @@ class StreamSession:
     product: Product = Product.MEETING
     started_ms: int = 0
     fresh: bool = False
+    media_origin_ms: int = 0
 
 
 # --- typed values a backend hands to the frame handler -------------------------------------------------
@@ -197,6 +200,14 @@ class SessionOutcome:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MediaLost:
+    """A working media socket (`channel`: audio, video, deskshare, transcript) dropped; what its
+    topic misses until it is back is a known loss."""
+
+    channel: str
+
+
 # --- the two interfaces ------------------------------------------------------------------------
 
 
@@ -219,6 +230,9 @@ class FrameHandler(Protocol):
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
         """Queue unusable input for `rtms.deadletter` (and count it)."""
+
+    async def media_lost(self, session: StreamSession, lost: MediaLost) -> None:
+        """Note that a media socket dropped (its loss is listed before its topic's next frame)."""
 
     async def flush(self, session: StreamSession | None = None) -> None:
         """Wait until everything queued so far (for this session, or for all) is acknowledged."""

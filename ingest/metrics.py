@@ -28,6 +28,11 @@ PRODUCE_LATENCY = Histogram(
 IN_FLIGHT = Gauge(
     "rtmsflow_ingest_in_flight", "Records queued or sent but not yet acknowledged (computed on scrape)."
 )
+UNPARSED_VIDEO = Counter(
+    "rtmsflow_ingest_unparsed_video",
+    "Video frames written with keyframe/parameter sets unknown (the H.264 parser could not read them).",
+)
+PROGRESS_MARKS = Counter("rtmsflow_ingest_progress_marks", "Progress marks written on the raw topics.")
 EOS_MARKERS = Counter("rtmsflow_ingest_eos_markers", "End-of-stream markers written (one per raw topic).")
 ACCEPT_ERRORS = Counter(
     "rtmsflow_ingest_accept_errors",

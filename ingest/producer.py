@@ -31,7 +31,8 @@ import asyncio
 import random
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from ingest.backend import (
     AudioParams,
     DeadLetterData,
     EventData,
+    MediaLost,
     StreamSession,
     TranscriptData,
     VideoData,
@@ -55,12 +57,17 @@ from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, EncodeError
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_VALUE_BYTES, clip_payload
-from schemas.markers import marker_headers
+from schemas.markers import marker_headers, progress_headers
 from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
 
 log = get_logger(__name__)
 
 _ENDED_MEMORY = 10_000  # streams whose end-of-stream was written, remembered to stay idempotent
+# t = 0 (docs/DECISIONS.md "Media time"): a stream's records wait until the first-packet event, at
+# most this long after its first media record, or until this many are waiting
+ORIGIN_WAIT_S = 0.5
+ORIGIN_WAIT_RECORDS = 1_000
+MARK_EVERY_MS = 250  # progress marks: at least one per this much media time, per topic that needs them
 
 
 class ProduceFailed(RuntimeError):
@@ -101,7 +108,21 @@ class _Stream:
 
     window: _Window
     epoch: int = 0
-    started_ms: int = 0  # t = 0 of the stream (the session's, else the first record's timestamp)
+    started_ms: int = 0  # t = 0 of the stream's media time, once fixed (0: not yet, see `waiting`)
+    # records waiting for t = 0, in arrival order (None once it is fixed and they are written)
+    waiting: deque[tuple[Callable[..., Awaitable[None]], Any]] | None = None
+    first_packet_ms: int | None = None  # RTMS's first-packet timestamp, when it came
+    earliest_ms: int | None = None  # the earliest media timestamp among the waiting records
+    fixing: bool = False  # t = 0 is being fixed and what waited written (`written` is set after)
+    unparsed_logged: bool = False
+    written: asyncio.Event = field(default_factory=asyncio.Event)  # set once nothing waits
+    # progress marks: each topic's media clock (its latest frame), where its last mark was, the
+    # kinds seen on the video topic, and the media time a dropped socket's topic stopped at
+    clock: dict[str, int] = field(default_factory=dict)
+    marked: dict[str, int] = field(default_factory=dict)
+    per_participant: bool = False
+    video_kinds: set[str] = field(default_factory=set)
+    lost_at: dict[str, int] = field(default_factory=dict)
     fresh: bool = False
     # the size the last SPS declared (the granted size until one is seen), and its `media` dict
     sps_size: tuple[int, int] | None = None
@@ -156,6 +177,10 @@ class FrameProducer:
         self.max_in_flight = max_in_flight
         self.max_in_flight_bytes = max_in_flight_bytes
         self._streams: dict[tuple[str, str], _Stream] = {}
+        self._sessions: dict[tuple[str, str], StreamSession] = {}
+        # called once a stream's t = 0 is fixed from its media clock, before any record carries it
+        # (the worker stores it on rtms.sessions for a worker that takes the stream over)
+        self.origin_listener: Callable[[StreamSession, int], Awaitable[None]] | None = None
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._topics = {spec.name: spec.full_name(settings.topic_prefix) for spec in (*_RAW, DEADLETTER)}
@@ -197,9 +222,50 @@ class FrameProducer:
     # the encoder only reads records, so sharing it is safe.
     async def audio(self, session: StreamSession, frame: AudioData) -> None:
         stream = self._stream(session)
+        if stream.waiting is not None:
+            await self._wait(session, stream, self._audio, frame, frame.timestamp_ms)
+            return
+        await self._audio(session, stream, frame)
+
+    async def video(self, session: StreamSession, frame: VideoData) -> None:
+        stream = self._stream(session)
+        if stream.waiting is not None:
+            await self._wait(session, stream, self._video, frame, frame.timestamp_ms)
+            return
+        await self._video(session, stream, frame)
+
+    async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
+        stream = self._stream(session)
+        if stream.waiting is not None:
+            await self._wait(session, stream, self._transcript, frame, None)
+            return
+        await self._transcript(session, stream, frame)
+
+    async def event(self, session: StreamSession, event: EventData) -> None:
+        stream = self._stream(session)
+        if stream.waiting is not None:
+            first_packet = event.name == "first_packet" and event.timestamp_ms > 0
+            if first_packet and stream.first_packet_ms is None:
+                stream.first_packet_ms = event.timestamp_ms
+            await self._wait(session, stream, self._event, event, None)
+            if first_packet:
+                await self._fix_origin(session, stream)
+            return
+        await self._event(session, stream, event)
+
+    async def media_lost(self, session: StreamSession, lost: MediaLost) -> None:
+        """A working media socket dropped: the media its topic misses until the socket is back is
+        listed in band (a progress mark with `losses`) before the next frame on that topic."""
+        stream = self._stream(session)
+        spec = _LOSS_TOPICS.get(lost.channel)
+        if spec is not None and spec.name in stream.clock and spec.name not in stream.lost_at:
+            stream.lost_at[spec.name] = stream.clock[spec.name]
+
+    async def _audio(self, session: StreamSession, stream: _Stream, frame: AudioData) -> None:
         params = frame.params
         if stream.media_of is not params:
             stream.media_of, stream.media = params, _audio_params(params)
+            stream.per_participant = not params.mixed
         seqs = stream.seqs
         seq = seqs.get("AUDIO", 0)
         seqs["AUDIO"] = seq + 1
@@ -222,22 +288,29 @@ class FrameProducer:
         }
         await self._send(session, stream, RAW_AUDIO, record, "audio", len(frame.payload))
 
-    async def video(self, session: StreamSession, frame: VideoData) -> None:
-        stream = self._stream(session)
+    async def _video(self, session: StreamSession, stream: _Stream, frame: VideoData) -> None:
         params = frame.params
-        keyframe, parameter_sets = True, False
+        keyframe, parameter_sets, parsed = True, False, True
         if params.codec == "H264":
             try:
                 info = inspect_access_unit(frame.payload)
             except H264Error as exc:
-                letter = DeadLetterData(f"ingest:{RAW_VIDEO.name}", str(exc), "H264Error", frame.payload)
-                await self.dead_letter(session, letter)
-                return
-            keyframe, parameter_sets = info.keyframe, info.has_parameter_sets
-            if info.width and info.height and (info.width, info.height) != stream.sps_size:
-                # a new encoder (speaker switch) or a resolution change: the record says so here
-                stream.sps_size = (info.width, info.height)
-                stream.video_media_of = None
+                # the raw topic keeps every frame Zoom sent: what cannot be derived is unknown
+                keyframe, parsed = False, False
+                metrics.UNPARSED_VIDEO.inc()
+                if not stream.unparsed_logged:
+                    stream.unparsed_logged = True
+                    log.warning(
+                        "video frame not parsed: keyframe and parameter sets unknown (logged once a stream)",
+                        extra={"meeting": session.meeting_uuid, "rtms_stream_id": session.rtms_stream_id,
+                               "error": str(exc)},
+                    )  # fmt: skip
+            else:
+                keyframe, parameter_sets = info.keyframe, info.has_parameter_sets
+                if info.width and info.height and (info.width, info.height) != stream.sps_size:
+                    # a new encoder (speaker switch) or a resolution change: the record says so here
+                    stream.sps_size = (info.width, info.height)
+                    stream.video_media_of = None
         if stream.video_media_of is not params:
             stream.video_media_of, stream.video_media = params, _video_params(params, stream.sps_size)
         kind = frame.kind
@@ -261,11 +334,12 @@ class FrameProducer:
             "keyframe": keyframe,
             "has_parameter_sets": parameter_sets,
             "media": stream.video_media,
+            "access_unit_parsed": parsed,
         }
+        stream.video_kinds.add(kind)
         await self._send(session, stream, RAW_VIDEO, record, _KIND_LABELS[kind], len(frame.payload))
 
-    async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
-        stream = self._stream(session)
+    async def _transcript(self, session: StreamSession, stream: _Stream, frame: TranscriptData) -> None:
         record = self._identity(session, stream, "TRANSCRIPT", frame.timestamp_ms, frame.participant_id)
         record.update(
             participant_name=frame.participant_name,
@@ -277,8 +351,7 @@ class FrameProducer:
         )
         await self._send(session, stream, RAW_TRANSCRIPT, record, "transcript", len(frame.text.encode()))
 
-    async def event(self, session: StreamSession, event: EventData) -> None:
-        stream = self._stream(session)
+    async def _event(self, session: StreamSession, stream: _Stream, event: EventData) -> None:
         kind = "CHAT" if event.name == "chat" else "EVENT"
         record = self._identity(session, stream, kind, event.timestamp_ms, event.participant_id)
         if not event.timestamp_ms:  # Zoom sent none: order by when we received it, and say so
@@ -338,6 +411,14 @@ class FrameProducer:
     async def flush(self, session: StreamSession | None = None) -> None:
         """Ship the open batches holding records of `session` (of every stream if None), wait until
         they are acknowledged, and raise `ProduceFailed` if any of them were not."""
+        if session is not None:
+            found = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
+            if found is not None and found.waiting is not None:
+                await self._fix_origin(session, found)
+        else:
+            for key, waiting in list(self._streams.items()):
+                if waiting.waiting is not None:
+                    await self._fix_origin(self._sessions[key], waiting)
         if session is None:
             self._batcher.ship_all()
             streams = list(self._streams.values())
@@ -397,6 +478,7 @@ class FrameProducer:
             while len(self._ended) > _ENDED_MEMORY:
                 self._ended.popitem(last=False)
             self._streams.pop(key, None)
+            self._sessions.pop(key, None)
             log.info(
                 "end of stream written",
                 extra={
@@ -418,8 +500,9 @@ class FrameProducer:
         """Drop what the producer keeps for a stream this worker no longer holds (call after `flush`).
         Its `ingest_seq` counters start again at 0 if it ever comes back: a new connection."""
         stream = self._streams.get((session.meeting_uuid, session.rtms_stream_id))
-        if stream is not None and not stream.pending:
+        if stream is not None and not stream.pending and stream.waiting is None:
             del self._streams[(session.meeting_uuid, session.rtms_stream_id)]
+            self._sessions.pop((session.meeting_uuid, session.rtms_stream_id), None)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -451,11 +534,70 @@ class FrameProducer:
             stream = self._streams[key] = _Stream(
                 _Window(self.max_in_flight, self.max_in_flight_bytes),
                 epoch=random.getrandbits(63),
-                started_ms=session.started_ms,
+                started_ms=session.media_origin_ms,
                 fresh=session.fresh,
                 key=session.meeting_uuid.encode(),
             )
+            self._sessions[key] = session
+            if not session.media_origin_ms:  # a takeover knows it; otherwise the media clock tells
+                stream.waiting = deque()
+            else:
+                stream.written.set()
         return stream
+
+    # --- t = 0 ----------------------------------------------------------------------------------
+
+    async def _wait(
+        self,
+        session: StreamSession,
+        stream: _Stream,
+        write: Callable[..., Awaitable[None]],
+        item: Any,
+        media_ms: int | None,
+    ) -> None:
+        """Keep a record until the stream's t = 0 is fixed (the first-packet event, or
+        `ORIGIN_WAIT_S` after its first media record): no record may carry a t = 0 that later
+        media is stamped before."""
+        assert stream.waiting is not None
+        stream.waiting.append((write, item))
+        if media_ms is not None:
+            if stream.earliest_ms is None:
+                loop = asyncio.get_running_loop()
+                loop.call_later(ORIGIN_WAIT_S, self._fix_origin_soon, session, stream)
+            if stream.earliest_ms is None or media_ms < stream.earliest_ms:
+                stream.earliest_ms = media_ms
+        if len(stream.waiting) >= ORIGIN_WAIT_RECORDS:  # bounded: fix it now (or wait for the writer)
+            await self._fix_origin(session, stream)
+
+    def _fix_origin_soon(self, session: StreamSession, stream: _Stream) -> None:
+        if stream.waiting is not None and not stream.fixing:
+            task = asyncio.get_running_loop().create_task(self._fix_origin(session, stream))
+            task.add_done_callback(_log_failure)
+
+    async def _fix_origin(self, session: StreamSession, stream: _Stream) -> None:
+        """Fix t = 0 (the earliest of the first-packet timestamp and the waiting media), store it
+        for a worker that may take the stream over, then write what waited, in order."""
+        if stream.fixing:
+            await stream.written.wait()
+            return
+        if stream.waiting is None:
+            return
+        stream.fixing = True
+        try:
+            candidates = [t for t in (stream.first_packet_ms, stream.earliest_ms) if t is not None]
+            origin = min(candidates) if candidates else session.started_ms
+            stream.started_ms = origin or now_ms()
+            if candidates and self.origin_listener is not None:
+                await self.origin_listener(session, stream.started_ms)
+            waiting = stream.waiting
+            assert waiting is not None
+            while waiting:
+                write, item = waiting.popleft()
+                await write(session, stream, item)
+            stream.waiting = None
+            stream.written.set()
+        finally:
+            stream.fixing = False
 
     def _identity(
         self, session: StreamSession, stream: _Stream, kind: str, ts: int, participant: int
@@ -501,10 +643,15 @@ class FrameProducer:
             letter = DeadLetterData(f"ingest:{spec.name}", refused[0], refused[1], bytes(payload))
             await self.dead_letter(session, letter)
             return
-        stream.last_ts[spec.name] = record["timestamp_ms"]
+        ts = record["timestamp_ms"]
+        stream.last_ts[spec.name] = ts
         async with stream.order:  # no await between the seq and here: the order is the seq's
+            if stream.lost_at and spec.name in stream.lost_at:
+                await self._mark(session, stream, spec, stream.lost_at.pop(spec.name), ts)
             await stream.window.acquire(len(value))
             await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
+            if kind is not None and spec is not RAW_EVENTS:
+                await self._progress(session, stream, spec, ts)
         if kind is not None:
             counters = self._kind_metrics.get(kind)
             if counters is None:
@@ -514,6 +661,52 @@ class FrameProducer:
                 )
             counters[0].inc()
             counters[1].inc(size)
+
+    async def _progress(self, session: StreamSession, stream: _Stream, spec: TopicSpec, ts: int) -> None:
+        """Advance the topic's media clock to a record just queued; write the progress marks due:
+        on the transcript topic (the stream's clock: it closes utterances) once the stream has
+        transcripts, and on a media topic only where it has several lanes (per-participant audio;
+        video with deskshare), since a lane is released by its own frames otherwise."""
+        name = spec.name
+        clock = stream.clock
+        if spec is RAW_TRANSCRIPT:
+            clock.setdefault(name, max(clock.get(RAW_AUDIO.name, ts), clock.get(RAW_VIDEO.name, ts)))
+            return
+        if ts <= clock.get(name, ts - 1):
+            return
+        clock[name] = ts
+        if (stream.per_participant if spec is RAW_AUDIO else len(stream.video_kinds) > 1) and (
+            ts - stream.marked.get(name, 0) >= MARK_EVERY_MS
+        ):
+            await self._mark(session, stream, spec, ts)
+        if RAW_TRANSCRIPT.name in clock and ts - stream.marked.get(RAW_TRANSCRIPT.name, 0) >= MARK_EVERY_MS:
+            await self._mark(session, stream, RAW_TRANSCRIPT, ts)
+
+    async def _mark(
+        self,
+        session: StreamSession,
+        stream: _Stream,
+        spec: TopicSpec,
+        media_ms: int,
+        lost_to: int | None = None,
+    ) -> None:
+        """Queue a progress mark on `spec`'s topic (with the loss [media_ms, lost_to) if given)."""
+        stream.marked[spec.name] = media_ms
+        mark = {
+            "meeting_uuid": session.meeting_uuid,
+            "rtms_stream_id": session.rtms_stream_id,
+            "topic": spec.name,
+            "stream_started_ms": stream.started_ms,
+            "ingest_epoch": stream.epoch,
+            "media_ms": media_ms,
+            "losses": []
+            if lost_to is None or lost_to <= media_ms
+            else [{"start_ms": media_ms, "end_ms": lost_to}],
+        }
+        topic = self._topics[spec.name]
+        await stream.window.acquire(0)
+        await self._track(stream, topic, stream.key, None, 0, self._labels[topic], progress_headers(mark))
+        metrics.PROGRESS_MARKS.inc()
 
     async def _track(
         self,
@@ -558,6 +751,15 @@ class FrameProducer:
 
 
 _KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
+# the raw topic whose media a dropped media socket (by its RTMS media type) loses
+_LOSS_TOPICS = {"audio": RAW_AUDIO, "video": RAW_VIDEO, "deskshare": RAW_VIDEO}
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("writing a stream's first records failed", exc_info=task.exception())
+
+
 _RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
 _KINDS_OF: dict[str, tuple[str, ...]] = {
     RAW_AUDIO.name: ("AUDIO",),

@@ -44,6 +44,7 @@ from ingest.backend import (
     AudioData,
     DeadLetterData,
     EventData,
+    MediaLost,
     SessionOutcome,
     StreamSession,
     TranscriptData,
@@ -190,7 +191,7 @@ class Disconnect:
 class Deliver:
     """Hand a parsed value to the frame handler (in this order)."""
 
-    item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData
+    item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData | MediaLost
 
 
 @dataclass(frozen=True)
@@ -643,9 +644,13 @@ class RtmsClient:
             return []
         if channel == SIGNALING:
             log.warning("RTMS signaling lost", extra=self._ctx(why=why))
-            return self._full_retry(now, f"signaling lost: {why}", drop=was_ready)
+            lost = [
+                Deliver(MediaLost(c)) for c, sock in self.sockets.items() if c != SIGNALING and sock.ready
+            ]
+            return lost + self._full_retry(now, f"signaling lost: {why}", drop=was_ready)
         log.warning("RTMS media socket lost", extra=self._ctx(media=channel, why=why))
-        return self._media_retry(channel, now, why, drop=was_ready)
+        lost = [Deliver(MediaLost(channel))] if was_ready else []
+        return lost + self._media_retry(channel, now, why, drop=was_ready)
 
     def _media_retry(self, channel: str, now: float, why: str, drop: bool = False) -> list[Action]:
         slot = self.media.get(channel)

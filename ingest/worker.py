@@ -95,6 +95,7 @@ class _Rebuild:
     urls: dict[StreamKey, str] = field(default_factory=dict)  # last server_urls of each stream
     started: dict[StreamKey, int] = field(default_factory=dict)  # event_ts of each stream's first STARTED
     held_before: set[StreamKey] = field(default_factory=set)  # streams some worker held (a HELD record)
+    origins: dict[StreamKey, int] = field(default_factory=dict)  # t = 0 a holding fixed (HELD records)
     ended: set[StreamKey] = field(default_factory=set)  # streams with an ENDED record: done
 
 
@@ -116,6 +117,7 @@ class SessionWorker:
         self.group_id = group_id
         self.backend_factory = backend_factory or load_backend(settings.ingest_backend)
         self.frames = frames or FrameProducer(settings)
+        self.frames.origin_listener = self._store_origin
         self.codec = Codec.from_settings(settings)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.session_timeout_ms = session_timeout_ms
@@ -246,7 +248,13 @@ class SessionWorker:
                     live += 1
                 started = rebuild.started.get(key, record["event_ts_ms"])
                 fresh = record["action"] == "STARTED" and key not in rebuild.held_before
-                await self._apply(tp.partition, record, fresh=fresh, started_ms=started)
+                await self._apply(
+                    tp.partition,
+                    record,
+                    fresh=fresh,
+                    started_ms=started,
+                    origin_ms=rebuild.origins.get(key, 0),
+                )
             log.info(
                 "partition rebuilt",
                 extra={"partition": tp.partition, "streams": len(rebuild.latest), "live": live},
@@ -275,13 +283,21 @@ class SessionWorker:
             elif value["action"] == "HELD":
                 rebuild.held_before.add(key)
                 rebuild.started.setdefault(key, value["event_ts_ms"])
+                if value.get("media_origin_ms"):
+                    rebuild.origins[key] = value["media_origin_ms"]
             elif value["action"] == "ENDED":
                 rebuild.ended.add(key)
             return
         await self._apply(tp.partition, value, fresh=value["action"] == "STARTED")
 
     async def _apply(
-        self, partition: int, record: dict[str, Any], *, fresh: bool = False, started_ms: int | None = None
+        self,
+        partition: int,
+        record: dict[str, Any],
+        *,
+        fresh: bool = False,
+        started_ms: int | None = None,
+        origin_ms: int = 0,
     ) -> None:
         """Make the held set agree with one session record (idempotent). `fresh`: nobody held the
         stream before (a STARTED with no HELD before it); `started_ms`: the stream's first STARTED
@@ -309,7 +325,7 @@ class SessionWorker:
                 await self.frames.event(held.session, _lifecycle_event(record))
                 await self._end(key, record.get("stop_reason"), "rtms_stopped")
             else:  # its holder died before the markers, or nobody held it: finish it here
-                await self._finish_unheld(record, started_ms)
+                await self._finish_unheld(record, started_ms, origin_ms)
             return
         if action not in _LIVE:
             log.error("session record with an unknown action ignored", extra=ctx)
@@ -344,12 +360,15 @@ class SessionWorker:
             Product(record.get("product") or "UNKNOWN"),
             started_ms=started_ms or record["event_ts_ms"],
             fresh=fresh and action == "STARTED",
+            media_origin_ms=origin_ms or record.get("media_origin_ms") or 0,
         )
         await self._hold(partition, session)
         if action != "HELD":
             await self.frames.event(session, _lifecycle_event(record))
 
-    async def _finish_unheld(self, record: dict[str, Any], started_ms: int | None) -> None:
+    async def _finish_unheld(
+        self, record: dict[str, Any], started_ms: int | None, origin_ms: int = 0
+    ) -> None:
         """End-of-stream markers and ENDED for a stopped stream this worker does not hold."""
         session = StreamSession(
             record["meeting_uuid"],
@@ -357,6 +376,7 @@ class SessionWorker:
             "",
             Product(record.get("product") or "UNKNOWN"),
             started_ms=started_ms or record["event_ts_ms"],
+            media_origin_ms=origin_ms,
         )
         log.info(
             "finishing a stopped stream nobody finished",
@@ -380,7 +400,13 @@ class SessionWorker:
         while len(self._ended) > _ENDED_MEMORY:
             self._ended.popitem(last=False)
 
-    async def _write_session(self, session: StreamSession, action: str, event_ts_ms: int) -> None:
+    async def _store_origin(self, session: StreamSession, origin_ms: int) -> None:
+        """A held stream's t = 0 is fixed: a HELD record carrying it, before any record does."""
+        await self._write_session(session, "HELD", session.started_ms, media_origin_ms=origin_ms)
+
+    async def _write_session(
+        self, session: StreamSession, action: str, event_ts_ms: int, *, media_origin_ms: int | None = None
+    ) -> None:
         """Write one of ingest's own records (HELD, ENDED) to `rtms.sessions` and await its ack."""
         producer = self.frames.producer
         if producer is None:
@@ -394,6 +420,7 @@ class SessionWorker:
             "server_urls": session.server_urls if action == "HELD" else None,
             "event_ts_ms": event_ts_ms,
             "received_at_ms": time.time_ns() // 1_000_000,
+            "media_origin_ms": media_origin_ms,
         }
         partitions = len(await producer.partitions_for(self.topic))
         await producer.send_and_wait(
@@ -406,7 +433,9 @@ class SessionWorker:
     async def _hold(self, partition: int, session: StreamSession) -> None:
         # HELD is stored before the first frame can be: whoever holds the stream next knows that
         # records of an earlier holding may exist
-        await self._write_session(session, "HELD", session.started_ms)
+        await self._write_session(
+            session, "HELD", session.started_ms, media_origin_ms=session.media_origin_ms or None
+        )
         backend = self.backend_factory(self.settings, self.frames)
         held = _Held(session, backend, partition)
         self.held[(session.meeting_uuid, session.rtms_stream_id)] = held

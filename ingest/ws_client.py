@@ -25,6 +25,7 @@ from ingest.backend import (
     DeadLetterData,
     EventData,
     FrameHandler,
+    MediaLost,
     SessionOutcome,
     StreamSession,
     TaskBackend,
@@ -240,7 +241,7 @@ class WebSocketBackend(TaskBackend):
         return outcome
 
     async def _deliver(
-        self, item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData
+        self, item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData | MediaLost
     ) -> None:
         assert self.session is not None
         if isinstance(item, AudioData):
@@ -251,6 +252,10 @@ class WebSocketBackend(TaskBackend):
             await self.frames.transcript(self.session, item)
         elif isinstance(item, EventData):
             await self.frames.event(self.session, item)
+        elif isinstance(item, MediaLost):
+            media_lost = getattr(self.frames, "media_lost", None)  # handlers written before it lack it
+            if media_lost is not None:
+                await media_lost(self.session, item)
         else:
             await self.frames.dead_letter(self.session, item)
 
@@ -354,6 +359,9 @@ class _Discard:
         pass
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
+        pass
+
+    async def media_lost(self, session: StreamSession, lost: MediaLost) -> None:
         pass
 
     async def flush(self, session: StreamSession | None = None) -> None:

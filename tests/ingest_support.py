@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.markers import read_marker
+from schemas.markers import read_control
 
 CLIENT_ID = "test_client_id"
 CLIENT_SECRET = "test_client_secret"
@@ -29,10 +29,13 @@ def ingest_settings(settings: Settings) -> Settings:
     )
 
 
-async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
+async def read_topic(
+    settings: Settings, topic: str, *, marks: bool = False
+) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
     """Every record of `topic` now: (key, decoded value, partition, offset), per partition in offset
     order. Values get `end_of_stream: False`; an end-of-stream marker (null value, StreamEnd header)
-    reads as its StreamEnd fields plus `end_of_stream: True`."""
+    reads as its StreamEnd fields plus `end_of_stream: True`; progress marks are left out, or with
+    `marks` read as their StreamProgress fields plus `progress: True`."""
     codec = Codec.from_settings(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, auto_offset_reset="earliest"
@@ -50,7 +53,9 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
             for tp, records in batch.items():
                 for r in records:
                     if r.offset < ends[tp]:
-                        out.append((r.key, _value(codec, topic, r.value, r.headers), tp.partition, r.offset))
+                        value = _value(codec, topic, r.value, r.headers, marks)
+                        if value is not None:
+                            out.append((r.key, value, tp.partition, r.offset))
             # positions, not record offsets: they also move past offsets that hold no record
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
@@ -61,11 +66,14 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
         await consumer.stop()
 
 
-def _value(codec: Codec, topic: str, value: bytes | None, headers: Any) -> dict[str, Any]:
+def _value(codec: Codec, topic: str, value: bytes | None, headers: Any, marks: bool) -> dict[str, Any] | None:
+    """A record as the tests read it; a progress mark only when `marks` (with "progress": True)."""
     if value is None:
-        end = read_marker(headers)
-        assert end is not None, f"a null value without the end-of-stream headers on {topic}"
-        return {**end, "end_of_stream": True}
+        control = read_control(headers)
+        assert control is not None, f"a null value without control headers on {topic}"
+        if "ended" not in control:
+            return {**control, "progress": True, "end_of_stream": False} if marks else None
+        return {**control, "end_of_stream": True}
     return {**codec.decode(topic, value), "end_of_stream": False}
 
 

@@ -15,12 +15,15 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
+from ingest import metrics
 from ingest.producer import FrameProducer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import read_marker
 
-SESSION = StreamSession("meet==", "stream-1", "wss://x.zoom.us", started_ms=900, fresh=True)
+# t = 0 known (as a takeover knows it from rtms.sessions): records are written as they come;
+# fixing t = 0 from the media clock has tests of its own below
+SESSION = StreamSession("meet==", "stream-1", "wss://x.zoom.us", started_ms=900, fresh=True, media_origin_ms=900)
 
 
 class FakeProducer:
@@ -153,17 +156,22 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     assert len(producer.sent) == 6
 
 
-async def test_a_frame_h264_cannot_parse_is_dead_lettered_and_the_meeting_goes_on() -> None:
+async def test_a_frame_h264_cannot_parse_reaches_the_raw_topic_with_its_derived_fields_unknown() -> None:
+    """The raw topics are the system of record: every frame Zoom sent is there, even one whose SPS
+    the parser cannot read (it is counted; a later stage decides what it can use)."""
     frames, producer, codec = make_producer()
     producer.auto_ack = True
     params = VideoParams(width=640, height=360, fps=10)
+    unparsed_before = metrics.UNPARSED_VIDEO._value.get()
     await frames.video(SESSION, VideoData("VIDEO", 1000, b"garbage without a start code", params))
     await frames.video(SESSION, VideoData("VIDEO", 1100, b"\x00\x00\x01\x65\x88", params))  # positive control
     topics = [t for t, *_ in producer.sent]
-    assert topics == ["p.rtms.deadletter", "p.rtms.raw.video"]
-    letter = codec.decode(topics[0], producer.sent[0][1])
-    assert letter["error"] == "H264Error" and letter["payload"] == b"garbage without a start code"
-    assert codec.decode(topics[1], producer.sent[1][1])["ingest_seq"] == 0  # no hole left by the bad frame
+    assert topics == ["p.rtms.raw.video", "p.rtms.raw.video"]
+    bad, good = (codec.decode(t, v) for t, v, _, _ in producer.sent)
+    assert bad["payload"] == b"garbage without a start code" and bad["ingest_seq"] == 0
+    assert (bad["access_unit_parsed"], bad["keyframe"], bad["has_parameter_sets"]) == (False, False, False)
+    assert (good["access_unit_parsed"], good["keyframe"], good["ingest_seq"]) == (True, True, 1)
+    assert metrics.UNPARSED_VIDEO._value.get() == unparsed_before + 1
 
 
 async def test_records_waiting_for_room_go_to_kafka_in_ingest_seq_order() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import rtms_protocol as proto
-from ingest.backend import AudioData, DeadLetterData, EventData, StreamSession, TranscriptData, VideoData
+from ingest.backend import AudioData, DeadLetterData, EventData, MediaLost, StreamSession, TranscriptData, VideoData
 from ingest.rtms_client import (
     SIGNALING,
     Action,
@@ -291,7 +291,7 @@ def test_other_handshake_statuses_are_fatal(status: int) -> None:
 
 def test_dropped_media_socket_reconnects_only_that_socket() -> None:
     h = ready_client()
-    assert h.close("video") == []
+    assert h.close("video") == [Deliver(MediaLost("video"))]  # the producer lists the loss in band
     (c,) = h.tick(1.0)
     assert c == Connect("video", MEDIA_URLS["video"], c.conn) and c.conn > 4
     assert sent(h.open("video"))[0][1]["msg_type"] == 3
@@ -307,6 +307,7 @@ def test_dropped_signaling_reconnects_signaling_and_media() -> None:
     assert {(d.channel, d.conn) for d in of(actions, Disconnect)} == {
         (k, old[k]) for k in ("audio", "video", "transcript")
     }
+    assert {d.item for d in of(actions, Deliver)} == {MediaLost(k) for k in ("audio", "video", "transcript")}
     assert h.client.phase is Phase.BACKOFF
     (c,) = h.tick(1.0)
     assert c.channel == SIGNALING
@@ -458,7 +459,7 @@ def only_connect(actions: list[Action]) -> Connect:
 
 def test_first_reconnect_after_a_media_drop_is_immediate() -> None:
     h = ready_client()
-    assert h.close("video") == []
+    assert h.close("video") == [Deliver(MediaLost("video"))]
     assert h.client.next_deadline() == h.now  # due now: the shell ticks before it waits again
     c = only_connect(h.tick(0.0))
     assert c == Connect("video", MEDIA_URLS["video"], c.conn) and c.conn > 4

@@ -92,9 +92,11 @@ async def test_a_restarted_stream_is_a_second_stream_each_complete_with_its_own_
         # the stream's life in one topic: the started webhook first; the stream ended itself (stream
         # state TERMINATED), so the stop webhook that came after its markers added nothing after them
         assert events[0] == "rtms_started" and events[-1] == "stream_state", events
-        assert {v["stream_started_ms"] for v in frames_of(mine["rtms.raw.audio"])} == {
-            frames_of(mine["rtms.raw.events"])[0]["timestamp_ms"]
-        }
+        # t = 0 is the media clock's (RTMS's first-packet timestamp), on every record of the stream
+        (first_packet,) = [v["timestamp_ms"] for v in frames_of(mine["rtms.raw.events"]) if v["name"] == "first_packet"]
+        for topic in RAW:
+            assert {v["stream_started_ms"] for v in frames_of(mine[topic])} == {first_packet}, topic
+        assert min(v["timestamp_ms"] for v in frames_of(mine["rtms.raw.audio"])) >= first_packet
     # every record belongs to one of the two streams: nothing unattributed
     assert {v["rtms_stream_id"] for records in raw.values() for v in records} == {
         first.rtms_stream_id,
@@ -103,6 +105,7 @@ async def test_a_restarted_stream_is_a_second_stream_each_complete_with_its_own_
     assert await session_actions(stack.settings, first.rtms_stream_id) == [
         "STARTED",
         "HELD",
+        "HELD",  # with t = 0 once fixed from the media clock
         "STOPPED",
         "ENDED",
     ]
@@ -135,12 +138,14 @@ async def test_a_worker_killed_right_after_the_stop_is_stored_still_leads_to_the
         assert await session_actions(stack.settings, identity.rtms_stream_id) == [
             "STARTED",
             "HELD",
+            "HELD",
             "STOPPED",
         ]
         await stack.start_worker()  # the partition's next owner finishes the stream
         raw = await wait_markers(stack, identity.instance_id, identity.rtms_stream_id)
         assert await session_actions(stack.settings, identity.rtms_stream_id) == [
             "STARTED",
+            "HELD",
             "HELD",
             "STOPPED",
             "ENDED",
@@ -211,4 +216,4 @@ async def test_a_worker_told_to_end_streams_on_stop_closes_them_at_zoom_with_the
         assert worker.held == {}
     assert reason == 20  # RECEIVER_REQUEST_CLOSE: closed at our request
     assert_eos_last(raw, 20, complete=True)
-    assert await session_actions(stack.settings, identity.rtms_stream_id) == ["STARTED", "HELD", "ENDED"]
+    assert await session_actions(stack.settings, identity.rtms_stream_id) == ["STARTED", "HELD", "HELD", "ENDED"]
