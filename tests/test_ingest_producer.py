@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ingest import metrics
 from ingest.backend import (
     AudioData,
     AudioParams,
@@ -15,7 +16,6 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest import metrics
 from ingest.producer import FrameProducer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
@@ -23,7 +23,9 @@ from schemas.markers import read_marker
 
 # t = 0 known (as a takeover knows it from rtms.sessions): records are written as they come;
 # fixing t = 0 from the media clock has tests of its own below
-SESSION = StreamSession("meet==", "stream-1", "wss://x.zoom.us", started_ms=900, fresh=True, media_origin_ms=900)
+SESSION = StreamSession(
+    "meet==", "stream-1", "wss://x.zoom.us", started_ms=900, fresh=True, media_origin_ms=900
+)
 
 
 class FakeProducer:

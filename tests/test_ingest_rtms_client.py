@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 import rtms_protocol as proto
-from ingest.backend import AudioData, DeadLetterData, EventData, MediaLost, StreamSession, TranscriptData, VideoData
+from ingest.backend import (
+    AudioData,
+    DeadLetterData,
+    EventData,
+    MediaLost,
+    StreamSession,
+    TranscriptData,
+    VideoData,
+)
 from ingest.rtms_client import (
     SIGNALING,
     Action,

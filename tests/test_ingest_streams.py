@@ -93,7 +93,9 @@ async def test_a_restarted_stream_is_a_second_stream_each_complete_with_its_own_
         # state TERMINATED), so the stop webhook that came after its markers added nothing after them
         assert events[0] == "rtms_started" and events[-1] == "stream_state", events
         # t = 0 is the media clock's (RTMS's first-packet timestamp), on every record of the stream
-        (first_packet,) = [v["timestamp_ms"] for v in frames_of(mine["rtms.raw.events"]) if v["name"] == "first_packet"]
+        (first_packet,) = [
+            v["timestamp_ms"] for v in frames_of(mine["rtms.raw.events"]) if v["name"] == "first_packet"
+        ]
         for topic in RAW:
             assert {v["stream_started_ms"] for v in frames_of(mine[topic])} == {first_packet}, topic
         assert min(v["timestamp_ms"] for v in frames_of(mine["rtms.raw.audio"])) >= first_packet
@@ -216,4 +218,9 @@ async def test_a_worker_told_to_end_streams_on_stop_closes_them_at_zoom_with_the
         assert worker.held == {}
     assert reason == 20  # RECEIVER_REQUEST_CLOSE: closed at our request
     assert_eos_last(raw, 20, complete=True)
-    assert await session_actions(stack.settings, identity.rtms_stream_id) == ["STARTED", "HELD", "HELD", "ENDED"]
+    assert await session_actions(stack.settings, identity.rtms_stream_id) == [
+        "STARTED",
+        "HELD",
+        "HELD",
+        "ENDED",
+    ]
