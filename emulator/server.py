@@ -262,6 +262,8 @@ class RTMSServer:
         start_delay_s: float = 0.05,
         record: bool = False,
         start_after_subscribing: Iterable[int] = (),
+        preroll_ms: int = 0,
+        first_packet_event: bool = True,
     ) -> StreamHandle:
         """Make a stream reachable and return its handle.
 
@@ -272,6 +274,10 @@ class RTMSServer:
         `start_after_subscribing`: event types the client must have subscribed to before media
         starts (a test knob for checking every event from the first; Zoom does not wait: a client
         that subscribes late misses the events before).
+        `preroll_ms`: Zoom's pre-connect buffering: the media clock started this long before media
+        starts, so the first `preroll_ms` of media (stamped before the connect, and before the
+        started webhook's `event_ts`) go out at once. `first_packet_event` False: no EVENT_UPDATE 1
+        (a server that leaves it out).
         """
         if self._pacer is None:
             raise RuntimeError("start() the server before adding streams")
@@ -286,6 +292,8 @@ class RTMSServer:
             base_ms=base_ms,
             start_delay_s=start_delay_s,
             start_after_subscribing=frozenset(start_after_subscribing),
+            preroll_ms=preroll_ms,
+            first_packet_event=first_packet_event,
             record=record,
             encoder=self._encoder,
             timelines=self._timelines,

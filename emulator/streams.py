@@ -121,6 +121,8 @@ class Stream:
         start_delay_s: float,
         record: bool,
         start_after_subscribing: frozenset[int] = frozenset(),
+        preroll_ms: int = 0,
+        first_packet_event: bool = True,
         encoder: FrameEncoder,
         timelines: TimelineCache,
         pacer: Pacer,
@@ -137,6 +139,8 @@ class Stream:
         self.base_ms = base_ms
         self.start_delay_s = start_delay_s
         self.start_after_subscribing = start_after_subscribing
+        self.preroll_ms = preroll_ms
+        self.first_packet_event = first_packet_event
         self._subscribed_enough = asyncio.Event()  # the client subscribed to start_after_subscribing
         self.encoder = encoder
         self.timelines = timelines
@@ -456,9 +460,10 @@ class Stream:
         self._next = self._timeline.get(0)
         if not self.start_after_subscribing <= self.subscribed:
             await self._subscribed_enough.wait()  # a test's condition (add_stream's docstring)
-        self.t0 = self._loop_time() + self.start_delay_s
+        preroll_s = self.preroll_ms / 1000 / self.speed  # media due before the client connected
+        self.t0 = self._loop_time() + self.start_delay_s - preroll_s
         if self.base_ms is None:
-            self.base_ms = int(time.time() * 1000 + self.start_delay_s * 1000)
+            self.base_ms = int(time.time() * 1000 + self.start_delay_s * 1000) - self.preroll_ms
 
     def _activation_done(self, task: asyncio.Future[None]) -> None:
         self._activating = False
@@ -478,7 +483,8 @@ class Stream:
         self.phase = Phase.ACTIVE
         self.deadline = None if all(self.media[ch] is not None for ch in self.grants) else self.deadline
         ts = self.now_ms()
-        self._send_event(rp.EventUpdate(rp.EventType.FIRST_PACKET_TIMESTAMP, self.base_ms), always=True)
+        if self.first_packet_event:
+            self._send_event(rp.EventUpdate(rp.EventType.FIRST_PACKET_TIMESTAMP, self.base_ms), always=True)
         if self.signaling is not None:
             self.signaling.send(rp.StreamStateUpdate(rp.StreamState.ACTIVE, rp.StopReason.UNDEFINED, ts))
             self.signaling.send(rp.SessionStateUpdate(rp.SessionState.STARTED, ts, self.session_id))
