@@ -25,6 +25,7 @@ from schemas.topics import (
     CONTROL_HEADER,
     END_OF_STREAM,
     PROGRESS,
+    RAW_EVENTS,
     RETENTION,
     SESSIONS,
     STREAM_END_HEADER,
@@ -334,7 +335,7 @@ def _topic_section(spec: TopicSpec, sv: SchemaVersion, retention_days: int) -> l
     lines = [
         f"### {spec.name}",
         "",
-        _cell(sv.schema.get("doc", "")),
+        _cell(spec.doc or sv.schema.get("doc", "")),
         "",
         f"- **Value:** `{sv.full_name}` ({version}, `schemas/avro/{spec.schema}.avsc`; registry subject "
         f"`{spec.name}-value`)",
@@ -344,8 +345,10 @@ def _topic_section(spec: TopicSpec, sv: SchemaVersion, retention_days: int) -> l
     if other:
         lines.append("- **Other configs:** " + ", ".join(f"`{k}={v}`" for k, v in sorted(other.items())))
     extras = []
-    if spec.tier in _MARKER_TIERS:
+    if spec.tier in _MARKER_TIERS and spec.markers:
         extras.append("[end-of-stream markers](#end-of-stream-markers) (null value)")
+    if spec.tier is Tier.RAW and spec is not RAW_EVENTS:
+        extras.append("[progress marks](#progress-marks-raw-topics) (null value)")
     if any(f["name"] == "gap" for f in sv.schema["fields"]):
         extras.append("[gap records](#gap-records)")
     if extras:
@@ -375,7 +378,7 @@ def render(partitions: int | None = None, retention_days: int | None = None) -> 
         defaults = Settings()
         partitions = defaults.partitions if partitions is None else partitions
         retention_days = defaults.retention_days if retention_days is None else retention_days
-    ordered = [s.name for s in ALL_TOPICS if s.tier is Tier.ORDERED]
+    ordered = [s.name for s in ALL_TOPICS if s.tier is Tier.ORDERED and s.markers]
     gap_topics = [
         s.name
         for s in ALL_TOPICS
@@ -391,7 +394,7 @@ def render(partitions: int | None = None, retention_days: int | None = None) -> 
         policy, retention = _policy(spec, retention_days)
         out.append(
             f"| {_link(spec.name)} | {_link(_short(sv.full_name))} | {_cell(_key(spec))} | {policy} | "
-            f"{retention.split(' (')[0]} | {_summary(sv.schema.get('doc', ''))} |"
+            f"{retention.split(' (')[0]} | {_summary(spec.doc or sv.schema.get('doc', ''))} |"
         )
     out += ["", _WIRE, _EXAMPLE.format(topic=TRANSCRIPT.name)]
     marker = current_schema(_MARKER_SCHEMA)

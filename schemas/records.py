@@ -658,7 +658,7 @@ class StreamProgress(TypedDict):
 
 
 class TranscriptUtterance(TypedDict):
-    """Topic rtms.transcript: an utterance assembled from Zoom's transcript pieces, in start order per stream."""
+    """Topic rtms.transcript: a final utterance assembled from Zoom's transcript pieces, one record per utterance, in order per stream (starts never decrease). Its partials (the same schema, final = false) are on rtms.transcript.partial."""
 
     # Meeting id; the record key.
     meeting_uuid: str

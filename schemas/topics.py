@@ -41,6 +41,8 @@ class TopicSpec:
     schema: str  # file name under schemas/avro without .avsc
     tier: Tier
     configs: dict[str, str] = field(default_factory=dict)
+    doc: str = ""  # what the topic holds, where its schema's doc does not say (a schema shared)
+    markers: bool = True  # carries end-of-stream markers (raw and ordered topics)
 
     def full_name(self, prefix: str = "") -> str:
         """The topic's name on the broker (tests prefix names to isolate runs)."""
@@ -84,7 +86,15 @@ AUDIO = TopicSpec("rtms.audio", "audio_frame", Tier.ORDERED, _DATA)
 VIDEO = TopicSpec("rtms.video", "video_frame", Tier.ORDERED, _DATA)
 TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, _DATA)
 # the open utterance after each piece (final = false), superseded by its record on rtms.transcript
-TRANSCRIPT_PARTIAL = TopicSpec("rtms.transcript.partial", "transcript_utterance", Tier.ORDERED, _DATA)
+TRANSCRIPT_PARTIAL = TopicSpec(
+    "rtms.transcript.partial",
+    "transcript_utterance",
+    Tier.ORDERED,
+    _DATA,
+    doc="The open utterance of a stream after each of its pieces (final = false), at once; the same "
+    "utterance_id's record on rtms.transcript supersedes it. Keep the latest per utterance_id.",
+    markers=False,
+)
 EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _DATA)
 LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
 DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
