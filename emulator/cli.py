@@ -224,6 +224,19 @@ class _Played:
 @click.option("--started-twice", is_flag=True, help="Deliver each rtms_started twice (a Zoom retry).")
 @click.option("--connect-timeout", default=60.0, show_default=True, help="Seconds to wait for a client.")
 @click.option(
+    "--preroll-ms",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 60_000),
+    help="Zoom's pre-connect buffering: media stamped this long before the connect (and the webhook), sent at once.",
+)
+@click.option(
+    "--first-packet-event/--no-first-packet-event",
+    default=True,
+    show_default=True,
+    help="Send RTMS's first-packet timestamp event (EVENT_UPDATE 1).",
+)
+@click.option(
     "--webhook-timeout", default=3.0, show_default=True, help="Seconds before a delivery counts as lost."
 )
 @_apply(_credential_options + _server_options)
@@ -300,7 +313,14 @@ async def _play_one(
     interrupted: asyncio.Event,
 ) -> _Played:
     identity = _identity(options, index)
-    handle = server.add_stream(identity.instance_id, identity.rtms_stream_id, meeting, speed=options["speed"])
+    handle = server.add_stream(
+        identity.instance_id,
+        identity.rtms_stream_id,
+        meeting,
+        speed=options["speed"],
+        preroll_ms=options["preroll_ms"],
+        first_packet_event=options["first_packet_event"],
+    )
     identity = dataclasses.replace(identity, server_urls=handle.server_urls)
     played = _Played(index, identity, handle)
 

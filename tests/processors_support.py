@@ -19,7 +19,7 @@ from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.markers import marker_headers
+from schemas.markers import marker_headers, progress_headers
 from schemas.topics import partition_for
 from tests.ingest_support import free_port, read_topic
 
@@ -28,16 +28,25 @@ PCM = bytes(640)  # 20 ms of 16 kHz mono L16
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 VIDEO_MEDIA = {"codec": "H264", "width": 640, "height": 360, "fps": 10, "mode": "ACTIVE_SPEAKER"}
 RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.transcript.partial", "rtms.events")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")  # those with markers, per raw topic
+OUTPUTS = (*ORDERED, "rtms.transcript.partial")  # every topic of ordered output
 
 
 @dataclass
 class RawRecord:
     topic: str  # base name
     key: bytes
-    value: dict[str, Any] | None  # None: an end-of-stream marker with `end`
+    value: dict[str, Any] | None  # None: an end-of-stream marker with `end`, or a progress mark
     end: dict[str, Any] | None = None
     raw_bytes: bytes | None = None  # written as is (malformed input)
+    progress: dict[str, Any] | None = None  # a progress mark (StreamProgress)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The control record's headers (a marker's or a progress mark's)."""
+        if self.progress is not None:
+            return progress_headers(self.progress)
+        assert self.end is not None
+        return marker_headers(self.end)
 
 
 @dataclass
@@ -55,6 +64,7 @@ class StreamPlan:
     late_audio: int | None = None  # index of an audio frame sent far too late
     records: list[RawRecord] = field(default_factory=list)
     late_timestamp_ms: int | None = None  # of the frame sent too late (after build)
+    marks: bool = True  # progress marks as ingest writes them (audio clock; transcript, closing turns)
 
     def build(self) -> list[RawRecord]:
         rnd = random.Random(self.seed)
@@ -105,8 +115,34 @@ class StreamPlan:
                 sent.insert(min(len(sent), j + 1 + rnd.randrange(3)), dict(sent[j], ingest_seq=10_000 + j))
             if late is not None and late_at is not None:
                 sent.insert(min(len(sent), late_at + 40), late)
-            out += [RawRecord(topic, key, v) for v in sent]
+            records = [RawRecord(topic, key, v) for v in sent]
+            out += self._with_marks(topic, records, stamp) if self.marks else records
         self.records = out
+        return out
+
+    def _with_marks(self, topic: str, records: list[RawRecord], stamp: dict[str, Any]) -> list[RawRecord]:
+        """Progress marks among a topic's records: on audio the topic's clock every 250 ms; on the
+        transcript after each piece, and a second past the last piece of each speaker's turn (so
+        the pause rule closes it before the next speaker's piece comes)."""
+        if topic not in ("rtms.raw.audio", "rtms.raw.transcript"):
+            return records
+        out: list[RawRecord] = []
+        clock = marked = 0
+        for r in records:
+            out.append(r)
+            assert r.value is not None
+            ts = r.value["timestamp_ms"]
+            mark = None
+            if topic == "rtms.raw.audio":
+                clock = max(clock, ts)
+                if clock - marked >= 250:
+                    mark = marked = clock
+            else:
+                turn_ends = r.value["ingest_seq"] % 3 == 2
+                mark = ts + (1_000 if turn_ends else 150)
+            if mark is not None:
+                progress = {**stamp, "topic": topic, "media_ms": mark, "losses": []}
+                out.append(RawRecord(topic, r.key, None, progress=progress))
         return out
 
     def markers(self) -> list[RawRecord]:
@@ -158,8 +194,7 @@ async def write_raw(settings: Settings, records: list[RawRecord]) -> None:
                 value: bytes | None = r.raw_bytes
                 headers = None
             elif r.value is None:
-                assert r.end is not None
-                value, headers = None, marker_headers(r.end)
+                value, headers = None, r.headers()
             else:
                 value, headers = codec.encode(topic, r.value), None
             futures.append(await producer.send(topic, value, key=r.key, partition=part, headers=headers))
@@ -175,7 +210,7 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
     codec = Codec.from_settings(settings)
     cores: dict[int, PartitionCore] = {}
     out: dict[str, list[tuple[int, dict[str, Any]]]] = {
-        t: [] for t in (*ORDERED, "rtms.late", "rtms.deadletter")
+        t: [] for t in (*OUTPUTS, "rtms.late", "rtms.deadletter")
     }
     from schemas.markers import read_marker
 

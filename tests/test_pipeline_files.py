@@ -92,6 +92,35 @@ async def meeting(stack: PipelineStack) -> MeetingRun:
     return await stack.play(MEETING_ARGS, f"files-{uuid.uuid4().hex[:8]}==")
 
 
+PREROLL_MS = 3000
+
+
+@pytest.fixture(scope="module")
+async def preroll_meeting(stack: PipelineStack, meeting: MeetingRun) -> MeetingRun:
+    """The same meeting as Zoom delivers it after buffering: the first 3 s of media stamped before
+    the started webhook's `event_ts` and sent at once on connect, and no first-packet event (t = 0
+    then comes from the earliest media)."""
+    args = [*MEETING_ARGS, "--preroll-ms", str(PREROLL_MS), "--no-first-packet-event"]
+    return await stack.play(args, f"preroll-{uuid.uuid4().hex[:8]}==")
+
+
+def test_preroll_media_is_stamped_before_the_webhook_and_t0_is_the_media_clock(
+    preroll_meeting: MeetingRun, meeting: MeetingRun
+) -> None:
+    for run in (meeting, preroll_meeting):
+        (started,) = [v for v in run.raw["rtms.raw.events"] if v["name"] == "rtms_started"]
+        assert run.stream_started_ms == media_base_ms(run)  # t = 0: the first media, not the webhook
+        if run is preroll_meeting:  # the case: media stamped seconds before the webhook's time
+            assert started["timestamp_ms"] - media_base_ms(run) >= PREROLL_MS - 500, started
+            assert not [v for v in run.raw["rtms.raw.events"] if v["name"] == "first_packet"]
+        else:  # control: the first-packet event is t = 0, and the webhook came before the media
+            (first_packet,) = [v for v in run.raw["rtms.raw.events"] if v["name"] == "first_packet"]
+            assert first_packet["timestamp_ms"] == run.stream_started_ms > started["timestamp_ms"]
+
+
+BOTH = pytest.mark.parametrize("which", ["meeting", "preroll_meeting"])
+
+
 @pytest.fixture(scope="module")
 async def multi_meeting(stack: PipelineStack, meeting: MeetingRun) -> MeetingRun:
     """The same meeting with per-participant audio: RTMS sends either the mixed stream or one per
@@ -161,13 +190,16 @@ def avcc_parameter_sets(avcc: bytes) -> list[bytes]:
 # --- WAV ------------------------------------------------------------------------------------------------------
 
 
+@BOTH
 def test_wav_is_the_pcm_ingest_received_with_silence_exactly_at_the_manifest_gaps(
-    meeting: MeetingRun,
+    which: str, request: pytest.FixtureRequest
 ) -> None:
+    meeting: MeetingRun = request.getfixturevalue(which)
     origin = meeting.stream_started_ms
     listed = media_manifest(meeting)["streams"][0]["gaps"]
     gaps = sorted((g["start_ms"] - origin, g["duration_ms"]) for g in listed if g["kind"] == "audio")
-    assert gaps and gaps[0][0] == 0, gaps  # ingest connects after the started webhook: a leading gap
+    # t = 0 is the media clock's: the recording opens with the first packet, no connection silence
+    assert not gaps or gaps[0][0] > 0, gaps
     expected = bytearray()
     for frame in audio_frames(meeting):
         while gaps and gaps[0][0] + gaps[0][1] <= frame["timestamp_ms"] - origin:
@@ -207,10 +239,14 @@ def test_mp4_has_exactly_one_h264_and_one_aac_stream(meeting: MeetingRun) -> Non
         )
 
 
-def test_mp4_video_samples_are_the_raw_nal_units_in_order_at_their_times(meeting: MeetingRun) -> None:
+@BOTH
+def test_mp4_video_samples_are_the_raw_nal_units_in_order_at_their_times(
+    which: str, request: pytest.FixtureRequest
+) -> None:
     """Same bytes, same order, nothing normalised: the muxer only turns Annex-B start codes into
     4-byte lengths and keeps every NAL unit in band (SPS/PPS before each IDR included); it also
     copies the first access unit's SPS/PPS into the avcC, which is checked on its own."""
+    meeting: MeetingRun = request.getfixturevalue(which)
     frames = video_frames(meeting)
     assert len({v["participant_id"] for v in frames}) == PARTICIPANTS  # the switches are in the data
     packets, avcc, time_base = video_samples(meeting.stream_dir / "recording.mp4")
@@ -283,7 +319,11 @@ def test_mp4_tracks_last_as_long_as_the_stream_within_one_frame(meeting: Meeting
             assert first.pts == -1024  # priming, cut by the edit list: the audio starts at t = 0
 
 
-def test_beep_and_flash_are_at_most_40_ms_apart_in_the_decoded_mp4(meeting: MeetingRun) -> None:
+@BOTH
+def test_beep_and_flash_are_at_most_40_ms_apart_in_the_decoded_mp4(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    meeting: MeetingRun = request.getfixturevalue(which)
     path = meeting.stream_dir / "recording.mp4"
     with av.open(str(path)) as mp4:
         brightness = [(float(f.time), float(f.to_ndarray()[: f.height].mean())) for f in mp4.decode(video=0)]
@@ -342,7 +382,9 @@ def vtt_ms(stamp: str) -> int:
     return (int(hours) * 3600 + int(minutes) * 60) * 1000 + round(float(seconds) * 1000)
 
 
-def test_vtt_and_srt_parse_with_one_cue_per_jsonl_line(meeting: MeetingRun) -> None:
+@BOTH
+def test_vtt_and_srt_parse_with_one_cue_per_jsonl_line(which: str, request: pytest.FixtureRequest) -> None:
+    meeting: MeetingRun = request.getfixturevalue(which)
     d = meeting.stream_dir
     utterances = [
         json.loads(line) for line in (d / "transcript.jsonl").read_text(encoding="utf-8").splitlines()

@@ -15,6 +15,7 @@ from rtmsflow.settings import Settings
 from tests.ingest_support import ingest_stack, small_meeting
 from tests.processors_support import (
     ORDERED,
+    OUTPUTS,
     RAW,
     T0,
     RawRecord,
@@ -235,9 +236,9 @@ async def test_input_goes_on_while_a_commit_cycle_waits_and_nothing_is_committed
         finally:
             gate.set()
         await wait_for(lambda: _positive(committed()), 60, "a commit once the state is written")
-    out = {base: await ordered(settings, base) for base in ORDERED}
+    out = {base: await ordered(settings, base) for base in OUTPUTS}
     expected = await undisturbed(settings)
-    assert out == {base: expected[base] for base in ORDERED}
+    assert out == {base: expected[base] for base in OUTPUTS}
 
 
 async def _positive(value: Any) -> bool | None:

@@ -17,7 +17,6 @@ import pytest
 from processors.lanes import DEADLETTER, LATE, LaneConfig, Output, PartitionCore
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.markers import marker_headers
 from tests.processors_support import RAW, StreamPlan, interleave
 
 Raw = tuple[str, int, bytes, bytes | None, list[tuple[str, bytes]]]
@@ -43,8 +42,7 @@ def raw(codec: Codec) -> list[Raw]:
     out: list[Raw] = []
     for r in records:
         if r.value is None:
-            assert r.end is not None
-            value, headers = None, list(marker_headers(r.end))
+            value, headers = None, r.headers()
         else:
             value, headers = codec.encode(r.topic, r.value), []
         out.append((r.topic, offsets[r.topic], r.key, value, headers))
