@@ -12,6 +12,7 @@ stages meet only in Kafka: this module imports none of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -25,9 +26,19 @@ from typing import Any
 import click
 
 from rtmsflow.cli import load_settings
-from rtmsflow.logs import get_logger
+from rtmsflow.live import (
+    LiveWatch,
+    Screen,
+    describe_streams,
+    manifests_since,
+    split_streams,
+    summary_lines,
+    wants_live,
+)
+from rtmsflow.logs import get_logger, setup_logging
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env, wait_drained
+from rtmsflow.view import LiveView
 
 log = get_logger(__name__)
 
@@ -35,24 +46,16 @@ log = get_logger(__name__)
 DEMO_RESOLUTIONS = ("360p", "720p", "1080p")
 
 
-def _say(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}")
-
-
-def _manifests(data_dir: Path, since: float) -> list[Path]:
-    """The manifests the sinks wrote (renamed into place) since `since` (a wall-clock time)."""
-    return sorted(p for p in data_dir.glob("*/*/*/*manifest.json") if p.stat().st_mtime >= since)
-
-
 async def _wait_finalized(
-    sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float, transcript: bool
-) -> None:
-    """Until the processors and both sinks have drained and the media manifest (and, when the
-    meeting has transcripts, the transcript manifest) are on disk; shows progress every few seconds."""
+    sup: Supervisor, settings: Settings, data_dir: Path, since: float, timeout_s: float, transcript: bool,
+    meeting_uuid: str, screen: Screen,
+) -> None:  # fmt: skip
+    """Until the processors and both sinks have drained and the meeting's media manifest (and, when
+    it has transcripts, its transcript manifest) are on disk; in plain mode, says so every few seconds."""
     deadline = time.monotonic() + timeout_s
-    said = 0.0
+    said = time.monotonic()
     while True:
-        manifests = _manifests(data_dir, since)
+        manifests = [p for p in manifests_since(data_dir, since) if _meeting_of(p) == meeting_uuid]
         names = {p.name for p in manifests}
         if "manifest.json" in names and (not transcript or any(n != "manifest.json" for n in names)):
             break
@@ -61,8 +64,8 @@ async def _wait_finalized(
                 f"the meeting was not finalized within {timeout_s:.0f}s (manifests: {sorted(names)}); "
                 f"logs in {sup.log_dir}"
             )
-        if time.monotonic() - said > 5:
-            _say(f"waiting for the sinks to finalize ({len(manifests)} manifest(s) so far)")
+        if screen.live is None and time.monotonic() - said > 5:
+            screen.say(f"waiting for the sinks to finalize ({len(manifests)} manifest(s) so far)")
             said = time.monotonic()
         await asyncio.sleep(0.5)
     for stage in sup.stages:
@@ -72,38 +75,11 @@ async def _wait_finalized(
             )
 
 
-def _describe(data_dir: Path, since: float) -> dict[str, Any]:
-    """Every stream directory written in this run: its files (bytes) and the manifests' facts."""
-    report: dict[str, Any] = {}
-    for manifest in _manifests(data_dir, since):
-        stream_dir = manifest.parent
-        entry = report.setdefault(str(stream_dir), {"files": {}, "manifests": {}})
-        for f in sorted(stream_dir.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
-                entry["files"][f.name] = f.stat().st_size
-        entry["manifests"][manifest.name] = json.loads(manifest.read_text())
-    return report
-
-
-def _holds(manifests: dict[str, Any]) -> list[str]:
-    """What the stream's files hold, from its manifests: a line each for media and transcript."""
-    lines = []
-    media, text = manifests.get("manifest.json"), manifests.get("transcript.manifest.json")
-    for manifest, kind in ((media, "media"), (text, "transcript")):
-        if not manifest or not manifest.get("streams"):
-            continue
-        stream = manifest["streams"][0]
-        counts = ", ".join(f"{n} {k.lower()}" for k, n in sorted(stream.get("frame_counts", {}).items()))
-        gaps = len(stream.get("gaps", []))
-        how = stream.get("ended", {}).get("how", "?")
-        people = ", ".join(
-            p.get("name") or str(p["participant_id"]) for p in manifest.get("participants", [])
-        )
-        lines.append(
-            f"{kind}: {stream.get('duration_ms', 0) / 1000:.1f} s, {counts}; {gaps} gap(s); "
-            f"finalized by {how}" + (f"; participants: {people}" if people and kind == "media" else "")
-        )
-    return lines
+def _meeting_of(manifest: Path) -> str | None:
+    try:
+        return str(json.loads(manifest.read_text()).get("meeting_uuid"))
+    except (OSError, ValueError):
+        return None
 
 
 @click.command()
@@ -128,6 +104,9 @@ def _holds(manifests: dict[str, Any]) -> list[str]:
 @click.option(
     "--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds to wait for the files."
 )
+@click.option("--plain", is_flag=True,
+              help="Plain lines instead of the live view (the default when output is not a terminal).")  # fmt: skip
+@click.option("--verbose", is_flag=True, help="Also stream every stage's JSON log lines.")
 def demo(
     participants: int,
     duration: float,
@@ -139,102 +118,128 @@ def demo(
     speed: float,
     out_dir: str,
     timeout_s: float,
+    plain: bool,
+    verbose: bool,
 ) -> None:
     """Play one emulated meeting through the whole pipeline and print the files it became."""
     from rtmsflow.admin import ensure_topics
     from rtmsflow.broker import LocalKafka
 
     settings = load_settings()
-    broker: LocalKafka | None = None
-    bootstrap = settings.kafka_bootstrap
-    if not bootstrap:
-        broker = LocalKafka()
-        running = broker.status()
-        bootstrap = running or broker.start()
-        if running:
-            broker = None  # not ours to stop
-        _say(f"Kafka broker: local KRaft at {bootstrap}")
-    else:
-        _say(f"Kafka broker: {bootstrap} (RTMSFLOW_KAFKA_BOOTSTRAP)")
     out = Path(out_dir).resolve()
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log_dir = out / "logs" / run_id
+    setup_logging(settings.log_level, log_dir / "demo.log")  # the terminal gets the view instead
     data_dir = out / "data"
-    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap, data_dir=str(data_dir))
-    env = stage_env(
-        settings,
-        {
-            "ZM_RTMS_CLIENT": settings.zoom_client_id or "demo-client-id",
-            "ZM_RTMS_SECRET": settings.zoom_client_secret or secrets.token_hex(16),
-            "ZOOM_SECRET_TOKEN": settings.zoom_webhook_secret or secrets.token_hex(16),
-            "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
-            "RTMSFLOW_ALLOW_INSECURE_WS": "1",
-            "RTMSFLOW_DATA_DIR": str(data_dir),
-            # ingest asks for what the meeting has
-            "RTMSFLOW_RTMS_VIDEO": "1" if video else "0",
-            "RTMSFLOW_RTMS_VIDEO_RESOLUTION": video_resolution,
-            "RTMSFLOW_RTMS_VIDEO_FPS": str(video_fps),
-            "RTMSFLOW_RTMS_DESKSHARE": "1" if deskshare else "0",
-            "RTMSFLOW_RTMS_TRANSCRIPT": "1" if transcript else "0",
-        },
-    )
-    asyncio.run(ensure_topics(settings))
-    stages = stack_stages(settings, free_ports(5))
-    sup = Supervisor(settings, stages, env, out / "logs" / run_id)
     meeting_uuid = f"demo-{run_id}=="
+    stages = stack_stages(settings, free_ports(5))
+    view = LiveView(
+        [s.name for s in stages], expected_s={meeting_uuid: duration / speed}, this_run=[meeting_uuid]
+    )
+    screen = Screen(view, f"rtmsflow demo: logs in {log_dir}", live=wants_live(plain))
     started_wall = time.time()
     started = time.monotonic()
+    broker: LocalKafka | None = None
+    with screen:
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            broker = LocalKafka()
+            running = broker.status()
+            bootstrap = running or broker.start()
+            if running:
+                broker = None  # not ours to stop
+            screen.say(f"Kafka broker: local KRaft at {bootstrap}")
+        else:
+            screen.say(f"Kafka broker: {bootstrap} (RTMSFLOW_KAFKA_BOOTSTRAP)")
+        settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap, data_dir=str(data_dir))
+        env = stage_env(
+            settings,
+            {
+                "ZM_RTMS_CLIENT": settings.zoom_client_id or "demo-client-id",
+                "ZM_RTMS_SECRET": settings.zoom_client_secret or secrets.token_hex(16),
+                "ZOOM_SECRET_TOKEN": settings.zoom_webhook_secret or secrets.token_hex(16),
+                "RTMSFLOW_ALLOWED_HOSTS": "127.0.0.1",
+                "RTMSFLOW_ALLOW_INSECURE_WS": "1",
+                "RTMSFLOW_DATA_DIR": str(data_dir),
+                # ingest asks for what the meeting has
+                "RTMSFLOW_RTMS_VIDEO": "1" if video else "0",
+                "RTMSFLOW_RTMS_VIDEO_RESOLUTION": video_resolution,
+                "RTMSFLOW_RTMS_VIDEO_FPS": str(video_fps),
+                "RTMSFLOW_RTMS_DESKSHARE": "1" if deskshare else "0",
+                "RTMSFLOW_RTMS_TRANSCRIPT": "1" if transcript else "0",
+            },
+        )
+        asyncio.run(ensure_topics(settings))
+        sup = Supervisor(settings, stages, env, log_dir)
+        watch = LiveWatch(settings, view, screen, sup, data_dir, started_wall, verbose=verbose)
 
-    async def run() -> None:
-        _say(f"starting {', '.join(s.name for s in stages)} (logs in {sup.log_dir})")
-        await sup.start()
-        watcher = asyncio.create_task(sup.watch())
+        async def run() -> None:
+            await watch.start()
+            watching = asyncio.create_task(watch.run())
+            screen.say(f"starting {', '.join(s.name for s in stages)} (logs in {sup.log_dir})")
+            await sup.start()
+            watcher = asyncio.create_task(sup.watch())
+            try:
+                webhook = f"http://127.0.0.1:{sup.stage('ingest-http').spec.port}/webhook"
+                # the emulator's own log is quiet unless another level than the default is asked for
+                emulator_log_level = "WARNING" if settings.log_level == "INFO" else settings.log_level
+                shown = f"{video_resolution} at {video_fps} fps" if video else "no video"
+                screen.say(
+                    f"playing a {duration:g}s meeting of {participants} participants ({shown}) at {speed:g}x"
+                )
+                with (log_dir / "emulator.log").open("ab") as emulator_log:
+                    emulator = await asyncio.to_thread(
+                        subprocess.run,
+                        [
+                            sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting",
+                            "--participants", str(participants), "--duration", str(duration),
+                            "--video" if video else "--no-video", "--video-resolution", video_resolution,
+                            "--video-fps", str(video_fps), "--deskshare" if deskshare else "--no-deskshare",
+                            "--transcript" if transcript else "--no-transcript",
+                            "--speed", str(speed), "--meeting-uuid", meeting_uuid, "--webhook", webhook,
+                        ],
+                        env={**env, "RTMSFLOW_LOG_LEVEL": emulator_log_level},
+                        stdout=subprocess.DEVNULL,
+                        stderr=emulator_log,
+                        check=False,
+                    )  # fmt: skip
+                if emulator.returncode != 0:
+                    raise click.ClickException(
+                        f"the emulator failed (exit {emulator.returncode}); its log: {log_dir / 'emulator.log'}"
+                    )
+                screen.say("meeting played; the stream is stopped")
+                await _wait_finalized(
+                    sup, settings, data_dir, started_wall, timeout_s, transcript, meeting_uuid, screen
+                )
+                if sup.failed:
+                    raise click.ClickException(sup.failed)
+            finally:
+                watcher.cancel()
+                screen.say("stopping the stages in order")
+                await sup.stop(drain_timeout_s=30)
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+
         try:
-            webhook = f"http://127.0.0.1:{sup.stage('ingest-http').spec.port}/webhook"
-            # the emulator's own log is quiet unless another level than the default is asked for
-            emulator_log_level = "WARNING" if settings.log_level == "INFO" else settings.log_level
-            shown = f"{video_resolution} at {video_fps} fps" if video else "no video"
-            _say(f"playing a {duration:g}s meeting of {participants} participants ({shown}) at {speed:g}x")
-            emulator = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable, "-m", "rtmsflow.cli", "emulator", "meeting",
-                    "--participants", str(participants), "--duration", str(duration),
-                    "--video" if video else "--no-video", "--video-resolution", video_resolution,
-                    "--video-fps", str(video_fps), "--deskshare" if deskshare else "--no-deskshare",
-                    "--transcript" if transcript else "--no-transcript",
-                    "--speed", str(speed), "--meeting-uuid", meeting_uuid, "--webhook", webhook,
-                ],
-                env={**env, "RTMSFLOW_LOG_LEVEL": emulator_log_level},
-                stdout=subprocess.DEVNULL,
-                check=False,
-            )  # fmt: skip
-            if emulator.returncode != 0:
-                raise click.ClickException(f"the emulator failed (exit {emulator.returncode})")
-            _say("meeting played; the stream is stopped")
-            await _wait_finalized(sup, settings, data_dir, started_wall, timeout_s, transcript)
-            if sup.failed:
-                raise click.ClickException(sup.failed)
+            asyncio.run(run())
         finally:
-            watcher.cancel()
-            _say("stopping the stages in order")
-            await sup.stop(drain_timeout_s=30)
-
-    try:
-        asyncio.run(run())
-    finally:
-        if broker is not None and not settings.demo_keep_broker:
-            broker.stop()
-    report: dict[str, Any] = {"meeting_uuid": meeting_uuid, "elapsed_s": round(time.monotonic() - started, 1)}
-    report["streams"] = _describe(data_dir, started_wall)
+            if broker is not None and not settings.demo_keep_broker:
+                broker.stop()
+    streams = describe_streams(manifests_since(data_dir, started_wall))
+    mine, leftovers = split_streams(streams, [meeting_uuid])
+    report: dict[str, Any] = {
+        "meeting_uuid": meeting_uuid,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "streams": mine,
+        "leftover_streams": leftovers,
+        "logs": str(log_dir),
+    }
     summary = out / f"summary-{run_id}.json"
     tmp = summary.with_suffix(".json.partial")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     tmp.replace(summary)
     click.echo(f"\nmeeting {meeting_uuid}: played, processed and written in {report['elapsed_s']}s")
-    for stream_dir, entry in report["streams"].items():
-        click.echo(f"  {stream_dir}/")
-        for name, size in entry["files"].items():
-            click.echo(f"    {name:<32} {size:>12,} bytes")
-        for line in _holds(entry["manifests"]):
-            click.echo(f"    {line}")
-    click.echo(f"summary: {summary}")
+    for line in summary_lines(mine, leftovers):
+        click.echo(line)
+    click.echo(f"summary: {summary}\nlogs: {log_dir}")
