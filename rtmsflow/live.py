@@ -77,7 +77,7 @@ def render(snap: Snapshot, title: str) -> RenderableType:
                          ("restarts", "right")):  # fmt: skip
         stages.add_column(col, justify=justify)  # type: ignore[arg-type]
     for s in snap.stages:
-        colour = "green" if s.health == "ok" else "red" if s.health in ("down", "restarting") else "yellow"
+        colour = {"ok": "green", "stopped": "dim", "down": "red", "restarting": "red"}.get(s.health, "yellow")
         stages.add_row(
             s.name,
             f"[{colour}]{escape(s.health)}[/]",
@@ -101,14 +101,16 @@ def render(snap: Snapshot, title: str) -> RenderableType:
     )
 
     if snap.finalized:
-        done = Table(title="finalized", title_justify="left", box=None, padding=(0, 2, 0, 0))
-        done.add_column("kind")
-        done.add_column("directory")
-        done.add_column("files")
+        done = Text()
         for f in snap.finalized:
-            where = escape(f.stream_dir) + "/" + ("" if f.this_run else " [yellow](leftover)[/]")
-            done.add_row(f.kind, where, escape(", ".join(f.files)))
-        parts.append(done)
+            if done:
+                done.append("\n")
+            done.append(f"{f.kind:<10}  ", style="bold")
+            done.append(f"{f.stream_dir}/")
+            done.append(f"  {', '.join(f.files)}", style="dim")
+            if not f.this_run:
+                done.append(" (leftover)", style="yellow")
+        parts.append(Panel(done, title="finalized", title_align="left"))
     if snap.notes:
         notes = Text()
         for n in snap.notes:
@@ -149,11 +151,20 @@ class Screen:
             self.live.stop()
         else:
             self._print_lines()
+            for line in self.view.status_lines(int(time.time() * 1000)):
+                self.say(line)
 
     def say(self, message: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
         if self.live is not None:
             self.console.print(escape(line))
+        else:
+            click.echo(line)
+
+    def echo(self, line: str) -> None:
+        """A line as it is (no time), above the live display if any."""
+        if self.live is not None:
+            self.console.print(escape(line), soft_wrap=True)
         else:
             click.echo(line)
 
@@ -324,6 +335,7 @@ class LiveWatch:
             health_body=body if isinstance(body, dict) else None,
             restarts=stage.restarts_total,
             running=stage.exited() is None,
+            stopping=stage.stopping,
         )
 
     async def _topics(self) -> None:

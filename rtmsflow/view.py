@@ -309,12 +309,15 @@ class LiveView:
         health_body: Mapping[str, Any] | None = None,
         restarts: int = 0,
         running: bool = True,
+        stopping: bool = False,
     ) -> None:
         """One scrape of stage `name` at monotonic `at_s`: its /metrics text (None when it did not
         answer), /health's HTTP status (None when it did not answer) and body, and what the
-        supervisor knows (restarts so far, whether its process runs)."""
+        supervisor knows (restarts so far, whether its process runs, whether it is stopping it)."""
         self._restarts[name] = restarts
-        if not running:
+        if stopping and (not running or health_status is None):
+            self._health[name] = "stopped"
+        elif not running:
             self._health[name] = "restarting" if restarts else "down"
         elif health_status is None:
             self._health[name] = "down"

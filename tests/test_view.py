@@ -125,6 +125,8 @@ def test_health_says_ok_the_stages_own_status_down_or_restarting() -> None:
     view.stage_sample("processor", 3.0, metrics_text=None, health_status=None, restarts=2, running=False)
     row = view.stage_row("processor")
     assert (row.health, row.restarts) == ("restarting", 2)
+    view.stage_sample("processor", 4.0, metrics_text=None, health_status=None, running=False, stopping=True)
+    assert view.stage_row("processor").health == "stopped"  # stopped by the supervisor: not "down"
 
 
 def test_a_meeting_started_in_this_run_shows_its_time_and_participants() -> None:
@@ -236,7 +238,7 @@ def test_the_drawn_view_shows_meeting_stages_captions_and_files() -> None:
     console.print(render(view.snapshot(T0_MS + 5_000), "rtmsflow demo"))
     screen = console.export_text()
     for expected in (MEETING, "0:05 / 0:20", "1: Alice", *STAGES, "Alice: hello everyone",
-                     "/out/data/d/abc/s1/", "a.wav", "warning in sink-media: slow disk"):  # fmt: skip
+                     "media       /out/data/d/abc/s1/  a.wav", "warning in sink-media: slow disk"):  # fmt: skip
         assert expected in screen, (expected, screen)
 
 
