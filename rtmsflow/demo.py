@@ -5,8 +5,10 @@ which it stops afterwards only if it started it), creates the topics, starts eve
 process through its own CLI command under a `Supervisor` (webhook endpoint, ingest worker,
 processors, media and transcript sinks), plays a meeting with `rtmsflow emulator meeting` (signed
 webhooks + RTMS WebSockets: real PCM, real H.264, transcripts, events), waits until the sinks have
-finalized it, stops the stages in order and prints where the files are and what they hold. The
-stages meet only in Kafka: this module imports none of them.
+finalized it, stops the stages in order and prints where the files are and what they hold (and
+which were written for leftovers of the broker's earlier contents). On a terminal the run is shown
+live (`rtmsflow.live`); the stages' logs and its own go to `out/logs/<run>/`. The stages meet only
+in Kafka: this module imports none of them.
 """
 
 from __future__ import annotations
@@ -220,6 +222,7 @@ def demo(
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
+                await watch.scrape_once()
 
         try:
             asyncio.run(run())

@@ -30,7 +30,7 @@ from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor
-from rtmsflow.view import LEFTOVER_NOTE, LiveView, Snapshot, clock, rate_text, short_uuid, split_by_run
+from rtmsflow.view import LEFTOVER_NOTE, LiveView, Snapshot, meeting_time, rate_text, short_uuid, split_by_run
 from schemas.codec import Codec, CodecError
 from schemas.topics import EVENTS, SESSIONS, TRANSCRIPT
 
@@ -58,10 +58,7 @@ def render(snap: Snapshot, title: str) -> RenderableType:
     for col in ("meeting", "time", "participants", "files"):
         meetings.add_column(col)
     for m in snap.meetings:
-        elapsed = m.elapsed_s(snap.now_ms)
-        when = "-" if elapsed is None else clock(elapsed)
-        if m.expected_s is not None:
-            when += f" / {clock(m.expected_s)}"
+        when = meeting_time(m, snap.now_ms)
         if m.ended_ms is not None:
             when += " stopped"
         name = escape(m.meeting_uuid) + ("" if m.this_run else " [yellow](leftover)[/]")
@@ -307,6 +304,11 @@ class LiveWatch:
             tasks.create_task(self._scrape())
             tasks.create_task(self._topics())
             tasks.create_task(self._files())
+
+    async def scrape_once(self) -> None:
+        """One scrape of every stage (after `sup.stop()`: the view then shows them stopped)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            await asyncio.gather(*(self._scrape_stage(http, stage) for stage in self.sup.stages))
 
     async def _scrape(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:

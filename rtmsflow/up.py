@@ -114,6 +114,7 @@ def up(log_dir: str, drain_timeout_s: float, plain: bool, verbose: bool) -> None
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
+                await watch.scrape_once()
 
         try:
             asyncio.run(run())

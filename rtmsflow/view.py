@@ -497,10 +497,7 @@ class LiveView:
 
 def meeting_line(m: MeetingRow, now_ms: int) -> str:
     """`meeting <uuid> 0:12 / 0:20, 3 participants: A, B, C` (+ leftover, stopped, finalized)."""
-    elapsed = m.elapsed_s(now_ms)
-    when = "-" if elapsed is None else clock(elapsed)
-    if m.expected_s is not None:
-        when += f" / {clock(m.expected_s)}"
+    when = meeting_time(m, now_ms)
     people = ", ".join(m.participants.values())
     text = f"meeting {m.meeting_uuid} {when}, {len(m.participants)} participant(s)"
     text += f": {people}" if people else ""
@@ -509,6 +506,16 @@ def meeting_line(m: MeetingRow, now_ms: int) -> str:
     if m.finalized:
         text += f", {m.finalized} stream file set(s) finalized"
     return text + ("" if m.this_run else " [leftover]")
+
+
+def meeting_time(m: MeetingRow, now_ms: int) -> str:
+    """`0:12 / 0:20` (elapsed / expected), `0:12` without an expected length; a leftover's start
+    is not this run's business (it may be days old): `earlier`."""
+    if not m.this_run:
+        return "earlier"
+    elapsed = m.elapsed_s(now_ms)
+    when = "-" if elapsed is None else clock(elapsed)
+    return when if m.expected_s is None else f"{when} / {clock(m.expected_s)}"
 
 
 def rate_text(value: float | None) -> str:

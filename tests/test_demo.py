@@ -91,7 +91,13 @@ def test_demo_turns_a_meeting_into_recordings_and_transcripts(
     spoken = [line.split("] ", 1)[1] for line in lines]  # "Name: text" of transcript.txt
     assert any(line.endswith(f"{meeting} | {spoken[0]}") for line in shown), (spoken, run.stdout)
     assert any(line.endswith(f"finalized media: {stream_dir}/ (audio.wav, recording.mp4)") for line in shown)
-    assert any("] stages: ingest-http ok" in line and "sink-transcripts ok" in line for line in shown)
+    # the closing status line: every stage stopped by the supervisor, what it did, both meetings finalized
+    status = re.compile(
+        r".*\] stages: ingest-http stopped in [\d,]+/s out [\d,]+/s dead 0; ingest-worker stopped .*; "
+        r"processor stopped in [\d,]+/s out [\d,]+/s lag \d+ dead 0; "
+        r"sink-media stopped in [\d,]+/s lag \d+ dead 0 finalized 2; sink-transcripts stopped .* finalized 2"
+    )
+    assert any(status.fullmatch(line) for line in shown), run.stdout
     log_dir = out / "logs"
     assert {p.name for p in log_dir.glob("*/*.log")} >= {"demo.log", "processor.log", "sink-media.log"}
     # the broker's earlier contents: processed too, and named as leftovers (positive control: ours not)

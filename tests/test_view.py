@@ -159,7 +159,10 @@ def test_a_meeting_without_a_start_in_this_run_is_named_a_leftover() -> None:
     rows = {m.meeting_uuid: m for m in view.snapshot(T0_MS).meetings}
     assert rows["ours=="].this_run and not rows["old=="].this_run
     assert f"meeting old==: {LEFTOVER_NOTE}" in view.take_lines()
-    assert meeting_line(rows["old=="], T0_MS).endswith(", stopped [leftover]")
+    assert (
+        meeting_line(rows["old=="], T0_MS)
+        == "meeting old== earlier, 1 participant(s): Zed, stopped [leftover]"
+    )
     assert not meeting_line(rows["ours=="], T0_MS).endswith("[leftover]")
     assert view.this_run == {"ours=="}
     assert split_by_run({"/d/ours": "ours==", "/d/old": "old=="}, view.this_run) == (["/d/ours"], ["/d/old"])
