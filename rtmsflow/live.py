@@ -30,7 +30,16 @@ from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor
-from rtmsflow.view import LEFTOVER_NOTE, LiveView, Snapshot, meeting_time, rate_text, short_uuid, split_by_run
+from rtmsflow.view import (
+    LEFTOVER_NOTE,
+    LiveView,
+    Snapshot,
+    meeting_time,
+    people_text,
+    rate_text,
+    short_uuid,
+    split_by_run,
+)
 from schemas.codec import Codec, CodecError
 from schemas.topics import EVENTS, SESSIONS, TRANSCRIPT
 
@@ -62,8 +71,7 @@ def render(snap: Snapshot, title: str) -> RenderableType:
         if m.ended_ms is not None:
             when += " stopped"
         name = escape(m.meeting_uuid) + ("" if m.this_run else " [yellow](leftover)[/]")
-        people = f"{len(m.participants)}: " + ", ".join(m.participants.values()) if m.participants else "0"
-        meetings.add_row(name, when, escape(people), f"{m.finalized} finalized")
+        meetings.add_row(name, when, escape(people_text(m)), f"{m.finalized} finalized")
     if not snap.meetings:
         meetings.add_row("[dim]waiting for a meeting[/]", "", "", "")
     parts.append(meetings)

@@ -157,6 +157,8 @@ class StageRow:
     dead_letters: int = 0
     finalized: int | None = None  # sinks: streams finalized
     restarts: int = 0
+    in_total: float | None = None  # since the stage (last) started
+    out_total: float | None = None
 
 
 @dataclass
@@ -168,7 +170,8 @@ class MeetingRow:
     started_ms: int | None = None
     ended_ms: int | None = None
     expected_s: float | None = None
-    participants: dict[int, str] = field(default_factory=dict)
+    participants: dict[int, str] = field(default_factory=dict)  # in the meeting now
+    left: dict[int, str] = field(default_factory=dict)  # were in it, have left
     finalized: int = 0
 
     def elapsed_s(self, now_ms: int) -> float | None:
@@ -371,6 +374,7 @@ class LiveView:
                 self._lines.append(f"meeting {row.meeting_uuid}: joined {', '.join(joined)}")
         elif name == "participant_leave":
             left = [row.participants.pop(pid, who or str(pid)) for pid, who in people]
+            row.left.update(zip((pid for pid, _ in people), left, strict=True))
             if left:
                 self._lines.append(f"meeting {row.meeting_uuid}: left {', '.join(left)}")
 
@@ -381,7 +385,7 @@ class LiveView:
         row = self._meeting(uuid)
         pid = int(value.get("participant_id") or 0)
         speaker = value.get("participant_name") or (row.participants.get(pid) if pid else None)
-        if pid and value.get("participant_name") and pid not in row.participants:
+        if pid and value.get("participant_name") and pid not in row.participants and pid not in row.left:
             self._join(row, pid, value["participant_name"])
         caption = Caption(
             uuid, uid, speaker or (str(pid) if pid else "?"), value["text"], bool(value["final"])
@@ -443,15 +447,23 @@ class LiveView:
         last = window[-1] if window else None
         first = window[0] if window else None
         seconds = (last.at_s - first.at_s) if last and first else 0.0
+        health = self._health.get(name, "starting")
+        live = first is not None and last is not None and health != "stopped"  # a stopped stage has no rate
         return StageRow(
             name=name,
-            health=self._health.get(name, "starting"),
-            in_per_s=rate_per_s(first.records_in, last.records_in, seconds) if first and last else None,
-            out_per_s=rate_per_s(first.records_out, last.records_out, seconds) if first and last else None,
+            health=health,
+            in_per_s=rate_per_s(first.records_in, last.records_in, seconds)
+            if live and first and last
+            else None,
+            out_per_s=rate_per_s(first.records_out, last.records_out, seconds)
+            if live and first and last
+            else None,
             lag=last.lag if last else None,
             dead_letters=last.dead_letters if last else 0,
             finalized=last.finalized if last else None,
             restarts=self._restarts.get(name, 0),
+            in_total=last.records_in if last else None,
+            out_total=last.records_out if last else None,
         )
 
     def snapshot(self, now_ms: int) -> Snapshot:
@@ -492,20 +504,27 @@ class LiveView:
     def _join(row: MeetingRow, participant_id: int, name: str | None) -> str:
         shown = name or row.participants.get(participant_id) or str(participant_id)
         row.participants[participant_id] = shown
+        row.left.pop(participant_id, None)
         return shown
 
 
 def meeting_line(m: MeetingRow, now_ms: int) -> str:
     """`meeting <uuid> 0:12 / 0:20, 3 participants: A, B, C` (+ leftover, stopped, finalized)."""
     when = meeting_time(m, now_ms)
-    people = ", ".join(m.participants.values())
-    text = f"meeting {m.meeting_uuid} {when}, {len(m.participants)} participant(s)"
-    text += f": {people}" if people else ""
+    text = f"meeting {m.meeting_uuid} {when}, {people_text(m)}"
     if m.ended_ms is not None:
         text += ", stopped"
     if m.finalized:
         text += f", {m.finalized} stream file set(s) finalized"
     return text + ("" if m.this_run else " [leftover]")
+
+
+def people_text(m: MeetingRow) -> str:
+    """`3 participant(s): A, B, C`, or once everyone has gone `0 participant(s) (3 left)`."""
+    text = f"{len(m.participants)} participant(s)"
+    if m.participants:
+        return text + ": " + ", ".join(m.participants.values())
+    return text + (f" ({len(m.left)} left)" if m.left else "")
 
 
 def meeting_time(m: MeetingRow, now_ms: int) -> str:
@@ -522,11 +541,16 @@ def rate_text(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}/s"
 
 
+def total_text(value: float | None) -> str:
+    return "" if value is None else f" ({value:,.0f})"
+
+
 def stage_summary(s: StageRow) -> str:
-    """`processor ok in 180/s out 178/s lag 0 dead 0` (+ finalized, restarts)."""
-    text = f"{s.name} {s.health} in {rate_text(s.in_per_s)}"
-    if s.out_per_s is not None:
-        text += f" out {rate_text(s.out_per_s)}"
+    """`processor ok in 180/s (3,600) out 178/s (3,560) lag 0 dead 0` (+ finalized, restarts): rates
+    and, in brackets, the totals since the stage started."""
+    text = f"{s.name} {s.health} in {rate_text(s.in_per_s)}{total_text(s.in_total)}"
+    if s.out_total is not None:
+        text += f" out {rate_text(s.out_per_s)}{total_text(s.out_total)}"
     if s.lag is not None:
         text += f" lag {s.lag:,}"
     text += f" dead {s.dead_letters}"

@@ -93,9 +93,11 @@ def test_demo_turns_a_meeting_into_recordings_and_transcripts(
     assert any(line.endswith(f"finalized media: {stream_dir}/ (audio.wav, recording.mp4)") for line in shown)
     # the closing status line: every stage stopped by the supervisor, what it did, both meetings finalized
     status = re.compile(
-        r".*\] stages: ingest-http stopped in [\d,]+/s out [\d,]+/s dead 0; ingest-worker stopped .*; "
-        r"processor stopped in [\d,]+/s out [\d,]+/s lag \d+ dead 0; "
-        r"sink-media stopped in [\d,]+/s lag \d+ dead 0 finalized 2; sink-transcripts stopped .* finalized 2"
+        r".*\] stages: ingest-http stopped in - \([1-9]\d*\) out - \([1-9]\d*\) dead 0; "
+        r"ingest-worker stopped in - \([1-9][\d,]*\) out - \([1-9][\d,]*\) dead 0; "
+        r"processor stopped in - \([1-9][\d,]*\) out - \([1-9][\d,]*\) lag \d+ dead 0; "
+        r"sink-media stopped in - \([1-9][\d,]*\) lag \d+ dead 0 finalized 2; "
+        r"sink-transcripts stopped in - \([1-9][\d,]*\) lag \d+ dead 0 finalized 2"
     )
     assert any(status.fullmatch(line) for line in shown), run.stdout
     log_dir = out / "logs"
@@ -161,7 +163,7 @@ def test_demo_on_a_terminal_shows_a_live_view(
         return lambda lines: any(re.search(pattern, line) for line in lines)
 
     checks = {
-        "meeting": has(r"demo-\S+== +\d:\d\d / 0:02 +2: \w+"),  # elapsed / expected, 2 participants
+        "meeting": has(r"demo-\S+== +\d:\d\d / 0:02 +2 participant\(s\): \w+"),  # elapsed / expected
         "stages": lambda lines: all(
             any(re.match(rf"^│ {n} +ok ", line) for line in lines)
             for n in ("ingest-http", "ingest-worker", "processor", "sink-media", "sink-transcripts")

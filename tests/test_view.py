@@ -11,7 +11,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from rich.console import Console
 
 from rtmsflow.live import LogFollower, render, summary_lines
-from rtmsflow.view import LEFTOVER_NOTE, LiveView, meeting_line, parse_log_line, rate_per_s, split_by_run
+from rtmsflow.view import (
+    LEFTOVER_NOTE,
+    LiveView,
+    meeting_line,
+    parse_log_line,
+    rate_per_s,
+    split_by_run,
+    stage_summary,
+)
 
 STAGES = ["ingest-http", "ingest-worker", "processor", "sink-media", "sink-transcripts"]
 MEETING = "abc=="
@@ -71,6 +79,11 @@ def test_processor_rates_lag_and_dead_letters_come_from_its_metrics() -> None:
     row = view.stage_row("processor")
     assert (row.health, row.in_per_s, row.out_per_s, row.lag, row.dead_letters) == ("ok", 200.0, 100.0, 37, 2)
     assert row.finalized is None  # only sinks finalize
+    assert stage_summary(row) == "processor ok in 200/s (500) out 100/s (290) lag 37 dead 2"
+    view.stage_sample("processor", 13.0, metrics_text=None, health_status=None, running=False, stopping=True)
+    assert (
+        stage_summary(view.stage_row("processor")) == "processor stopped in - (500) out - (290) lag 37 dead 2"
+    )
 
 
 def test_rates_look_back_a_window_and_survive_a_restart() -> None:
@@ -148,7 +161,13 @@ def test_a_meeting_started_in_this_run_shows_its_time_and_participants() -> None
     )
     view.session({"meeting_uuid": MEETING, "action": "STOPPED", "event_ts_ms": T0_MS + 20_000})
     assert meeting.elapsed_s(T0_MS + 99_000) == 20.0  # stopped: the clock stops
-    assert view.take_lines() == [f"meeting {MEETING} stopped"]
+    view.event(joined(MEETING, (1, ""), (3, ""), name="participant_leave"))
+    view.utterance(utterance("s1/9", "a last word", final=True) | {"participant_id": 1})
+    assert meeting.participants == {}  # a speaker who left is not back for speaking late
+    assert (
+        meeting_line(meeting, T0_MS) == f"meeting {MEETING} 0:20 / 0:20, 0 participant(s) (3 left), stopped"
+    )
+    assert view.take_lines()[0] == f"meeting {MEETING} stopped"
 
 
 def test_a_meeting_without_a_start_in_this_run_is_named_a_leftover() -> None:
@@ -240,7 +259,7 @@ def test_the_drawn_view_shows_meeting_stages_captions_and_files() -> None:
     console = Console(record=True, width=140, color_system=None)
     console.print(render(view.snapshot(T0_MS + 5_000), "rtmsflow demo"))
     screen = console.export_text()
-    for expected in (MEETING, "0:05 / 0:20", "1: Alice", *STAGES, "Alice: hello everyone",
+    for expected in (MEETING, "0:05 / 0:20", "1 participant(s): Alice", *STAGES, "Alice: hello everyone",
                      "media       /out/data/d/abc/s1/  a.wav", "warning in sink-media: slow disk"):  # fmt: skip
         assert expected in screen, (expected, screen)
 
