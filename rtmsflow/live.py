@@ -54,7 +54,10 @@ PLAIN_STATUS_EVERY_S = 10.0
 
 def wants_live(plain: bool) -> bool:
     """A live display when stdout is a terminal that can draw one and `--plain` was not given."""
-    return not plain and sys.stdout.isatty() and Console().is_terminal and not Console().is_dumb_terminal
+    if plain or not sys.stdout.isatty():
+        return False
+    console = Console()
+    return console.is_terminal and not console.is_dumb_terminal
 
 
 # --- drawing ---------------------------------------------------------------------------------------

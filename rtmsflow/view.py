@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 # any other meeting the stages handle came from what the broker held before (a leftover).
 LEFTOVER_NOTE = "from the broker's earlier contents (started before this run)"
 WARNING_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
+FINALS_REMEMBERED = 1000  # a partial of one of these, arriving late, is not shown again
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -298,6 +299,7 @@ class LiveView:
         self.finalized: deque[Finalized] = deque(maxlen=finalized_count)
         self.notes: deque[Note] = deque(maxlen=note_count)
         self._note_counts: dict[tuple[str, str, str], int] = {}
+        self._finals: dict[tuple[str, str], None] = {}  # (meeting, utterance_id) of recent finals
         self._lines: list[str] = []
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -390,6 +392,12 @@ class LiveView:
         caption = Caption(
             uuid, uid, speaker or (str(pid) if pid else "?"), value["text"], bool(value["final"])
         )
+        if not caption.final and (uuid, uid) in self._finals:
+            return  # its final came first (and may have scrolled away)
+        if caption.final:
+            if len(self._finals) >= FINALS_REMEMBERED:
+                self._finals.pop(next(iter(self._finals)))  # the oldest (dicts keep insertion order)
+            self._finals[(uuid, uid)] = None
         for i, shown in enumerate(self.captions):
             if (shown.meeting_uuid, shown.utterance_id) == (uuid, uid):
                 if shown.final and not caption.final:

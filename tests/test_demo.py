@@ -147,8 +147,9 @@ def test_demo_on_a_terminal_shows_a_live_view(
     columns, rows = 220, 60
     master_fd, slave_fd = pty.openpty()
     fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    env = {**settings_env, "TERM": "xterm-256color"}
-    env.pop("COLUMNS", None), env.pop("LINES", None), env.pop("NO_COLOR", None)
+    # the terminal's own size and colours, whatever the test runner's environment says
+    env = {k: v for k, v in settings_env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtmsflow.cli", "demo", "--participants", "2", "--duration", "4",
          "--video-resolution", "360p", "--speed", "2", "--out", str(out)],

@@ -199,6 +199,8 @@ def test_a_final_utterance_replaces_its_partial_and_a_late_partial_is_ignored() 
     for i in range(1, 5):
         view.utterance(utterance(f"s1/{i}", f"line {i}", final=True))
     assert [c.text for c in view.captions] == ["line 2", "line 3", "line 4"]  # the latest, bounded
+    view.utterance(utterance("s1/0", "hello", final=False))  # its final has scrolled away: still stale
+    assert [c.text for c in view.captions] == ["line 2", "line 3", "line 4"]
     other = utterance("s1/0", "same id, other meeting", final=True, uuid="other==")
     view.utterance(other)
     assert view.captions[-1].meeting_uuid == "other=="
