@@ -82,7 +82,9 @@ def implausible(record: Mapping[str, Any]) -> str | None:
     ):
         return f"gap of {gap['length_ms']} ms at {gap['start_ms']}"
     for loss in record.get("losses") or ():
-        if not (timestamp_in_range(loss["start_ms"]) and 0 <= loss["end_ms"] - loss["start_ms"] <= MAX_MEDIA_MS):
+        if not (
+            timestamp_in_range(loss["start_ms"]) and 0 <= loss["end_ms"] - loss["start_ms"] <= MAX_MEDIA_MS
+        ):
             return f"loss from {loss['start_ms']} to {loss['end_ms']}"
     if record.get("ingest_seq", 0) < 0:
         return f"ingest_seq {record['ingest_seq']} is negative"

@@ -83,7 +83,7 @@ def read_marker(headers: Headers | None) -> StreamEnd | None:
 
     Raises MarkerError when the control header is there but the StreamEnd is missing or unreadable."""
     control = read_control(headers)
-    return control if control is None or "ended" in control else None
+    return cast(StreamEnd, control) if control is not None and "ended" in control else None
 
 
 def read_control(headers: Headers | None) -> StreamEnd | StreamProgress | None:

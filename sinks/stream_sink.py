@@ -545,6 +545,7 @@ class SinkService:
         STORAGE_OK.labels(self.core.name).set(1)
         consumer = self._consumer()
         consumer.resume(*consumer.assignment())  # the back-pressure pauses again what needs it
+
     def _take(self, batch: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, records in batch.items():
             for r in records:
@@ -668,7 +669,9 @@ async def serve_health(service: SinkService, host: str, port: int) -> web.AppRun
         body = {
             "status": "ok"
             if ok
-            else ("storage_error" if service.storage_error else "storage unavailable" if outage else "stopped"),
+            else (
+                "storage_error" if service.storage_error else "storage unavailable" if outage else "stopped"
+            ),
             "sink": service.core.name,
             "storage": {"where": service.core.storage.where, "outage": outage},
             "open_streams": len(service.core.open),
