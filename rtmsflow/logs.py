@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -33,13 +34,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines. Safe to call twice."""
+def setup_logging(level: str = "INFO", path: Path | None = None) -> None:
+    """Send every logger's records to stderr (or, with `path`, to that file, appended) as JSON
+    lines. Safe to call twice: the last call decides."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_rtmsflow", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    for old in list(root.handlers):
+        if getattr(old, "_rtmsflow", False):
+            root.removeHandler(old)
+            old.close()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path, encoding="utf-8")
+    )
     handler.setFormatter(JsonFormatter())
     handler._rtmsflow = True  # type: ignore[attr-defined]
     root.addHandler(handler)

@@ -93,7 +93,8 @@ class StageProcess:
     env: Mapping[str, str]
     log_dir: Path
     proc: subprocess.Popen[bytes] | None = None
-    restarts: deque[float] = field(default_factory=deque)
+    restarts: deque[float] = field(default_factory=deque)  # within the supervisor's restart window
+    restarts_total: int = 0
     stopping: bool = False
 
     @property
@@ -209,6 +210,7 @@ class Supervisor:
                     log.error("stage keeps dying; giving up", extra={"stage": stage.spec.name, "exit": code})
                     return
                 stage.restarts.append(now)
+                stage.restarts_total += 1
                 log.warning("stage died; restarting", extra={"stage": stage.spec.name, "exit": code})
                 stage.start()
             await asyncio.sleep(0.5)

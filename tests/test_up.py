@@ -22,13 +22,15 @@ from tests.ingest_support import alive, wait_gone, worker_env
 pytestmark = pytest.mark.kafka
 
 
-def spawn(args: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    """`rtmsflow <args>` as a child process (its stderr, JSON logs, dropped)."""
+def spawn(
+    args: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """`rtmsflow <args>` as a child process (by default its stderr, JSON logs, dropped)."""
     return subprocess.Popen(
         [sys.executable, "-m", "rtmsflow.cli", *args],
         env=env,
         stdout=stdout,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
 
@@ -52,7 +54,7 @@ async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_proc
         "RTMSFLOW_HTTP_PORT": str(http_port),
         "RTMSFLOW_DATA_DIR": str(data),
     }
-    up = spawn(["up", "--logs", str(tmp_path / "logs")], env, stdout=subprocess.PIPE)
+    up = spawn(["up", "--logs", str(tmp_path / "logs"), "--verbose"], env, subprocess.PIPE, subprocess.PIPE)
     emulator: subprocess.Popen[str] | None = None
     try:
 
@@ -76,7 +78,7 @@ async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_proc
 
         await wait_for(recording, 90, "the sinks' temporary files")
         up.send_signal(signal.SIGINT)
-        out, _ = await asyncio.to_thread(up.communicate, timeout=180)
+        out, err = await asyncio.to_thread(up.communicate, timeout=180)
     finally:
         if up.poll() is None:
             up.kill()
@@ -96,6 +98,21 @@ async def test_ctrl_c_during_a_meeting_leaves_finalized_files_and_no_orphan_proc
     assert stream["ended"]["how"] == "marker" and stream["ended"]["stop_reason"] == 20  # closed by us
     assert stream["ended"]["matched"] is True
     assert stream["frame_counts"]["AUDIO"] > 0 and (stream_dir / "recording.mp4").stat().st_size > 10_000
+
+    # what the operator saw (not a terminal: plain lines), and the end summary naming the files
+    shown = out.splitlines()
+    assert any(line.endswith("meeting up-test== started") for line in shown), out
+    assert any(line.endswith(f"finalized media: {stream_dir}/ (audio.wav, recording.mp4)") for line in shown)
+    assert "this run: 1 meeting(s) started, 1 stream directory(ies) written" in out
+    assert f"\n  {stream_dir}/\n" in out and "also written" not in out
+    assert not [line for line in shown if line.lstrip().startswith("{")]  # no JSON on stdout...
+    # ...but --verbose streams every stage's JSON lines (and up's own, from logs/up.log) to stderr
+    streamed = [line.split(" | ", 1) for line in err.splitlines() if " | {" in line]
+    assert {source for source, _ in streamed} >= {"up", "ingest-http", "ingest-worker", "processor"}, err[
+        -2000:
+    ]
+    assert all(isinstance(json.loads(body), dict) for _, body in streamed)
+    assert (tmp_path / "logs" / "up.log").stat().st_size > 0
 
 
 async def test_a_killed_rtmsflow_up_takes_its_stages_with_it(
