@@ -41,12 +41,12 @@ from rtmsflow.view import (
     split_by_run,
 )
 from schemas.codec import Codec, CodecError
-from schemas.topics import EVENTS, SESSIONS, TRANSCRIPT
+from schemas.topics import EVENTS, SESSIONS, TRANSCRIPT, TRANSCRIPT_PARTIAL
 
 log = get_logger(__name__)
 
-# The topics whose utterances become captions; the partial-utterance topic joins them when it exists.
-CAPTION_TOPICS: tuple[str, ...] = (TRANSCRIPT.name,)
+# The topics whose utterances become captions: the open utterance at once, then its final.
+CAPTION_TOPICS: tuple[str, ...] = (TRANSCRIPT_PARTIAL.name, TRANSCRIPT.name)
 SCRAPE_EVERY_S = 1.0
 DRAW_EVERY_S = 0.5
 PLAIN_STATUS_EVERY_S = 10.0
