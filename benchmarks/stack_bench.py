@@ -10,10 +10,13 @@ and prints:
 
 - whether the meetings were held with no growing lag: the groups' lag in the last third of the
   meeting against the middle third (the commit interval alone keeps a floor of a few hundred);
-- end-to-end transcript latency p50/p99: for each utterance on `rtms.transcript`, its Kafka
-  timestamp minus the ingest receive time (`received_at_ms`, taken as the socket read) of the last
-  raw piece it holds (same stream and speaker, piece start within the utterance's span). An
-  utterance closes on a speaker change or a pause, so this includes waiting for the next piece;
+- end-to-end transcript latency p50/p99, from the ingest receive time of a raw piece
+  (`received_at_ms`, taken as the socket read) to a Kafka timestamp on the output: (1) each
+  piece's first appearance (its partial on `rtms.transcript.partial`; with code that has no
+  partials, the final utterance that holds it); (2) an utterance's last piece to its final on
+  `rtms.transcript` (same stream and speaker, piece start within the utterance's span); (3) the
+  next piece of the stream after that last one to the final (what closed it, in code that
+  closed an utterance only on the next piece);
 - finalize time: from the last end-of-stream marker ingest wrote on the raw topics (the streams
   stopped) to the last manifest on disk;
 - each stage's CPU (seconds per meeting-second and % of one core) and peak RSS.
@@ -79,11 +82,55 @@ async def read_all(
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 out += [(r.timestamp, codec.decode(topic, r.value)) for r in records if r.value is not None]
-                if markers is not None:
-                    markers += [r.timestamp for r in records if r.value is None]
+                if markers is not None:  # end-of-stream markers (not progress marks)
+                    markers += [r.timestamp for r in records if r.value is None and _is_end(r.headers)]
         return out
     finally:
         await consumer.stop()
+
+
+def _is_end(headers: Any) -> bool:
+    return any(k == t.CONTROL_HEADER and v == t.END_OF_STREAM for k, v in headers or ())
+
+
+def first_appearances(
+    raw: list[tuple[int, dict[str, Any]]],
+    partials: list[tuple[int, dict[str, Any]]],
+    utts: list[tuple[int, dict[str, Any]]],
+) -> list[int]:
+    """Per raw piece, ms from its receive to its first appearance on the output: its partial (a
+    stream's k-th partial is its k-th piece in topic order, repeats left out), or, without
+    partials, the final utterance that holds it."""
+    pieces: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for _, v in raw:
+        identity = (
+            v["rtms_stream_id"],
+            v["participant_id"],
+            v["timestamp_ms"],
+            v["start_time_ms"],
+            v["text"],
+        )
+        if identity not in seen:
+            seen.add(identity)
+            pieces.setdefault(v["rtms_stream_id"], []).append(v)
+    out = []
+    if partials:
+        shown: dict[str, list[int]] = {}
+        for written_ms, u in partials:
+            shown.setdefault(u["rtms_stream_id"], []).append(written_ms)
+        for stream, mine in pieces.items():
+            out += [w - v["received_at_ms"] for v, w in zip(mine, shown.get(stream, []), strict=False)]
+        return out
+    for stream, mine in pieces.items():
+        finals = [(w, u) for w, u in utts if u["rtms_stream_id"] == stream]
+        for v in mine:
+            start = v.get("start_time_ms") or v["timestamp_ms"]
+            holding = [w for w, u in finals if u["participant_id"] == v["participant_id"]
+                       and u["start_ms"] <= start <= u["end_ms"]]  # fmt: skip
+            if holding:
+                out.append(min(holding) - v["received_at_ms"])
+    return out
 
 
 def transcript_latencies(
@@ -211,8 +258,11 @@ async def run_once(base: Settings, n: int, args: argparse.Namespace, work: Path)
     raw = await read_all(settings, codec, t.RAW_TRANSCRIPT.name, markers)
     finalize_s = finalized_at - max(markers) / 1000
     utts = await read_all(settings, codec, t.TRANSCRIPT.name)
+    partial = getattr(t, "TRANSCRIPT_PARTIAL", None)  # None: code from before partial utterances
+    partials = await read_all(settings, codec, partial.name) if partial is not None else []
     await delete_topics(settings, [spec.full_name(settings.topic_prefix) for spec in t.ALL_TOPICS])
     from_last, from_close = transcript_latencies(raw, utts)
+    appear = first_appearances(raw, partials, utts)
     thirds = len(samples) // 3
     lag = {}
     for name in groups:
@@ -229,7 +279,7 @@ async def run_once(base: Settings, n: int, args: argparse.Namespace, work: Path)
             per_stage[name] = {"cpu_s": cpu, "cpu_pct": 100 * cpu / played_s,
                                "cpu_ms_per_meeting_s": 1000 * cpu / (n * args.duration), "peak_rss_mb": peak / 2**20}  # fmt: skip
     return {"meetings": n, "played_s": played_s, "finalize_s": finalize_s, "utterances": len(utts),
-            "from_last_ms": from_last, "from_close_ms": from_close, "lag": lag, "stages": per_stage}  # fmt: skip
+            "first_ms": appear, "partials": len(partials), "from_last_ms": from_last, "from_close_ms": from_close, "lag": lag, "stages": per_stage}  # fmt: skip
 
 
 def report(r: dict[str, Any]) -> None:
@@ -240,10 +290,14 @@ def report(r: dict[str, Any]) -> None:
     for name, v in r["lag"].items():
         print(f"  {name:<18} lag max {v['max']:>7,}  middle mean {v['middle_mean']:>9,.0f}  "
               f"last mean {v['last_mean']:>9,.0f}")  # fmt: skip
+    first = r["first_ms"]
+    where = "its partial" if r["partials"] else "the final holding it"
+    print(f"transcript piece to its first appearance ({where}), {len(first)} pieces: "
+          f"p50 {pct(first, 0.5):,.0f} ms  p99 {pct(first, 0.99):,.0f} ms")  # fmt: skip
     print(f"transcript latency to rtms.transcript, {r['utterances']} utterances:")
     print(
         f"  from its last piece's receive ({len(last)}): p50 {pct(last, 0.5):,.0f} ms  p99 {pct(last, 0.99):,.0f} ms"
-        "  (includes waiting for the next piece, which closes it)"
+        "  (includes the pause rule, or the wait for the next piece in code before progress marks)"
     )
     print(f"  from the closing piece's receive ({len(close)}): p50 {pct(close, 0.5):,.0f} ms  "
           f"p99 {pct(close, 0.99):,.0f} ms  (the pipeline's own latency)")  # fmt: skip
