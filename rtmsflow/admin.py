@@ -4,7 +4,7 @@
 topics to exist call. It creates what is missing with the spec's configs and the settings'
 partition count and replication, brings the configs of topics that exist up to date (a topic made
 by an older release keeps its data and gets, say, the new retention), and refuses to pass over an
-existing topic whose partition count differs: co-partitioning (DESIGN.md) depends on that count,
+existing topic whose partition count differs: co-partitioning (docs/DESIGN.md) depends on that count,
 so a mismatch is an error the operator must resolve, not something to paper over. A replication
 factor that differs from the settings' is reported, not changed (that takes a partition
 reassignment, an operator's decision).

@@ -1,4 +1,4 @@
-"""Frame identity: what makes two raw records the same frame (DESIGN.md, "Frame identity").
+"""Frame identity: what makes two raw records the same frame (docs/DESIGN.md, "Frame identity").
 
 Identity = (meeting, stream, stream kind, participant, channel, RTMS timestamp) plus the record's
 content: the payload of audio and video, the text, language and times of a transcript piece, the

@@ -2,7 +2,7 @@
 
 All topics share one partition count (`Settings.partitions`) and every record is partitioned by the
 meeting UUID (murmur2 of it, as Kafka's default partitioner), so one meeting's records land in the
-same partition number on every topic (co-partitioning, DESIGN.md). The key is the meeting UUID on
+same partition number on every topic (co-partitioning, docs/DESIGN.md). The key is the meeting UUID on
 every topic but `rtms.sessions`, whose key is `<meeting_uuid>|<rtms_stream_id>` so that compaction
 keeps the latest record of each stream (a late stop of an old stream never hides a newer one); its
 records are still put in the meeting's partition explicitly (`partition_for`).
