@@ -1,16 +1,8 @@
 """`rtmsflow emulator ...`: play Zoom to a local ingest.
 
-    rtmsflow emulator serve                         # an RTMS server; prints its URL
-    rtmsflow emulator meeting --participants 3 --duration 60 --video-resolution 720p \\
-        --webhook http://127.0.0.1:8080/webhook     # server + signed webhooks + one meeting
-
-`meeting` starts the server in-process, registers each stream, posts a signed `rtms_started`,
-plays the meeting once a client connects, then ends the stream with `--stop-reason` and posts
-`rtms_stopped`. Whatever else happens to a stream is reported as Zoom would: an interrupted
-signaling socket posts `rtms_interrupted`, a stream that times out posts `rtms_stopped` with its
-reason. One JSON line per meeting goes to stdout; logs go to stderr. Exit status 1 when a webhook
-was not acknowledged, no client came, or a stream ended for another reason than asked.
-"""
+`serve` runs an RTMS server and prints its URL; `meeting` also posts signed webhooks and plays one
+meeting per stream, reporting what happens as Zoom would. One JSON line per meeting on stdout; exit status
+1 when a webhook was not acknowledged, no client came, or a stream ended for another reason than asked."""
 
 from __future__ import annotations
 

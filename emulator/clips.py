@@ -1,15 +1,8 @@
 """Loopable H.264 video clips for synthetic meetings, encoded once and cached.
 
-A clip is `frame_count` access units of a real H.264 stream (libx264: constrained baseline, no
-B-frames, Annex-B, SPS/PPS repeated in-band before every IDR) whose first frame is an IDR, so a
-timeline can loop it forever: frame `j` of a meeting is `clip.frames[j % clip.frame_count]`.
-One frame of the clip (`flash_index`) is full white; the clip length is a multiple of the beep
-period, so looping keeps the flashes on the beep instants.
-
-Encoding is the expensive part (~0.2-1 s per clip, see `encode_clip`); each distinct
-`ClipParams` is encoded once per machine: an in-process LRU in front of an on-disk cache under
-`<cache dir>/clips/`, written to a temporary name and renamed into place.
-"""
+A clip is real libx264 output (constrained baseline, Annex-B, SPS/PPS before every IDR) starting with an
+IDR, with one full-white frame on the beep period; each `ClipParams` is encoded once per machine (an
+in-process LRU in front of an on-disk cache under `<cache dir>/clips/`)."""
 
 from __future__ import annotations
 

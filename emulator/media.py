@@ -1,18 +1,8 @@
 """Synthetic meetings: real PCM, real H.264, transcripts and events, deterministic from a seed.
 
-    meeting = SyntheticMeeting(MeetingSpec(seed=7, participants=3, duration_s=60, video="720p"))
-    meeting.prepare()                      # encode/load the clips now (blocking; use a thread)
-    for item in meeting.timeline(audio_mode="multi", send_rate_ms=20):
-        ...                                # MediaItem, sorted by offset_ms (media time from start)
-
-Sync markers: at every instant of `meeting.beep_instants_ms` the audio carries a 100 ms, 1 kHz
-beep (sample-exact; mixed stream, or participant 0's stream in multi mode) and the camera and
-screen-share videos show a full-white frame whose offset is exactly that instant.
-
-Cost: a timeline is a lazy merge of per-kind generators over cached material (voice loops cut
-into packets, an encoded video loop), so memory does not grow with the meeting's length and the
-same `bytes` objects come back again and again (a server may cache their encodings by identity).
-"""
+`SyntheticMeeting(MeetingSpec(...)).timeline()` yields `MediaItem`s in media-time order, lazily over
+cached material, so memory does not grow with the meeting. At each `beep_instants_ms` the audio beeps and
+the videos show a white frame: sync markers."""
 
 from __future__ import annotations
 

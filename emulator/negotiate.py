@@ -1,10 +1,7 @@
 """Data handshake negotiation: which channels a media socket carries and with which parameters.
 
-Pure functions. `negotiate()` validates what the client asked for (status codes of RTMS 2.7),
-clamps what the protocol clamps (send rate to a multiple of 20 ms within 20..1000, fps to 1..30),
-fills defaults for absent parameters, and lets the media source adjust the rest to what it can
-really produce (the response carries the *granted* parameters; clients decode with those).
-"""
+Pure: `negotiate()` validates the request (RTMS 2.7 status codes), clamps what the protocol clamps, fills
+defaults and lets the media source adjust the rest; the response carries the granted parameters."""
 
 from __future__ import annotations
 

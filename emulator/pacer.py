@@ -1,10 +1,7 @@
 """One timer for every stream of a server.
 
-Each stream says when it next has something to do (a frame due, a keep-alive, a deadline); the
-pacer keeps those times in a heap and, on each wake-up, lets every stream that is due send all it
-has due in one batch. One event-loop timer serves hundreds of streams, instead of a sleeping task
-per stream (or per frame), which is what keeps hundreds of real-time meetings on one core.
-"""
+Streams say when they next have something due; the pacer keeps a heap and, on each wake-up, lets every
+due stream send all it has in one batch: one event-loop timer for hundreds of real-time meetings."""
 
 from __future__ import annotations
 

@@ -1,17 +1,7 @@
 """A Zoom RTMS server on 127.0.0.1: signaling and media WebSockets for emulated streams.
 
-    async with RTMSServer(client_id="id", client_secret="secret") as server:
-        handle = server.add_stream("meeting==", "stream-1", SyntheticMeeting(MeetingSpec(...)))
-        ...                                  # send `handle.server_urls` in an rtms_started webhook
-        reason = await handle.wait_done()    # 6 (meeting ended) when the meeting has played
-
-Each stream gets its own URL token: `<url>/rtms/<token>/signaling`, with media sockets under
-`<url>/rtms/<token>/media/{audio,video,transcript,deskshare,all}`. A failover gives the stream a new
-token; the old URLs then answer 404, as a dead server would not answer at all. Handshakes are
-checked as Zoom does (unknown stream 2, bad signature 3, second signaling connection 8, second
-media connection 16 / 15), and what Zoom's SDK sends is tolerated (Host without port, the
-`websocket` subprotocol offer, X-WebSocket-Token, null media_params, JSON in binary frames).
-"""
+`RTMSServer.add_stream(...)` gives each stream its own URL token (a failover gives a new one); handshakes
+are checked with Zoom's status codes, and what Zoom's SDK sends is tolerated. Example: README.md."""
 
 from __future__ import annotations
 
@@ -166,7 +156,13 @@ class StreamHandle:
 
 
 class RTMSServer:
-    """An RTMS server for emulated streams (see the module docstring). Bind to 127.0.0.1 only."""
+    """An RTMS server for emulated streams. Bind to 127.0.0.1 only.
+
+    A stream's URLs are `<url>/rtms/<token>/signaling` and `<url>/rtms/<token>/media/{audio,video,
+    transcript,deskshare,all}`; after a failover the old token answers 404. Handshakes are refused as
+    Zoom does (unknown stream 2, bad signature 3, second signaling connection 8, second media
+    connection 16 / 15); Zoom's SDK's quirks are tolerated (Host without port, the `websocket`
+    subprotocol, X-WebSocket-Token, null media_params, JSON in binary frames)."""
 
     def __init__(
         self,

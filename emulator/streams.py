@@ -1,17 +1,8 @@
 """One emulated RTMS stream: its sockets, its state machine and its media clock.
 
-`Stream` is driven by three inputs: messages from its sockets (`on_message`, `detach`), the
-pacer (`pump`: frames, keep-alives and deadlines that are due) and the test (`StreamHandle`).
-The media clock starts at the first CLIENT_READY_ACK and then runs like a real meeting's: while a
-socket is down, audio and transcripts are buffered (sent on reconnect), video is lost.
-A socket itself is an `emulator.peer.Peer`.
-
-Why this module stays whole (~800 lines): `Stream` is one state machine whose socket handling
-(handshakes, detach, failover), lifecycle (ready, pause, terminate) and playback (`pump` and the
-hot loop `_play_plain`, which inlines `_play_media` and `_emit` for speed: see
-benchmarks/emulator_bench.py) all read and write the same phase, peers, buffers and media clock;
-a split would pass that state back and forth on the path that sets how many meetings a core serves.
-"""
+`Stream` is driven by its sockets, the pacer (`pump`) and the test (`StreamHandle`). The media clock
+starts at the first CLIENT_READY_ACK; while a socket is down, audio and transcripts are buffered and
+video is lost, as in a real meeting."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """A meeting's timeline, serialized once and shared by every stream that plays it.
 
-Streams that play the same meeting with the same negotiated parameters (a load test's copies of
-one meeting) read one `SharedTimeline`: each item is turned into wire pieces once, whoever reaches
-it first, and dropped once every reader has passed it, so memory stays bounded by how far apart
-the readers are, not by the meeting's length.
-"""
+`SharedTimeline` turns each item into wire pieces once and drops it when every reader has passed it, so
+memory is bounded by how far apart the readers are, not by the meeting's length."""
 
 from __future__ import annotations
 

@@ -1,16 +1,8 @@
 """Speech-like PCM for synthetic participants, and the sync beep.
 
-Audio is RTMS's default: L16 (signed 16-bit little-endian), 16 kHz, mono. A voice (pitch, timbre,
-speaking rate) is voiced syllables built from a harmonic series shaped by vowel formants, with
-consonant noise bursts and pauses between words. A voice is a loop of a few seconds, pre-cut into
-packets of the negotiated send rate, so a timeline hands out the same `bytes` objects again and
-again.
-
-There are VOICE_POOL voices; `voice_for(seed, index)` gives the participants of one meeting
-consecutive (so distinct) voices starting at a seed-dependent one. Hundreds of meetings with
-different seeds therefore share at most VOICE_POOL loops per send rate (128 KB each), and a
-server that caches encodings by `bytes` identity keeps hitting.
-"""
+L16, 16 kHz, mono. A voice is a few-second loop of formant-shaped syllables, pre-cut into packets of the
+send rate; `voice_for(seed, index)` gives a meeting's participants distinct voices out of `VOICE_POOL`, so
+many meetings share the same `bytes` objects."""
 
 from __future__ import annotations
 

@@ -1,20 +1,8 @@
 """Zoom's side of RTMS webhooks: signed `*.rtms_started/stopped/interrupted` deliveries and the
 `endpoint.url_validation` challenge, posted to one endpoint with Zoom's retry rule.
 
-    async with WebhookSender("http://127.0.0.1:8080/webhook", secret_token) as hooks:
-        await hooks.validate_url()
-        stream = StreamIdentity.generate("meeting", server.url, seed=1)
-        await hooks.rtms_started(stream)
-        ...
-        await hooks.rtms_stopped(stream, StopReason.MEETING_ENDED)
-
-Signing is Zoom's: `x-zm-request-timestamp` (epoch seconds) and
-`x-zm-signature: v0=hex(HMAC-SHA256(secret token, "v0:{timestamp}:{raw body}"))`.
-A delivery counts only when answered 2xx within `timeout_s` (Zoom: 3 s); otherwise the same body
-(same `event_ts`) is sent again with a fresh timestamp and signature, `retries` times. Zoom waits
-5, 20 and 60 minutes between attempts (ZOOM_RETRY_DELAYS_S); the emulator's default keeps the
-shape but compresses it to seconds.
-"""
+`WebhookSender` signs as Zoom does (`x-zm-signature: v0=HMAC-SHA256(...)`); a delivery not answered 2xx
+within `timeout_s` is sent again with a fresh signature, on Zoom's retry schedule compressed to seconds."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
 """Media frames as wire bytes, serialized once: only the timestamps are filled in per send.
 
-A media item becomes a tuple of *pieces*: `bytes` that never change (the JSON around the payload,
-the payload's base64) and `int` media offsets (timestamp, transcript start/end) that `render()`
-turns into `base_ms + offset` digits. The base64 of a payload is cached by the payload object
-(meetings loop the same `bytes` objects), the JSON prefix by (msg_type, user). The text is the
-same JSON `rtms_protocol.MediaFrame` produces (a test holds them together); the
-WebSocket framing is done here too (server frames are unmasked), so a frame is sent with one
-`transport.write` of already-final bytes.
-"""
+A media item becomes fixed `bytes` pieces and `int` media offsets that `render()` fills in; base64 and
+JSON prefixes are cached, and the WebSocket framing is done here, so a frame is one `transport.write`."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Which RTMS servers ingest may connect to.
 
-`server_urls` arrives from outside (a webhook, or a backend forwarding Zoom's request verbatim), so
-before anything connects every URL in it is checked: scheme `wss` (or `ws` when
-`Settings.allow_insecure_ws`, meant for the emulator on loopback) and a host matching one of
-`Settings.allowed_hosts` (shell-style globs, case-insensitive: `*.zoom.us`, `127.0.0.1`).
-"""
+Every URL of `server_urls` is checked before anything connects: scheme `wss` (or `ws` when
+`Settings.allow_insecure_ws`) and a host matching one of `Settings.allowed_hosts` (case-insensitive globs)."""
 
 from __future__ import annotations
 

@@ -1,29 +1,8 @@
 """The seam between an RTMS session backend and the frame handler it feeds (the Kafka producer).
 
-A *backend* holds one RTMS stream of one meeting: it connects (raw WebSockets in
-`ingest.ws_client`, or Zoom's SDK), parses what Zoom sends into the typed values below and hands
-each one to a `FrameHandler`. The producer (`ingest.producer.FrameProducer`) stamps every value with its
-frame identity (`ingest_seq`, `received_at_ms`) and produces it to the raw topics, keyed by meeting.
-
-Who does what:
-
-* the backend parses and validates; anything it cannot parse goes to `frames.dead_letter` and the
-  meeting goes on. It answers keep-alives and reconnects by itself within one stream (media drop,
-  signaling drop, duplicate-signal retry).
-* the backend never writes end-of-stream markers. `wait()` returns a `SessionOutcome` once the
-  stream is over; the owner (the worker) then calls `frames.end_of_stream(...)`. On a rebalance the
-  owner calls `backend.stop()` then `frames.flush(...)` only: the meeting is not over.
-* handler methods are coroutines: they return as soon as the record is queued and only block when the
-  in-flight window of the producer is full (that is the backpressure the backend must respect).
-
-Typical use (what the worker does)::
-
-    backend = load_backend(settings.ingest_backend)(settings, frames)
-    await backend.start(session)
-    outcome = await backend.wait()          # or: await backend.stop() on revocation
-    if outcome.ended:
-        await frames.end_of_stream(session, outcome.stop_reason)
-"""
+A backend holds one RTMS stream: it connects, parses, reconnects within the stream and hands typed values
+to a `FrameHandler`, whose coroutines block only when the producer's window is full (backpressure). It
+never writes end-of-stream markers: `wait()` returns a `SessionOutcome` and the owner (the worker) does."""
 
 from __future__ import annotations
 

@@ -1,20 +1,8 @@
 """Batches per (topic, partition) for `FrameProducer`, shipped in order by one task.
 
-`producer.send()` costs ~14 µs of CPU per record (a future, a metadata lookup, the partitioner
-and the accumulator per record); appending to a `BatchBuilder` and handing the whole batch to
-`producer.send_batch()` costs ~3 µs. So the producer keeps one open `Lane` per (topic, partition):
-records are appended to its batch, and the lane is shipped when the batch is full or `linger_s`
-after its first record. Shipping puts the lane on the `Shipper`'s queue (the producer keeps at most one
-shipment per partition at the producer, the next ones wait behind it); its single task calls
-`send_batch` (or `send` for a record too large for a batch) in queue order, so the batches of one
-partition reach the producer in the order they were filled. The idempotent producer assigns
-their sequence numbers when it drains them, exactly as for records given to `send()`.
-
-`Batcher` keeps the lanes, the one-shipment-per-partition rule and the shipper for the producer.
-
-A lane remembers, per owner (the producer's per-stream state), how many records and bytes it holds;
-when the batch is acknowledged, or fails, `Shipment.settle` reports that to the owner once.
-"""
+A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record; the `Shipper`'s
+single task hands batches to `send_batch` in fill order (far cheaper than `send()` per record), and
+`Shipment.settle` tells each owner once how many records and bytes were acknowledged or failed."""
 
 from __future__ import annotations
 

@@ -1,29 +1,8 @@
 """`FrameProducer`: the `FrameHandler` that puts every frame, event and dead letter on its raw topic.
 
-Each value becomes one Avro record keyed by the meeting UUID, stamped with its frame identity:
-meeting, stream, stream kind, participant, channel, RTMS timestamp; plus the stream's media-time
-origin `stream_started_ms`, this holding's `ingest_epoch` (a random 63-bit id per stream this
-process holds), `ingest_seq` (a counter per stream and stream kind within the epoch, kept for the
-life of the holding so a reconnect does not reset it) and `received_at_ms`. Video frames are
-inspected (`rtmsflow.h264`) for the keyframe flag, in-band SPS/PPS and the size the SPS declares.
-
-Throughput without unbounded memory: records are appended to an open batch per (topic, partition)
-and shipped after `linger_s` or when full (`ingest.batching`), never awaited one by one. The
-partition is the producer's default one for the meeting key (murmur2, as the Java client), so a
-meeting's records share a partition number on every topic. Each stream has an in-flight window
-(records and bytes, released when their batch is acknowledged); a handler call only waits when its
-window is full, which slows the socket reader and so pushes back on Zoom instead of growing a queue.
-A producer without the batch API (`create_batch`/`send_batch`/`partitions_for`) gets one `send()`
-per record instead.
-
-End of stream: `end_of_stream` waits until every record of the stream is acknowledged, then writes
-the marker (`schemas.markers`: a null value with a StreamEnd header carrying how many records of
-each kind this holding wrote) on each raw topic and waits for those too.
-
-Why this module stays whole (~560 lines): the batches are `ingest.batching`'s; what is left is the
-per-stream state (window, epoch, counters) that every handler, the flush and the end-of-stream
-markers share, and one record builder per frame kind.
-"""
+Each value becomes one Avro record keyed by the meeting, stamped with its identity, t = 0, `ingest_epoch`
+and `ingest_seq`; it fixes each stream's t = 0, writes progress marks and the end-of-stream markers, and
+bounds memory with a per-stream in-flight window (docs/DESIGN.md, "Media time", "Ingest")."""
 
 from __future__ import annotations
 
@@ -190,7 +169,7 @@ class FrameProducer:
         self._latency = {
             label: metrics.PRODUCE_LATENCY.labels(topic=label) for label in self._labels.values()
         }
-        # batching (see the module docstring); records over max_batch_bytes go alone with send()
+        # batching (`ingest.batching`); records over max_batch_bytes go alone with send()
         self._batching = False
         self._batcher = Batcher(self._producer, linger_s, max_batch_bytes, self._acknowledged)
         ref = weakref.ref(self)

@@ -1,15 +1,8 @@
-"""The reconnect policy of every ingest backend: how long to wait before the next attempt, and when
-to give up. One `Backoff` per connection that reconnects on its own (the WebSocket client's
-signaling and each media socket, an SDK session), so both backends behave alike.
+"""The reconnect policy of every ingest backend: how long to wait before the next attempt, when to give up.
 
-A connection that was working and is lost is retried at once (Zoom buffers audio and transcripts
-through an outage but not video: every second waited is video missing from the recording), unless
-the link already had an immediate retry within `base_s` (a server that accepts and drops at once
-is not hammered). Further consecutive failures wait `base_s × 2^n` (≤ `cap_s`, jittered to
-50-100 %). `max_attempts` consecutive retries, immediate ones included, spend the budget;
-`reset()` after a success starts a fresh series. `at_once=False` restores the old policy (the
-first retry after a drop waits too).
-"""
+One `Backoff` per self-reconnecting connection: a working link that is lost is retried at once (Zoom
+does not buffer video), further failures wait `base_s * 2^n` (capped, jittered); `max_attempts`
+consecutive retries spend the budget and `reset()` after a success starts afresh."""
 
 from __future__ import annotations
 

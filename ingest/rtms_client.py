@@ -1,34 +1,8 @@
 """The RTMS client as a pure state machine (sans-I/O): what to send, when to (re)connect, what to emit.
 
-`RtmsClient` is fed what happened on the sockets (`on_open`, `on_message`, `on_closed`, ...) and the
-time, and answers with actions (`Connect`, `Send`, `Disconnect`, `Deliver`, `Finish`) that the
-asyncio shell (`ingest.ws_client`) carries out. It never touches a socket or a clock, so every
-decision (handshakes, keep-alives, failover, backoff, fatal statuses) is unit tested without I/O.
-
-Every socket a `Connect` opens has a connection number (`conn`); events of a connection the machine
-has already given up on carry a stale number and are ignored, so a late close of an old socket can
-never tear down its replacement.
-
-Reconnection (protocol notes 4.3):
-* signaling socket lost, or `rtms_interrupted` → close everything, reconnect signaling + media;
-* a media socket lost (or silent past `idle_timeout_s`) → reconnect that socket only;
-* a new `rtms_started` with new `server_urls` (failover) → full reconnect to the new URLs now;
-* handshake status 8 (duplicate signal request: the previous owner is still connected) → retry;
-  other non-zero statuses are fatal.
-The delays and the budget are the policy of `ingest.reconnect.Backoff` (the SDK backend drives
-the same): a socket that was working and is lost (closed, or silent past the idle timeout) is
-reconnected at once, further consecutive failures (a connect refused, a handshake unanswered or
-answered with status 8 / 15 / 16) back off, and everything resets once the socket (media) or the
-whole stream (signaling) is streaming again. `max_attempts` consecutive failures end the session.
-
-The handshakes themselves (what is sent, what a status code means) are `rtms_protocol.session`'s
-`ClientSession`, the machine the emulator's tests and benchmarks drive too; what a received message
-becomes (audio, video, transcript and event values, the fast path) is `ingest.rtms_values`.
-
-Why this module stays whole (~735 lines): what is left is one state machine, `RtmsClient`, whose
-transitions (connect, handshake, media retry, full retry, close) all read and write the same phase,
-sockets and backoffs; split by channel or by phase, each half would reach into the other's state.
-"""
+`RtmsClient` is fed socket events and the time and answers with actions (`Connect`, `Send`, `Disconnect`,
+`Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket or full
+reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
 
 from __future__ import annotations
 
@@ -99,7 +73,7 @@ class ClientConfig:
     backoff_base_s: float = 3.0
     backoff_cap_s: float = 30.0
     max_attempts: int = 5
-    # Reconnect a lost working socket at once (see the module docstring); False = back off first.
+    # Reconnect a lost working socket at once (`ingest.reconnect`); False = back off first.
     reconnect_at_once: bool = True
     handshake_timeout_s: float = 10.0
     idle_timeout_s: float = 65.0  # no message at all on a socket for this long = it is dead

@@ -1,12 +1,8 @@
 """What a received RTMS message becomes: the frame handler's values, without I/O or state machine.
 
-`RtmsClient` (`ingest.rtms_client`) decides what to send and when to reconnect; this module holds
-the other half of receiving, the translation of a parsed message into `AudioData`, `VideoData`,
-`TranscriptData` or `EventData`, decoded with the media parameters Zoom granted in the data
-handshakes (`MediaValues.grant`). The audio/video fast path (`MediaValues.fast_media_item`) lives
-here next to the full path it must agree with (`tests/test_fast_path.py`). The SDK backend names
-events with the same `event_name`.
-"""
+Turns a parsed message into `AudioData`, `VideoData`, `TranscriptData` or `EventData` with the media
+parameters Zoom granted (`MediaValues.grant`); the audio/video fast path lives beside the full path it must
+agree with (`tests/test_fast_path.py`)."""
 
 from __future__ import annotations
 

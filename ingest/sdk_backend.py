@@ -1,59 +1,8 @@
 """`SdkBackend`: the session backend on Zoom's official Python SDK (`rtms`, extra `sdk`).
 
-Selected by `RTMSFLOW_INGEST_BACKEND=sdk`. It produces the same values as the raw WebSocket
-backend (`ingest.ws_client`) from the SDK's callbacks: audio, video, deskshare and transcript
-frames with the participant from the SDK's `Metadata`, EVENT_UPDATEs from `on_event_ex`, and the
-outcome from `on_leave(reason)`. What it cannot produce, because the SDK does not expose it:
-STREAM_STATE / SESSION_STATE records (its only window on them, `on_session_update`, crashes), the
-transcript `language` and ZCC `channel_id`, the parameters Zoom actually granted (we record what we
-asked for), and dead letters for frames the SDK drops by itself (protocol notes 3.3). Mixed audio is
-recorded as user 0, as Zoom sends it: the SDK's `Metadata` then holds a stale user from an earlier
-frame of any kind (-1 before the first), which is not the speaker.
-
-Where the SDK runs: in a child process (`ingest.sdk_host`), one per worker process, shared by all
-its SDK sessions on one `rtms.EventLoopPool`; frames come back over a pipe (`ingest.sdk_wire`).
-Why not in the worker itself:
-* the C core is not memory-safe in practice (segfaults in `join()` without a pool and in `poll()`
-  with `on_session_update`, garbage in `Session` fields, `std::terminate` at interpreter exit). In
-  the worker a crash would take the Kafka producer with every frame not yet acknowledged, for
-  every meeting; with a host the worker loses nothing it holds, restarts the host and rejoins;
-* the SDK holds the GIL inside `poll()` and its callbacks, and its Python layer prints to stdout;
-* its configuration is process-global (`SSB_HOME` for its log directory, `ZM_RTMS_CA`).
-The price is one more copy of each frame (a binary pipe message, no JSON), measured by
-`benchmarks/ingest_bench.py --backend sdk`.
-
-SDK defects handled (protocol notes 4.2, 5, 6):
-* many clients need one shared `EventLoopPool` (else segfault in `join`): the host has one, with
-  ONE thread by default: with two, a `join` on one SDK thread shortly after a `release` on the
-  other (a failover to the next URL) segfaulted in our tests, reproducibly;
-* `on_session_update` segfaults in `poll()`: never registered;
-* typed event callbacks never subscribe, and a silent rejoin replays nothing: the host calls
-  `subscribe_event` after `on_join_confirm(0)` and again after every repeated
-  FIRST_PACKET_TIMESTAMP, from the client's own thread (inside a callback it deadlocks);
-* `leave()` from another thread leaves the sockets open (the C core refuses to close sockets off
-  its owner thread): the host releases each client on its own SDK thread, which closes them;
-* no STREAM_CLOSE_REQ exists in the SDK: `stop(close_stream=True)` sends it on a short
-  signaling-only connection after the SDK client is gone (`ingest.ws_client.close_stream`: the
-  WebSocket client's `RtmsClient.request_stop(close_stream=True)`);
-* `generate_signature` prefers env `ZM_RTMS_CLIENT`/`ZM_RTMS_SECRET`: we compute the signature
-  and the host does not even see those variables; the `ca` argument is ignored: `ZM_RTMS_CA` is
-  passed through to the host;
-* the C core writes `./logs/...` relative to the CWD: it honours `SSB_HOME`, so the host gets
-  `SSB_HOME=$RTMSFLOW_SDK_HOME` (default `<cache>/sdk`) with a `logs/` directory, pruned at start;
-* `server_urls` is not split on commas: we try each URL in order, with our own join timeout (the
-  SDK retries a refused connect forever without a callback; `ingest.sdk_session`);
-* SDK audio/video defaults differ from the protocol's (issue #92): explicit parameters, the same
-  as the raw backend asks for (`ClientConfig.media_params`).
-
-Where the pieces live: `ingest.sdk_plan` (what we ask the SDK for, what its callbacks mean),
-`ingest.sdk_session` (the join / rejoin / give-up decisions, pure, with the WebSocket client's
-reconnect policy), `ingest.sdk_pool` (the host processes), `ingest.sdk_wire` (the pipe), this module
-(the backend: the shell that carries the decisions out and turns host messages into frames).
-
-Environment (until these join `Settings`): `RTMSFLOW_SDK_HOME`, `RTMSFLOW_SDK_THREADS` (SDK loop
-threads, default 1), `RTMSFLOW_SDK_POLL_MS` (poll interval, default 10), `RTMSFLOW_SDK_PYTHON`
-(interpreter of the host, default this one).
-"""
+Selected by `RTMSFLOW_INGEST_BACKEND=sdk`: the same values as `ingest.ws_client`, from an SDK host process
+(`ingest.sdk_pool`, `ingest.sdk_host`), with the join decisions of `ingest.sdk_session`. Why a host process,
+what the SDK cannot give, its defects and environment: docs/DECISIONS.md, "Ingest"."""
 
 from __future__ import annotations
 

@@ -1,22 +1,8 @@
 """`python -m ingest.sdk_host`: Zoom's RTMS SDK (`rtms`) in a process of its own.
 
-One host serves every SDK session of one ingest worker: the worker (`ingest.sdk_backend`) writes
-join/leave commands on stdin and reads frames and callbacks from stdout (format: `ingest.sdk_wire`).
-Why a separate process, and the SDK defects worked around here, are in `ingest.sdk_backend`.
-
-Threads:
-* the main thread reads commands;
-* the SDK threads of one shared `rtms.EventLoopPool` own every client: `alloc`, `join`, `poll`,
-  `subscribe_event` and `release` of a client all run on its loop's thread, inside our `poll()`
-  override -- the C core refuses to close sockets from any other thread, and `subscribe_event`
-  called inside a callback deadlocks while holding the GIL;
-* one writer thread moves queued messages to the pipe. When the worker reads slower than Zoom
-  sends, the queue reaches its bound and the SDK callbacks block, so the SDK stops polling its
-  sockets and TCP pushes back on Zoom: backpressure, not memory growth.
-
-The Python layer of `rtms` prints to stdout, so stdout is moved to stderr before anything runs and
-the pipe to the worker uses a private duplicate of the original descriptor.
-"""
+Serves every SDK session of one ingest worker: commands on stdin, frames and callbacks on stdout
+(`ingest.sdk_wire`). Every client call runs on its SDK loop's thread; one writer thread drains a bounded
+queue to the pipe, so a slow worker blocks the SDK callbacks (backpressure). Why: docs/DECISIONS.md."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """What the SDK backend asks Zoom's SDK for, and what the SDK's callbacks mean, without I/O.
 
-`sdk_plan` turns a `ClientConfig` into the SDK's media parameters (the same media the raw backend
-asks for) and the parameters recorded with each frame; `join_status_decision` and `leave_decision`
-judge `on_join_confirm` / `on_leave`; `event_data` turns an `on_event_ex` text into the raw
-backend's event value. The session's reconnect decisions are `ingest.sdk_session`'s.
-"""
+`sdk_plan` (media parameters from a `ClientConfig`), `join_status_decision` / `leave_decision` (judge
+`on_join_confirm` / `on_leave`), `event_data` (an `on_event_ex` text as the raw backend's event value)."""
 
 from __future__ import annotations
 

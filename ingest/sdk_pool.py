@@ -1,13 +1,8 @@
-"""The SDK host processes, seen from the worker: `HostHandle` (one `python -m ingest.sdk_host`
-child and the reader that routes its messages) and `HostPool` (at most one live host per event
-loop, shared by that loop's SDK sessions; `HOSTS`).
+"""The SDK host processes, seen from the worker: `HostHandle` and `HostPool` (`HOSTS`).
 
-Why the SDK runs in a child process at all, and the SDK defects the child works around, are in
-`ingest.sdk_backend`'s docstring. Each SDK client of a host (one join attempt) has a route, keyed
-by its sid: media and events go to the session's frame handler (awaited, in order), the rest
-becomes a typed notice (`ingest.sdk_session`) on the session's queue. A host that dies tells every
-route (`HostLost`); the next join starts a new one.
-"""
+One live host per event loop, shared by its SDK sessions; each client (one join attempt) has a route by
+sid: media and events to the session's frame handler, the rest as typed notices (`ingest.sdk_session`).
+A host that dies tells every route (`HostLost`); the next join starts a new one."""
 
 from __future__ import annotations
 
@@ -45,10 +40,10 @@ class SdkUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SdkOptions:
-    """How the SDK host process runs (see the module docstring for the variables)."""
+    """How the SDK host process runs (the variables: docs/DECISIONS.md, "Ingest")."""
 
     home: Path = field(default_factory=lambda: default_cache_dir() / "sdk")
-    threads: int = 1  # see the module docstring: the C core is not safe across SDK threads
+    threads: int = 1  # the C core is not safe across SDK threads (docs/DECISIONS.md, "Ingest")
     poll_ms: float = 10.0
     python: str = sys.executable
     linger_s: float = 2.0  # keep an idle host this long, so a meeting starting right after reuses it

@@ -1,17 +1,8 @@
 """One SDK session's join / rejoin / give-up decisions, without I/O (the SDK backend is its shell).
 
-The shell (`ingest.sdk_backend.SdkBackend`) joins through the SDK host, waits, and feeds
-`SdkSession` what happened as typed notices (the host's callbacks for the live join, the owner's
-stop and reconnect requests) with the time; the machine answers with steps (`Join`, `Leave`,
-`Wait`, `CloseStream`, `Done`) that the shell carries out in order. It never touches the SDK, a
-pipe or a clock, so every reconnect path is tested without the SDK (`tests/test_ingest_sdk_session.py`).
-
-The reconnect policy is the WebSocket client's own object (`ingest.reconnect.Backoff` from
-`ClientConfig.backoff`): a session that had streamed rejoins at once, then backs off; the budget
-counts consecutive failures since it last streamed. `server_urls` is not split by the SDK, so
-the machine tries each URL in order with its own join timeout (the SDK retries a refused connect
-forever without a callback), then backs off and starts over at the first.
-"""
+`SdkSession` is fed typed notices and the time and answers with steps (`Join`, `Leave`, `Wait`,
+`CloseStream`, `Done`); it uses the WebSocket client's `ingest.reconnect.Backoff` and tries each server URL
+in order with its own join timeout."""
 
 from __future__ import annotations
 

@@ -1,20 +1,8 @@
 """The pipe between the ingest worker and its SDK host process (`ingest.sdk_host`), without I/O.
 
-The worker writes commands to the host's stdin, one JSON object a line (`JoinCommand`,
-`LeaveCommand`, `{"op": "quit"}`). The host writes back length-prefixed binary messages on its
-stdout: a 9-byte header `<I length><B kind><I sid>` (length counts everything after itself), then
-a kind-specific body:
-
-* media (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT): `<q timestamp_ms><q user_id><q start_ms><q end_ms>
-  <H name length>`, the UTF-8 user name, then the payload bytes exactly as the SDK handed them over;
-* JOIN_CONFIRM / LEAVE: `<i reason>` (the SDK's `on_join_confirm` / `on_leave` argument);
-* EVENT: the SDK's `on_event_ex` JSON text (the inner `event` object of an EVENT_UPDATE);
-* LEFT: empty (the client is released: nothing more will come for this sid);
-* ERROR, HELLO: UTF-8 text (HELLO is JSON: pid, rtms version).
-
-Media is binary because it is most of the traffic: a header pack and one copy per frame, no base64
-and no JSON. `sid` numbers one SDK client (one join attempt) of the host; 0 is the host itself.
-"""
+Commands: one JSON object a line on the host's stdin. Answers: length-prefixed binary messages on its
+stdout, a 9-byte header `<I length><B kind><I sid>` then a kind-specific body (media binary, no base64,
+to keep the copy cheap); `sid` 0 is the host itself."""
 
 from __future__ import annotations
 
@@ -26,7 +14,14 @@ from typing import Any
 
 
 class Kind(IntEnum):
-    """What a host message carries."""
+    """What a host message carries, and so its body after the header:
+
+    * media (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT): `MEDIA` (timestamp, user id, start, end, name length),
+      the UTF-8 user name, then the payload bytes exactly as the SDK handed them over;
+    * JOIN_CONFIRM / LEAVE: `REASON` (the SDK's `on_join_confirm` / `on_leave` argument);
+    * EVENT: the SDK's `on_event_ex` JSON text (the inner `event` object of an EVENT_UPDATE);
+    * LEFT: empty (the client is released: nothing more comes for this sid);
+    * ERROR, HELLO: UTF-8 text (HELLO is JSON: pid, rtms version)."""
 
     AUDIO = 1
     VIDEO = 2

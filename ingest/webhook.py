@@ -1,27 +1,8 @@
 """`rtmsflow ingest http`: Zoom's webhooks in, `session_event` records on `rtms.sessions` out.
 
-Order of checks for POST <path> (default /webhook):
-
-1. signed requests (`x-zm-signature` present): signature over the raw body (401), timestamp
-   within `Settings.webhook_max_skew_s` (401); unsigned requests may only be
-   `endpoint.url_validation`, everything else is 401;
-2. body: JSON envelope (400), `endpoint.url_validation` answered with `{plainToken, encryptedToken}`;
-3. lifecycle events (`*.rtms_started|stopped|interrupted`): required fields (400), every URL of
-   `server_urls` against the allowlist (400, nothing produced); other events: 200, ignored;
-4. the record is produced to `rtms.sessions` (key = meeting|stream, in the meeting's partition:
-   `schemas.topics.session_key` / `partition_for`) and the broker's ack awaited before
-   answering 200. Awaiting costs a few ms (linger 0 on this producer) and makes the 200 mean
-   "durable": if Kafka is down we answer 503 and Zoom retries, instead of losing a started stream.
-
-Every outcome is logged (with the meeting when known) and counted in
-`rtmsflow_ingest_webhooks_total{result}`.
-
-Idle and slow connections: a connection gets `Settings.webhook_header_timeout_s` to send its
-request line and headers (aiohttp's keep-alive timer, armed at connect, closes it otherwise) and as
-long again for its body (408); an idle keep-alive connection is closed after the same time. When
-the process runs out of file descriptors anyway, asyncio's per-accept error is logged once per
-`_ACCEPT_LOG_INTERVAL_S` with a count, not once per attempt.
-"""
+Checks signature and timestamp (401), body (400), lifecycle fields and the allowlist (400), then produces
+the record to the meeting's partition and answers 200 only after the broker's ack (503 if Kafka is down,
+so Zoom retries). Slow and idle connections are timed out (`Settings.webhook_header_timeout_s`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Zoom webhook deliveries, checked and turned into `session_event` records (pure: no I/O).
 
-The HTTP app (`ingest.webhook`) reads the raw body and headers and calls, in this order:
-`parse_body` (400 on malformed JSON), `answer_url_validation` for `endpoint.url_validation`, else
-`verify_signature` (401) and `check_timestamp` (401), then `session_event` (400 on missing fields,
-`None` for events we ignore) and the allowlist check on `server_urls` (400).
-"""
+`parse_body`, `answer_url_validation`, `verify_signature`, `check_timestamp` and `session_event`, called
+in that order by `ingest.webhook`."""
 
 from __future__ import annotations
 

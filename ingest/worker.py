@@ -1,42 +1,8 @@
 """`rtmsflow ingest worker`: holds the live RTMS streams of the `rtms.sessions` partitions it owns.
 
-Ownership. Workers form one consumer group over the compacted `rtms.sessions` topic (key =
-meeting|stream, in the meeting's partition). Everything is per RTMS stream: a meeting may have
-several streams over its life (a stopped and restarted stream gets a new id), and each is held,
-ended and marked on its own. Whenever a partition is assigned, the worker rebuilds that partition's
-set by reading it from its start (latest record per stream: STARTED / INTERRUPTED / HELD = live,
-STOPPED = to finish; a stream with an ENDED record is done) and only then applies it. Before it
-connects to a stream a worker writes HELD: a later holder (after a crash or a rebalance) then knows
-the stream was held before, so its end-of-stream counts cover only part of the stream. Records that arrive later are applied as they
-come. Applying is idempotent, so a rebuild over streams already held changes nothing: a repeated
-`rtms_started` with the same `server_urls` opens no second connection; new `server_urls` for the
-held stream is a failover (full reconnect to the new URLs); `rtms_interrupted` reconnects signaling
-+ media unless the backend has already reconnected since the webhook's time; `rtms_stopped` leaves,
-flushes and writes the end-of-stream markers, then an ENDED record. A STOPPED stream without ENDED
-(its worker died in between, or nobody held it) is finished by whoever owns the partition, so every
-stream gets its markers. A backend that ends without Zoom saying so (fatal handshake status,
-reconnect budget spent, a failure) gets markers that say UNEXPECTED.
-
-Lifecycle webhooks also reach `rtms.raw.events` (msg_type 0: rtms_started, rtms_interrupted,
-rtms_stopped) so a stream's whole life is in one topic. The stream's media-time origin (t = 0) is
-the `event_ts` of its first `rtms_started`; ingest stamps it on every record.
-
-Rebalances. aiokafka implements only the eager rebalance protocol (no cooperative-sticky), so the
-group uses `StickyPartitionAssignor`: a partition keeps its owner unless the group changes. Because
-eager revocation takes every partition away before the new assignment is known, a worker leaves
-meetings only once the assignment shows which partitions it lost (flush, no end-of-stream: the
-meeting is not over). The new owner may then briefly meet Zoom's "duplicate signal request"
-(status 8) and retries with backoff until the old connection is gone.
-
-Failure. A worker killed without leaving the group loses its partitions once the group session
-times out (`session_timeout_ms`, 8 s by default, heartbeat every second); the new owner rebuilds and
-reconnects within Zoom's 60 s reconnection window. Offsets are committed after records are applied,
-for lag monitoring only: ownership is always rebuilt from the partition's start.
-
-Why this module stays whole (~570 lines, a sixth of it this docstring): one class, `SessionWorker`,
-whose rebuild, apply, hold, leave and end steps all share its held streams, owned partitions and
-rebuilds; the process shell around it (`run_worker`, `/health`) is forty lines.
-"""
+`SessionWorker` rebuilds each assigned partition's streams from its start, applies lifecycle records
+idempotently, writes HELD before connecting and, when a stream ends, its end-of-stream markers and ENDED.
+Ownership, rebalances and takeovers: docs/DESIGN.md, "Ingest"."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """`WebSocketBackend`: the default session backend, a thin asyncio shell around `RtmsClient`.
 
-The shell owns the sockets (one task per WebSocket, `websockets` asyncio client) and one loop that
-feeds the state machine with what the sockets report, in order, and carries out its actions: open,
-send, close, hand values to the frame handler. Socket readers share one inbox with a bounded number of
-pending messages, so a slow frame handler (a full producer window) stops the readers, which stops reading
-from Zoom: backpressure instead of a growing queue.
-"""
+One task per WebSocket and one loop that feeds the state machine and carries out its actions; the readers
+share a bounded inbox, so a slow frame handler stops reading from Zoom (backpressure)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
 """`rtmsflow process`: the processors as a Faust app.
 
-The app (faust-streaming, aiokafka transport) gives the stage its lifecycle, worker CLI, web server
-(`/health`, `/metrics`, `/meetings/{uuid}`) and signal handling. The raw -> ordered work runs in
-`ProcessorService`, a Faust service started with the app around `ProcessorLoop`
-(`processors/batch_loop.py`): a batch loop over aiokafka that owns its consumer group, its commits
-and its restart state, because the ordered topics must be exact across `kill -9` and Faust's own
-per-message stream machinery costs ~4x the CPU per event of the batch loop (docs/DECISIONS.md and
-BENCHMARKS.md have the measurements and the reasons). The one Faust agent keeps the latest `rtms.meetings` record of the
-meetings in the partitions it is given, for `/meetings/{uuid}`.
-
-The app is built by `make_app(settings, ...)`, not at import time, so tests and the CLI choose the
-broker, the topic prefix and the ports.
-"""
+Faust gives the stage its lifecycle, web server (`/health`, `/metrics`, `/meetings/{uuid}`) and signals;
+the raw -> ordered work runs in `ProcessorService` around `processors.batch_loop.ProcessorLoop`. Built by
+`make_app(settings, ...)`, not at import time. Why not Faust agents: docs/DECISIONS.md, "Processors"."""
 
 from __future__ import annotations
 

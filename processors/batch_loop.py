@@ -1,32 +1,8 @@
 """The processors' consumer loop: raw topics in, ordered topics out, nothing lost or doubled.
 
-(Why ~570 lines in one module: the feed, the cycle and the rebalance callbacks share the cores,
-the `ends` and the restart skips, and are right only together; the output batches live in
-`processors/outbox.py`, the pure work in `processors/lanes.py`.)
-
-One aiokafka consumer (group `rtmsflow-processors` by default, range assignment) reads the four raw
-topics; a `PartitionCore` per partition number turns records into output, which one idempotent
-producer writes to the same partition number of the output topics, one batch per output partition
-and consumer batch (`processors/outbox.py`). Every `process_commit_interval_ms` the loop takes a
-*cycle*: it snapshots each changed partition's restart state and the last record sent to every
-output partition, and, in the background while input goes on, waits until the broker acknowledged
-those records, writes the states (`processors/state.py`) to `rtms.processor.state` (with the
-`rtms.meetings` index records, on a second producer of their own), waits for that,
-then commits the raw offsets the states name (the first input not settled by acknowledged output:
-a held frame holds the commit back).
-
-Restart (kill -9 anywhere, a rebalance). A partition's new owner reads its latest state, seeks
-the raw topics to the state's `commits`, and reads what the output topics got after the state's
-`ends`: records a crashed run wrote after its last state. From the same state and the same inputs
-the core produces the same output sequence per output topic partition (lanes depend only on their
-raw topic), so the first n outputs to a topic partition that already holds n records past `ends`
-are those n records: they are checked and not written again. Late and dead-letter records are
-matched by their source offset instead. The ordered topics thus carry every record once.
-
-Why not Faust agents for this (measured, see docs/DECISIONS.md): Faust's per-message stream
-machinery costs 140-210 us of CPU per event and its acking has known gaps around rebalances; here
-the commit point and the restart state must move together for all four raw topics of a partition.
-"""
+One aiokafka consumer over the four raw topics, a `PartitionCore` per partition, one idempotent producer;
+a commit cycle writes restart states only after their output is acknowledged and commits offsets only
+after the states, and a restart checks what is already written (docs/DESIGN.md, "Processors")."""
 
 from __future__ import annotations
 
@@ -310,7 +286,7 @@ class ProcessorLoop:
         return self.outbox
 
     def _already_written(self, partition: int, out: Output) -> bool:
-        """True for an output a crashed run wrote after its last state (see the module docstring)."""
+        """True for an output a crashed run wrote after its last state (docs/DESIGN.md, "Processors")."""
         if out.source is not None:
             seen = self.written.get(partition)
             if seen and (out.topic, out.source[0], out.source[1]) in seen:

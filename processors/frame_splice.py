@@ -1,20 +1,8 @@
 """Ordered audio and video frames written by splicing their raw record's bytes, not re-encoding.
 
-An ordered frame (`AudioFrame`, `VideoFrame`) is its raw frame with three fields inserted after
-`received_at_ms`: `seq`, `offset_ms` and `gap` (null for a frame). Avro's binary encoding of a
-record is its fields' encodings one after the other, so the ordered value is
-
-    ordered header | raw body up to the payload | seq | offset_ms | 0 (gap: null) | raw body from the payload
-
-when the raw value was written with the current raw schema. That costs a few slices instead of
-fastavro's encode (~30 us a frame, the largest single cost of the processors' worker).
-
-`FrameSplicer.for_codec` checks, once, that the current schemas have that layout and that a
-spliced sample equals the codec's encoding byte for byte; a topic that fails either check (a
-schema changed) is left to the codec. Per record, `splice` returns None, and the caller encodes,
-whenever the raw value's header is not the current raw schema's (an older writer) or the
-computed position of the payload does not hold the payload.
-"""
+An ordered frame is its raw frame plus `seq`, `offset_ms` and `gap` after `received_at_ms`, so its Avro
+bytes are slices of the raw value around those fields. `FrameSplicer.for_codec` checks the layout once;
+`splice` returns None (the caller encodes) for an older writer schema or an unexpected layout."""
 
 from __future__ import annotations
 

@@ -1,39 +1,8 @@
 """Explicit gap records for one ordered lane, so sinks fill silence or hold the last frame in sync.
 
-Fed a lane's frames in order (after `ReorderBuffer`), a tracker returns the gap to write before
-each frame, if any, and the trailing gap at the end of the stream. All times are RTMS media time
-in integer milliseconds; `origin_ms` is the stream's t = 0 (`stream_started_ms`).
-
-Audio (`AudioGapTracker`). A frame lasts as long as its PCM payload
-(`audio_duration_ms`). The tracker keeps a *cursor*: where the sink's timeline stands, i.e.
-origin + every frame duration and gap length so far. Frames and gaps therefore tile
-[origin, cursor] exactly, with no overlap, and the sink never needs its own clock. The rule for a
-frame at `timestamp_ms` with duration `d`:
-
-* interior: drift = timestamp_ms - cursor. A gap [cursor, timestamp_ms) is written only when
-  drift >= d, i.e. at least one whole frame is missing. Smaller drift (jitter, rounding) and
-  negative drift (a frame that starts before the previous one ended) produce no gap: the frame is
-  placed at the cursor. So there is never a negative gap nor a 1 ms sliver, and the cursor stays
-  within one frame of the timestamps until the next real gap realigns it exactly.
-* leading and trailing edges are exact: any drift > 0 from the origin to the first frame, and from
-  the cursor to the stream's end, is a gap. They happen once per stream and fix the lane's
-  alignment to t = 0 and its total length (end - origin), which audio/video sync needs.
-
-Video (`VideoGapTracker`). Frames are instants; the sink holds each until the next. A gap is a
-stretch with no frame longer than `max_gap_ms` (default `video_max_gap_ms(fps)`): the last frame
-is held for one frame interval, and the gap runs from there to the next frame (or the end).
-The leading edge is a gap when the first frame comes more than `max_gap_ms` after the origin.
-A hole that overlaps a known loss (`known_loss`: ingest's media socket was down) is a gap as soon as
-a frame is missing (1.5 frame intervals), whatever its length.
-
-Reasons. The caller says what it learned from events with `mark(start_ms, end_ms, reason)` (PAUSE
-from stream-state events, VIDEO_OFF from video events, LOSS from reconnects). A gap takes the
-reason of the marked interval it overlaps most (ties: the one marked first); else INGEST_DIED when the
-frames on either side have different `ingest_epoch`s (another worker took the stream over); else
-the tracker's default (LOSS; SILENT for per-participant audio lanes, where Zoom sends nothing
-while a participant is muted or silent). A gap is never split by reason: one missing stretch is
-one record.
-"""
+`AudioGapTracker` tiles [origin, end) with frames and gaps (a gap only when a whole frame is missing, exact
+edges); `VideoGapTracker` makes a gap of a stretch longer than `max_gap_ms`, or of one missing frame in a
+known loss. Reasons come from marks, epoch changes and the lane's default (docs/DESIGN.md, "Processors")."""
 
 from __future__ import annotations
 
@@ -105,7 +74,13 @@ class _Mark:
 
 
 class _Reasons:
-    """The caller's marked intervals and the reason rule shared by both trackers."""
+    """The caller's marked intervals and the reason rule shared by both trackers.
+
+    `mark(start_ms, end_ms, reason)` notes what the caller learned (PAUSE, VIDEO_OFF, LOSS). A gap takes
+    the reason of the marked interval it overlaps most (ties: the one marked first); else INGEST_DIED
+    when the frames on either side have different `ingest_epoch`s (a takeover); else the tracker's
+    default (LOSS; SILENT for per-participant audio, where Zoom sends nothing while a participant is
+    silent). A gap is never split by reason: one missing stretch is one record."""
 
     def __init__(self, default: GapReason) -> None:
         self.default = default
@@ -133,7 +108,15 @@ class _Reasons:
 
 
 class AudioGapTracker:
-    """Gaps of one ordered audio lane; see the module docstring for the rule."""
+    """Gaps of one ordered audio lane.
+
+    A frame lasts as long as its PCM (`audio_duration_ms`). The *cursor* is origin + every frame and gap
+    so far, so frames and gaps tile [origin, cursor] exactly and the sink needs no clock of its own.
+    Interior: with drift = timestamp_ms - cursor, a gap [cursor, timestamp_ms) is written only when
+    drift >= the frame's duration (a whole frame missing); smaller or negative drift places the frame at
+    the cursor, so there is never a negative gap or a 1 ms sliver. Edges are exact: any drift from the
+    origin to the first frame, and from the cursor to the stream's end, is a gap (alignment to t = 0 and
+    the lane's total length, which A/V sync needs)."""
 
     def __init__(
         self,
@@ -216,7 +199,13 @@ class AudioGapTracker:
 
 
 class VideoGapTracker:
-    """Gaps of one ordered video (or deskshare) lane; see the module docstring."""
+    """Gaps of one ordered video (or deskshare) lane.
+
+    Frames are instants; the sink holds each until the next. A gap is a stretch with no frame longer
+    than `max_gap_ms` (default `video_max_gap_ms(fps)`): the last frame is held for one frame interval
+    and the gap runs from there to the next frame (or the end); the leading edge is a gap when the
+    first frame comes more than `max_gap_ms` after the origin. A hole overlapping a known loss
+    (`known_loss`: ingest's media socket was down) is a gap once one frame is missing (1.5 intervals)."""
 
     def __init__(
         self,
@@ -264,7 +253,7 @@ class VideoGapTracker:
 
     def known_loss(self, start_ms: int, end_ms: int) -> None:
         """Media in [start_ms, end_ms) was lost for a reason ingest knows (its socket was down):
-        a hole there is a gap however short (see the module docstring)."""
+        a hole there is a gap however short (see `VideoGapTracker`)."""
         if end_ms > start_ms and (start_ms, end_ms) not in self._known:
             self._known.append((start_ms, end_ms))
 

@@ -1,36 +1,8 @@
 """The processors' pure core: one partition's raw records in, ordered output records out.
 
-(Why one module of ~680 lines: `PartitionCore`, its lanes and their snapshot/restore are one state
-machine whose restart exactness depends on all of it at once; the reorder, gap and utterance rules
-it drives live in their own modules.)
-
-`PartitionCore` is fed the raw records of one partition number (all four raw topics), one at a time
-in offset order per topic, and returns what to write: ordered frames, gap records, utterances,
-events, forwarded end-of-stream markers, `rtms.late` and `rtms.deadletter` records. No broker, no
-clock: the same inputs in the same order per raw topic give the same outputs per output topic.
-
-Lanes. A raw topic's records are split into lanes, each with its own `ReorderBuffer` (order by
-(timestamp, identity digest), de-duplicate by identity, send late frames to `rtms.late`):
-audio per (meeting, stream) and, for per-participant audio (`media.mixed` false), per participant
-and channel; video per (meeting, stream, kind) (active-speaker video changes participant at every
-switch, so never per participant); transcripts and events one lane per stream. Audio and video
-lanes then go through a gap tracker (`processors/gaps.py`) that numbers records (`seq`), places
-them in media time (`offset_ms`) and writes gap records; transcripts go through the stream's
-`UtteranceAssembler`. A lane's output depends only on its raw topic's records, never on how the
-four raw topics interleave (which differs from run to run): that is why gap reasons come only from
-`ingest_epoch` and the lane's kind (no PAUSE / VIDEO_OFF from rtms.raw.events) and why the
-assembler is never ticked from other lanes.
-
-Restart (see `processors/state.py` for the snapshot and the shell in `processors/app.py`). The
-core's state can be exported (`snapshot`) when every output so far is acknowledged, and a core
-built from it (`PartitionCore(..., snapshot=...)`) re-reads the raw topics from `commits`: the
-first input not yet settled by acknowledged output. Inputs below `positions` (read before the
-snapshot) only rebuild state: their counts, late and dead-letter records were already written.
-Each lane resumes at its last acknowledged key (`ReorderBuffer.resume`), so what it re-reads at or
-below that key is skipped; an input the resumed buffer skips that the crashed run had read *after*
-the snapshot is labelled as the crashed run would have (duplicate if its digest was released within
-the horizon, else late), so counts match an undisturbed run too.
-"""
+`PartitionCore` splits each raw topic into lanes (reorder, gaps, utterances) and returns ordered records,
+markers, late and dead-letter records; no broker, no clock, a lane depends only on its own raw topic.
+Its `snapshot` and restore make a restart exact (docs/DESIGN.md, "Processors")."""
 
 from __future__ import annotations
 
@@ -295,7 +267,19 @@ class StreamState:
 
 
 class PartitionCore:
-    """One partition's processing state; see the module docstring."""
+    """One partition's processing state (docs/DESIGN.md, "Processors").
+
+    Fed the raw records of one partition number, in offset order per topic. Lanes: audio per (meeting,
+    stream), and per participant and channel for per-participant audio; video per (meeting, stream,
+    kind), never per participant (active-speaker video switches participant); transcripts and events one
+    per stream. Gap reasons come only from `ingest_epoch` and the lane's kind, and the assembler is
+    ticked only by its own topic, so a lane's output never depends on how the raw topics interleave.
+
+    Restart: `snapshot()` exports the state once every output so far is acknowledged; a core built from
+    it re-reads from `commits`. Inputs below `positions` only rebuild state (their counts, late and
+    dead-letter records were already written); each lane resumes at its last acknowledged key, and an
+    input the resumed buffer skips that the crashed run read after the snapshot is labelled as that run
+    would have (duplicate within the horizon, else late), so counts match an undisturbed run."""
 
     def __init__(
         self,

@@ -1,17 +1,8 @@
 """The `rtms.meetings` index: per meeting, where each of its streams' records are.
 
-`MeetingBook` is pure: the shell tells it what it saw (a stream's record at an offset of a raw or
-ordered topic, participants, an end-of-stream marker) and asks, at its commit cycle, which
-meetings' records to rewrite. A meeting is rewritten when a stream appears, at each marker, and
-otherwise at most every `interval_ms` while it changes (not per frame). Offsets and times come from
-the records, never from the wall clock; the index is not part of the exact-once contract of the
-ordered topics (a restart rewrites it from what it reads back and sees next).
-
-A record must fit `rtms.meetings` (`schemas.limits.MAX_INDEX_BYTES`): `fit_index` shrinks one
-that does not (a 100,000-attendee webinar, very long names): first the per-stream participant lists
-go (the meeting's list keeps everyone), then the meeting's list is cut to its lowest user ids that
-fit, then the oldest streams' entries; `Fitted` says what was left out, for the log.
-"""
+`MeetingBook` (pure) says which meetings to rewrite at a commit cycle: at a new stream, at each marker,
+else at most every `interval_ms`. `fit_index` shrinks a record to `schemas.limits.MAX_INDEX_BYTES`.
+The index is not part of the ordered topics' exact-once contract."""
 
 from __future__ import annotations
 
@@ -188,10 +179,12 @@ def participant_bytes(p: dict[str, Any]) -> int:
 
 
 def fit_index(record: dict[str, Any], max_bytes: int, size_of: Callable[[dict[str, Any]], int]) -> Fitted:
-    """`record` cut until `size_of(record) <= max_bytes` (see the module docstring); the record
-    itself when it fits. `size_of` is the encoded size (the shell's codec); pure otherwise. A few
-    encodes, whatever the participant count: the meeting's list is sized one participant at a time,
-    and a record whose participants alone are over the limit is not encoded whole."""
+    """`record` cut until `size_of(record) <= max_bytes`, the record itself when it fits: first the
+    per-stream participant lists go (the meeting's list keeps everyone), then the meeting's list is
+    cut to its lowest user ids that fit, then the oldest streams' entries; `Fitted` says what went.
+    `size_of` is the encoded size (the shell's codec); pure otherwise. A few encodes, whatever the
+    participant count: the meeting's list is sized one participant at a time, and a record whose
+    participants alone are over the limit is not encoded whole."""
     lists = [
         record.get("participants") or (),
         *((s.get("participants") or ()) for s in record.get("streams") or ()),

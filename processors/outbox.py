@@ -1,18 +1,8 @@
 """The processors' output: records gathered into one aiokafka batch per output topic partition.
 
-`ProcessorLoop` adds every record a consumer batch produced (`add`, no awaits), then hands the
-batches to the producer (`send`) before it takes the next consumer batch. One `send_batch` per
-output partition instead of one `send()` per record: the per-record call cost ~13 % of the worker's
-CPU. (aiokafka's `send_batch` waits until the partition's previous batch has left for the broker;
-handing the batches over from a task per partition instead, so the loop never waits, measured no
-better on the loaded machine and cost CPU: BENCHMARKS.md, "Processors".)
-
-A record's place is a `Loc` (its batch and index), whose offset is known once the broker has
-acknowledged the batch (`offset_of`); `take_last` gives the last record sent per output partition
-since the previous call, what a commit cycle waits for. A batch that failed at the broker is
-remembered (`check` raises it), so a cycle never writes a state past a missing record even when
-later batches of the partition got through.
-"""
+`add` places records (a `Loc`), `send` hands the batches over, `offset_of` gives a record's offset once
+acknowledged, `take_last` what a commit cycle waits for, and `check` raises a failed batch so no state is
+written past a missing record."""
 
 from __future__ import annotations
 

@@ -1,35 +1,8 @@
 """Reorder and de-duplicate one lane of frames within a window of media time.
 
-A lane is whatever the caller keys it by: (meeting, stream, kind), plus the participant for
-per-participant audio. `ReorderBuffer` is pure: it is fed items and says what to release, in order,
-and what became of the item pushed. No clock, no broker.
-
-Order. Every item has a key `(timestamp_ms, digest)`. Ties on the timestamp are broken by the digest,
-never by arrival, so any arrival order of the same set gives the same output. The output of one
-buffer is strictly increasing in key.
-
-Window. An item is released once `max_timestamp_seen - window_ms >= item.timestamp_ms` (media time:
-RTMS timestamps, never the wall clock); a progress mark (`advance`) raises the maximum seen without
-an item, so a sparse lane is released by its topic's media clock instead of its own next item. An item whose key is below the last released key is *late*:
-it is never emitted (the caller sends it to `rtms.late`).
-
-Duplicates. An item whose digest is held, or was released within the last `dedupe_horizon_ms` of
-media time, is a *duplicate*: counted, never emitted. A repeat of something released longer ago than
-that is reported late rather than duplicate; either way it is not emitted, so the horizon only
-decides the label (and bounds memory).
-
-Restart. A processor that crashed re-reads its input from the committed offset and restores each
-lane with `ReorderBuffer.resume(last_emitted_key)` (read back from the tail of the ordered topic).
-Items with key <= that key are *skipped*: already done. Why nothing else is needed: every input
-before the commit point is in the acknowledged output or is late or a duplicate of something in it,
-so all of them are at or below the resume key; an item above that key is released only by a
-timestamp >= its own + window, which comes from an input at or after the commit point, and both
-runs see those inputs in the same order. The resumed buffer starts with the resume key as its last
-released key (lateness is judged against it) and its timestamp as the maximum seen
-(for the metrics; it releases nothing above the key). The property test in
-tests/test_processors_reorder.py checks that the acknowledged output plus the resumed run's output
-equals the undisturbed run's output, for any crash point and acknowledged prefix.
-"""
+`ReorderBuffer` (pure) orders by (timestamp, digest), releases once media time (or a progress mark)
+passes an item by `window_ms`, drops duplicates within `dedupe_horizon_ms` and reports items below the last
+released key as late. `resume(last_emitted_key)` restores it after a crash (property-tested)."""
 
 from __future__ import annotations
 
@@ -96,7 +69,19 @@ class Outcome(Generic[T]):
 
 
 class ReorderBuffer(Generic[T]):
-    """Reorders and de-duplicates one lane; see the module docstring for the rules.
+    """Reorders and de-duplicates one lane.
+
+    Order: key `(timestamp_ms, digest)`; ties broken by the digest, never by arrival, so any arrival
+    order of the same set gives the same strictly increasing output. Window: an item is released once
+    `max_timestamp_seen - window_ms >= item.timestamp_ms` (media time); `advance` (a progress mark)
+    raises the maximum without an item. An item below the last released key is *late* (never emitted).
+    Duplicates: a digest held, or released within the last `dedupe_horizon_ms`, is counted, never
+    emitted; an older repeat is reported late (the horizon only decides the label and bounds memory).
+
+    Restart: `resume(last_emitted_key)` skips items at or below that key. Every input before the
+    commit point is in the acknowledged output, late or a duplicate of it, so at or below the key; an
+    item above it is released only by inputs at or after the commit point, which both runs see in the
+    same order. tests/test_processors_reorder.py checks this for any crash point.
 
     Memory: the items inside the window, plus the digests released in the last
     `dedupe_horizon_ms` of media time.

@@ -1,17 +1,8 @@
 """The processors' restart state: written to `rtms.processor.state`, read back on assignment.
 
-A partition's state (`ProcessorState`, schemas/avro/processor_state.avsc) is one compacted record
-keyed `<group>|<partition>`, rewritten at each commit cycle once every output it accounts for is
-acknowledged. `StateStore.restore` gives a new owner everything it needs to go on exactly:
-
-* the state itself (None: the partition was never processed by this group), whose `commits` say
-  where to re-read each raw topic from (the beginning when there is no state);
-* per ordered topic, the records written after the state's `ends` (a crashed run's output after its
-  last state), as `output_signature`s the loop checks its first outputs against instead of
-  writing them again;
-* per side topic (`rtms.late`, `rtms.deadletter`), the source offsets written after `ends`;
-* the partition's `rtms.meetings` records, so the index goes on from what it said.
-"""
+`StateStore.restore` gives a partition's new owner its latest `ProcessorState` (where to re-read the raw
+topics), what each output topic got after the state's `ends` (to check instead of rewriting) and the
+partition's `rtms.meetings` records."""
 
 from __future__ import annotations
 
@@ -147,7 +138,10 @@ class StateStore:
     # -- restore -----------------------------------------------------------------------------------
 
     async def restore(self, partition: int, outputs: tuple[str, ...]) -> Restored:
-        """Everything a new owner of `partition` needs (see the module docstring)."""
+        """Everything a new owner of `partition` needs: the latest state (None: never processed by
+        this group; its `commits` say where to re-read each raw topic), per ordered topic the records
+        written after the state's `ends` as `output_signature`s to check instead of rewriting, per
+        side topic the source offsets written after `ends`, and the partition's `rtms.meetings` records."""
         reader = self._reader()
         state_tp = TopicPartition(self.state_topic, partition)
         meetings_tp = TopicPartition(self.meetings_topic, partition)

@@ -1,43 +1,8 @@
 """Assemble Zoom's transcript pieces (msg 17) into utterances, one assembler per (meeting, stream).
 
-Zoom optimizes transcripts for latency and sends fragments; `UtteranceAssembler` merges them. It
-is pure: fed pieces in order (the transcript lane after `ReorderBuffer`), it returns the utterances
-that are now settled. No clock: `tick(media_ms)` lets the caller close a silent speaker's utterance
-from media time seen elsewhere in the stream.
-
-Times of a piece. `start_ms` is the piece's `start_time`, or, when Zoom left it out, its
-`timestamp` (Zoom: "when the utterance began"). `end_ms` is its `end_time` (raised to the start if
-smaller); when missing it is estimated as start + `ESTIMATE_MS_PER_WORD` per word, and cut back to
-the next piece's start if that comes earlier (a neighbour bounds it). The utterance spans its
-pieces: the first piece's start to the largest end. Starts are kept monotone per stream: an
-utterance that claims to start before the previous one is placed at the previous one's start (so
-subtitle cues stay in order).
-
-Merge rule. At most one utterance is open per stream (Zoom's transcript is per speaker and turns
-follow each other). A piece extends the open utterance when all of these hold:
-* same speaker: participant id and Contact Center channel;
-* same language, when the piece names one (a language switch starts a new utterance);
-* it belongs to the same utterance: it carries the same `timestamp` (Zoom's utterance start), or it
-  starts at most `max_pause_ms` after the utterance's end (overlap counts as no pause);
-* the result stays within `max_duration_ms` (end - start) and `max_chars` of text.
-Otherwise the open utterance is closed (a speaker change, a pause, a language change or a cap) and
-the piece opens the next one. `flush()` at end of stream closes it too.
-
-Text. Pieces are joined in arrival order with one space, except where a side already has
-whitespace or the language is written without spaces (Chinese, Cantonese, Japanese, Thai). No text
-is dropped or repeated: Zoom's pieces are treated as disjoint fragments, not as growing hypotheses.
-
-Final. By default only closed utterances are emitted, with `final=True`. With `partials=True` the
-open utterance is also emitted after each piece with `final=False` and the same `utterance_id`;
-its closing emission (`final=True`) supersedes them.
-
-Ids. `utterance_id` is `<rtms_stream_id>/<seq>`, `seq` counting the stream's utterances from 0, so
-a re-run over the same pieces gives the same ids. After a restart, construct the assembler with the
-`next_seq` and `last_start_ms` of the last emitted utterance and re-feed from the first piece of the
-utterance that was open (the caller commits no further than that piece).
-
-Memory: one open utterance, bounded by `max_chars` of joined text (plus at most one piece).
-"""
+`UtteranceAssembler` (pure) extends the open utterance with a piece of the same speaker, language and
+utterance within the pause and size caps, closes it otherwise or when `tick(media_ms)` passes it, and with
+`partials=True` emits the open one after each piece. Ids are `<rtms_stream_id>/<seq>`, stable on re-runs."""
 
 from __future__ import annotations
 
@@ -135,7 +100,22 @@ def _join(text: str, part: str, spaced: bool) -> str:
 
 
 class UtteranceAssembler:
-    """Merges one stream's transcript pieces into utterances; see the module docstring."""
+    """Merges one stream's transcript pieces into utterances.
+
+    Times: `start_ms` is the piece's `start_time`, else its `timestamp`; `end_ms` its `end_time`
+    (raised to the start), else start + `ESTIMATE_MS_PER_WORD` per word, cut back to the next piece's
+    start. An utterance spans its pieces; starts are kept monotone per stream (cues stay in order).
+
+    Merge rule: at most one open utterance per stream. A piece extends it when it has the same speaker
+    (participant and channel), the same language when it names one, belongs to it (the same Zoom
+    `timestamp`, or starts at most `max_pause_ms` after its end), and the result stays within
+    `max_duration_ms` and `max_chars`; otherwise the open one is closed and the piece opens the next.
+    `tick(media_ms)` and `flush()` close it too. Text: pieces joined in arrival order with one space
+    (none where a side has whitespace or the language is written without spaces); nothing is dropped
+    or repeated. With `partials=True` the open utterance is emitted after each piece with
+    `final=False`; its final supersedes them. Ids `<rtms_stream_id>/<seq>` are stable on re-runs;
+    after a restart, construct with the last emitted `next_seq` and `last_start_ms` and re-feed from
+    the open utterance's first piece. Memory: one open utterance, bounded by `max_chars`."""
 
     def __init__(
         self,

@@ -1,10 +1,8 @@
 """Zoom RTMS, without I/O: shared by ingest (the client) and the emulator (the server).
 
-Neither the runtime (`rtmsflow`) nor a stage: both sides of the protocol import it. By what they hold:
-`constants` (the numbers), `params` (media parameters), `codec` (`ProtocolError` and the field-driven
-JSON encoder/decoder), `messages` (one dataclass per message, `parse`), `signing` (HMAC signatures of
-handshakes and webhooks). Everything is re-exported here: `import rtms_protocol as proto`.
-"""
+`constants`, `params` (media parameters), `codec` (`ProtocolError`, the field-driven JSON codec),
+`messages` (one dataclass per message, `parse`), `signing` (HMAC signatures), `session` (the client's
+handshakes). Everything is re-exported here: `import rtms_protocol as proto`."""
 
 from rtms_protocol.codec import Message, ProtocolError, Wire, decode_json, encode
 from rtms_protocol.constants import (

@@ -1,11 +1,7 @@
 """RTMS JSON on the wire: `ProtocolError`, checked field access, and ONE field-driven encoder/decoder.
 
-A message class lists its wire fields once (`WIRE`, in the order Zoom's SDK writes them); the base
-class `Message` turns that list into `to_dict()` (None is never written) and `from_dict()` (every
-value type-checked, absent or null fields defaulted, `ProtocolError(reason, field)` otherwise).
-Only the media frame, whose shape depends on its `msg_type` (base64 or text `content`), writes its
-own pair (see `rtms_protocol.messages.MediaFrame`).
-"""
+A message class lists its wire fields once (`WIRE`); the base class `Message` derives `to_dict()` and a
+type-checked `from_dict()` from it. Only the media frame writes its own pair (`messages.MediaFrame`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """RTMS messages: one frozen dataclass per message type, and `parse`.
 
-Each class names its wire fields once (`WIRE`, in the order Zoom's SDK writes them) and the
-field-driven codec of `rtms_protocol.codec.Message` encodes and decodes it; `encode(msg)` gives the
-JSON text and `parse(raw)` turns text (or bytes, or an already decoded object) into the dataclass
-of its `msg_type`, raising `ProtocolError(reason, field)` for anything malformed.
-"""
+`encode(msg)` gives the JSON text; `parse(raw)` turns text, bytes or a decoded object into the dataclass
+of its `msg_type`, raising `ProtocolError(reason, field)` for anything malformed."""
 
 from __future__ import annotations
 

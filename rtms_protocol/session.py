@@ -1,18 +1,8 @@
 """The client side of one RTMS stream's handshakes, without I/O: what to send, and what an answer means.
 
-Every RTMS client does the same dance (protocol notes 2): a signaling handshake (msg 1, answered by
-msg 2 with the media URLs), one data handshake per media socket (msg 3, answered by msg 4), then
-CLIENT_READY_ACK (msg 7) and an event subscription on signaling; keep-alives (msg 12) answered on
-every socket; STREAM_CLOSE_REQ (msg 21) to end the stream, confirmed by msg 22 or a TERMINATED
-STREAM_STATE_UPDATE. `ClientSession` holds that dance for one stream and nothing else: it is fed
-the decoded messages and answers with texts to send, so the ingest client (`ingest.rtms_client`,
-which adds reconnects, failover and frame parsing), the emulator's tests and the benchmarks drive
-the same machine, each with its own sockets.
-
-Status codes are judged in one place (`signaling_verdict`, `media_verdict`): 0 is accepted; 8
-(duplicate signal request: the previous holder is still connected) and 15/16 (a media connection
-of that type already exists) are worth retrying after a wait; anything else is a refusal.
-"""
+`ClientSession` is fed decoded messages and answers with texts to send (signaling and data handshakes,
+CLIENT_READY_ACK, event subscription, keep-alives, STREAM_CLOSE_REQ); ingest, the emulator's tests and the
+benchmarks drive it. `signaling_verdict` / `media_verdict` judge status codes (0 ok; 8, 15, 16 retry)."""
 
 from __future__ import annotations
 

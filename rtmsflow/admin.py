@@ -1,19 +1,8 @@
 """Topic administration: create rtmsflow's topics idempotently, list them, delete a run's topics.
 
-`ensure_topics` is what `rtmsflow topics create`, the test fixtures and any stage that wants its
-topics to exist call. It creates what is missing with the spec's configs and the settings'
-partition count and replication, brings the configs of topics that exist up to date (a topic made
-by an older release keeps its data and gets, say, the new retention), and refuses to pass over an
-existing topic whose partition count differs: co-partitioning (docs/DESIGN.md) depends on that count,
-so a mismatch is an error the operator must resolve, not something to paper over. A replication
-factor that differs from the settings' is reported, not changed (that takes a partition
-reassignment, an operator's decision).
-
-Config updates use the AlterConfigs API, the only one aiokafka 0.14 offers (Kafka 3.9 still
-serves it; IncrementalAlterConfigs is not in aiokafka). AlterConfigs *replaces* a topic's whole set
-of topic-level configs, so `plan_config_update` sends the topic's own configs as described, with
-rtmsflow's on top: a config an operator set on the topic is kept, not reset to the default.
-"""
+`ensure_topics` creates missing topics, brings existing topics' configs up to date (keeping an operator's
+own) and refuses a topic whose partition count differs: co-partitioning (docs/DESIGN.md) depends on it.
+Why AlterConfigs and what it replaces: docs/DECISIONS.md, "Runtime"."""
 
 from __future__ import annotations
 

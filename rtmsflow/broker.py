@@ -1,27 +1,8 @@
 """A real single-node Kafka (KRaft, no ZooKeeper, no Docker) for one machine: `rtmsflow kafka up`.
 
-The broker runs from the official Apache Kafka jars, fetched from Maven Central with `mvn` into
-the cache (`<cache>/kafka/<version>/libs`) once, with a manifest of every jar's SHA-256 that is
-checked on each start (a broken or partial cache is fetched again). Its state -- data, generated
-`server.properties`, pid file, port file, broker log -- lives in a state directory
-(`<cache>/kafka/<version>/state`, `$RTMSFLOW_KAFKA_STATE`, or one passed in), so several brokers
-(a developer's and a test session's) can run side by side.
-
-The broker process outlives the command that started it; it is found again through its pid file,
-and only a process whose command line names this state directory's `server.properties` is ever
-treated as ours (a stale pid that the OS gave to another process is never signalled).
-
-Broker settings are those of a one-node cluster (replication factor 1, min ISR 1, no initial
-rebalance delay). `auto.create.topics.enable` is false: every rtmsflow topic is created by
-`rtmsflow topics create` / `rtmsflow.admin.ensure_topics` with its partition count and configs, so a
-misspelt or forgotten topic is an error instead of a silently created topic that breaks
-co-partitioning.
-
-Why this module stays whole (~560 lines): one class, `LocalKafka`, owns one broker's jar cache,
-state directory and process; fetching and verifying the jars, choosing ports, writing the config,
-starting, finding and stopping the process all work on the same paths, and the probe and pid
-checks they use are a few small functions beside it.
-"""
+`LocalKafka` owns one broker's jar cache (official jars fetched with Maven, SHA-256 checked on each
+start), its state directory and its process, which outlives the command and is found again through its
+pid file. Topics are never auto-created (docs/DECISIONS.md, "Runtime")."""
 
 from __future__ import annotations
 

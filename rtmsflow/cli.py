@@ -1,10 +1,7 @@
 """`rtmsflow <stage> ...`: one command-line entry point for every stage.
 
-Each stage keeps its own click group in its package (`ingest/cli.py`, `emulator/cli.py`, ...);
-this module only registers them, importing each lazily so that `rtmsflow kafka up` does not pay
-for PyAV or Faust. It reads the settings once before any subcommand runs, so a bad environment
-variable is one line naming it and exit status 2 on every subcommand, never a traceback.
-"""
+Registers each stage's own click group lazily (so `rtmsflow kafka up` does not import PyAV or Faust) and
+reads the settings once first: a bad environment variable is one line naming it, exit status 2."""
 
 from __future__ import annotations
 

@@ -1,28 +1,8 @@
 """What ingest needs to know about one H.264 access unit, read cheaply from its Annex-B bytes.
 
-Zoom sends RTMS video as one Annex-B access unit (AU) per frame. Ingest stamps every frame with
-`keyframe` (the AU holds an IDR slice, nal_unit_type 5), `has_parameter_sets` (it carries both an
-SPS, 7, and a PPS, 8) and, when it carries an SPS, the picture size that SPS gives after cropping.
-
-This runs on every video frame of every meeting (~25 per second per meeting, ~200 meetings per
-core), so the common path is: `bytes.find` for each start code (C speed), one look at each NAL
-header byte, nothing copied. Only an AU with an SPS pays for a bit-level parse, of the SPS alone.
-
-Errors: an AU whose structure cannot be trusted raises `H264Error(reason, detail)`, which ingest
-turns into a dead letter (`H264Error.<reason>`), like `ProtocolError` for messages. Reasons:
-
-* ``empty``: no bytes at all;
-* ``no_start_code``: no 00 00 01 anywhere, so this is not Annex-B;
-* ``leading_garbage``: non-zero bytes before the first start code;
-* ``forbidden_bit``: a NAL header with forbidden_zero_bit set (corrupt, H.264 7.4.1);
-* ``bad_sps``: an SPS that is truncated or holds values outside the standard's ranges (then the
-  size it would give is meaningless, and a decoder refuses the picture too).
-
-Everything else is not an error but an absence: an AU without an SPS has `width`/`height` None,
-one without an IDR slice is no keyframe, NAL types this module does not know are skipped, and an
-empty NAL (two start codes in a row) is skipped as decoders skip it. So arbitrary bytes give
-either an `AccessUnitInfo` or an `H264Error`, never another exception.
-"""
+`keyframe` (an IDR slice), `has_parameter_sets` (SPS and PPS) and the SPS's cropped picture size. Runs on
+every video frame, so only an AU with an SPS pays for a bit-level parse. Arbitrary bytes give either an
+`AccessUnitInfo` or an `H264Error(reason, detail)` (a dead letter in ingest), never another exception."""
 
 from __future__ import annotations
 
@@ -48,8 +28,13 @@ _MAX_LEADING_ZEROS = 31
 
 
 class H264Error(ValueError):
-    """An access unit whose structure cannot be trusted. `reason` is one of empty, no_start_code,
-    leading_garbage, forbidden_bit, bad_sps (see the module docstring); `detail` says where."""
+    """An access unit whose structure cannot be trusted; ingest dead-letters it as `H264Error.<reason>`.
+
+    `reason`: ``empty`` (no bytes), ``no_start_code`` (no 00 00 01: not Annex-B), ``leading_garbage``
+    (non-zero bytes before the first start code), ``forbidden_bit`` (a NAL header with
+    forbidden_zero_bit set, H.264 7.4.1), ``bad_sps`` (an SPS truncated or out of the standard's ranges).
+    Anything else is an absence, not an error: no SPS gives no size, no IDR slice no keyframe, unknown
+    NAL types and empty NALs are skipped. `detail` says where."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason

@@ -1,18 +1,8 @@
 """A real schema registry on one machine without Docker: Apicurio Registry with in-memory storage.
 
-Apicurio Registry serves the Confluent Schema Registry API under `/apis/ccompat/v7`, which is what
-`schemas.codec.Codec(registry_url)` speaks. Its release `apicurio-registry-app-<v>-all.tar.gz` on
-Maven Central is a runnable Quarkus application (a runner jar plus `lib/`); it is fetched with `mvn`
-into `<cache>/registry/<version>` once (checksums verified by Maven, unpacked into a temporary
-directory and renamed into place, so a cache is never half-written).
-
-Version 2.6.13.Final is used because it runs on Java 11+ and its whole POM chain is on Maven Central
-(3.0.9's parent POM is missing there, and later 3.x releases need Java 21). Its default storage is an
-in-memory H2 database: every start is an empty registry, which is what tests want.
-
-`LocalRegistry` owns the JVM it starts: `start()` returns the Confluent-compatible URL once
-`/health/ready` answers, `stop()` ends that process by its pid (SIGTERM, then SIGKILL).
-"""
+Serves the Confluent API under `/apis/ccompat/v7` for `schemas.codec.Codec(registry_url)`; fetched once with
+Maven into `<cache>/registry/<version>`. `LocalRegistry.start()` returns the URL once ready, `stop()` ends
+its JVM. The version choice: docs/DECISIONS.md, "Runtime"."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""A local S3-compatible server for tests and benchmarks: s3proxy (Maven Central, `org.gaul:s3proxy`)
-with its filesystem backend, run on the JDK the Kafka broker already needs.
+"""A local S3-compatible server for tests and benchmarks: s3proxy with its filesystem backend.
 
-The jars are fetched once with Maven into `<cache>/s3proxy/<version>/libs` and verified against
-the SHA-256 manifest written then (as `rtmsflow.broker` does for Kafka). `LocalS3` starts the
-server on a loopback port over a data directory, and can stop, kill -9 and restart it on the same
-port and data (the storage-outage tests).
-"""
+Jars fetched once with Maven and SHA-256 checked, as for Kafka; `LocalS3` starts, stops, kill -9s and
+restarts it on the same port and data (the storage-outage tests)."""
 
 from __future__ import annotations
 

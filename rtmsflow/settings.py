@@ -1,12 +1,8 @@
 """One settings object for every stage, read from the environment.
 
-Every variable is declared once here, as a field of `Settings` with its environment name(s), its
-default and its check; `Settings.from_env()` reads them all (a value that does not parse or is out
-of range is a `SettingError` naming the variable), and `Settings.describe()` gives them with secrets
-masked for each service's start-up log line. An empty variable counts as unset. The command-line
-options of `rtmsflow` override single fields (`dataclasses.replace`); nothing else reads the
-environment, so the start-up log shows everything a stage runs with.
-"""
+Each variable is a field of `Settings` (name, default, check); `Settings.from_env()` reads them all (a bad
+value is a `SettingError` naming it) and `describe()` gives them, secrets masked, for the start-up log.
+CLI options override single fields; nothing else reads the environment."""
 
 from __future__ import annotations
 

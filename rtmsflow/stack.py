@@ -1,24 +1,8 @@
 """The whole pipeline as local processes: what `rtmsflow up` supervises and the main job runs.
 
-Each stage is its own process started through its own CLI command (`rtmsflow ingest http`,
-`rtmsflow ingest worker`, `rtmsflow process`, `rtmsflow sink media`, `rtmsflow sink transcripts`),
-with its /health and /metrics on a port of its own; the stages meet only in Kafka, and this module
-imports none of them.
-
-`Supervisor` starts them in flow order and waits until each answers /health; `watch()` restarts a
-stage that dies (at most `max_restarts` times in `restart_window_s`, then gives up and says so);
-`stop()` stops them in the order that loses nothing:
-
-1. the webhook endpoint (no new streams);
-2. the ingest worker, which closes its streams at Zoom and writes their end-of-stream markers
-   (`RTMSFLOW_INGEST_END_STREAMS_ON_STOP`);
-3. the processors once their consumer group has caught up with the raw topics (the markers
-   flushed every lane);
-4. the sinks once their groups have caught up with the ordered topics (every stream finalized).
-
-A drain that does not finish within its timeout is logged and the stage is stopped anyway: it
-commits only what it finished, so a later run picks up from there.
-"""
+`Supervisor` starts each stage through its own CLI command in flow order, waits for its /health, restarts
+one that dies (within a budget) and stops them in the order that loses nothing (docs/DESIGN.md,
+"Guarantees"). It imports no stage: the stages meet only in Kafka."""
 
 from __future__ import annotations
 
@@ -216,7 +200,10 @@ class Supervisor:
             await asyncio.sleep(0.5)
 
     async def stop(self, drain_timeout_s: float = 60.0) -> None:
-        """Stop every stage in the order that loses nothing (see the module docstring)."""
+        """Stop every stage in the order that loses nothing: the webhook endpoint (no new streams); the
+        ingest worker (streams closed at Zoom, markers written); the processors once their group has
+        caught up with the raw topics; the sinks once caught up with the ordered topics. A drain past
+        its timeout is logged and the stage stopped anyway: it commits only what it finished."""
         for stage in self.stages:
             if stage.spec.group is not None:
                 try:

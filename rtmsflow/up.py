@@ -1,14 +1,8 @@
 """`rtmsflow up`: the whole stack as supervised local processes, against a real Zoom app.
 
-Zoom's credentials come from `ZM_RTMS_CLIENT`, `ZM_RTMS_SECRET` and `ZOOM_SECRET_TOKEN`; the webhook
-endpoint listens on `RTMSFLOW_HTTP_HOST:RTMSFLOW_HTTP_PORT` (point the Zoom app's event subscription
-at it, through whatever makes it public). The broker is `RTMSFLOW_KAFKA_BOOTSTRAP`, else the local
-KRaft broker (started if it is not running, and then stopped on exit: `up` never stops a broker it
-did not start). Every stage runs as its own process (`rtmsflow.stack.Supervisor`): one that dies is
-restarted; Ctrl-C (or SIGTERM) stops them in the order that loses nothing: no new webhooks, streams
-closed at Zoom with their end-of-stream markers, processors drained, sinks finalized. On a terminal it
-shows the live view (`rtmsflow.live`); its own log and the stages' go to files under `--logs`.
-"""
+Zoom's credentials from the environment, the webhook endpoint on `RTMSFLOW_HTTP_HOST:PORT`, the configured
+broker or a local one (stopped on exit only if `up` started it); stages run under `rtmsflow.stack`, the
+live view on a terminal, logs to files under `--logs`."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """What the live view of `rtmsflow demo` and `rtmsflow up` shows, and the plain lines it prints.
 
-Pure: fed the stages' /metrics text and /health answers, the records of `rtms.sessions`,
-`rtms.events` and the utterance topics, the manifests the sinks publish and the stages' log lines,
-it keeps bounded state and answers `snapshot()` (what to draw) and `take_lines()` (what to print).
-`rtmsflow.live` does the I/O and the drawing.
-"""
+Pure: fed metrics, health answers, topic records, manifests and log lines, it keeps bounded state and
+answers `snapshot()` and `take_lines()`; `rtmsflow.live` does the I/O and the drawing."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """The schema files of the contract, loaded and parsed once.
 
-`schemas/avro/<name>.avsc` is the current value schema of a topic (`TopicSpec.schema` names it) and
-`schemas/history/<name>/v<N>.avsc` are its released versions. Each file is read as package data
-(importlib.resources, so an installed wheel works without the source tree), parsed with fastavro
-once, and given its Parsing Canonical Form and CRC-64-AVRO fingerprint, which is what identifies a
-writer schema in single-object encoding.
-"""
+Current schemas (`avro/<name>.avsc`) and released versions (`history/<name>/v<N>.avsc`) are read as
+package data, parsed with fastavro and given their Parsing Canonical Form and CRC-64-AVRO fingerprint."""
 
 from __future__ import annotations
 

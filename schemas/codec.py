@@ -1,23 +1,8 @@
 """Encode and decode topic values with the topic's Avro schema, in one of two wire formats.
 
-Without a registry (the default), values use Avro **single-object encoding**::
-
-    C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's canonical form | body
-
-and decode finds the writer schema by fingerprint among the current schema and every released version
-under schemas/history/, then reads with the current schema (Avro schema resolution), so old data reads.
-
-With a registry (`Codec(registry_url)`, a Confluent-compatible schema registry), values use the
-**Confluent framing** data teams already read::
-
-    00 | 4-byte big-endian schema id | body
-
-The schema is registered under the subject `<topic>-value` (TopicNameStrategy). Registry calls are
-async and happen once per schema, in `await codec.prepare(topics)` before the hot path; `encode` and
-`decode` are then synchronous dictionary look-ups plus fastavro. A record written with a schema id this
-process has not seen yet makes `decode` raise `UnknownSchemaError`; `decode_async` fetches that
-schema (GET /schemas/ids/{id}) once and decodes.
-"""
+Without a registry: Avro single-object encoding (writer schema found by fingerprint among the current and
+released versions). With one (`Codec(registry_url)`): Confluent framing, subject `<topic>-value`; schemas
+are registered in `await codec.prepare(topics)`, `decode_async` fetches an unknown schema id once."""
 
 from __future__ import annotations
 

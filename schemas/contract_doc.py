@@ -1,13 +1,7 @@
 """Generate docs/CONTRACT.md, the contract for data teams, from schemas/avro/*.avsc and the topic table.
 
-    python -m schemas.contract_doc           # rewrite docs/CONTRACT.md
-    python -m schemas.contract_doc --check   # exit 1 if it is out of date (CI, tests)
-
-The tables (topics, fields, named types, the StreamEnd marker header) come from the schemas and
-`schemas.topics`; the prose between them is the short constants below, so a schema change shows
-up in the document by regenerating it. Units come from the schemas too: a `timestamp-millis`
-logical type, a `_ms` name, or a unit the field's doc names (Hz, pixels, frames per second).
-"""
+`python -m schemas.contract_doc` rewrites docs/CONTRACT.md; with `--check` it exits 1 if that is out
+of date (CI, tests)."""
 
 from __future__ import annotations
 

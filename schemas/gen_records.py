@@ -1,14 +1,7 @@
 """Generate schemas/records.py (one TypedDict per value schema) from schemas/avro/*.avsc.
 
-    python -m schemas.gen_records           # rewrite schemas/records.py
-    python -m schemas.gen_records --check   # exit 1 if it is out of date (CI, tests)
-
-Avro -> Python: null -> None, boolean -> bool, int/long -> int, float/double -> float, bytes -> bytes,
-string -> str, enum -> a Literal of its symbols, record -> a TypedDict, array -> list, map ->
-dict[str, ...], ["null", T] -> T | None. A field with a default is NotRequired (encode fills it in);
-decode always returns every field. A named type that several schemas define (StreamKind,
-Participant, ...) is generated once, and must be the same in each of them.
-"""
+`python -m schemas.gen_records` rewrites schemas/records.py; with `--check` it exits 1 if that is
+out of date (CI, tests)."""
 
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
 """Frame identity: what makes two raw records the same frame (docs/DESIGN.md, "Frame identity").
 
-Identity = (meeting, stream, stream kind, participant, channel, RTMS timestamp) plus the record's
-content: the payload of audio and video, the text, language and times of a transcript piece, the
-message of an event. Two records equal in all of these are repeats (Zoom re-sent it after a
-reconnect, ingest re-ran, a takeover re-delivered) and processors keep one; two records that share
-the stream, participant, channel and timestamp but differ in content are two frames, both kept
-(state events that carry no timestamp, transcript pieces that share a start time, Contact Center
-parties that differ only by channel).
-
-Not part of identity: `ingest_epoch`, `ingest_seq` and `received_at_ms` (they differ between a
-frame and its repeat), and the media parameters (a repeat of a frame is the same frame whatever
-was granted).
-
-`identity_digest` returns 16 bytes of BLAKE2b over a length-prefixed encoding of those fields, so
-no two different field tuples encode alike (no separator ambiguity) and collisions are as unlikely
-as BLAKE2b-128 makes them.
-"""
+`identity_digest` is 16 bytes of BLAKE2b over a length-prefixed encoding of (meeting, stream, kind,
+participant, channel, RTMS timestamp) and the record's content; `ingest_epoch`, `ingest_seq`,
+`received_at_ms` and the media parameters are left out, so a repeat has its original's digest."""
 
 from __future__ import annotations
 

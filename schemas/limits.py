@@ -1,10 +1,7 @@
 """Bounds every stage holds the same values to: what a record may carry and still fit a topic.
 
-Inputs past these bounds cannot be true (a timestamp past year 2100, audio at 0 Hz) or cannot be
-stored (a value larger than the topics' `max.message.bytes`): they are refused where they enter,
-with a 4xx or a dead letter naming the meeting; `implausible` is the check every stage that reads
-a topic applies to a decoded record. `docs/DECISIONS.md` gives each limit's reason.
-"""
+Inputs past them are refused where they enter (4xx or a dead letter naming the meeting); `implausible` is
+the check applied to every decoded record. docs/DECISIONS.md gives each limit's reason."""
 
 from __future__ import annotations
 

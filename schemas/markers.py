@@ -1,26 +1,8 @@
-"""Control records: how a stream's end (every raw and ordered topic) and its progress (raw topics)
-travel in-band.
+"""Control records: end-of-stream markers (raw and ordered topics) and progress marks (raw topics).
 
-A marker is a Kafka record in the meeting's partition, keyed like the topic's data, whose **value is
-null** and whose headers say what it is::
-
-    rtmsflow.control    = b"end_of_stream"
-    rtmsflow.stream_end = StreamEnd record (schemas/avro/stream_end.avsc), Avro single-object encoding
-
-A null value is never mistaken for data: a standard Avro consumer (Confluent's deserializer, the
-console consumer) hands out None for it, and the topic's value schema stays the data's alone. The
-StreamEnd header says which stream ended, how (STOPPED or UNEXPECTED), and how many records of each
-kind the writer put on the topic, so a consumer can tell a complete stream from a truncated one. A
-marker is written once in effect per (stream, topic); readers treat a repeated one as a no-op.
-
-A progress mark (`rtmsflow.control = progress`, `rtmsflow.stream_progress` = a StreamProgress record)
-is written by ingest on the raw topics: how far the stream's media clock has reached, and the media
-time a dropped socket lost. Processors read it to release what they hold; it is never forwarded.
-
-The header is always single-object encoded (CRC-64-AVRO fingerprint of the writer schema), with or
-without a schema registry: it needs no registry look-up to read, and older StreamEnd versions
-resolve to the current one as topic values do.
-"""
+A control record has a null value, is keyed like the topic's data, and says what it is in headers
+(`rtmsflow.control`, plus a StreamEnd or StreamProgress record, always single-object encoded).
+Semantics: docs/DESIGN.md, "In-band control records"; docs/CONTRACT.md."""
 
 from __future__ import annotations
 

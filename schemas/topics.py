@@ -1,16 +1,8 @@
 """Every topic of rtmsflow in one place: name, value schema, partitions and configs.
 
-All topics share one partition count (`Settings.partitions`) and every record is partitioned by the
-meeting UUID (murmur2 of it, as Kafka's default partitioner), so one meeting's records land in the
-same partition number on every topic (co-partitioning, docs/DESIGN.md). The key is the meeting UUID on
-every topic but `rtms.sessions`, whose key is `<meeting_uuid>|<rtms_stream_id>` so that compaction
-keeps the latest record of each stream (a late stop of an old stream never hides a newer one); its
-records are still put in the meeting's partition explicitly (`partition_for`).
-
-Retention: data topics keep records for `Settings.retention_days` (default 30): replay rebuilds a
-meeting's files from them for as long as an operator keeps data. `rtmsflow topics create` makes
-missing topics and brings existing topics' configs up to date (`configs_for`).
-"""
+One partition count for all topics and every record placed by its meeting UUID (co-partitioning,
+docs/DESIGN.md); `rtms.sessions` is keyed `<meeting_uuid>|<rtms_stream_id>` and put in the meeting's
+partition explicitly (`partition_for`). `configs_for` gives what `rtmsflow topics create` applies."""
 
 from __future__ import annotations
 

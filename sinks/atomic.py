@@ -1,18 +1,8 @@
 """Files that appear complete or not at all: temporary names, fsync, rename, fsync the directory.
 
-A sink streams each output file into `.<name>.partial` next to its final name for the whole life of
-a stream, then publishes the stream's files together (`FileGroup.publish`):
-
-1. every temporary file is flushed and fsynced (data on disk before any name changes);
-2. each is renamed over its final name with `os.replace` (atomic; a re-run overwrites, never
-   duplicates), then the directory is fsynced so the renames themselves are durable;
-3. the manifest is written the same way and renamed *last*, and the directory fsynced again.
-
-So `manifest.json` present means "every file it lists is complete and durable"; only after that
-does the sink commit its offsets. After a crash, whatever is left is either `.partial` debris
-(removed by `FileGroup.begin`, the sink rebuilds the stream from its first record) or final files
-without a manifest (an interrupted publish: the rebuild overwrites them with the same bytes).
-"""
+`FileGroup` writes each file as `.<name>.partial`; `publish` fsyncs, renames each into place, fsyncs the
+directory and writes the manifest last, so its presence means every file it lists is complete; `begin`
+sweeps a crash's debris."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """An S3-compatible bucket as the sinks' storage: `s3://bucket/prefix` targets and a thin client.
 
-`Bucket` wraps one boto3 S3 client (thread-safe; the sinks call it from worker threads) with the
-few operations the sinks, replay, prune and forget need. Every call goes through the sink's
-`Outage`: an unreachable endpoint, a refused credential, a missing or full bucket is retried until
-it clears (shown on /health meanwhile); any other error raises.
-"""
+`Bucket` wraps one thread-safe boto3 client with the operations the sinks, replay, prune and forget need;
+every call goes through the sink's `Outage` (storage unreachable: retried until it clears)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """A stream's files published to a bucket with the guarantees of `sinks.atomic.FileGroup` on disk.
 
-The writers are unchanged: they write each file under its temporary name in a local *spool* that
-mirrors the layout (`<spool>/<date>/<meeting>/<stream>/.<name>.partial`). `BucketFileGroup` adds:
-
-- streaming: a background thread uploads every whole part (`part_bytes`) of a growing file as a
-  part of the file's multipart upload, except part 1 (it holds headers a writer rewrites at close:
-  WAV sizes); memory holds one part at a time, never the file;
-- publish: each part is read back and compared (MD5) with what was uploaded; a changed or missing
-  part is uploaded again, then each upload is completed (a small file is one PUT). An object is
-  visible only once complete. The manifest is PUT last, and only then does the sink commit;
-- begin: a stale manifest object is deleted first, and the multipart uploads a crash left under
-  the stream's prefix (of this group's files only) are aborted: nothing partial stays behind;
-- an outage blocks in `Outage.retry` until storage returns (nothing committed meanwhile).
-"""
+Writers work in a local spool; `BucketFileGroup` streams whole parts as multipart uploads (not part 1),
+verifies them by MD5 at publish, completes the uploads and PUTs the manifest last; `begin` removes a stale
+manifest and aborts a crash's uploads. Outages block in `Outage.retry`."""
 
 from __future__ import annotations
 

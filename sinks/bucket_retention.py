@@ -1,12 +1,7 @@
 """`rtmsflow prune` and `rtmsflow forget` on a bucket: the rules of `sinks.retention`, over objects.
 
-A stream's "directory" is the key prefix `<prefix>/<date>/<meeting>/<stream>/`. It is expired when
-it has a manifest, every manifest in it says the stream stopped before the cut-off, and no
-multipart upload is in progress under it (a stream being rebuilt is never pruned). A date newer
-than the cut-off is not listed. Deleting removes every object under the stream's (or meeting's)
-prefix, the manifests first, so an interrupted delete never leaves a manifest vouching for files
-that are gone (what it leaves looks like a stream being written: `forget` still removes it).
-"""
+A stream prefix is expired when its manifests say it stopped before the cut-off and no multipart upload is
+in progress under it; deletes remove the manifests first, so none vouches for files that are gone."""
 
 from __future__ import annotations
 

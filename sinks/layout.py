@@ -1,22 +1,8 @@
 """Where a stream's files live: `<data dir>/<yyyy-mm-dd>/<meeting dir>/<stream dir>/<file>`.
 
-The date is the stream's start date in UTC (from its first RTMS timestamp, never the wall clock).
-The meeting and stream dirs are `encode_component` of the meeting UUID and the `rtms_stream_id`.
-
-Why an encoding and not `uuid.replace("/", "_")`: Zoom meeting UUIDs are base64 (`/`, `+`, `=`
-inside, case significant), so replacing the unsafe characters makes `a/b` and `a+b` collide, and on a
-case-insensitive file system (macOS, Windows) `aB==` and `Ab==` would share a directory. The encoding:
-
-- `a`-`z` and `0`-`9` stand for themselves (a hex stream id stays readable);
-- an upper-case letter is `_` followed by the letter in lower case (`A` -> `_a`);
-- every other UTF-8 byte is `-` followed by two lower-case hex digits (`/` -> `-2f`, `=` -> `-3d`).
-
-So a name holds only `[a-z0-9_-]`, never starts with a dot, never differs from another by case only,
-and `decode_component` inverts it exactly. Encoding is injective because decoding is its inverse.
-Names that Windows reserves (`con`, `nul`, `com1`, ...) get their first character escaped too.
-A component longer than `MAX_COMPONENT_CHARS` is refused (`LayoutError`), not truncated: a truncated
-name could collide; real ids (24-character UUIDs, 32-character stream ids) stay far below it.
-"""
+Dated by the stream's start in UTC from its first RTMS timestamp. `encode_component` names meeting and
+stream dirs injectively in `[a-z0-9_-]` (upper case as `_x`, other bytes as `-hh`, Windows' reserved
+names escaped): base64 UUIDs never collide, even on case-insensitive file systems. Too long: `LayoutError`."""
 
 from __future__ import annotations
 

@@ -1,16 +1,8 @@
 """`manifest.json`: what a finalized stream directory holds, and the proof that it is complete.
 
-It is written last (see `sinks.atomic.FileGroup.publish`), so its presence means every file it lists
-is complete. It says which meeting and streams the files come from, their start/stop (RTMS ms),
-durations, frame counts per kind, every gap, late and duplicate counts, the participants, how each
-stream ended (`marker`, with the marker's record counts and whether they matched what was received,
-or `idle_timeout`), and each file's size and SHA-256 (hashed by streaming, a chunk at a time).
-
-Deterministic: sorted keys, two-space indent, UTF-8, a final newline, lists in a fixed order, file
-names relative to the stream directory, and no wall-clock time or host-specific path anywhere, so a
-replay writes the same bytes. One manifest per stream directory (with `streams` holding that stream)
-is what the sinks write; the format takes several streams so a meeting-wide index can reuse it.
-"""
+Written last, it lists the stream's times, counts, gaps, participants, how it ended and each file's size
+and SHA-256. Deterministic (sorted keys, fixed order, no wall-clock time or host path), so replay writes the
+same bytes."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """`rtmsflow sink media`: `rtms.audio` + `rtms.video` into each stream's WAVs and MP4s.
 
-The media sink is a `SinkCore` whose builder is `MediaStreamFiles`: a stream is finalized when
-its end-of-stream marker has come on both topics (a stream without video still gets its video
-marker), or after the idle timeout. Its records of `rtms.video` may wait in memory for the audio to
-catch up (the A/V interleave); the service pauses a video partition whose streams hold more than
-`Settings.sink_buffer_bytes`.
-"""
+A `SinkCore` whose builder is `MediaStreamFiles`; a stream is finalized on its markers on both topics (or
+the idle timeout). A video partition whose streams hold more than `Settings.sink_buffer_bytes` is paused."""
 
 from __future__ import annotations
 

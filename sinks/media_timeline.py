@@ -1,24 +1,8 @@
 """The recording's clock: RTMS millisecond timestamps placed on one media timeline (pure, no I/O).
 
-One place turns what a stream sends into what a muxer needs, so the MP4 shell only copies values:
-
-* video: `VideoTimeline` gives each H.264 access unit a pts in `VIDEO_TIME_BASE` (ms since the
-  stream's origin) with strictly increasing dts (dts == pts: RTMS video has no B-frames, one
-  access unit per timestamp) and a duration that reaches the next frame, so a video gap is the
-  last frame held (a longer sample; no frame is ever invented) and the last frame lasts until
-  the end of the stream. It holds back exactly one frame: a frame's duration is known when the
-  next one (or the end) arrives.
-* audio: `AudioTimeline` places L16 PCM by sample position in `AUDIO_TIME_BASE` (1/16000 s):
-  silence where the timestamps leave a hole, trimming where they overlap, and a small tolerance
-  so millisecond jitter of RTMS timestamps does not chop the sound into clicks.
-* `PcmFramer` cuts the placed PCM into fixed encoder frames (AAC: 1024 samples) with their
-  sample position, holding at most one partial frame, and never materialising a long silence.
-
-Before the origin (t = 0 of the recording): audio samples are trimmed off (the part of a packet
-before t = 0 is dropped), video frames are clamped to pts 0 (then bumped to keep dts strictly
-increasing) so no access unit of the first picture's chain is lost. Video frames before the
-first keyframe that carries SPS/PPS are dropped: they cannot be decoded.
-"""
+`VideoTimeline` gives access units pts/dts in ms and durations that reach the next frame (a gap holds the
+last frame); `AudioTimeline` places PCM by sample with silence and trimming; `PcmFramer` cuts AAC frames.
+Audio before t = 0 is trimmed, video clamped to 0, frames before the first decodable keyframe dropped."""
 
 from __future__ import annotations
 

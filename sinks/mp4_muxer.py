@@ -1,44 +1,8 @@
 """The PyAV half of a recording: the MP4 container, H.264 stream copy, the AAC encoder.
 
-`Mp4Recorder` (`sinks.mp4_recorder`) makes every timing decision and hands this muxer finished
-values: video samples (pts, duration, bytes, keyframe) and PCM frames of exactly 1024 samples at
-their sample position. The muxer only turns them into PyAV calls, so it can run in the recorder's
-process or in a process of its own (`sinks.mux_process`) and write the same bytes.
-
-Choices (checked against PyAV 18.1 / FFmpeg 8 as pinned):
-
-* H.264 goes through `add_mux_stream` (no codec context, so no encoder's SPS/PPS can reach the
-  header) and the header is written at `open()`, before any packet: the MP4 muxer then builds
-  the `avcC` from the first access unit (the first speaker's SPS/PPS) and converts every Annex-B
-  access unit to length-prefixed NAL units, keeping the in-band SPS/PPS in the samples. That is
-  how a decoder follows a speaker switch (new SPS/PPS, maybe a new size). The sample entry is
-  `avc1` (PyAV cannot set a codec tag on a stream without a codec context); FFmpeg, browsers and
-  VLC honour in-band parameter sets there. Writing the header up front also stops PyAV from
-  buffering every packet until a video frame shows up (its extradata wait), which would hold an
-  unbounded amount of audio when the cameras start late.
-* Packets are stamped in the source time bases (`VIDEO_TIME_BASE` ms, `AUDIO_TIME_BASE` samples);
-  PyAV rescales them to whatever time base the muxer chose when writing the header.
-* Deterministic bytes: `fflags=+bitexact` on the container (no encoder/version/time metadata)
-  and the `bitexact` flag on the AAC encoder (no version string; float DSP without the
-  non-bit-exact SIMD paths).
-* AAC encoding is most of a rebuild's time, so the encoder runs FFmpeg's "fast" coder (~3x its
-  default "twoloop" on 16 kHz speech) at a constant quality (VBR: a fixed `DEFAULT_AAC_QUALITY`
-  lambda). At a target bitrate (ABR) FFmpeg re-encodes a frame whose size strays from the target
-  (up to 5 more passes); at a constant quality each frame is encoded once: ~2.6x faster on
-  speech, with the same noise (SNR, segmental SNR) at ~42 instead of ~47 kbit/s (BENCHMARKS.md,
-  "Sinks"). A steady tone costs more than before (67 kbit/s). `aac_quality=None`: ABR at
-  `aac_bitrate`.
-* The track header's size is `video_size` (the negotiated RTMS resolution); the pictures' real
-  sizes come from the in-band SPS.
-* Fragmented MP4 by default (a fragment per keyframe, `moov` after the first fragment, `mfra`
-  index at the end for seeking): a plain MP4 keeps its whole sample index in memory until the
-  end (~8 MB more per hour of meeting, measured), a fragmented one flushes it per fragment, so
-  memory stays flat whatever the meeting's length. The price: the audio edit list (skipping the
-  AAC encoder's 1024 priming samples) has no duration in a fragmented file, and FFmpeg's
-  demuxer reports the file's duration 64 ms long; decoding skips the priming and ends on time.
-  `fragmented=False` writes a plain MP4.
-* Memory: FFmpeg's interleaving queue (bounded by its max_interleave_delta, 10 s of media).
-"""
+`Mp4Muxer` turns the recorder's finished values into PyAV calls, in-process or in `sinks.mux_process`,
+with the same bytes. Its choices (in-band SPS/PPS, bit-exact flags, AAC "fast" coder at constant quality,
+fragmented MP4 for flat memory) are in docs/DECISIONS.md, "Sinks"."""
 
 from __future__ import annotations
 
@@ -78,7 +42,16 @@ class MuxerSpec:
 
 class Mp4Muxer:
     """One MP4 file: `open()`, then `mux_video` / `encode` in the recorder's order, then `finish()`
-    (drain the encoder, write the index) or `abort()`."""
+    (drain the encoder, write the index) or `abort()`.
+
+    H.264 goes through `add_mux_stream` (no codec context, so no encoder's SPS/PPS reaches the header)
+    and the header is written at `open()`: the muxer builds the `avcC` from the first access unit and
+    keeps in-band SPS/PPS in the samples (how a decoder follows a speaker switch); the sample entry is
+    `avc1`, and PyAV does not buffer audio waiting for video's extradata. Packets are stamped in the
+    source time bases and rescaled by PyAV. The track header's size is the negotiated `video_size`; the
+    pictures' real sizes come from the SPS. Fragmented (a fragment per keyframe, `mfra` at the end) by
+    default: the audio edit list (AAC priming) then has no duration, so FFmpeg reports the file 64 ms
+    long; decoding skips the priming and ends on time. `fragmented=False` writes a plain MP4."""
 
     def __init__(self, spec: MuxerSpec) -> None:
         self.spec = spec

@@ -1,24 +1,8 @@
 """recording.mp4 for one RTMS stream: H.264 stream-copied, the mixed audio encoded to AAC (PyAV).
 
-    rec = Mp4Recorder(tmp_path, origin_ms=stream_start_ms)
-    rec.start()
-    rec.video_frame(ts_ms, annexb_access_unit, keyframe=True, has_parameter_sets=True)
-    rec.audio_frame(ts_ms, l16_pcm)
-    rec.gap("audio", start_ms, length_ms)
-    stats = rec.close(end_ms)          # then the caller fsyncs and renames the file into place
-
-The timing decisions live in `sinks.media_timeline`; the PyAV calls in `sinks.mp4_muxer` (where
-the choices of container, codec and flags are explained). This class joins them: it validates each
-frame, runs the timelines and the AAC framer, and hands the muxer finished samples and frames.
-
-`process=True` runs the muxer of a recording with audio in a process of its own
-(`sinks.mux_process`, Linux): the same calls in the same order, so the same bytes (a test compares
-both), with the AAC encoder on another core. Replay uses it; the live sinks keep it inline (one
-process per live stream would cost more than it saves).
-
-Memory: one held-back video frame, under one AAC frame of PCM, the muxer's (FFmpeg's interleaving
-queue, 10 s of media at most) and, with `process=True`, the shared ring and one batch of calls.
-"""
+`Mp4Recorder` validates each frame, runs `sinks.media_timeline` and hands `sinks.mp4_muxer` finished
+samples; `process=True` (replay) runs the muxer in `sinks.mux_process` with the same bytes. Memory: one
+held video frame, under one AAC frame of PCM, and the muxer's 10 s interleaving queue."""
 
 from __future__ import annotations
 

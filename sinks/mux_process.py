@@ -1,40 +1,8 @@
 """A recording's muxer in a process of its own: the AAC encoder on the other core, the same bytes.
 
-    muxer = MuxProcess(MuxerSpec("recording.mp4.partial", video=True, audio=True))
-    muxer.open()                            # starts the child; returns at once
-    muxer.mux_video(pts, duration, data, keyframe)
-    muxer.encode(position, pcm)             # queued; sent in batches
-    aac_packets = muxer.finish()            # every call done, the file closed; raises its error
-
-Why: a rebuild spends about half its CPU in FFmpeg's AAC encoder, and a thread cannot take that
-off the core that reads Kafka, decodes Avro and writes the WAVs (PyAV takes the GIL back several
-times per call: `benchmarks/aac_thread_bench.py`). A child process can. `Mp4Recorder(process=True)`
-uses this class in place of an in-process `Mp4Muxer`; replay does, the live sinks do not (a live
-stream's encoder needs a few milliseconds of CPU a second, and a process per stream would cost
-more than it saves).
-
-Why the bytes cannot change: the child runs one `Mp4Muxer` built from the same `MuxerSpec`, and
-makes exactly the calls the recorder made, in the same order, with the same values; no call
-depends on when it runs. The recorder keeps every decision (timelines, framing, validation) in
-its own process, so a bad frame is still refused synchronously.
-
-The wire: the payloads (H.264 access units, PCM frames) go into a ring of shared memory
-(`RING_BYTES`, a memfd both processes map: one copy in, one copy out, no pickling of media); the
-calls go down a pipe as pickled batches of small tuples naming their payload's place in the ring,
-`BATCH_BYTES` of payload a batch. After each batch the child answers how far it has read, which
-frees that part of the ring. (The first version pickled the media through the pipe: copies
-through the kernel and pickling on both sides, which the ring saves.) A payload too big
-for a quarter of the ring goes through the pipe. Memory is bounded by the ring, one batch of
-calls and the pipes; when the ring is full, `encode`/`mux_video` wait for the child (the
-backpressure).
-
-Failure: a call that fails in the child stops the recording; the error comes back as its answer
-and is raised by the next send or by `finish()` (`MuxProcessError`), and the child exits. The
-child dies with its parent: it reads EOF when the recorder's end of the pipe closes, and Linux
-kills it when the parent dies (`rtmsflow.children.die_with_parent`). A recording it leaves
-unfinished is a partial file its stream's next build discards. Linux only (`available()`);
-elsewhere the recorder muxes inline.
-"""
+`MuxProcess` replays the recorder's exact calls into an `Mp4Muxer` in a child (payloads through a
+shared-memory ring, calls pickled in batches; a full ring is backpressure). Errors come back as
+`MuxProcessError`; the child dies with its parent. Linux only (`available()`); used by replay."""
 
 from __future__ import annotations
 
@@ -71,7 +39,15 @@ class MuxProcessError(RuntimeError):
 
 
 class MuxProcess:
-    """`Mp4Muxer`'s calls, run in a child process in the order they are made (module docstring)."""
+    """`Mp4Muxer`'s calls, run in a child process in the order they are made.
+
+    Payloads go into a shared-memory ring (`RING_BYTES`, a memfd both processes map: one copy in, one
+    out, no pickling of media); calls go down a pipe as pickled batches of small tuples naming their
+    payload's place, `BATCH_BYTES` of payload a batch, and the child answers how far it has read, which
+    frees the ring. A payload over a quarter of the ring goes through the pipe. A full ring makes
+    `encode` / `mux_video` wait (backpressure). A failed call stops the recording; its error is raised
+    by the next send or `finish()` (`MuxProcessError`). The child exits on EOF of its pipe and dies
+    with its parent (`rtmsflow.children.die_with_parent`)."""
 
     def __init__(
         self, spec: MuxerSpec, *, batch_bytes: int = BATCH_BYTES, ring_bytes: int = RING_BYTES

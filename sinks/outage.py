@@ -1,14 +1,8 @@
 """A sink's storage outage: the one mechanism for "storage is gone: wait, retry, resume by itself".
 
-A failure that is not about one record (a bucket that is full, refuses the credential or cannot be
-reached; a full disk) must not drop data or kill the sink. `Outage.retry(what, call)` runs a storage
-operation and, while it raises an error `classify` names an outage, logs it (once per new reason),
-shows it on `/health` (`current()`), waits with a capped backoff and tries again; the first success
-clears it. The caller blocks meanwhile, so its batch does not finish and nothing is committed past
-data that is not yet durable. `stop()` ends every wait (`OutageStopped`) for a clean shutdown.
-Each sink core has one (`SinkCore.outage`); a full disk can go through the same loop with a
-`classify` that names ENOSPC `OutageReason("disk", ...)`, and shows on /health the same way.
-"""
+`Outage.retry(what, call)` retries a storage operation while `classify` names its error an outage,
+logging it once per reason and showing it on `/health`; the caller blocks, so nothing is committed past
+data not yet durable. `stop()` ends every wait (`OutageStopped`)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,8 @@
 """`rtmsflow replay`: rebuild a meeting's files from the ordered topics, byte-identical to the sinks'.
 
-Where: the meeting's partition and, per stream and topic, its first/last/end offsets come from
-the `rtms.meetings` index (`MeetingIndex`, compacted, keyed by meeting). A meeting the index does
-not know is found by scanning its partition (`partition_for(meeting)`, the same on every topic)
-from the beginning to the current end.
-
-How: one group-less consumer (assign + seek: the live sinks' consumer groups and their commits are
-never touched) reads `rtms.audio`, `rtms.video` and `rtms.transcript` of that partition over the
-range, keeps the meeting's records and feeds them to the same cores and per-stream builders the
-live sinks use (`media_core`, `transcript_core`, rebuilding every stream into `out`), with one
-difference that changes no byte: each recording's muxer (AAC encoder + MP4) runs in a process of
-its own (`sinks.mux_process`), so a rebuild uses two cores. A stream
-ends on its markers as live; one whose markers are not in the topics is finalized at the end of
-the range and its manifest says `idle_timeout`. The video partition is paused while the meeting's
-video waits for audio (bounded memory), never once the audio range is read.
-"""
+Finds the meeting through `rtms.meetings` (or a scan of its partition), reads it group-less (assign +
+seek) and feeds the live sinks' cores and builders, with each recording's muxer in a process of its own
+(docs/DESIGN.md, "Replay, prune, forget, tail")."""
 
 from __future__ import annotations
 
@@ -211,8 +199,10 @@ async def replay_meeting(
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Rebuild one meeting's files under `out`, a directory or `s3://bucket/prefix` (see the
-    module docstring); a bucket's files are spooled in a directory of this replay's own."""
+    """Rebuild one meeting's files under `out`, a directory or `s3://bucket/prefix`; a bucket's files
+    are spooled in a directory of this replay's own. A stream whose markers are not in the topics is
+    finalized at the end of the range (`idle_timeout`); the video partition is paused while the
+    meeting's video waits for audio."""
     if index is None and use_index:
         index = (await read_indexes(settings, meeting_uuid)).get(meeting_uuid)
     with _spool(settings, out) as spool:

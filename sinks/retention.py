@@ -1,18 +1,8 @@
 """Retention of the sinks' files: `rtmsflow prune --older-than 30d` and `rtmsflow forget --meeting M`.
 
-Pure look-ups here (what would be deleted); the CLI prints them (dry run, the default) or deletes
-them with `--yes`, and `forget` also writes tombstones to the compacted topics.
-
-Prune goes by the layout's date directories and the manifests: a stream directory is expired when
-every manifest in it (media and transcript) says the stream stopped before the cut-off. A
-directory without a manifest, or with a temporary file in it, is a stream still being written (or
-rebuilt) and is never pruned. A date directory newer than the cut-off is not even opened: a stream
-never stops before the day it started.
-
-Symbolic links inside the data directory are never followed: a linked date, meeting or stream
-directory is skipped (the sinks never make links), and `remove_tree` refuses a path that is or
-passes through a link, so nothing outside the data directory is ever deleted.
-"""
+Pure look-ups (what would be deleted): a stream directory expires when every manifest in it says it
+stopped before the cut-off; one without a manifest or with a temporary file is never pruned; symbolic
+links are never followed."""
 
 from __future__ import annotations
 

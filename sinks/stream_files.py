@@ -1,30 +1,8 @@
 """One stream's files, built from its ordered records: what the live sinks and replay share.
 
-A builder is fed the decoded records of one (meeting, `rtms_stream_id`) in topic order, and the
-end-of-stream markers of its topics; `finalize(how)` closes the files, fsyncs, renames them into
-place and writes the manifest last (`sinks.atomic.FileGroup`). No Kafka here: the sinks' shell
-(`sinks.stream_sink`) and replay (`sinks.replay`) drive the same builders, so their bytes agree.
-
-Two sinks write one stream directory, each with its own manifest and its own files:
-
-* `MediaStreamFiles` (`rtms.audio` + `rtms.video`): `audio.wav` (the mixed lane), one
-  `audio-<participant>.wav` per participant lane, `recording.mp4` (H.264 copy + the mixed audio as
-  AAC), `deskshare.mp4` when the stream shares a screen, and `manifest.json`;
-* `TranscriptStreamFiles` (`rtms.transcript`, in `sinks.transcript_stream`): `transcript.txt`,
-  `.jsonl`, `.vtt`, `.srt` and `transcript.manifest.json`.
-
-Placement follows the processors' `offset_ms` (they tile each audio lane exactly with frames and
-gap records): a record is handed on at `stream_started_ms + offset_ms`, so the WAV writer puts it
-at sample `offset_ms * 16` and a gap record becomes exactly its length of zeros.
-
-A/V interleave with bounded memory and deterministic bytes: the MP4's audio is read back from the
-partial `audio.wav` (already on disk), and a video record at `offset_ms = v` is muxed only once the
-mixed WAV holds `v * 16` samples (or the audio topic has ended): the recorder is fed audio up to
-exactly that sample, then the frame. So the recorder's calls, and hence the file's bytes, depend
-only on the records, never on which topic arrived first; audio waiting for video costs disk, not
-memory, and video waiting for audio is counted (`buffered_bytes`) so the shell can pause the video
-partition that is ahead.
-"""
+A builder is fed one stream's records and markers in topic order; `finalize(how)` publishes its files
+with the manifest last (`sinks.atomic`). `MediaStreamFiles` writes the WAVs by `offset_ms` and the MP4s,
+muxing video only once the WAV holds its audio, so the bytes depend only on the records."""
 
 from __future__ import annotations
 

@@ -1,32 +1,8 @@
 """The sinks' engine: records in, per-stream builders, finalization, and the commit rule.
 
-`SinkCore` is pure of Kafka: the shell (`SinkService`, below) or replay hands it each record
-(topic, partition, offset, key, value, headers); it decodes, routes the record to its stream's
-builder (`sinks.stream_files`), finalizes a stream when the builder has all its markers (or after
-an idle timeout), and says how far each topic-partition may be committed:
-
-    committable(tp) = min(first offset in tp of every stream not yet finalized, position in tp)
-
-so a sink never commits past the first record of a stream it has not finalized. After a crash the
-consumer resumes there; streams whose manifest exists are skipped, the others are rebuilt from
-their first record (their leftover temporary files are swept) and come out byte-identical.
-
-A record that cannot be decoded or written is logged, counted and queued for `rtms.deadletter`
-(stage "sinks"); its stream's other files still finalize.
-
-`SinkService` is the thin shell: a consumer group over the sink's topics, `pause()`/`resume()` of
-a partition whose streams hold too much media waiting for another topic, commits after each
-batch, dead letters produced, `/health` and `/metrics` (open files, finalize time, bytes written,
-lag). Shutdown order: stop taking records, commit what is finalized, drop unfinished streams (the
-next owner rebuilds them), close.
-
-Files that cannot be written (an `OSError`: disk full, read-only, I/O error) are not about one
-record: the service drops every unfinished stream, seeks back to its last commit, pauses its
-partitions and reports the error on `/health` (503) and in one log line per minute; it probes the
-data directory (1 MiB written, synced, removed) with a back-off up to 30 s and resumes by itself
-once that succeeds, rebuilding the dropped streams from their first record. Nothing is committed
-meanwhile, so nothing is lost and the files come out as an undisturbed run makes them.
-"""
+`SinkCore` (no Kafka) routes records to builders, finalizes streams and says how far a partition may be
+committed (never past an unfinalized stream's first record); `SinkService` is its consumer-group shell,
+with dead letters, pausing, /health and recovery from unwritable storage (docs/DESIGN.md, "Sinks")."""
 
 from __future__ import annotations
 
@@ -118,7 +94,12 @@ class ImplausibleRecord(ValueError):
 
 
 class SinkCore:
-    """Routes a sink's records to per-stream builders; see the module docstring.
+    """Routes a sink's records to per-stream builders and says how far each partition may be committed:
+
+        committable(tp) = min(first offset in tp of every stream not yet finalized, position in tp)
+
+    A record that cannot be decoded or written is logged, counted and queued for `rtms.deadletter`
+    (stage "sinks"); its stream's other files still finalize.
 
     `topics` maps the sink's base topic names to broker names. `factory` makes a stream's builder;
     `is_finalized(layout)` says whether a stream is already done (None: rebuild everything, as
@@ -372,7 +353,7 @@ class SinkCore:
     # -- the commit rule and back-pressure ----------------------------------------------------------
 
     def committable(self) -> dict[TP, int]:
-        """How far each fed topic-partition may be committed (see the module docstring)."""
+        """How far each fed topic-partition may be committed (the rule: `SinkCore`)."""
         out = dict(self.positions)
         for entry in self.open.values():
             for tp, first in entry.first_offsets.items():
@@ -433,7 +414,14 @@ class SinkCore:
 
 
 class SinkService:
-    """A sink as a service: a consumer group over the core's topics; see the module docstring."""
+    """A sink as a service: a consumer group over the core's topics.
+
+    Pauses a partition whose streams hold too much media waiting for another topic, commits after each
+    batch, produces dead letters, serves `/health` and `/metrics`. Shutdown: stop taking records, commit
+    what is finalized, drop unfinished streams (the next owner rebuilds them), close. Files that cannot
+    be written (an `OSError`) are not about one record: every unfinished stream is dropped, the consumer
+    seeks back to its last commit and pauses, `/health` answers 503; a probe of the data directory (1 MiB
+    written, synced, removed) backs off up to 30 s and the service resumes by itself once it succeeds."""
 
     def __init__(
         self,
@@ -494,7 +482,7 @@ class SinkService:
                 self._inflight = asyncio.ensure_future(loop.run_in_executor(self._worker, self._take, batch))
                 try:
                     await asyncio.shield(self._inflight)
-                except OSError as exc:  # the files, not a record: stop, go back, wait (module docstring)
+                except OSError as exc:  # the files, not a record: stop, go back, wait (class docstring)
                     self._inflight = None
                     await self._storage_failed(exc)
                     continue

@@ -1,25 +1,8 @@
 """Streaming WAV files on the stream's timeline: `audio.wav` (mixed) and one file per participant.
 
-Every track of a stream shares one origin (`origin_ms`, t = 0 of the recording), so sample `n` of
-any track is the instant `origin_ms + n * 1000 / sample_rate`. A frame's place on the timeline is
-`(timestamp_ms - origin_ms) * sample_rate // 1000` samples (floor).
-
-Placement rule (`PcmTimeline.place`), with P the current write position and T the frame's place:
-
-- T - P > half the frame's length: the gap (lost frames, a pause, a participant's silence before
-  their first word or between words) is filled with exactly T - P zero samples, and the frame
-  starts at T;
-- otherwise (timestamp jitter, or a frame that overlaps what is already written, or one stamped
-  before the origin) the frame is appended at P, contiguously. Received PCM is never dropped,
-  trimmed or resampled; how far ahead of its timestamp a frame landed is kept in the stats.
-
-Half a frame is the threshold because one lost 20 ms frame must become 20 ms of silence (sync with
-the video and the other tracks), while a few ms of jitter must not cut clicks of silence into speech.
-So a file's data is exactly the PCM received, in order, with zero runs inserted where gaps were.
-
-Memory is bounded: frames go straight to a buffered file, silence is written in fixed chunks, and the
-RIFF sizes are fixed up on close (the file is written under a temporary name; see `sinks.atomic`).
-"""
+`PcmTimeline.place` fills a hole of more than half a frame with exactly that many zero samples and
+appends anything else contiguously: received PCM is never dropped or resampled. Memory is bounded; the
+RIFF sizes are fixed up on close."""
 
 from __future__ import annotations
 
@@ -127,7 +110,12 @@ class WavStats:
 
 @dataclass
 class PcmTimeline:
-    """The pure placement decisions of one track (see the module docstring); no I/O.
+    """The pure placement decisions of one track; no I/O.
+
+    A frame's place T is `(timestamp_ms - origin_ms) * sample_rate // 1000`; P is the write position.
+    T - P > half the frame's length: exactly T - P zero samples, then the frame at T (one lost 20 ms
+    frame must become 20 ms of silence, for sync). Otherwise (jitter, overlap, a frame before the
+    origin) the frame is appended at P: received PCM is never dropped, trimmed or resampled.
 
     `tolerance_ms` replaces the half-a-frame threshold when set (e.g. to match the MP4's audio
     timeline). `early_frames` counts frames appended more than the threshold before their place.
