@@ -1,8 +1,8 @@
 """A real single-node Kafka (KRaft, no ZooKeeper, no Docker) for one machine: `rtmsflow kafka up`.
 
-`LocalKafka` owns one broker's jar cache (official jars fetched with Maven, SHA-256 checked on each
-start), its state directory and its process, which outlives the command and is found again through its
-pid file. Topics are never auto-created (docs/DECISIONS.md, "Runtime")."""
+`LocalKafka` owns one broker's jar cache (official jars via Maven, SHA-256 checked on each start), its
+state directory and its process, found again through its pid file (docs/DECISIONS.md, "Runtime").
+Topics are never auto-created: a misspelt topic is an error, not one that breaks co-partitioning."""
 
 from __future__ import annotations
 
