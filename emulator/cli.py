@@ -1,9 +1,8 @@
 """`rtmsflow emulator ...`: play Zoom to a local ingest.
 
-`serve` runs an RTMS server and prints its URL; `meeting` also posts a signed `rtms_started`, plays
-the meeting once a client connects, stops it and posts `rtms_stopped`, reporting anything else as Zoom
-would. One JSON line per meeting on stdout; exit status 1 on an unacknowledged webhook, no client, or
-a stream that ended for another reason than asked."""
+`serve` runs an RTMS server and prints its URL; `meeting` also posts a signed `rtms_started`, plays the
+meeting once a client connects, stops it and posts `rtms_stopped` (anything else reported as Zoom would).
+One JSON line per meeting on stdout; exit 1 on an unacknowledged webhook, no client, or a wrong end."""
 
 from __future__ import annotations
 
