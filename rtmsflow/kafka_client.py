@@ -1,7 +1,7 @@
 """The one place Kafka clients are made, so every stage gets the same safe settings.
 
-Producers are idempotent (`enable_idempotence=True`, `acks="all"`); consumers never auto-commit:
-a stage commits an offset only after what came before it is durable (docs/DESIGN.md, "Guarantees": commit after write).
+Producers are idempotent (`enable_idempotence=True`, `acks="all"`); consumers never auto-commit: a
+stage commits an offset only after what came before it is durable (commit after write, docs/DESIGN.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `Mp4Muxer` turns the recorder's finished values into PyAV calls, in-process or in `sinks.mux_process`,
 with the same bytes. Its choices (in-band SPS/PPS, bit-exact flags, AAC "fast" coder at constant quality,
-fragmented MP4 for flat memory) are in docs/DECISIONS.md, "Sinks"."""
+fragmented MP4 for flat memory) are in docs/DECISIONS.md, "Sinks", and the `Mp4Muxer` docstring."""
 
 from __future__ import annotations
 
