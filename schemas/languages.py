@@ -1,8 +1,8 @@
 """Zoom's transcript language codes (RTMS_TRANSCRIPT_LANGUAGE) with names and BCP-47 tags.
 
-The codes are Zoom's (the data handshake's `src_language`, a transcript's `language`); -1 means "none / auto-detect". An unknown or absent code reads as tag "und"
-(BCP-47 "undetermined"), so a code Zoom adds later never breaks a consumer.
-"""
+The codes are Zoom's (the data handshake's `src_language`, a transcript's `language`); -1 means
+"none / auto-detect". An unknown or absent code reads as tag "und" (BCP-47 "undetermined"), so a code
+Zoom adds later never breaks a consumer."""
 
 from __future__ import annotations
 
