@@ -101,7 +101,7 @@ def date_dir(start_ms: int) -> str:
         start = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=start_ms)
     except OverflowError:  # past year 9999 or before year 1: no date (ingest refuses such a start)
         raise LayoutError("stream start time out of range", str(start_ms)) from None
-    return start.strftime("%Y-%m-%d")
+    return f"{start.year:04d}-{start.month:02d}-{start.day:02d}"  # strftime drops the zeros before year 1000
 
 
 def participant_wav_name(participant_id: int) -> str:

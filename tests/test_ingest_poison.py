@@ -14,8 +14,12 @@ from tests.ingest_support import read_topic
 
 pytestmark = pytest.mark.kafka
 T0 = 1_760_000_000_000
-BIG = StreamSession("big/meeting==", "s-big", "wss://x.zoom.us", started_ms=T0, fresh=True)
-CALM = StreamSession("calm/meeting==", "s-calm", "wss://x.zoom.us", started_ms=T0, fresh=True)
+BIG = StreamSession(
+    "big/meeting==", "s-big", "wss://x.zoom.us", started_ms=T0, fresh=True, media_origin_ms=T0
+)
+CALM = StreamSession(
+    "calm/meeting==", "s-calm", "wss://x.zoom.us", started_ms=T0, fresh=True, media_origin_ms=T0
+)
 
 
 def pcm(ts: int) -> AudioData:
