@@ -5,13 +5,12 @@ in progress under it; deletes remove the manifests first, so none vouches for fi
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from sinks.bucket import Bucket
-from sinks.layout import LayoutError, encode_component, parse_stream_dir
+from sinks.layout import LayoutError, date_dir_start_ms, encode_component, parse_stream_dir
 from sinks.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
 from sinks.stream_files import MEDIA_MANIFEST
 from sinks.transcript_stream import TRANSCRIPT_MANIFEST
@@ -28,14 +27,6 @@ class StreamObjects:
     rtms_stream_id: str
     stop_ms: int
     bytes: int
-
-
-def _date_start_ms(name: str) -> int | None:
-    try:
-        day = dt.datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    return int(day.timestamp()) * 1000
 
 
 def _root(bucket: Bucket) -> str:
@@ -59,7 +50,7 @@ def find_expired(bucket: Bucket, older_than_ms: int, now_ms: int) -> list[Stream
     root = _root(bucket)
     out: list[StreamObjects] = []
     for date in bucket.children(root):
-        start = _date_start_ms(date)
+        start = date_dir_start_ms(date)
         if start is None or start >= cutoff:
             continue
         streams: dict[str, dict[str, int]] = {}
@@ -93,7 +84,7 @@ def meeting_prefixes(bucket: Bucket, meeting_uuid: str) -> list[str]:
     return [
         f"{date}/{name}"
         for date in bucket.children(root)
-        if _date_start_ms(date) is not None and bucket.children(f"{root}{date}/{name}/")
+        if date_dir_start_ms(date) is not None and bucket.children(f"{root}{date}/{name}/")
     ]
 
 

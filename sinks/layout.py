@@ -104,6 +104,16 @@ def date_dir(start_ms: int) -> str:
     return f"{start.year:04d}-{start.month:02d}-{start.day:02d}"  # strftime drops the zeros before year 1000
 
 
+def date_dir_start_ms(name: str) -> int | None:
+    """The start (ms since the epoch, UTC) of the day a `yyyy-mm-dd` directory names; None for a
+    name that is not a date directory."""
+    try:
+        day = dt.datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return int(day.timestamp()) * 1000
+
+
 def participant_wav_name(participant_id: int) -> str:
     """File name of one participant's audio track: `audio-<participant id>.wav`."""
     if participant_id < 0:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinks.atomic import fsync_dir, is_partial
-from sinks.layout import LayoutError, encode_component, parse_stream_dir
+from sinks.layout import LayoutError, date_dir_start_ms, encode_component, parse_stream_dir
 from sinks.manifest import read_manifest
 from sinks.stream_files import MEDIA_MANIFEST
 from sinks.transcript_stream import TRANSCRIPT_MANIFEST
@@ -40,14 +40,6 @@ class StreamFilesOnDisk:
     rtms_stream_id: str
     stop_ms: int
     bytes: int
-
-
-def _date_start_ms(name: str) -> int | None:
-    try:
-        day = dt.datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    return int(day.timestamp()) * 1000
 
 
 def _real_dirs(parent: Path) -> list[Path]:
@@ -84,7 +76,7 @@ def find_expired(data_dir: Path, older_than_ms: int, now_ms: int) -> list[Stream
     if not data_dir.is_dir():
         return out
     for date_dir in _real_dirs(data_dir):
-        start = _date_start_ms(date_dir.name)
+        start = date_dir_start_ms(date_dir.name)
         if start is None or start >= cutoff:
             continue
         for meeting_dir in _real_dirs(date_dir):
@@ -103,7 +95,7 @@ def meeting_dirs(data_dir: Path, meeting_uuid: str) -> list[Path]:
     return [
         p / name
         for p in _real_dirs(data_dir)
-        if _date_start_ms(p.name) is not None and not (p / name).is_symlink() and (p / name).is_dir()
+        if date_dir_start_ms(p.name) is not None and not (p / name).is_symlink() and (p / name).is_dir()
     ]
 
 

@@ -15,6 +15,7 @@ from sinks.layout import (
     StreamLayout,
     channel_wav_name,
     date_dir,
+    date_dir_start_ms,
     decode_component,
     encode_component,
     parse_stream_dir,
@@ -151,3 +152,13 @@ def test_audio_track_names() -> None:
     assert channel_wav_name("Ch/1") == "audio-ch-_ch-2f1.wav"
     with pytest.raises(LayoutError):
         participant_wav_name(-1)
+
+
+def test_a_date_directory_names_the_start_of_its_day() -> None:
+    start_ms = 1_747_316_541_000  # 2025-05-15T13:42:21Z
+    name = date_dir(start_ms)
+    assert name == "2025-05-15"
+    assert date_dir_start_ms(name) == 1_747_267_200_000  # that day's midnight, UTC
+    assert date_dir_start_ms(name) <= start_ms < date_dir_start_ms(name) + 86_400_000
+    for not_a_date in ("2025-13-01", "meeting", "2025-05-15x", ""):
+        assert date_dir_start_ms(not_a_date) is None
