@@ -3,7 +3,8 @@
     python -m benchmarks.media_bench [--meetings 300] [--budget-us 20]
 
 The emulator's RTMS server pulls every frame it sends from a meeting's timeline, so the timeline's
-cost per item is part of the server's cost per frame (see BENCHMARKS.md, "Emulator RTMS server").
+cost per item is part of the server's cost per frame (see docs/benchmarks-history.md,
+"2026-11-24: Emulator RTMS server").
 Two figures in CPU time (`time.process_time`, so other processes on a shared machine do not
 count), each the best of `--repeat` runs:
 
