@@ -110,8 +110,12 @@ def test_preroll_media_is_stamped_before_the_webhook_and_t0_is_the_media_clock(
     for run in (meeting, preroll_meeting):
         (started,) = [v for v in run.raw["rtms.raw.events"] if v["name"] == "rtms_started"]
         assert run.stream_started_ms == media_base_ms(run)  # t = 0: the first media, not the webhook
-        if run is preroll_meeting:  # the case: media stamped seconds before the webhook's time
-            assert started["timestamp_ms"] - media_base_ms(run) >= PREROLL_MS - 500, started
+        if run is preroll_meeting:  # the case: media stamped before the webhook's time (by 3 s less
+            # the time ingest took to connect, which a loaded machine stretches)
+            before_webhook = [
+                v for v in run.raw["rtms.raw.audio"] if v["timestamp_ms"] < started["timestamp_ms"]
+            ]
+            assert before_webhook and media_base_ms(run) < started["timestamp_ms"], started
             assert not [v for v in run.raw["rtms.raw.events"] if v["name"] == "first_packet"]
         else:  # control: the first-packet event is t = 0, and the webhook came before the media
             (first_packet,) = [v for v in run.raw["rtms.raw.events"] if v["name"] == "first_packet"]
