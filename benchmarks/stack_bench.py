@@ -15,7 +15,9 @@ and prints:
   `PLAY_TOLERANCE` of their nominal time, the stagger plus the duration from its server's start,
   and sent at most `LATE_SHARE_MAX` of its frames more than 20 ms behind their schedule) and no
   group's lag grew (its lag in the last third of the meeting against the middle third; the commit
-  interval alone keeps a floor of a few hundred); "offered less than nominal" when the emulator fell
+  interval alone keeps a floor of a few hundred) nor ingest's (a frame's receive to its raw
+  record's Kafka timestamp, p99 over the last third of the raw records, above `INGEST_DELAY_MAX_MS`:
+  a backlog before Kafka, which no consumer position shows); "offered less than nominal" when the emulator fell
   behind (the step then measures a saturated machine, not the stack); "lag grew" otherwise;
 - end-to-end transcript latency p50/p99, from the ingest receive time of a raw piece
   (`received_at_ms`, taken as the socket read) to a Kafka timestamp on the output: (1) each
@@ -34,7 +36,8 @@ After the steps, a least-squares fit per process over the held steps (all steps 
 held): CPU seconds = fixed x the step's seconds + marginal x its meeting-seconds, printed as the
 fixed cost (ms per second) and the marginal cost (ms per meeting-second). With `--find-limit`, the
 listed steps run until one is not held, then the count grows x`--growth` until one is not held;
-the last held count is the stack's limit on this machine.
+the last held count is the stack's limit on this machine. A broker the bench starts itself first
+plays one unreported 10 s step (its JIT would weigh on the first step's figures).
 
 The emulator runs on the same 2 cores and takes its share; the figures are for the machine as a
 whole, not for one stage on a dedicated core (the per-stage benchmarks are).
@@ -55,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 STAGGER_S = 0.2  # between the emulator's meeting starts
 PLAY_TOLERANCE = (2.0, 0.05)  # played within max(2 s, 5 %) of the nominal time: real time kept
 LATE_SHARE_MAX = 0.02  # at most this share of the frames sent > 20 ms behind schedule
+INGEST_DELAY_MAX_MS = 1000  # ingest's receive -> raw record, p99 over the last third of the records
 
 
 class StepFailed(RuntimeError):
@@ -278,11 +283,11 @@ def finalized(data: Path) -> int:
     )
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_once(
@@ -362,10 +367,18 @@ async def _run_once(
             watcher.cancel()
         await sup.stop(drain_timeout_s=30)
     markers: list[int] = []
+    delays: list[tuple[int, int]] = []  # (received_at_ms, ms from it to the raw record's timestamp)
     for spec in t.RAW_TOPICS:
         if spec is not t.RAW_TRANSCRIPT:
-            await read_all(settings, codec, spec.name, markers)
+            got = await read_all(settings, codec, spec.name, markers)
+            delays += [
+                (v["received_at_ms"], ts - v["received_at_ms"]) for ts, v in got if "received_at_ms" in v
+            ]
+            del got
     raw = await read_all(settings, codec, t.RAW_TRANSCRIPT.name, markers)
+    delays += [(v["received_at_ms"], ts - v["received_at_ms"]) for ts, v in raw]
+    delays.sort()
+    tail = [d for _, d in delays[2 * len(delays) // 3 :]]  # the last third, by receive time
     finalize_s = finalized_at - max(markers) / 1000
     utts = await read_all(settings, codec, t.TRANSCRIPT.name)
     partial = getattr(t, "TRANSCRIPT_PARTIAL", None)  # None: code from before partial utterances
@@ -403,7 +416,9 @@ async def _run_once(
             "machine_busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
             "finalize_s": finalize_s, "utterances": len(utts),
             "first_ms": appear, "partials": len(partials), "from_last_ms": from_last, "from_close_ms": from_close,
-            "lag": lag, "stages": per_stage, "meeting_s": meeting_s}  # fmt: skip
+            "lag": lag, "stages": per_stage, "meeting_s": meeting_s,
+            "ingest_ms": {"p50": pct([d for _, d in delays], 0.5), "p99": pct([d for _, d in delays], 0.99),
+                          "last_third_p99": pct(tail, 0.99)}}  # fmt: skip
 
 
 def verdict(r: dict[str, Any]) -> str:
@@ -414,6 +429,8 @@ def verdict(r: dict[str, Any]) -> str:
     if r["played_s"] > r["nominal_s"] + slack or late_share > LATE_SHARE_MAX:
         return "offered less than nominal"
     if any(v["last_mean"] > 2 * v["middle_mean"] + 500 for v in r["lag"].values()):
+        return "lag grew"
+    if r["ingest_ms"]["last_third_p99"] > INGEST_DELAY_MAX_MS:  # a backlog in ingest, before Kafka
         return "lag grew"
     return "held"
 
@@ -426,6 +443,9 @@ def report(r: dict[str, Any]) -> None:
           f"{STAGGER_S} s stagger x {r['meetings'] - 1} + the duration), after {r['setup_s']:.1f} s of set-up; "
           f"{r['late']:,} of {r['sent']:,} frames > 20 ms late ({100 * late_share:.2f} %); "
           f"machine {100 * r['machine_busy']:.0f} % busy")  # fmt: skip
+    ing = r["ingest_ms"]
+    print(f"ingest's delay, a frame's receive to its raw record: p50 {ing['p50']:,.0f} ms  p99 {ing['p99']:,.0f} ms  "
+          f"(last third p99 {ing['last_third_p99']:,.0f} ms; held below {INGEST_DELAY_MAX_MS:,} ms)")  # fmt: skip
     print("lag (last third vs middle third):")
     for name, v in r["lag"].items():
         print(f"  {name:<18} lag max {v['max']:>7,}  middle mean {v['middle_mean']:>9,.0f}  "
@@ -476,7 +496,7 @@ def fit(points: list[tuple[float, float, float]]) -> tuple[float, float] | None:
 def summary(results: list[dict[str, Any]], failed: dict[int, str]) -> None:
     print("\n== steps")
     print(f"  {'meetings':>8}  {'verdict':<27} {'played/nominal s':>16} {'late %':>7} {'busy %':>6} "
-          f"{'stages %':>8} {'broker %':>8} {'emulator %':>10}")  # fmt: skip
+          f"{'stages %':>8} {'broker %':>8} {'emulator %':>10} {'ingest p99 ms':>13}")  # fmt: skip
     for r in results:
         st = r["stages"]
         stages = sum(v["cpu_pct"] for k, v in st.items() if k not in ("broker", "emulator"))
@@ -484,7 +504,7 @@ def summary(results: list[dict[str, Any]], failed: dict[int, str]) -> None:
         broker = st["broker"]["cpu_pct"] if "broker" in st else float("nan")
         print(f"  {r['meetings']:>8}  {verdict(r):<27} {r['played_s']:>7.1f} / {r['nominal_s']:<6.1f} "
               f"{late:>7.2f} {100 * r['machine_busy']:>6.0f} {stages:>8.1f} {broker:>8.1f} "
-              f"{st['emulator']['cpu_pct']:>10.1f}")  # fmt: skip
+              f"{st['emulator']['cpu_pct']:>10.1f} {r['ingest_ms']['p99']:>13,.0f}")  # fmt: skip
     for n, why in failed.items():
         print(f"  {n:>8}  not held: {why}")
     held = [r for r in results if verdict(r) == "held"]
@@ -549,6 +569,10 @@ async def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="stack-bench-") as work:
             queue = [int(x) for x in args.meetings.split(",")]
+            if broker is not None:  # a fresh JVM: its JIT would weigh on the first step's figures
+                print(f"broker warm-up: {queue[0]} meetings of 10 s, not reported")
+                warm = argparse.Namespace(**{**vars(args), "duration": min(10.0, args.duration)})
+                await run_once(settings, queue[0], warm, Path(work), broker_pid)
             while queue:
                 n = queue.pop(0)
                 try:
