@@ -1,48 +1,9 @@
-"""The whole stack under N concurrent real-time meetings: `python -m benchmarks.stack_bench`.
+"""The whole stack under N concurrent real-time meetings, every stage a process, on this machine.
 
     python -m benchmarks.stack_bench --meetings 1,6,24 --duration 40
     python -m benchmarks.stack_bench --meetings 24,36,48,60 --duration 30 --find-limit
 
-For each N of `--meetings` it does what `rtmsflow demo` does, with N meetings at once: a broker (the
-configured one, else the local KRaft broker), fresh topics under a run prefix, every stage as its own
-process (webhook endpoint, ingest worker, processor, media and transcript sinks), and the emulator
-playing N meetings of `--participants` with audio, video and transcripts in real time. While the
-meetings play it samples, every second, each stage's CPU and RSS (from /proc) and the processors'
-and the sinks' lag behind the partitions' ends (their /metrics, by consumer position). Then it waits until every stream is finalized
-and prints:
-
-- the step's verdict: "held" only if the emulator kept real time (it played the meetings within
-  `PLAY_TOLERANCE` of their nominal time, the stagger plus the duration from its server's start,
-  and sent at most `LATE_SHARE_MAX` of its frames more than 20 ms behind their schedule) and no
-  group's lag grew (its lag in the last third of the meeting against the middle third; the commit
-  interval alone keeps a floor of a few hundred) nor ingest's (a frame's receive to its raw
-  record's Kafka timestamp, p99 over the last third of the raw records, above `INGEST_DELAY_MAX_MS`:
-  a backlog before Kafka, which no consumer position shows) and a transcript piece's receive to its
-  first appearance stayed within `TRANSCRIPT_P99_MAX_MS` at p99 (a backlog inside a stage, held
-  in its buffers past its consumer position: seen at 60 meetings with every position lag flat); "offered less than nominal" when the emulator fell
-  behind (the step then measures a saturated machine, not the stack); "lag grew" otherwise;
-- end-to-end transcript latency p50/p99, from the ingest receive time of a raw piece
-  (`received_at_ms`, taken as the socket read) to a Kafka timestamp on the output: (1) each
-  piece's first appearance (its partial on `rtms.transcript.partial`; with code that has no
-  partials, the final utterance that holds it); (2) an utterance's last piece to its final on
-  `rtms.transcript` (same stream and speaker, piece start within the utterance's span); (3) the
-  next piece of the stream after that last one to the final (what closed it, in code that
-  closed an utterance only on the next piece);
-- finalize time: from the last end-of-stream marker ingest wrote on the raw topics (the streams
-  stopped) to the last manifest on disk;
-- each stage's CPU (ms per meeting-second and % of one core) and peak RSS, and the same for the
-  broker (the local broker's pid, or the process listening on a local bootstrap's port) and the
-  emulator (its set-up before its server starts apart from its playing), and how busy the machine was.
-
-After the steps, a least-squares fit per process over the held steps (all steps if fewer than two
-held): CPU seconds = fixed x the step's seconds + marginal x its meeting-seconds, printed as the
-fixed cost (ms per second) and the marginal cost (ms per meeting-second). With `--find-limit`, the
-listed steps run until one is not held, then the count grows x`--growth` until one is not held;
-the last held count is the stack's limit on this machine. A broker the bench starts itself first
-plays one unreported 10 s step (its JIT would weigh on the first step's figures).
-
-The emulator runs on the same 2 cores and takes its share; the figures are for the machine as a
-whole, not for one stage on a dedicated core (the per-stage benchmarks are).
+What it measures and how a step is judged: BENCHMARKS.md, "How the whole-stack bench measures".
 """
 
 from __future__ import annotations

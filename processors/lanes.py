@@ -261,6 +261,13 @@ class StreamState:
     def key(self) -> StreamKey:
         return (self.meeting_uuid, self.rtms_stream_id)
 
+    def utterance_closed(self) -> None:
+        """The open utterance closed: its last piece is the transcript lane's resume key."""
+        last = self.open_pieces[-1]
+        self.closed_key = (last.timestamp_ms, last.digest)
+        self.open_pieces = []
+        self.partials_written = self.partials_skip = 0
+
     def count(self, topic: str, kind: str, n: int = 1) -> None:
         name = f"{topic}|{kind}"
         self.counts[name] = self.counts.get(name, 0) + n
@@ -596,9 +603,7 @@ class PartitionCore:
         lane_mark = self._transcript_mark(st)
         settled = st.assembler.push(piece, lane_mark)
         if any(u.final for u in settled):
-            st.closed_key = (st.open_pieces[-1].timestamp_ms, st.open_pieces[-1].digest)
-            st.open_pieces = []
-            st.partials_written = st.partials_skip = 0
+            st.utterance_closed()
         if not st.open_pieces:
             st.open_mark_ms = lane_mark
         st.open_pieces.append(item)
@@ -668,9 +673,7 @@ class PartitionCore:
                 if st.assembler is not None:
                     closed = st.assembler.tick(lane.mark_ms)
                     if closed:
-                        st.closed_key = (st.open_pieces[-1].timestamp_ms, st.open_pieces[-1].digest)
-                        st.open_pieces = []
-                        st.partials_written = st.partials_skip = 0
+                        st.utterance_closed()
                     for u in closed:
                         self._utterance(st, u, out)
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from ingest_support import free_port, read_topic
+from processors_support import wait_for as wait_for_condition
 from sink_support import OrderedStream, from_meeting, produce, stream_dir, wait_for
 
 from emulator.media import MeetingSpec, SyntheticMeeting
@@ -160,7 +161,7 @@ async def test_a_full_disk_keeps_both_sinks_up_and_unhealthy_until_space_returns
     try:
         for kind, proc in procs.items():
             port = env[f"PORT_{kind}"]
-            got = await wait_for_async(
+            got = await wait_for_condition(
                 partial(health_is, port, 503, "storage_error"), 90, f"the {kind} sink reporting the full disk"
             )
             assert "No space left" in got["error"]
@@ -170,7 +171,7 @@ async def test_a_full_disk_keeps_both_sinks_up_and_unhealthy_until_space_returns
         for kind, proc in procs.items():
             manifest = seen[kind] / manifests[kind]
             await wait_for(manifest.is_file, 120, f"the {kind} files after space returned")
-            await wait_for_async(
+            await wait_for_condition(
                 partial(health_is, env[f"PORT_{kind}"], 200, "ok"), 30, f"the {kind} sink healthy again"
             )
             assert proc.poll() is None
@@ -208,15 +209,3 @@ async def health_is(port: str, code: int, status: str) -> dict[str, Any] | None:
     """The sink's /health answer when it is `code` with `status`, else None."""
     got = await health(port)
     return got[1] if got is not None and got[0] == code and got[1]["status"] == status else None
-
-
-async def wait_for_async(predicate: Any, timeout_s: float, what: str) -> Any:
-    """Until the coroutine function `predicate` returns something true (returned); fail after
-    `timeout_s` (a deadline, never a result-deciding sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not (result := await predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-    return result
