@@ -61,7 +61,7 @@ class _Event:
 
 
 class WebSocketBackend(TaskBackend):
-    """Holds one RTMS stream over raw WebSockets (protocol notes 2-4). Build with
+    """Holds one RTMS stream over raw WebSockets (docs/PROTOCOL.md §3-§6). Build with
     `WebSocketBackend(settings, frames, config=..., ssl_context=...)`; config defaults to
     `client_config(settings)`."""
 
