@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 LATE_MS = 20.0  # a frame sent more than this after its due time is counted late
+# Individual cameras at once per stream: Zoom's V2 "multiple individual video streams" serves up to
+# four 720p subscriptions by default (RTMS November 2026 release); V1 had one at a time.
+MAX_INDIVIDUAL_VIDEOS = 4
 
 
 class Phase(Enum):
@@ -145,7 +148,7 @@ class Stream:
         self.grants: dict[int, ChannelParams] = {}
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
-        self.video_subscription: int | None = None
+        self.video_subscriptions: set[int] = set()  # individual video: whose cameras are sent
         self._individual = False  # video granted as VIDEO_SINGLE_INDIVIDUAL_STREAM (data_opt 4)
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
@@ -411,13 +414,17 @@ class Stream:
             return rp.VideoSubscriptionResponse(
                 msg.user_id, code, "video data_opt is not individual stream", ts
             )
-        if msg.subscribe and msg.user_id == self.video_subscription:
+        subscribed = self.video_subscriptions
+        if msg.subscribe and msg.user_id in subscribed:
             code = rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION
             return rp.VideoSubscriptionResponse(msg.user_id, code, code.name, ts)
+        if msg.subscribe and len(subscribed) >= MAX_INDIVIDUAL_VIDEOS:
+            code = rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS  # our choice: Zoom names no code for it
+            return rp.VideoSubscriptionResponse(msg.user_id, code, "too many individual videos", ts)
         if msg.subscribe:
-            self.video_subscription = msg.user_id
-        elif msg.user_id == self.video_subscription:
-            self.video_subscription = None
+            subscribed.add(msg.user_id)
+        else:
+            subscribed.discard(msg.user_id)
         return rp.VideoSubscriptionResponse(msg.user_id, rp.StatusCode.OK, "OK", ts)
 
     def _ready(self) -> None:
@@ -442,9 +449,13 @@ class Stream:
             await asyncio.to_thread(self.source.prepare, send_rate)
         channels = set(self.grants)
         language = self._language
-        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language)
+        cameras = self._individual
+        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language, cameras)
         self._timeline = self.timelines.open(
-            key, lambda: self.source.items(channels, audio_mode, send_rate), self.encoder, language
+            key,
+            lambda: self.source.items(channels, audio_mode, send_rate, cameras=cameras),
+            self.encoder,
+            language,
         )
         self._cursor = self._timeline.attach()
         self._pos = 0
@@ -702,8 +713,8 @@ class Stream:
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual:
-            return  # individual-stream video: only the subscribed participant's frames
+        if ch == VIDEO and self._individual and entry.item.user_id not in self.video_subscriptions:
+            return  # individual-stream video: only the subscribed participants' cameras
         peer = self.media[ch]
         if peer is None or not active:
             if ch == AUDIO or ch == TRANSCRIPT:
