@@ -306,9 +306,9 @@ class SyntheticMeeting:
             fixed.append((share.stop_ms, {"event_type": EV_SHARING_STOP}, nobody))
         off = self.camera_off_window()
         if off:
-            who = [{"user_id": off.user_id}]
-            fixed.append((off.start_ms, {"event_type": EV_VIDEO_OFF, "participants": who}, nobody))
-            fixed.append((off.stop_ms, {"event_type": EV_VIDEO_ON, "participants": who}, nobody))
+            camera = [{"user_id": off.user_id}]
+            fixed.append((off.start_ms, {"event_type": EV_VIDEO_OFF, "participants": camera}, nobody))
+            fixed.append((off.stop_ms, {"event_type": EV_VIDEO_ON, "participants": camera}, nobody))
             fixed.sort(key=lambda e: e[0])
         if self.spec.video:
             fixed.append((end, {"event_type": EV_VIDEO_OFF, "participants": ids}, nobody))

@@ -158,7 +158,11 @@ class Lane:
                 self.origin_ms, media["sample_rate"], media["channels"], default, cursor, self.last_epoch
             )
         else:
-            self.video = VideoGapTracker.resume(self.origin_ms, max(1, media["fps"]), cursor, self.last_epoch)
+            # a participant's own camera sends nothing while it is off: that is its unexplained hole
+            camera = media.get("mode") == "INDIVIDUAL" and self.kind == "VIDEO"
+            default = GapReason.VIDEO_OFF if camera else GapReason.LOSS
+            fps = max(1, media["fps"])
+            self.video = VideoGapTracker.resume(self.origin_ms, fps, cursor, self.last_epoch, None, default)
         self._apply_losses()
 
     # -- state ------------------------------------------------------------------------------------
@@ -511,6 +515,9 @@ class PartitionCore:
         if topic == RAW_AUDIO and not record["media"].get("mixed", True):
             key: LaneKey = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
                             record.get("channel_id"))  # fmt: skip
+        elif topic == RAW_VIDEO and kind == "VIDEO" and record["media"].get("mode") == "INDIVIDUAL":
+            # individual video: each participant's camera is a lane of its own (order, gaps)
+            key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"], None)
         elif topic in (RAW_TRANSCRIPT, RAW_EVENTS):
             key = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
         else:
