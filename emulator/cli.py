@@ -189,6 +189,11 @@ class _Played:
 @click.option("--video-fps", default=30, show_default=True, type=click.IntRange(1, 30),
               help="Camera frame rate (a client's handshake may ask for another).")  # fmt: skip
 @click.option("--deskshare/--no-deskshare", default=False, show_default=True, help="Host shares a screen.")
+@click.option(
+    "--camera-off",
+    is_flag=True,
+    help="The last participant's camera is off from 40 % to 60 % of the meeting.",
+)
 @click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
 @click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
 @click.option(
@@ -246,6 +251,7 @@ def meeting(**options: Any) -> None:
                 fps=options["video_fps"],
                 transcripts=options["transcript"],
                 deskshare=options["deskshare"],
+                camera_off=options["camera_off"],
             )
             for i in range(options["meetings"])
         ]

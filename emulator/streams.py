@@ -149,6 +149,7 @@ class Stream:
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
         self.video_subscriptions: set[int] = set()  # individual video: whose cameras are sent
+        self._camera_starting: set[int] = set()  # subscribed cameras waiting for their next keyframe
         self._individual = False  # video granted as VIDEO_SINGLE_INDIVIDUAL_STREAM (data_opt 4)
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
@@ -423,9 +424,21 @@ class Stream:
             return rp.VideoSubscriptionResponse(msg.user_id, code, "too many individual videos", ts)
         if msg.subscribe:
             subscribed.add(msg.user_id)
+            self._camera_starting.add(msg.user_id)  # a new subscriber's picture starts at an IDR
         else:
             subscribed.discard(msg.user_id)
         return rp.VideoSubscriptionResponse(msg.user_id, rp.StatusCode.OK, "OK", ts)
+
+    def _camera_sent(self, item: MediaItemLike) -> bool:
+        """Individual video: is this camera frame sent (subscribed, and from an IDR on)?"""
+        uid = item.user_id
+        if uid not in self.video_subscriptions:
+            return False
+        if uid in self._camera_starting:
+            if not getattr(item, "keyframe", True):  # a hand-made item without the flag: any frame
+                return False
+            self._camera_starting.discard(uid)
+        return True
 
     def _ready(self) -> None:
         """CLIENT_READY_ACK: start (or resume after a reconnection) the media."""
@@ -713,7 +726,7 @@ class Stream:
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self._individual and entry.item.user_id not in self.video_subscriptions:
+        if ch == VIDEO and self._individual and not self._camera_sent(entry.item):
             return  # individual-stream video: only the subscribed participants' cameras
         peer = self.media[ch]
         if peer is None or not active:
