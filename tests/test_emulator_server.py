@@ -442,3 +442,44 @@ async def test_video_subscription_only_in_individual_stream_mode(server: RTMSSer
     await client.sig.wait_for(lambda: bool(client.sig.of_type(29)))
     assert client.sig.of_type(29)[0]["status_code"] == rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
     await client.close()
+
+
+async def test_individual_video_sends_up_to_four_subscribed_cameras_each_from_an_idr(
+    server: RTMSServer,
+) -> None:
+    from emulator.media import MeetingSpec, SyntheticMeeting
+    from emulator.streams import MAX_INDIVIDUAL_VIDEOS
+
+    meeting = SyntheticMeeting(
+        MeetingSpec(seed=3, participants=5, duration_s=3, video="360p", fps=10, beep_every_ms=1000)
+    )
+    ids = [p.user_id for p in meeting.participants]
+    handle = server.add_stream(MEETING, "s-cams", meeting, speed=3.0)
+    client = Client(handle)
+    await client.join(
+        kinds=("video",),
+        video=rp.MediaParams(video=rp.VideoParams(resolution=rp.Resolution.SD, data_opt=4, fps=10)),
+    )
+    for uid in ids:
+        await client.send(rp.VideoSubscriptionRequest(uid, True, 1))
+    await client.send(rp.VideoSubscriptionRequest(ids[0], True, 2))
+    await client.sig.wait_for(lambda: len(client.sig.of_type(29)) == len(ids) + 1)
+    answers = [(m["user_id"], m["status_code"]) for m in client.sig.of_type(29)]
+    assert answers == [
+        *[(uid, 0) for uid in ids[:MAX_INDIVIDUAL_VIDEOS]],
+        (ids[4], rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS),  # one camera too many
+        (ids[0], rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION),
+    ]
+    async with asyncio.timeout(30):
+        await handle.wait_done()
+    frames = client.frames("video")
+    assert {f.user_id for f in frames} == set(ids[:MAX_INDIVIDUAL_VIDEOS])
+    cameras = [i for i in meeting.timeline(cameras=True, audio=False, transcripts=False) if i.kind == "video"]
+    for uid in ids[:MAX_INDIVIDUAL_VIDEOS]:
+        got = [f.data for f in frames if f.user_id == uid]
+        played = [i.data for i in cameras if i.user_id == uid]
+        assert got[0][4] & 0x1F == 7  # starts with an IDR's SPS: a decoder can start here
+        start = played.index(got[0])
+        assert got == played[start : start + len(got)]  # from there on, every frame of that camera
+        assert len(got) >= len(played) - start - 1  # ... to the end (the last may race the stop)
+    await client.close()
