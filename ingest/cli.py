@@ -104,6 +104,12 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
     help=env_help("Whose video: the active speaker's or each participant's camera.", "rtms_video_mode"),
 )
 @click.option(
+    "--video-participants",
+    type=click.IntRange(1, 16),
+    default=None,
+    help=env_help("Individual video: cameras subscribed at once.", "rtms_video_participants"),
+)
+@click.option(
     "--deskshare/--no-deskshare", default=None, help=env_help("Receive screen share.", "rtms_deskshare")
 )
 @click.option(
@@ -131,6 +137,7 @@ def worker(
     video_resolution: str | None,
     video_fps: int | None,
     video_mode: str | None,
+    video_participants: int | None,
     deskshare: bool | None,
     transcript: bool | None,
     transcript_language: int | None,
@@ -152,6 +159,7 @@ def worker(
         rtms_video_resolution=video_resolution,
         rtms_video_fps=video_fps,
         rtms_video_mode=video_mode,
+        rtms_video_participants=video_participants,
         rtms_deskshare=deskshare,
         rtms_transcript=transcript,
         transcript_language=transcript_language,

@@ -70,7 +70,7 @@ class ClientConfig:
     # each participant's camera (individual streams, data_opt 4) instead of the active speaker's,
     # up to this many at once (`ingest.camera_subscriptions`)
     video_individual: bool = False
-    video_participants_max: int = 4
+    video_participants_max: int = 1
     deskshare: bool = False
     transcript: bool = True
     transcript_language: int = -1  # RTMS language code as a hint; -1 = automatic

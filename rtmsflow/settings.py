@@ -199,9 +199,10 @@ class Settings:
     )
     rtms_video_fps: int = _setting(25, "RTMSFLOW_RTMS_VIDEO_FPS", parse=_integer(1, 30))
     # Whose video: the active speaker's (`active`) or each participant's own camera (`individual`:
-    # a `video-<participant>.mp4` each), at most this many participants at once.
+    # a `video-<participant>.mp4` each), at most this many participants at once (1: what Zoom's V1
+    # protocol serves; more need its multiple individual streams, up to 4 at 720p).
     rtms_video_mode: str = _setting("active", "RTMSFLOW_RTMS_VIDEO_MODE", parse=_choice(*VIDEO_MODES))
-    rtms_video_participants: int = _setting(4, "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS", parse=_integer(1, 16))
+    rtms_video_participants: int = _setting(1, "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS", parse=_integer(1, 16))
     rtms_deskshare: bool = _setting(False, "RTMSFLOW_RTMS_DESKSHARE", parse=_flag)
     rtms_transcript: bool = _setting(True, "RTMSFLOW_RTMS_TRANSCRIPT", parse=_flag)
     transcript_language: int = _setting(-1, "RTMSFLOW_TRANSCRIPT_LANGUAGE", parse=_integer(-1))

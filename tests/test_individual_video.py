@@ -54,6 +54,7 @@ async def stack(
         "RTMSFLOW_REPLICATION": str(settings.replication),
         "RTMSFLOW_DATA_DIR": settings.data_dir,
         "RTMSFLOW_RTMS_VIDEO_MODE": "individual",
+        "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS": str(PARTICIPANTS),
     }
     await ensure_topics(settings, ALL_TOPICS)
     try:
