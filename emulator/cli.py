@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from emulator.clips import RESOLUTIONS
+from emulator.faults import Faults
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
@@ -194,6 +195,13 @@ class _Played:
     is_flag=True,
     help="The last participant's camera is off from 40 % to 60 % of the meeting.",
 )
+@click.option(
+    "--individual-videos",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Cameras served at once with individual video (1: Zoom's V1, a new subscription replaces the last).",
+)
 @click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
 @click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
 @click.option(
@@ -315,6 +323,7 @@ async def _play_one(
         identity.instance_id,
         identity.rtms_stream_id,
         meeting,
+        Faults(individual_videos=options["individual_videos"]),
         speed=options["speed"],
         preroll_ms=options["preroll_ms"],
         first_packet_event=options["first_packet_event"],

@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 LATE_MS = 20.0  # a frame sent more than this after its due time is counted late
-# Individual cameras at once per stream: Zoom's V2 "multiple individual video streams" serves up to
-# four 720p subscriptions by default (RTMS November 2026 release); V1 had one at a time.
-MAX_INDIVIDUAL_VIDEOS = 4
 
 
 class Phase(Enum):
@@ -419,7 +416,10 @@ class Stream:
         if msg.subscribe and msg.user_id in subscribed:
             code = rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION
             return rp.VideoSubscriptionResponse(msg.user_id, code, code.name, ts)
-        if msg.subscribe and len(subscribed) >= MAX_INDIVIDUAL_VIDEOS:
+        capacity = self.faults.individual_videos
+        if msg.subscribe and capacity == 1:
+            subscribed.clear()  # Zoom's V1: one camera at a time, a new subscription replaces the last
+        elif msg.subscribe and len(subscribed) >= capacity:
             code = rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS  # our choice: Zoom names no code for it
             return rp.VideoSubscriptionResponse(msg.user_id, code, "too many individual videos", ts)
         if msg.subscribe:

@@ -21,6 +21,7 @@ import pytest
 from tls_cert import make_test_cert
 
 import rtms_protocol as rp
+from emulator.faults import Faults
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from tests.ingest_support import SDK_MAY_LOSE_TAIL_MS, assert_prefix_with_tail
@@ -205,8 +206,8 @@ async def test_zoom_sdk_subscribes_each_participants_camera_and_gets_exactly_it(
     ids = [p.user_id for p in meeting.participants]
     async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET, ssl_context=ssl_context) as server:
         handle = server.add_stream(
-            "sdkMeeting==", f"sdk-cams-{tls}", meeting, speed=2.0, base_ms=BASE_MS, record=True,
-            start_after_subscribing=SDK_EVENTS,
+            "sdkMeeting==", f"sdk-cams-{tls}", meeting, Faults(individual_videos=4), speed=2.0,
+            base_ms=BASE_MS, record=True, start_after_subscribing=SDK_EVENTS,
         )  # fmt: skip
         callbacks = await run_sdk(handle, tmp_path / "sdk", ca=ca, video_data_opt=4, subscribe_video=ids)
         assert await handle.wait_done() == rp.StopReason.MEETING_ENDED

@@ -67,7 +67,7 @@ async def stack(
 @pytest.fixture(scope="module")
 async def meeting(stack: PipelineStack) -> MeetingRun:
     args = ["--participants", str(PARTICIPANTS), "--duration", str(DURATION_S), "--seed", str(SEED),
-            "--speed", str(SPEED), "--camera-off"]  # fmt: skip
+            "--speed", str(SPEED), "--camera-off", "--individual-videos", str(PARTICIPANTS)]  # fmt: skip
     return await stack.play(args, f"cams-{uuid.uuid4().hex[:8]}==")
 
 
