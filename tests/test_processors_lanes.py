@@ -206,3 +206,23 @@ def test_active_speaker_video_stays_one_lane_whoever_is_shown(codec: Codec) -> N
     out = ordered_video(codec, camera_frames("ACTIVE_SPEAKER"))
     assert [v["seq"] for v in out] == list(range(len(out)))
     assert [v for v in out if v["gap"]] == []
+
+
+def test_cameras_past_the_limit_are_dead_letters_not_lanes(codec: Codec) -> None:
+    from processors.lanes import MAX_CAMERA_LANES
+
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    out: list[Any] = []
+    template = camera_frames("INDIVIDUAL")[0]
+    for pid in range(1, MAX_CAMERA_LANES + 3):
+        frame = {**template, "participant_id": pid, "ingest_seq": pid}
+        out += core.feed("rtms.raw.video", pid, b"m==", codec.encode("rtms.raw.video", frame), [])
+    dead = [o.value for o in out if o.topic == "rtms.deadletter"]
+    assert [d["error"] for d in dead] == ["TooManyCameras", "TooManyCameras"]
+    # the control: the cameras within the limit are lanes, and one of them goes on taking frames
+    cameras = {k[4] for st in core.streams.values() for k in st.lanes}
+    assert cameras == set(range(1, MAX_CAMERA_LANES + 1))
+    again = {**template, "participant_id": 1, "ingest_seq": 99, "timestamp_ms": T0 + 40}
+    assert [
+        o.topic for o in core.feed("rtms.raw.video", 99, b"m==", codec.encode("rtms.raw.video", again), [])
+    ] == []
