@@ -1,6 +1,7 @@
 """Whose cameras an individual-video stream (video `data_opt` 4) subscribes to, as a pure planner.
 
-Participants become candidates as they join or turn their camera on, first come first served;
+Participants become candidates as they join, turn their camera on or speak (a worker that takes a
+stream over learns who is there from these), first come first served;
 up to `max_count` are subscribed (VIDEO_SUBSCRIPTION_REQ), a leaver's place goes to the next
 candidate, and every (re)connect subscribes afresh. The caller sends what each method returns."""
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 from rtms_protocol import EventType, StatusCode
 
+# Events that show a participant is in the meeting.
+_PRESENT = (EventType.PARTICIPANT_JOIN, EventType.PARTICIPANT_VIDEO_ON, EventType.ACTIVE_SPEAKER_CHANGE)
 # Participants remembered per stream (a hostile or huge meeting cannot grow this without bound).
 MAX_CANDIDATES = 10_000
 
@@ -48,8 +51,9 @@ class CameraSubscriptions:
         self.connected = False
 
     def on_event(self, event_type: int, user_ids: Iterable[int]) -> list[VideoRequest]:
-        """An EVENT_UPDATE: a join or camera-on makes candidates, a leave frees their places."""
-        if event_type in (EventType.PARTICIPANT_JOIN, EventType.PARTICIPANT_VIDEO_ON):
+        """An EVENT_UPDATE's type and the participants it names: a join, camera-on or active-speaker
+        change makes candidates, a leave frees their places."""
+        if event_type in _PRESENT:
             for uid in user_ids:
                 if uid > 0 and uid not in self.candidates and len(self.candidates) < MAX_CANDIDATES:
                     self.candidates[uid] = None

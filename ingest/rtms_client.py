@@ -444,6 +444,8 @@ class RtmsClient:
                 if self.cameras is None:
                     return delivered
                 users = [p.user_id for p in event.participants or ()]
+                if event.user_id is not None:
+                    users.append(event.user_id)  # the active speaker
                 return delivered + self._video_requests(
                     self.cameras.on_event(event.event_type, users), wall_ms
                 )

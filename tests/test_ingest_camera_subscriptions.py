@@ -50,8 +50,15 @@ def test_camera_off_and_other_events_change_nothing() -> None:
     plan.on_connected()
     assert plan.on_event(JOIN, [11]) == on(11)
     assert plan.on_event(OFF, [11]) == []
-    assert plan.on_event(SPEAKER, [12]) == []
+    assert plan.on_event(EventType.SHARING_START, [12]) == []
     assert plan.subscribed == {11}  # the camera comes back on the same subscription
+
+
+def test_a_speaker_is_a_candidate_so_a_worker_taking_over_learns_who_is_there() -> None:
+    plan = CameraSubscriptions(2)
+    plan.on_connected()  # joined after everyone: no join or camera-on events will come
+    assert plan.on_event(SPEAKER, [12]) == on(12)
+    assert plan.on_event(SPEAKER, [12]) == []  # already subscribed
 
 
 def test_a_refusal_frees_the_place_for_the_next_candidate_and_is_not_asked_again() -> None:

@@ -654,3 +654,9 @@ def test_active_speaker_video_never_subscribes_a_camera() -> None:
     h = ready_client()
     assert subscriptions(join(h, 11, 12)) == []
     assert sent(join(h, 13, event_type=8)) == []
+
+
+def test_individual_video_subscribes_the_active_speaker_named_by_an_event() -> None:
+    h = ready_client(INDIVIDUAL)
+    speaker = {"msg_type": 6, "event": {"event_type": 2, "timestamp": 5, "user_id": 21, "user_name": "S"}}
+    assert subscriptions(h.recv(SIGNALING, speaker)) == [(21, True)]
