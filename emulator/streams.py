@@ -145,7 +145,8 @@ class Stream:
         self.grants: dict[int, ChannelParams] = {}
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
-        self.video_subscription: int | None = None
+        self.video_subscriptions: set[int] = set()  # individual video: whose cameras are sent
+        self._camera_starting: set[int] = set()  # subscribed cameras waiting for their next keyframe
         self._individual = False  # video granted as VIDEO_SINGLE_INDIVIDUAL_STREAM (data_opt 4)
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
@@ -411,14 +412,33 @@ class Stream:
             return rp.VideoSubscriptionResponse(
                 msg.user_id, code, "video data_opt is not individual stream", ts
             )
-        if msg.subscribe and msg.user_id == self.video_subscription:
+        subscribed = self.video_subscriptions
+        if msg.subscribe and msg.user_id in subscribed:
             code = rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION
             return rp.VideoSubscriptionResponse(msg.user_id, code, code.name, ts)
+        capacity = self.faults.individual_videos
+        if msg.subscribe and capacity == 1:
+            subscribed.clear()  # Zoom's V1: one camera at a time, a new subscription replaces the last
+        elif msg.subscribe and len(subscribed) >= capacity:
+            code = rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS  # our choice: Zoom names no code for it
+            return rp.VideoSubscriptionResponse(msg.user_id, code, "too many individual videos", ts)
         if msg.subscribe:
-            self.video_subscription = msg.user_id
-        elif msg.user_id == self.video_subscription:
-            self.video_subscription = None
+            subscribed.add(msg.user_id)
+            self._camera_starting.add(msg.user_id)  # a new subscriber's picture starts at an IDR
+        else:
+            subscribed.discard(msg.user_id)
         return rp.VideoSubscriptionResponse(msg.user_id, rp.StatusCode.OK, "OK", ts)
+
+    def _camera_sent(self, item: MediaItemLike) -> bool:
+        """Individual video: is this camera frame sent (subscribed, and from an IDR on)?"""
+        uid = item.user_id
+        if uid not in self.video_subscriptions:
+            return False
+        if uid in self._camera_starting:
+            if not getattr(item, "keyframe", True):  # a hand-made item without the flag: any frame
+                return False
+            self._camera_starting.discard(uid)
+        return True
 
     def _ready(self) -> None:
         """CLIENT_READY_ACK: start (or resume after a reconnection) the media."""
@@ -442,9 +462,13 @@ class Stream:
             await asyncio.to_thread(self.source.prepare, send_rate)
         channels = set(self.grants)
         language = self._language
-        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language)
+        cameras = self._individual
+        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language, cameras)
         self._timeline = self.timelines.open(
-            key, lambda: self.source.items(channels, audio_mode, send_rate), self.encoder, language
+            key,
+            lambda: self.source.items(channels, audio_mode, send_rate, cameras=cameras),
+            self.encoder,
+            language,
         )
         self._cursor = self._timeline.attach()
         self._pos = 0
@@ -702,8 +726,8 @@ class Stream:
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual:
-            return  # individual-stream video: only the subscribed participant's frames
+        if ch == VIDEO and self._individual and not self._camera_sent(entry.item):
+            return  # individual-stream video: only the subscribed participants' cameras
         peer = self.media[ch]
         if peer is None or not active:
             if ch == AUDIO or ch == TRANSCRIPT:

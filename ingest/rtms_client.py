@@ -24,6 +24,7 @@ from ingest.backend import (
     TranscriptData,
     VideoData,
 )
+from ingest.camera_subscriptions import CameraSubscriptions, VideoRequest
 from ingest.reconnect import Backoff
 from ingest.rtms_values import FAST_MEDIA, STATE_MSGS, MediaValues
 from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
@@ -66,6 +67,10 @@ class ClientConfig:
     video: bool = True
     video_resolution: int = proto.Resolution.HD
     video_fps: int = 25
+    # each participant's camera (individual streams, data_opt 4) instead of the active speaker's,
+    # up to this many at once (`ingest.camera_subscriptions`)
+    video_individual: bool = False
+    video_participants_max: int = 1
     deskshare: bool = False
     transcript: bool = True
     transcript_language: int = -1  # RTMS language code as a hint; -1 = automatic
@@ -102,8 +107,13 @@ class ClientConfig:
             )
             return proto.MediaParams(audio=proto.AudioParams(data_opt=opt))
         if key == "video":
+            opt = (
+                proto.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+                if self.video_individual
+                else proto.DataOption.VIDEO_SINGLE_ACTIVE_STREAM
+            )
             return proto.MediaParams(
-                video=proto.VideoParams(resolution=self.video_resolution, fps=self.video_fps)
+                video=proto.VideoParams(resolution=self.video_resolution, fps=self.video_fps, data_opt=opt)
             )
         if key == "deskshare":
             return proto.MediaParams(
@@ -240,6 +250,11 @@ class RtmsClient:
             client_agent=config.client_agent,
             buffer_data=config.buffer_data,
             subscribe=tuple(int(t) for t in _SUBSCRIBED_EVENTS),
+        )
+        self.cameras = (
+            CameraSubscriptions(config.video_participants_max)
+            if config.video and config.video_individual
+            else None
         )
         self.ready_count = 0  # how often the client reached READY (1 = first connect)
         self.ready_at_wall_ms = 0
@@ -424,7 +439,16 @@ class RtmsClient:
             if msg_type == MsgType.SIGNALING_HAND_SHAKE_RESP:
                 return self._on_handshake(proto.HandshakeResponse.from_dict(msg), now, wall_ms)
             if msg_type == MsgType.EVENT_UPDATE:
-                return [Deliver(self.values.event(proto.EventUpdate.from_dict(msg), raw))]
+                event = proto.EventUpdate.from_dict(msg)
+                delivered: list[Action] = [Deliver(self.values.event(event, raw))]
+                if self.cameras is None:
+                    return delivered
+                users = [p.user_id for p in event.participants or ()]
+                if event.user_id is not None:
+                    users.append(event.user_id)  # the active speaker
+                return delivered + self._video_requests(
+                    self.cameras.on_event(event.event_type, users), wall_ms
+                )
             if msg_type == MsgType.STREAM_STATE_UPDATE:
                 update = proto.StreamStateUpdate.from_dict(msg)
                 actions: list[Action] = [
@@ -443,6 +467,11 @@ class RtmsClient:
                 if self.phase is Phase.CLOSING:
                     return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
                 return []
+            if msg_type == MsgType.VIDEO_SUBSCRIPTION_RESP and self.cameras is not None:
+                answer = proto.VideoSubscriptionResponse.from_dict(msg)
+                answered = self.values.state_event(msg, raw, None, None, answer.timestamp)
+                requests = self.cameras.on_answer(answer.user_id, answer.status_code)
+                return [Deliver(answered), *self._video_requests(requests, wall_ms)]
             if msg_type in STATE_MSGS:
                 state = msg.get("state")
                 ts = msg.get("timestamp")
@@ -586,11 +615,30 @@ class RtmsClient:
             # a signaling-only connection (a stream close for the SDK backend) has nothing to be
             # ready for: no CLIENT_READY_ACK, no subscription, as before it drove this machine
             return []
-        return [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
+        actions: list[Action] = [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
+        if self.cameras is not None:
+            actions += self._video_requests(self.cameras.on_connected(), wall_ms)
+        return actions
+
+    def _video_requests(self, requests: list[VideoRequest], wall_ms: int) -> list[Action]:
+        """VIDEO_SUBSCRIPTION_REQs on signaling (individual video; the timestamp is our clock's)."""
+        sig = self.sockets.get(SIGNALING)
+        if not requests or sig is None or self.phase is not Phase.READY:
+            return []
+        return [
+            Send(
+                SIGNALING,
+                sig.conn,
+                proto.encode(proto.VideoSubscriptionRequest(r.user_id, r.subscribe, wall_ms)),
+            )
+            for r in requests
+        ]
 
     # --- connection management ---------------------------------------------------------------------
 
     def _connect_signaling(self, now: float) -> list[Action]:
+        if self.cameras is not None:
+            self.cameras.on_disconnected()
         self.phase = Phase.SIGNALING
         self.media = {}
         return [self._open(SIGNALING, self.urls[self.url_index], now)]

@@ -46,6 +46,8 @@ def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
         "transcript_language": settings.transcript_language,
         "allowed_hosts": settings.allowed_hosts,
         "allow_insecure_ws": settings.allow_insecure_ws,
+        "video_individual": settings.rtms_video_mode == "individual",
+        "video_participants_max": settings.rtms_video_participants,
     }
     base.update(overrides)
     return ClientConfig(**base)

@@ -596,3 +596,67 @@ def test_backoff_after_drop_is_immediate_once_then_exponential() -> None:
     assert b.after_drop(103.0) == 0.0
     b.reset()
     assert 1.5 <= b.next_delay() <= 3.0  # a plain failure (no drop) never skips the wait
+
+
+# --- individual video -------------------------------------------------------------------------------
+
+INDIVIDUAL = dataclasses.replace(CONFIG, video_individual=True, video_participants_max=2)
+
+
+def subscriptions(actions: list[Action]) -> list[tuple[int, bool]]:
+    return [
+        (m["user_id"], m["subscribe"]) for ch, m in sent(actions) if ch == SIGNALING and m["msg_type"] == 28
+    ]
+
+
+def join(h: Harness, *uids: int, event_type: int = 3) -> list[Action]:
+    people = [{"user_id": u, "user_name": f"u{u}"} for u in uids]
+    return h.recv(
+        SIGNALING,
+        {"msg_type": 6, "event": {"event_type": event_type, "timestamp": 5, "participants": people}},
+    )
+
+
+def test_individual_video_asks_data_opt_4_and_subscribes_each_joining_camera_up_to_the_limit() -> None:
+    client = RtmsClient(SESSION, INDIVIDUAL, random.Random(1))
+    h = Harness(client)
+    h.run(client.start(h.now))
+    h.open(SIGNALING)
+    resp = {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}
+    for c in of(h.recv(SIGNALING, resp), Connect):
+        ((_, hello),) = sent(h.open(c.channel))
+        if c.channel == "video":
+            assert hello["media_params"]["video"]["data_opt"] == 4
+        ready = h.recv(c.channel, {"msg_type": 4, "status_code": 0})
+    assert [m["msg_type"] for _, m in sent(ready)] == [7, 5]  # nobody to subscribe yet
+    assert client.phase is Phase.READY
+    actions = join(h, 11, 12, 13)
+    assert [type(a) for a in actions][0] is Deliver  # the event is recorded as ever
+    assert subscriptions(actions) == [(11, True), (12, True)]
+    assert subscriptions(join(h, 11, event_type=4)) == [(11, False), (13, True)]
+    refused = {"msg_type": 29, "user_id": 13, "status_code": 25, "reason": "too many", "timestamp": 6}
+    actions = h.recv(SIGNALING, refused)
+    assert [a.item.name for a in of(actions, Deliver)] == ["video_subscription"]
+    assert subscriptions(actions) == []  # nobody else is waiting
+
+
+def test_individual_video_subscribes_again_after_a_signaling_reconnect() -> None:
+    h = ready_client(INDIVIDUAL)
+    join(h, 11, 12)
+    h.close(SIGNALING)
+    h.tick(1.0)
+    final = h.connect_all()
+    assert [m["msg_type"] for _, m in sent(final)] == [7, 5, 28, 28]
+    assert subscriptions(final) == [(11, True), (12, True)]
+
+
+def test_active_speaker_video_never_subscribes_a_camera() -> None:
+    h = ready_client()
+    assert subscriptions(join(h, 11, 12)) == []
+    assert sent(join(h, 13, event_type=8)) == []
+
+
+def test_individual_video_subscribes_the_active_speaker_named_by_an_event() -> None:
+    h = ready_client(INDIVIDUAL)
+    speaker = {"msg_type": 6, "event": {"event_type": 2, "timestamp": 5, "user_id": 21, "user_name": "S"}}
+    assert subscriptions(h.recv(SIGNALING, speaker)) == [(21, True)]
