@@ -82,23 +82,23 @@ class WebSocketBackend(TaskBackend):
         self.ssl_context = ssl_context
         self.rng = rng
         self.session: StreamSession | None = None
-        self.client: RtmsClient | None = None
+        self.machine: RtmsClient | None = None
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._slots = asyncio.Semaphore(INBOX_SLOTS)
         self._sockets: dict[tuple[str, int], ClientConnection] = {}
         self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
-        self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the client's next deadline
+        self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the machine's next deadline
         self._timer_at = 0.0
-        self._ready = asyncio.Event()  # set once the client first reached READY
+        self._ready = asyncio.Event()  # set once the machine first reached READY
 
     # --- SessionBackend ---------------------------------------------------------------------------
 
     async def start(self, session: StreamSession) -> None:
         self._refuse_second_start()
         self.session = session
-        self.client = RtmsClient(session, self.config, self.rng)
+        self.machine = RtmsClient(session, self.config, self.rng)
         self._launch(f"rtms:{session.meeting_uuid}")
 
     def _request_reconnect(self, server_urls: str | None, since_ms: int | None) -> None:
@@ -121,33 +121,33 @@ class WebSocketBackend(TaskBackend):
     @property
     def ready_count(self) -> int:
         """How many times the stream was (re)connected; for tests and logs."""
-        return self.client.ready_count if self.client else 0
+        return self.machine.ready_count if self.machine else 0
 
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> SessionOutcome:
-        assert self.client is not None
-        client = self.client
+        assert self.machine is not None
+        machine = self.machine
         outcome: SessionOutcome | None = None
         ready = False
         try:
-            outcome = await self._execute(client.start(time.monotonic()))
+            outcome = await self._carry_out(machine.start(time.monotonic()))
             while outcome is None:
-                event = await self._next_event(client)
+                event = await self._next_event(machine)
                 if event is None:  # a deadline passed before an event came
-                    outcome = await self._execute(client.on_tick(time.monotonic()))
+                    outcome = await self._carry_out(machine.on_tick(time.monotonic()))
                     continue
-                outcome = await self._execute(self._feed(client, event))
+                outcome = await self._carry_out(self._feed(machine, event))
                 if event.kind == "message":
                     self._slots.release()
-                    if not ready and client.ready_count:
+                    if not ready and machine.ready_count:
                         ready = True
                         self._ready.set()
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
         except Exception as exc:  # a bug or a frame handler failure: end this session, not the worker
-            log.exception("RTMS session failed", extra={"meeting": client.session.meeting_uuid})
+            log.exception("RTMS session failed", extra={"meeting": machine.session.meeting_uuid})
             return SessionOutcome(ended=False, detail=f"session failed: {exc!r}")
         finally:
             if self._timer is not None:
@@ -155,8 +155,8 @@ class WebSocketBackend(TaskBackend):
                 self._timer = None
             await self._close_everything()
 
-    async def _next_event(self, client: RtmsClient) -> _Event | None:
-        """The next event, or None once the client's next deadline has passed (a deadline already
+    async def _next_event(self, machine: RtmsClient) -> _Event | None:
+        """The next event, or None once the machine's next deadline has passed (a deadline already
         passed wins over a queued event).
 
         Same as `asyncio.wait_for(self._events.get(), deadline - now)`, but that costs a task and a
@@ -166,7 +166,7 @@ class WebSocketBackend(TaskBackend):
         socket's idle deadline), so a timer firing early just means: look again."""
         loop = asyncio.get_running_loop()
         while True:
-            deadline = client.next_deadline()
+            deadline = machine.next_deadline()
             now = time.monotonic()
             if deadline is not None and deadline <= now:
                 return None
@@ -196,24 +196,24 @@ class WebSocketBackend(TaskBackend):
         self._events.put_nowait(event)
         self._wakeup()
 
-    def _feed(self, client: RtmsClient, event: _Event) -> list[Action]:
+    def _feed(self, machine: RtmsClient, event: _Event) -> list[Action]:
         now = time.monotonic()
         if event.kind == "message":
-            return client.on_message(event.channel, event.conn, event.data, now, event.wall_ms)
+            return machine.on_message(event.channel, event.conn, event.data, now, event.wall_ms)
         if event.kind == "open":
-            return client.on_open(event.channel, event.conn, now)
+            return machine.on_open(event.channel, event.conn, now)
         if event.kind == "open_failed":
-            return client.on_open_failed(event.channel, event.conn, event.data, now)
+            return machine.on_open_failed(event.channel, event.conn, event.data, now)
         if event.kind == "closed":
-            return client.on_closed(event.channel, event.conn, event.data, now)
+            return machine.on_closed(event.channel, event.conn, event.data, now)
         if event.kind == "stop":
-            return client.request_stop(now, close_stream=event.data)
+            return machine.request_stop(now, close_stream=event.data)
         if event.kind == "reconnect":
             urls, since = event.data
-            return client.request_reconnect(now, urls, since)
+            return machine.request_reconnect(now, urls, since)
         raise ValueError(f"unknown event {event.kind}")
 
-    async def _execute(self, actions: list[Action]) -> SessionOutcome | None:
+    async def _carry_out(self, actions: list[Action]) -> SessionOutcome | None:
         assert self.session is not None
         outcome: SessionOutcome | None = None
         for action in actions:
