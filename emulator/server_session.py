@@ -166,8 +166,10 @@ class ServerSession(Generic[S]):
 
     def next_deadline(self) -> float | None:
         """The earliest loop time `on_tick` has something to do (None: only inputs matter)."""
-        times = [t for t in (self.next_keepalive, self.deadline) if t is not None]
-        return min(times) if times else None
+        keepalive, deadline = self.next_keepalive, self.deadline  # asked on every pump: no list
+        if keepalive is None or (deadline is not None and deadline < keepalive):
+            return deadline
+        return keepalive
 
     def connected(self, socket: S) -> bool:
         """`socket` passed its handshake and has not been reported closed."""
