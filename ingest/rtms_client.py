@@ -1,8 +1,8 @@
 """The RTMS client as a pure state machine (sans-I/O): what to send, when to (re)connect, what to emit.
 
-`RtmsClient` is fed socket events and the time and answers with actions (`Connect`, `Send`, `Disconnect`,
-`Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket or full
-reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
+`RtmsClient` is fed what its sockets did and the time, and answers with actions (`Connect`, `Send`,
+`Disconnect`, `Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket
+or full reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
 
 from __future__ import annotations
 
