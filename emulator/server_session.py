@@ -15,6 +15,7 @@ import rtms_protocol as rp
 from emulator.faults import Faults
 from emulator.negotiate import Adjust, ChannelParams, Grant, negotiate
 from emulator.wire import TRANSCRIPT, VIDEO
+from rtms_protocol.session import SIGNALING  # a signaling socket's role; a media socket's is its URL key
 from rtmsflow.logs import get_logger
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ log = get_logger(__name__)
 
 S = TypeVar("S", bound=Hashable)  # a socket, as the shell knows it (the session only compares them)
 
-SIGNALING = "signaling"  # the role of a signaling socket; a media socket's role is its URL key
 # the media URL keys and the media_type each one serves (None: any, the `all` socket)
 MEDIA_KEYS: dict[str, rp.MediaType | None] = {
     "audio": rp.MediaType.AUDIO,
