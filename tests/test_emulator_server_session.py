@@ -19,6 +19,7 @@ from emulator.server_session import (
     Send,
     ServerPhase,
     ServerSession,
+    StartCamera,
     StartMedia,
 )
 from emulator.streams import StreamStats
@@ -296,19 +297,48 @@ def test_state_requests_pause_and_resume() -> None:
     assert not s.paused
 
 
+def individual(faults: Faults = FAULTS) -> ServerSession[str]:
+    """A session whose video was granted as individual streams (data_opt 4)."""
+    params = rp.MediaParams(video=rp.VideoParams(data_opt=rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM))
+    s = server(faults)
+    c = connected(s, media=())
+    s.on_handshake("video", "video", c.media_hello("video", int(rp.MediaType.VIDEO), params), T0, URLS)
+    assert s.individual
+    return s
+
+
+def video(s: ServerSession[str], user_id: int, subscribe: bool = True) -> tuple[int, list[Action[str]]]:
+    """(status of the VIDEO_SUBSCRIPTION_RESP, the other actions) for one request."""
+    actions = s.on_message("sig", rp.encode(rp.VideoSubscriptionRequest(user_id, subscribe)), TS)
+    ((_, answer),) = sent(actions)
+    assert isinstance(answer, rp.VideoSubscriptionResponse) and answer.user_id == user_id
+    return answer.status_code, [a for a in actions if not isinstance(a, Send)]
+
+
 def test_video_subscription_needs_individual_video() -> None:
     s = server()
     active(s)
-    req = rp.encode(rp.VideoSubscriptionRequest(7))
-    ((_, refused),) = sent(s.on_message("sig", req, TS))
-    assert isinstance(refused, rp.VideoSubscriptionResponse)
-    assert refused.status_code == rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT and s.video_subscription is None
-    individual = rp.MediaParams(video=rp.VideoParams(data_opt=rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM))
-    t = server()
-    c = connected(t, media=())
-    t.on_handshake("video", "video", c.media_hello("video", int(rp.MediaType.VIDEO), individual), T0, URLS)
-    ((_, ok),) = sent(t.on_message("sig", req, TS))
-    assert isinstance(ok, rp.VideoSubscriptionResponse) and ok.status_code == 0 and t.video_subscription == 7
+    assert not s.individual
+    assert video(s, 7) == (rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT, [])
+    assert s.video_subscriptions == set()
+    t = individual()
+    assert video(t, 7) == (0, [StartCamera(7)]) and t.video_subscriptions == {7}
+    assert video(t, 7) == (rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION, [])
+
+
+def test_one_camera_at_a_time_by_default_more_up_to_the_faults_capacity() -> None:
+    one = individual()
+    video(one, 7)
+    assert video(one, 8) == (0, [StartCamera(8)]) and one.video_subscriptions == {8}  # replaces 7
+    two = individual(Faults(individual_videos=2))
+    video(two, 7)
+    video(two, 8)
+    assert video(two, 9) == (rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS, []) and two.video_subscriptions == {
+        7,
+        8,
+    }
+    assert video(two, 7, subscribe=False) == (0, []) and two.video_subscriptions == {8}
+    assert video(two, 9) == (0, [StartCamera(9)]) and two.video_subscriptions == {8, 9}
 
 
 def test_failover_aborts_every_socket_and_shutdown_ends_quietly() -> None:
