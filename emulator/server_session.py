@@ -241,11 +241,12 @@ class ServerSession(Generic[S]):
             actions.append(ResumeMedia(self._sockets[socket].channels))
         return actions
 
-    def on_closing(self, socket: S) -> None:
+    def on_closing(self, socket: S) -> list[Action[S]]:
         """`socket` is closing (its close handshake began, or its transport is gone): it no longer
         holds its place against a new handshake. `on_closed` still follows."""
         if socket in self._sockets:
             self._closing.add(socket)
+        return []
 
     def on_closed(self, socket: S, now: float, ts_ms: int) -> list[Action[S]]:
         """A socket of this stream is gone (closed by either side, or lost)."""

@@ -272,10 +272,12 @@ class Stream:
         """Answer a socket's first message (its signaling or data handshake request, by the socket's
         role); True = accepted."""
         machine = self.machine
+        actions: list[Action[Peer]] = []
         for held in machine.sockets():
-            if not held.open:
-                machine.on_closing(held)
-        self._carry_out(machine.on_handshake(peer, peer.role, raw, self._loop_time(), self.media_urls()))
+            if not held.open:  # polled here, the one moment it matters
+                actions += machine.on_closing(held)
+        actions += machine.on_handshake(peer, peer.role, raw, self._loop_time(), self.media_urls())
+        self._carry_out(actions)
         if not machine.connected(peer):
             return False
         if not self.faults.answer_keepalives:
