@@ -1,14 +1,13 @@
 """The RTMS client as a pure state machine (sans-I/O): what to send, when to (re)connect, what to emit.
 
-`RtmsClient` is fed socket events and the time and answers with actions (`Connect`, `Send`, `Disconnect`,
-`Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket or full
-reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
+`RtmsClient` is fed what its sockets did and the time, and answers with actions (`Connect`, `Send`,
+`Disconnect`, `Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket
+or full reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import rtms_protocol as proto
@@ -28,12 +27,18 @@ from ingest.camera_subscriptions import CameraSubscriptions, VideoRequest
 from ingest.reconnect import Backoff
 from ingest.rtms_values import FAST_MEDIA, STATE_MSGS, MediaValues
 from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
-from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
+from rtms_protocol.session import SIGNALING, ClientPhase, ClientSession, Verdict, keep_alive_reply
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["SIGNALING", "Backoff", "ClientConfig", "RtmsClient"]  # Backoff: re-exported
+__all__ = [
+    "SIGNALING",
+    "Backoff",
+    "ClientConfig",
+    "ClientPhase",
+    "RtmsClient",
+]  # re-exported: Backoff, ClientPhase
 
 CLIENT_AGENT = "rtmsflow-ws"
 
@@ -163,7 +168,7 @@ class Send:
 class Disconnect:
     """Close the socket `conn` of `channel` with `code`. Without `drain` its later events are stale
     (the shell drops it at once); with `drain` the shell performs the closing handshake and keeps
-    reporting what the server sent before its close frame, then the close (see `Phase.DRAINING`)."""
+    reporting what the server sent before its close frame, then the close (see `ClientPhase.DRAINING`)."""
 
     channel: str
     conn: int
@@ -186,21 +191,6 @@ class Finish:
 
 
 Action = Connect | Send | Disconnect | Deliver | Finish
-
-
-class Phase(Enum):
-    IDLE = "idle"
-    SIGNALING = "signaling"  # connecting / handshaking signaling
-    MEDIA = "media"  # signaling up, media handshakes in progress
-    READY = "ready"  # streaming
-    BACKOFF = "backoff"  # waiting to reconnect everything
-    CLOSING = "closing"  # STREAM_CLOSE_REQ sent, waiting for the response
-    # The stream is over (terminated, closed, left): signaling is closed, the media sockets are
-    # closing and their last frames still delivered. Zoom writes media and signaling on separate
-    # TCP connections, so the TERMINATED on signaling can overtake frames still on their way on a
-    # media socket; closing media with the stop would drop them.
-    DRAINING = "draining"
-    ENDED = "ended"
 
 
 @dataclass
@@ -232,7 +222,7 @@ class RtmsClient:
         self.session = session
         self.config = config
         self.rng = rng or random.Random()
-        self.phase = Phase.IDLE
+        self.phase = ClientPhase.IDLE
         self.urls = split_server_urls(session.server_urls)
         self.url_index = 0
         self.backoff = config.backoff(self.rng)
@@ -263,12 +253,12 @@ class RtmsClient:
     # --- introspection ---------------------------------------------------------------------------
 
     @property
-    def ended(self) -> bool:
-        return self.phase is Phase.ENDED
+    def finished(self) -> bool:
+        return self.phase is ClientPhase.FINISHED
 
     def next_deadline(self) -> float | None:
         """The earliest time `on_tick` has something to do (None = only socket events matter)."""
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return self.close_deadline
         times: list[float] = []
         if self.retry_at is not None:
@@ -288,7 +278,7 @@ class RtmsClient:
 
     def start(self, now: float) -> list[Action]:
         """Connect for the first time."""
-        if self.phase is not Phase.IDLE:
+        if self.phase is not ClientPhase.IDLE:
             raise RuntimeError(f"start() in phase {self.phase.value}")
         if not self.urls:
             return self._finish(True, None, "no server_urls")
@@ -316,7 +306,7 @@ class RtmsClient:
             extra=self._ctx(channel=channel, url=sock.url, error=error),
         )
         if channel == SIGNALING:
-            if self.phase is Phase.SIGNALING and self.url_index + 1 < len(self.urls):
+            if self.phase is ClientPhase.SIGNALING and self.url_index + 1 < len(self.urls):
                 self.url_index += 1  # comma-separated server_urls: try the next one now
                 return self._connect_signaling(now)
             return self._full_retry(now, f"signaling connect failed: {error}")
@@ -348,19 +338,19 @@ class RtmsClient:
     def on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
-        if self.phase is Phase.ENDED:
+        if self.phase is ClientPhase.FINISHED:
             return actions
         if self.close_deadline is not None and now >= self.close_deadline:
             self.close_deadline = None
-            if self.phase is Phase.DRAINING:
+            if self.phase is ClientPhase.DRAINING:
                 log.warning("RTMS media not closed in time", extra=self._ctx(media=sorted(self.sockets)))
                 return self._close_all() + self._finish_drained(" (media not closed in time)")
             return self._close_all() + self._finish(
                 True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "close timed out"
             )
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return actions
-        if self.phase is Phase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
+        if self.phase is ClientPhase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.url_index = 0
             return self._connect_signaling(now)
@@ -375,13 +365,13 @@ class RtmsClient:
                 reason = "no message within the idle timeout" if silent else "no handshake response in time"
                 # a handshake that never came back is a failed attempt, not a lost connection
                 actions += self._lost(channel, now, reason, was_ready=sock.ready)
-                if self.phase is Phase.ENDED or channel == SIGNALING:
+                if self.phase is ClientPhase.FINISHED or channel == SIGNALING:
                     return actions
         for slot in self.media.values():
             if (
                 slot.retry_at is not None
                 and now >= slot.retry_at
-                and self.phase in (Phase.MEDIA, Phase.READY)
+                and self.phase in (ClientPhase.MEDIA, ClientPhase.READY)
             ):
                 slot.retry_at = None
                 actions += self._connect_media(slot, now)
@@ -395,13 +385,13 @@ class RtmsClient:
         An interruption is news only if we have not reconnected since: with a reconnect under way,
         or streaming again since `since_wall_ms` (the webhook's time), it is ignored, so Zoom's
         report of a drop we already healed does not tear the new connection down."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.CLOSING, ClientPhase.DRAINING):
             return []
         if not server_urls:
-            if self.phase in (Phase.SIGNALING, Phase.MEDIA):
+            if self.phase in (ClientPhase.SIGNALING, ClientPhase.MEDIA):
                 return []
             if (
-                self.phase is Phase.READY
+                self.phase is ClientPhase.READY
                 and since_wall_ms is not None
                 and self.ready_at_wall_ms >= since_wall_ms
             ):
@@ -417,11 +407,11 @@ class RtmsClient:
 
     def request_stop(self, now: float, close_stream: bool) -> list[Action]:
         """Leave. `close_stream` asks Zoom to end the stream (STREAM_CLOSE_REQ, wait for 22)."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.CLOSING, ClientPhase.DRAINING):
             return []
         sig = self.sockets.get(SIGNALING)
         if close_stream and sig is not None and sig.ready:
-            self.phase = Phase.CLOSING
+            self.phase = ClientPhase.CLOSING
             self.retry_at = None
             for slot in self.media.values():
                 slot.retry_at = None
@@ -464,7 +454,7 @@ class RtmsClient:
                 return [Deliver(ev)]
             if msg_type == MsgType.STREAM_CLOSE_RESP:
                 proto.StreamCloseResponse.from_dict(msg)
-                if self.phase is Phase.CLOSING:
+                if self.phase is ClientPhase.CLOSING:
                     return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
                 return []
             if msg_type == MsgType.VIDEO_SUBSCRIPTION_RESP and self.cameras is not None:
@@ -497,7 +487,7 @@ class RtmsClient:
 
     def _on_handshake(self, resp: proto.HandshakeResponse, now: float, wall_ms: int) -> list[Action]:
         sig = self.sockets.get(SIGNALING)
-        if self.phase is not Phase.SIGNALING or sig is None:
+        if self.phase is not ClientPhase.SIGNALING or sig is None:
             return []
         verdict = self.handshake.on_hello_answer(resp)
         if verdict is Verdict.RETRY:
@@ -512,7 +502,7 @@ class RtmsClient:
                 True, None, f"handshake status {resp.status_code}: {resp.reason}"
             )
         sig.ready = True
-        self.phase = Phase.MEDIA
+        self.phase = ClientPhase.MEDIA
         self.media = {}
         for key in self.config.wanted():
             url = resp.media_urls.get(key)
@@ -579,7 +569,7 @@ class RtmsClient:
         sock.ready = True
         slot.backoff.reset()
         self.values.grant(channel, resp.media_params, self.config.media_params(channel))
-        if self.phase is Phase.READY:
+        if self.phase is ClientPhase.READY:
             metrics.RECONNECTS.labels(scope="media").inc()
             log.info("RTMS media socket reconnected", extra=self._ctx(media=channel))
             return []
@@ -587,7 +577,7 @@ class RtmsClient:
 
     def _maybe_ready(self, now: float, wall_ms: int = 0) -> list[Action]:
         """After the last media handshake: CLIENT_READY_ACK, then the event subscription."""
-        if self.phase is not Phase.MEDIA:
+        if self.phase is not ClientPhase.MEDIA:
             return []
         pending = [
             s
@@ -599,7 +589,7 @@ class RtmsClient:
         sig = self.sockets.get(SIGNALING)
         if sig is None:
             return []
-        self.phase = Phase.READY
+        self.phase = ClientPhase.READY
         self.ready_count += 1
         self.ready_at_wall_ms = wall_ms
         if self.ready_count > 1:
@@ -623,7 +613,7 @@ class RtmsClient:
     def _video_requests(self, requests: list[VideoRequest], wall_ms: int) -> list[Action]:
         """VIDEO_SUBSCRIPTION_REQs on signaling (individual video; the timestamp is our clock's)."""
         sig = self.sockets.get(SIGNALING)
-        if not requests or sig is None or self.phase is not Phase.READY:
+        if not requests or sig is None or self.phase is not ClientPhase.READY:
             return []
         return [
             Send(
@@ -639,7 +629,7 @@ class RtmsClient:
     def _connect_signaling(self, now: float) -> list[Action]:
         if self.cameras is not None:
             self.cameras.on_disconnected()
-        self.phase = Phase.SIGNALING
+        self.phase = ClientPhase.SIGNALING
         self.media = {}
         return [self._open(SIGNALING, self.urls[self.url_index], now)]
 
@@ -656,13 +646,13 @@ class RtmsClient:
     def _lost(self, channel: str, now: float, why: str, was_ready: bool = False) -> list[Action]:
         """A socket is gone (closed, failed, silent): decide what to reconnect. `was_ready`: its
         handshake had succeeded, so this is a drop of a working connection (reconnect at once)."""
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return [] if self.sockets else self._finish_drained()
-        if self.phase is Phase.CLOSING:
+        if self.phase is ClientPhase.CLOSING:
             if channel == SIGNALING:
                 return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
             return []
-        if self.phase in (Phase.ENDED, Phase.BACKOFF, Phase.IDLE):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.BACKOFF, ClientPhase.IDLE):
             return []
         if channel == SIGNALING:
             log.warning("RTMS signaling lost", extra=self._ctx(why=why))
@@ -676,7 +666,7 @@ class RtmsClient:
 
     def _media_retry(self, channel: str, now: float, why: str, drop: bool = False) -> list[Action]:
         slot = self.media.get(channel)
-        if slot is None or self.phase not in (Phase.MEDIA, Phase.READY):
+        if slot is None or self.phase not in (ClientPhase.MEDIA, ClientPhase.READY):
             return []
         if slot.backoff.spent:
             return self._full_retry(now, f"media {channel} kept failing: {why}")
@@ -691,7 +681,7 @@ class RtmsClient:
             return actions + self._finish(
                 True, None, f"gave up after {self.backoff.attempts} attempts: {why}"
             )
-        self.phase = Phase.BACKOFF
+        self.phase = ClientPhase.BACKOFF
         delay = self.backoff.delay(now, drop)
         self.retry_at = now + delay
         log.info(
@@ -722,7 +712,7 @@ class RtmsClient:
             slot.retry_at = None
         if not self.sockets:
             return actions + self._finish(ended, stop_reason, detail)
-        self.phase = Phase.DRAINING
+        self.phase = ClientPhase.DRAINING
         self.drained_outcome = SessionOutcome(ended=ended, stop_reason=stop_reason, detail=detail)
         self.close_deadline = now + self.config.close_timeout_s
         return actions
@@ -734,7 +724,7 @@ class RtmsClient:
         return self._finish(outcome.ended, outcome.stop_reason, outcome.detail + note)
 
     def _finish(self, ended: bool, stop_reason: int | None, detail: str) -> list[Action]:
-        self.phase = Phase.ENDED
+        self.phase = ClientPhase.FINISHED
         self.retry_at = None
         self.close_deadline = None
         self.media = {}
@@ -742,7 +732,11 @@ class RtmsClient:
 
     def _current(self, channel: str, conn: int) -> _Socket | None:
         sock = self.sockets.get(channel)
-        return sock if sock is not None and sock.conn == conn and self.phase is not Phase.ENDED else None
+        return (
+            sock
+            if sock is not None and sock.conn == conn and self.phase is not ClientPhase.FINISHED
+            else None
+        )
 
     # --- small builders ---------------------------------------------------------------------------
 
