@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -14,22 +12,6 @@ from rtmsflow.logs import get_logger
 from rtmsflow.settings import INGEST_BACKENDS, VIDEO_MODES, VIDEO_RESOLUTIONS, Settings
 
 log = get_logger(__name__)
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run until SIGINT/SIGTERM, then let the coroutine's `finally` shut down in order."""
-
-    async def runner() -> None:
-        task = asyncio.ensure_future(main)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-
-    asyncio.run(runner())
 
 
 @click.group()
@@ -49,12 +31,13 @@ def ingest() -> None:
 def http(host: str | None, port: int | None, path: str | None) -> None:
     """Receive Zoom's webhooks: verify, answer url_validation, put lifecycle events on rtms.sessions."""
     from ingest.webhook import serve_http
+    from rtmsflow.service import run_until_signal
 
     if path is not None and not path.startswith("/"):
         raise click.BadParameter("must start with '/'", param_hint="--path")
     settings = with_options(load_settings(), http_host=host, http_port=port, webhook_path=path)
     log.info("ingest http starting", extra={"settings": settings.describe(), "path": settings.webhook_path})
-    _run(serve_http(settings, settings.webhook_path))
+    run_until_signal(serve_http(settings, settings.webhook_path))
 
 
 @ingest.command()
@@ -145,7 +128,8 @@ def worker(
 ) -> None:
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
     from ingest.backend import FrameHandler, SessionBackend, load_backend
-    from ingest.worker import SessionWorker, run_worker
+    from ingest.worker import SessionWorker
+    from rtmsflow.service import run_stage, run_until_signal
     from ingest.ws_client import client_config
 
     settings = with_options(
@@ -192,7 +176,7 @@ def worker(
         backend_factory=backend_factory,
         session_timeout_ms=settings.ingest_session_timeout_ms,
     )
-    _run(_worker_then_sdk_hosts(settings, run_worker(settings, node, port)))
+    run_until_signal(_worker_then_sdk_hosts(settings, run_stage(node, settings.http_host, port)))
 
 
 async def _worker_then_sdk_hosts(settings: Settings, worker: Coroutine[Any, Any, None]) -> None:

@@ -12,8 +12,8 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, VIDEO
 from sinks.layout import StreamLayout
+from sinks.media_stream_files import MEDIA_MANIFEST, MediaStreamFiles
 from sinks.storage import open_storage
-from sinks.stream_files import MEDIA_MANIFEST, MediaStreamFiles
 from sinks.stream_sink import SinkCore, SinkService
 
 DEFAULT_GROUP = "rtmsflow-sink-media"
