@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from rtmsflow.cli import env_help, load_settings, serving_port, with_options
+from rtmsflow.cli import (
+    env_help,
+    load_settings,
+    metrics_port_option,
+    serving_port,
+    session_timeout_option,
+    with_options,
+)
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import INGEST_BACKENDS, VIDEO_MODES, VIDEO_RESOLUTIONS, Settings
 
@@ -42,14 +49,7 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
 
 @ingest.command()
 @click.option("--group", default=None, help=env_help("Consumer group of the workers.", "ingest_group"))
-@click.option(
-    "--session-timeout-ms",
-    type=click.IntRange(min=1),
-    default=None,
-    help=env_help(
-        "Group session timeout: how soon a dead worker's meetings move.", "ingest_session_timeout_ms"
-    ),
-)
+@session_timeout_option("meetings", "ingest_session_timeout_ms")
 @click.option(
     "--backend",
     type=click.Choice(INGEST_BACKENDS),
@@ -104,12 +104,7 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
     default=None,
     help=env_help("RTMS language code of the transcripts (-1 = auto).", "transcript_language"),
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help=env_help("Port of /health and /metrics (0 = a free port, logged at start).", "metrics_port"),
-)
+@metrics_port_option()
 def worker(
     group: str | None,
     session_timeout_ms: int | None,
@@ -129,8 +124,8 @@ def worker(
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
     from ingest.backend import FrameHandler, SessionBackend, load_backend
     from ingest.worker import SessionWorker
-    from rtmsflow.service import run_stage, run_until_signal
     from ingest.ws_client import client_config
+    from rtmsflow.service import run_stage, run_until_signal
 
     settings = with_options(
         load_settings(),

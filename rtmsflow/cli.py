@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -59,6 +60,30 @@ def env_help(text: str, setting: str, default: str | None = None) -> str:
         value = getattr(Settings(), setting)
         default = ("on" if value else "off") if isinstance(value, bool) else str(value)
     return f"{text} [env {env}; default {default}]"
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def metrics_port_option(served: str = "/health and /metrics") -> Callable[[_Command], _Command]:
+    """A stage's `--metrics-port` option (the `metrics_port` setting); `served` names its endpoints."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help=env_help(f"Port of {served} (0 = a free port, logged at start).", "metrics_port"),
+    )
+
+
+def session_timeout_option(moved: str, setting: str) -> Callable[[_Command], _Command]:
+    """A consumer group member's `--session-timeout-ms` option; `moved` names what a dead member's
+    death moves to the others."""
+    return click.option(
+        "--session-timeout-ms",
+        type=click.IntRange(min=1),
+        default=None,
+        help=env_help(f"Group session timeout: how soon a dead worker's {moved} move.", setting),
+    )
 
 
 def serving_port(port: int) -> int:
