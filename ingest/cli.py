@@ -7,14 +7,7 @@ from typing import Any
 
 import click
 
-from rtmsflow.cli import (
-    env_help,
-    load_settings,
-    metrics_port_option,
-    serving_port,
-    session_timeout_option,
-    with_options,
-)
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option, session_timeout_option
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import INGEST_BACKENDS, VIDEO_MODES, VIDEO_RESOLUTIONS, Settings
 
@@ -42,7 +35,7 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
 
     if path is not None and not path.startswith("/"):
         raise click.BadParameter("must start with '/'", param_hint="--path")
-    settings = with_options(load_settings(), http_host=host, http_port=port, webhook_path=path)
+    settings = load_settings(http_host=host, http_port=port, webhook_path=path)
     log.info("ingest http starting", extra={"settings": settings.describe(), "path": settings.webhook_path})
     run_until_signal(serve_http(settings, settings.webhook_path))
 
@@ -127,8 +120,7 @@ def worker(
     from ingest.ws_client import client_config
     from rtmsflow.service import run_stage, run_until_signal
 
-    settings = with_options(
-        load_settings(),
+    settings = load_settings(
         ingest_group=group,
         ingest_session_timeout_ms=session_timeout_ms,
         ingest_backend=backend,
@@ -160,11 +152,7 @@ def worker(
     def backend_factory(s: Settings, frames: FrameHandler) -> SessionBackend:
         return factory(s, frames, config=config)  # the same media choices, whichever backend
 
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "ingest worker starting",
-        extra={"settings": settings.describe(), "group": settings.ingest_group, "metrics_port": port},
-    )
+    port = announce_start(log, "ingest worker", settings, settings.ingest_group)
     node = SessionWorker(
         settings,
         group_id=settings.ingest_group,

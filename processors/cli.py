@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rtmsflow.cli import (
-    env_help,
-    load_settings,
-    metrics_port_option,
-    serving_port,
-    session_timeout_option,
-    with_options,
-)
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option, session_timeout_option
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
@@ -32,17 +25,12 @@ def process(group: str | None, session_timeout_ms: int | None, metrics_port: int
 
     from processors.app import logging_config, make_app
 
-    settings = with_options(
-        load_settings(),
+    settings = load_settings(
         process_group=group,
         process_session_timeout_ms=session_timeout_ms,
         metrics_port=metrics_port,
     )
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "processors starting",
-        extra={"settings": settings.describe(), "group": settings.process_group, "metrics_port": port},
-    )
+    port = announce_start(log, "processors", settings, settings.process_group)
     app = make_app(
         settings,
         group=settings.process_group,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,12 +41,14 @@ class BadSetting(click.ClickException):
     exit_code = 2
 
 
-def load_settings() -> Settings:
-    """`Settings.from_env()` for a command: a bad variable becomes `BadSetting` (one line, exit 2)."""
+def load_settings(**options: Any) -> Settings:
+    """`Settings.from_env()` for a command, with each of its `options` that was given in place of its
+    setting (`with_options`): a bad variable becomes `BadSetting` (one line, exit 2)."""
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except SettingError as exc:
         raise BadSetting(f"{exc} (see rtmsflow/settings.py)") from None
+    return with_options(settings, **options)
 
 
 def with_options(settings: Settings, **options: Any) -> Settings:
@@ -90,6 +93,16 @@ def serving_port(port: int) -> int:
     """The port a stage serves /health and /metrics on: `port`, or a free one when it is 0 (so every
     stage serves them; the start-up log line names the port)."""
     return port or free_port()
+
+
+def announce_start(log: logging.Logger, what: str, settings: Settings, group: str) -> int:
+    """Log a stage's start-up line (`<what> starting`: its settings, secrets masked, its consumer
+    group and metrics port) and return that port (`serving_port`)."""
+    port = serving_port(settings.metrics_port)
+    log.info(
+        f"{what} starting", extra={"settings": settings.describe(), "group": group, "metrics_port": port}
+    )
+    return port
 
 
 class LazyGroup(click.Group):

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rtmsflow.cli import env_help, load_settings, metrics_port_option, serving_port, with_options
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
@@ -46,19 +46,14 @@ def _sink_command(name: str, group_setting: str, what: str, summary: str) -> cli
         from rtmsflow.service import run_stage, run_until_signal
         from sinks.kinds import SINKS
 
-        settings = with_options(
-            load_settings(),
+        settings = load_settings(
             **{group_setting: group},
             metrics_port=metrics_port,
             sink_idle_timeout_s=idle_timeout_s,
             data_dir=data_dir,
         )
         service = SINKS[name].service(settings, getattr(settings, group_setting))
-        port = serving_port(settings.metrics_port)
-        log.info(
-            f"{what} starting",
-            extra={"settings": settings.describe(), "group": service.group_id, "metrics_port": port},
-        )
+        port = announce_start(log, what, settings, service.group_id)
         run_until_signal(run_stage(service, settings.http_host, port))
 
     command.__doc__ = summary
