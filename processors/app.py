@@ -17,7 +17,7 @@ import faust
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from processors.batch_loop import DEFAULT_GROUP, ProcessorLoop
+from processors.batch_loop import ProcessorLoop
 from rtmsflow.logs import get_logger
 from rtmsflow.service import health_status
 from rtmsflow.settings import Settings
@@ -72,14 +72,10 @@ class ProcessorService(Service):
         await self.processor.stop()
 
 
-def make_app(
-    settings: Settings,
-    *,
-    group: str = DEFAULT_GROUP,
-    web_port: int = 6066,
-    session_timeout_ms: int = 10_000,
-) -> faust.App:
-    """The processors' Faust app for `settings` (broker, prefix, registry) and consumer `group`."""
+def make_app(settings: Settings, *, web_port: int = 6066) -> faust.App:
+    """The processors' Faust app for `settings` (broker, prefix, registry, consumer group and its
+    session timeout), serving its pages on `web_port`."""
+    group, session_timeout_ms = settings.process_group, settings.process_session_timeout_ms
     # Faust's datadir defaults to one in the current directory; with tables in memory and the
     # restart state in Kafka it holds nothing worth keeping: a temporary one, removed with the app
     # (or at exit)

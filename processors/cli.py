@@ -31,12 +31,7 @@ def process(group: str | None, session_timeout_ms: int | None, metrics_port: int
         metrics_port=metrics_port,
     )
     port = announce_start(log, "processors", settings, settings.process_group)
-    app = make_app(
-        settings,
-        group=settings.process_group,
-        web_port=port,
-        session_timeout_ms=settings.process_session_timeout_ms,
-    )
+    app = make_app(settings, web_port=port)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
