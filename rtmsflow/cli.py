@@ -79,8 +79,8 @@ def metrics_port_option(served: str = "/health and /metrics") -> Callable[[_Comm
 
 
 def session_timeout_option(moved: str, setting: str) -> Callable[[_Command], _Command]:
-    """A consumer group member's `--session-timeout-ms` option; `moved` names what a dead member's
-    death moves to the others."""
+    """A consumer group member's `--session-timeout-ms` option; `moved` names what goes to the other
+    members when one dies."""
     return click.option(
         "--session-timeout-ms",
         type=click.IntRange(min=1),
@@ -100,7 +100,7 @@ def announce_start(log: logging.Logger, what: str, settings: Settings, group: st
     group and metrics port) and return that port (`serving_port`)."""
     port = serving_port(settings.metrics_port)
     log.info(
-        f"{what} starting", extra={"settings": settings.describe(), "group": group, "metrics_port": port}
+        "%s starting", what, extra={"settings": settings.describe(), "group": group, "metrics_port": port}
     )
     return port
 
