@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtmsflow.clock import now_ms
+
 CLIENT_ID, CLIENT_SECRET, WEBHOOK_SECRET = "bench-client", "bench-secret", "bench-webhook-secret"
 PARTICIPANTS = 3
 FPS = 25  # what the worker asks for (ClientConfig.video_fps)
@@ -57,10 +59,6 @@ DECODES_PER_S = 3000  # latency sample budget of the reading consumer
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HELD_BACKLOG_S = 1.0  # "held": the backlog grew by less, and stays below, this many seconds of traffic
 STATUS_EVERY_S = 0.2  # the emulator's status lines
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def log(msg: str) -> None:

@@ -30,6 +30,7 @@ from ingest.backend import (
     VideoParams,
 )
 from ingest.batching import Batcher
+from rtmsflow.clock import now_ms
 from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
@@ -51,10 +52,6 @@ MARK_EVERY_MS = 250  # progress marks: at least one per this much media time, pe
 
 class ProduceFailed(RuntimeError):
     """Records of a stream were not acknowledged by Kafka (after the producer's own retries)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Window:
@@ -259,7 +256,7 @@ class FrameProducer:
             "stream_started_ms": stream.started_ms,
             "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
-            "received_at_ms": time.time_ns() // 1_000_000,
+            "received_at_ms": now_ms(),
             "participant_name": frame.participant_name,
             "channel_id": frame.channel_id,
             "payload": frame.payload,
@@ -307,7 +304,7 @@ class FrameProducer:
             "stream_started_ms": stream.started_ms,
             "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
-            "received_at_ms": time.time_ns() // 1_000_000,
+            "received_at_ms": now_ms(),
             "participant_name": frame.participant_name,
             "payload": frame.payload,
             "keyframe": keyframe,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -31,8 +31,10 @@ from processors.lanes import (
 from processors.meetings import MeetingBook
 from processors.outbox import Loc, Outbox, offset_of
 from processors.state import StateStore, output_signature
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
+from rtmsflow.service import RebalanceListener, Stage
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload
@@ -112,11 +114,7 @@ def output_value(
     return codec.encode(topic, out.value)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class ProcessorLoop:
+class ProcessorLoop(Stage):
     """`start()` joins the group, `run()` processes until cancelled, `stop()` runs a last cycle
     (acks, state, commit) and leaves. One loop per worker process."""
 
@@ -195,7 +193,7 @@ class ProcessorLoop:
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
             fetch_max_bytes=FETCH_BYTES,
         )
-        self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=_Listener(self))
+        self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=RebalanceListener(self))
         await self.consumer.start()
         self.started = True
         log.info(
@@ -269,7 +267,7 @@ class ProcessorLoop:
         for out in outs:
             if self._already_written(partition, out):
                 continue
-            value = output_value(out, self.splicer, self.codec, self.topic(out.topic), _now_ms)
+            value = output_value(out, self.splicer, self.codec, self.topic(out.topic), now_ms)
             loc = outbox.add(out.topic, partition, out.key, value, out.headers)
             if out.stream is not None and out.topic in _ORDERED_OUTPUTS:
                 self._note_index(partition, out, loc)
@@ -548,14 +546,3 @@ class ProcessorLoop:
             with contextlib.suppress(Exception):
                 lag += max(0, ends[tp] - await consumer.position(tp))
         LAG.set(lag)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: ProcessorLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.loop.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.loop.on_assigned(set(assigned))

@@ -22,10 +22,9 @@ from schemas.codec import Codec, CodecError
 from schemas.records import MeetingIndex
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.bucket import parse_target
-from sinks.media_sink import media_core
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 from sinks.stream_files import Finalized
 from sinks.stream_sink import SinkCore
-from sinks.transcript_sink import transcript_core
 
 log = get_logger(__name__)
 
@@ -232,10 +231,12 @@ async def _replay_meeting(
     progress: Progress | None,
     on_total: Callable[[int], None] | None,
 ) -> ReplayResult:
-    media = media_core(
+    media = MEDIA_SINK.core(
         settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, muxer_process=True, spool=spool
     )
-    transcripts = transcript_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, spool=spool)
+    transcripts = TRANSCRIPT_SINK.core(
+        settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, spool=spool
+    )
     try:
         return await _read_meeting(settings, meeting_uuid, index, media, transcripts, progress, on_total)
     finally:

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -15,6 +16,7 @@ from typing import Any, cast
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
+from processors.batch_loop import ProcessorLoop
 from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
@@ -30,6 +32,11 @@ VIDEO_MEDIA = {"codec": "H264", "width": 640, "height": 360, "fps": 10, "mode": 
 RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
 ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")  # those with markers, per raw topic
 OUTPUTS = (*ORDERED, "rtms.transcript.partial")  # every topic of ordered output
+
+
+def processor_loop(settings: Settings, group: str | None = None) -> ProcessorLoop:
+    """The processors' loop in-process, in a group of its own unless `group` is given (`async with` runs it)."""
+    return ProcessorLoop(settings, group or f"proc-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000)
 
 
 @dataclass

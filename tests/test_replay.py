@@ -7,8 +7,6 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,26 +19,12 @@ from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
-from sinks.media_sink import media_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 from sinks.replay import groupless_consumer, ranges_from_index, read_ranges, replay_meeting
-from sinks.stream_sink import SinkService
-from sinks.transcript_sink import transcript_service
 
 pytestmark = pytest.mark.kafka
 MEETING = "rePlay/ME+==="
 OTHER = "0therMeeting=="
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[SinkService]:
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -75,7 +59,7 @@ async def test_replay_rebuilds_a_meeting_byte_identical_to_the_live_sinks(
     )
     await produce(settings, [first, second, other])
     dirs = [stream_dir(settings, s) for s in (first, second, other)]
-    async with running(media_service(settings, "live-m")), running(transcript_service(settings, "live-t")):
+    async with MEDIA_SINK.service(settings, "live-m"), TRANSCRIPT_SINK.service(settings, "live-t"):
         await wait_for(
             lambda: all(
                 (d / n).is_file() for d in dirs for n in ("manifest.json", "transcript.manifest.json")

@@ -24,8 +24,8 @@ from schemas.topics import AUDIO
 from sinks.bucket import Bucket, S3Options, classify, parse_target
 from sinks.bucket_files import BucketStorage, Part, early_parts, plan_parts
 from sinks.layout import StreamLayout
+from sinks.media_stream_files import MediaStreamFiles
 from sinks.outage import Outage, OutageReason, OutageStopped
-from sinks.stream_files import MediaStreamFiles
 from sinks.stream_sink import SinkCore
 
 MIB = 1 << 20
