@@ -29,6 +29,7 @@ from sinks.stream_sink import SinkCore
 log = get_logger(__name__)
 
 REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name)
+_OPEN_END = (1 << 63) - 2  # a range's last offset that `read_ranges` cuts at the partition's end
 Progress = Callable[[int], None]
 
 
@@ -47,14 +48,17 @@ class ReadRange:
 def ranges_from_index(index: MeetingIndex, topics: Sequence[str] = REPLAYED_TOPICS) -> dict[str, ReadRange]:
     """Per topic (base name) the range covering every stream's records and marker, from the index.
 
-    A topic no stream has offsets for is left out (the caller scans it)."""
+    A topic no stream has offsets for is left out (the caller scans it). A stream whose marker the
+    index does not list yet (the processors index a marker once it is acknowledged, after the sinks
+    may have seen it) is read to the partition's current end: never a stream cut at a stale index."""
     out: dict[str, ReadRange] = {}
     for stream in index.get("streams") or []:
         for where in stream.get("offsets") or []:
             topic = where["topic"]
             if topic not in topics:
                 continue
-            last = max(where["last_offset"], where.get("end_offset") or -1)
+            marker = where.get("end_offset")
+            last = _OPEN_END if marker is None else max(where["last_offset"], marker)
             old = out.get(topic)
             start = where["first_offset"] if old is None else min(old.start, where["first_offset"])
             end = last + 1 if old is None else max(old.end, last + 1)

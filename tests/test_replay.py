@@ -8,6 +8,7 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -20,7 +21,7 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
-from sinks.replay import groupless_consumer, ranges_from_index, read_ranges, replay_meeting
+from sinks.replay import ReadRange, groupless_consumer, ranges_from_index, read_ranges, replay_meeting
 
 pytestmark = pytest.mark.kafka
 MEETING = "rePlay/ME+==="
@@ -169,3 +170,17 @@ async def test_replay_reads_a_record_larger_than_its_fetch_sizes(
         await consumer.stop()
     assert len(big) > 1 << 20  # larger than the partition fetch size
     assert count == 3 and seen == [b"before", big, b"after"]
+
+
+def test_a_stream_whose_marker_is_not_indexed_yet_is_read_to_the_partitions_end() -> None:
+    # The processors index a marker once it is acknowledged; a replay started right after the live
+    # sinks finalized may read an index without it and must not cut the stream there.
+    def index(end_offset: int | None) -> dict[str, Any]:
+        where = {"topic": AUDIO.name, "first_offset": 10, "last_offset": 40, "end_offset": end_offset}
+        return {"meeting_uuid": MEETING, "partition": 0, "streams": [{"offsets": [where]}]}
+
+    closed = ranges_from_index(index(41))  # type: ignore[arg-type]
+    assert closed[AUDIO.name] == ReadRange(10, 42)
+    open_range = ranges_from_index(index(None))  # type: ignore[arg-type]
+    assert open_range[AUDIO.name].start == 10
+    assert open_range[AUDIO.name].end > 2**62
