@@ -21,6 +21,7 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.limits import MAX_INDEX_BYTES
 from schemas.markers import read_marker
+from schemas.records import StreamEnd
 from schemas.topics import MEETINGS, PROCESSOR_STATE
 
 log = get_logger(__name__)
@@ -29,11 +30,10 @@ _BACK_STEP = 64
 _CUT_MEMORY = 10_000  # records read per step backwards when looking for the partition's latest state
 
 
-def output_signature(value: dict[str, Any] | None, headers: Any) -> tuple[Any, ...]:
+def output_signature(value: dict[str, Any] | None, end: StreamEnd | None) -> tuple[Any, ...]:
     """What identifies an ordered record for the restart check: lane, seq and time (utterance id
-    for transcripts; stream and topic for a marker)."""
+    for transcripts; stream and topic for a marker, `value` None and `end` its StreamEnd)."""
     if value is None:
-        end = read_marker(headers)
         assert end is not None
         return ("end_of_stream", end["meeting_uuid"], end["rtms_stream_id"], end["topic"])
     if "utterance_id" in value:  # a partial and its final share the id
@@ -188,7 +188,8 @@ class StateStore:
                 restored.tails[t] = [
                     (
                         output_signature(
-                            None if r.value is None else self.codec.decode(tp.topic, r.value), r.headers
+                            None if r.value is None else self.codec.decode(tp.topic, r.value),
+                            read_marker(r.headers) if r.value is None else None,
                         ),
                         r.offset,
                     )

@@ -233,7 +233,7 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
             )
             for o in core.feed(base, offset, key, value, headers):
                 if o.value is None:
-                    end = read_marker(o.headers)
+                    end = read_marker(marker_headers(o.end)) if o.end is not None else None
                     assert end is not None
                     out[o.topic].append((partition, {**end, "end_of_stream": True}))
                 else:

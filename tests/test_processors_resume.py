@@ -52,7 +52,7 @@ def raw(codec: Codec) -> list[Raw]:
 
 def signature(out: Output) -> str:
     value = None if out.value is None else {k: v for k, v in out.value.items() if k != "received_at_ms"}
-    return repr((value, list(out.headers or [])))
+    return repr((value, out.end))
 
 
 def undisturbed(codec: Codec, raw: list[Raw]) -> dict[str, list[str]]:
