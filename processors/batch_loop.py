@@ -123,7 +123,7 @@ class ProcessorLoop(Stage):
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
         self.prefix = settings.topic_prefix
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.config = LaneConfig(settings.reorder_window_ms, settings.dedupe_horizon_ms)
         self.interval_s = settings.process_commit_interval_ms / 1000
         self.cores: dict[int, PartitionCore] = {}

@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from processors.lanes import DEADLETTER, LATE, RAW_TOPICS
 from processors.meetings import fit_index
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
@@ -84,7 +85,7 @@ class StateStore:
 
     async def start(self) -> None:
         self.reader = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap(),
+            bootstrap_servers=bootstrap_servers(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from processors.lanes import LaneConfig, PartitionCore
-from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.identity import identity_digest
 from schemas.markers import marker_headers, progress_headers
@@ -20,7 +19,7 @@ WORDS = ["one", "two", "three", "four", "five", "six"]
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    return Codec.from_settings(Settings())
+    return Codec()
 
 
 def fragments(shared_timestamp: bool) -> list[dict[str, Any]]:

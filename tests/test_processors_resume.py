@@ -15,7 +15,6 @@ import random
 import pytest
 
 from processors.lanes import DEADLETTER, LATE, LaneConfig, Output, PartitionCore
-from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from tests.processors_support import RAW, StreamPlan, interleave
 
@@ -24,7 +23,7 @@ Raw = tuple[str, int, bytes, bytes | None, list[tuple[str, bytes]]]
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    codec = Codec.from_settings(Settings())
+    codec = Codec()
     asyncio.run(
         codec.prepare([*RAW, "rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", LATE, DEADLETTER])
     )
