@@ -30,7 +30,7 @@ from processors.lanes import (
 )
 from processors.meetings import MeetingBook, Read, Sent
 from processors.outbox import Loc, Outbox, offset_of
-from processors.state import StateStore, output_signature
+from processors.state import RestartCheck, StateStore
 from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
@@ -129,10 +129,7 @@ class ProcessorLoop(Stage):
         self.cores: dict[int, PartitionCore] = {}
         self.splicer = FrameSplicer(0, {}, {}, {})  # none until start(): the codec is prepared there
         self.books: dict[int, MeetingBook[Loc]] = {}
-        self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
-        # outputs a crashed run already wrote, in order: (signature, offset)
-        self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
-        self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
+        self.restarts = RestartCheck()  # where the outputs end, and what a crashed run wrote already
         self.outbox: Outbox | None = None
         self.cycle_task: asyncio.Task[None] | None = None  # the background cycle (see `_snapshot`)
         self.dirty: set[int] = set()
@@ -258,8 +255,10 @@ class ProcessorLoop(Stage):
         """Encode `outs` (frames spliced from their raw bytes, `processors/frame_splice.py`) into
         the outbox's batches; the loop sends them after the consumer batch."""
         outbox = self._outbox()
+        already_written = self.restarts.already_written
         for out in outs:
-            if self._already_written(partition, out):
+            if already_written(partition, out):
+                REWRITES_SKIPPED.inc()
                 continue
             value = output_value(out, self.splicer, self.codec, self.topic(out.topic), now_ms)
             headers = None if out.end is None else marker_headers(out.end)
@@ -281,33 +280,6 @@ class ProcessorLoop(Stage):
         if self.outbox is None:
             raise RuntimeError("ProcessorLoop not started")
         return self.outbox
-
-    def _already_written(self, partition: int, out: Output) -> bool:
-        """True for an output a crashed run wrote after its last state (docs/DESIGN.md, "Processors")."""
-        if out.source is not None:
-            seen = self.written.get(partition)
-            if seen and (out.topic, out.source[0], out.source[1]) in seen:
-                REWRITES_SKIPPED.inc()
-                return True
-            return False
-        skip = self.skips.get((out.topic, partition))
-        if not skip:
-            return False
-        expected, offset = skip.pop(0)
-        got = output_signature(out.value, out.end)
-        if got != expected:
-            # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
-            log.error(
-                "restart: output differs from what the crashed run wrote; writing it",
-                extra={"topic": out.topic, "partition": partition, "expected": expected, "got": got},
-            )
-            skip.clear()
-            return False
-        # the record is in the topic already: the next state must account for it, or a restart
-        # after that state would expect it again from raw offsets it has committed past
-        self.ends[(out.topic, partition)] = offset + 1
-        REWRITES_SKIPPED.inc()
-        return True
 
     # -- cycle -----------------------------------------------------------------------------------
     #
@@ -351,7 +323,7 @@ class ProcessorLoop(Stage):
         targets = set(self.dirty if partitions is None else partitions) & set(self.cores)
         self.dirty -= targets
         states = {p: self.cores[p].snapshot() for p in sorted(targets)}
-        return _Snapshot(t0, pending, dict(self.ends), states, sent)
+        return _Snapshot(t0, pending, dict(self.restarts.ends), states, sent)
 
     async def _settle(self, snap: _Snapshot) -> None:
         """Acks of the snapshot's outputs, then its state, then the commit (see above)."""
@@ -364,8 +336,7 @@ class ProcessorLoop(Stage):
         ends = snap.ends
         for (topic, partition), loc in snap.pending.items():
             ends[(topic, partition)] = offset_of(loc) + 1  # raises if the send failed
-            if ends[(topic, partition)] > self.ends.get((topic, partition), -1):
-                self.ends[(topic, partition)] = ends[(topic, partition)]
+            self.restarts.acknowledged(topic, partition, ends[(topic, partition)])
         for p, sent in snap.sent.items():  # acknowledged now: the meetings index may name them
             book = self.books.get(p)
             if book is not None:
@@ -437,11 +408,7 @@ class ProcessorLoop(Stage):
                 book = self.books[p] = MeetingBook(p, self.settings.meetings_index_interval_ms)
                 for index in restored.meetings:
                     book.load(index)
-                for t in OUTPUTS:
-                    self.ends[(t, p)] = restored.ends[t]
-                    if t not in (LATE, DEADLETTER) and restored.tails[t]:
-                        self.skips[(t, p)] = list(restored.tails[t])
-                self.written[p] = set(restored.sources)
+                self.restarts.load(p, restored, OUTPUTS)
                 for base in RAW_TOPICS:
                     tp = TopicPartition(self.topic(base), p)
                     if tp in assigned:
@@ -461,9 +428,7 @@ class ProcessorLoop(Stage):
     def _forget(self, p: int) -> None:
         self.cores.pop(p, None)
         self.books.pop(p, None)
-        self.written.pop(p, None)
-        for t in OUTPUTS:
-            self.skips.pop((t, p), None)
+        self.restarts.forget(p, OUTPUTS)
         for tp in [tp for tp in self.next_offsets if tp.partition == p]:
             del self.next_offsets[tp]
 

@@ -94,9 +94,9 @@ class MeetingBook(Generic[Where]):
         records, self._sent = self._sent, {}
         markers, self._sent_markers = self._sent_markers, []
         taken: Sent[Where] = Sent(markers=markers)
-        for key, wheres in records.items():
-            st = core.streams.get((key[0], key[1]))
-            taken.records[key] = (st.started_ms if st else 0, wheres)
+        for (meeting, stream, topic), wheres in records.items():
+            st = core.streams.get((meeting, stream))
+            taken.records[(meeting, stream, topic)] = (st.started_ms if st else 0, wheres)
         return taken
 
     def settle(self, sent: Sent[Where], offset_of: Callable[[Where], int]) -> None:

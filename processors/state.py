@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from processors.lanes import DEADLETTER, LATE, RAW_TOPICS
+from processors.lanes import DEADLETTER, LATE, RAW_TOPICS, Output
 from processors.meetings import fit_index
 from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
@@ -67,6 +67,60 @@ class Restored:
     tails: dict[str, list[tuple[tuple[Any, ...], int]]] = field(default_factory=dict)
     sources: set[tuple[str, str, int]] = field(default_factory=set)
     meetings: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RestartCheck:
+    """Where each output topic partition ends as acknowledged (`ends`, for the next state) and, after
+    a restart, what a crashed run wrote past its last state: `already_written` checks those outputs
+    instead of writing them again (docs/DESIGN.md, "Processors")."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
+        # outputs a crashed run already wrote, in order: (signature, offset)
+        self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
+        self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
+
+    def load(self, partition: int, restored: Restored, outputs: tuple[str, ...]) -> None:
+        """Take what `StateStore.restore` found for a newly assigned partition."""
+        for t in outputs:
+            self.ends[(t, partition)] = restored.ends[t]
+            if t not in (LATE, DEADLETTER) and restored.tails[t]:
+                self.skips[(t, partition)] = list(restored.tails[t])
+        self.written[partition] = set(restored.sources)
+
+    def forget(self, partition: int, outputs: tuple[str, ...]) -> None:
+        """The partition was revoked: its restart checks go (its `ends` stay until it is loaded again)."""
+        self.written.pop(partition, None)
+        for t in outputs:
+            self.skips.pop((t, partition), None)
+
+    def acknowledged(self, topic: str, partition: int, end: int) -> None:
+        """The output topic partition holds acknowledged records up to `end` (exclusive)."""
+        if end > self.ends.get((topic, partition), -1):
+            self.ends[(topic, partition)] = end
+
+    def already_written(self, partition: int, out: Output) -> bool:
+        """True for an output a crashed run wrote after its last state: the caller skips it."""
+        if out.source is not None:
+            seen = self.written.get(partition)
+            return seen is not None and (out.topic, *out.source) in seen
+        skip = self.skips.get((out.topic, partition))
+        if not skip:
+            return False
+        expected, offset = skip.pop(0)
+        got = output_signature(out.value, out.end)
+        if got != expected:
+            # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
+            log.error(
+                "restart: output differs from what the crashed run wrote; writing it",
+                extra={"topic": out.topic, "partition": partition, "expected": expected, "got": got},
+            )
+            skip.clear()
+            return False
+        # the record is in the topic already: the next state must account for it, or a restart
+        # after that state would expect it again from raw offsets it has committed past
+        self.ends[(out.topic, partition)] = offset + 1
+        return True
 
 
 class StateStore:
