@@ -254,7 +254,7 @@ class ProcessorLoop(Stage):
     def _queue(self, partition: int, outs: list[Output]) -> None:
         """Encode `outs` (frames spliced from their raw bytes, `processors/frame_splice.py`) into
         the outbox's batches; the loop sends them after the consumer batch."""
-        outbox = self._outbox()
+        outbox, book = self._outbox(), self.books[partition]
         already_written = self.restarts.already_written
         for out in outs:
             if already_written(partition, out):
@@ -264,7 +264,6 @@ class ProcessorLoop(Stage):
             headers = None if out.end is None else marker_headers(out.end)
             loc = outbox.add(out.topic, partition, out.key, value, headers)
             if out.stream is not None and out.topic in _ORDERED_OUTPUTS:
-                book = self.books[partition]
                 if out.end is not None:
                     book.sent_marker(out.topic, loc, out.end)
                 elif out.value is not None:
