@@ -34,9 +34,8 @@ class Read:
     """What `MeetingBook.read` found new in the core (for the shell's log)."""
 
     streams: list[StreamState] = field(default_factory=list)  # seen for the first time
-    ends: list[tuple[str, int, dict[str, Any]]] = field(
-        default_factory=list
-    )  # (raw topic, offset, StreamEnd)
+    # the raw-topic markers read: (raw topic, offset, StreamEnd)
+    ends: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
