@@ -219,7 +219,7 @@ def test_cameras_past_the_limit_are_dead_letters_not_lanes(codec: Codec) -> None
     dead = [o.value for o in out if o.topic == "rtms.deadletter"]
     assert [d["error"] for d in dead] == ["TooManyCameras", "TooManyCameras"]
     # the control: the cameras within the limit are lanes, and one of them goes on taking frames
-    cameras = {k[4] for st in core.streams.values() for k in st.lanes}
+    cameras = {lane.key.participant_id for st in core.streams.values() for lane in st.lanes.values()}
     assert cameras == set(range(1, MAX_CAMERA_LANES + 1))
     again = {**template, "participant_id": 1, "ingest_seq": 99, "timestamp_ms": T0 + 40}
     assert [
