@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from rtmsflow.clock import now_ms
+from rtmsflow.kafka_client import bootstrap_servers
 
 CLIENT_ID, CLIENT_SECRET, WEBHOOK_SECRET = "bench-client", "bench-secret", "bench-webhook-secret"
 PARTICIPANTS = 3
@@ -290,11 +291,11 @@ async def consume(
     from schemas.codec import Codec
     from schemas.topics import RAW_AUDIO, RAW_TRANSCRIPT, RAW_VIDEO
 
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     topics = [t.full_name(settings.topic_prefix) for t in (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT)]
     await codec.prepare(topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(),
+        bootstrap_servers=bootstrap_servers(settings),
         enable_auto_commit=False,
         auto_offset_reset="latest",
         fetch_max_wait_ms=50,

@@ -147,7 +147,7 @@ class FrameProducer:
         max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.settings = settings
-        self.codec = codec or Codec.from_settings(settings)
+        self.codec = codec or Codec(settings.schema_registry_url, settings.topic_prefix)
         self._own_producer = producer is None
         self.producer = producer
         self.max_in_flight = max_in_flight

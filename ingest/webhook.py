@@ -47,7 +47,7 @@ class WebhookServer:
     def __init__(self, settings: Settings, *, path: str = "/webhook", codec: Codec | None = None) -> None:
         self.settings = settings
         self.path = path
-        self.codec = codec or Codec.from_settings(settings)
+        self.codec = codec or Codec(settings.schema_registry_url, settings.topic_prefix)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.producer: AIOKafkaProducer | None = None
         self._runner: web.AppRunner | None = None

@@ -83,7 +83,7 @@ class SessionWorker(Stage):
         self.backend_factory = backend_factory or load_backend(settings.ingest_backend)
         self.frames = frames or FrameProducer(settings)
         self.frames.origin_listener = self._store_origin
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms

@@ -18,6 +18,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors.batch_loop import ProcessorLoop
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.service import health_status
 from rtmsflow.settings import Settings
@@ -82,7 +83,7 @@ def make_app(settings: Settings, *, web_port: int = 6066) -> faust.App:
     datadir = tempfile.TemporaryDirectory(prefix="rtmsflow-faust-")
     app = faust.App(
         f"{settings.topic_prefix}{group}-app",
-        broker=f"kafka://{settings.bootstrap()}",
+        broker=f"kafka://{bootstrap_servers(settings)}",
         store="memory://",
         datadir=datadir.name,
         web_host=settings.http_host,
@@ -106,7 +107,7 @@ def make_app(settings: Settings, *, web_port: int = 6066) -> faust.App:
             super().__init__(loop, **kwargs)
 
     app.service(_Service)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     meetings_topic = app.topic(MEETINGS.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
                                key_serializer="raw", value_serializer="raw")  # fmt: skip
     index: dict[str, dict[str, Any]] = {}

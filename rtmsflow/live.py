@@ -294,7 +294,7 @@ class LiveWatch:
         self.caption_topics = [f"{prefix}{name}" for name in caption_topics]
         self.logs = LogFollower(sup.log_dir)
         self.manifests = ManifestFollower(output, since_wall_s)
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.starts: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:

@@ -60,7 +60,7 @@ class SinkKind:
             self.name,
             {t.name: t.full_name(settings.topic_prefix) for t in self.topics},
             storage.root,
-            Codec.from_settings(settings),
+            Codec(settings.schema_registry_url, settings.topic_prefix),
             factory,
             is_finalized=None if rebuild_all else is_finalized,
             idle_timeout_s=settings.sink_idle_timeout_s if idle_timeout_s is None else idle_timeout_s,

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
@@ -94,7 +95,7 @@ def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
     # RSS (8 MB / 64 MB: 120-153 MB, higher for longer meetings) at the same speed; a record
     # larger than that still comes (brokers return the first batch whatever its size).
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(),
+        bootstrap_servers=bootstrap_servers(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -119,7 +120,7 @@ async def read_indexes(settings: Settings, meeting_uuid: str | None = None) -> d
     """The latest `rtms.meetings` entry of one meeting (its partition only) or of every meeting;
     a tombstone removes the entry."""
     topic = MEETINGS.full_name(settings.topic_prefix)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     consumer = groupless_consumer(settings)
     await consumer.start()
     try:

@@ -30,7 +30,7 @@ from schemas.codec import Codec, CodecError
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload, implausible
 from schemas.markers import MarkerError, read_marker
 from schemas.records import StreamEnd as MarkerEnd
-from schemas.topics import DEADLETTER, spec_for
+from schemas.topics import DEADLETTER, VIDEO, spec_for
 from sinks.layout import LayoutError, StreamLayout
 from sinks.mp4_recorder import MediaFrameError
 from sinks.outage import Outage
@@ -368,7 +368,7 @@ class SinkCore:
 
     def waiting_topic(self) -> str:
         """The broker topic whose records wait in memory (the media sink's video)."""
-        return self.topics.get("rtms.video", next(iter(self.topics.values())))
+        return self.topics.get(VIDEO.name, next(iter(self.topics.values())))
 
     def open_files(self) -> int:
         # a snapshot (list() holds the GIL): /health reads it while the worker thread feeds

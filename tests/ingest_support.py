@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import read_control
@@ -36,9 +37,9 @@ async def read_topic(
     order. Values get `end_of_stream: False`; an end-of-stream marker (null value, StreamEnd header)
     reads as its StreamEnd fields plus `end_of_stream: True`; progress marks are left out, or with
     `marks` read as their StreamProgress fields plus `progress: True`."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -17,6 +17,7 @@ from ingest_support import read_topic
 from sink_support import from_meeting, produce, stream_dir, wait_for
 
 from emulator.media import MeetingSpec, SyntheticMeeting
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
@@ -33,7 +34,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 
 async def groups(settings: Settings) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
     await admin.start()
     try:
         return {g[0] for g in await admin.list_consumer_groups()}
@@ -123,10 +124,10 @@ async def test_replay_rebuilds_a_meeting_byte_identical_to_the_live_sinks(
     }
     ranges = ranges_from_index(index)  # type: ignore[arg-type]
     assert ranges[AUDIO.name].start == min(s["offsets"][0]["first_offset"] for s in streams)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings))
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -152,7 +153,7 @@ async def test_replay_reads_a_record_larger_than_its_fetch_sizes(
     the broker hands over a first batch larger than the fetch size, so a 3 MB frame is read whole."""
     topic = kafka_topics[VIDEO.name]
     big = bytes(range(256)) * (3 * 4096)  # 3 MB
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), max_request_size=8 << 20)
     await producer.start()
     try:
         for value in (b"before", big, b"after"):

@@ -187,7 +187,7 @@ def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_
         stream.audio(at, bytes(640))
     stream.end(2000)
     core = MEDIA_SINK.core(settings)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     for base in (VIDEO.name, AUDIO.name):  # all video first: it waits for the audio
         for offset, (value, headers) in enumerate(stream.records[base]):
             data = None if value is None else codec.encode(base, value)

@@ -35,7 +35,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 def undisturbed(core: SinkCore, settings: Settings, stream: OrderedStream) -> None:
     """Feed one stream's records alone to a core, no broker: the reference files."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     for base, records in stream.records.items():
         if base not in core.topics:
             continue
