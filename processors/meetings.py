@@ -1,9 +1,8 @@
 """The `rtms.meetings` index: per meeting, where each of its streams' records are.
 
-`MeetingBook` (pure) keeps one partition's index: what its core read and where its ordered records went
-(`sent`, `take`, `settle` around a commit cycle), and which meetings to rewrite: at a new stream, at each
-marker, else at most every `interval_ms`. `fit_index` shrinks a record to `schemas.limits.MAX_INDEX_BYTES`.
-The index is not part of the ordered topics' exact-once contract."""
+`MeetingBook` (pure) keeps one partition's index: what its core read, where its ordered records went
+(`sent`, `take`, `settle` around a commit cycle) and which meetings to rewrite (a new stream, a marker,
+else every `interval_ms`); `fit_index` shrinks a record to `schemas.limits.MAX_INDEX_BYTES`."""
 
 from __future__ import annotations
 
