@@ -30,6 +30,7 @@ from ingest.backend import (
     VideoParams,
 )
 from ingest.batching import Batcher
+from ingest.record_bytes import SAMPLES, RecordEncoder
 from rtmsflow.clock import now_ms
 from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
@@ -166,6 +167,8 @@ class FrameProducer:
         self._latency = {
             label: metrics.PRODUCE_LATENCY.labels(topic=label) for label in self._labels.values()
         }
+        # raw audio/video values joined from cached pieces (`ingest.record_bytes`), built on first use
+        self._encoders: dict[str, RecordEncoder | None] = {}
         # batching (`ingest.batching`); records over max_batch_bytes go alone with send()
         self._batching = False
         self._batcher = Batcher(self._producer, linger_s, max_batch_bytes, self._acknowledged)
@@ -604,7 +607,7 @@ class FrameProducer:
     ) -> None:
         topic = self._topics[spec.name]
         try:
-            value = self.codec.encode(topic, record)
+            value = self._fast_encode(topic, spec, record) or self.codec.encode(topic, record)
             refused = None
             if len(value) > MAX_VALUE_BYTES:  # the broker would refuse it: the frame would vanish
                 refused = (f"record of {len(value)} bytes over the raw topics' limit of {MAX_VALUE_BYTES}",
@@ -637,6 +640,16 @@ class FrameProducer:
                 )
             counters[0].inc()
             counters[1].inc(size)
+
+    def _fast_encode(self, topic: str, spec: TopicSpec, record: dict[str, Any]) -> bytes | None:
+        """The value by `RecordEncoder` where the topic has one and the record is in its subset,
+        else None (the codec encodes it: same bytes, or the EncodeError)."""
+        encoder = self._encoders.get(topic, _NO_ENCODER)
+        if encoder is _NO_ENCODER:
+            samples = SAMPLES.get(spec.name)
+            encoder = RecordEncoder.for_topic(self.codec, topic, samples) if samples else None
+            self._encoders[topic] = encoder
+        return encoder.encode(record) if encoder is not None else None
 
     async def _progress(self, session: StreamSession, stream: _Stream, spec: TopicSpec, ts: int) -> None:
         """Advance the topic's media clock to a record just queued; write the progress marks due:
@@ -727,6 +740,7 @@ class FrameProducer:
 
 
 _KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
+_NO_ENCODER: Any = object()  # `_encoders` has no entry for the topic yet
 # the raw topic whose media a dropped media socket (by its RTMS media type) loses
 _LOSS_TOPICS = {"audio": RAW_AUDIO, "video": RAW_VIDEO, "deskshare": RAW_VIDEO}
 
