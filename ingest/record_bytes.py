@@ -166,7 +166,9 @@ def _record(fields: list[tuple[str, Writer, bytes | None]]) -> Writer:
     return write
 
 
-def _fields(fields: list[tuple[str, Writer, bytes | None]], record: Mapping[str, Any], out: list[bytes]) -> int:
+def _fields(
+    fields: list[tuple[str, Writer, bytes | None]], record: Mapping[str, Any], out: list[bytes]
+) -> int:
     """Append each field's bytes in schema order (a missing field: its default's); the number of
     fields that were present."""
     present = 0

@@ -66,8 +66,13 @@ well_formed: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "rtms.raw.video": st.fixed_dictionaries(
         {**common(), "stream_kind": st.sampled_from(["VIDEO", "DESKSHARE"]), "media": VIDEO_MEDIA},
-        optional={"participant_name": names, "channel_id": names, "keyframe": st.booleans(),
-                  "has_parameter_sets": st.booleans(), "access_unit_parsed": st.booleans()},
+        optional={
+            "participant_name": names,
+            "channel_id": names,
+            "keyframe": st.booleans(),
+            "has_parameter_sets": st.booleans(),
+            "access_unit_parsed": st.booleans(),
+        },
     ),  # fmt: skip
 }
 # what may replace one field's value in a malformed record
