@@ -142,26 +142,29 @@ def _enum(symbols: list[str]) -> Writer:
 
 
 def _record(fields: list[tuple[str, Writer, bytes | None]]) -> Writer:
-    """A nested record (the `media` params), cached by its items: a stream repeats one."""
-    cache: dict[tuple[Any, ...], bytes] = {}
+    """A nested record (the `media` params), cached by its items and their exact types (16000.0
+    equals 16000 as a key): a stream repeats one."""
+    cache: dict[tuple[Any, ...], tuple[tuple[type, ...], bytes]] = {}
 
     def write(v: Any) -> bytes:
         if v.__class__ is not dict:
             raise _Unusual
+        types = tuple(map(type, v.values()))
         try:
             key = tuple(v.items())
             hit = cache.get(key)
         except TypeError:  # an unhashable value
             raise _Unusual from None
-        if hit is None:
-            parts: list[bytes] = []
-            if _fields(fields, v, parts) != len(v):
-                raise _Unusual  # a key the schema does not have
-            hit = b"".join(parts)
-            if len(cache) >= _CACHED_VALUES:
-                cache.clear()
-            cache[key] = hit
-        return hit
+        if hit is not None and hit[0] == types:
+            return hit[1]
+        parts: list[bytes] = []
+        if _fields(fields, v, parts) != len(v):
+            raise _Unusual  # a key the schema does not have
+        data = b"".join(parts)
+        if len(cache) >= _CACHED_VALUES:
+            cache.clear()
+        cache[key] = (types, data)
+        return data
 
     return write
 

@@ -202,3 +202,12 @@ async def test_the_producers_raw_values_are_the_codecs_bytes() -> None:
     assert all(isinstance(e, RecordEncoder) for e in frames._encoders.values())  # the joined path ran
     for topic, value in sent:
         assert codec.encode(topic, codec.decode(topic, value)) == value
+
+
+def test_a_cached_media_record_is_not_reused_for_an_equal_value_of_another_type() -> None:
+    encoder = ENCODERS["rtms.raw.audio"]
+    assert encoder is not None
+    sample = SAMPLES["rtms.raw.audio"][0]
+    assert encoder.encode(sample) is not None  # caches its media record
+    for odd in ({"sample_rate": 16000.0}, {"mixed": 1}):
+        assert encoder.encode({**sample, "media": {**sample["media"], **odd}}) is None
