@@ -86,7 +86,11 @@ def _ranged(bits: int) -> Writer:
     low, high = -(1 << (bits - 1)), 1 << (bits - 1)
 
     def write(v: Any) -> bytes:
-        if v.__class__ is not int or not low <= v < high:
+        if v.__class__ is not int:
+            if v.__class__ is bool or not isinstance(v, int):
+                raise _Unusual
+            v = int.__int__(v)  # an IntEnum (the granted AudioChannel): its value, as fastavro writes it
+        if not low <= v < high:
             raise _Unusual
         return avro_long(v)
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ingest.backend import AudioData, AudioParams, StreamSession, VideoData, VideoParams
 from ingest.producer import FrameProducer
 from ingest.record_bytes import SAMPLES, RecordEncoder, avro_long
+from rtms_protocol import AudioChannel
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, EncodeError
 
@@ -36,7 +37,8 @@ longs = st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.sampled_from(
 ints32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 names = st.none() | st.text(max_size=12)
 AUDIO_MEDIA = st.fixed_dictionaries(
-    {"codec": st.sampled_from(["L16", "OPUS", "ü"]), "sample_rate": ints32, "channels": ints32,
+    {"codec": st.sampled_from(["L16", "OPUS", "ü"]), "sample_rate": ints32,
+     "channels": ints32 | st.sampled_from(list(AudioChannel)),  # the producer passes the granted enum
      "send_rate_ms": ints32, "mixed": st.booleans()}
 )  # fmt: skip
 VIDEO_MEDIA = st.fixed_dictionaries(
@@ -196,10 +198,20 @@ async def test_the_producers_raw_values_are_the_codecs_bytes() -> None:
     codec = Codec.from_settings(settings_)
     frames = FrameProducer(settings_, producer=Producer(), codec=codec)  # type: ignore[arg-type]
     session = StreamSession("meet==", "s-1", "wss://x", started_ms=900, media_origin_ms=900)
-    await frames.audio(session, AudioData(1000, b"\x01\x02" * 320, AudioParams(), 7, "Zoë", "ch"))
-    await frames.video(session, VideoData("VIDEO", 1005, b"\x00\x00\x01\x65\x88", VideoParams(), 7, None))
-    assert [t for t, _ in sent] == ["p.rtms.raw.audio", "p.rtms.raw.video"]
-    assert all(isinstance(e, RecordEncoder) for e in frames._encoders.values())  # the joined path ran
+    granted = AudioParams(channels=AudioChannel.MONO)  # as `MediaValues.grant` builds it
+    encoded: list[str] = []
+    codec_encode = codec.encode
+
+    def counted(topic: str, record: dict[str, Any]) -> bytes:
+        encoded.append(topic)
+        return codec_encode(topic, record)
+
+    for ts in (1000, 1040):
+        await frames.audio(session, AudioData(ts, b"\x01\x02" * 320, granted, 7, "Zoë", "ch"))
+        await frames.video(session, VideoData("VIDEO", ts, b"\x00\x00\x01\x65\x88", VideoParams(), 7, None))
+        codec.encode = counted  # type: ignore[method-assign]  # the encoders are built: count from here
+    assert [t for t, _ in sent] == ["p.rtms.raw.audio", "p.rtms.raw.video"] * 2
+    assert encoded == []  # the second pair was joined, not encoded by the codec
     for topic, value in sent:
         assert codec.encode(topic, codec.decode(topic, value)) == value
 
