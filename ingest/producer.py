@@ -162,8 +162,8 @@ class FrameProducer:
         self._ending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._topics = {spec.name: spec.full_name(settings.topic_prefix) for spec in (*_RAW, DEADLETTER)}
         self._labels = {full: name.rsplit(".", 1)[-1] for name, full in self._topics.items()}
-        # Prometheus children looked up once, not per record
-        self._kind_metrics: dict[str, tuple[Any, Any]] = {}
+        # Prometheus children looked up once, not per record; FRAMES and BYTES added once a loop turn
+        self._queued = metrics.QueuedCounts()
         self._latency = {
             label: metrics.PRODUCE_LATENCY.labels(topic=label) for label in self._labels.values()
         }
@@ -406,6 +406,7 @@ class FrameProducer:
             streams = [found] if found else []
             if found is not None:
                 self._batcher.ship_owned(found)
+        self._queued.report()
         for stream in streams:
             if stream.pending:
                 await asyncio.wait(list(stream.pending))
@@ -497,9 +498,7 @@ class FrameProducer:
 
     def _acknowledged(self, topic: str, seconds: float, records: int) -> None:
         """`records` of `topic` were acknowledged `seconds` after the first was queued."""
-        observe = self._latency[self._labels[topic]].observe
-        for _ in range(records):  # one observation per record
-            observe(seconds)
+        metrics.observe_many(self._latency[self._labels[topic]], seconds, records)  # one per record
 
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -632,14 +631,7 @@ class FrameProducer:
             if kind is not None and spec is not RAW_EVENTS:
                 await self._progress(session, stream, spec, ts)
         if kind is not None:
-            counters = self._kind_metrics.get(kind)
-            if counters is None:
-                counters = self._kind_metrics[kind] = (
-                    metrics.FRAMES.labels(kind=kind),
-                    metrics.BYTES.labels(kind=kind),
-                )
-            counters[0].inc()
-            counters[1].inc(size)
+            self._queued.add(kind, size)
 
     def _fast_encode(self, topic: str, spec: TopicSpec, record: dict[str, Any]) -> bytes | None:
         """The value by `RecordEncoder` where the topic has one and the record is in its subset,
