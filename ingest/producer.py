@@ -309,6 +309,7 @@ class FrameProducer:
             "ingest_seq": seq,
             "received_at_ms": now_ms(),
             "participant_name": frame.participant_name,
+            "channel_id": None,  # every field present: `RecordEncoder`'s quicker path
             "payload": frame.payload,
             "keyframe": keyframe,
             "has_parameter_sets": parameter_sets,

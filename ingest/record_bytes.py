@@ -1,13 +1,15 @@
 """The raw audio and video records' Avro bytes, joined from cached pieces instead of fastavro's encode.
 
 A raw frame is mostly repeats (the stream's identity, the participant, the granted media params) plus a
-few longs and the payload, so `RecordEncoder` caches each field's encoding by value and joins them.
+few longs and the payload, so `RecordEncoder` caches the encodings of the repeating fields by value
+and joins them with the per-record ones.
 It takes a subset of what `Codec.encode` takes (exact types, every key a schema field) and returns None
 for anything else, which the caller encodes with the codec: same bytes, same errors (`for_topic`
 checks a topic's layout against the codec once; tests/test_record_bytes.py compares the bytes)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -226,6 +228,81 @@ def _plan(fields: list[dict[str, Any]]) -> list[tuple[str, Writer, bytes | None]
     return plan
 
 
+Step = Callable[[tuple[Any, ...], list[bytes]], None]
+# fields that differ from record to record: written each time; the others in runs cached by value
+PER_RECORD = frozenset({"timestamp_ms", "ingest_seq", "received_at_ms"})
+
+
+def _steps(
+    before: list[tuple[str, Writer, bytes | None]],
+    after: list[tuple[str, Writer, bytes | None]],
+    nested: set[str],
+) -> list[Step]:
+    """How to write a complete record's values (schema order, the payload between `before` and
+    `after`): runs of fields that repeat along a stream, cached by their values and exact types;
+    the per-record longs, the payload and each nested record (cached by itself) on their own."""
+    steps: list[Step] = []
+    plan = [*before, None, *after]  # None: the payload
+    i = 0
+    while i < len(plan):
+        field = plan[i]
+        if field is None:
+            steps.append(_payload_step(i))
+            i += 1
+        elif field[0] in PER_RECORD or field[0] in nested:
+            steps.append(_value_step(i, field[1]))
+            i += 1
+        else:
+            j = i
+            while (
+                j < len(plan) and (f := plan[j]) is not None and f[0] not in PER_RECORD and f[0] not in nested
+            ):
+                j += 1
+            steps.append(_run_step(i, j, [f[1] for f in plan[i:j] if f is not None]))
+            i = j
+    return steps
+
+
+def _payload_step(i: int) -> Step:
+    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
+        payload = values[i]
+        if payload.__class__ is not bytes:
+            raise _Unusual
+        out.append(avro_long(len(payload)))
+        out.append(payload)
+
+    return step
+
+
+def _value_step(i: int, write: Writer) -> Step:
+    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
+        out.append(write(values[i]))
+
+    return step
+
+
+def _run_step(i: int, j: int, writers: list[Writer]) -> Step:
+    cache: dict[tuple[Any, ...], tuple[tuple[type, ...], bytes]] = {}
+
+    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
+        key = values[i:j]
+        types = tuple(map(type, key))
+        try:
+            hit = cache.get(key)
+        except TypeError:  # an unhashable value
+            raise _Unusual from None
+        if hit is not None and hit[0] == types:
+            out.append(hit[1])
+            return
+        data = b"".join([write(v) for write, v in zip(writers, key, strict=True)])
+        if len(cache) >= _CACHED_VALUES:
+            cache.clear()
+        cache[key] = (types, data)
+        out.append(data)
+
+    return step
+
+
 class RecordEncoder:
     """Encodes the records of one raw frame topic (payload as `bytes`) by joining cached pieces."""
 
@@ -239,6 +316,12 @@ class RecordEncoder:
         self.before = _plan(fields[:at])
         self.after = _plan(fields[at + 1 :])
         self.field_count = len(fields)
+        # a record with every field (the producer's): values in schema order, written in steps
+        self.values = operator.itemgetter(*(f["name"] for f in fields))
+        nested = {
+            f["name"] for f in fields if isinstance(f["type"], dict) and f["type"].get("type") == "record"
+        }
+        self.steps = _steps(self.before, self.after, nested)
 
     @classmethod
     def for_topic(cls, codec: Codec, topic: str, samples: list[dict[str, Any]]) -> RecordEncoder | None:
@@ -257,6 +340,19 @@ class RecordEncoder:
     def encode(self, record: Mapping[str, Any]) -> bytes | None:
         """The record's value bytes, or None when it is not in the subset encoded here (then
         `Codec.encode` gives the bytes or the `EncodeError`)."""
+        if len(record) == self.field_count:
+            try:
+                values = self.values(record)
+            except KeyError:
+                pass
+            else:
+                parts = [self.header]
+                try:
+                    for step in self.steps:
+                        step(values, parts)
+                except _Unusual:
+                    return None
+                return b"".join(parts)
         payload = record.get(self.payload_name)
         if payload.__class__ is not bytes:
             return None
