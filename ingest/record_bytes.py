@@ -29,8 +29,8 @@ _VIDEO = {"codec": "H264", "width": 1280, "height": 720, "fps": 25, "mode": "ACT
 _COMMON = {"meeting_uuid": "m0TtQ/ab+cd==", "rtms_stream_id": "0f1e2d3c", "participant_id": 16778240,
            "participant_name": None, "timestamp_ms": _T + 20, "stream_started_ms": _T,
            "ingest_epoch": (1 << 62) + 3, "ingest_seq": 1, "received_at_ms": _T + 27}  # fmt: skip
-# records `for_topic` encodes both ways, by raw topic base name (null and non-ASCII names, a missing
-# optional field, large and negative longs, empty and large payloads)
+# records `for_topic` encodes both ways, by raw topic base name (null and non-ASCII names, with every
+# field and with an optional one left out, large and negative longs, empty and large payloads)
 SAMPLES: dict[str, list[dict[str, Any]]] = {
     "rtms.raw.audio": [
         {**_COMMON, "stream_kind": "AUDIO", "channel_id": None, "payload": bytes(range(256)) * 3,
@@ -39,8 +39,8 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
          "participant_id": -5, "ingest_seq": 1 << 40, "payload": b"", "media": {**_AUDIO, "mixed": False}},
     ],
     "rtms.raw.video": [
-        {**_COMMON, "stream_kind": "VIDEO", "payload": b"\x00\x00\x00\x01\x65" * 6000, "keyframe": True,
-         "has_parameter_sets": True, "media": _VIDEO, "access_unit_parsed": True},
+        {**_COMMON, "stream_kind": "VIDEO", "channel_id": None, "payload": b"\x00\x00\x00\x01\x65" * 6000,
+         "keyframe": True, "has_parameter_sets": True, "media": _VIDEO, "access_unit_parsed": True},
         {**_COMMON, "stream_kind": "DESKSHARE", "participant_name": "Ann", "payload": b"\x01",
          "keyframe": False, "has_parameter_sets": False, "media": {**_VIDEO, "mode": "UNKNOWN"},
          "access_unit_parsed": False},
