@@ -195,7 +195,7 @@ async def test_the_producers_raw_values_are_the_codecs_bytes() -> None:
             acked.set_result(None)
             return acked
 
-    codec = Codec.from_settings(settings_)
+    codec = Codec(settings_.schema_registry_url, settings_.topic_prefix)
     frames = FrameProducer(settings_, producer=Producer(), codec=codec)  # type: ignore[arg-type]
     session = StreamSession("meet==", "s-1", "wss://x", started_ms=900, media_origin_ms=900)
     granted = AudioParams(channels=AudioChannel.MONO)  # as `MediaValues.grant` builds it
