@@ -1,14 +1,8 @@
-"""Why the MP4 recorder's PyAV calls run inline: an AAC encoder on a thread, alone and next to a
-busy Python thread.
+"""AAC encoding on a thread, alone and beside a busy Python thread: why the recorder's PyAV calls run inline.
 
     python -m benchmarks.aac_thread_bench [--seconds 120] [--switch 0.005,0.0005]
 
-Encodes `--seconds` of 16 kHz mono audio (a tone plus noise) with the recorder's AAC settings
-(`sinks.mp4_recorder`: "fast" coder, constant quality), 1024-sample frames, twice per switch
-interval: on a thread of its own with nothing else running, then again while another Python
-thread spins. PyAV releases the GIL inside FFmpeg, but each call takes it back several times, and
-a thread that wants it back waits the interpreter's switch interval for the busy one to drop it.
-Prints x real time for both (wall clock of the encoding thread).
+How it measures: BENCHMARKS.md, "How each bench measures", aac_thread_bench.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Codec hot path: microseconds per record to encode and decode a 640-byte audio frame (20 ms of
-16 kHz L16) and a 20 KB video frame, in both wire formats.
+"""Codec hot path: µs per record to encode and decode 640 B audio and 20 KB video frames, both wire formats.
 
     python benchmarks/codec_bench.py [--registry URL] [--n 20000]
 
-Without --registry, a local Apicurio Registry is started for the Confluent-framing numbers
-(`rtmsflow.registry.LocalRegistry`) and stopped at the end. Prints one JSON object.
+How it measures: BENCHMARKS.md, "How each bench measures", codec_bench.
 """
 
 from __future__ import annotations

@@ -1,26 +1,8 @@
 """How much video ingest loses when Zoom drops a socket: frames and ms of video per drop.
 
-    python -m benchmarks.drop_bench                                  # both policies, 8 video drops each
-    python -m benchmarks.drop_bench --policy old --drops 5
-    python -m benchmarks.drop_bench --socket signaling --drops 4    # a full reconnect instead
+    python -m benchmarks.drop_bench   # both policies, 8 video drops each
 
-Zoom buffers audio and transcripts through an outage but not video: every video frame that comes
-due while the socket is down is gone. This runs, in one process on 127.0.0.1, the project's
-emulator RTMS server playing one real-time meeting (720p H.264 at 25 fps, mixed audio,
-transcripts) and the ingest WebSocket backend (`ingest.ws_client.WebSocketBackend`) feeding an
-in-memory `FrameHandler` (no Kafka). It drops the video socket (or signaling, which takes media with
-it) `--drops` times, each `--spacing` seconds after ingest has streamed again, and reports per
-drop:
-
-* `lost_frames` / `lost_ms`: from what the collector received, the video timestamps on both sides of the
-  hole: gap - one frame interval (0 when the reconnect fit between two frames);
-* `emulator_dropped`: video frames the emulator found no socket for (its own count);
-* `reconnect_ms`: from the drop to the emulator accepting the new video socket's handshake.
-
-Policies (`ClientConfig.reconnect_at_once`): `old` waits out the first jittered backoff before
-reconnecting (base 3 s × 50-100 %), `new` reconnects at once; `current` leaves the config alone.
-Jitter comes from a seeded RNG, so both policies see the same draws. One JSON object per policy
-on stdout after the table.
+How it measures: BENCHMARKS.md, "How each bench measures", drop_bench.
 """
 
 from __future__ import annotations
@@ -88,7 +70,7 @@ class Collector:
 
 @dataclass(frozen=True)
 class Drop:
-    """One drop's cost (see the module docstring)."""
+    """One drop's cost (BENCHMARKS.md, "How each bench measures", drop_bench)."""
 
     lost_frames: int
     lost_ms: int

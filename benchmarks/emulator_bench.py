@@ -1,21 +1,8 @@
 """How many real-time meetings the emulator's RTMS server serves on one core with pacing kept.
 
-    python -m benchmarks.emulator_bench --meetings 400 --duration 20
     python -m benchmarks.emulator_bench --meetings 300,400,450,500 --duration 20   # step up
 
-Each step starts two processes: the RTMS server pinned to one CPU, and one lightweight client
-process pinned to another that joins every meeting like Zoom's SDK does (signaling plus one socket
-per media type: audio, video, transcript; the joins are spread over `--ramp` seconds), acks and
-reads every frame. Every meeting is its own `SyntheticMeeting` (3 participants, mixed L16 audio
-every 20 ms, 720p H.264 at 30 fps, transcripts); `--distinct N` plays N meetings round-robin
-instead (streams of one meeting share its serialized timeline). A frame is *late* when it is sent
-(server view) or received (client view) more than 20 ms after its due time (`base + offset`);
-pacing is *kept* when at most 0.1 % of the frames are late in both views. Reported too: the
-server's CPU (user + system, so the kernel's socket work counts) per meeting-second, over the
-whole run and in the steady state (every meeting streaming), the client's CPU, and how long each
-process waited for a CPU (other load on a shared machine; such runs are flagged as disturbed).
-`--loop uvloop` runs both processes on uvloop (`pip install uvloop`; not a project dependency).
-Prints one JSON object per step, then a summary line.
+How it measures: BENCHMARKS.md, "How each bench measures", emulator_bench.
 """
 
 from __future__ import annotations

@@ -1,30 +1,8 @@
 """How many real-time A/V meetings one ingest worker holds on one core, and at what latency.
 
-    python -m benchmarks.ingest_bench --meetings 200 --duration 30
-    python -m benchmarks.ingest_bench --meetings 100,200,300 --duration 30      # step up
-    python -m benchmarks.ingest_bench --meetings 100 --find-max --duration 30   # x1.25 until it fails
-    python -m benchmarks.ingest_bench --meetings 50 --backend sdk               # Zoom's SDK instead
+    python -m benchmarks.ingest_bench --meetings 100,200,300 --duration 30   # step up
 
-Each step runs, on this machine:
-* the emulator (RTMS server + signed webhooks) in a process pinned to CPU `--emulator-cpu`, playing
-  N meetings in real time: 3 participants, mixed L16 audio every 20 ms, 720p H.264 at the frame
-  rate the worker asks for (25 fps), transcripts;
-* ONE ingest worker (`rtmsflow ingest worker`, raw WebSocket or SDK backend) pinned to CPU
-  `--worker-cpu`; with `--backend sdk` its SDK host process inherits that pin;
-* in this process (not pinned): the webhook endpoint and a consumer that reads the raw topics as
-  they are written and compares `received_at_ms` (stamped by ingest when the frame arrived) and
-  the RTMS `timestamp_ms` (the emulator's send time) with its own clock;
-* the broker: `KAFKA_BOOTSTRAP`, else a local KRaft broker started here. It is NOT pinned and
-  shares the machine's cores with everything above; its CPU is reported.
-
-Reported per step: the frame rates sent by the emulator, handed to Kafka by the worker
-(`rtmsflow_ingest_frames`), acknowledged by Kafka and read back, sampled every second; whether the
-backlog (sent - acknowledged) stayed flat and below one second of traffic over the measured window
-("held"); the worker's CPU per
-meeting-second (user + system, worker plus its children) and so meetings per core; p50/p99/max
-latency; every process's CPU; and whether the emulator kept up (if it
-offers less than the nominal load, the step measures the emulator, not ingest; its late frames,
->20 ms behind schedule, are reported). One JSON object per step on stdout, a table on stderr.
+How it measures: BENCHMARKS.md, "How each bench measures", ingest_bench.
 """
 
 from __future__ import annotations
@@ -331,7 +309,7 @@ async def consume(
 
 @dataclass
 class StepResult:
-    """What one step measured (see the module docstring)."""
+    """What one step measured (BENCHMARKS.md, "How each bench measures", ingest_bench)."""
 
     backend: str
     meetings: int

@@ -1,17 +1,8 @@
 """Ingest's per-record path without sockets or a broker: CPU µs per received RTMS message, by kind.
 
-    python -m benchmarks.ingest_core_bench                  # 10 meetings x 10 s, best of 5
-    python -m benchmarks.ingest_core_bench --profile FILE   # plus a cProfile of one mixed pass
+    python -m benchmarks.ingest_core_bench   # 10 meetings x 10 s, best of 5
 
-The messages are the emulator's own wire text (`emulator.wire.FrameEncoder` over a `SyntheticMeeting`:
-3 participants, mixed L16 audio every 20 ms, 720p H.264 at 25 fps, transcripts), rendered once. Timed,
-one process does what the worker's session loop (`ingest.ws_client`) does per message short of the
-socket: the inbox hop (`_post`, `_next_notice` with the machine's next deadline), `RtmsClient.on_message`,
-the delivery to `FrameProducer` (Avro record, batch append in `ingest.batching` on a real aiokafka
-`BatchBuilder`, metrics), and the acknowledgement of each batch by a fake producer that acks at once.
-Not included: websockets' frame parsing and UTF-8 decoding, the reader task's wake-up, aiokafka's
-sender and the broker. Each kind is also timed alone (audio, video, transcript); the mixed pass gives
-CPU ms per meeting-second, and 1000 / it the meetings one core could hold on this path alone.
+How it measures: BENCHMARKS.md, "How each bench measures", ingest_core_bench.
 """
 
 from __future__ import annotations

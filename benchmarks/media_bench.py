@@ -2,20 +2,7 @@
 
     python -m benchmarks.media_bench [--meetings 300] [--budget-us 20]
 
-The emulator's RTMS server pulls every frame it sends from a meeting's timeline, so the timeline's
-cost per item is part of the server's cost per frame (see docs/benchmarks-history.md,
-"2026-11-24: Emulator RTMS server").
-Two figures in CPU time (`time.process_time`, so other processes on a shared machine do not
-count), each the best of `--repeat` runs:
-
-* `hour_us_per_item`: one hour-long meeting (5 participants, per-participant audio), past its
-  warm-up, played to the end;
-* `round_robin_us_per_item`: `--meetings` hour-long meetings on shared material (seeds a voice
-  pool apart, so no voice synthesis is timed), played round robin as the server's pacer does.
-
-Both used to be asserted (< 20 µs) inside tests/test_emulator_media.py, where a loaded CI machine
-failed them; the tests keep the memory bounds, this command keeps the speed. Prints one JSON
-object; `within_budget` compares both figures to `--budget-us`.
+How it measures: BENCHMARKS.md, "How each bench measures", media_bench.
 """
 
 from __future__ import annotations

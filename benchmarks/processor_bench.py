@@ -1,42 +1,8 @@
 """Processors: events/s of one worker on one core, added latency raw -> ordered, RSS by stream length.
 
     python -m benchmarks.processor_bench [--streams 200] [--lengths 30,120] [--latency-seconds 30]
-    python -m benchmarks.processor_bench --faust-baseline      # the decision's measurement
-    python -m benchmarks.processor_bench --lengths 20 --latency-seconds 0 --profile /tmp/p.prof
 
-Synthetic streams, each its own meeting (so they spread over every partition): 640-byte L16 audio
-every 20 ms, video at `--video-fps` with `--video-bytes` payloads, transcript pieces every 500 ms,
-four events per stream, and the end-of-stream markers at the end. Every bench topic is created with
-`message.timestamp.type=LogAppendTime`, so each record's timestamp is the broker's append time: one
-clock for raw and ordered records.
-
-Why one module of ~700 lines: the throughput run, the latency run and the Faust baseline share the
-synthetic streams, the broker it starts and the /proc readings; split, each part would import the rest.
-
-throughput / RSS: all raw records are written first, then ONE `rtmsflow process` worker runs pinned to
-CPU 1 (`taskset -c 1`); events/s = raw records / (last marker appended - first output appended),
-meaningful once that span is tens of seconds (a few-second run is mostly its first batch).
-Its CPU seconds in that interval come from /proc/<pid>/stat (events per CPU-second and CPU ms per
-1000 events: the machine is shared, so these vary less than events/s), its RSS from
-/proc/<pid>/status (VmHWM = peak), for each stream length in `--lengths`. `--profile` runs that
-worker under cProfile (slower; for where its CPU goes: `python -m pstats`).
-
-latency: the worker runs first; the bench then produces the streams in real time (each stream's
-frames at its own phase within 20 ms) and measures, per ordered audio/video record, its append time
-minus its raw record's append time (the produce response's LogAppendTime). The reorder window
-(`RTMSFLOW_REORDER_WINDOW_MS`, 300 ms) is part of it by design: a frame leaves once media time is
-`window` past it. Before it, one 2 s warm-up stream per partition (left out of the figures):
-the first records a fresh topic partition gets wait 0.2-0.6 s for the broker, once in its life,
-which a running deployment has long paid (`--cold` measures without it). The bench's own garbage
-collector is off while it paces the input (its full collections stalled the producer).
-
---faust-baseline: the same raw -> ordered job for audio and video as a minimal *tuned* Faust agent
-(decode, the same `ReorderBuffer`, encode, send; noack, ack on delivery; stream_buffer_maxsize
-32768, producer linger 5 ms, root logger WARNING) against the batch loop, on the same records.
-
-The bench, its producer and (if it starts one) the broker run on CPU 0. Uses the broker at
-RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one for the run; topics get a fresh prefix and are
-deleted afterwards.
+How it measures: BENCHMARKS.md, "How each bench measures", processor_bench.
 """
 
 from __future__ import annotations
@@ -70,6 +36,11 @@ ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 WORDS = ("so", "the", "numbers", "for", "this", "quarter", "look", "fine")
 TICK = os.sysconf("SC_CLK_TCK")
+# --help's epilog: the usage examples besides the head's, then the head's pointer to the method
+EXAMPLES = """\
+    python -m benchmarks.processor_bench --faust-baseline      # the decision's measurement
+    python -m benchmarks.processor_bench --lengths 20 --latency-seconds 0 --profile /tmp/p.prof
+"""
 
 
 @dataclass(frozen=True)
@@ -707,7 +678,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 3)[3])  # fmt: skip
+                                     epilog=EXAMPLES + "\n" + __doc__.split("\n\n")[2])  # fmt: skip
     parser.add_argument("--streams", type=int, default=200, help="concurrent streams (throughput, RSS)")
     parser.add_argument(
         "--lengths", default="30,120", help="stream lengths in s, comma-separated ('' = none)"

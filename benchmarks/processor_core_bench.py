@@ -1,15 +1,8 @@
 """The processors' pure path per raw record, without Kafka: decode, `PartitionCore.feed`, output bytes.
 
-    python -m benchmarks.processor_core_bench                  # 40 streams x 10 s, best of 5
-    python -m benchmarks.processor_core_bench --profile FILE   # plus a cProfile of one pass
+    python -m benchmarks.processor_core_bench   # 40 streams x 10 s, best of 5
 
-The same synthetic streams as `benchmarks/processor_bench.py` (audio every 20 ms, 25 fps video,
-transcript pieces, events), encoded once in single-object encoding and interleaved in media time as
-one partition would hold them; then, timed, one process does what the worker does per record short
-of the broker: `Codec.decode` through the core's `feed`, and each output spliced
-(`processors/frame_splice.py`) or encoded. µs per raw record is the floor of the worker's CPU per
-event (the rest is aiokafka's fetcher, batch builder and the event loop); it moves less with the
-machine's load than the end-to-end benchmark does, though a loaded machine still raises it.
+How it measures: BENCHMARKS.md, "How each bench measures", processor_core_bench.
 """
 
 from __future__ import annotations

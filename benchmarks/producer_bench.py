@@ -2,10 +2,7 @@
 
     python -m benchmarks.producer_bench [--records 40000]
 
-`producer.send()` per record (a future, a metadata lookup, the partitioner and the accumulator per
-record) versus `create_batch()` + `BatchBuilder.append()` + `send_batch()` (what `ingest.batching`
-does). Uses RTMSFLOW_KAFKA_BOOTSTRAP if set, else starts a local KRaft broker in a temporary
-directory. Prints one JSON object.
+How it measures: BENCHMARKS.md, "How each bench measures", producer_bench.
 """
 
 from __future__ import annotations

@@ -2,22 +2,7 @@
 
     python -m benchmarks.recording_bench [--minutes 10,60] [--plain] [--process] [--out DIR] [--keep]
 
-Each meeting is recorded in its own subprocess (so peak RSS, `ru_maxrss`, is that meeting's
-alone): 720p 25 fps H.264 (the emulator's libx264 clips, a 10 s loop; the active speaker switches
-between two encoders, camera and screen, every loop, each switch starting SPS + PPS + IDR) plus
-16 kHz mono L16 in 20 ms packets (a 10 s loop of the emulator's mixed meeting audio). The input
-is looped from memory, so the time measured is the recorder's: H.264 stream copy, PCM placement
-and framing, AAC encoding and MP4 muxing, from `start()` to `close()` (file closed, not fsynced).
-Also printed: speed per CPU second (the figure a quiet core gives; this machine is shared; CPU of
-every thread and, with `--process`, of the encoder's process), the recording process's share of that
-CPU (with `--process` the AAC encoder runs in a process of its own; inline, the default, it is all of
-it), the RSS before
-recording starts (interpreter + PyAV + the loops), so the growth
-during the recording is visible, and the seconds spent in `close()` (the finalize cost).
-
-The recorder's default, fragmented MP4, unless `--plain` (a plain MP4 keeps its sample index in
-memory until the end, so its peak RSS grows with the meeting's length). Prints one line per
-meeting and a JSON summary at the end.
+How it measures: BENCHMARKS.md, "How each bench measures", recording_bench.
 """
 
 from __future__ import annotations

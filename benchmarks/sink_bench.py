@@ -2,21 +2,7 @@
 
     python -m benchmarks.sink_bench [--minutes 2,10] [--resolution 360p] [--audio meeting|tone] [--bucket]
 
-For each length, a synthetic meeting's ordered records (H.264 from the emulator's libx264 clips,
-a 10 s loop with a speaker switch between two encoders every loop; mixed 16 kHz L16 in 20 ms
-packets: by default a 10 s loop of the emulator's mixed meeting audio, voices taking turns with
-silences, as `recording_bench` uses; `--audio tone`: a steady 440 Hz sine, what this benchmark
-used before, which FFmpeg's AAC encoder finds much cheaper than speech; a transcript utterance
-every 5 s; the three markers) are written to the broker under a
-fresh topic prefix, then `replay_meeting` rebuilds them in a child process (so `ru_maxrss` is that
-meeting's alone): the same cores and builders as the live sinks (WAV, MP4 with H.264 copy + AAC,
-TXT/jsonl/VTT/SRT, manifests). Printed per meeting: records, rebuild wall time and speed (x real
-time, and per CPU second of the rebuild's process: all its threads), finalize time after the last
-marker (close, fsync, rename, manifest), peak RSS, the 1-minute load average. Uses the
-broker at RTMSFLOW_KAFKA_BOOTSTRAP, or starts a local one (`rtmsflow kafka up`'s) for the run.
-`--bucket`: each meeting is also rebuilt into a bucket of a local S3-compatible server (s3proxy,
-started for the run; `rtmsflow.s3_server`), and both rows are printed: to disk, then to the bucket
-(its finalize includes completing the uploads and the manifest PUT).
+How it measures: BENCHMARKS.md, "How each bench measures", sink_bench.
 """
 
 from __future__ import annotations

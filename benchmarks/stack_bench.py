@@ -1,9 +1,8 @@
 """The whole stack under N concurrent real-time meetings, every stage a process, on this machine.
 
     python -m benchmarks.stack_bench --meetings 1,6,24 --duration 40
-    python -m benchmarks.stack_bench --meetings 24,36,48,60 --duration 30 --find-limit
 
-What it measures and how a step is judged: BENCHMARKS.md, "How the whole-stack bench measures".
+What it measures and how a step is judged: BENCHMARKS.md, "How each bench measures", stack_bench.
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ def first_appearances(
 def transcript_latencies(
     raw: list[tuple[int, dict[str, Any]]], utts: list[tuple[int, dict[str, Any]]]
 ) -> tuple[list[int], list[int]]:
-    """Per utterance on rtms.transcript (see the module docstring), ms from the receive of
+    """Per utterance on rtms.transcript (BENCHMARKS.md, stack_bench's method), ms from the receive of
     (1) its last piece and (2) the piece that closed it (the stream's next piece) to its write."""
     by_stream: dict[str, list[tuple[int, int, int]]] = {}  # stream -> (received, participant, start)
     for _, v in raw:
@@ -388,7 +387,7 @@ async def _run_once(
 
 def verdict(r: dict[str, Any]) -> str:
     """A step's verdict: held, offered less than nominal (the emulator fell behind real time, see
-    the module docstring), or lag grew."""
+    BENCHMARKS.md, stack_bench's method), or lag grew."""
     slack = max(PLAY_TOLERANCE[0], PLAY_TOLERANCE[1] * r["nominal_s"])
     late_share = r["late"] / r["sent"] if r["sent"] else 1.0
     if r["played_s"] > r["nominal_s"] + slack or late_share > LATE_SHARE_MAX:
