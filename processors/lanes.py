@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.chat import chat_message
 from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTracker
 from processors.reorder import Fate, ReorderBuffer
 from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
@@ -20,18 +21,20 @@ from schemas.identity import identity_digest
 from schemas.limits import implausible
 from schemas.markers import MarkerError, marker_headers, read_control
 
-RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS = (
+RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT = (
     "rtms.raw.audio",
     "rtms.raw.video",
     "rtms.raw.transcript",
     "rtms.raw.events",
+    "rtms.raw.chat",
 )
-RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT)
 ORDERED_OF = {
     RAW_AUDIO: "rtms.audio",
     RAW_VIDEO: "rtms.video",
     RAW_TRANSCRIPT: "rtms.transcript",
     RAW_EVENTS: "rtms.events",
+    RAW_CHAT: "rtms.chat",
 }
 TRANSCRIPT_PARTIAL = "rtms.transcript.partial"
 LATE, DEADLETTER = "rtms.late", "rtms.deadletter"
@@ -39,8 +42,12 @@ _KINDS_OF = {
     RAW_AUDIO: ("AUDIO",),
     RAW_VIDEO: ("VIDEO", "DESKSHARE"),
     RAW_TRANSCRIPT: ("TRANSCRIPT",),
-    RAW_EVENTS: ("EVENT", "CHAT"),
+    RAW_EVENTS: ("EVENT", "CHAT"),  # CHAT: chat kept as events by ingest before rtms.raw.chat
+    RAW_CHAT: ("CHAT",),
 }
+# lanes keyed by arrival order (raw offsets), without a window: see _TRANSCRIPT_ORDER; chat too,
+# a message's place is where Zoom sent it
+_ARRIVAL_ORDER = (RAW_TRANSCRIPT, RAW_CHAT)
 _FRAMES = (RAW_AUDIO, RAW_VIDEO)
 _ENDED_MEMORY = 1_000  # (stream, topic) ends remembered per partition: repeated markers, late records
 # _TRANSCRIPT_ORDER: a transcript lane keeps Zoom's order (keys are raw offsets, no window): Zoom
@@ -129,7 +136,7 @@ class Lane:
                 self.restored_recent[digest] = ts
             cursor = state["cursor_ms"]
             self.mark_ms = state.get("mark_ms")
-        if self.topic == RAW_TRANSCRIPT:
+        if self.topic in _ARRIVAL_ORDER:
             # pieces keep their arrival order (keys are raw offsets, the window none): see _TRANSCRIPT_ORDER
             self.buffer: ReorderBuffer[_Item] = ReorderBuffer.resume(self.resume_key, 0, _TRANSCRIPT_HORIZON)
             for released in self.recent:  # those up to the resume key (the open utterance's are re-fed)
@@ -472,7 +479,7 @@ class PartitionCore:
         self._participants(st, topic, record)
         lane = self._lane(st, topic, kind, record)
         order_ms = record["timestamp_ms"]
-        if topic == RAW_TRANSCRIPT:
+        if topic in _ARRIVAL_ORDER:
             order_ms = offset  # arrival order (_TRANSCRIPT_ORDER)
         elif order_ms < st.started_ms and topic in _FRAMES:
             # stamped before the stream's t = 0: no recording has a place for it (ingest fixes
@@ -511,7 +518,7 @@ class PartitionCore:
         if topic == RAW_AUDIO and not record["media"].get("mixed", True):
             key: LaneKey = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
                             record.get("channel_id"))  # fmt: skip
-        elif topic in (RAW_TRANSCRIPT, RAW_EVENTS):
+        elif topic in (RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT):
             key = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
         else:
             key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, 0, None)
@@ -529,6 +536,8 @@ class PartitionCore:
                 self._piece(st, item, out)
             elif lane.topic == RAW_EVENTS:
                 self._event(st, lane, item, out)
+            elif lane.topic == RAW_CHAT:
+                self._chat(st, lane, item, out)
             else:
                 self._frame(st, lane, item, out)
 
@@ -586,6 +595,14 @@ class PartitionCore:
         st.count("rtms.events", event.get("stream_kind") or "EVENT")
         self.stats["out"] += 1
         out.append(Output("rtms.events", _key(st), event, stream=st.key))
+
+    def _chat(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
+        topic = ORDERED_OF[RAW_CHAT]
+        record = chat_message(item.value, lane.seq)
+        lane.seq += 1
+        st.count(topic, "CHAT")
+        self.stats["out"] += 1
+        out.append(Output(topic, _key(st), record, stream=st.key))
 
     def _piece(self, st: StreamState, item: _Item, out: list[Output]) -> None:
         v = item.value

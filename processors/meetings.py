@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", "rtms.chat")
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Any
 VIDEO_RESOLUTIONS: dict[str, int] = {"360p": 1, "720p": 2, "1080p": 3, "1440p": 4}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 INGEST_BACKENDS = ("websocket", "sdk")
+# what ingest keeps of private chat messages (RTMSFLOW_CHAT_PRIVATE)
+CHAT_PRIVATE_CHOICES = ("drop", "keep", "unaddressed")
 
 
 class SettingError(ValueError):
@@ -200,6 +202,12 @@ class Settings:
     rtms_deskshare: bool = _setting(False, "RTMSFLOW_RTMS_DESKSHARE", parse=_flag)
     rtms_transcript: bool = _setting(True, "RTMSFLOW_RTMS_TRANSCRIPT", parse=_flag)
     transcript_language: int = _setting(-1, "RTMSFLOW_TRANSCRIPT_LANGUAGE", parse=_integer(-1))
+    # In-meeting chat (media type 16): asked for when on; Zoom refuses it to an app without the
+    # chat scope and the stream goes on without it.
+    rtms_chat: bool = _setting(True, "RTMSFLOW_RTMS_CHAT", parse=_flag)
+    # What ingest keeps of private chat messages (to chosen participants): drop (public chat only),
+    # keep (with their recipients) or unaddressed (the message, flagged private, without recipients).
+    chat_private: str = _setting("drop", "RTMSFLOW_CHAT_PRIVATE", parse=_choice(*CHAT_PRIVATE_CHOICES))
     # Zoom's SDK backend: the SDK host's home (empty = <cache>/sdk), its SDK threads, poll
     # interval (ms) and Python interpreter (empty = this one).
     sdk_home: str = _setting("", "RTMSFLOW_SDK_HOME")
