@@ -26,7 +26,18 @@ Raw = tuple[str, int, bytes, bytes | None, list[tuple[str, bytes]]]
 def codec() -> Codec:
     codec = Codec.from_settings(Settings())
     asyncio.run(
-        codec.prepare([*RAW, "rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", LATE, DEADLETTER])
+        codec.prepare(
+            [
+                *RAW,
+                "rtms.audio",
+                "rtms.video",
+                "rtms.transcript",
+                "rtms.events",
+                "rtms.chat",
+                LATE,
+                DEADLETTER,
+            ]
+        )
     )
     return codec
 
