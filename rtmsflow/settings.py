@@ -244,6 +244,9 @@ class Settings:
     # A sink finalizes a stream that had no record for this long (seconds) and no end-of-stream
     # marker (its ingest died for good); the manifest then says `idle_timeout`.
     sink_idle_timeout_s: float = _setting(600.0, "RTMSFLOW_SINK_IDLE_TIMEOUT_S", parse=_number(0.0))
+    # The transcript sink also writes the chat into transcript.txt, by time among the utterances
+    # (chat.txt and chat.jsonl are written either way).
+    sink_chat_in_transcript: bool = _setting(False, "RTMSFLOW_SINK_CHAT_IN_TRANSCRIPT", parse=_flag)
     # Media a sink may hold per partition while one topic waits for the other (video for audio);
     # past it the partition is paused until the other topic catches up.
     sink_buffer_bytes: int = _setting(64 << 20, "RTMSFLOW_SINK_BUFFER_BYTES", parse=_integer(1))

@@ -20,7 +20,7 @@ from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.records import MeetingIndex
-from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
+from schemas.topics import AUDIO, CHAT, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.bucket import parse_target
 from sinks.media_sink import media_core
 from sinks.stream_files import Finalized
@@ -29,7 +29,7 @@ from sinks.transcript_sink import transcript_core
 
 log = get_logger(__name__)
 
-REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name)
+REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)
 Progress = Callable[[int], None]
 
 

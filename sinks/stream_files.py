@@ -43,8 +43,8 @@ def owns_media(name: str) -> bool:
 
 
 def owns_transcript(name: str) -> bool:
-    """File names the transcript sink writes."""
-    return name.startswith("transcript.")
+    """File names the transcript sink writes (its chat files too)."""
+    return name.startswith(("transcript.", "chat."))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`rtmsflow sink transcripts`: `rtms.transcript` into each stream's TXT, jsonl, VTT and SRT.
+"""`rtmsflow sink transcripts`: `rtms.transcript` into each stream's TXT, jsonl, VTT and SRT, `rtms.chat` into chat.txt/.jsonl.
 
 A `SinkCore` whose builder is `TranscriptStreamFiles`: `transcript.txt` and `.jsonl` grow (under
 their temporary names) as utterances arrive; the marker (or the idle timeout) finalizes the stream:
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.topics import TRANSCRIPT
+from schemas.topics import CHAT, TRANSCRIPT
 from sinks.layout import StreamLayout
 from sinks.storage import open_storage
 from sinks.stream_sink import SinkCore, SinkService
@@ -34,14 +34,16 @@ def transcript_core(
     storage = open_storage(settings, data_dir, "transcripts", spool)
 
     def factory(layout: StreamLayout) -> TranscriptStreamFiles:
-        return TranscriptStreamFiles(layout, groups=storage.group)
+        return TranscriptStreamFiles(
+            layout, groups=storage.group, chat_in_transcript=settings.sink_chat_in_transcript
+        )
 
     def is_finalized(layout: StreamLayout) -> bool:
         return storage.is_finalized(layout, TRANSCRIPT_MANIFEST)
 
     return SinkCore(
         "transcripts",
-        {TRANSCRIPT.name: TRANSCRIPT.full_name(settings.topic_prefix)},
+        {spec.name: spec.full_name(settings.topic_prefix) for spec in (TRANSCRIPT, CHAT)},
         storage.root,
         Codec.from_settings(settings),
         factory,
