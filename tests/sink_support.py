@@ -21,10 +21,14 @@ from aiokafka import AIOKafkaProducer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import marker_headers
-from schemas.topics import AUDIO, TRANSCRIPT, VIDEO, partition_for
+from schemas.topics import AUDIO, CHAT, TRANSCRIPT, VIDEO, partition_for
 
 ORIGIN = 1_747_316_541_000  # 2025-05-15T13:42:21.000Z
 Record = tuple[dict[str, Any] | None, list[tuple[str, bytes]]]  # (value or None for a marker, headers)
+
+
+# the ordered topics the sinks read, each ended by a marker
+ALL_MARKED = (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class OrderedStream:
     origin_ms: int = ORIGIN
     duration_ms: int = 0
     records: dict[str, list[Record]] = field(
-        default_factory=lambda: {AUDIO.name: [], VIDEO.name: [], TRANSCRIPT.name: []}
+        default_factory=lambda: {AUDIO.name: [], VIDEO.name: [], TRANSCRIPT.name: [], CHAT.name: []}
     )
     pcm: dict[str, bytearray] = field(default_factory=dict)  # WAV name -> samples expected
     video: list[bytes] = field(default_factory=list)  # VIDEO access units in order
@@ -155,9 +159,31 @@ class OrderedStream:
         self.records[TRANSCRIPT.name].append((record, []))
         self._count(TRANSCRIPT.name, "TRANSCRIPT")
 
-    def end(
-        self, duration_ms: int, markers: Sequence[str] = (AUDIO.name, VIDEO.name, TRANSCRIPT.name)
+    def chat(
+        self, offset_ms: int, sender: tuple[int, str], text: str, recipients: Sequence[tuple[int, str]] = ()
     ) -> None:
+        """A chat message (time in ms from t = 0); private when it names `recipients`."""
+        lane = self._lane("CHAT")
+        record = {
+            "meeting_uuid": self.meeting_uuid,
+            "rtms_stream_id": self.rtms_stream_id,
+            "chat_id": f"{self.rtms_stream_id}/{lane.seq}",
+            "seq": lane.seq,
+            "message_id": None,
+            "sender_id": sender[0],
+            "sender_name": sender[1],
+            "timestamp_ms": self.origin_ms + offset_ms,
+            "stream_started_ms": self.origin_ms,
+            "text": text,
+            "text_truncated": False,
+            "private": bool(recipients),
+            "recipients": [{"user_id": i, "user_name": n} for i, n in recipients],
+        }
+        lane.seq += 1
+        self.records[CHAT.name].append((record, []))
+        self._count(CHAT.name, "CHAT")
+
+    def end(self, duration_ms: int, markers: Sequence[str] = ALL_MARKED) -> None:
         """Trailing audio gaps to `duration_ms`, then the markers of `markers`' topics."""
         self.duration_ms = duration_ms
         for (kind, pid), lane in sorted(self._lanes.items()):
@@ -204,7 +230,7 @@ def from_meeting(
     pause: tuple[int, int] | None = None,
     audio_mode: str = "mixed",
     deskshare: bool = False,
-    markers: Sequence[str] = (AUDIO.name, VIDEO.name, TRANSCRIPT.name),
+    markers: Sequence[str] = ALL_MARKED,
 ) -> OrderedStream:
     """The ordered records of an emulator `SyntheticMeeting` (media offsets as its timeline says);
     `pause` = [start, end) ms with no audio or video (PAUSE gaps)."""
