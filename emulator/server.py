@@ -30,7 +30,7 @@ from rtmsflow.logs import get_logger
 log = get_logger(__name__)
 
 _MEDIA_KEYS = {"audio": rp.MediaType.AUDIO, "video": rp.MediaType.VIDEO, "deskshare": rp.MediaType.DESKSHARE,
-               "transcript": rp.MediaType.TRANSCRIPT, "all": None}  # fmt: skip
+               "transcript": rp.MediaType.TRANSCRIPT, "chat": rp.MediaType.CHAT, "all": None}  # fmt: skip
 
 
 class StreamHandle:

@@ -25,6 +25,7 @@ from emulator.wire import (
     AUDIO,
     CHANNEL_NAMES,
     CHANNEL_OF,
+    CHAT,
     TRANSCRIPT,
     VIDEO,
     FrameEncoder,
@@ -141,7 +142,7 @@ class Stream:
         self.phase = Phase.WAITING
         self.paused = False
         self.signaling: Peer | None = None
-        self.media: list[Peer | None] = [None, None, None, None]
+        self.media: list[Peer | None] = [None] * len(CHANNEL_NAMES)
         self.grants: dict[int, ChannelParams] = {}
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}
@@ -153,8 +154,8 @@ class Stream:
         self._pos = 0
         self._next: Entry | None = None
         self._activating = False
-        self._buffers: tuple[deque[Entry], ...] = (deque(), deque(), deque(), deque())
-        self._held: list[Entry | None] = [None, None, None, None]
+        self._buffers: tuple[deque[Entry], ...] = tuple(deque() for _ in CHANNEL_NAMES)
+        self._held: list[Entry | None] = [None] * len(CHANNEL_NAMES)
         self._media_counter = 0
         self._reorder = faults.reorder_indices()
         self._duplicate = faults.duplicate_indices()
@@ -221,7 +222,7 @@ class Stream:
 
     def media_urls(self) -> dict[str, str]:
         base = self.server_urls.rsplit("/", 1)[0] + "/media/"
-        return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "all")}
+        return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "chat", "all")}
 
     def media_handshake(self, peer: Peer, grant: Grant) -> rp.DataHandshakeResponse:
         """Accept or refuse a data handshake whose parameters were negotiated into `grant`."""
@@ -301,7 +302,7 @@ class Stream:
         """Signaling is lost: media goes down with it; wait for a reconnection."""
         for peer in self._media_peers():
             peer.close(1001, "signaling interrupted")
-        self.media = [None, None, None, None]
+        self.media = [None] * len(CHANNEL_NAMES)
         self.phase = Phase.INTERRUPTED
         now = self._loop_time()
         self.deadline = now + self.faults.signaling_reconnect_s
@@ -313,7 +314,7 @@ class Stream:
         """The server "died": abort every socket and wait for the client at the new URL."""
         peers = self.peers()
         self.signaling = None
-        self.media = [None, None, None, None]
+        self.media = [None] * len(CHANNEL_NAMES)
         for peer in peers:
             peer.abort()
         if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
@@ -479,7 +480,7 @@ class Stream:
         if self.signaling is not None:
             self.signaling.send(rp.StreamStateUpdate(rp.StreamState.ACTIVE, rp.StopReason.UNDEFINED, ts))
             self.signaling.send(rp.SessionStateUpdate(rp.SessionState.STARTED, ts, self.session_id))
-        self._flush_buffers(tuple(range(4)))
+        self._flush_buffers(tuple(range(len(CHANNEL_NAMES))))
         self.active_event.set()
         self.pacer.wake(self)
 
@@ -706,7 +707,7 @@ class Stream:
             return  # individual-stream video: only the subscribed participant's frames
         peer = self.media[ch]
         if peer is None or not active:
-            if ch == AUDIO or ch == TRANSCRIPT:
+            if ch == AUDIO or ch == TRANSCRIPT or ch == CHAT:  # held while the socket is down
                 buf = self._buffers[ch]
                 buf.append(entry)
                 stats.buffered += 1

@@ -195,8 +195,9 @@ async def test_media_handshake_refusals(server: RTMSServer) -> None:
     bad_lang = rp.MediaParams(transcript=rp.TranscriptParams(src_language=77))
     code = (await client.open_media("transcript", 8, bad_lang))["status_code"]
     assert code == rp.StatusCode.INVALID_MEDIA_TRANSCRIPT_SOURCE_LANGUAGE
-    chat = await client.open_media("all", 16)
-    assert chat["status_code"] == rp.StatusCode.MEDIA_TYPE_CHAT_NOT_SUPPORT
+    bad_chat = rp.MediaParams(chat={"content_type": 2})  # chat is text (5) or nothing
+    code = (await client.open_media("chat", 16, bad_chat))["status_code"]
+    assert code == rp.StatusCode.INVALID_MEDIA_CHAT_CONTENT_TYPE
     await client.close()
     # a data handshake without a signaling connection
     lone = Client(handle)
