@@ -112,7 +112,7 @@ class ChatMessage:
 
 
 # The chat script: a message every few seconds, about one in three private to one participant.
-CHAT_EVERY_MS = (2_000, 7_000)
+CHAT_EVERY_MS = (1_000, 4_000)
 _CHAT_LINES = (
     "slides are in the shared folder", "can you hear me?", "+1", "link: https://example.com/doc?id=42",
     "I'll take the action item", "brb", "agreed", "let's follow up offline", "what's the ETA?",
