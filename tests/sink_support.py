@@ -237,8 +237,8 @@ def from_meeting(
     spec = meeting.spec
     size = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}.get(spec.video or "", (1280, 720))
     out = OrderedStream(meeting_uuid, rtms_stream_id)
-    for item in meeting.timeline(audio_mode=audio_mode, deskshare=deskshare, events=False):
-        if pause and pause[0] <= item.offset_ms < pause[1] and item.kind != "transcript":
+    for item in meeting.timeline(audio_mode=audio_mode, deskshare=deskshare, events=False, chat=True):
+        if pause and pause[0] <= item.offset_ms < pause[1] and item.kind not in ("transcript", "chat"):
             continue
         if item.kind == "audio":
             who = None if audio_mode == "mixed" else (item.user_id, item.user_name)
@@ -250,6 +250,9 @@ def from_meeting(
             )
         elif item.kind == "transcript":
             out.utterance(item.start_ms, item.end_ms, (item.user_id, item.user_name), item.data)
+        elif item.kind == "chat":
+            to = [(p["user_id"], p["user_name"]) for p in (item.event or {}).get("recipients") or ()]
+            out.chat(item.offset_ms, (item.user_id, item.user_name), str(item.data), to)
     out.end(meeting.duration_ms, markers)
     return out
 
