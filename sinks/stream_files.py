@@ -38,8 +38,8 @@ EndHow = Literal["marker", "idle_timeout"]
 
 
 def owns_media(name: str) -> bool:
-    """File names the media sink writes in a stream directory (everything but the transcript's)."""
-    return not name.startswith("transcript.")
+    """File names the media sink writes in a stream directory (everything but the transcript sink's)."""
+    return not owns_transcript(name)
 
 
 def owns_transcript(name: str) -> bool:
