@@ -90,8 +90,8 @@ def channels_for(media_type: int) -> tuple[int, ...] | StatusCode:
     """The channels of a `media_type` bitmask (ALL = every channel), or the status code refusing it."""
     if media_type <= 0 or media_type >= 64:
         return StatusCode.MEDIA_TYPE_INVALID_VALUE
-    if media_type & MediaType.ALL:
-        return (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT)
+    if media_type & MediaType.ALL:  # "everything the app's scopes allow": the emulator grants all
+        return (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT, CHAT)
     return tuple(ch for bit, ch in _BIT_CHANNEL.items() if media_type & bit)
 
 
