@@ -190,6 +190,8 @@ class _Played:
               help="Camera frame rate (a client's handshake may ask for another).")  # fmt: skip
 @click.option("--deskshare/--no-deskshare", default=False, show_default=True, help="Host shares a screen.")
 @click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
+@click.option("--chat/--no-chat", default=True, show_default=True,
+              help="A chat script (public and private messages) for clients that ask for chat.")  # fmt: skip
 @click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
 @click.option(
     "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Media time / real time."
@@ -246,6 +248,7 @@ def meeting(**options: Any) -> None:
                 fps=options["video_fps"],
                 transcripts=options["transcript"],
                 deskshare=options["deskshare"],
+                chat=options["chat"],
             )
             for i in range(options["meetings"])
         ]
