@@ -63,8 +63,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_747_316_541_000
-RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events", "rtms.raw.chat")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", "rtms.chat")
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 WORDS = ("so", "the", "numbers", "for", "this", "quarter", "look", "fine")
 TICK = os.sysconf("SC_CLK_TCK")
