@@ -95,8 +95,9 @@ CHAT = TopicSpec(
     Tier.ORDERED,
     _DATA,
     doc="The in-meeting chat of a stream (RTMS msg 18), in Zoom's order, each message once. Public "
-    "messages always; private ones as ingest's RTMSFLOW_CHAT_PRIVATE says (drop: none; keep: with "
-    "recipients; anonymous: without them). A consumer reads it like rtms.transcript.",
+    "messages always; private ones as ingest's RTMSFLOW_CHAT_PRIVATE says (drop, the default: none; "
+    "keep: with their recipients; unaddressed: flagged private, without recipients). A consumer reads it "
+    "like rtms.transcript; the transcript sink writes chat.jsonl and chat.txt from it.",
 )
 LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
 DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
