@@ -36,7 +36,16 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
-from rtms_protocol.session import SIGNALING, ClientSession, Verdict
+from rtms_protocol.session import (
+    SIGNALING,
+    Action,
+    Answered,
+    ClientPhase,
+    ClientSession,
+    Finish,
+    Send,
+    Verdict,
+)
 
 LATE_MS = 20.0
 KEPT_FRACTION = 0.001
@@ -252,9 +261,10 @@ class BenchMeeting:
         hello = self.hs.hello()
         self.sig = await self._open(self.url, self._on_signaling, lambda ws: ws.send_text(hello))
 
-    def _send(self, ws: WSClient, sends: tuple[tuple[str, str], ...]) -> None:
-        for channel, text in sends:
-            (self.sig if channel == SIGNALING and self.sig is not None else ws).send_text(text)
+    def _send(self, ws: WSClient, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                (self.sig if a.channel == SIGNALING and self.sig is not None else ws).send_text(a.text)
 
     def _end(self) -> None:
         if not self.done.done():
@@ -262,9 +272,9 @@ class BenchMeeting:
 
     def _on_signaling(self, ws: WSClient, payload: bytes) -> None:
         msg = json.loads(payload)
-        step = self.hs.receive(SIGNALING, msg)
-        self._send(ws, step.send)
-        if step.verdict is Verdict.OK:
+        actions = self.hs.on_message(SIGNALING, msg)
+        self._send(ws, actions)
+        if Answered(SIGNALING, Verdict.OK) in actions:
             for kind, bit in self.KINDS:
                 req = self.hs.media_hello(kind, bit)
                 asyncio.ensure_future(
@@ -274,12 +284,12 @@ class BenchMeeting:
                         lambda w, r=req: w.send_text(r),
                     )
                 )
-        elif step.verdict is not None:
+        elif actions and isinstance(actions[0], Answered):
             self.totals.errors.append(f"handshake {msg}")
             self._end()
         elif msg["msg_type"] == 6 and msg["event"]["event_type"] == 1:
             self.base_ms = msg["event"]["timestamp"]
-        elif step.ended:
+        elif Finish() in actions:
             self.totals.ended += 1
             self._end()
 
@@ -298,11 +308,12 @@ class BenchMeeting:
                 totals.late += 1
             return
         msg = json.loads(payload)
-        step = self.hs.receive(kind, msg)
-        if step.verdict not in (None, Verdict.OK):
+        was_ready = self.hs.phase is ClientPhase.READY
+        actions = self.hs.on_message(kind, msg)
+        if any(isinstance(a, Answered) and a.verdict is not Verdict.OK for a in actions):
             self.totals.errors.append(f"data handshake {msg}")
-        self._send(ws, step.send)
-        if step.ready:
+        self._send(ws, actions)
+        if not was_ready and self.hs.phase is ClientPhase.READY:
             self.totals.connected += 1
 
 

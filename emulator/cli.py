@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from emulator.clips import RESOLUTIONS
+from emulator.faults import Faults
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from emulator.streams import Lifecycle
@@ -189,6 +190,18 @@ class _Played:
 @click.option("--video-fps", default=30, show_default=True, type=click.IntRange(1, 30),
               help="Camera frame rate (a client's handshake may ask for another).")  # fmt: skip
 @click.option("--deskshare/--no-deskshare", default=False, show_default=True, help="Host shares a screen.")
+@click.option(
+    "--camera-off",
+    is_flag=True,
+    help="The last participant's camera is off from 40 % to 60 % of the meeting.",
+)
+@click.option(
+    "--individual-videos",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Cameras served at once with individual video (1: Zoom's V1, a new subscription replaces the last).",
+)
 @click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
 @click.option("--chat/--no-chat", default=True, show_default=True,
               help="A chat script (public and private messages) for clients that ask for chat.")  # fmt: skip
@@ -249,6 +262,7 @@ def meeting(**options: Any) -> None:
                 transcripts=options["transcript"],
                 deskshare=options["deskshare"],
                 chat=options["chat"],
+                camera_off=options["camera_off"],
             )
             for i in range(options["meetings"])
         ]
@@ -312,6 +326,7 @@ async def _play_one(
         identity.instance_id,
         identity.rtms_stream_id,
         meeting,
+        Faults(individual_videos=options["individual_videos"]),
         speed=options["speed"],
         preroll_ms=options["preroll_ms"],
         first_packet_event=options["first_packet_event"],

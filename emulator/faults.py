@@ -53,6 +53,10 @@ class Faults:
       missing media socket `media_reconnect_s`, before it is terminated (19, or 24 after a
       keep-alive timeout). Audio and transcripts due while their socket is down are buffered (at
       most `buffer_ms` of media time) and sent on reconnect; video and deskshare are not.
+    * `individual_videos`: cameras served at once with individual video (video `data_opt` 4): 1 is
+      Zoom's V1 (a new subscription replaces the last), more is Zoom's multiple individual streams
+      (up to 4 at 720p), served here on the one video connection (our assumption: Zoom has not said
+      how a V2 data connection is bound to its participant); a subscription past it is refused.
     """
 
     reorder: int = 0
@@ -66,6 +70,7 @@ class Faults:
     media_reconnect_s: float = 65.0
     buffer_ms: int = 60_000
     close_grace_s: float = 2.0
+    individual_videos: int = 1
 
     def reorder_indices(self) -> frozenset[int]:
         """Media-frame counters whose frame is held back behind the next one of its channel."""

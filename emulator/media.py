@@ -87,6 +87,8 @@ class MeetingSpec:
     transcripts: bool = True
     deskshare: bool = False
     chat: bool = True  # a chat script (`emulator.conversation.chat_messages`) for chat subscribers
+    # The last participant's camera is off for a stretch in the middle (`camera_off_window`).
+    camera_off: bool = False
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -126,6 +128,17 @@ def _check_send_rate(send_rate_ms: int) -> None:
 class _Share:
     """When participant 0 shares their screen: frame indices [first, end)."""
 
+    first_frame: int
+    end_frame: int
+    start_ms: int
+    stop_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CameraOff:
+    """When the last participant's camera is off: frame indices [first, end), media ms [start, stop)."""
+
+    user_id: int
     first_frame: int
     end_frame: int
     start_ms: int
@@ -219,6 +232,29 @@ class SyntheticMeeting:
         fps = self.spec.fps
         return _Share(first, end, first * 1000 // fps, end * 1000 // fps)
 
+    def camera_off_window(self) -> _CameraOff | None:
+        """The last participant's camera off from ~40 % to ~60 % of the meeting, back on at a
+        keyframe of their camera (`spec.camera_off`)."""
+        if not (self.spec.camera_off and self.spec.video):
+            return None
+        clip = self._clip_params("camera")
+        total = self._frame_count()
+        last = len(self.participants) - 1
+        first, end = total * 2 // 5, total * 3 // 5
+        while end < total and (end + self._camera_shift(last)) % clip.frame_count % clip.gop:
+            end += 1
+        if not first < end < total:
+            return None
+        fps = self.spec.fps
+        uid = self.participants[last].user_id
+        return _CameraOff(uid, first, end, first * 1000 // fps, end * 1000 // fps)
+
+    def _camera_shift(self, index: int) -> int:
+        """Participant `index`'s camera plays the loop from this frame on (a keyframe), so the
+        cameras differ: the same clip, started one GOP further per participant."""
+        clip = self._clip_params("camera")
+        return index * clip.gop % clip.frame_count
+
     # -- the timeline ---------------------------------------------------------------------------
 
     def timeline(
@@ -233,6 +269,7 @@ class SyntheticMeeting:
         audio: bool = True,
         chat: bool = False,
         start_ms: int = 0,
+        cameras: bool = False,
     ) -> Iterator[MediaItem]:
         """Every item of the meeting with `offset_ms >= start_ms`, sorted by offset.
 
@@ -240,7 +277,8 @@ class SyntheticMeeting:
         the meeting has: video needs `spec.video`, deskshare `spec.deskshare`, transcripts
         `spec.transcripts`, chat `spec.chat`. Events describe the meeting whatever was subscribed: joins and
         leaves, active-speaker changes, camera on/off (if it has video), sharing start/stop.
-        `send_rate_ms` defaults to `spec.audio_send_rate_ms`.
+        `send_rate_ms` defaults to `spec.audio_send_rate_ms`. `cameras`: the video is every
+        participant's own camera (individual streams, `_cameras`) instead of the active speaker's.
         """
         if audio_mode not in ("mixed", "multi"):
             raise ValueError(f"audio_mode must be 'mixed' or 'multi', got {audio_mode!r}")
@@ -252,7 +290,7 @@ class SyntheticMeeting:
         if audio:
             streams.append(self._audio(audio_mode, send_rate, start_ms))
         if video and self.spec.video:
-            streams.append(self._camera(start_ms))
+            streams.append(self._cameras(start_ms) if cameras else self._camera(start_ms))
         if deskshare and self.spec.deskshare:
             streams.append(self._screen(start_ms))
         if transcripts and self.spec.transcripts:
@@ -280,6 +318,12 @@ class SyntheticMeeting:
             start = {"event_type": EV_SHARING_START, "user_id": host.user_id, "user_name": host.user_name}
             fixed.append((share.start_ms, start, host))
             fixed.append((share.stop_ms, {"event_type": EV_SHARING_STOP}, nobody))
+        off = self.camera_off_window()
+        if off:
+            camera = [{"user_id": off.user_id}]
+            fixed.append((off.start_ms, {"event_type": EV_VIDEO_OFF, "participants": camera}, nobody))
+            fixed.append((off.stop_ms, {"event_type": EV_VIDEO_ON, "participants": camera}, nobody))
+            fixed.sort(key=lambda e: e[0])
         if self.spec.video:
             fixed.append((end, {"event_type": EV_VIDEO_OFF, "participants": ids}, nobody))
         fixed.append((end, {"event_type": EV_PARTICIPANT_LEAVE, "participants": ids}, nobody))
@@ -390,6 +434,25 @@ class SyntheticMeeting:
     def _camera(self, start_ms: int) -> Iterator[tuple[int, int, int, MediaItem]]:
         first = -(-start_ms * self.spec.fps // 1000)
         return self._video("video", self.video_clip(), first, self._frame_count(), follow_speaker=True)
+
+    def _cameras(self, start_ms: int) -> Iterator[tuple[int, int, int, MediaItem]]:
+        """Every participant's own camera, frame by frame at the same instants (individual
+        streams: the server sends only the subscribed ones), without the camera-off window."""
+        people = self.participants
+        clip = self.video_clip()
+        frames, keys, n = clip.frames, clip.keyframes, clip.frame_count
+        fps = self.spec.fps
+        shifts = [self._camera_shift(i) for i in range(len(people))]
+        off = self.camera_off_window()
+        prio = _PRIORITY["video"]
+        for j in range(-(-start_ms * fps // 1000), self._frame_count()):
+            offset = j * 1000 // fps
+            for i, p in enumerate(people):
+                if off and p.user_id == off.user_id and off.first_frame <= j < off.end_frame:
+                    continue
+                k = (j + shifts[i]) % n
+                item = MediaItem("video", offset, p.user_id, p.user_name, frames[k], keyframe=keys[k])
+                yield offset, prio, j * len(people) + i, item
 
     def _screen(self, start_ms: int) -> Iterator[tuple[int, int, int, MediaItem]]:
         share = self.share_window()

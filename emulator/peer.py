@@ -21,15 +21,12 @@ class Peer:
     """One accepted WebSocket. Server-to-client frames are written straight to the transport
     (whole, unmasked frames, so they never interleave with the library's own control frames)."""
 
-    __slots__ = ("ws", "transport", "role", "channels", "unanswered", "ka_seq", "_tasks")
+    __slots__ = ("ws", "transport", "role", "_tasks")
 
     def __init__(self, ws: ServerConnection, role: str) -> None:
         self.ws = ws
         self.transport = ws.transport
         self.role = role  # "signaling", or the media URL key ("audio", ..., "all")
-        self.channels: tuple[int, ...] = ()
-        self.unanswered = 0
-        self.ka_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property

@@ -18,19 +18,17 @@ from websockets.exceptions import ConnectionClosed
 
 import rtms_protocol as rp
 from emulator.faults import Faults, Malformed
-from emulator.negotiate import ChannelParams, negotiate
+from emulator.negotiate import ChannelParams
 from emulator.pacer import Pacer
 from emulator.peer import Peer
+from emulator.server_session import MEDIA_KEYS, SIGNALING, ServerPhase
 from emulator.source import MeetingSource
-from emulator.streams import Lifecycle, Phase, SentFrame, Stream, StreamStats
+from emulator.streams import Lifecycle, SentFrame, Stream, StreamStats
 from emulator.timeline import TimelineCache
 from emulator.wire import CHANNEL_NAMES, CHANNEL_OF, FrameEncoder
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
-
-_MEDIA_KEYS = {"audio": rp.MediaType.AUDIO, "video": rp.MediaType.VIDEO, "deskshare": rp.MediaType.DESKSHARE,
-               "transcript": rp.MediaType.TRANSCRIPT, "chat": rp.MediaType.CHAT, "all": None}  # fmt: skip
 
 
 class StreamHandle:
@@ -277,11 +275,12 @@ class RTMSServer:
         """
         if self._pacer is None:
             raise RuntimeError("start() the server before adding streams")
-        if stream_id in self._streams and self._streams[stream_id].phase is not Phase.TERMINATED:
+        if stream_id in self._streams and self._streams[stream_id].phase is not ServerPhase.TERMINATED:
             raise ValueError(f"stream {stream_id!r} already exists")
         stream = Stream(
             meeting_uuid=meeting_uuid,
             stream_id=stream_id,
+            signature=rp.handshake_signature(self.client_id, self.client_secret, meeting_uuid, stream_id),
             source=MeetingSource(meeting),
             faults=faults or Faults(),
             speed=speed,
@@ -317,8 +316,8 @@ class RTMSServer:
     def _parse_path(self, path: str) -> tuple[Stream, str] | None:
         parts = path.split("?", 1)[0].strip("/").split("/")
         if len(parts) == 3 and parts[0] == "rtms" and parts[2] == "signaling":
-            role = "signaling"
-        elif len(parts) == 4 and parts[0] == "rtms" and parts[2] == "media" and parts[3] in _MEDIA_KEYS:
+            role = SIGNALING
+        elif len(parts) == 4 and parts[0] == "rtms" and parts[2] == "media" and parts[3] in MEDIA_KEYS:
             role = parts[3]
         else:
             return None
@@ -341,7 +340,7 @@ class RTMSServer:
             first = await asyncio.wait_for(ws.recv(), self.handshake_timeout_s)
         except (TimeoutError, ConnectionClosed):
             return
-        if not self._handshake(peer, stream, first):
+        if not stream.handshake(peer, first):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), 2.0)  # the client closes after a refusal
             return
@@ -352,61 +351,3 @@ class RTMSServer:
             pass
         finally:
             stream.detach(peer)
-
-    def _check(self, stream: Stream, msg: rp.HandshakeRequest | rp.DataHandshakeRequest) -> tuple[int, str]:
-        if msg.rtms_stream_id != stream.stream_id:
-            return rp.StatusCode.INVALID_RTMS_STREAM_ID, "unknown rtms_stream_id"
-        expected = rp.handshake_signature(
-            self.client_id, self.client_secret, stream.meeting_uuid, stream.stream_id
-        )
-        if not rp.signatures_equal(msg.signature, expected):
-            return rp.StatusCode.INVALID_SIGNATURE, "invalid signature"
-        return rp.StatusCode.OK, ""
-
-    def _handshake(self, peer: Peer, stream: Stream, raw: str | bytes) -> bool:
-        """Answer a socket's first message, its signaling or data handshake request (by the socket's
-        role); True = accepted."""
-        signaling = peer.role == "signaling"
-        answer = rp.HandshakeResponse if signaling else rp.DataHandshakeResponse
-        response: rp.HandshakeResponse | rp.DataHandshakeResponse
-        try:
-            msg = rp.parse(raw)
-        except rp.ProtocolError as exc:
-            response = answer(rp.StatusCode.INVALID_PAYLOAD, str(exc))
-        else:
-            if signaling and not isinstance(msg, rp.HandshakeRequest):
-                response = answer(rp.StatusCode.INVALID_MESSAGE_TYPE, "expected SIGNALING_HAND_SHAKE_REQ")
-            elif not signaling and not isinstance(msg, rp.DataHandshakeRequest):
-                response = answer(rp.StatusCode.INVALID_MESSAGE_TYPE, "expected DATA_HAND_SHAKE_REQ")
-            else:
-                assert isinstance(msg, rp.HandshakeRequest | rp.DataHandshakeRequest)
-                code, reason = self._check(stream, msg)
-                if code:
-                    response = answer(code, reason)
-                elif isinstance(msg, rp.HandshakeRequest):  # signaling (the checks above)
-                    response = stream.signaling_handshake(peer, msg)
-                else:
-                    response = self._media_grant(peer, stream, msg)
-        peer.send(response)
-        if response.status_code:
-            log.info(
-                "signaling handshake refused" if signaling else "data handshake refused",
-                extra={
-                    "meeting": stream.meeting_uuid,
-                    "socket": peer.role,
-                    "status": response.status_code,
-                    "reason": response.reason,
-                },
-            )
-        return response.status_code == rp.StatusCode.OK
-
-    def _media_grant(
-        self, peer: Peer, stream: Stream, msg: rp.DataHandshakeRequest
-    ) -> rp.DataHandshakeResponse:
-        """A valid data handshake on a media URL: refused if the URL serves another media type."""
-        bit = _MEDIA_KEYS[peer.role]
-        if bit is not None and msg.media_type != bit:
-            return rp.DataHandshakeResponse(
-                rp.StatusCode.INVALID_MEDIA_TYPE, f"this URL serves media_type {int(bit)}"
-            )
-        return stream.media_handshake(peer, negotiate(msg.media_type, msg.media_params, stream.source.adjust))

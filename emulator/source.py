@@ -93,9 +93,10 @@ class MeetingSource:
             self._meeting.prepare(send_rate_ms)
 
     def items(
-        self, channels: set[int], audio_mode: str, send_rate_ms: int, start_ms: int = 0
+        self, channels: set[int], audio_mode: str, send_rate_ms: int, start_ms: int = 0, cameras: bool = False
     ) -> Iterator[MediaItemLike]:
-        """Every item from `start_ms` on, sorted by offset: events, and media of `channels`."""
+        """Every item from `start_ms` on, sorted by offset: events, and media of `channels`
+        (`cameras`: every participant's own camera instead of the active speaker's)."""
         if self._items is not None:
             return (i for i in self._items if i.offset_ms >= start_ms)
         timeline: Iterator[MediaItemLike] = self._meeting.timeline(
@@ -108,5 +109,6 @@ class MeetingSource:
             audio=AUDIO in channels,
             chat=CHAT in channels,
             start_ms=start_ms,
+            cameras=cameras,
         )
         return timeline

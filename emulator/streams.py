@@ -1,4 +1,4 @@
-"""One emulated RTMS stream: its sockets, its state machine and its media clock.
+"""One emulated RTMS stream: the shell of its `ServerSession` (`emulator.server_session`) and its media clock.
 
 `Stream` is driven by its sockets, the pacer (`pump`) and the test (`StreamHandle`). The media clock
 starts at the first CLIENT_READY_ACK; while a socket is down, audio and transcripts are buffered and
@@ -12,13 +12,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING
 
 import rtms_protocol as rp
 from emulator.faults import Faults, Malformed, malformed_text
-from emulator.negotiate import ChannelParams, Grant
+from emulator.negotiate import ChannelParams
 from emulator.peer import Peer
+from emulator.server_session import (
+    Abort,
+    Action,
+    Close,
+    Finish,
+    Notify,
+    ResumeMedia,
+    Send,
+    ServerPhase,
+    ServerSession,
+    StartCamera,
+    StartMedia,
+)
 from emulator.source import MeetingSource
 from emulator.timeline import EVENT, Entry, SharedTimeline, TimelineCache
 from emulator.wire import (
@@ -41,16 +53,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 LATE_MS = 20.0  # a frame sent more than this after its due time is counted late
-
-
-class Phase(Enum):
-    """Where a stream is in its life."""
-
-    WAITING = "waiting"  # added, no signaling handshake yet
-    CONNECTED = "connected"  # signaling handshake done, waiting for CLIENT_READY_ACK
-    ACTIVE = "active"  # media flows
-    INTERRUPTED = "interrupted"  # signaling lost; waiting for a reconnection
-    TERMINATED = "terminated"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Stream:
         *,
         meeting_uuid: str,
         stream_id: str,
+        signature: str,
         source: MeetingSource,
         faults: Faults,
         speed: float,
@@ -132,22 +135,24 @@ class Stream:
         self.start_delay_s = start_delay_s
         self.start_after_subscribing = start_after_subscribing
         self.preroll_ms = preroll_ms
-        self.first_packet_event = first_packet_event
         self._subscribed_enough = asyncio.Event()  # the client subscribed to start_after_subscribing
         self.encoder = encoder
         self.timelines = timelines
         self.pacer = pacer
         self._urls = urls
         self.route = ""  # URL token; a failover changes it
-        self.phase = Phase.WAITING
-        self.paused = False
-        self.signaling: Peer | None = None
-        self.media: list[Peer | None] = [None] * len(CHANNEL_NAMES)
-        self.grants: dict[int, ChannelParams] = {}
-        self.subscribed: set[int] = set()
-        self.roster: dict[int, str] = {}
-        self.video_subscription: int | None = None
-        self._individual = False  # video granted as VIDEO_SINGLE_INDIVIDUAL_STREAM (data_opt 4)
+        self.stats = StreamStats()
+        self.machine: ServerSession[Peer] = ServerSession(
+            meeting_uuid=meeting_uuid,
+            rtms_stream_id=stream_id,
+            session_id=self.session_id,
+            signature=signature,
+            faults=faults,
+            stats=self.stats,
+            adjust=source.adjust,
+            first_packet_event=first_packet_event,
+        )
+        self._camera_starting: set[int] = set()  # subscribed cameras waiting for their next keyframe
         self.t0: float | None = None  # loop time of media offset 0
         self._timeline: SharedTimeline | None = None
         self._cursor = 0
@@ -161,17 +166,48 @@ class Stream:
         self._duplicate = faults.duplicate_indices()
         self._frame_faults = bool(self._reorder or self._duplicate)
         self._pending_malformed = list(faults.malformed)
-        self.deadline: float | None = None
-        self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
-        self.next_keepalive: float | None = None
         self.wake_at: float | None = None
-        self.stats = StreamStats()
         self.sent_log: list[SentFrame] | None = [] if record else None
         self.listeners: list[Callable[[Lifecycle], None]] = []
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.active_event = asyncio.Event()
         self._offset_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._language = rp.TranscriptLanguage.ENGLISH.value
+
+    # --- the session's state, as the media and the handle read it ------------------------------------
+
+    @property
+    def phase(self) -> ServerPhase:
+        return self.machine.phase
+
+    @property
+    def paused(self) -> bool:
+        return self.machine.paused
+
+    @property
+    def signaling(self) -> Peer | None:
+        return self.machine.signaling
+
+    @property
+    def media(self) -> list[Peer | None]:
+        """The socket of each media channel (emulator.wire), None while it is down."""
+        return self.machine.media
+
+    @property
+    def grants(self) -> dict[int, ChannelParams]:
+        return self.machine.grants
+
+    @property
+    def subscribed(self) -> set[int]:
+        return self.machine.subscribed
+
+    @property
+    def roster(self) -> dict[int, str]:
+        return self.machine.roster
+
+    @property
+    def video_subscriptions(self) -> set[int]:
+        """Individual video: whose cameras are sent."""
+        return self.machine.video_subscriptions
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -202,228 +238,94 @@ class Stream:
             except Exception:
                 log.exception("lifecycle listener failed", extra={"meeting": self.meeting_uuid})
 
+    # --- the session's actions, carried out ------------------------------------------------------------
+
+    def _carry_out(self, actions: list[Action[Peer]]) -> None:
+        stats = self.stats
+        for action in actions:
+            if isinstance(action, Send):
+                if action.socket.send(action.message):
+                    if isinstance(action.message, rp.EventUpdate):
+                        stats.events_sent += 1
+                    elif isinstance(action.message, rp.KeepAliveRequest):
+                        stats.keepalives_sent += 1
+            elif isinstance(action, Close):
+                action.socket.close(action.code, action.reason)
+            elif isinstance(action, Abort):
+                action.socket.abort()
+            elif isinstance(action, StartMedia):
+                self._start_media()
+            elif isinstance(action, StartCamera):
+                self._camera_starting.add(action.user_id)
+            elif isinstance(action, ResumeMedia):
+                self._media_restored(action.channels)
+            elif isinstance(action, Notify):
+                self._notify(action.kind)
+            elif isinstance(action, Finish):
+                self._finish(action.stop_reason)
+        deadline = self.machine.next_deadline()
+        if deadline is not None and self.phase is not ServerPhase.TERMINATED:
+            self.pacer.wake(self, deadline)
+
     # --- sockets ------------------------------------------------------------------------------------
 
-    def signaling_handshake(self, peer: Peer, req: rp.HandshakeRequest) -> rp.HandshakeResponse:
-        """Accept or refuse a signaling handshake that reached this stream's URL."""
-        if self.phase is Phase.TERMINATED:
-            return rp.HandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "stream is over")
-        if self.signaling is not None and self.signaling.open:
-            return rp.HandshakeResponse(rp.StatusCode.DUPLICATE_SIGNAL_REQUEST, "duplicate signal request")
-        self.signaling = peer
-        peer.channels = ()
+    def handshake(self, peer: Peer, raw: str | bytes) -> bool:
+        """Answer a socket's first message (its signaling or data handshake request, by the socket's
+        role); True = accepted."""
+        machine = self.machine
+        actions: list[Action[Peer]] = []
+        for held in machine.sockets():
+            if not held.open:  # polled here, the one moment it matters
+                actions += machine.on_closing(held)
+        actions += machine.on_handshake(peer, peer.role, raw, self._loop_time(), self.media_urls())
+        self._carry_out(actions)
+        if not machine.connected(peer):
+            return False
         if not self.faults.answer_keepalives:
             peer.ignore_pings()
-        self.stats.signaling_handshakes += 1
-        if self.phase in (Phase.WAITING, Phase.INTERRUPTED):
-            self.phase = Phase.CONNECTED
-        self._arm_keepalive()
-        return rp.HandshakeResponse(rp.StatusCode.OK, "", self.media_urls())
+        return True
 
     def media_urls(self) -> dict[str, str]:
         base = self.server_urls.rsplit("/", 1)[0] + "/media/"
         return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "chat", "all")}
 
-    def media_handshake(self, peer: Peer, grant: Grant) -> rp.DataHandshakeResponse:
-        """Accept or refuse a data handshake whose parameters were negotiated into `grant`."""
-        if self.phase is Phase.TERMINATED:
-            return rp.DataHandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "stream is over")
-        if self.signaling is None or not self.signaling.open:
-            return rp.DataHandshakeResponse(rp.StatusCode.INVALID_RTMS_STREAM_ID, "no signaling connection")
-        if grant.status != rp.StatusCode.OK:
-            return rp.DataHandshakeResponse(grant.status, grant.reason)
-        taken = [p for p in (self.media[ch] for ch in grant.channels) if p is not None and p.open]
-        if taken:
-            code = (
-                rp.StatusCode.MEDIA_DATA_ALL_CONNECTION_EXIST
-                if peer.role == "all" or any(p.role == "all" for p in taken)
-                else rp.StatusCode.DUPLICATE_MEDIA_DATA_CONNECTION
-            )
-            return rp.DataHandshakeResponse(code, code.name)
-        assert grant.params is not None
-        for ch in grant.channels:
-            self.grants.setdefault(ch, grant.params[ch])  # the first grant of a channel holds
-            self.media[ch] = peer
-        video = self.grants.get(VIDEO)
-        self._individual = (
-            isinstance(video, rp.VideoParams)
-            and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
-        )
-        peer.channels = grant.channels
-        if not self.faults.answer_keepalives:
-            peer.ignore_pings()
-        transcript = self.grants.get(TRANSCRIPT)
-        if isinstance(transcript, rp.TranscriptParams) and transcript.src_language >= 0:
-            self._language = transcript.src_language
-        self.stats.media_handshakes += 1
-        granted = {ch: self.grants[ch] for ch in grant.channels}
-        response = rp.DataHandshakeResponse(
-            rp.StatusCode.OK, "", Grant(0, "", grant.channels, granted).media_params()
-        )
-        if self.phase is Phase.ACTIVE:
-            # a media socket came back: everything buffered for it goes out right after msg 4
-            asyncio.get_running_loop().call_soon(self._media_restored, peer)
-        return response
-
-    def _media_restored(self, peer: Peer) -> None:
-        if self.phase is not Phase.ACTIVE:
+    def _media_restored(self, channels: tuple[int, ...]) -> None:
+        if self.phase is not ServerPhase.ACTIVE:
             return
-        self._flush_buffers(peer.channels)
-        if all(self.media[ch] is not None for ch in self.grants):
-            self.deadline = None
+        self._flush_buffers(channels)
         self.pacer.wake(self)
 
     def detach(self, peer: Peer) -> None:
         """A socket of this stream is gone (closed by either side, or lost)."""
-        if peer is self.signaling:
-            self.signaling = None
-            if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
-                self._interrupt_signaling(rp.StopReason.AWAIT_RECONNECTION_TIMEOUT)
-            return
-        lost = [ch for ch in peer.channels if self.media[ch] is peer]
-        for ch in lost:
-            self.media[ch] = None
-        if lost and self.phase is Phase.ACTIVE:
-            now = self._loop_time()
-            ts = self.now_ms(now)
-            if self.signaling is not None:
-                self._send_event(rp.EventUpdate(rp.EventType.MEDIA_CONNECTION_INTERRUPTED, ts), always=True)
-                self.signaling.send(
-                    rp.StreamStateUpdate(
-                        rp.StreamState.INTERRUPTED, rp.StopReason.DATA_CONNECTION_INTERRUPTED, ts
-                    )
-                )
-            if self.deadline is None:
-                self.deadline = now + self.faults.media_reconnect_s
-                self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
-                self.pacer.wake(self, self.deadline)
-
-    def _interrupt_signaling(self, reason: rp.StopReason) -> None:
-        """Signaling is lost: media goes down with it; wait for a reconnection."""
-        for peer in self._media_peers():
-            peer.close(1001, "signaling interrupted")
-        self.media = [None] * len(CHANNEL_NAMES)
-        self.phase = Phase.INTERRUPTED
         now = self._loop_time()
-        self.deadline = now + self.faults.signaling_reconnect_s
-        self.deadline_reason = reason
-        self.pacer.wake(self, self.deadline)
-        self._notify("interrupted")
+        self._carry_out(self.machine.on_closed(peer, now, self.now_ms(now)))
 
     def failover(self) -> None:
         """The server "died": abort every socket and wait for the client at the new URL."""
-        peers = self.peers()
-        self.signaling = None
-        self.media = [None] * len(CHANNEL_NAMES)
-        for peer in peers:
-            peer.abort()
-        if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
-            self.phase = Phase.INTERRUPTED
-            self.deadline = self._loop_time() + self.faults.signaling_reconnect_s
-            self.deadline_reason = rp.StopReason.AWAIT_RECONNECTION_TIMEOUT
-            self.pacer.wake(self, self.deadline)
-        self._notify("failover")
-
-    def _media_peers(self) -> list[Peer]:
-        seen: list[Peer] = []
-        for peer in self.media:
-            if peer is not None and peer not in seen:
-                seen.append(peer)
-        return seen
-
-    def peers(self) -> list[Peer]:
-        """Every live socket of the stream, signaling first."""
-        return ([self.signaling] if self.signaling is not None else []) + self._media_peers()
+        self._carry_out(self.machine.request_failover(self._loop_time()))
 
     # --- client messages -----------------------------------------------------------------------------
 
     def on_message(self, peer: Peer, raw: str | bytes) -> None:
         """A message from the client after the handshake (either socket)."""
-        try:
-            msg = rp.parse(raw)
-        except rp.ProtocolError as exc:
-            self.stats.bad_client_messages += 1
-            log.warning(
-                "bad client message",
-                extra={
-                    "meeting": self.meeting_uuid,
-                    "socket": peer.role,
-                    "reason": exc.reason,
-                    "field": exc.field,
-                },
-            )
-            return
-        if isinstance(msg, rp.KeepAliveResponse):
-            peer.unanswered = 0
-            self.stats.keepalives_answered += 1
-        elif isinstance(msg, rp.KeepAliveRequest):
-            if self.faults.answer_keepalives:
-                peer.send(msg.response())
-        elif peer is not self.signaling:
-            self.stats.bad_client_messages += 1
-        elif isinstance(msg, rp.ClientReadyAck):
-            self._ready()
-        elif isinstance(msg, rp.EventSubscription):
-            self._subscribe(msg)
-        elif isinstance(msg, rp.StreamCloseRequest):
-            peer.send(rp.StreamCloseResponse(self.stream_id, rp.StatusCode.OK, "OK", self.now_ms()))
-            self.terminate(rp.StopReason.RECEIVER_REQUEST_CLOSE)
-        elif isinstance(msg, rp.VideoSubscriptionRequest):
-            peer.send(self._video_subscription(msg))
-        elif isinstance(msg, rp.SessionStateRequest):
-            state = rp.SessionState.PAUSED if self.paused else rp.SessionState.STARTED
-            peer.send(rp.SessionStateResponse(self.session_id, state, self.now_ms()))
-        elif isinstance(msg, rp.StreamStateRequest):
-            peer.send(rp.StreamStateResponse(self.stream_id, self._stream_state(), self.now_ms()))
-        else:
-            self.stats.bad_client_messages += 1
-
-    def _stream_state(self) -> rp.StreamState:
-        if self.phase is Phase.ACTIVE:
-            return rp.StreamState.PAUSED if self.paused else rp.StreamState.ACTIVE
-        if self.phase is Phase.INTERRUPTED:
-            return rp.StreamState.INTERRUPTED
-        if self.phase is Phase.TERMINATED:
-            return rp.StreamState.TERMINATED
-        return rp.StreamState.INACTIVE
-
-    def _subscribe(self, msg: rp.EventSubscription) -> None:
-        self._note_subscriptions(msg)
+        self._carry_out(self.machine.on_message(peer, raw, self.now_ms()))
         if self.start_after_subscribing <= self.subscribed:
             self._subscribed_enough.set()
 
-    def _note_subscriptions(self, msg: rp.EventSubscription) -> None:
-        for event_type, on in msg.changes:
-            if not on:
-                self.subscribed.discard(event_type)
-            elif event_type not in self.subscribed:
-                self.subscribed.add(event_type)
-                if event_type == rp.EventType.PARTICIPANT_JOIN and self.roster and self.phase is Phase.ACTIVE:
-                    # a late subscriber learns who is already there
-                    people = tuple(rp.Participant(uid, name) for uid, name in self.roster.items())
-                    self._send_event(
-                        rp.EventUpdate(rp.EventType.PARTICIPANT_JOIN, self.now_ms(), participants=people)
-                    )
+    def _camera_sent(self, item: MediaItemLike) -> bool:
+        """Individual video: is this camera frame sent (subscribed, and from an IDR on)?"""
+        uid = item.user_id
+        if uid not in self.video_subscriptions:
+            return False
+        if uid in self._camera_starting:
+            if not getattr(item, "keyframe", True):  # a hand-made item without the flag: any frame
+                return False
+            self._camera_starting.discard(uid)
+        return True
 
-    def _video_subscription(self, msg: rp.VideoSubscriptionRequest) -> rp.VideoSubscriptionResponse:
-        ts = self.now_ms()
-        if not self._individual:
-            code = rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
-            return rp.VideoSubscriptionResponse(
-                msg.user_id, code, "video data_opt is not individual stream", ts
-            )
-        if msg.subscribe and msg.user_id == self.video_subscription:
-            code = rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION
-            return rp.VideoSubscriptionResponse(msg.user_id, code, code.name, ts)
-        if msg.subscribe:
-            self.video_subscription = msg.user_id
-        elif msg.user_id == self.video_subscription:
-            self.video_subscription = None
-        return rp.VideoSubscriptionResponse(msg.user_id, rp.StatusCode.OK, "OK", ts)
-
-    def _ready(self) -> None:
+    def _start_media(self) -> None:
         """CLIENT_READY_ACK: start (or resume after a reconnection) the media."""
-        if self.phase is not Phase.CONNECTED or self._activating:
+        if self._activating:
             return
         if self._timeline is None:
             self._activating = True
@@ -442,10 +344,14 @@ class Stream:
         if self.source.synthetic:
             await asyncio.to_thread(self.source.prepare, send_rate)
         channels = set(self.grants)
-        language = self._language
-        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language)
+        language = self.machine.language
+        cameras = self.machine.individual
+        key = (self.source.key, frozenset(channels), audio_mode, send_rate, language, cameras)
         self._timeline = self.timelines.open(
-            key, lambda: self.source.items(channels, audio_mode, send_rate), self.encoder, language
+            key,
+            lambda: self.source.items(channels, audio_mode, send_rate, cameras=cameras),
+            self.encoder,
+            language,
         )
         self._cursor = self._timeline.attach()
         self._pos = 0
@@ -467,31 +373,17 @@ class Stream:
             )
             self.terminate(rp.StopReason.INTERNAL_EXCEPTION)
             return
-        if self.phase is Phase.CONNECTED:
+        if self.phase is ServerPhase.CONNECTED:
             self._go_active()
 
     def _go_active(self) -> None:
         assert self.base_ms is not None
-        self.phase = Phase.ACTIVE
-        self.deadline = None if all(self.media[ch] is not None for ch in self.grants) else self.deadline
-        ts = self.now_ms()
-        if self.first_packet_event:
-            self._send_event(rp.EventUpdate(rp.EventType.FIRST_PACKET_TIMESTAMP, self.base_ms), always=True)
-        if self.signaling is not None:
-            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.ACTIVE, rp.StopReason.UNDEFINED, ts))
-            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.STARTED, ts, self.session_id))
+        self._carry_out(self.machine.on_media_started(self.now_ms(), self.base_ms))
         self._flush_buffers(tuple(range(len(CHANNEL_NAMES))))
         self.active_event.set()
         self.pacer.wake(self)
 
     # --- events and states ---------------------------------------------------------------------------
-
-    def _send_event(self, event: rp.EventUpdate, always: bool = False) -> None:
-        if self.signaling is None or self.phase is not Phase.ACTIVE:
-            return
-        if always or event.event_type in self.subscribed:
-            if self.signaling.send(event):
-                self.stats.events_sent += 1
 
     def _play_event(self, item: MediaItemLike) -> None:
         event = dict(item.event or {})
@@ -502,7 +394,11 @@ class Stream:
         elif event_type == rp.EventType.PARTICIPANT_LEAVE and people:
             for p in people:
                 self.roster.pop(int(p["user_id"]), None)
-        if self.signaling is None or self.phase is not Phase.ACTIVE or event_type not in self.subscribed:
+        if (
+            self.signaling is None
+            or self.phase is not ServerPhase.ACTIVE
+            or event_type not in self.subscribed
+        ):
             return
         assert self.base_ms is not None
         body = {"event_type": event_type, "timestamp": self.base_ms + item.offset_ms, **event}
@@ -510,54 +406,37 @@ class Stream:
             self.stats.events_sent += 1
 
     def pause(self) -> None:
-        if self.phase is not Phase.ACTIVE or self.paused:
-            return
-        self.paused = True
-        ts = self.now_ms()
-        if self.signaling is not None:
-            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.PAUSED, rp.StopReason.UNDEFINED, ts))
-            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.PAUSED, ts, self.session_id))
+        self._carry_out(self.machine.request_pause(self.now_ms()))
 
     def resume(self) -> None:
-        if not self.paused:
-            return
-        self.paused = False
-        ts = self.now_ms()
-        if self.signaling is not None and self.phase is Phase.ACTIVE:
-            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.RESUMED, rp.StopReason.UNDEFINED, ts))
-            self.signaling.send(rp.SessionStateUpdate(rp.SessionState.RESUMED, ts, self.session_id))
+        self._carry_out(self.machine.request_resume(self.now_ms()))
 
     def terminate(self, reason: int) -> None:
         """End the stream: SESSION_STATE STOPPED and STREAM_STATE TERMINATED with `reason`; the
         client closes its sockets, the server closes what is left after `close_grace_s`."""
-        if self.phase is Phase.TERMINATED:
-            return
-        ts = self.now_ms()
-        if self.signaling is not None:
-            self.signaling.send(
-                rp.SessionStateUpdate(rp.SessionState.STOPPED, ts, self.session_id, stop_reason=reason)
-            )
-            self.signaling.send(rp.StreamStateUpdate(rp.StreamState.TERMINATED, reason, ts))
-        self._end(f"stream terminated (reason {reason})")
-        self.done.set_result(int(reason))
-        log.info(
-            "stream terminated",
-            extra={"meeting": self.meeting_uuid, "stream": self.stream_id, "reason": int(reason)},
-        )
-        self._notify("stopped", int(reason))
-        asyncio.get_running_loop().call_later(self.faults.close_grace_s, self._close_leftovers)
+        self._carry_out(self.machine.request_stop(reason, self.now_ms()))
 
     def shutdown(self) -> None:
         """The server is stopping: end without messages or notifications; `done` fails."""
-        if self.phase is Phase.TERMINATED:
+        self._carry_out(self.machine.request_shutdown())
+
+    def _finish(self, stop_reason: int | None) -> None:
+        if stop_reason is None:
+            self._end("emulator stopped")
+            self.listeners.clear()
+            self.done.set_exception(RuntimeError("emulator stopped"))
+            self.done.exception()  # retrieved: nobody has to await it
             return
-        self._end("emulator stopped")
-        self.listeners.clear()
-        self.done.set_exception(RuntimeError("emulator stopped"))
-        self.done.exception()  # retrieved: nobody has to await it
+        self._end(f"stream terminated (reason {stop_reason})")
+        self.done.set_result(int(stop_reason))
+        log.info(
+            "stream terminated",
+            extra={"meeting": self.meeting_uuid, "stream": self.stream_id, "reason": int(stop_reason)},
+        )
+        self._notify("stopped", int(stop_reason))
+        asyncio.get_running_loop().call_later(self.faults.close_grace_s, self._close_leftovers)
 
     def _end(self, why: str) -> None:
-        self.phase = Phase.TERMINATED
         if self._timeline is not None:
             self._timeline.detach(self._cursor)
             self._timeline = None
@@ -568,7 +447,7 @@ class Stream:
         self._offset_waiters.clear()
 
     def _close_leftovers(self) -> None:
-        for peer in self.peers():
+        for peer in self.machine.sockets():
             if peer.open:
                 peer.close(1000, "stream terminated")
 
@@ -577,52 +456,21 @@ class Stream:
 
     # --- the pacer's work ------------------------------------------------------------------------------
 
-    def _arm_keepalive(self) -> None:
-        if self.faults.send_keepalives and self.next_keepalive is None:
-            # The first one comes after 50-100 % of the interval (a fixed phase per stream), so
-            # streams that started together do not all send and receive keep-alives at once.
-            phase = 0.5 + 0.5 * int(self.session_id[:8], 16) / 0xFFFFFFFF
-            self.next_keepalive = self._loop_time() + self.faults.keepalive_s * phase
-            self.pacer.wake(self, self.next_keepalive)
-
-    def _keepalives(self, now: float) -> None:
-        ts = self.now_ms(now)
-        for peer in self.peers():
-            if peer.unanswered >= self.faults.keepalive_misses:
-                self._keepalive_timeout(peer, now)
-                continue
-            peer.unanswered += 1
-            peer.ka_seq += 1
-            if peer.send(rp.KeepAliveRequest(ts, peer.ka_seq)):
-                self.stats.keepalives_sent += 1
-
-    def _keepalive_timeout(self, peer: Peer, now: float) -> None:
-        log.info("keep-alive timeout", extra={"meeting": self.meeting_uuid, "socket": peer.role})
-        if peer is self.signaling:
-            self.signaling = None
-            peer.close(1000, "keep-alive timeout")
-            if self.phase in (Phase.CONNECTED, Phase.ACTIVE):
-                self._interrupt_signaling(rp.StopReason.KEEP_ALIVE_TIMEOUT)
-            return
-        self.detach(peer)
-        self.deadline_reason = rp.StopReason.KEEP_ALIVE_TIMEOUT
-        peer.close(1000, "keep-alive timeout")
-
     def pump(self, now: float) -> float | None:
         """Send everything due at loop time `now`; return the next time something is due."""
-        if self.phase is Phase.TERMINATED:
+        if self.phase is ServerPhase.TERMINATED:
             return None
-        if self.deadline is not None and now >= self.deadline:
-            self.terminate(self.deadline_reason)
-            return None
-        if self.next_keepalive is not None and now >= self.next_keepalive:
-            self._keepalives(now)
-            self.next_keepalive = now + self.faults.keepalive_s
-        wake = min(self.next_keepalive or float("inf"), self.deadline or float("inf"))
-        if self.t0 is not None and self.phase is not Phase.WAITING:
+        due = self.machine.next_deadline()
+        if due is not None and now >= due:  # the reconnection deadline, keep-alives
+            self._carry_out(self.machine.on_tick(now, self.now_ms(now)))
+            if self.phase is ServerPhase.TERMINATED:
+                return None
+            due = self.machine.next_deadline()
+        wake = due if due is not None else float("inf")
+        if self.t0 is not None and self.phase is not ServerPhase.WAITING:
             media_ms = self.media_ms(now)
             self._play_due(media_ms)
-            if self.phase is Phase.TERMINATED:
+            if self.phase is ServerPhase.TERMINATED:
                 return None
             if self._next is None:
                 self.terminate(rp.StopReason.MEETING_ENDED)
@@ -640,7 +488,7 @@ class Stream:
         timeline = self._timeline
         assert timeline is not None
         out: dict[Peer, list[bytes]] = {}
-        active = self.phase is Phase.ACTIVE
+        active = self.phase is ServerPhase.ACTIVE
         pos = self._pos
         if active and not self.paused and not self._frame_faults and self.sent_log is None:
             entry, pos = self._play_plain(entry, pos, limit, media_ms, out)
@@ -669,7 +517,7 @@ class Stream:
         get = self._timeline.get
         stats = self.stats
         sent = stats.sent
-        individual = self._individual
+        individual = self.machine.individual
         late, max_late, nbytes = 0, stats.max_late_ms, 0
         while entry is not None and entry.offset_ms <= limit:
             ch = entry.channel
@@ -703,8 +551,8 @@ class Stream:
         if self.paused:
             stats.dropped[CHANNEL_NAMES[ch]] += 1
             return
-        if ch == VIDEO and self.video_subscription != entry.item.user_id and self._individual:
-            return  # individual-stream video: only the subscribed participant's frames
+        if ch == VIDEO and self.machine.individual and not self._camera_sent(entry.item):
+            return  # individual-stream video: only the subscribed participants' cameras
         peer = self.media[ch]
         if peer is None or not active:
             if ch == AUDIO or ch == TRANSCRIPT or ch == CHAT:  # held while the socket is down

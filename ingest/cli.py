@@ -11,7 +11,7 @@ import click
 
 from rtmsflow.cli import env_help, load_settings, serving_port, with_options
 from rtmsflow.logs import get_logger
-from rtmsflow.settings import INGEST_BACKENDS, VIDEO_RESOLUTIONS, Settings
+from rtmsflow.settings import INGEST_BACKENDS, VIDEO_MODES, VIDEO_RESOLUTIONS, Settings
 
 log = get_logger(__name__)
 
@@ -98,6 +98,18 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
     help=env_help("Requested video frame rate (H.264).", "rtms_video_fps"),
 )
 @click.option(
+    "--video-mode",
+    type=click.Choice(VIDEO_MODES),
+    default=None,
+    help=env_help("Whose video: the active speaker's or each participant's camera.", "rtms_video_mode"),
+)
+@click.option(
+    "--video-participants",
+    type=click.IntRange(1, 16),
+    default=None,
+    help=env_help("Individual video: cameras subscribed at once.", "rtms_video_participants"),
+)
+@click.option(
     "--deskshare/--no-deskshare", default=None, help=env_help("Receive screen share.", "rtms_deskshare")
 )
 @click.option(
@@ -125,6 +137,8 @@ def worker(
     video: bool | None,
     video_resolution: str | None,
     video_fps: int | None,
+    video_mode: str | None,
+    video_participants: int | None,
     deskshare: bool | None,
     transcript: bool | None,
     chat: bool | None,
@@ -146,6 +160,8 @@ def worker(
         rtms_video=video,
         rtms_video_resolution=video_resolution,
         rtms_video_fps=video_fps,
+        rtms_video_mode=video_mode,
+        rtms_video_participants=video_participants,
         rtms_deskshare=deskshare,
         rtms_transcript=transcript,
         rtms_chat=chat,

@@ -1,14 +1,13 @@
 """The RTMS client as a pure state machine (sans-I/O): what to send, when to (re)connect, what to emit.
 
-`RtmsClient` is fed socket events and the time and answers with actions (`Connect`, `Send`, `Disconnect`,
-`Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket or full
-reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
+`RtmsClient` is fed what its sockets did and the time, and answers with actions (`Connect`, `Send`,
+`Disconnect`, `Deliver`, `Finish`) that `ingest.ws_client` carries out: handshakes, keep-alives, per-socket
+or full reconnects, failover to new URLs, backoff (`ingest.reconnect`). Stale connection numbers are ignored."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import rtms_protocol as proto
@@ -25,15 +24,22 @@ from ingest.backend import (
     TranscriptData,
     VideoData,
 )
+from ingest.camera_subscriptions import CameraSubscriptions, VideoRequest
 from ingest.reconnect import Backoff
 from ingest.rtms_values import FAST_MEDIA, STATE_MSGS, MediaValues
 from rtms_protocol import EventType, MediaType, MsgType, ProtocolError, StreamState
-from rtms_protocol.session import SIGNALING, ClientSession, Verdict, keep_alive_reply
+from rtms_protocol.session import SIGNALING, ClientPhase, ClientSession, Verdict, keep_alive_reply
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["SIGNALING", "Backoff", "ClientConfig", "RtmsClient"]  # Backoff: re-exported
+__all__ = [
+    "SIGNALING",
+    "Backoff",
+    "ClientConfig",
+    "ClientPhase",
+    "RtmsClient",
+]  # re-exported: Backoff, ClientPhase
 
 CLIENT_AGENT = "rtmsflow-ws"
 
@@ -68,6 +74,10 @@ class ClientConfig:
     video: bool = True
     video_resolution: int = proto.Resolution.HD
     video_fps: int = 25
+    # each participant's camera (individual streams, data_opt 4) instead of the active speaker's,
+    # up to this many at once (`ingest.camera_subscriptions`)
+    video_individual: bool = False
+    video_participants_max: int = 1
     deskshare: bool = False
     transcript: bool = True
     transcript_language: int = -1  # RTMS language code as a hint; -1 = automatic
@@ -105,8 +115,13 @@ class ClientConfig:
             )
             return proto.MediaParams(audio=proto.AudioParams(data_opt=opt))
         if key == "video":
+            opt = (
+                proto.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+                if self.video_individual
+                else proto.DataOption.VIDEO_SINGLE_ACTIVE_STREAM
+            )
             return proto.MediaParams(
-                video=proto.VideoParams(resolution=self.video_resolution, fps=self.video_fps)
+                video=proto.VideoParams(resolution=self.video_resolution, fps=self.video_fps, data_opt=opt)
             )
         if key == "deskshare":
             return proto.MediaParams(
@@ -159,7 +174,7 @@ class Send:
 class Disconnect:
     """Close the socket `conn` of `channel` with `code`. Without `drain` its later events are stale
     (the shell drops it at once); with `drain` the shell performs the closing handshake and keeps
-    reporting what the server sent before its close frame, then the close (see `Phase.DRAINING`)."""
+    reporting what the server sent before its close frame, then the close (see `ClientPhase.DRAINING`)."""
 
     channel: str
     conn: int
@@ -182,21 +197,6 @@ class Finish:
 
 
 Action = Connect | Send | Disconnect | Deliver | Finish
-
-
-class Phase(Enum):
-    IDLE = "idle"
-    SIGNALING = "signaling"  # connecting / handshaking signaling
-    MEDIA = "media"  # signaling up, media handshakes in progress
-    READY = "ready"  # streaming
-    BACKOFF = "backoff"  # waiting to reconnect everything
-    CLOSING = "closing"  # STREAM_CLOSE_REQ sent, waiting for the response
-    # The stream is over (terminated, closed, left): signaling is closed, the media sockets are
-    # closing and their last frames still delivered. Zoom writes media and signaling on separate
-    # TCP connections, so the TERMINATED on signaling can overtake frames still on their way on a
-    # media socket; closing media with the stop would drop them.
-    DRAINING = "draining"
-    ENDED = "ended"
 
 
 @dataclass
@@ -228,7 +228,7 @@ class RtmsClient:
         self.session = session
         self.config = config
         self.rng = rng or random.Random()
-        self.phase = Phase.IDLE
+        self.phase = ClientPhase.IDLE
         self.urls = split_server_urls(session.server_urls)
         self.url_index = 0
         self.backoff = config.backoff(self.rng)
@@ -247,6 +247,11 @@ class RtmsClient:
             buffer_data=config.buffer_data,
             subscribe=tuple(int(t) for t in _SUBSCRIBED_EVENTS),
         )
+        self.cameras = (
+            CameraSubscriptions(config.video_participants_max)
+            if config.video and config.video_individual
+            else None
+        )
         self.ready_count = 0  # how often the client reached READY (1 = first connect)
         self.ready_at_wall_ms = 0
         self._conn = 0
@@ -254,12 +259,12 @@ class RtmsClient:
     # --- introspection ---------------------------------------------------------------------------
 
     @property
-    def ended(self) -> bool:
-        return self.phase is Phase.ENDED
+    def finished(self) -> bool:
+        return self.phase is ClientPhase.FINISHED
 
     def next_deadline(self) -> float | None:
         """The earliest time `on_tick` has something to do (None = only socket events matter)."""
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return self.close_deadline
         times: list[float] = []
         if self.retry_at is not None:
@@ -279,7 +284,7 @@ class RtmsClient:
 
     def start(self, now: float) -> list[Action]:
         """Connect for the first time."""
-        if self.phase is not Phase.IDLE:
+        if self.phase is not ClientPhase.IDLE:
             raise RuntimeError(f"start() in phase {self.phase.value}")
         if not self.urls:
             return self._finish(True, None, "no server_urls")
@@ -307,7 +312,7 @@ class RtmsClient:
             extra=self._ctx(channel=channel, url=sock.url, error=error),
         )
         if channel == SIGNALING:
-            if self.phase is Phase.SIGNALING and self.url_index + 1 < len(self.urls):
+            if self.phase is ClientPhase.SIGNALING and self.url_index + 1 < len(self.urls):
                 self.url_index += 1  # comma-separated server_urls: try the next one now
                 return self._connect_signaling(now)
             return self._full_retry(now, f"signaling connect failed: {error}")
@@ -339,19 +344,19 @@ class RtmsClient:
     def on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
-        if self.phase is Phase.ENDED:
+        if self.phase is ClientPhase.FINISHED:
             return actions
         if self.close_deadline is not None and now >= self.close_deadline:
             self.close_deadline = None
-            if self.phase is Phase.DRAINING:
+            if self.phase is ClientPhase.DRAINING:
                 log.warning("RTMS media not closed in time", extra=self._ctx(media=sorted(self.sockets)))
                 return self._close_all() + self._finish_drained(" (media not closed in time)")
             return self._close_all() + self._finish(
                 True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "close timed out"
             )
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return actions
-        if self.phase is Phase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
+        if self.phase is ClientPhase.BACKOFF and self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.url_index = 0
             return self._connect_signaling(now)
@@ -366,13 +371,13 @@ class RtmsClient:
                 reason = "no message within the idle timeout" if silent else "no handshake response in time"
                 # a handshake that never came back is a failed attempt, not a lost connection
                 actions += self._lost(channel, now, reason, was_ready=sock.ready)
-                if self.phase is Phase.ENDED or channel == SIGNALING:
+                if self.phase is ClientPhase.FINISHED or channel == SIGNALING:
                     return actions
         for slot in self.media.values():
             if (
                 slot.retry_at is not None
                 and now >= slot.retry_at
-                and self.phase in (Phase.MEDIA, Phase.READY)
+                and self.phase in (ClientPhase.MEDIA, ClientPhase.READY)
             ):
                 slot.retry_at = None
                 actions += self._connect_media(slot, now)
@@ -386,13 +391,13 @@ class RtmsClient:
         An interruption is news only if we have not reconnected since: with a reconnect under way,
         or streaming again since `since_wall_ms` (the webhook's time), it is ignored, so Zoom's
         report of a drop we already healed does not tear the new connection down."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.CLOSING, ClientPhase.DRAINING):
             return []
         if not server_urls:
-            if self.phase in (Phase.SIGNALING, Phase.MEDIA):
+            if self.phase in (ClientPhase.SIGNALING, ClientPhase.MEDIA):
                 return []
             if (
-                self.phase is Phase.READY
+                self.phase is ClientPhase.READY
                 and since_wall_ms is not None
                 and self.ready_at_wall_ms >= since_wall_ms
             ):
@@ -408,11 +413,11 @@ class RtmsClient:
 
     def request_stop(self, now: float, close_stream: bool) -> list[Action]:
         """Leave. `close_stream` asks Zoom to end the stream (STREAM_CLOSE_REQ, wait for 22)."""
-        if self.phase in (Phase.ENDED, Phase.CLOSING, Phase.DRAINING):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.CLOSING, ClientPhase.DRAINING):
             return []
         sig = self.sockets.get(SIGNALING)
         if close_stream and sig is not None and sig.ready:
-            self.phase = Phase.CLOSING
+            self.phase = ClientPhase.CLOSING
             self.retry_at = None
             for slot in self.media.values():
                 slot.retry_at = None
@@ -430,7 +435,16 @@ class RtmsClient:
             if msg_type == MsgType.SIGNALING_HAND_SHAKE_RESP:
                 return self._on_handshake(proto.HandshakeResponse.from_dict(msg), now, wall_ms)
             if msg_type == MsgType.EVENT_UPDATE:
-                return [Deliver(self.values.event(proto.EventUpdate.from_dict(msg), raw))]
+                event = proto.EventUpdate.from_dict(msg)
+                delivered: list[Action] = [Deliver(self.values.event(event, raw))]
+                if self.cameras is None:
+                    return delivered
+                users = [p.user_id for p in event.participants or ()]
+                if event.user_id is not None:
+                    users.append(event.user_id)  # the active speaker
+                return delivered + self._video_requests(
+                    self.cameras.on_event(event.event_type, users), wall_ms
+                )
             if msg_type == MsgType.STREAM_STATE_UPDATE:
                 update = proto.StreamStateUpdate.from_dict(msg)
                 actions: list[Action] = [
@@ -446,9 +460,14 @@ class RtmsClient:
                 return [Deliver(ev)]
             if msg_type == MsgType.STREAM_CLOSE_RESP:
                 proto.StreamCloseResponse.from_dict(msg)
-                if self.phase is Phase.CLOSING:
+                if self.phase is ClientPhase.CLOSING:
                     return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
                 return []
+            if msg_type == MsgType.VIDEO_SUBSCRIPTION_RESP and self.cameras is not None:
+                answer = proto.VideoSubscriptionResponse.from_dict(msg)
+                answered = self.values.state_event(msg, raw, None, None, answer.timestamp)
+                requests = self.cameras.on_answer(answer.user_id, answer.status_code)
+                return [Deliver(answered), *self._video_requests(requests, wall_ms)]
             if msg_type in STATE_MSGS:
                 state = msg.get("state")
                 ts = msg.get("timestamp")
@@ -474,7 +493,7 @@ class RtmsClient:
 
     def _on_handshake(self, resp: proto.HandshakeResponse, now: float, wall_ms: int) -> list[Action]:
         sig = self.sockets.get(SIGNALING)
-        if self.phase is not Phase.SIGNALING or sig is None:
+        if self.phase is not ClientPhase.SIGNALING or sig is None:
             return []
         verdict = self.handshake.on_hello_answer(resp)
         if verdict is Verdict.RETRY:
@@ -489,7 +508,7 @@ class RtmsClient:
                 True, None, f"handshake status {resp.status_code}: {resp.reason}"
             )
         sig.ready = True
-        self.phase = Phase.MEDIA
+        self.phase = ClientPhase.MEDIA
         self.media = {}
         for key in self.config.wanted():
             url = resp.media_urls.get(key)
@@ -558,7 +577,7 @@ class RtmsClient:
         sock.ready = True
         slot.backoff.reset()
         self.values.grant(channel, resp.media_params, self.config.media_params(channel))
-        if self.phase is Phase.READY:
+        if self.phase is ClientPhase.READY:
             metrics.RECONNECTS.labels(scope="media").inc()
             log.info("RTMS media socket reconnected", extra=self._ctx(media=channel))
             return []
@@ -566,7 +585,7 @@ class RtmsClient:
 
     def _maybe_ready(self, now: float, wall_ms: int = 0) -> list[Action]:
         """After the last media handshake: CLIENT_READY_ACK, then the event subscription."""
-        if self.phase is not Phase.MEDIA:
+        if self.phase is not ClientPhase.MEDIA:
             return []
         pending = [
             s
@@ -578,7 +597,7 @@ class RtmsClient:
         sig = self.sockets.get(SIGNALING)
         if sig is None:
             return []
-        self.phase = Phase.READY
+        self.phase = ClientPhase.READY
         self.ready_count += 1
         self.ready_at_wall_ms = wall_ms
         if self.ready_count > 1:
@@ -594,12 +613,31 @@ class RtmsClient:
             # a signaling-only connection (a stream close for the SDK backend) has nothing to be
             # ready for: no CLIENT_READY_ACK, no subscription, as before it drove this machine
             return []
-        return [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
+        actions: list[Action] = [Send(SIGNALING, sig.conn, text) for text in self.handshake.ready()]
+        if self.cameras is not None:
+            actions += self._video_requests(self.cameras.on_connected(), wall_ms)
+        return actions
+
+    def _video_requests(self, requests: list[VideoRequest], wall_ms: int) -> list[Action]:
+        """VIDEO_SUBSCRIPTION_REQs on signaling (individual video; the timestamp is our clock's)."""
+        sig = self.sockets.get(SIGNALING)
+        if not requests or sig is None or self.phase is not ClientPhase.READY:
+            return []
+        return [
+            Send(
+                SIGNALING,
+                sig.conn,
+                proto.encode(proto.VideoSubscriptionRequest(r.user_id, r.subscribe, wall_ms)),
+            )
+            for r in requests
+        ]
 
     # --- connection management ---------------------------------------------------------------------
 
     def _connect_signaling(self, now: float) -> list[Action]:
-        self.phase = Phase.SIGNALING
+        if self.cameras is not None:
+            self.cameras.on_disconnected()
+        self.phase = ClientPhase.SIGNALING
         self.media = {}
         return [self._open(SIGNALING, self.urls[self.url_index], now)]
 
@@ -616,13 +654,13 @@ class RtmsClient:
     def _lost(self, channel: str, now: float, why: str, was_ready: bool = False) -> list[Action]:
         """A socket is gone (closed, failed, silent): decide what to reconnect. `was_ready`: its
         handshake had succeeded, so this is a drop of a working connection (reconnect at once)."""
-        if self.phase is Phase.DRAINING:
+        if self.phase is ClientPhase.DRAINING:
             return [] if self.sockets else self._finish_drained()
-        if self.phase is Phase.CLOSING:
+        if self.phase is ClientPhase.CLOSING:
             if channel == SIGNALING:
                 return self._drain(now, True, proto.StopReason.RECEIVER_REQUEST_CLOSE, "closed by us")
             return []
-        if self.phase in (Phase.ENDED, Phase.BACKOFF, Phase.IDLE):
+        if self.phase in (ClientPhase.FINISHED, ClientPhase.BACKOFF, ClientPhase.IDLE):
             return []
         if channel == SIGNALING:
             log.warning("RTMS signaling lost", extra=self._ctx(why=why))
@@ -636,7 +674,7 @@ class RtmsClient:
 
     def _media_retry(self, channel: str, now: float, why: str, drop: bool = False) -> list[Action]:
         slot = self.media.get(channel)
-        if slot is None or self.phase not in (Phase.MEDIA, Phase.READY):
+        if slot is None or self.phase not in (ClientPhase.MEDIA, ClientPhase.READY):
             return []
         if slot.backoff.spent:
             return self._full_retry(now, f"media {channel} kept failing: {why}")
@@ -651,7 +689,7 @@ class RtmsClient:
             return actions + self._finish(
                 True, None, f"gave up after {self.backoff.attempts} attempts: {why}"
             )
-        self.phase = Phase.BACKOFF
+        self.phase = ClientPhase.BACKOFF
         delay = self.backoff.delay(now, drop)
         self.retry_at = now + delay
         log.info(
@@ -682,7 +720,7 @@ class RtmsClient:
             slot.retry_at = None
         if not self.sockets:
             return actions + self._finish(ended, stop_reason, detail)
-        self.phase = Phase.DRAINING
+        self.phase = ClientPhase.DRAINING
         self.drained_outcome = SessionOutcome(ended=ended, stop_reason=stop_reason, detail=detail)
         self.close_deadline = now + self.config.close_timeout_s
         return actions
@@ -694,7 +732,7 @@ class RtmsClient:
         return self._finish(outcome.ended, outcome.stop_reason, outcome.detail + note)
 
     def _finish(self, ended: bool, stop_reason: int | None, detail: str) -> list[Action]:
-        self.phase = Phase.ENDED
+        self.phase = ClientPhase.FINISHED
         self.retry_at = None
         self.close_deadline = None
         self.media = {}
@@ -702,7 +740,11 @@ class RtmsClient:
 
     def _current(self, channel: str, conn: int) -> _Socket | None:
         sock = self.sockets.get(channel)
-        return sock if sock is not None and sock.conn == conn and self.phase is not Phase.ENDED else None
+        return (
+            sock
+            if sock is not None and sock.conn == conn and self.phase is not ClientPhase.FINISHED
+            else None
+        )
 
     # --- small builders ---------------------------------------------------------------------------
 

@@ -28,8 +28,9 @@ from ingest.rtms_client import ClientConfig
 from ingest.sdk_plan import SdkPlan, event_data, join_status_decision, leave_decision, sdk_plan
 from ingest.sdk_pool import HOSTS, HostHandle, SdkOptions, SdkUnavailable, shutdown_sdk_hosts
 from ingest.sdk_session import (
+    Action,
     CloseStream,
-    Done,
+    Finish,
     HostLost,
     Join,
     JoinConfirmed,
@@ -40,7 +41,6 @@ from ingest.sdk_session import (
     SdkError,
     SdkLeft,
     SdkSession,
-    Step,
     StopRequested,
 )
 from ingest.sdk_wire import JoinCommand, Kind, LeaveCommand, MediaMessage, Message
@@ -120,7 +120,7 @@ class SdkBackend(TaskBackend):
     def _request_stop(self, close_stream: bool) -> None:
         self._post(StopRequested(close_stream))
 
-    # --- the session loop: the machine's steps, carried out --------------------------------------
+    # --- the session loop: the machine's actions, carried out ------------------------------------
 
     async def _run(self) -> SessionOutcome:
         assert self.session is not None and self.host is not None
@@ -146,24 +146,24 @@ class SdkBackend(TaskBackend):
             try:
                 notice = await asyncio.wait_for(self._queue.get(), timeout)
             except TimeoutError:
-                steps = machine.on_tick(time.monotonic())
+                actions = machine.on_tick(time.monotonic())
             else:
-                steps = machine.on_notice(notice, time.monotonic(), time.time_ns() // 1_000_000)
-            outcome = await self._carry_out(steps)
+                actions = machine.on_notice(notice, time.monotonic(), time.time_ns() // 1_000_000)
+            outcome = await self._carry_out(actions)
         return outcome
 
-    async def _carry_out(self, steps: list[Step]) -> SessionOutcome | None:
+    async def _carry_out(self, actions: list[Action]) -> SessionOutcome | None:
         machine = self.machine
         assert machine is not None
-        for step in steps:
-            if isinstance(step, Join):
-                machine.joining(await self._join(step.url), time.monotonic())
-            elif isinstance(step, Leave):
-                await self._leave(step.sid)
-            elif isinstance(step, CloseStream):
-                return await self._carry_out(machine.closed(await self._close_stream()))
-            elif isinstance(step, Done):
-                return step.outcome
+        for action in actions:
+            if isinstance(action, Join):
+                machine.on_join_started(await self._join(action.url), time.monotonic())
+            elif isinstance(action, Leave):
+                await self._leave(action.sid)
+            elif isinstance(action, CloseStream):
+                return await self._carry_out(machine.on_stream_closed(await self._close_stream()))
+            elif isinstance(action, Finish):
+                return action.outcome
         return None
 
     async def _close_stream(self) -> bool:

@@ -29,7 +29,7 @@ from ingest.sdk_wire import (
     reason_message,
 )
 
-# Events the typed SDK callbacks would subscribe to but never do (protocol notes 5.3): we ask
+# Events the typed SDK callbacks would subscribe to but never do (docs/PROTOCOL.md §8.3): we ask
 # ourselves after every (re)join. 1 and 7 are always sent and must not be subscribed.
 SUBSCRIBED_EVENTS = (2, 3, 4, 5, 6, 8, 9)
 FIRST_PACKET_TIMESTAMP = 1
@@ -192,7 +192,7 @@ class Host:
         client.on_join_confirm(on_join_confirm)
         client.on_leave(on_leave)
         client.on_event_ex(on_event)
-        # never on_session_update: it segfaults inside poll() (protocol notes 4.2)
+        # never on_session_update: it segfaults inside poll() (docs/PROTOCOL.md §8.3)
         if media.audio is not None:
             client.set_audio_params(rtms.AudioParams(**asdict(media.audio)))
             client.on_audio_data(media_cb(Kind.AUDIO))

@@ -27,7 +27,13 @@ class SdkPlan:
 def sdk_plan(config: ClientConfig) -> SdkPlan:
     """Ask the SDK for exactly what the raw backend asks for (`ClientConfig.media_params`): its
     defaults (OPUS 48 kHz stereo, 30 fps) differ from the protocol's (issue #92). The SDK does not
-    expose Zoom's answer, so the recorded parameters are the requested ones."""
+    expose Zoom's answer, so the recorded parameters are the requested ones. Raises ValueError for
+    individual video, which this backend does not subscribe yet."""
+    if config.video and config.video_individual:
+        raise ValueError(
+            "individual video (RTMSFLOW_RTMS_VIDEO_MODE=individual) needs the websocket backend: "
+            "the SDK backend does not call subscribe_video yet"
+        )
     a = config.media_params("audio").audio or proto.AudioParams()
     v = config.media_params("video").video or proto.VideoParams()
     d = config.media_params("deskshare").deskshare or proto.VideoParams(data_opt=None)

@@ -1,7 +1,7 @@
 """One SDK session's join / rejoin / give-up decisions, without I/O (the SDK backend is its shell).
 
-`SdkSession` is fed typed notices and the time and answers with steps (`Join`, `Leave`, `Wait`,
-`CloseStream`, `Done`); it uses the WebSocket client's `ingest.reconnect.Backoff` and tries each server URL
+`SdkSession` is fed typed notices and the time and answers with actions (`Join`, `Leave`, `Wait`,
+`CloseStream`, `Finish`); it uses the WebSocket client's `ingest.reconnect.Backoff` and tries each server URL
 in order with its own join timeout."""
 
 from __future__ import annotations
@@ -96,12 +96,12 @@ Notice = (
     | SdkError
 )
 
-# --- steps: what the machine asks the shell to do -------------------------------------------------
+# --- actions: what the machine asks the shell to do -----------------------------------------------
 
 
 @dataclass(frozen=True)
 class Join:
-    """Start a new SDK client on `url`; report its sid with `SdkSession.joining(sid, now)`."""
+    """Start a new SDK client on `url`; report its sid with `SdkSession.on_join_started(sid, now)`."""
 
     url: str
 
@@ -122,31 +122,33 @@ class Wait:
 
 @dataclass(frozen=True)
 class CloseStream:
-    """Ask Zoom to end the stream (the SDK cannot); report with `SdkSession.closed(confirmed)`."""
+    """Ask Zoom to end the stream (the SDK cannot); report with `SdkSession.on_stream_closed(confirmed)`."""
 
 
 @dataclass(frozen=True)
-class Done:
-    """The session is over."""
+class Finish:
+    """The session is over; nothing more will be asked."""
 
     outcome: SessionOutcome
 
 
-Step = Join | Leave | Wait | CloseStream | Done
+Action = Join | Leave | Wait | CloseStream | Finish
 
 
-class Phase(Enum):
+class SdkPhase(Enum):
+    """Where an `SdkSession` stands."""
+
     IDLE = "idle"
     JOINING = "joining"  # a Join is out, its sid not reported yet
     CONFIRMING = "confirming"  # waiting for on_join_confirm (bounded by handshake_timeout_s)
     STREAMING = "streaming"  # confirmed: waiting for the end of this join
     WAITING = "waiting"  # backing off before the next join
     CLOSING = "closing"  # CloseStream is out
-    DONE = "done"
+    FINISHED = "finished"
 
 
 class SdkSession:
-    """The decisions of one SDK-held stream. Methods take `now` (monotonic seconds) and return steps."""
+    """The decisions of one SDK-held stream. Methods take `now` (monotonic seconds) and return actions."""
 
     def __init__(
         self,
@@ -161,7 +163,7 @@ class SdkSession:
         self.urls = self.allowed(server_urls)
         self.index = 0
         self.backoff = config.backoff(rng or random.Random())
-        self.phase = Phase.IDLE
+        self.phase = SdkPhase.IDLE
         self.sid: int | None = None  # the live join
         self.ready_count = 0  # confirmed joins plus the SDK's own silent rejoins
         self.ready_at_wall_ms = 0
@@ -170,49 +172,49 @@ class SdkSession:
 
     # --- inputs ----------------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Step]:
+    def start(self, now: float) -> list[Action]:
         """Join for the first time."""
-        if self.phase is not Phase.IDLE:
+        if self.phase is not SdkPhase.IDLE:
             raise RuntimeError(f"start() in phase {self.phase.value}")
         if not self.urls:
-            return self._done(SessionOutcome(ended=True, detail="no allowed server_urls"))
+            return self._finish(SessionOutcome(ended=True, detail="no allowed server_urls"))
         return self._join()
 
-    def joining(self, sid: int, now: float) -> None:
+    def on_join_started(self, sid: int, now: float) -> None:
         """The shell started the SDK client `sid` for the last `Join`."""
         self.sid = sid
-        self.phase = Phase.CONFIRMING
+        self.phase = SdkPhase.CONFIRMING
         self._deadline = now + self.config.handshake_timeout_s
 
     def next_deadline(self) -> float | None:
         """When `on_tick` has something to do (None: only notices matter)."""
         return self._deadline
 
-    def on_tick(self, now: float) -> list[Step]:
+    def on_tick(self, now: float) -> list[Action]:
         """A deadline passed: no join confirmation in time, or the backoff is over."""
         if self._deadline is None or now < self._deadline:
             return []
         self._deadline = None
-        if self.phase is Phase.CONFIRMING:
+        if self.phase is SdkPhase.CONFIRMING:
             return self._attempt_over(now, "next", "no join confirmation in time")
-        if self.phase is Phase.WAITING:
+        if self.phase is SdkPhase.WAITING:
             return self._join()
         return []
 
-    def on_notice(self, notice: Notice, now: float, wall_ms: int) -> list[Step]:
+    def on_notice(self, notice: Notice, now: float, wall_ms: int) -> list[Action]:
         """One notice from the shell (stale ones, about an earlier join, are ignored)."""
-        if self.phase in (Phase.DONE, Phase.CLOSING):
+        if self.phase in (SdkPhase.FINISHED, SdkPhase.CLOSING):
             return []
         if isinstance(notice, StopRequested):
             return self._stop(notice.close_stream)
         if isinstance(notice, ReconnectRequested):
             return self._reconnect(notice, now)
-        if self.phase not in (Phase.CONFIRMING, Phase.STREAMING) or notice.sid != self.sid:
+        if self.phase not in (SdkPhase.CONFIRMING, SdkPhase.STREAMING) or notice.sid != self.sid:
             return []  # about an earlier attempt
         if isinstance(notice, JoinConfirmed):
             decision = join_status_decision(notice.status)
             if decision == "ok":
-                self.phase = Phase.STREAMING
+                self.phase = SdkPhase.STREAMING
                 self._deadline = None
                 self._on_ready(wall_ms)
                 return []
@@ -237,9 +239,9 @@ class SdkSession:
         log.warning("SDK error", extra=self._ctx(error=notice.text))
         return []
 
-    def closed(self, confirmed: bool) -> list[Step]:
+    def on_stream_closed(self, confirmed: bool) -> list[Action]:
         """The outcome of a `CloseStream`: Zoom confirmed the close within the timeout, or not."""
-        return self._done(
+        return self._finish(
             SessionOutcome(
                 ended=True,
                 stop_reason=proto.StopReason.RECEIVER_REQUEST_CLOSE,
@@ -261,32 +263,32 @@ class SdkSession:
 
     # --- decisions -------------------------------------------------------------------------------
 
-    def _join(self) -> list[Step]:
-        self.phase = Phase.JOINING
+    def _join(self) -> list[Action]:
+        self.phase = SdkPhase.JOINING
         self._ready_before = self.ready_count
         return [Join(self.urls[self.index])]
 
-    def _leave_live(self) -> list[Step]:
+    def _leave_live(self) -> list[Action]:
         sid, self.sid = self.sid, None
         self._deadline = None
         return [Leave(sid)] if sid is not None else []
 
-    def _stop(self, close_stream: bool) -> list[Step]:
-        steps = self._leave_live()
+    def _stop(self, close_stream: bool) -> list[Action]:
+        actions = self._leave_live()
         if not close_stream:
-            return steps + self._done(SessionOutcome(ended=False, detail="left"))
-        self.phase = Phase.CLOSING
-        return steps + [CloseStream()]
+            return actions + self._finish(SessionOutcome(ended=False, detail="left"))
+        self.phase = SdkPhase.CLOSING
+        return actions + [CloseStream()]
 
-    def _reconnect(self, notice: ReconnectRequested, now: float) -> list[Step]:
-        if self.phase is Phase.WAITING:
+    def _reconnect(self, notice: ReconnectRequested, now: float) -> list[Action]:
+        if self.phase is SdkPhase.WAITING:
             # the wait is over: join now (to the new URLs, if any)
             if notice.server_urls:
                 self.urls = self.allowed(notice.server_urls) or self.urls
             self._deadline = None
             return self._join()
         if not notice.server_urls and (
-            self.phase is not Phase.STREAMING
+            self.phase is not SdkPhase.STREAMING
             or (notice.since_ms is not None and self.ready_at_wall_ms >= notice.since_ms)
         ):
             return []  # a drop the SDK already healed, or a join still under way
@@ -294,39 +296,39 @@ class SdkSession:
 
     def _attempt_over(
         self, now: float, kind: str, why: str, stop_reason: int | None = None, urls: str | None = None
-    ) -> list[Step]:
+    ) -> list[Action]:
         """The live join ended (`kind`: ended, failed, reconnect, next, retry): leave it, then decide."""
-        steps = self._leave_live()
+        actions = self._leave_live()
         streamed = self.ready_count > self._ready_before
         if streamed:
             self.backoff.reset()  # the budget counts consecutive failures since we last streamed
         if kind == "ended":
-            return steps + self._done(SessionOutcome(ended=True, stop_reason=stop_reason, detail=why))
+            return actions + self._finish(SessionOutcome(ended=True, stop_reason=stop_reason, detail=why))
         if kind == "failed":
-            return steps + self._done(SessionOutcome(ended=False, detail=f"session failed: {why}"))
+            return actions + self._finish(SessionOutcome(ended=False, detail=f"session failed: {why}"))
         if kind == "reconnect":
             if urls:
                 self.urls = self.allowed(urls) or self.urls
             self.index = 0
             metrics.RECONNECTS.labels(scope="failover" if urls else "interrupted").inc()
-            return steps + self._join()
+            return actions + self._join()
         # "next" / "retry": this URL did not work (now) -> the next URL, else back off
         if kind == "next" and self.index + 1 < len(self.urls):
             self.index += 1
-            return steps + self._join()
+            return actions + self._join()
         self.index = 0
         if self.backoff.spent:
             attempts = self.backoff.attempts
             log.error("RTMS reconnect budget spent", extra=self._ctx(why=why, attempts=attempts))
-            return steps + self._done(
+            return actions + self._finish(
                 SessionOutcome(ended=True, detail=f"gave up after {attempts} attempts: {why}")
             )
         # a session that had streamed rejoins at once (Zoom does not buffer video through the wait)
         delay = self.backoff.delay(now, drop=streamed)
         log.info("RTMS reconnect scheduled", extra=self._ctx(why=why, delay_s=round(delay, 3)))
-        self.phase = Phase.WAITING
+        self.phase = SdkPhase.WAITING
         self._deadline = now + delay
-        return steps + [Wait(delay)]
+        return actions + [Wait(delay)]
 
     def _on_ready(self, wall_ms: int) -> None:
         self.ready_count += 1
@@ -335,10 +337,10 @@ class SdkSession:
             metrics.RECONNECTS.labels(scope="full").inc()
         log.info("RTMS stream connected (SDK)", extra=self._ctx(connects=self.ready_count))
 
-    def _done(self, outcome: SessionOutcome) -> list[Step]:
-        self.phase = Phase.DONE
+    def _finish(self, outcome: SessionOutcome) -> list[Action]:
+        self.phase = SdkPhase.FINISHED
         self._deadline = None
-        return [Done(outcome)]
+        return [Finish(outcome)]
 
     def _ctx(self, **extra: object) -> dict[str, object]:
         return {**self.ctx, "backend": "sdk", **extra}

@@ -17,7 +17,7 @@ URL_VALIDATION = "endpoint.url_validation"
 
 # an event name is its product's prefix (`Product.event_prefix`), then the action
 _ACTIONS = {"started": "STARTED", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}
-# protocol doc 1.2: whatever the product, the instance id goes into the handshake's meeting_uuid.
+# docs/PROTOCOL.md §2.2: whatever the product, the instance id goes into the handshake's meeting_uuid.
 _ID_FIELDS = ("meeting_uuid", "webinar_uuid", "session_id", "engagement_id")
 _MAX_PLAIN_TOKEN = 256
 

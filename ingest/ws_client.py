@@ -48,13 +48,17 @@ def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
         "chat": settings.rtms_chat,
         "allowed_hosts": settings.allowed_hosts,
         "allow_insecure_ws": settings.allow_insecure_ws,
+        "video_individual": settings.rtms_video_mode == "individual",
+        "video_participants_max": settings.rtms_video_participants,
     }
     base.update(overrides)
     return ClientConfig(**base)
 
 
 @dataclass(frozen=True)
-class _Event:
+class _Notice:
+    """What a socket's reader or the owner tells the loop, for `_feed` to turn into an input."""
+
     kind: str  # open, open_failed, message, closed, stop, reconnect
     channel: str = ""
     conn: int = 0
@@ -63,7 +67,7 @@ class _Event:
 
 
 class WebSocketBackend(TaskBackend):
-    """Holds one RTMS stream over raw WebSockets (protocol notes 2-4). Build with
+    """Holds one RTMS stream over raw WebSockets (docs/PROTOCOL.md §3-§6). Build with
     `WebSocketBackend(settings, frames, config=..., ssl_context=...)`; config defaults to
     `client_config(settings)`."""
 
@@ -82,30 +86,30 @@ class WebSocketBackend(TaskBackend):
         self.ssl_context = ssl_context
         self.rng = rng
         self.session: StreamSession | None = None
-        self.client: RtmsClient | None = None
-        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.machine: RtmsClient | None = None
+        self._notices: asyncio.Queue[_Notice] = asyncio.Queue()
         self._slots = asyncio.Semaphore(INBOX_SLOTS)
         self._sockets: dict[tuple[str, int], ClientConnection] = {}
         self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
-        self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the client's next deadline
+        self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the machine's next deadline
         self._timer_at = 0.0
-        self._ready = asyncio.Event()  # set once the client first reached READY
+        self._ready = asyncio.Event()  # set once the machine first reached READY
 
     # --- SessionBackend ---------------------------------------------------------------------------
 
     async def start(self, session: StreamSession) -> None:
         self._refuse_second_start()
         self.session = session
-        self.client = RtmsClient(session, self.config, self.rng)
+        self.machine = RtmsClient(session, self.config, self.rng)
         self._launch(f"rtms:{session.meeting_uuid}")
 
     def _request_reconnect(self, server_urls: str | None, since_ms: int | None) -> None:
-        self._post(_Event("reconnect", data=(server_urls, since_ms)))
+        self._post(_Notice("reconnect", data=(server_urls, since_ms)))
 
     def _request_stop(self, close_stream: bool) -> None:
-        self._post(_Event("stop", data=close_stream))
+        self._post(_Notice("stop", data=close_stream))
 
     async def connected(self) -> bool:
         """Wait until the stream is streaming (True) or the session is over first (False)."""
@@ -121,33 +125,33 @@ class WebSocketBackend(TaskBackend):
     @property
     def ready_count(self) -> int:
         """How many times the stream was (re)connected; for tests and logs."""
-        return self.client.ready_count if self.client else 0
+        return self.machine.ready_count if self.machine else 0
 
     # --- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> SessionOutcome:
-        assert self.client is not None
-        client = self.client
+        assert self.machine is not None
+        machine = self.machine
         outcome: SessionOutcome | None = None
         ready = False
         try:
-            outcome = await self._execute(client.start(time.monotonic()))
+            outcome = await self._carry_out(machine.start(time.monotonic()))
             while outcome is None:
-                event = await self._next_event(client)
-                if event is None:  # a deadline passed before an event came
-                    outcome = await self._execute(client.on_tick(time.monotonic()))
+                notice = await self._next_notice(machine)
+                if notice is None:  # a deadline passed before a notice came
+                    outcome = await self._carry_out(machine.on_tick(time.monotonic()))
                     continue
-                outcome = await self._execute(self._feed(client, event))
-                if event.kind == "message":
+                outcome = await self._carry_out(self._feed(machine, notice))
+                if notice.kind == "message":
                     self._slots.release()
-                    if not ready and client.ready_count:
+                    if not ready and machine.ready_count:
                         ready = True
                         self._ready.set()
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
         except Exception as exc:  # a bug or a frame handler failure: end this session, not the worker
-            log.exception("RTMS session failed", extra={"meeting": client.session.meeting_uuid})
+            log.exception("RTMS session failed", extra={"meeting": machine.session.meeting_uuid})
             return SessionOutcome(ended=False, detail=f"session failed: {exc!r}")
         finally:
             if self._timer is not None:
@@ -155,23 +159,23 @@ class WebSocketBackend(TaskBackend):
                 self._timer = None
             await self._close_everything()
 
-    async def _next_event(self, client: RtmsClient) -> _Event | None:
-        """The next event, or None once the client's next deadline has passed (a deadline already
-        passed wins over a queued event).
+    async def _next_notice(self, machine: RtmsClient) -> _Notice | None:
+        """The next notice, or None once the machine's next deadline has passed (a deadline already
+        passed wins over a queued notice).
 
-        Same as `asyncio.wait_for(self._events.get(), deadline - now)`, but that costs a task and a
-        timer per message (~25 µs on 3.11, per frame); here a queued event is taken directly, and
+        Same as `asyncio.wait_for(self._notices.get(), deadline - now)`, but that costs a task and a
+        timer per message (~25 µs on 3.11, per frame); here a queued notice is taken directly, and
         an empty queue is waited on with one wake-up future and one timer that is only re-armed
         when the deadline comes earlier (deadlines usually move later: every message pushes the
         socket's idle deadline), so a timer firing early just means: look again."""
         loop = asyncio.get_running_loop()
         while True:
-            deadline = client.next_deadline()
+            deadline = machine.next_deadline()
             now = time.monotonic()
             if deadline is not None and deadline <= now:
                 return None
-            if not self._events.empty():
-                return self._events.get_nowait()
+            if not self._notices.empty():
+                return self._notices.get_nowait()
             if deadline is not None and (self._timer is None or self._timer_at > deadline):
                 if self._timer is not None:
                     self._timer.cancel()
@@ -191,29 +195,29 @@ class WebSocketBackend(TaskBackend):
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    def _post(self, event: _Event) -> None:
-        """Queue an event for the loop and wake it."""
-        self._events.put_nowait(event)
+    def _post(self, notice: _Notice) -> None:
+        """Queue a notice for the loop and wake it."""
+        self._notices.put_nowait(notice)
         self._wakeup()
 
-    def _feed(self, client: RtmsClient, event: _Event) -> list[Action]:
+    def _feed(self, machine: RtmsClient, notice: _Notice) -> list[Action]:
         now = time.monotonic()
-        if event.kind == "message":
-            return client.on_message(event.channel, event.conn, event.data, now, event.wall_ms)
-        if event.kind == "open":
-            return client.on_open(event.channel, event.conn, now)
-        if event.kind == "open_failed":
-            return client.on_open_failed(event.channel, event.conn, event.data, now)
-        if event.kind == "closed":
-            return client.on_closed(event.channel, event.conn, event.data, now)
-        if event.kind == "stop":
-            return client.request_stop(now, close_stream=event.data)
-        if event.kind == "reconnect":
-            urls, since = event.data
-            return client.request_reconnect(now, urls, since)
-        raise ValueError(f"unknown event {event.kind}")
+        if notice.kind == "message":
+            return machine.on_message(notice.channel, notice.conn, notice.data, now, notice.wall_ms)
+        if notice.kind == "open":
+            return machine.on_open(notice.channel, notice.conn, now)
+        if notice.kind == "open_failed":
+            return machine.on_open_failed(notice.channel, notice.conn, notice.data, now)
+        if notice.kind == "closed":
+            return machine.on_closed(notice.channel, notice.conn, notice.data, now)
+        if notice.kind == "stop":
+            return machine.request_stop(now, close_stream=notice.data)
+        if notice.kind == "reconnect":
+            urls, since = notice.data
+            return machine.request_reconnect(now, urls, since)
+        raise ValueError(f"unknown notice {notice.kind}")
 
-    async def _execute(self, actions: list[Action]) -> SessionOutcome | None:
+    async def _carry_out(self, actions: list[Action]) -> SessionOutcome | None:
         assert self.session is not None
         outcome: SessionOutcome | None = None
         for action in actions:
@@ -278,16 +282,16 @@ class WebSocketBackend(TaskBackend):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._post(_Event("open_failed", action.channel, action.conn, repr(exc)))
+            self._post(_Notice("open_failed", action.channel, action.conn, repr(exc)))
             return
         self._sockets[key] = ws
-        self._post(_Event("open", action.channel, action.conn))
+        self._post(_Notice("open", action.channel, action.conn))
         code: int | None = None
         try:
             async for message in ws:
                 await self._slots.acquire()
                 self._post(
-                    _Event("message", action.channel, action.conn, message, time.time_ns() // 1_000_000)
+                    _Notice("message", action.channel, action.conn, message, time.time_ns() // 1_000_000)
                 )
         except ConnectionClosed:
             pass
@@ -295,7 +299,7 @@ class WebSocketBackend(TaskBackend):
             code = ws.close_code
             self._sockets.pop(key, None)
             self._readers.pop(key, None)
-            self._post(_Event("closed", action.channel, action.conn, code))
+            self._post(_Notice("closed", action.channel, action.conn, code))
 
     def _disconnect(self, channel: str, conn: int, code: int) -> None:
         key = (channel, conn)

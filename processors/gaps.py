@@ -234,10 +234,11 @@ class VideoGapTracker:
         last_timestamp_ms: int | None = None,
         last_epoch: int | None = None,
         max_gap_ms: int | None = None,
+        default_reason: GapReason = GapReason.LOSS,
     ) -> VideoGapTracker:
         """A tracker for a lane whose last frame written had `last_timestamp_ms` (None: nothing
         written yet) and `last_epoch`, to go on after a restart as the one that wrote it would have."""
-        tracker = cls(origin_ms, fps, max_gap_ms)
+        tracker = cls(origin_ms, fps, max_gap_ms, default_reason)
         tracker._last_ts = last_timestamp_ms
         tracker._epoch = last_epoch if last_timestamp_ms is not None else None
         return tracker

@@ -49,6 +49,8 @@ _KINDS_OF = {
 # a message's place is where Zoom sent it
 _ARRIVAL_ORDER = (RAW_TRANSCRIPT, RAW_CHAT)
 _FRAMES = (RAW_AUDIO, RAW_VIDEO)
+# Individual-video cameras (lanes) per stream: Zoom serves 4 at 720p; far more is hostile input.
+MAX_CAMERA_LANES = 16
 _ENDED_MEMORY = 1_000  # (stream, topic) ends remembered per partition: repeated markers, late records
 # _TRANSCRIPT_ORDER: a transcript lane keeps Zoom's order (keys are raw offsets, no window): Zoom
 # sends a piece after its words, so reordering by start time would hold each piece until a later
@@ -165,7 +167,11 @@ class Lane:
                 self.origin_ms, media["sample_rate"], media["channels"], default, cursor, self.last_epoch
             )
         else:
-            self.video = VideoGapTracker.resume(self.origin_ms, max(1, media["fps"]), cursor, self.last_epoch)
+            # a participant's own camera sends nothing while it is off: that is its unexplained hole
+            camera = media.get("mode") == "INDIVIDUAL" and self.kind == "VIDEO"
+            default = GapReason.VIDEO_OFF if camera else GapReason.LOSS
+            fps = max(1, media["fps"])
+            self.video = VideoGapTracker.resume(self.origin_ms, fps, cursor, self.last_epoch, None, default)
         self._apply_losses()
 
     # -- state ------------------------------------------------------------------------------------
@@ -478,6 +484,11 @@ class PartitionCore:
             seen[1] = offset
         self._participants(st, topic, record)
         lane = self._lane(st, topic, kind, record)
+        if lane is None:
+            if not replay:
+                why = f"more than {MAX_CAMERA_LANES} participant cameras in one stream"
+                out.append(self._dead(topic, offset, key, value, "TooManyCameras", why, None))
+            return out
         order_ms = record["timestamp_ms"]
         if topic in _ARRIVAL_ORDER:
             order_ms = offset  # arrival order (_TRANSCRIPT_ORDER)
@@ -514,10 +525,19 @@ class PartitionCore:
 
     # -- lanes ----------------------------------------------------------------------------------
 
-    def _lane(self, st: StreamState, topic: str, kind: str, record: dict[str, Any]) -> Lane:
+    def _lane(self, st: StreamState, topic: str, kind: str, record: dict[str, Any]) -> Lane | None:
+        """The record's lane, made on first use; None for a camera past MAX_CAMERA_LANES."""
         if topic == RAW_AUDIO and not record["media"].get("mixed", True):
             key: LaneKey = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
                             record.get("channel_id"))  # fmt: skip
+        elif topic == RAW_VIDEO and kind == "VIDEO" and record["media"].get("mode") == "INDIVIDUAL":
+            # individual video: each participant's camera is a lane of its own (order, gaps)
+            key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"], None)
+            if (
+                key not in st.lanes
+                and sum(k[2] == RAW_VIDEO and k[4] != 0 for k in st.lanes) >= MAX_CAMERA_LANES
+            ):
+                return None
         elif topic in (RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT):
             key = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
         else:

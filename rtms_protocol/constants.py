@@ -1,6 +1,6 @@
 """Zoom RTMS numbers: every enum the protocol puts on the wire, with Zoom's names and values.
 
-Field names and values follow Zoom's SDK and the RTMS protocol notes (2-3). Nothing here does I/O.
+Field names and values follow Zoom's SDK and docs/PROTOCOL.md (§3-§4). Nothing here does I/O.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The client side of one RTMS stream's handshakes, without I/O: what to send, and what an answer means.
 
-`ClientSession` is fed decoded messages and answers with texts to send (signaling and data handshakes,
-CLIENT_READY_ACK, event subscription, keep-alives, STREAM_CLOSE_REQ); ingest, the emulator's tests and the
-benchmarks drive it. `signaling_verdict` / `media_verdict` judge status codes (0 ok; 8, 15, 16 retry)."""
+`ClientSession` is fed decoded messages and answers with actions (texts to send: handshakes, CLIENT_READY_ACK,
+event subscription, keep-alives, STREAM_CLOSE_REQ); ingest, the emulator's tests and the benchmarks drive it.
+`signaling_verdict` / `media_verdict` judge status codes (0 ok; 8, 15, 16 retry)."""
 
 from __future__ import annotations
 
@@ -72,27 +72,49 @@ def ends_stream(msg: dict[str, Any]) -> bool:
     return msg_type == MsgType.STREAM_STATE_UPDATE and msg.get("state") == StreamState.TERMINATED
 
 
-class Phase(Enum):
-    """Where a `ClientSession` stands."""
+class ClientPhase(Enum):
+    """Where a client of one RTMS stream stands: a `ClientSession`, and `ingest.rtms_client.RtmsClient`
+    (which alone backs off and drains)."""
 
     IDLE = "idle"
-    SIGNALING = "signaling"  # hello sent, waiting for its answer
+    SIGNALING = "signaling"  # connecting / hello sent, waiting for its answer
     MEDIA = "media"  # signaling accepted, data handshakes under way
     READY = "ready"  # CLIENT_READY_ACK sent: streaming
-    CLOSING = "closing"  # STREAM_CLOSE_REQ sent
-    ENDED = "ended"  # the stream is over, or the handshake was refused
+    BACKOFF = "backoff"  # waiting to reconnect everything
+    CLOSING = "closing"  # STREAM_CLOSE_REQ sent, waiting for the response
+    # The stream is over (terminated, closed, left): signaling is closed, the media sockets are
+    # closing and their last frames still delivered. Zoom writes media and signaling on separate
+    # TCP connections, so the TERMINATED on signaling can overtake frames still on their way on a
+    # media socket; closing media with the stop would drop them.
+    DRAINING = "draining"
+    FINISHED = "finished"  # the stream is over, or the handshake was refused
+
+
+# --- actions: what `ClientSession.on_message` asks of its shell ------------------------------------
 
 
 @dataclass(frozen=True)
-class Step:
-    """What a `ClientSession.receive` asks for: `send` as (channel, text) pairs, in order;
-    `verdict` when the message answered a handshake; `ready` when that answer completed the dance
-    (the ready texts are in `send`); `ended` when the stream is over."""
+class Send:
+    """Send `text` on `channel` (`SIGNALING` or a media key)."""
 
-    send: tuple[tuple[str, str], ...] = ()
-    verdict: Verdict | None = None
-    ready: bool = False
-    ended: bool = False
+    channel: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The message answered `channel`'s handshake: `verdict` (see `Verdict`)."""
+
+    channel: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The stream is over (or the signaling handshake was refused): close the sockets."""
+
+
+Action = Send | Answered | Finish
 
 
 @dataclass
@@ -101,8 +123,8 @@ class ClientSession:
 
     Lower level, for a client with its own connection logic: `hello()` (a new signaling attempt),
     `on_hello_answer`, `media_hello(key, ...)`, `on_media_answer`, `ready()`, `close()`. Higher
-    level, for a client that only reads sockets: `receive(channel, msg)` does the bookkeeping and
-    returns a `Step`. Every request carries the next `sequence` number.
+    level, for a client that only reads sockets: `on_message(channel, msg)` does the bookkeeping and
+    returns actions. Every request carries the next `sequence` number.
     """
 
     meeting_uuid: str
@@ -111,7 +133,7 @@ class ClientSession:
     client_agent: str | None = None
     buffer_data: bool | None = None
     subscribe: tuple[int, ...] = ()  # event types to subscribe to once ready (none: no subscription)
-    phase: Phase = Phase.IDLE
+    phase: ClientPhase = ClientPhase.IDLE
     media_urls: dict[str, str] = field(default_factory=dict)  # from the accepted signaling answer
     pending: set[str] = field(default_factory=set)  # media keys whose data handshake is unanswered
     sequence: int = 0
@@ -128,7 +150,7 @@ class ClientSession:
 
     def hello(self) -> str:
         """Start a signaling attempt (a first connect or a reconnect): the handshake request text."""
-        self.phase = Phase.SIGNALING
+        self.phase = ClientPhase.SIGNALING
         self.media_urls = {}
         self.pending = set()
         self.sequence += 1
@@ -147,10 +169,10 @@ class ClientSession:
         """The signaling handshake's answer: accepted (media URLs kept), retry later, or refused."""
         verdict = signaling_verdict(resp.status_code)
         if verdict is Verdict.OK:
-            self.phase = Phase.MEDIA
+            self.phase = ClientPhase.MEDIA
             self.media_urls = dict(resp.media_urls)
         elif verdict is Verdict.REFUSED:
-            self.phase = Phase.ENDED
+            self.phase = ClientPhase.FINISHED
         return verdict
 
     def media_hello(self, key: str, media_type: int, params: MediaParams | None = None) -> str:
@@ -175,7 +197,7 @@ class ClientSession:
 
     def ready(self) -> list[str]:
         """Every media socket is up (or given up): CLIENT_READY_ACK, then the event subscription."""
-        self.phase = Phase.READY
+        self.phase = ClientPhase.READY
         texts = [encode(ClientReadyAck(self.rtms_stream_id))]
         if self.subscribe:
             texts.append(encode(EventSubscription.subscribe(*self.subscribe)))
@@ -183,30 +205,31 @@ class ClientSession:
 
     def close(self) -> str:
         """Ask Zoom to end the stream: the STREAM_CLOSE_REQ text (send it on signaling)."""
-        self.phase = Phase.CLOSING
+        self.phase = ClientPhase.CLOSING
         return encode(StreamCloseRequest(self.rtms_stream_id))
 
     # --- higher level ------------------------------------------------------------------------------
 
-    def receive(self, channel: str, msg: dict[str, Any]) -> Step:
+    def on_message(self, channel: str, msg: dict[str, Any]) -> list[Action]:
         """One decoded message from `channel` (`SIGNALING` or a media key). Answers keep-alives,
         judges handshake answers, sends the ready texts once the last media socket is accepted,
         and notices the end of the stream. Raises `ProtocolError` for a malformed message."""
         msg_type = msg.get("msg_type")
         if msg_type == MsgType.KEEP_ALIVE_REQ:
-            return Step(send=((channel, keep_alive_reply(msg)),))
+            return [Send(channel, keep_alive_reply(msg))]
         if channel == SIGNALING:
             if msg_type == MsgType.SIGNALING_HAND_SHAKE_RESP:
                 verdict = self.on_hello_answer(HandshakeResponse.from_dict(msg))
-                return Step(verdict=verdict, ended=verdict is Verdict.REFUSED)
+                answered: list[Action] = [Answered(SIGNALING, verdict)]
+                return answered + [Finish()] if verdict is Verdict.REFUSED else answered
             if ends_stream(msg):
-                self.phase = Phase.ENDED
-                return Step(ended=True)
-            return Step()
+                self.phase = ClientPhase.FINISHED
+                return [Finish()]
+            return []
         if msg_type == MsgType.DATA_HAND_SHAKE_RESP:
             verdict = self.on_media_answer(channel, DataHandshakeResponse.from_dict(msg))
-            if self.phase is Phase.MEDIA and not self.pending:
-                texts = tuple((SIGNALING, text) for text in self.ready())
-                return Step(send=texts, verdict=verdict, ready=True)
-            return Step(verdict=verdict)
-        return Step()
+            actions: list[Action] = [Answered(channel, verdict)]
+            if self.phase is ClientPhase.MEDIA and not self.pending:
+                actions += [Send(SIGNALING, text) for text in self.ready()]
+            return actions
+        return []

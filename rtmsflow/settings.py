@@ -16,6 +16,7 @@ from typing import Any
 # Video resolutions by their common name, as the emulator plays them and ingest asks RTMS for them
 # (RTMS MEDIA_RESOLUTION SD, HD, FHD, QHD = 1..4).
 VIDEO_RESOLUTIONS: dict[str, int] = {"360p": 1, "720p": 2, "1080p": 3, "1440p": 4}
+VIDEO_MODES = ("active", "individual")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 INGEST_BACKENDS = ("websocket", "sdk")
 # what ingest keeps of private chat messages (RTMSFLOW_CHAT_PRIVATE)
@@ -199,6 +200,11 @@ class Settings:
         "720p", "RTMSFLOW_RTMS_VIDEO_RESOLUTION", parse=_choice(*VIDEO_RESOLUTIONS)
     )
     rtms_video_fps: int = _setting(25, "RTMSFLOW_RTMS_VIDEO_FPS", parse=_integer(1, 30))
+    # Whose video: the active speaker's (`active`) or each participant's own camera (`individual`:
+    # a `video-<participant>.mp4` each), at most this many participants at once (1: what Zoom's V1
+    # protocol serves; more need its multiple individual streams, up to 4 at 720p).
+    rtms_video_mode: str = _setting("active", "RTMSFLOW_RTMS_VIDEO_MODE", parse=_choice(*VIDEO_MODES))
+    rtms_video_participants: int = _setting(1, "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS", parse=_integer(1, 16))
     rtms_deskshare: bool = _setting(False, "RTMSFLOW_RTMS_DESKSHARE", parse=_flag)
     rtms_transcript: bool = _setting(True, "RTMSFLOW_RTMS_TRANSCRIPT", parse=_flag)
     transcript_language: int = _setting(-1, "RTMSFLOW_TRANSCRIPT_LANGUAGE", parse=_integer(-1))

@@ -128,13 +128,27 @@ _GAPS = """\
 
 The ordered media topics ({gap_topics}) hold each lane's media in RTMS-timestamp order, each frame
 once, with explicit **gap records** for stretches with no media (a lane is (meeting, stream, kind),
-and the participant for per-participant audio). A gap record has `gap` non-null, an empty
+and the participant for per-participant audio and individual video). A gap record has `gap` non-null, an empty
 `payload`, and `timestamp_ms = gap.start_ms`; it covers `[gap.start_ms, gap.start_ms +
 gap.length_ms)`, with a reason ([GapReason](#gapreason)). `seq` numbers frames and gaps of a lane together from
 0 without holes, so a consumer sees at once whether it missed a record. A lane starts and ends with
 a gap where media is missing at its edges. To rebuild media: fill an audio gap with silence of its
 length; over a video gap, hold the last frame. Frames that arrived too late for their place are not
 in the ordered topics: they are in `rtms.late`.
+"""
+
+_INDIVIDUAL_VIDEO = """\
+## Per-participant video
+
+Video comes in one of two modes, named in each frame's `media.mode`. `ACTIVE_SPEAKER` (the default):
+one picture that follows whoever speaks, so `participant_id` changes at every switch; its lane is
+(meeting, stream, `VIDEO`). `INDIVIDUAL` (ingest's `RTMSFLOW_RTMS_VIDEO_MODE=individual`): each
+subscribed participant's own camera, every frame naming its `participant_id`; each camera is a lane
+of its own (meeting, stream, `VIDEO`, participant), with its own `seq` from 0 and its own gap
+records: a camera that is off (or not yet subscribed) leaves a `VIDEO_OFF` gap, a lost socket a
+`LOSS` gap. The cameras share the stream's media clock (`timestamp_ms`, t = 0 at
+`stream_started_ms`), so they play in sync with each other and with the audio. A camera starts at
+an IDR frame.
 """
 
 _EXAMPLE = """\
@@ -410,6 +424,7 @@ def render(partitions: int | None = None, retention_days: int | None = None) -> 
     out += [f"### {_short(progress.full_name)}", "", _cell(progress.schema.get("doc", "")), ""]
     out += [*_fields_table(progress.schema), ""]
     out.append(_GAPS.format(gap_topics=", ".join(f"`{name}`" for name in gap_topics)))
+    out.append(_INDIVIDUAL_VIDEO)
     out += ["## Topic by topic", ""]
     for spec in ALL_TOPICS:
         out += _topic_section(spec, current_schema(spec.schema), retention_days)

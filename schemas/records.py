@@ -567,8 +567,8 @@ class RawTranscriptFrame(TypedDict):
 
 
 # Granted video data option: ACTIVE_SPEAKER (data_opt 3: the stream follows the active speaker, so its
-# participant and encoder change at every switch), INDIVIDUAL (4: one subscribed participant), GALLERY
-# (5: mixed gallery view).
+# participant and encoder change at every switch), INDIVIDUAL (4: subscribed participants' own cameras,
+# each frame naming its participant), GALLERY (5: mixed gallery view).
 VideoMode = Literal["UNKNOWN", "ACTIVE_SPEAKER", "INDIVIDUAL", "GALLERY"]
 
 
@@ -590,7 +590,7 @@ class VideoParams(TypedDict):
 
 
 class RawVideoFrame(TypedDict):
-    """One RTMS video or deskshare frame (msg 15/16) as received; topic rtms.raw.video. Active-speaker video changes participant at every switch: order it per (meeting, stream, kind), not per participant."""
+    """One RTMS video or deskshare frame (msg 15/16) as received; topic rtms.raw.video. Active-speaker video changes participant at every switch: order it per (meeting, stream, kind), not per participant; individual video (media.mode INDIVIDUAL) is one camera per participant: order it per participant."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str
@@ -782,7 +782,7 @@ class TranscriptUtterance(TypedDict):
 
 
 class VideoFrame(TypedDict):
-    """Topic rtms.video: a stream's video (and deskshare) in RTMS-timestamp order per (meeting, stream, kind), each frame once, with explicit gap records over which a player holds the last frame."""
+    """Topic rtms.video: a stream's video (and deskshare) in RTMS-timestamp order per (meeting, stream, kind) -- and per participant for individual video (media.mode INDIVIDUAL) -- each frame once, with explicit gap records over which a player holds the last frame."""
 
     # Meeting (or webinar / session / engagement) id; the record key.
     meeting_uuid: str

@@ -121,6 +121,13 @@ def participant_wav_name(participant_id: int) -> str:
     return f"audio-{participant_id}.wav"
 
 
+def participant_video_name(participant_id: int) -> str:
+    """File name of one participant's camera (individual video): `video-<participant id>.mp4`."""
+    if participant_id < 0:
+        raise LayoutError("participant id must not be negative", str(participant_id))
+    return f"video-{participant_id}.mp4"
+
+
 def channel_wav_name(channel_id: str) -> str:
     """File name of a Contact Center channel's audio track (channels are strings, so encoded)."""
     return f"audio-ch-{encode_component(channel_id)}.wav"

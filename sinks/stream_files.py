@@ -25,6 +25,7 @@ from sinks.manifest import (
 )
 from sinks.media_timeline import SAMPLES_PER_MS
 from sinks.mp4_recorder import MediaFrameError, Mp4Recorder
+from sinks.participant_videos import ParticipantVideos, is_participant_video
 from sinks.wav_writer import HEADER_BYTES, MIXED_WAV_NAME, WavTracks
 
 MEDIA_MANIFEST = "manifest.json"
@@ -116,7 +117,8 @@ class _Lanes:
 
 
 class MediaStreamFiles:
-    """`audio.wav`, participant WAVs, `recording.mp4`, `deskshare.mp4` and `manifest.json` of a stream."""
+    """`audio.wav`, participant WAVs, `recording.mp4`, `deskshare.mp4`, participant videos
+    (`sinks.participant_videos`) and `manifest.json` of a stream."""
 
     topics: tuple[str, ...] = (AUDIO.name, VIDEO.name)
     manifest_name = MEDIA_MANIFEST
@@ -141,6 +143,7 @@ class MediaStreamFiles:
         self._wavs: WavTracks | None = None
         self._recorder: Mp4Recorder | None = None
         self._deskshare: Mp4Recorder | None = None
+        self._cameras: ParticipantVideos | None = None  # individual video: video-<participant>.mp4
         self._audio_mode: Literal["mixed", "multi"] | None = None
         self._video_size: tuple[int, int] | None = None
         self._queue: deque[Mapping[str, Any]] = deque()
@@ -202,7 +205,8 @@ class MediaStreamFiles:
     @property
     def open_files(self) -> int:
         wavs = len(self._wavs.names) if self._wavs else 0
-        return wavs + (self._recorder is not None) + (self._deskshare is not None)
+        cameras = len(self._cameras) if self._cameras else 0
+        return wavs + (self._recorder is not None) + (self._deskshare is not None) + cameras
 
     def _audio(self, r: Mapping[str, Any]) -> None:
         wavs = self._tracks()
@@ -251,13 +255,22 @@ class MediaStreamFiles:
         self.tally.observe(kind + ("_GAP" if is_gap else ""), r["timestamp_ms"])
         offset = r["offset_ms"]
         fps = max(1, r["media"].get("fps", 30))
+        camera = is_participant_video(r)
+        lane = f"{kind}:{pid}" if camera else kind
         if is_gap:
             self.tally.gap(
-                kind.lower(), 0, self.origin_ms + offset, r["gap"]["length_ms"], r["gap"].get("reason")
+                kind.lower(),
+                pid if camera else 0,
+                self.origin_ms + offset,
+                r["gap"]["length_ms"],
+                r["gap"].get("reason"),
             )
-            self._lanes.reach(kind, offset + r["gap"]["length_ms"])
+            self._lanes.reach(lane, offset + r["gap"]["length_ms"])
         else:
-            self._lanes.reach(kind, offset + 1000 // fps)
+            self._lanes.reach(lane, offset + 1000 // fps)
+        if camera:
+            self._participant_videos().add(r)
+            return
         if kind == "DESKSHARE":
             self._deskshare_record(r)
             return
@@ -346,6 +359,13 @@ class MediaStreamFiles:
             recorder.gap("audio", self.origin_ms + start_ms, target // SAMPLES_PER_MS - start_ms)
             self._fed = target
 
+    def _participant_videos(self) -> ParticipantVideos:
+        if self._cameras is None:
+            self._cameras = ParticipantVideos(
+                self.group.partial, self.origin_ms, fragmented=self.fragmented, process=self.muxer_process
+            )
+        return self._cameras
+
     def _deskshare_record(self, r: Mapping[str, Any]) -> None:
         if self._deskshare is None:
             media = r["media"]
@@ -389,6 +409,8 @@ class MediaStreamFiles:
             self._recorder.close(self.origin_ms + end_ms)
         if self._deskshare is not None:
             self._deskshare.close(self.origin_ms + self._lanes.end("DESKSHARE"))
+        if self._cameras is not None:
+            self._cameras.close(end_ms)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -418,6 +440,8 @@ class MediaStreamFiles:
         for recorder in (self._recorder, self._deskshare):
             if recorder is not None:
                 recorder.abort()
+        if self._cameras is not None:
+            self._cameras.abort()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

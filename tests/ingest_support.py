@@ -241,8 +241,8 @@ def assert_ingest_seq_increasing(raw: dict[str, list[dict[str, Any]]]) -> None:
                 raise AssertionError((name, lane, seqs[:50], shown[:50]))
 
 
-# Zoom's SDK closes every socket the moment STREAM_STATE TERMINATED arrives on signaling (protocol
-# notes 4.2), so what was still on its way on a media socket is lost: up to this much media time at
+# Zoom's SDK closes every socket the moment STREAM_STATE TERMINATED arrives on signaling (docs/PROTOCOL.md
+# §8.2), so what was still on its way on a media socket is lost: up to this much media time at
 # the very end of a stream (our WebSocket client drains the media sockets and loses nothing).
 SDK_MAY_LOSE_TAIL_MS = 2000
 

@@ -5,9 +5,11 @@ directory that has a `logs/` folder (the SDK writes its log there):
 
     python tests/sdk_driver.py '{"server_urls": ..., "meeting_uuid": ..., "rtms_stream_id": ...,
                                  "client": ..., "secret": ..., "out": "events.jsonl", "timeout_s": 30,
-                                 "audio_data_opt": 1}'
+                                 "audio_data_opt": 1, "video_data_opt": 4, "subscribe_video": [16778240]}'
 
-Each callback becomes one JSON line in `out`; payloads are logged as size + SHA-256. The driver
+With `video_data_opt` 4 (individual video) the driver calls `subscribe_video(uid, True)` for each of
+`subscribe_video` once the join is confirmed (from its main thread: SDK calls made inside a callback
+can deadlock). Each callback becomes one JSON line in `out`; payloads are logged as size + SHA-256. The driver
 registers `on_user_update` and `on_participant_video` before joining (the SDK subscribes to events
 2, 3, 4 and 8, 9 for those at join), never `on_session_update` (it can crash the SDK), and exits
 `linger_s` after `on_leave` (or at `timeout_s`).
@@ -30,6 +32,7 @@ def main(args: dict[str, Any]) -> int:
     out = open(args["out"], "w", buffering=1)  # noqa: SIM115 - closed by os._exit's flush below
     lock = threading.Lock()
     left = threading.Event()
+    joined = threading.Event()
     start = time.monotonic()
 
     def log(cb: str, **fields: Any) -> None:
@@ -57,7 +60,15 @@ def main(args: dict[str, Any]) -> int:
         left.set()
 
     client = rtms.Client()
-    client.on_join_confirm(lambda reason: log("join_confirm", reason=reason))
+
+    def on_join_confirm(reason: int) -> None:
+        log("join_confirm", reason=reason)
+        joined.set()
+
+    client.on_join_confirm(on_join_confirm)
+    client.on_video_subscribed(
+        lambda uid, status, error: log("video_subscribed", uid=uid, status=status, error=error)
+    )
     client.on_leave(on_leave)
     client.on_user_update(lambda op, p: log("user_update", op=op, id=p.id, name=p.name))
     client.on_participant_video(lambda users, on: log("participant_video", users=list(users), on=on))
@@ -77,6 +88,8 @@ def main(args: dict[str, Any]) -> int:
             frame_size=320,
         )
     )
+    if "video_data_opt" in args:
+        client.set_video_params(rtms.VideoParams(3, 7, 2, int(args["video_data_opt"]), 30))
     client.join(
         meeting_uuid=args["meeting_uuid"],
         rtms_stream_id=args["rtms_stream_id"],
@@ -85,6 +98,10 @@ def main(args: dict[str, Any]) -> int:
         secret=args["secret"],
     )
     log("join_called")
+    if args.get("subscribe_video") and joined.wait(float(args.get("timeout_s", 30))):
+        for uid in args["subscribe_video"]:
+            client.subscribe_video(int(uid), True)
+            log("subscribe_video_called", uid=int(uid))
     left.wait(float(args.get("timeout_s", 30)))
     time.sleep(float(args.get("linger_s", 0.3)))
     log("done", left=left.is_set())

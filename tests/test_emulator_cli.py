@@ -22,7 +22,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import rtms_protocol as rp
-from rtms_protocol.session import SIGNALING, ClientSession, Verdict
+from rtms_protocol.session import (
+    SIGNALING,
+    Action,
+    Answered,
+    ClientPhase,
+    ClientSession,
+    Finish,
+    Send,
+    Verdict,
+)
 
 CLIENT_ID, CLIENT_SECRET, TOKEN = "cli-client", "cli-secret", "cli-webhook-token"
 
@@ -37,19 +46,25 @@ class Joined:
     audio_bytes: int = 0
 
 
+def sends(actions: list[Action]) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
+
+
 async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
     """Signaling handshake, one `all` media socket, ready-ack, subscribe; read until TERMINATED."""
     got = Joined()
     hs = ClientSession.signed(CLIENT_ID, CLIENT_SECRET, meeting_uuid, stream_id, subscribe=(2, 3, 4))
     async with connect(server_urls, compression=None, max_size=None) as signaling:
         await signaling.send(hs.hello())
-        assert hs.receive(SIGNALING, json.loads(await signaling.recv())).verdict is Verdict.OK
+        assert hs.on_message(SIGNALING, json.loads(await signaling.recv())) == [
+            Answered(SIGNALING, Verdict.OK)
+        ]
         async with connect(hs.media_urls["all"], compression=None, max_size=None) as media:
             await media.send(hs.media_hello("all", 32))
-            step = hs.receive("all", json.loads(await media.recv()))
-            assert step.verdict is Verdict.OK and step.ready
-            for _, text in step.send:  # ready-ack and subscription, on signaling
-                await signaling.send(text)
+            actions = hs.on_message("all", json.loads(await media.recv()))
+            assert actions[0] == Answered("all", Verdict.OK) and hs.phase is ClientPhase.READY
+            for send in sends(actions):  # ready-ack and subscription, on signaling
+                await signaling.send(send.text)
 
             async def read_media() -> None:
                 with contextlib.suppress(ConnectionClosed):  # a normal close just ends the loop
@@ -58,8 +73,8 @@ async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
                         got.frames[msg["msg_type"]] += 1
                         if msg["msg_type"] == 14:
                             got.audio_bytes += len(base64.b64decode(msg["content"]["data"]))
-                        for _, text in hs.receive("all", msg).send:  # keep-alives
-                            await media.send(text)
+                        for send in sends(hs.on_message("all", msg)):  # keep-alives
+                            await media.send(send.text)
 
             reader = asyncio.create_task(read_media())
             async for raw in signaling:
@@ -68,10 +83,10 @@ async def join(server_urls: str, meeting_uuid: str, stream_id: str) -> Joined:
                     got.events.append(msg["event"]["event_type"])
                 elif msg["msg_type"] == 8:
                     got.stream_states.append((msg["state"], msg.get("reason")))
-                step = hs.receive(SIGNALING, msg)
-                for _, text in step.send:
-                    await signaling.send(text)
-                if step.ended:
+                actions = hs.on_message(SIGNALING, msg)
+                for send in sends(actions):
+                    await signaling.send(send.text)
+                if Finish() in actions:
                     break
             await media.close()
             await reader

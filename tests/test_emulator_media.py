@@ -364,3 +364,56 @@ def test_hundreds_of_meetings_play_at_once_on_shared_material() -> None:
     finally:
         tracemalloc.stop()
     assert (after - before) / len(specs) < 40 * 1024, f"{(after - before) / len(specs):.0f} bytes per meeting"
+
+
+# -- individual cameras ----------------------------------------------------------------------------
+
+
+def camera_items(spec: MeetingSpec) -> tuple[dict[int, list[MediaItem]], list[MediaItem]]:
+    """Each participant's camera frames, and the camera on/off events, of a cameras timeline."""
+    frames: dict[int, list[MediaItem]] = collections.defaultdict(list)
+    events = []
+    for item in SyntheticMeeting(spec).timeline(cameras=True, audio=False, transcripts=False):
+        if item.kind == "video":
+            frames[item.user_id].append(item)
+        elif item.event and item.event["event_type"] in (8, 9):
+            events.append(item)
+    return frames, events
+
+
+def test_every_participant_has_a_distinct_camera_at_every_frame_instant() -> None:
+    spec = small(beep_every_ms=3000)
+    frames, events = camera_items(spec)
+    meeting = SyntheticMeeting(spec)
+    ids = [p.user_id for p in meeting.participants]
+    instants = [j * 1000 // spec.fps for j in range(spec.duration_ms * spec.fps // 1000)]
+    assert sorted(frames) == sorted(ids)
+    for uid in ids:
+        assert [f.offset_ms for f in frames[uid]] == instants
+        assert frames[uid][0].keyframe and nal_types(frames[uid][0].data)[:2] == [7, 8]
+    assert len({frames[uid][0].data for uid in ids}) == len(ids)  # tell the cameras apart
+    # the control: the only camera events are everyone's camera on at 0 and off at the end
+    assert [(e.offset_ms, e.event["event_type"]) for e in events] == [(0, 8), (spec.duration_ms, 9)]  # type: ignore[index]
+    assert meeting.camera_off_window() is None
+
+
+def test_camera_off_leaves_the_last_participants_frames_out_and_says_so_in_events() -> None:
+    spec = small(beep_every_ms=3000, camera_off=True)
+    frames, events = camera_items(spec)
+    meeting = SyntheticMeeting(spec)
+    off = meeting.camera_off_window()
+    assert off is not None and off.user_id == meeting.participants[-1].user_id
+    assert 0 < off.start_ms < off.stop_ms < spec.duration_ms
+    offsets = [f.offset_ms for f in frames[off.user_id]]
+    assert not [t for t in offsets if off.start_ms <= t < off.stop_ms]
+    resumed = next(f for f in frames[off.user_id] if f.offset_ms >= off.stop_ms)
+    assert resumed.offset_ms == off.stop_ms and resumed.keyframe  # back on at a keyframe
+    others = [f.offset_ms for f in frames[meeting.participants[0].user_id]]
+    assert len(others) - len(offsets) == (off.end_frame - off.first_frame)
+    camera = [(e.offset_ms, e.event["event_type"], e.event["participants"]) for e in events]  # type: ignore[index]
+    assert (off.start_ms, 9, [{"user_id": off.user_id}]) in camera
+    assert (off.stop_ms, 8, [{"user_id": off.user_id}]) in camera
+    # the active-speaker video is unchanged by a camera going off
+    active = [i for i in meeting.timeline(audio=False, transcripts=False) if i.kind == "video"]
+    plain = SyntheticMeeting(small(beep_every_ms=3000)).timeline(audio=False, transcripts=False)
+    assert active == [i for i in plain if i.kind == "video"]

@@ -21,6 +21,7 @@ import pytest
 from tls_cert import make_test_cert
 
 import rtms_protocol as rp
+from emulator.faults import Faults
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from tests.ingest_support import SDK_MAY_LOSE_TAIL_MS, assert_prefix_with_tail
@@ -192,3 +193,39 @@ async def test_zoom_sdk_leaves_with_the_stop_reason_the_server_gives(
     assert got == want[: len(got)] and len(got) >= len(want) - 5
     speakers = {uid for _, uid, _, _, _ in received(callbacks, "audio")}
     assert speakers and speakers <= {p.user_id for p in meeting.participants}  # multi-stream audio
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_zoom_sdk_subscribes_each_participants_camera_and_gets_exactly_it(
+    meeting: SyntheticMeeting, tmp_path: Path, tls: bool
+) -> None:
+    """SDK 1.1.0's `subscribe_video` (VIDEO_SUBSCRIPTION_REQ 28) with video data_opt 4: each
+    subscribed participant's own camera arrives, labelled with that participant, from an IDR on."""
+    ssl_context = None
+    ca = None
+    if tls:
+        ca, key = make_test_cert(tmp_path)
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(ca, key)
+    ids = [p.user_id for p in meeting.participants]
+    async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET, ssl_context=ssl_context) as server:
+        handle = server.add_stream(
+            "sdkMeeting==", f"sdk-cams-{tls}", meeting, Faults(individual_videos=4), speed=2.0,
+            base_ms=BASE_MS, record=True, start_after_subscribing=SDK_EVENTS,
+        )  # fmt: skip
+        callbacks = await run_sdk(handle, tmp_path / "sdk", ca=ca, video_data_opt=4, subscribe_video=ids)
+        assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
+    video = handle.granted["video"]
+    assert (
+        isinstance(video, rp.VideoParams) and video.data_opt == rp.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM
+    )
+    answers = [(c["uid"], c["status"]) for c in callbacks if c["cb"] == "video_subscribed"]
+    assert answers == [(uid, 0) for uid in ids]
+    want = sent(handle, "video")
+    assert {uid for _, uid, _, _, _ in want} == set(ids)  # every camera, not the active speaker's
+    got = received(callbacks, "video")
+    for uid in ids:
+        mine = [w for w in want if w[1] == uid]
+        first = next(f for f in handle.sent if f.channel == "video" and f.user_id == uid)
+        assert first.data[4] & 0x1F == 7  # each camera starts with an IDR's SPS
+        assert_prefix_with_tail([g for g in got if g[1] == uid], mine, SDK_MAY_LOSE_TAIL_MS)

@@ -477,3 +477,72 @@ async def test_video_subscription_only_in_individual_stream_mode(server: RTMSSer
     await client.sig.wait_for(lambda: bool(client.sig.of_type(29)))
     assert client.sig.of_type(29)[0]["status_code"] == rp.StatusCode.INVALID_MEDIA_VIDEO_DATA_OPT
     await client.close()
+
+
+async def test_multiple_individual_videos_send_up_to_four_cameras_each_from_an_idr(
+    server: RTMSServer,
+) -> None:
+    from emulator.faults import Faults
+    from emulator.media import MeetingSpec, SyntheticMeeting
+
+    meeting = SyntheticMeeting(
+        MeetingSpec(seed=3, participants=5, duration_s=3, video="360p", fps=10, beep_every_ms=1000)
+    )
+    ids = [p.user_id for p in meeting.participants]
+    capacity = 4  # Zoom's multiple individual streams at 720p
+    handle = server.add_stream(MEETING, "s-cams", meeting, Faults(individual_videos=capacity), speed=3.0)
+    client = Client(handle)
+    await client.join(
+        kinds=("video",),
+        video=rp.MediaParams(video=rp.VideoParams(resolution=rp.Resolution.SD, data_opt=4, fps=10)),
+    )
+    for uid in ids:
+        await client.send(rp.VideoSubscriptionRequest(uid, True, 1))
+    await client.send(rp.VideoSubscriptionRequest(ids[0], True, 2))
+    await client.sig.wait_for(lambda: len(client.sig.of_type(29)) == len(ids) + 1)
+    answers = [(m["user_id"], m["status_code"]) for m in client.sig.of_type(29)]
+    assert answers == [
+        *[(uid, 0) for uid in ids[:capacity]],
+        (ids[4], rp.StatusCode.INVALID_MEDIA_VIDEO_PARAMS),  # one camera too many
+        (ids[0], rp.StatusCode.DUPLICATE_VIDEO_SUBSCRIPTION),
+    ]
+    async with asyncio.timeout(30):
+        await handle.wait_done()
+    frames = client.frames("video")
+    assert {f.user_id for f in frames} == set(ids[:capacity])
+    cameras = [i for i in meeting.timeline(cameras=True, audio=False, transcripts=False) if i.kind == "video"]
+    for uid in ids[:capacity]:
+        got = [f.data for f in frames if f.user_id == uid]
+        played = [i.data for i in cameras if i.user_id == uid]
+        assert got[0][4] & 0x1F == 7  # starts with an IDR's SPS: a decoder can start here
+        start = played.index(got[0])
+        assert got == played[start : start + len(got)]  # from there on, every frame of that camera
+        assert len(got) >= len(played) - start - 1  # ... to the end (the last may race the stop)
+    await client.close()
+
+
+async def test_one_individual_video_at_a_time_by_default_a_new_subscription_replaces_the_last(
+    server: RTMSServer,
+) -> None:
+    """Zoom's V1 ("Stream a single participant's video"): subscribing another participant
+    unsubscribes the previous one, with no error."""
+    items = make_items(duration_ms=1000)
+    items += [
+        Item("video", t + 50, uid, "x", b"\x00\x00\x00\x01\x41" + bytes([uid % 256]) * 50)
+        for t in range(0, 1000, 100)
+        for uid in (ALICE, BOB)
+    ]
+    items.sort(key=lambda i: i.offset_ms)
+    handle = server.add_stream(MEETING, "s-v1", items, speed=1.0)
+    client = Client(handle)
+    await client.join(kinds=("video",), video=rp.MediaParams(video=rp.VideoParams(data_opt=4)))
+    await client.send(rp.VideoSubscriptionRequest(ALICE, True))
+    await client.send(rp.VideoSubscriptionRequest(BOB, True))
+    await client.sig.wait_for(lambda: len(client.sig.of_type(29)) == 2)
+    assert [m["status_code"] for m in client.sig.of_type(29)] == [0, 0]
+    async with asyncio.timeout(30):
+        await handle.wait_done()
+    # Alice's camera, if any of it came before Bob's subscription, stops where Bob's starts: replaced
+    users = [f.user_id for f in client.frames("video")]
+    assert users.count(BOB) >= 5 and users == sorted(users, key=lambda uid: uid == BOB)
+    await client.close()

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import rtms_protocol as proto
 from ingest.backend import DeadLetterData, StreamSession
-from ingest.rtms_client import SIGNALING, ClientConfig, Connect, Deliver, Phase, RtmsClient
+from ingest.rtms_client import SIGNALING, ClientConfig, ClientPhase, Connect, Deliver, RtmsClient
 from rtms_protocol import MsgType, ProtocolError
 
 SESSION = StreamSession("meet==", "stream-1", "ws://127.0.0.1:9/signaling")
@@ -72,7 +72,7 @@ def ready_client() -> tuple[RtmsClient, dict[str, int]]:
         run(client.on_open(connect.channel, connect.conn, 100.0))
         reply = json.dumps({"msg_type": 4, "status_code": 0, "payload_encrypted": False})
         run(client.on_message(connect.channel, connect.conn, reply, 100.0, 1_000))
-    assert client.phase is Phase.READY and set(MEDIA_CHANNELS) <= set(conns)
+    assert client.phase is ClientPhase.READY and set(MEDIA_CHANNELS) <= set(conns)
     return client, conns
 
 
@@ -246,7 +246,7 @@ def test_a_media_socket_delivers_what_the_full_parser_accepts_and_dead_letters_t
     else:
         expected = [Deliver(full)]
     assert client.on_message(channel, conns[channel], raw, 101.0, 2_000) == expected
-    assert client.phase is Phase.READY
+    assert client.phase is ClientPhase.READY
 
 
 def test_the_generators_reach_every_outcome_of_both_paths() -> None:

@@ -26,11 +26,11 @@ from ingest.rtms_client import (
     Action,
     Backoff,
     ClientConfig,
+    ClientPhase,
     Connect,
     Deliver,
     Disconnect,
     Finish,
-    Phase,
     RtmsClient,
     Send,
 )
@@ -51,8 +51,8 @@ def of(actions: list[Action], kind: type) -> list[Any]:
 class Harness:
     """Plays the server side: opens what the client connects, answers handshakes."""
 
-    def __init__(self, client: RtmsClient) -> None:
-        self.client = client
+    def __init__(self, machine: RtmsClient) -> None:
+        self.machine = machine
         self.now = 100.0
         self.conns: dict[str, int] = {}
 
@@ -63,23 +63,23 @@ class Harness:
         return actions
 
     def open(self, channel: str) -> list[Action]:
-        return self.run(self.client.on_open(channel, self.conns[channel], self.now))
+        return self.run(self.machine.on_open(channel, self.conns[channel], self.now))
 
     def recv(self, channel: str, msg: dict[str, Any] | str | bytes, wall_ms: int = 1_000) -> list[Action]:
         raw = json.dumps(msg) if isinstance(msg, dict) else msg
-        return self.run(self.client.on_message(channel, self.conns[channel], raw, self.now, wall_ms))
+        return self.run(self.machine.on_message(channel, self.conns[channel], raw, self.now, wall_ms))
 
     def close(self, channel: str, code: int | None = 1006) -> list[Action]:
-        return self.run(self.client.on_closed(channel, self.conns[channel], code, self.now))
+        return self.run(self.machine.on_closed(channel, self.conns[channel], code, self.now))
 
     def tick(self, advance: float) -> list[Action]:
         self.now += advance
-        return self.run(self.client.on_tick(self.now))
+        return self.run(self.machine.on_tick(self.now))
 
     def connect_all(self, media_params: dict[str, Any] | None = None, wall_ms: int = 1_000) -> list[Action]:
         """Drive a full connect from start (or from a pending signaling Connect) to READY."""
-        if self.client.phase is Phase.IDLE:
-            self.run(self.client.start(self.now))
+        if self.machine.phase is ClientPhase.IDLE:
+            self.run(self.machine.start(self.now))
         self.open(SIGNALING)
         actions = self.recv(
             SIGNALING,
@@ -102,7 +102,7 @@ class Harness:
 def ready_client(config: ClientConfig = CONFIG, **kw: Any) -> Harness:
     h = Harness(RtmsClient(SESSION, config, random.Random(7)))
     h.connect_all(**kw)
-    assert h.client.phase is Phase.READY
+    assert h.machine.phase is ClientPhase.READY
     return h
 
 
@@ -136,13 +136,13 @@ def test_happy_path_handshakes_then_ready_ack_then_subscription() -> None:
     assert (c1, ack) == (SIGNALING, {"msg_type": 7, "rtms_stream_id": "stream-1"})
     assert c2 == SIGNALING and sub["msg_type"] == 5
     assert {e["event_type"] for e in sub["events"]} == {2, 3, 4, 5, 6, 8, 9}
-    assert client.phase is Phase.READY
+    assert client.phase is ClientPhase.READY
 
 
 def test_options_multi_stream_audio_deskshare_and_language_hint() -> None:
     config = ClientConfig("c", "s", audio_multi=True, deskshare=True, transcript_language=9)
     h = Harness(RtmsClient(SESSION, config))
-    h.run(h.client.start(h.now))
+    h.run(h.machine.start(h.now))
     h.open(SIGNALING)
     connects = of(
         h.recv(SIGNALING, {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}),
@@ -236,7 +236,7 @@ def test_malformed_message_becomes_a_dead_letter_and_the_meeting_goes_on(
     assert letter.error == error
     assert letter.payload == (raw.encode() if isinstance(raw, str) else raw)
     assert letter.source == ("ws:signaling" if channel == SIGNALING else f"ws:media/{channel}")
-    assert h.client.phase is Phase.READY
+    assert h.machine.phase is ClientPhase.READY
     ok = h.recv("audio", {"msg_type": 14, "content": {"timestamp": 2, "data": "AAA="}})
     assert isinstance(of(ok, Deliver)[0].item, AudioData)
 
@@ -261,35 +261,35 @@ def test_events_and_state_updates_are_delivered_with_their_body() -> None:
 def test_comma_separated_server_urls_are_tried_in_order() -> None:
     session = StreamSession("m", "s", "ws://127.0.0.1:1/a, ws://127.0.0.1:2/b")
     h = Harness(RtmsClient(session, CONFIG))
-    (c,) = h.run(h.client.start(h.now))
+    (c,) = h.run(h.machine.start(h.now))
     assert c.url == "ws://127.0.0.1:1/a"
-    (c2,) = h.run(h.client.on_open_failed(SIGNALING, c.conn, "refused", h.now))
+    (c2,) = h.run(h.machine.on_open_failed(SIGNALING, c.conn, "refused", h.now))
     assert isinstance(c2, Connect) and c2.url == "ws://127.0.0.1:2/b"
-    assert h.run(h.client.on_open_failed(SIGNALING, c2.conn, "refused", h.now)) == []
-    assert h.client.phase is Phase.BACKOFF
+    assert h.run(h.machine.on_open_failed(SIGNALING, c2.conn, "refused", h.now)) == []
+    assert h.machine.phase is ClientPhase.BACKOFF
     (c3,) = h.tick(CONFIG.backoff_cap_s)
     assert isinstance(c3, Connect) and c3.url == "ws://127.0.0.1:1/a"
 
 
 def test_duplicate_signal_request_is_retried_after_backoff() -> None:
     h = Harness(RtmsClient(SESSION, CONFIG, random.Random(3)))
-    h.run(h.client.start(h.now))
+    h.run(h.machine.start(h.now))
     h.open(SIGNALING)
     actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": 8, "reason": "duplicate signal request"})
     assert of(actions, Disconnect) == [Disconnect(SIGNALING, 1)]
-    assert h.client.phase is Phase.BACKOFF
-    deadline = h.client.next_deadline()
+    assert h.machine.phase is ClientPhase.BACKOFF
+    deadline = h.machine.next_deadline()
     assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
     assert h.tick(0.4) == []
     assert of(h.tick(0.7), Connect) == [Connect(SIGNALING, SESSION.server_urls, 2)]
     h.connect_all()
-    assert h.client.phase is Phase.READY and h.client.backoff.attempts == 0
+    assert h.machine.phase is ClientPhase.READY and h.machine.backoff.attempts == 0
 
 
 @pytest.mark.parametrize("status", [2, 3, 45])
 def test_other_handshake_statuses_are_fatal(status: int) -> None:
     h = Harness(RtmsClient(SESSION, CONFIG))
-    h.run(h.client.start(h.now))
+    h.run(h.machine.start(h.now))
     h.open(SIGNALING)
     actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": status, "reason": "no"})
     (finish,) = of(actions, Finish)
@@ -305,7 +305,7 @@ def test_dropped_media_socket_reconnects_only_that_socket() -> None:
     assert sent(h.open("video"))[0][1]["msg_type"] == 3
     again = h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
     assert again == []  # no second ready-ack, signaling and the other media untouched
-    assert h.client.phase is Phase.READY
+    assert h.machine.phase is ClientPhase.READY
 
 
 def test_dropped_signaling_reconnects_signaling_and_media() -> None:
@@ -316,14 +316,14 @@ def test_dropped_signaling_reconnects_signaling_and_media() -> None:
         (k, old[k]) for k in ("audio", "video", "transcript")
     }
     assert {d.item for d in of(actions, Deliver)} == {MediaLost(k) for k in ("audio", "video", "transcript")}
-    assert h.client.phase is Phase.BACKOFF
+    assert h.machine.phase is ClientPhase.BACKOFF
     (c,) = h.tick(1.0)
     assert c.channel == SIGNALING
     final = h.connect_all()
     assert [m["msg_type"] for _, m in sent(final)] == [7, 5]
     # a late close of an old socket is stale and changes nothing
-    assert h.client.on_closed("audio", old["audio"], 1006, h.now) == []
-    assert h.client.phase is Phase.READY
+    assert h.machine.on_closed("audio", old["audio"], 1006, h.now) == []
+    assert h.machine.phase is ClientPhase.READY
 
 
 def test_silent_media_socket_is_treated_as_lost() -> None:
@@ -362,20 +362,20 @@ def test_stream_terminated_closes_signaling_and_drains_media_before_finishing() 
     assert {d.code for d in closes} == {1000} and len(closes) == 4
     assert {d.channel for d in closes if d.drain} == {"audio", "video", "transcript"}  # media drains
     assert [d.drain for d in closes if d.channel == SIGNALING] == [False]
-    assert of(actions, Finish) == [] and h.client.phase is Phase.DRAINING
+    assert of(actions, Finish) == [] and h.machine.phase is ClientPhase.DRAINING
     (late,) = of(h.recv("audio", AUDIO_FRAME), Deliver)  # a frame that was behind the TERMINATED
     assert late.item.timestamp_ms == 60 and late.item.payload == b"\0\0\0"
-    assert h.run(h.client.request_stop(h.now, close_stream=False)) == []  # already leaving
+    assert h.run(h.machine.request_stop(h.now, close_stream=False)) == []  # already leaving
     assert h.close("audio", 1000) == [] and h.close("video", 1000) == []
     (finish,) = of(h.close("transcript", 1000), Finish)
-    assert finish.outcome.ended and finish.outcome.stop_reason == 6 and h.client.ended
+    assert finish.outcome.ended and finish.outcome.stop_reason == 6 and h.machine.finished
     assert finish.outcome.detail == "stream terminated"
 
 
 def test_a_media_socket_that_never_closes_is_given_up_after_the_close_timeout() -> None:
     h = ready_client()
     h.recv(SIGNALING, {"msg_type": 8, "state": 4, "reason": 6, "timestamp": 50})
-    assert h.client.next_deadline() == h.now + CONFIG.close_timeout_s  # not the idle timeouts
+    assert h.machine.next_deadline() == h.now + CONFIG.close_timeout_s  # not the idle timeouts
     assert h.tick(CONFIG.close_timeout_s - 0.1) == []
     actions = h.tick(0.2)
     assert len(of(actions, Disconnect)) == 3 and not any(d.drain for d in of(actions, Disconnect))
@@ -386,7 +386,7 @@ def test_a_media_socket_that_never_closes_is_given_up_after_the_close_timeout() 
 
 def test_stop_with_close_stream_sends_21_and_waits_for_22() -> None:
     h = ready_client()
-    actions = h.run(h.client.request_stop(h.now, close_stream=True))
+    actions = h.run(h.machine.request_stop(h.now, close_stream=True))
     assert sent(actions) == [(SIGNALING, {"msg_type": 21, "rtms_stream_id": "stream-1"})]
     done = h.recv(SIGNALING, {"msg_type": 22, "rtms_stream_id": "stream-1", "status_code": 0})
     assert len(of(done, Disconnect)) == 4 and of(done, Finish) == []
@@ -395,31 +395,31 @@ def test_stop_with_close_stream_sends_21_and_waits_for_22() -> None:
 
 def test_stop_with_close_stream_gives_up_waiting_after_the_timeout() -> None:
     h = ready_client()
-    h.run(h.client.request_stop(h.now, close_stream=True))
+    h.run(h.machine.request_stop(h.now, close_stream=True))
     assert h.tick(CONFIG.close_timeout_s - 0.1) == []
     assert of(h.tick(0.2), Finish)[0].outcome.ended
 
 
 def test_leave_without_closing_the_stream() -> None:
     h = ready_client()
-    actions = h.run(h.client.request_stop(h.now, close_stream=False))
+    actions = h.run(h.machine.request_stop(h.now, close_stream=False))
     assert len(of(actions, Disconnect)) == 4 and of(actions, Finish) == []
-    assert h.run(h.client.request_stop(h.now, close_stream=False)) == []  # idempotent
+    assert h.run(h.machine.request_stop(h.now, close_stream=False)) == []  # idempotent
     assert not of(close_media(h, actions), Finish)[0].outcome.ended
 
 
 def test_leave_before_media_is_up_finishes_at_once() -> None:
     h = Harness(RtmsClient(SESSION, CONFIG, random.Random(7)))
-    h.run(h.client.start(h.now))
+    h.run(h.machine.start(h.now))
     h.open(SIGNALING)
-    actions = h.run(h.client.request_stop(h.now, close_stream=False))
+    actions = h.run(h.machine.request_stop(h.now, close_stream=False))
     assert [d.drain for d in of(actions, Disconnect)] == [False]
     assert not of(actions, Finish)[0].outcome.ended
 
 
 def test_failover_reconnects_everything_to_the_new_url_at_once() -> None:
     h = ready_client()
-    actions = h.run(h.client.request_reconnect(h.now, "ws://127.0.0.1:10/new"))
+    actions = h.run(h.machine.request_reconnect(h.now, "ws://127.0.0.1:10/new"))
     assert len(of(actions, Disconnect)) == 4
     assert of(actions, Connect) == [Connect(SIGNALING, "ws://127.0.0.1:10/new", h.conns[SIGNALING])]
 
@@ -427,17 +427,17 @@ def test_failover_reconnects_everything_to_the_new_url_at_once() -> None:
 def test_interrupted_webhook_older_than_our_reconnect_is_ignored() -> None:
     h = Harness(RtmsClient(SESSION, CONFIG))
     h.connect_all(wall_ms=5_000)
-    assert h.client.request_reconnect(h.now, None, since_wall_ms=4_000) == []
-    actions = h.client.request_reconnect(h.now, None, since_wall_ms=6_000)
+    assert h.machine.request_reconnect(h.now, None, since_wall_ms=4_000) == []
+    actions = h.machine.request_reconnect(h.now, None, since_wall_ms=6_000)
     assert of(actions, Connect) and of(actions, Disconnect)
 
 
 def test_reconnect_budget_ends_the_session() -> None:
     h = Harness(RtmsClient(SESSION, CONFIG, random.Random(5)))
-    (c,) = h.run(h.client.start(h.now))
+    (c,) = h.run(h.machine.start(h.now))
     finish: list[Finish] = []
     for _ in range(CONFIG.max_attempts + 1):
-        actions = h.run(h.client.on_open_failed(SIGNALING, h.conns[SIGNALING], "refused", h.now))
+        actions = h.run(h.machine.on_open_failed(SIGNALING, h.conns[SIGNALING], "refused", h.now))
         finish = of(actions, Finish)
         if finish:
             break
@@ -468,19 +468,19 @@ def only_connect(actions: list[Action]) -> Connect:
 def test_first_reconnect_after_a_media_drop_is_immediate() -> None:
     h = ready_client()
     assert h.close("video") == [Deliver(MediaLost("video"))]
-    assert h.client.next_deadline() == h.now  # due now: the shell ticks before it waits again
+    assert h.machine.next_deadline() == h.now  # due now: the shell ticks before it waits again
     c = only_connect(h.tick(0.0))
     assert c == Connect("video", MEDIA_URLS["video"], c.conn) and c.conn > 4
     h.open("video")
     assert h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False}) == []
-    assert h.client.phase is Phase.READY and h.client.media["video"].backoff.attempts == 0
+    assert h.machine.phase is ClientPhase.READY and h.machine.media["video"].backoff.attempts == 0
 
 
 def test_old_policy_waits_out_the_first_backoff_after_a_drop() -> None:
     """Control for the test above: the same drop under `reconnect_at_once=False`."""
     h = ready_client(dataclasses.replace(CONFIG, reconnect_at_once=False))
     h.close("video")
-    deadline = h.client.next_deadline()
+    deadline = h.machine.next_deadline()
     assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
     assert h.tick(0.49) == []
     assert of(h.tick(0.51), Connect)[0].channel == "video"
@@ -492,8 +492,8 @@ def test_consecutive_failures_after_the_immediate_retry_back_off_exponentially()
     c = only_connect(h.tick(0.0))
     delays = []
     for _ in range(CONFIG.max_attempts - 1):
-        assert h.run(h.client.on_open_failed("video", c.conn, "refused", h.now)) == []
-        retry_at = h.client.media["video"].retry_at
+        assert h.run(h.machine.on_open_failed("video", c.conn, "refused", h.now)) == []
+        retry_at = h.machine.media["video"].retry_at
         assert retry_at is not None
         delays.append(retry_at - h.now)
         assert h.tick(delays[-1] - 0.01) == []
@@ -502,9 +502,9 @@ def test_consecutive_failures_after_the_immediate_retry_back_off_exponentially()
     # base 1 s: the 2nd attempt waits 0.5-1 s, the 3rd 1-2 s (jittered to 50-100 %)
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0
     # the budget counts the immediate retry: the next failure is the max_attempts-th
-    actions = h.run(h.client.on_open_failed("video", c.conn, "refused", h.now))
-    assert h.client.phase is Phase.BACKOFF and len(of(actions, Disconnect)) == 3
-    deadline = h.client.next_deadline()
+    actions = h.run(h.machine.on_open_failed("video", c.conn, "refused", h.now))
+    assert h.machine.phase is ClientPhase.BACKOFF and len(of(actions, Disconnect)) == 3
+    deadline = h.machine.next_deadline()
     assert deadline is not None and deadline >= h.now + 0.5  # escalation to a full reconnect backs off
 
 
@@ -512,14 +512,14 @@ def test_backoff_resets_after_a_successful_reconnect() -> None:
     h = ready_client()
     h.close("video")
     c = only_connect(h.tick(0.0))
-    h.run(h.client.on_open_failed("video", c.conn, "refused", h.now))
+    h.run(h.machine.on_open_failed("video", c.conn, "refused", h.now))
     c = only_connect(h.tick(1.0))
     h.open("video")
     h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
-    assert h.client.media["video"].backoff.attempts == 0
+    assert h.machine.media["video"].backoff.attempts == 0
     h.now += CONFIG.backoff_base_s  # a later drop, not a flapping link
     h.close("video")
-    assert h.client.next_deadline() == h.now
+    assert h.machine.next_deadline() == h.now
     assert of(h.tick(0.0), Connect)[0].channel == "video"
 
 
@@ -531,27 +531,31 @@ def test_a_link_that_drops_again_within_the_base_delay_backs_off() -> None:
     h.recv("video", {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
     h.now += CONFIG.backoff_base_s / 2
     h.close("video")
-    deadline = h.client.next_deadline()
+    deadline = h.machine.next_deadline()
     assert deadline is not None and h.now + 0.5 <= deadline <= h.now + 1.0
 
 
 def test_signaling_drop_reconnects_at_once_and_a_status_8_then_backs_off() -> None:
     h = ready_client()
     h.close(SIGNALING)
-    assert h.client.phase is Phase.BACKOFF and h.client.next_deadline() == h.now
+    assert h.machine.phase is ClientPhase.BACKOFF and h.machine.next_deadline() == h.now
     c = only_connect(h.tick(0.0))
     assert c == Connect(SIGNALING, SESSION.server_urls, c.conn)
     h.open(SIGNALING)
     # Zoom has not noticed the old socket yet: duplicate signal request -> wait, do not hammer
     actions = h.recv(SIGNALING, {"msg_type": 2, "status_code": 8, "reason": "duplicate signal request"})
     assert of(actions, Disconnect) == [Disconnect(SIGNALING, c.conn)]
-    deadline = h.client.next_deadline()
-    assert h.client.phase is Phase.BACKOFF and deadline is not None
+    deadline = h.machine.next_deadline()
+    assert h.machine.phase is ClientPhase.BACKOFF and deadline is not None
     assert h.now + 0.5 <= deadline <= h.now + 1.0
     assert h.tick(0.49) == []
     assert of(h.tick(0.51), Connect)[0].channel == SIGNALING
     h.connect_all()
-    assert h.client.phase is Phase.READY and h.client.backoff.attempts == 0 and h.client.ready_count == 2
+    assert (
+        h.machine.phase is ClientPhase.READY
+        and h.machine.backoff.attempts == 0
+        and h.machine.ready_count == 2
+    )
 
 
 def test_a_duplicate_media_connection_after_the_immediate_retry_backs_off() -> None:
@@ -561,13 +565,13 @@ def test_a_duplicate_media_connection_after_the_immediate_retry_backs_off() -> N
     h.open("video")
     refused = h.recv("video", {"msg_type": 4, "status_code": 16, "reason": "duplicate media connection"})
     assert refused == [Disconnect("video", c.conn)]
-    retry_at = h.client.media["video"].retry_at
+    retry_at = h.machine.media["video"].retry_at
     assert retry_at is not None and h.now + 0.5 <= retry_at <= h.now + 1.0
 
 
 def test_an_unanswered_media_handshake_is_a_failure_not_a_drop() -> None:
     h = Harness(RtmsClient(SESSION, CONFIG, random.Random(7)))
-    h.run(h.client.start(h.now))
+    h.run(h.machine.start(h.now))
     h.open(SIGNALING)
     connects = of(
         h.recv(SIGNALING, {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}),
@@ -579,7 +583,7 @@ def test_an_unanswered_media_handshake_is_a_failure_not_a_drop() -> None:
             h.recv(c.channel, {"msg_type": 4, "status_code": 0, "payload_encrypted": False})
     actions = h.tick(CONFIG.handshake_timeout_s)
     assert of(actions, Disconnect) == [Disconnect("video", h.conns["video"])] and not of(actions, Connect)
-    retry_at = h.client.media["video"].retry_at
+    retry_at = h.machine.media["video"].retry_at
     assert retry_at is not None and h.now + 0.5 <= retry_at <= h.now + 1.0
 
 
@@ -596,3 +600,67 @@ def test_backoff_after_drop_is_immediate_once_then_exponential() -> None:
     assert b.after_drop(103.0) == 0.0
     b.reset()
     assert 1.5 <= b.next_delay() <= 3.0  # a plain failure (no drop) never skips the wait
+
+
+# --- individual video -------------------------------------------------------------------------------
+
+INDIVIDUAL = dataclasses.replace(CONFIG, video_individual=True, video_participants_max=2)
+
+
+def subscriptions(actions: list[Action]) -> list[tuple[int, bool]]:
+    return [
+        (m["user_id"], m["subscribe"]) for ch, m in sent(actions) if ch == SIGNALING and m["msg_type"] == 28
+    ]
+
+
+def join(h: Harness, *uids: int, event_type: int = 3) -> list[Action]:
+    people = [{"user_id": u, "user_name": f"u{u}"} for u in uids]
+    return h.recv(
+        SIGNALING,
+        {"msg_type": 6, "event": {"event_type": event_type, "timestamp": 5, "participants": people}},
+    )
+
+
+def test_individual_video_asks_data_opt_4_and_subscribes_each_joining_camera_up_to_the_limit() -> None:
+    client = RtmsClient(SESSION, INDIVIDUAL, random.Random(1))
+    h = Harness(client)
+    h.run(client.start(h.now))
+    h.open(SIGNALING)
+    resp = {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": MEDIA_URLS}}
+    for c in of(h.recv(SIGNALING, resp), Connect):
+        ((_, hello),) = sent(h.open(c.channel))
+        if c.channel == "video":
+            assert hello["media_params"]["video"]["data_opt"] == 4
+        ready = h.recv(c.channel, {"msg_type": 4, "status_code": 0})
+    assert [m["msg_type"] for _, m in sent(ready)] == [7, 5]  # nobody to subscribe yet
+    assert client.phase is ClientPhase.READY
+    actions = join(h, 11, 12, 13)
+    assert [type(a) for a in actions][0] is Deliver  # the event is recorded as ever
+    assert subscriptions(actions) == [(11, True), (12, True)]
+    assert subscriptions(join(h, 11, event_type=4)) == [(11, False), (13, True)]
+    refused = {"msg_type": 29, "user_id": 13, "status_code": 25, "reason": "too many", "timestamp": 6}
+    actions = h.recv(SIGNALING, refused)
+    assert [a.item.name for a in of(actions, Deliver)] == ["video_subscription"]
+    assert subscriptions(actions) == []  # nobody else is waiting
+
+
+def test_individual_video_subscribes_again_after_a_signaling_reconnect() -> None:
+    h = ready_client(INDIVIDUAL)
+    join(h, 11, 12)
+    h.close(SIGNALING)
+    h.tick(1.0)
+    final = h.connect_all()
+    assert [m["msg_type"] for _, m in sent(final)] == [7, 5, 28, 28]
+    assert subscriptions(final) == [(11, True), (12, True)]
+
+
+def test_active_speaker_video_never_subscribes_a_camera() -> None:
+    h = ready_client()
+    assert subscriptions(join(h, 11, 12)) == []
+    assert sent(join(h, 13, event_type=8)) == []
+
+
+def test_individual_video_subscribes_the_active_speaker_named_by_an_event() -> None:
+    h = ready_client(INDIVIDUAL)
+    speaker = {"msg_type": 6, "event": {"event_type": 2, "timestamp": 5, "user_id": 21, "user_name": "S"}}
+    assert subscriptions(h.recv(SIGNALING, speaker)) == [(21, True)]

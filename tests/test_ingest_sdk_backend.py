@@ -98,6 +98,13 @@ def test_plan_asks_the_sdk_for_what_the_raw_backend_asks_for() -> None:
     # JPG HD 1 fps, as the raw backend asks
     assert multi.media.deskshare == SdkDeskshare(content_type=3, codec=5, resolution=2, fps=1)
     assert multi.media.transcript is None
+
+
+def test_plan_refuses_individual_video_which_this_backend_does_not_subscribe() -> None:
+    with pytest.raises(ValueError, match="websocket backend"):
+        sdk_plan(ClientConfig("id", "secret", video_individual=True))
+    # the control: without video there is no camera to subscribe
+    assert sdk_plan(ClientConfig("id", "secret", video=False, video_individual=True)).media.video is None
     assert sdk_plan(ClientConfig("i", "s")).media.transcript == SdkTranscript(-1, True)
 
 

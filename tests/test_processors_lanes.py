@@ -162,3 +162,67 @@ def test_a_known_loss_shorter_than_the_video_gap_rule_is_a_loss_gap(codec: Codec
     assert run([{"start_ms": T0 + 80, "end_ms": T0 + 200}]) == [
         {"start_ms": T0 + 120, "length_ms": 80, "reason": "LOSS"}
     ]
+
+
+def camera_frames(mode: str) -> list[dict[str, Any]]:
+    """Two participants' frames 40 ms apart, interleaved, participant 2's camera off 400..800 ms."""
+    out = []
+    for ts in range(0, 1200, 40):
+        for pid in (1, 2):
+            if pid == 2 and 400 <= ts < 800:
+                continue
+            out.append({**STAMP, "stream_kind": "VIDEO", "participant_id": pid, "participant_name": f"p{pid}",
+                        "timestamp_ms": T0 + ts, "ingest_seq": len(out), "received_at_ms": T0 + ts,
+                        "payload": bytes([pid, ts % 256]), "keyframe": ts == 0, "has_parameter_sets": ts == 0,
+                        "media": {"codec": "H264", "width": 640, "height": 360, "fps": 25, "mode": mode}})  # fmt: skip
+    return out
+
+
+def ordered_video(codec: Codec, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    out: list[Any] = []
+    for offset, frame in enumerate(frames):
+        out += core.feed("rtms.raw.video", offset, b"m==", codec.encode("rtms.raw.video", frame), [])
+    end = {**STAMP, "topic": "rtms.raw.video", "ended": "STOPPED", "stop_reason": 6,
+           "last_timestamp_ms": T0 + 1160, "counts": {}, "complete": True}  # fmt: skip
+    out += core.feed("rtms.raw.video", len(frames), b"m==", None, marker_headers(end))
+    return [o.value for o in out if o.topic == "rtms.video" and o.value is not None]
+
+
+def test_each_individual_camera_is_a_lane_with_its_own_seq_and_its_camera_off_gap(codec: Codec) -> None:
+    out = ordered_video(codec, camera_frames("INDIVIDUAL"))
+    for pid in (1, 2):
+        lane = [v for v in out if v["participant_id"] == pid]
+        assert [v["seq"] for v in lane] == list(range(len(lane)))
+        assert all(v["payload"][:1] == bytes([pid]) for v in lane if not v["gap"])
+    gaps = [(v["participant_id"], v["gap"]) for v in out if v["gap"]]
+    # participant 2's frame at 360 ms is held one interval (to 400), the gap runs to 800
+    assert gaps == [(2, {"start_ms": T0 + 400, "length_ms": 400, "reason": "VIDEO_OFF"})]
+
+
+def test_active_speaker_video_stays_one_lane_whoever_is_shown(codec: Codec) -> None:
+    """The control: the same frames as active-speaker video are one lane (one seq), and the
+    second participant's silence is no gap there, as the first's frames fill the picture."""
+    out = ordered_video(codec, camera_frames("ACTIVE_SPEAKER"))
+    assert [v["seq"] for v in out] == list(range(len(out)))
+    assert [v for v in out if v["gap"]] == []
+
+
+def test_cameras_past_the_limit_are_dead_letters_not_lanes(codec: Codec) -> None:
+    from processors.lanes import MAX_CAMERA_LANES
+
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    out: list[Any] = []
+    template = camera_frames("INDIVIDUAL")[0]
+    for pid in range(1, MAX_CAMERA_LANES + 3):
+        frame = {**template, "participant_id": pid, "ingest_seq": pid}
+        out += core.feed("rtms.raw.video", pid, b"m==", codec.encode("rtms.raw.video", frame), [])
+    dead = [o.value for o in out if o.topic == "rtms.deadletter"]
+    assert [d["error"] for d in dead] == ["TooManyCameras", "TooManyCameras"]
+    # the control: the cameras within the limit are lanes, and one of them goes on taking frames
+    cameras = {k[4] for st in core.streams.values() for k in st.lanes}
+    assert cameras == set(range(1, MAX_CAMERA_LANES + 1))
+    again = {**template, "participant_id": 1, "ingest_seq": 99, "timestamp_ms": T0 + 40}
+    assert [
+        o.topic for o in core.feed("rtms.raw.video", 99, b"m==", codec.encode("rtms.raw.video", again), [])
+    ] == []

@@ -13,7 +13,7 @@ import rtms_protocol as p
 from rtms_protocol.messages import _PARSERS
 from schemas import records
 
-# What Zoom's SDK put on the wire in the probe captures (rtms-protocol.md 2.3, 3.1, 2.8, 2.9).
+# What Zoom's SDK put on the wire in the probe captures (docs/PROTOCOL.md §3.3, §4.1, §3.8, §5).
 SDK_HANDSHAKE = (
     '{"meeting_uuid":"probeMeetingUuid==","msg_type":1,"protocol_version":1,'
     '"rtms_client_agent":"rtms_sdk_cpp-.0.20260319-python-rtms","rtms_stream_id":"probe-stream-0001",'
