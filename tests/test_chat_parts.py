@@ -1,18 +1,27 @@
-"""The pure parts of chat: the emulator's chat script, ingest's privacy and limit rule, the ordered
-record, the files' line format and the interleaving of chat into `transcript.txt`."""
+"""The pure parts of chat: the emulator's chat script, the client's chat socket, ingest's privacy and
+limit rule, the processors' chat lane and record, the files' line format and the interleaving of chat
+into `transcript.txt`."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import rtms_protocol as proto
 from emulator.conversation import chat_messages
-from ingest.backend import ChatData, Participant
+from ingest.backend import ChatData, DeadLetterData, Participant, StreamSession
 from ingest.chat_record import ChatRefused, chat_content
+from ingest.rtms_client import SIGNALING, ClientConfig, ClientPhase, Connect, Deliver, RtmsClient, Send
 from processors.chat import chat_message
+from processors.lanes import LaneConfig, PartitionCore
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
 from schemas.limits import MAX_CHAT_TEXT_BYTES, clip_text
+from schemas.markers import marker_headers, read_marker
 from sinks.chat_files import ChatLine, ChatWriter, format_chat_line, iter_chat_jsonl, write_interleaved
 from sinks.transcript_files import TranscriptWriter, Utterance
 
@@ -122,3 +131,81 @@ def test_jsonl_round_trips_and_interleaving_merges_by_time_speech_first(tmp_path
         "Bob: u3",  # the partial u2 is not a transcript line
         "Ann (chat, private to Bob): late",
     ]
+
+
+def _ready(config: ClientConfig, chat_status: int) -> tuple[RtmsClient, dict[str, int], list[dict[str, Any]]]:
+    """A client through its handshakes, Zoom answering the chat socket's with `chat_status`; the
+    data handshake requests it sent."""
+    client = RtmsClient(StreamSession("meet==", "s-1", "ws://127.0.0.1:9/sig"), config, random.Random(7))
+    conns: dict[str, int] = {}
+    hellos: list[dict[str, Any]] = []
+
+    def run(actions: list[Any]) -> list[Any]:
+        for action in actions:
+            if isinstance(action, Connect):
+                conns[action.channel] = action.conn
+            elif isinstance(action, Send) and action.channel != SIGNALING:
+                hellos.append(json.loads(action.text))
+        return actions
+
+    run(client.start(100.0))
+    run(client.on_open(SIGNALING, conns[SIGNALING], 100.0))
+    urls = {key: f"ws://127.0.0.1:9/media/{key}" for key in ("audio", "video", "transcript", "chat")}
+    answer = {"msg_type": 2, "status_code": 0, "media_server": {"server_urls": urls}}
+    for connect in [a for a in run(client.on_message(SIGNALING, conns[SIGNALING], json.dumps(answer), 100.0, 1))
+                    if isinstance(a, Connect)]:  # fmt: skip
+        run(client.on_open(connect.channel, connect.conn, 100.0))
+        status = chat_status if connect.channel == "chat" else 0
+        run(
+            client.on_message(
+                connect.channel, connect.conn, json.dumps({"msg_type": 4, "status_code": status}), 100.0, 1
+            )
+        )
+    return client, conns, hellos
+
+
+def test_the_client_asks_for_chat_on_its_own_socket_and_delivers_typed_messages() -> None:
+    client, conns, hellos = _ready(ClientConfig("cid", "secret", chat=True), 0)
+    assert client.phase is ClientPhase.READY
+    assert [h["media_type"] for h in hellos] == [1, 2, 8, 16]  # audio, video, transcript, chat
+    private = proto.ChatFrame(T0, "psst", 7, "Ann", "m-1", (proto.Participant(8, "Bob"),))
+    (deliver,) = client.on_message("chat", conns["chat"], proto.encode(private), 101.0, 2)
+    assert isinstance(deliver, Deliver)
+    assert deliver.item == ChatData(T0, "psst", 7, "Ann", "m-1", (Participant(8, "Bob"),))
+    bad = '{"msg_type":18,"content":{"data":"x","timestamp":1,"recipients":7}}'
+    (letter,) = client.on_message("chat", conns["chat"], bad, 101.0, 2)
+    assert isinstance(letter, Deliver) and isinstance(letter.item, DeadLetterData)
+    assert letter.item.error == "ProtocolError.bad_field"
+    # control: chat off, no chat socket
+    _, conns_off, hellos_off = _ready(ClientConfig("cid", "secret", chat=False), 0)
+    assert "chat" not in conns_off and [h["media_type"] for h in hellos_off] == [1, 2, 8]
+
+
+def test_an_app_without_the_chat_scope_goes_on_without_chat() -> None:
+    client, _, hellos = _ready(
+        ClientConfig("cid", "secret", chat=True), int(proto.StatusCode.MEDIA_TYPE_CHAT_NOT_SUPPORT)
+    )
+    assert 16 in [h["media_type"] for h in hellos] and client.phase is ClientPhase.READY
+
+
+def test_the_chat_lane_keeps_arrival_order_drops_repeats_and_forwards_the_marker() -> None:
+    codec = Codec.from_settings(Settings())
+    core = PartitionCore(0, codec.decode, LaneConfig(300))
+    stamp = {"meeting_uuid": "m==", "rtms_stream_id": "s1", "stream_kind": "CHAT", "stream_started_ms": T0,
+             "ingest_epoch": 1, "received_at_ms": T0}  # fmt: skip
+    sent = [(3000, "third by the clock, first sent"), (1000, "first by the clock"), (2000, "second")]
+    raws = [{**stamp, "participant_id": 7, "timestamp_ms": T0 + at, "ingest_seq": n, "text": text}
+            for n, (at, text) in enumerate(sent)]  # fmt: skip
+    raws.insert(2, {**raws[0], "ingest_seq": 99})  # a repeat (a takeover's re-send)
+    out = []
+    for offset, raw in enumerate(raws):
+        out += core.feed("rtms.raw.chat", offset, b"m==", codec.encode("rtms.raw.chat", raw), [])
+    end = {**stamp, "topic": "rtms.raw.chat", "ended": "STOPPED", "stop_reason": 6, "last_timestamp_ms": T0 + 2000,
+           "counts": {"CHAT": 4}, "complete": True}  # fmt: skip
+    del end["stream_kind"], end["received_at_ms"]
+    out += core.feed("rtms.raw.chat", len(raws), b"m==", None, list(marker_headers(end)))
+    chat = [o.value for o in out if o.topic == "rtms.chat" and o.value is not None]
+    assert [c["text"] for c in chat] == [text for _, text in sent]  # as sent, not by timestamp
+    assert [c["chat_id"] for c in chat] == ["s1/0", "s1/1", "s1/2"]
+    (marker,) = [o for o in out if o.topic == "rtms.chat" and o.value is None]
+    assert read_marker(marker.headers or [])["counts"] == {"CHAT": 3, "DUPLICATE": 1, "LATE": 0}
