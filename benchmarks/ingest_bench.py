@@ -50,6 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtmsflow.clock import now_ms
+from rtmsflow.kafka_client import bootstrap_servers
+
 CLIENT_ID, CLIENT_SECRET, WEBHOOK_SECRET = "bench-client", "bench-secret", "bench-webhook-secret"
 PARTICIPANTS = 3
 FPS = 25  # what the worker asks for (ClientConfig.video_fps)
@@ -57,10 +60,6 @@ DECODES_PER_S = 3000  # latency sample budget of the reading consumer
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HELD_BACKLOG_S = 1.0  # "held": the backlog grew by less, and stays below, this many seconds of traffic
 STATUS_EVERY_S = 0.2  # the emulator's status lines
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def log(msg: str) -> None:
@@ -292,11 +291,11 @@ async def consume(
     from schemas.codec import Codec
     from schemas.topics import RAW_AUDIO, RAW_TRANSCRIPT, RAW_VIDEO
 
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     topics = [t.full_name(settings.topic_prefix) for t in (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT)]
     await codec.prepare(topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(),
+        bootstrap_servers=bootstrap_servers(settings),
         enable_auto_commit=False,
         auto_offset_reset="latest",
         fetch_max_wait_ms=50,

@@ -61,6 +61,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtmsflow.kafka_client import bootstrap_servers
+
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_747_316_541_000
 RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events", "rtms.raw.chat")
@@ -140,7 +142,7 @@ class Writer:
         from schemas.topics import partition_for
 
         self.settings, self.mix = settings, mix
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.parts = [partition_for(mix.meeting(i), settings.partitions) for i in range(mix.streams)]
         self.counts: list[dict[str, dict[str, int]]] = [{} for _ in range(mix.streams)]
         self.sent = 0
@@ -150,7 +152,7 @@ class Writer:
     async def __aenter__(self) -> Writer:
         from aiokafka import AIOKafkaProducer
 
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap(), linger_ms=5,
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.settings), linger_ms=5,
                                          max_batch_size=1 << 20, max_request_size=8 << 20)  # fmt: skip
         await self.producer.start()
         return self
@@ -239,8 +241,8 @@ class Watcher:
 
         from schemas.codec import Codec
 
-        codec = Codec.from_settings(self.settings)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap(), enable_auto_commit=False,
+        codec = Codec(self.settings.schema_registry_url, self.settings.topic_prefix)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings), enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_bytes=64 << 20)  # fmt: skip
         await consumer.start()
         try:
@@ -346,7 +348,7 @@ def start_worker(
     """`rtmsflow process` (or the Faust baseline) pinned to `cpu`, its cwd (Faust's data dir) in
     `workdir`, under cProfile writing to `profile` if given; returns the process and its web port."""
     port = free_port()
-    env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap(),
+    env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_KAFKA_BOOTSTRAP": bootstrap_servers(settings),
            "RTMSFLOW_PARTITIONS": str(settings.partitions), "PYTHONPATH": str(ROOT)}  # fmt: skip
     group = f"bench-{uuid.uuid4().hex[:8]}"
     if faust_baseline:
@@ -595,7 +597,7 @@ def faust_worker(group: str, port: int) -> None:
 
     settings = Settings.from_env()
     prefix = settings.topic_prefix
-    app = faust.App(f"{prefix}{group}", broker=f"kafka://{settings.bootstrap()}", store="memory://", web_port=port,
+    app = faust.App(f"{prefix}{group}", broker=f"kafka://{bootstrap_servers(settings)}", store="memory://", web_port=port,
                     topic_disable_leader=True, topic_allow_declare=False, consumer_auto_offset_reset="earliest",
                     producer_linger_ms=5, producer_max_batch_size=1 << 20, stream_buffer_maxsize=32_768,
                     broker_max_poll_records=5_000)  # fmt: skip
@@ -603,7 +605,7 @@ def faust_worker(group: str, port: int) -> None:
                     key_serializer="raw", value_serializer="raw")  # fmt: skip
     out = {prefix + r: app.topic(prefix + o, key_type=bytes, value_type=bytes, key_serializer="raw",
                                  value_serializer="raw") for r, o in zip(RAW, ORDERED, strict=True)}  # fmt: skip
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
 
     @dataclass(slots=True)
     class Item:

@@ -55,13 +55,15 @@ def raw_records(codec: Codec, mix: Mix) -> list[Raw]:
 
 def one_pass(codec: Codec, splicer: FrameSplicer, records: list[Raw]) -> tuple[int, int]:
     """Feed every record to a fresh core and make every output's bytes as the worker does
-    (`output_value`); (outputs, output bytes)."""
+    (`output_value`; a marker's headers); (outputs, output bytes)."""
     core = PartitionCore(0, codec.decode, LaneConfig())
     n_out = size = 0
     for topic, offset, key, value, headers in records:
         for o in core.feed(topic, offset, key, value, headers):
             data = output_value(o, splicer, codec, o.topic, _no_clock)
             size += len(data) if data is not None else 0
+            if o.end is not None:
+                size += sum(len(v) for _, v in marker_headers(o.end))
             n_out += 1
     return n_out, size
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from rtmsflow.kafka_client import bootstrap_servers
+
 ORIGIN_MS = 1_747_316_541_000
 MEETING = "benchMeeting/Q+=="
 STREAM = "bench01"
@@ -69,11 +71,11 @@ async def write_meeting(settings: Any, minutes: float, resolution: str, audio: s
         for k in ("camera", "screen")
     ]  # type: ignore[arg-type]
     size = (clips[0].width, clips[0].height)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     part = partition_for(MEETING, settings.partitions)
     topic = {b: settings.topic_prefix + b for b in (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)}
     pcm = audio_loop(audio)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20, linger_ms=20,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), max_request_size=8 << 20, linger_ms=20,
                                 max_batch_size=1 << 20)  # fmt: skip
     await producer.start()
     duration = int(minutes * 60_000)
@@ -182,7 +184,7 @@ async def main(
                 file=sys.stderr,
             )
             env = {**os.environ, "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix, "RTMSFLOW_PARTITIONS": "1",
-                   "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap()}  # fmt: skip
+                   "RTMSFLOW_KAFKA_BOOTSTRAP": bootstrap_servers(settings)}  # fmt: skip
             targets: list[tuple[str | None, dict[str, str]]] = [(None, env)]
             if bucket_env is not None:
                 uri = f"{bucket_env['RTMSFLOW_DATA_DIR']}/{length:g}min"

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtmsflow.admin import delete_topics, ensure_topics
 from rtmsflow.broker import LocalKafka
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env
 from schemas import topics as t
@@ -64,7 +65,7 @@ async def read_all(
     """Every value record of a topic with its Kafka timestamp (ms); the timestamps of the
     end-of-stream markers (null values) go to `markers`."""
     topic = settings.topic_prefix + base
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
@@ -260,7 +261,7 @@ async def run_once(
     settings = dataclasses.replace(
         base, topic_prefix=f"bench{secrets.token_hex(3)}.", data_dir=str(work / f"data-{n}")
     )
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     await ensure_topics(settings)
     try:
         return await _run_once(settings, codec, n, args, work, broker_pid)

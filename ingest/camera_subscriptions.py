@@ -1,9 +1,8 @@
 """Whose cameras an individual-video stream (video `data_opt` 4) subscribes to, as a pure planner.
 
-Participants become candidates as they join, turn their camera on or speak (a worker that takes a
-stream over learns who is there from these), first come first served;
+Participants become candidates as they join, turn their camera on or speak, first come first served;
 up to `max_count` are subscribed (VIDEO_SUBSCRIPTION_REQ), a leaver's place goes to the next
-candidate, and every (re)connect subscribes afresh. The caller sends what each method returns."""
+candidate, every (re)connect subscribes afresh. The caller sends what each method returns."""
 
 from __future__ import annotations
 

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import Coroutine
 from typing import Any
 
 import click
 
-from rtmsflow.cli import env_help, load_settings, serving_port, with_options
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option, session_timeout_option
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import INGEST_BACKENDS, VIDEO_MODES, VIDEO_RESOLUTIONS, Settings
 
 log = get_logger(__name__)
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run until SIGINT/SIGTERM, then let the coroutine's `finally` shut down in order."""
-
-    async def runner() -> None:
-        task = asyncio.ensure_future(main)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-
-    asyncio.run(runner())
 
 
 @click.group()
@@ -49,24 +31,18 @@ def ingest() -> None:
 def http(host: str | None, port: int | None, path: str | None) -> None:
     """Receive Zoom's webhooks: verify, answer url_validation, put lifecycle events on rtms.sessions."""
     from ingest.webhook import serve_http
+    from rtmsflow.service import run_until_signal
 
     if path is not None and not path.startswith("/"):
         raise click.BadParameter("must start with '/'", param_hint="--path")
-    settings = with_options(load_settings(), http_host=host, http_port=port, webhook_path=path)
+    settings = load_settings(http_host=host, http_port=port, webhook_path=path)
     log.info("ingest http starting", extra={"settings": settings.describe(), "path": settings.webhook_path})
-    _run(serve_http(settings, settings.webhook_path))
+    run_until_signal(serve_http(settings, settings.webhook_path))
 
 
 @ingest.command()
 @click.option("--group", default=None, help=env_help("Consumer group of the workers.", "ingest_group"))
-@click.option(
-    "--session-timeout-ms",
-    type=click.IntRange(min=1),
-    default=None,
-    help=env_help(
-        "Group session timeout: how soon a dead worker's meetings move.", "ingest_session_timeout_ms"
-    ),
-)
+@session_timeout_option("meetings", "ingest_session_timeout_ms")
 @click.option(
     "--backend",
     type=click.Choice(INGEST_BACKENDS),
@@ -122,12 +98,7 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
     default=None,
     help=env_help("RTMS language code of the transcripts (-1 = auto).", "transcript_language"),
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help=env_help("Port of /health and /metrics (0 = a free port, logged at start).", "metrics_port"),
-)
+@metrics_port_option()
 def worker(
     group: str | None,
     session_timeout_ms: int | None,
@@ -147,11 +118,11 @@ def worker(
 ) -> None:
     """Hold the live RTMS streams of the rtms.sessions partitions this worker owns."""
     from ingest.backend import FrameHandler, SessionBackend, load_backend
-    from ingest.worker import SessionWorker, run_worker
+    from ingest.worker import SessionWorker
     from ingest.ws_client import client_config
+    from rtmsflow.service import run_stage, run_until_signal
 
-    settings = with_options(
-        load_settings(),
+    settings = load_settings(
         ingest_group=group,
         ingest_session_timeout_ms=session_timeout_ms,
         ingest_backend=backend,
@@ -185,18 +156,14 @@ def worker(
     def backend_factory(s: Settings, frames: FrameHandler) -> SessionBackend:
         return factory(s, frames, config=config)  # the same media choices, whichever backend
 
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "ingest worker starting",
-        extra={"settings": settings.describe(), "group": settings.ingest_group, "metrics_port": port},
-    )
+    port = announce_start(log, "ingest worker", settings, settings.ingest_group)
     node = SessionWorker(
         settings,
         group_id=settings.ingest_group,
         backend_factory=backend_factory,
         session_timeout_ms=settings.ingest_session_timeout_ms,
     )
-    _run(_worker_then_sdk_hosts(settings, run_worker(settings, node, port)))
+    run_until_signal(_worker_then_sdk_hosts(settings, run_stage(node, settings.http_host, port)))
 
 
 async def _worker_then_sdk_hosts(settings: Settings, worker: Coroutine[Any, Any, None]) -> None:

@@ -32,6 +32,7 @@ from ingest.backend import (
 )
 from ingest.batching import Batcher
 from ingest.chat_record import ChatRefused, chat_content
+from rtmsflow.clock import now_ms
 from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import get_logger
@@ -53,10 +54,6 @@ MARK_EVERY_MS = 250  # progress marks: at least one per this much media time, pe
 
 class ProduceFailed(RuntimeError):
     """Records of a stream were not acknowledged by Kafka (after the producer's own retries)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Window:
@@ -152,7 +149,7 @@ class FrameProducer:
         max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.settings = settings
-        self.codec = codec or Codec.from_settings(settings)
+        self.codec = codec or Codec(settings.schema_registry_url, settings.topic_prefix)
         self._own_producer = producer is None
         self.producer = producer
         self.max_in_flight = max_in_flight
@@ -268,7 +265,7 @@ class FrameProducer:
             "stream_started_ms": stream.started_ms,
             "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
-            "received_at_ms": time.time_ns() // 1_000_000,
+            "received_at_ms": now_ms(),
             "participant_name": frame.participant_name,
             "channel_id": frame.channel_id,
             "payload": frame.payload,
@@ -316,7 +313,7 @@ class FrameProducer:
             "stream_started_ms": stream.started_ms,
             "ingest_epoch": stream.epoch,
             "ingest_seq": seq,
-            "received_at_ms": time.time_ns() // 1_000_000,
+            "received_at_ms": now_ms(),
             "participant_name": frame.participant_name,
             "payload": frame.payload,
             "keyframe": keyframe,

@@ -45,6 +45,7 @@ from ingest.sdk_session import (
 )
 from ingest.sdk_wire import JoinCommand, Kind, LeaveCommand, MediaMessage, Message
 from ingest.ws_client import client_config, close_stream
+from rtmsflow.clock import now_ms
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
@@ -148,7 +149,7 @@ class SdkBackend(TaskBackend):
             except TimeoutError:
                 actions = machine.on_tick(time.monotonic())
             else:
-                actions = machine.on_notice(notice, time.monotonic(), time.time_ns() // 1_000_000)
+                actions = machine.on_notice(notice, time.monotonic(), now_ms())
             outcome = await self._carry_out(actions)
         return outcome
 

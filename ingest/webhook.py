@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_server_urls
@@ -25,8 +24,10 @@ from ingest.webhook_events import (
     session_event,
     verify_signature,
 )
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_producer
 from rtmsflow.logs import Throttle, get_logger
+from rtmsflow.service import handle_metrics, health_status
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import SESSIONS, partition_for, session_key
@@ -39,10 +40,6 @@ _ACCEPT_LOG_INTERVAL_S = 10.0
 _ACCEPT_ERROR = "socket.accept() out of system resource"  # asyncio's message (selector_events)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class WebhookServer:
     """The webhook HTTP endpoint with its own producer. `start()` binds and returns the port
     (pass port 0 for a free one), `stop()` closes the listener, then the producer."""
@@ -50,7 +47,7 @@ class WebhookServer:
     def __init__(self, settings: Settings, *, path: str = "/webhook", codec: Codec | None = None) -> None:
         self.settings = settings
         self.path = path
-        self.codec = codec or Codec.from_settings(settings)
+        self.codec = codec or Codec(settings.schema_registry_url, settings.topic_prefix)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.producer: AIOKafkaProducer | None = None
         self._runner: web.AppRunner | None = None
@@ -97,8 +94,8 @@ class WebhookServer:
     # --- handlers ---------------------------------------------------------------------------
 
     async def handle_health(self, request: web.Request) -> web.Response:
-        ok = self.producer is not None
-        return web.json_response({"status": "ok" if ok else "starting"}, status=200 if ok else 503)
+        body = {"status": "ok" if self.producer is not None else "starting"}
+        return web.json_response(body, status=health_status(body))
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
         try:
@@ -178,11 +175,6 @@ class WebhookServer:
         return web.json_response(
             {"error": rejected.result, "reason": rejected.reason}, status=rejected.status
         )
-
-
-async def handle_metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of this process's registry."""
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class AcceptErrorLog:

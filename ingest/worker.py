@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
@@ -24,9 +22,10 @@ from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_server_urls
 from ingest.backend import EventData, FrameHandler, Product, SessionBackend, StreamSession, load_backend
 from ingest.producer import FrameProducer
-from ingest.webhook import handle_metrics
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
+from rtmsflow.service import RebalanceListener, Stage
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.topics import SESSIONS, partition_for, session_key
@@ -65,7 +64,7 @@ class _Rebuild:
     ended: set[StreamKey] = field(default_factory=set)  # streams with an ENDED record: done
 
 
-class SessionWorker:
+class SessionWorker(Stage):
     """The ingest worker. `start()` joins the group, `run()` consumes until cancelled, `stop()`
     leaves every meeting (flush, no end-of-stream), commits and leaves the group."""
 
@@ -84,7 +83,7 @@ class SessionWorker:
         self.backend_factory = backend_factory or load_backend(settings.ingest_backend)
         self.frames = frames or FrameProducer(settings)
         self.frames.origin_listener = self._store_origin
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.topic = SESSIONS.full_name(settings.topic_prefix)
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -113,7 +112,7 @@ class SessionWorker:
             rebalance_timeout_ms=max(self.session_timeout_ms, 10_000),
             metadata_max_age_ms=5_000,
         )
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        self.consumer.subscribe([self.topic], listener=RebalanceListener(self))
         await self.consumer.start()
         log.info("ingest worker started", extra={"group": self.group_id, "topic": self.topic})
 
@@ -148,6 +147,13 @@ class SessionWorker:
             self.consumer = None
         await self.frames.stop()
         log.info("ingest worker stopped", extra={"group": self.group_id})
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.consumer is not None else "stopped",
+            "meetings": len(self.held),
+            "partitions": sorted(self.owned),
+        }
 
     def _consumer(self) -> AIOKafkaConsumer:
         if self.consumer is None:
@@ -358,8 +364,7 @@ class SessionWorker:
     async def _mark_ended(self, session: StreamSession) -> None:
         """Record on `rtms.sessions` that the stream's markers are stored: nothing left to do."""
         self._remember_ended((session.meeting_uuid, session.rtms_stream_id))
-        now = time.time_ns() // 1_000_000
-        await self._write_session(session, "ENDED", now)
+        await self._write_session(session, "ENDED", now_ms())
 
     def _remember_ended(self, key: StreamKey) -> None:
         self._ended[key] = None
@@ -385,7 +390,7 @@ class SessionWorker:
             "event": f"rtmsflow.{action.lower()}",
             "server_urls": session.server_urls if action == "HELD" else None,
             "event_ts_ms": event_ts_ms,
-            "received_at_ms": time.time_ns() // 1_000_000,
+            "received_at_ms": now_ms(),
             "media_origin_ms": media_origin_ms,
         }
         partitions = len(await producer.partitions_for(self.topic))
@@ -518,47 +523,3 @@ def _lifecycle_event(record: dict[str, Any]) -> EventData:
         body=record.get("payload_json") or "",
         reason=record.get("stop_reason"),
     )
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: SessionWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.worker.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.worker.on_assigned(set(assigned))
-
-
-async def serve_health(worker: SessionWorker, host: str, port: int) -> web.AppRunner:
-    """/health and /metrics of a worker on `port`."""
-
-    async def health(request: web.Request) -> web.Response:
-        ok = worker.consumer is not None
-        body = {
-            "status": "ok" if ok else "stopped",
-            "meetings": len(worker.held),
-            "partitions": sorted(worker.owned),
-        }
-        return web.json_response(body, status=200 if ok else 503)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", handle_metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
-
-
-async def run_worker(settings: Settings, worker: SessionWorker, metrics_port: int) -> None:
-    """Run a worker until cancelled, with its health endpoint when `metrics_port` is set."""
-    runner = await serve_health(worker, settings.http_host, metrics_port) if metrics_port else None
-    await worker.start()
-    try:
-        await worker.run()
-    finally:
-        await worker.stop()
-        if runner is not None:
-            await runner.cleanup()

@@ -30,6 +30,7 @@ from ingest.backend import (
     VideoData,
 )
 from ingest.rtms_client import Action, ClientConfig, Connect, Deliver, Disconnect, Finish, RtmsClient, Send
+from rtmsflow.clock import now_ms
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
@@ -290,9 +291,7 @@ class WebSocketBackend(TaskBackend):
         try:
             async for message in ws:
                 await self._slots.acquire()
-                self._post(
-                    _Notice("message", action.channel, action.conn, message, time.time_ns() // 1_000_000)
-                )
+                self._post(_Notice("message", action.channel, action.conn, message, now_ms()))
         except ConnectionClosed:
             pass
         finally:

@@ -10,14 +10,17 @@ import asyncio
 import gc
 import json
 import logging
+import tempfile
 from typing import Any
 
 import faust
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from processors.batch_loop import DEFAULT_GROUP, ProcessorLoop
+from processors.batch_loop import ProcessorLoop
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
+from rtmsflow.service import health_status
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import MEETINGS
@@ -70,18 +73,19 @@ class ProcessorService(Service):
         await self.processor.stop()
 
 
-def make_app(
-    settings: Settings,
-    *,
-    group: str = DEFAULT_GROUP,
-    web_port: int = 6066,
-    session_timeout_ms: int = 10_000,
-) -> faust.App:
-    """The processors' Faust app for `settings` (broker, prefix, registry) and consumer `group`."""
+def make_app(settings: Settings, *, web_port: int = 6066) -> faust.App:
+    """The processors' Faust app for `settings` (broker, prefix, registry, consumer group and its
+    session timeout), serving its pages on `web_port`."""
+    group, session_timeout_ms = settings.process_group, settings.process_session_timeout_ms
+    # Faust's datadir defaults to one in the current directory; with tables in memory and the
+    # restart state in Kafka it holds nothing worth keeping: a temporary one, removed with the app
+    # (or at exit)
+    datadir = tempfile.TemporaryDirectory(prefix="rtmsflow-faust-")
     app = faust.App(
         f"{settings.topic_prefix}{group}-app",
-        broker=f"kafka://{settings.bootstrap()}",
+        broker=f"kafka://{bootstrap_servers(settings)}",
         store="memory://",
+        datadir=datadir.name,
         web_host=settings.http_host,
         web_port=web_port,
         web_enabled=True,
@@ -103,7 +107,7 @@ def make_app(
             super().__init__(loop, **kwargs)
 
     app.service(_Service)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     meetings_topic = app.topic(MEETINGS.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
                                key_serializer="raw", value_serializer="raw")  # fmt: skip
     index: dict[str, dict[str, Any]] = {}
@@ -124,7 +128,7 @@ def make_app(
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         body = loop.health()
-        return web.json(body, status=200 if body["status"] == "ok" else 503)
+        return web.json(body, status=health_status(body))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -138,6 +142,7 @@ def make_app(
         return web.json(json.loads(json.dumps(record, default=lambda b: b.hex())))
 
     app.processor_loop = loop  # type: ignore[attr-defined]
+    app.datadir_holder = datadir  # type: ignore[attr-defined]  # the directory lives as long as the app
     return app
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -28,15 +28,17 @@ from processors.lanes import (
     Output,
     PartitionCore,
 )
-from processors.meetings import MeetingBook
+from processors.meetings import MeetingBook, Read, Sent
 from processors.outbox import Loc, Outbox, offset_of
-from processors.state import StateStore, output_signature
+from processors.state import RestartCheck, StateStore
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import get_logger
+from rtmsflow.service import RebalanceListener, Stage
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload
-from schemas.markers import read_marker
+from schemas.markers import marker_headers
 from schemas.topics import MEETINGS, PROCESSOR_STATE
 
 log = get_logger(__name__)
@@ -84,9 +86,7 @@ class _Snapshot:
     pending: dict[tuple[str, int], Loc]  # last record sent per output partition
     ends: dict[tuple[str, int], int]  # output partition -> offset after acknowledged, before `pending`
     states: dict[int, dict[str, Any]]  # partition -> its core's snapshot (ends added when settled)
-    notes: dict[tuple[int, str, str, str], list[Loc]]
-    started: dict[tuple[int, str, str, str], int]
-    markers: list[tuple[int, str, Loc, dict[str, Any]]]
+    sent: dict[int, Sent[Loc]]  # partition -> where its ordered records went, for the meetings index
 
 
 def output_value(
@@ -112,11 +112,7 @@ def output_value(
     return codec.encode(topic, out.value)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class ProcessorLoop:
+class ProcessorLoop(Stage):
     """`start()` joins the group, `run()` processes until cancelled, `stop()` runs a last cycle
     (acks, state, commit) and leaves. One loop per worker process."""
 
@@ -127,20 +123,14 @@ class ProcessorLoop:
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
         self.prefix = settings.topic_prefix
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.config = LaneConfig(settings.reorder_window_ms, settings.dedupe_horizon_ms)
         self.interval_s = settings.process_commit_interval_ms / 1000
         self.cores: dict[int, PartitionCore] = {}
         self.splicer = FrameSplicer(0, {}, {}, {})  # none until start(): the codec is prepared there
-        self.books: dict[int, MeetingBook] = {}
-        self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
-        # outputs a crashed run already wrote, in order: (signature, offset)
-        self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
-        self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
+        self.books: dict[int, MeetingBook[Loc]] = {}
+        self.restarts = RestartCheck()  # where the outputs end, and what a crashed run wrote already
         self.outbox: Outbox | None = None
-        # where this cycle's ordered records went, for the meetings index
-        self.index_notes: dict[tuple[int, str, str, str], list[Loc]] = {}  # first and last per stream
-        self.index_markers: list[tuple[int, str, Loc, dict[str, Any]]] = []
         self.cycle_task: asyncio.Task[None] | None = None  # the background cycle (see `_snapshot`)
         self.dirty: set[int] = set()
         self.consumer: AIOKafkaConsumer | None = None
@@ -152,7 +142,6 @@ class ProcessorLoop:
         self.started = False
         # per raw topic partition: the next offset to feed its core (set where it was seeked)
         self.next_offsets: dict[TopicPartition, int] = {}
-        self.logged_streams: set[tuple[str, str]] = set()  # streams whose first sight was logged
 
     def topic(self, base: str) -> str:
         return self.prefix + base
@@ -195,7 +184,7 @@ class ProcessorLoop:
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
             fetch_max_bytes=FETCH_BYTES,
         )
-        self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=_Listener(self))
+        self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=RebalanceListener(self))
         await self.consumer.start()
         self.started = True
         log.info(
@@ -265,14 +254,20 @@ class ProcessorLoop:
     def _queue(self, partition: int, outs: list[Output]) -> None:
         """Encode `outs` (frames spliced from their raw bytes, `processors/frame_splice.py`) into
         the outbox's batches; the loop sends them after the consumer batch."""
-        outbox = self._outbox()
+        outbox, book = self._outbox(), self.books[partition]
+        already_written = self.restarts.already_written
         for out in outs:
-            if self._already_written(partition, out):
+            if already_written(partition, out):
+                REWRITES_SKIPPED.inc()
                 continue
-            value = output_value(out, self.splicer, self.codec, self.topic(out.topic), _now_ms)
-            loc = outbox.add(out.topic, partition, out.key, value, out.headers)
+            value = output_value(out, self.splicer, self.codec, self.topic(out.topic), now_ms)
+            headers = None if out.end is None else marker_headers(out.end)
+            loc = outbox.add(out.topic, partition, out.key, value, headers)
             if out.stream is not None and out.topic in _ORDERED_OUTPUTS:
-                self._note_index(partition, out, loc)
+                if out.end is not None:
+                    book.sent_marker(out.topic, loc, out.end)
+                elif out.value is not None:
+                    book.sent(out.stream, out.topic, loc, out.value.get("timestamp_ms"))
             elif out.topic == LATE:
                 LATE_FRAMES.inc()
             elif out.topic == DEADLETTER:
@@ -284,55 +279,6 @@ class ProcessorLoop:
         if self.outbox is None:
             raise RuntimeError("ProcessorLoop not started")
         return self.outbox
-
-    def _already_written(self, partition: int, out: Output) -> bool:
-        """True for an output a crashed run wrote after its last state (docs/DESIGN.md, "Processors")."""
-        if out.source is not None:
-            seen = self.written.get(partition)
-            if seen and (out.topic, out.source[0], out.source[1]) in seen:
-                REWRITES_SKIPPED.inc()
-                return True
-            return False
-        skip = self.skips.get((out.topic, partition))
-        if not skip:
-            return False
-        expected, offset = skip.pop(0)
-        got = output_signature(out.value, out.headers)
-        if got != expected:
-            # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
-            log.error(
-                "restart: output differs from what the crashed run wrote; writing it",
-                extra={"topic": out.topic, "partition": partition, "expected": expected, "got": got},
-            )
-            skip.clear()
-            return False
-        # the record is in the topic already: the next state must account for it, or a restart
-        # after that state would expect it again from raw offsets it has committed past
-        self.ends[(out.topic, partition)] = offset + 1
-        REWRITES_SKIPPED.inc()
-        return True
-
-    def _note_index(self, partition: int, out: Output, loc: Loc) -> None:
-        """Remember where a stream's ordered record went: the first and last per cycle are enough
-        for the index (first/last offsets), markers each."""
-        assert out.stream is not None
-        if out.value is None:
-            marker = read_marker(out.headers) if out.headers is not None else None
-            if marker is not None:
-                self.index_markers.append((partition, out.topic, loc, dict(marker)))
-            return
-        key = (partition, out.stream[0], out.stream[1], out.topic)
-        seen = self.index_notes.get(key)
-        if seen is None:
-            self.index_notes[key] = [loc, loc]
-        else:
-            seen[1] = loc
-        media_ms = out.value.get("timestamp_ms")
-        if media_ms is not None:
-            book = self.books.get(partition)
-            m = book.meetings.get(out.stream[0]) if book else None
-            if m is not None and media_ms > m.index["updated_at_ms"]:
-                m.index["updated_at_ms"] = media_ms
 
     # -- cycle -----------------------------------------------------------------------------------
     #
@@ -370,18 +316,13 @@ class ProcessorLoop:
         t0 = time.monotonic()
         self.last_cycle = t0
         pending = self._outbox().take_last()
-        notes, self.index_notes = self.index_notes, {}
-        markers, self.index_markers = self.index_markers, []
-        started = {}
-        for key in notes:
-            core = self.cores.get(key[0])
-            st = core.streams.get((key[1], key[2])) if core is not None else None
-            started[key] = st.started_ms if st else 0
-        self._index_raw()
+        sent = {p: book.take(self.cores[p]) for p, book in self.books.items()}
+        for p, book in self.books.items():
+            self._log_read(p, book.read(self.cores[p]))
         targets = set(self.dirty if partitions is None else partitions) & set(self.cores)
         self.dirty -= targets
         states = {p: self.cores[p].snapshot() for p in sorted(targets)}
-        return _Snapshot(t0, pending, dict(self.ends), states, notes, started, markers)
+        return _Snapshot(t0, pending, dict(self.restarts.ends), states, sent)
 
     async def _settle(self, snap: _Snapshot) -> None:
         """Acks of the snapshot's outputs, then its state, then the commit (see above)."""
@@ -394,9 +335,11 @@ class ProcessorLoop:
         ends = snap.ends
         for (topic, partition), loc in snap.pending.items():
             ends[(topic, partition)] = offset_of(loc) + 1  # raises if the send failed
-            if ends[(topic, partition)] > self.ends.get((topic, partition), -1):
-                self.ends[(topic, partition)] = ends[(topic, partition)]
-        self._index_ordered(snap)
+            self.restarts.acknowledged(topic, partition, ends[(topic, partition)])
+        for p, sent in snap.sent.items():  # acknowledged now: the meetings index may name them
+            book = self.books.get(p)
+            if book is not None:
+                book.settle(sent, offset_of)
         offsets: dict[TopicPartition, int] = {}
         writes = []
         for p, state in snap.states.items():
@@ -422,49 +365,21 @@ class ProcessorLoop:
         STREAMS.set(sum(len(c.streams) for c in self.cores.values()))
         CYCLE.observe(time.monotonic() - snap.t0)
 
-    def _index_ordered(self, snap: _Snapshot) -> None:
-        """Tell the meetings index where the snapshot's ordered records went (acknowledged now)."""
-        for key, locs in snap.notes.items():
-            partition, meeting, stream, topic = key
-            book = self.books.get(partition)
-            if book is None:
-                continue
-            for loc in locs:
-                book.saw(meeting, stream, snap.started[key], topic, offset_of(loc), None)
-        for partition, topic, loc, end in snap.markers:  # after the notes: a marker is its stream's last
-            book = self.books.get(partition)
-            if book is not None:
-                book.marker(topic, offset_of(loc), end)
-
-    def _index_raw(self) -> None:
-        """Tell the meetings index what the cores read since the last cycle (raw offsets, raw
-        markers, participants)."""
-        self.logged_streams &= {key for core in self.cores.values() for key in core.streams}
-        for partition, core in self.cores.items():
-            book = self.books[partition]
-            for st in core.streams.values():
-                if st.key not in self.logged_streams:
-                    self.logged_streams.add(st.key)
-                    log.info(
-                        "stream seen",
-                        extra={"meeting_uuid": st.meeting_uuid, "rtms_stream_id": st.rtms_stream_id,
-                               "stream_started_ms": st.started_ms, "partition": partition},
-                    )  # fmt: skip
-                for raw_topic, (first, last) in st.raw_offsets.items():
-                    book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, first, None)
-                    book.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, last, None)
-                st.raw_offsets.clear()
-                if st.participants:
-                    book.participants(st.meeting_uuid, st.rtms_stream_id, st.started_ms, st.participants)
-            for raw_topic, offset, end in core.ended_streams:
-                book.marker(raw_topic, offset, end)
-                log.info(
-                    "stream ended on a raw topic",
-                    extra={"meeting_uuid": end.get("meeting_uuid"), "rtms_stream_id": end.get("rtms_stream_id"),
-                           "topic": raw_topic, "ended": end.get("ended"), "counts": end.get("counts"),
-                           "partition": partition},
-                )  # fmt: skip
-            core.ended_streams.clear()
+    def _log_read(self, partition: int, read: Read) -> None:
+        """Log the streams a core saw first and the raw-topic ends it read since the last cycle."""
+        for st in read.streams:
+            log.info(
+                "stream seen",
+                extra={"meeting_uuid": st.meeting_uuid, "rtms_stream_id": st.rtms_stream_id,
+                       "stream_started_ms": st.started_ms, "partition": partition},
+            )  # fmt: skip
+        for raw_topic, _, end in read.ends:
+            log.info(
+                "stream ended on a raw topic",
+                extra={"meeting_uuid": end.get("meeting_uuid"), "rtms_stream_id": end.get("rtms_stream_id"),
+                       "topic": raw_topic, "ended": end.get("ended"), "counts": end.get("counts"),
+                       "partition": partition},
+            )  # fmt: skip
 
     # -- rebalance -------------------------------------------------------------------------------
 
@@ -492,11 +407,7 @@ class ProcessorLoop:
                 book = self.books[p] = MeetingBook(p, self.settings.meetings_index_interval_ms)
                 for index in restored.meetings:
                     book.load(index)
-                for t in OUTPUTS:
-                    self.ends[(t, p)] = restored.ends[t]
-                    if t not in (LATE, DEADLETTER) and restored.tails[t]:
-                        self.skips[(t, p)] = list(restored.tails[t])
-                self.written[p] = set(restored.sources)
+                self.restarts.load(p, restored, OUTPUTS)
                 for base in RAW_TOPICS:
                     tp = TopicPartition(self.topic(base), p)
                     if tp in assigned:
@@ -516,9 +427,7 @@ class ProcessorLoop:
     def _forget(self, p: int) -> None:
         self.cores.pop(p, None)
         self.books.pop(p, None)
-        self.written.pop(p, None)
-        for t in OUTPUTS:
-            self.skips.pop((t, p), None)
+        self.restarts.forget(p, OUTPUTS)
         for tp in [tp for tp in self.next_offsets if tp.partition == p]:
             del self.next_offsets[tp]
 
@@ -548,14 +457,3 @@ class ProcessorLoop:
             with contextlib.suppress(Exception):
                 lag += max(0, ends[tp] - await consumer.position(tp))
         LAG.set(lag)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: ProcessorLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.loop.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.loop.on_assigned(set(assigned))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rtmsflow.cli import env_help, load_settings, serving_port, with_options
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option, session_timeout_option
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
@@ -16,22 +16,8 @@ log = get_logger(__name__)
     default=None,
     help=env_help("Consumer group of the processors (its restart state is kept per group).", "process_group"),
 )
-@click.option(
-    "--session-timeout-ms",
-    type=click.IntRange(min=1),
-    default=None,
-    help=env_help(
-        "Group session timeout: how soon a dead worker's partitions move.", "process_session_timeout_ms"
-    ),
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help=env_help(
-        "Port of /health, /metrics and /meetings/{uuid} (0 = a free port, logged at start).", "metrics_port"
-    ),
-)
+@session_timeout_option("partitions", "process_session_timeout_ms")
+@metrics_port_option("/health, /metrics and /meetings/{uuid}")
 def process(group: str | None, session_timeout_ms: int | None, metrics_port: int | None) -> None:
     """Reorder, de-duplicate, mark gaps and assemble utterances: rtms.raw.* -> rtms.audio/video/
     transcript/events, rtms.late, rtms.deadletter and the rtms.meetings index."""
@@ -39,23 +25,13 @@ def process(group: str | None, session_timeout_ms: int | None, metrics_port: int
 
     from processors.app import logging_config, make_app
 
-    settings = with_options(
-        load_settings(),
+    settings = load_settings(
         process_group=group,
         process_session_timeout_ms=session_timeout_ms,
         metrics_port=metrics_port,
     )
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "processors starting",
-        extra={"settings": settings.describe(), "group": settings.process_group, "metrics_port": port},
-    )
-    app = make_app(
-        settings,
-        group=settings.process_group,
-        web_port=port,
-        session_timeout_ms=settings.process_session_timeout_ms,
-    )
+    port = announce_start(log, "processors", settings, settings.process_group)
+    app = make_app(settings, web_port=port)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,

@@ -11,6 +11,7 @@ import operator
 from typing import Any
 
 from schemas.codec import CONFLUENT_HEADER_LEN, SINGLE_OBJECT_HEADER_LEN, Codec
+from schemas.topics import AUDIO, RAW_AUDIO, RAW_VIDEO, VIDEO
 
 INSERTED = ("seq", "offset_ms", "gap")
 _KNOWN_MEMORY = 4096  # remembered sizes of (names, ids, kind) tuples per topic
@@ -22,12 +23,12 @@ _COMMON = {"meeting_uuid": "m0TtQ/ab+cd==", "rtms_stream_id": "0f1e2d3c", "parti
            "ingest_epoch": 3, "ingest_seq": 1, "received_at_ms": _T + 27}  # fmt: skip
 # raw values the layout check encodes both ways (null and non-ASCII names, large and negative longs)
 SAMPLES: dict[str, list[dict[str, Any]]] = {
-    "rtms.raw.audio": [
+    RAW_AUDIO.name: [
         {**_COMMON, "stream_kind": "AUDIO", "payload": bytes(range(256)) * 3, "media": _AUDIO},
         {**_COMMON, "stream_kind": "AUDIO", "participant_name": "Zoë Ünal 山田", "channel_id": "ch-1",
          "participant_id": -5, "ingest_seq": 1 << 40, "payload": b"", "media": {**_AUDIO, "mixed": False}},
     ],
-    "rtms.raw.video": [
+    RAW_VIDEO.name: [
         {**_COMMON, "stream_kind": "VIDEO", "payload": b"\x00\x00\x00\x01\x65" * 600, "keyframe": True,
          "has_parameter_sets": True, "media": _VIDEO},
         {**_COMMON, "stream_kind": "DESKSHARE", "participant_name": "Ann", "payload": b"\x01",
@@ -35,7 +36,7 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     ],
 }  # fmt: skip
 # raw topic (base name) -> ordered topic (base name), the pairs whose layouts are spliced
-PAIRS = {"rtms.raw.audio": "rtms.audio", "rtms.raw.video": "rtms.video"}
+PAIRS = {RAW_AUDIO.name: AUDIO.name, RAW_VIDEO.name: VIDEO.name}
 
 
 def _zigzag(n: int) -> bytes:

@@ -11,33 +11,34 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from processors.chat import chat_message
 from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTracker
 from processors.reorder import Fate, ReorderBuffer
 from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
+from schemas import topics
 from schemas.identity import identity_digest
 from schemas.limits import implausible
-from schemas.markers import MarkerError, marker_headers, read_control
+from schemas.markers import MarkerError, read_control
+from schemas.records import StreamEnd
 
-RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT = (
-    "rtms.raw.audio",
-    "rtms.raw.video",
-    "rtms.raw.transcript",
-    "rtms.raw.events",
-    "rtms.raw.chat",
-)
+# base topic names (the shell adds the run's prefix), all from schemas/topics.py
+RAW_AUDIO, RAW_VIDEO = topics.RAW_AUDIO.name, topics.RAW_VIDEO.name
+RAW_TRANSCRIPT, RAW_EVENTS = topics.RAW_TRANSCRIPT.name, topics.RAW_EVENTS.name
+RAW_CHAT = topics.RAW_CHAT.name
 RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT)
+AUDIO, VIDEO = topics.AUDIO.name, topics.VIDEO.name
+TRANSCRIPT, EVENTS, CHAT = topics.TRANSCRIPT.name, topics.EVENTS.name, topics.CHAT.name
 ORDERED_OF = {
-    RAW_AUDIO: "rtms.audio",
-    RAW_VIDEO: "rtms.video",
-    RAW_TRANSCRIPT: "rtms.transcript",
-    RAW_EVENTS: "rtms.events",
-    RAW_CHAT: "rtms.chat",
+    RAW_AUDIO: AUDIO,
+    RAW_VIDEO: VIDEO,
+    RAW_TRANSCRIPT: TRANSCRIPT,
+    RAW_EVENTS: EVENTS,
+    RAW_CHAT: CHAT,
 }
-TRANSCRIPT_PARTIAL = "rtms.transcript.partial"
-LATE, DEADLETTER = "rtms.late", "rtms.deadletter"
+TRANSCRIPT_PARTIAL = topics.TRANSCRIPT_PARTIAL.name
+LATE, DEADLETTER = topics.LATE.name, topics.DEADLETTER.name
 _KINDS_OF = {
     RAW_AUDIO: ("AUDIO",),
     RAW_VIDEO: ("VIDEO", "DESKSHARE"),
@@ -61,20 +62,34 @@ _TRANSCRIPT_HORIZON = 5_000
 _RECENT = struct.Struct(">q16s")
 
 StreamKey = tuple[str, str]  # (meeting uuid, rtms stream id)
-LaneKey = tuple[str, str, str, str, int, str | None]  # stream, raw topic, kind, participant, channel
+
+
+class LaneKey(NamedTuple):
+    """A lane: its stream, raw topic (base name), stream kind, and participant and channel (per-participant
+    audio; 0 and None otherwise)."""
+
+    meeting_uuid: str
+    rtms_stream_id: str
+    topic: str
+    kind: str
+    participant_id: int
+    channel_id: str | None
+
+
 Decode = Callable[[str, bytes], dict[str, Any]]
 
 
 @dataclass(slots=True)
 class Output:
-    """One record to write: `topic` is the base name; `value` None with `headers` is a marker.
-    `source` is (raw topic, offset) for late and dead-letter records (the shell de-duplicates them
-    by it after a restart); `stream` says whose record it is (for the meetings index)."""
+    """One record to write: `topic` is the base name; `value` None with `end` is an end-of-stream
+    marker (the shell writes it as the marker's headers). `source` is (raw topic, offset) for late and
+    dead-letter records (the shell de-duplicates them by it after a restart); `stream` says whose
+    record it is (for the meetings index)."""
 
     topic: str
     key: bytes | None
     value: dict[str, Any] | None
-    headers: list[tuple[str, bytes]] | None = None
+    end: StreamEnd | None = None
     source: tuple[str, int] | None = None
     stream: StreamKey | None = None
     raw: bytes | None = None  # a frame's raw value, for `processors/frame_splice.py`
@@ -104,7 +119,7 @@ class Lane:
 
     def __init__(self, key: LaneKey, origin_ms: int, config: LaneConfig, state: dict[str, Any] | None = None):
         self.key = key
-        self.topic, self.kind = key[2], key[3]
+        self.topic, self.kind = key.topic, key.kind
         self.origin_ms = origin_ms
         self.config = config
         self.held_offsets: dict[bytes, int] = {}
@@ -187,8 +202,8 @@ class Lane:
         return {
             "topic": self.topic,
             "stream_kind": self.kind,
-            "participant_id": self.key[4],
-            "channel_id": self.key[5],
+            "participant_id": self.key.participant_id,
+            "channel_id": self.key.channel_id,
             "resume_ts": None if last is None else last[0],
             "resume_digest": None if last is None else last[1],
             "recent": b"".join(_RECENT.pack(ts, d) for ts, d in self.recent),
@@ -256,7 +271,8 @@ class StreamState:
     rtms_stream_id: str
     started_ms: int
     counts: dict[str, int] = field(default_factory=dict)
-    lanes: dict[LaneKey, Lane] = field(default_factory=dict)
+    # by each lane's LaneKey, looked up per record with an equal plain tuple (a third of a LaneKey's cost)
+    lanes: dict[tuple[str, str, str, str, int, str | None], Lane] = field(default_factory=dict)
     assembler: UtteranceAssembler | None = None
     open_pieces: list[_Item] = field(default_factory=list)  # pieces of the open utterance
     closed_key: tuple[int, bytes] | None = None  # last piece of the last closed utterance
@@ -339,7 +355,7 @@ class PartitionCore:
                 s["meeting_uuid"], s["rtms_stream_id"], s["stream_started_ms"], dict(s["counts"])
             )
             for ls in s["lanes"]:
-                key: LaneKey = (
+                key = LaneKey(
                     st.meeting_uuid,
                     st.rtms_stream_id,
                     ls["topic"],
@@ -350,7 +366,7 @@ class PartitionCore:
                 st.lanes[key] = Lane(key, st.started_ms, self.config, ls)
                 if ls["topic"] == RAW_TRANSCRIPT:
                     st.closed_key = st.lanes[key].resume_key
-            if any(k[2] == RAW_TRANSCRIPT for k in st.lanes):
+            if any(lane.topic == RAW_TRANSCRIPT for lane in st.lanes.values()):
                 st.assembler = UtteranceAssembler(
                     st.rtms_stream_id,
                     partials=True,
@@ -464,8 +480,8 @@ class PartitionCore:
             if not replay:
                 out.append(self._dead(topic, offset, key, value, type(exc).__name__, str(exc), None))
             return out
-        stream_key = (record["meeting_uuid"], record["rtms_stream_id"])
-        if (stream_key[0], stream_key[1], topic) in self.ended:
+        meeting, stream = stream_key = (record["meeting_uuid"], record["rtms_stream_id"])
+        if (meeting, stream, topic) in self.ended:
             if not replay:
                 out.append(self._late(topic, offset, record, value, 0))
                 st = self.streams.get(stream_key)
@@ -474,9 +490,7 @@ class PartitionCore:
             return out
         st = self.streams.get(stream_key)
         if st is None:
-            st = self.streams[stream_key] = StreamState(
-                stream_key[0], stream_key[1], record["stream_started_ms"]
-            )
+            st = self.streams[stream_key] = StreamState(meeting, stream, record["stream_started_ms"])
         seen = st.raw_offsets.get(topic)
         if seen is None:
             st.raw_offsets[topic] = [offset, offset]
@@ -528,22 +542,20 @@ class PartitionCore:
     def _lane(self, st: StreamState, topic: str, kind: str, record: dict[str, Any]) -> Lane | None:
         """The record's lane, made on first use; None for a camera past MAX_CAMERA_LANES."""
         if topic == RAW_AUDIO and not record["media"].get("mixed", True):
-            key: LaneKey = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
-                            record.get("channel_id"))  # fmt: skip
+            fields = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"],
+                      record.get("channel_id"))  # fmt: skip
         elif topic == RAW_VIDEO and kind == "VIDEO" and record["media"].get("mode") == "INDIVIDUAL":
             # individual video: each participant's camera is a lane of its own (order, gaps)
-            key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"], None)
-            if (
-                key not in st.lanes
-                and sum(k[2] == RAW_VIDEO and k[4] != 0 for k in st.lanes) >= MAX_CAMERA_LANES
-            ):
+            fields = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"], None)
+            if fields not in st.lanes and _camera_lanes(st) >= MAX_CAMERA_LANES:
                 return None
         elif topic in (RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT):
-            key = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
+            fields = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
         else:
-            key = (st.meeting_uuid, st.rtms_stream_id, topic, kind, 0, None)
-        lane = st.lanes.get(key)
+            fields = (st.meeting_uuid, st.rtms_stream_id, topic, kind, 0, None)
+        lane = st.lanes.get(fields)
         if lane is None:
+            key = LaneKey._make(fields)
             lane = st.lanes[key] = Lane(key, st.started_ms, self.config)
             if topic == RAW_TRANSCRIPT and st.assembler is None:
                 st.assembler = UtteranceAssembler(st.rtms_stream_id, partials=True)
@@ -594,7 +606,7 @@ class PartitionCore:
     ) -> None:
         topic = ORDERED_OF[lane.topic]
         record = dict(template)
-        if topic == "rtms.video":
+        if topic == VIDEO:
             record["keyframe"] = record["has_parameter_sets"] = False
         record.update(
             timestamp_ms=gap.start_ms,
@@ -612,17 +624,16 @@ class PartitionCore:
         event = dict(item.value)
         event["seq"] = lane.seq
         lane.seq += 1
-        st.count("rtms.events", event.get("stream_kind") or "EVENT")
+        st.count(EVENTS, event.get("stream_kind") or "EVENT")
         self.stats["out"] += 1
-        out.append(Output("rtms.events", _key(st), event, stream=st.key))
+        out.append(Output(EVENTS, _key(st), event, stream=st.key))
 
     def _chat(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
-        topic = ORDERED_OF[RAW_CHAT]
         record = chat_message(item.value, lane.seq)
         lane.seq += 1
-        st.count(topic, "CHAT")
+        st.count(CHAT, "CHAT")
         self.stats["out"] += 1
-        out.append(Output(topic, _key(st), record, stream=st.key))
+        out.append(Output(CHAT, _key(st), record, stream=st.key))
 
     def _piece(self, st: StreamState, item: _Item, out: list[Output]) -> None:
         v = item.value
@@ -679,8 +690,8 @@ class PartitionCore:
         if not u.final:
             out.append(Output(TRANSCRIPT_PARTIAL, _key(st), record, stream=st.key))
             return
-        st.count("rtms.transcript", "TRANSCRIPT")
-        out.append(Output("rtms.transcript", _key(st), record, stream=st.key))
+        st.count(TRANSCRIPT, "TRANSCRIPT")
+        out.append(Output(TRANSCRIPT, _key(st), record, stream=st.key))
 
     def _participants(self, st: StreamState, topic: str, record: dict[str, Any]) -> None:
         if topic == RAW_EVENTS:
@@ -724,17 +735,14 @@ class PartitionCore:
     def _marker(
         self, topic: str, offset: int, key: bytes | None, end: dict[str, Any], out: list[Output]
     ) -> None:
-        skey = (end["meeting_uuid"], end["rtms_stream_id"], topic)
-        if skey in self.ended:
+        meeting, stream = stream_key = (end["meeting_uuid"], end["rtms_stream_id"])
+        if (meeting, stream, topic) in self.ended:
             return  # a repeated marker is a no-op
-        stream_key = (end["meeting_uuid"], end["rtms_stream_id"])
         st = self.streams.get(stream_key)
         if st is None:  # a stream with no record on any raw topic of this partition so far
-            st = self.streams[stream_key] = StreamState(
-                stream_key[0], stream_key[1], end["stream_started_ms"]
-            )
+            st = self.streams[stream_key] = StreamState(meeting, stream, end["stream_started_ms"])
         ordered = ORDERED_OF[topic]
-        for lkey, lane in sorted(st.lanes.items(), key=lambda kv: _lane_order(kv[0])):
+        for lane in sorted(st.lanes.values(), key=lambda lane: _lane_order(lane.key)):
             if lane.topic != topic:
                 continue
             self._emit(st, lane, lane.buffer.flush(), out)
@@ -747,7 +755,7 @@ class PartitionCore:
                 gap = self._trailing(st, lane, end)
                 if gap is not None:
                     self._gap(st, lane, gap, {**lane.template, "ingest_epoch": end["ingest_epoch"]}, out)
-            del st.lanes[lkey]
+            del st.lanes[lane.key]
         counts = {"LATE": 0, "DUPLICATE": 0}
         prefix = ordered + "|"
         for name, n in st.counts.items():
@@ -755,12 +763,12 @@ class PartitionCore:
                 counts[name[len(prefix) :]] = n
         forwarded = {**end, "topic": ordered, "counts": counts}
         self.stats["out"] += 1
-        out.append(Output(ordered, key or _key(st), None, marker_headers(forwarded), stream=st.key))
-        self.ended[skey] = None
+        out.append(Output(ordered, key or _key(st), None, cast(StreamEnd, forwarded), stream=st.key))
+        self.ended[(meeting, stream, topic)] = None
         while len(self.ended) > _ENDED_MEMORY:
             self.ended.pop(next(iter(self.ended)))
         self.ended_streams.append((topic, offset, {**end, "topic": topic}))
-        if all((stream_key[0], stream_key[1], t) in self.ended for t in RAW_TOPICS):
+        if all((meeting, stream, t) in self.ended for t in RAW_TOPICS):
             del self.streams[stream_key]
         else:  # keep only the counts of topics not ended yet
             st.counts = {n: c for n, c in st.counts.items() if not n.startswith(prefix)}
@@ -835,6 +843,11 @@ def _key(st: StreamState) -> bytes:
     return st.record_key
 
 
+def _camera_lanes(st: StreamState) -> int:
+    """The stream's individual-video lanes (one per participant's camera)."""
+    return sum(lane.topic == RAW_VIDEO and lane.key.participant_id != 0 for lane in st.lanes.values())
+
+
 def _lane_order(key: LaneKey) -> tuple[str, int, str]:
     """Lanes are flushed at a marker in a fixed order (not dict order, which differs after a restart)."""
-    return (key[3], key[4], key[5] or "")
+    return (key.kind, key.participant_id, key.channel_id or "")

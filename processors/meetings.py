@@ -1,17 +1,40 @@
 """The `rtms.meetings` index: per meeting, where each of its streams' records are.
 
-`MeetingBook` (pure) says which meetings to rewrite at a commit cycle: at a new stream, at each marker,
-else at most every `interval_ms`. `fit_index` shrinks a record to `schemas.limits.MAX_INDEX_BYTES`.
-The index is not part of the ordered topics' exact-once contract."""
+`MeetingBook` (pure) keeps one partition's index: what its core read, where its ordered records went
+(`sent`, `take`, `settle` around a commit cycle) and which meetings to rewrite (a new stream, a marker,
+else every `interval_ms`); `fit_index` shrinks a record to `schemas.limits.MAX_INDEX_BYTES`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", "rtms.chat")
+from processors.lanes import ORDERED_OF, PartitionCore, StreamKey, StreamState
+from schemas.records import StreamEnd
+
+ORDERED = tuple(ORDERED_OF.values())
+# Where the shell put an ordered record (its outbox location): an offset once acknowledged.
+Where = TypeVar("Where")
+
+
+@dataclass
+class Sent(Generic[Where]):
+    """Where a cycle's ordered records went, taken with its snapshot and settled once acknowledged:
+    per (meeting, stream, topic) the stream's start and its first and last record; each marker."""
+
+    records: dict[tuple[str, str, str], tuple[int, list[Where]]] = field(default_factory=dict)
+    markers: list[tuple[str, Where, StreamEnd]] = field(default_factory=list)
+
+
+@dataclass
+class Read:
+    """What `MeetingBook.read` found new in the core (for the shell's log)."""
+
+    streams: list[StreamState] = field(default_factory=list)  # seen for the first time
+    # the raw-topic markers read: (raw topic, offset, StreamEnd)
+    ends: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -31,13 +54,79 @@ class _Meeting:
     written_at: float = 0.0
 
 
-class MeetingBook:
+class MeetingBook(Generic[Where]):
     """The index records of one partition's meetings; see the module docstring."""
 
     def __init__(self, partition: int, interval_ms: int = 5_000) -> None:
         self.partition = partition
         self.interval_s = interval_ms / 1000
         self.meetings: dict[str, _Meeting] = {}
+        self._sent: dict[tuple[str, str, str], list[Where]] = {}  # first and last per stream and topic
+        self._sent_markers: list[tuple[str, Where, StreamEnd]] = []
+        self._logged: set[StreamKey] = set()  # streams `read` has reported as new
+
+    # -- the shell's bookkeeping around a commit cycle ------------------------------------------
+
+    def sent(self, stream: StreamKey, topic: str, where: Where, media_ms: int | None) -> None:
+        """An ordered record of `stream` (media time `media_ms`) went to `where` on `topic`: the first
+        and last per cycle are enough for the index's offsets."""
+        meeting, rtms_stream = stream
+        key = (meeting, rtms_stream, topic)
+        seen = self._sent.get(key)
+        if seen is None:
+            self._sent[key] = [where, where]
+        else:
+            seen[1] = where
+        if media_ms is not None:
+            m = self.meetings.get(meeting)
+            if m is not None and media_ms > m.index["updated_at_ms"]:
+                m.index["updated_at_ms"] = media_ms
+
+    def sent_marker(self, topic: str, where: Where, end: StreamEnd) -> None:
+        """An end-of-stream marker went to `where` on the ordered `topic`."""
+        self._sent_markers.append((topic, where, end))
+
+    def take(self, core: PartitionCore) -> Sent[Where]:
+        """Where the records sent since the last call went (with each stream's start, as the core
+        has it now); `settle` it once they are acknowledged."""
+        records, self._sent = self._sent, {}
+        markers, self._sent_markers = self._sent_markers, []
+        taken: Sent[Where] = Sent(markers=markers)
+        for (meeting, stream, topic), wheres in records.items():
+            st = core.streams.get((meeting, stream))
+            taken.records[(meeting, stream, topic)] = (st.started_ms if st else 0, wheres)
+        return taken
+
+    def settle(self, sent: Sent[Where], offset_of: Callable[[Where], int]) -> None:
+        """`sent`'s records are acknowledged: put their offsets in the index (markers last: a marker
+        is its stream's last record)."""
+        for (meeting, stream, topic), (started_ms, wheres) in sent.records.items():
+            for where in wheres:
+                self.saw(meeting, stream, started_ms, topic, offset_of(where), None)
+        for topic, where, end in sent.markers:
+            self.marker(topic, offset_of(where), end)
+
+    def read(self, core: PartitionCore) -> Read:
+        """Put what the core read since the last call in the index (raw offsets, participants, raw
+        markers) and clear it from the core; returns what was new, for the log."""
+        new = Read()
+        self._logged.intersection_update(core.streams)
+        for st in core.streams.values():
+            if st.key not in self._logged:
+                self._logged.add(st.key)
+                new.streams.append(st)
+            for raw_topic, (first, last) in st.raw_offsets.items():
+                self.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, first, None)
+                self.saw(st.meeting_uuid, st.rtms_stream_id, st.started_ms, raw_topic, last, None)
+            st.raw_offsets.clear()
+            if st.participants:
+                self.participants(st.meeting_uuid, st.rtms_stream_id, st.started_ms, st.participants)
+        for raw_topic, offset, end in core.ended_streams:
+            self.marker(raw_topic, offset, end)
+        new.ends, core.ended_streams = core.ended_streams, []
+        return new
+
+    # -- the index -------------------------------------------------------------------------------
 
     def load(self, index: dict[str, Any]) -> None:
         """Take a record read back from `rtms.meetings` (the latest one per meeting wins)."""
@@ -92,7 +181,7 @@ class MeetingBook:
                 s.participants[pid] = name
                 m.dirty = True
 
-    def marker(self, topic: str, offset: int, end: dict[str, Any]) -> None:
+    def marker(self, topic: str, offset: int, end: StreamEnd | dict[str, Any]) -> None:
         """An end-of-stream marker of the stream is at `offset` of `topic` (raw or ordered)."""
         m, s = self._stream(end["meeting_uuid"], end["rtms_stream_id"], end["stream_started_ms"])
         off = s.offsets.setdefault(topic, {"topic": topic, "first_offset": offset, "last_offset": offset})

@@ -162,21 +162,22 @@ class ReorderBuffer(Generic[T]):
     def push(self, item: T) -> Outcome[T]:
         """Take one item; return its fate and the items now released, in key order."""
         key = key_of(item)
+        ts, digest = key
         if self._resume_key is not None and key <= self._resume_key:
             self.skipped_count += 1
             return Outcome(Fate.SKIPPED)
-        if key[1] in self._held_digests or key[1] in self._recent_digests:
+        if digest in self._held_digests or digest in self._recent_digests:
             self.duplicate_count += 1
             return Outcome(Fate.DUPLICATE)
         last = self._last_key
         if self._ended or (last is not None and key < last):
             self.late_count += 1
-            lateness = 0 if last is None else max(0, last[0] - key[0])
+            lateness = 0 if last is None else max(0, last[0] - ts)
             return Outcome(Fate.LATE, lateness_ms=lateness)
-        heapq.heappush(self._heap, (key[0], key[1], item))
-        self._held_digests.add(key[1])
-        if self._max_ts is None or key[0] > self._max_ts:
-            self._max_ts = key[0]
+        heapq.heappush(self._heap, (ts, digest, item))
+        self._held_digests.add(digest)
+        if self._max_ts is None or ts > self._max_ts:
+            self._max_ts = ts
         return Outcome(Fate.ACCEPTED, self._release(self._max_ts - self.window_ms))
 
     def remember_released(self, key: Key) -> None:
@@ -224,7 +225,8 @@ class ReorderBuffer(Generic[T]):
     def _forget(self) -> None:
         if self._last_key is None:
             return
-        horizon = self._last_key[0] - self.dedupe_horizon_ms
+        last_ts, _ = self._last_key
+        horizon = last_ts - self.dedupe_horizon_ms
         recent = self._recent
         # Keep the last released digest whatever its age: a repeat of it must read as a duplicate.
         while len(recent) > 1 and recent[0][0] < horizon:

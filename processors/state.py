@@ -14,13 +14,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from processors.lanes import DEADLETTER, LATE, RAW_TOPICS
+from processors.lanes import DEADLETTER, LATE, RAW_TOPICS, Output
 from processors.meetings import fit_index
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.limits import MAX_INDEX_BYTES
 from schemas.markers import read_marker
+from schemas.records import StreamEnd
 from schemas.topics import MEETINGS, PROCESSOR_STATE
 
 log = get_logger(__name__)
@@ -29,11 +31,10 @@ _BACK_STEP = 64
 _CUT_MEMORY = 10_000  # records read per step backwards when looking for the partition's latest state
 
 
-def output_signature(value: dict[str, Any] | None, headers: Any) -> tuple[Any, ...]:
+def output_signature(value: dict[str, Any] | None, end: StreamEnd | None) -> tuple[Any, ...]:
     """What identifies an ordered record for the restart check: lane, seq and time (utterance id
-    for transcripts; stream and topic for a marker)."""
+    for transcripts; stream and topic for a marker, `value` None and `end` its StreamEnd)."""
     if value is None:
-        end = read_marker(headers)
         assert end is not None
         return ("end_of_stream", end["meeting_uuid"], end["rtms_stream_id"], end["topic"])
     if "utterance_id" in value:  # a partial and its final share the id
@@ -68,6 +69,60 @@ class Restored:
     meetings: list[dict[str, Any]] = field(default_factory=list)
 
 
+class RestartCheck:
+    """Where each output topic partition ends as acknowledged (`ends`, for the next state) and, after
+    a restart, what a crashed run wrote past its last state: `already_written` checks those outputs
+    instead of writing them again (docs/DESIGN.md, "Processors")."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}  # (output topic base, partition) -> offset after acked
+        # outputs a crashed run already wrote, in order: (signature, offset)
+        self.skips: dict[tuple[str, int], list[tuple[tuple[Any, ...], int]]] = {}
+        self.written: dict[int, set[tuple[str, str, int]]] = {}  # late/dead-letter sources already written
+
+    def load(self, partition: int, restored: Restored, outputs: tuple[str, ...]) -> None:
+        """Take what `StateStore.restore` found for a newly assigned partition."""
+        for t in outputs:
+            self.ends[(t, partition)] = restored.ends[t]
+            if t not in (LATE, DEADLETTER) and restored.tails[t]:
+                self.skips[(t, partition)] = list(restored.tails[t])
+        self.written[partition] = set(restored.sources)
+
+    def forget(self, partition: int, outputs: tuple[str, ...]) -> None:
+        """The partition was revoked: its restart checks go (its `ends` stay until it is loaded again)."""
+        self.written.pop(partition, None)
+        for t in outputs:
+            self.skips.pop((t, partition), None)
+
+    def acknowledged(self, topic: str, partition: int, end: int) -> None:
+        """The output topic partition holds acknowledged records up to `end` (exclusive)."""
+        if end > self.ends.get((topic, partition), -1):
+            self.ends[(topic, partition)] = end
+
+    def already_written(self, partition: int, out: Output) -> bool:
+        """True for an output a crashed run wrote after its last state: the caller skips it."""
+        if out.source is not None:
+            seen = self.written.get(partition)
+            return seen is not None and (out.topic, *out.source) in seen
+        skip = self.skips.get((out.topic, partition))
+        if not skip:
+            return False
+        expected, offset = skip.pop(0)
+        got = output_signature(out.value, out.end)
+        if got != expected:
+            # Determinism broken (a bug): keep writing rather than lose records, and say so loudly.
+            log.error(
+                "restart: output differs from what the crashed run wrote; writing it",
+                extra={"topic": out.topic, "partition": partition, "expected": expected, "got": got},
+            )
+            skip.clear()
+            return False
+        # the record is in the topic already: the next state must account for it, or a restart
+        # after that state would expect it again from raw offsets it has committed past
+        self.ends[(out.topic, partition)] = offset + 1
+        return True
+
+
 class StateStore:
     """Writes and reads back the state and index records of a processors group."""
 
@@ -84,7 +139,7 @@ class StateStore:
 
     async def start(self) -> None:
         self.reader = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap(),
+            bootstrap_servers=bootstrap_servers(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -188,7 +243,8 @@ class StateStore:
                 restored.tails[t] = [
                     (
                         output_signature(
-                            None if r.value is None else self.codec.decode(tp.topic, r.value), r.headers
+                            None if r.value is None else self.codec.decode(tp.topic, r.value),
+                            read_marker(r.headers) if r.value is None else None,
                         ),
                         r.offset,
                     )

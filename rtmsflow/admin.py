@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.topics import ALL_TOPICS, TopicSpec
@@ -119,7 +120,7 @@ class TopicsReport:
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started `AIOKafkaAdminClient` for the settings' broker, closed on exit."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap(), client_id="rtmsflow-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), client_id="rtmsflow-admin")
     await admin.start()
     try:
         yield admin

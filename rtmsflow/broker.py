@@ -130,7 +130,7 @@ def _kafka_string(value: str) -> bytes:
 
 def probe(bootstrap: str, timeout: float = 2.0) -> bool:
     """True if a Kafka broker at `host:port` serves a metadata request that lists at least one
-    broker. Plain sockets, no event loop, so `Settings.bootstrap()` may call it from async code.
+    broker. Plain sockets, no event loop, so `kafka_client.bootstrap_servers` may call it from async code.
 
     A KRaft broker processes requests only once it has caught up with the metadata log and
     registered, so an answer here means clients can use it."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -39,12 +41,14 @@ class BadSetting(click.ClickException):
     exit_code = 2
 
 
-def load_settings() -> Settings:
-    """`Settings.from_env()` for a command: a bad variable becomes `BadSetting` (one line, exit 2)."""
+def load_settings(**options: Any) -> Settings:
+    """`Settings.from_env()` for a command, with each of its `options` that was given in place of its
+    setting (`with_options`): a bad variable becomes `BadSetting` (one line, exit 2)."""
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except SettingError as exc:
         raise BadSetting(f"{exc} (see rtmsflow/settings.py)") from None
+    return with_options(settings, **options)
 
 
 def with_options(settings: Settings, **options: Any) -> Settings:
@@ -61,10 +65,44 @@ def env_help(text: str, setting: str, default: str | None = None) -> str:
     return f"{text} [env {env}; default {default}]"
 
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def metrics_port_option(served: str = "/health and /metrics") -> Callable[[_Command], _Command]:
+    """A stage's `--metrics-port` option (the `metrics_port` setting); `served` names its endpoints."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help=env_help(f"Port of {served} (0 = a free port, logged at start).", "metrics_port"),
+    )
+
+
+def session_timeout_option(moved: str, setting: str) -> Callable[[_Command], _Command]:
+    """A consumer group member's `--session-timeout-ms` option; `moved` names what goes to the other
+    members when one dies."""
+    return click.option(
+        "--session-timeout-ms",
+        type=click.IntRange(min=1),
+        default=None,
+        help=env_help(f"Group session timeout: how soon a dead worker's {moved} move.", setting),
+    )
+
+
 def serving_port(port: int) -> int:
     """The port a stage serves /health and /metrics on: `port`, or a free one when it is 0 (so every
     stage serves them; the start-up log line names the port)."""
     return port or free_port()
+
+
+def announce_start(log: logging.Logger, what: str, settings: Settings, group: str) -> int:
+    """Log a stage's start-up line (`<what> starting`: its settings, secrets masked, its consumer
+    group and metrics port) and return that port (`serving_port`)."""
+    port = serving_port(settings.metrics_port)
+    log.info(
+        "%s starting", what, extra={"settings": settings.describe(), "group": group, "metrics_port": port}
+    )
+    return port
 
 
 class LazyGroup(click.Group):

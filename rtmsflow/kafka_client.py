@@ -10,7 +10,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from rtmsflow.broker import LocalKafka
 from rtmsflow.settings import Settings
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """The broker list: the configured one, else the local broker started by `rtmsflow kafka up`."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    running = LocalKafka().status()
+    if running is None:
+        raise RuntimeError(
+            "no Kafka broker configured: set RTMSFLOW_KAFKA_BOOTSTRAP or run `rtmsflow kafka up`"
+        )
+    return running
 
 
 def make_producer(settings: Settings | None = None, **overrides: Any) -> AIOKafkaProducer:
@@ -18,7 +31,7 @@ def make_producer(settings: Settings | None = None, **overrides: Any) -> AIOKafk
     `linger_ms` collects the frames that arrive in the same few milliseconds."""
     settings = settings or Settings.from_env()
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap(),
+        "bootstrap_servers": bootstrap_servers(settings),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
@@ -37,7 +50,7 @@ def make_consumer(
     """A consumer with manual commits that starts from the earliest offset of a new group."""
     settings = settings or Settings.from_env()
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap(),
+        "bootstrap_servers": bootstrap_servers(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

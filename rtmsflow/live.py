@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rtmsflow.admin import admin_client, partition_counts
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.output import ManifestRef, Output
@@ -159,7 +160,7 @@ class Screen:
             self.live.stop()
         else:
             self._print_lines()
-            for line in self.view.status_lines(int(time.time() * 1000)):
+            for line in self.view.status_lines(now_ms()):
                 self.say(line)
 
     def say(self, message: str) -> None:
@@ -183,15 +184,15 @@ class Screen:
             click.echo(line, err=True)
 
     def draw(self) -> None:
-        now_ms = int(time.time() * 1000)
+        at_ms = now_ms()
         if self.live is not None:
             self.view.take_lines()  # the display shows them
-            self.live.update(render(self.view.snapshot(now_ms), self.title), refresh=True)
+            self.live.update(render(self.view.snapshot(at_ms), self.title), refresh=True)
             return
         self._print_lines()
         if time.monotonic() - self._status_at >= self.status_every_s:
             self._status_at = time.monotonic()
-            for line in self.view.status_lines(now_ms):
+            for line in self.view.status_lines(at_ms):
                 self.say(line)
 
     def _print_lines(self) -> None:
@@ -293,7 +294,7 @@ class LiveWatch:
         self.caption_topics = [f"{prefix}{name}" for name in caption_topics]
         self.logs = LogFollower(sup.log_dir)
         self.manifests = ManifestFollower(output, since_wall_s)
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.starts: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:

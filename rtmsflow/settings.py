@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from schemas.deployment import DEFAULT_PARTITIONS, DEFAULT_RETENTION_DAYS
+
 # Video resolutions by their common name, as the emulator plays them and ingest asks RTMS for them
 # (RTMS MEDIA_RESOLUTION SD, HD, FHD, QHD = 1..4).
 VIDEO_RESOLUTIONS: dict[str, int] = {"360p": 1, "720p": 2, "1080p": 3, "1440p": 4}
@@ -116,9 +118,9 @@ class Settings:
     # Partition count of every topic (one count for all: co-partitioning). It bounds each stage's
     # parallelism and cannot grow later without moving live meetings, so the default is sized for
     # growth: 24 spreads evenly over 1, 2, 3, 4, 6, 8, 12 or 24 workers of a stage.
-    partitions: int = _setting(24, "RTMSFLOW_PARTITIONS", parse=_integer(1))
+    partitions: int = _setting(DEFAULT_PARTITIONS, "RTMSFLOW_PARTITIONS", parse=_integer(1))
     # How long data topics keep records (replay works for that long).
-    retention_days: int = _setting(30, "RTMSFLOW_RETENTION_DAYS", parse=_integer(1))
+    retention_days: int = _setting(DEFAULT_RETENTION_DAYS, "RTMSFLOW_RETENTION_DAYS", parse=_integer(1))
     # Replication factor of created topics.
     replication: int = _setting(1, "RTMSFLOW_REPLICATION", parse=_integer(1))
     # Prefix for every topic name (tests use it to isolate runs).
@@ -272,19 +274,6 @@ class Settings:
     def env_names() -> dict[str, tuple[str, ...]]:
         """Each field's environment variable(s), the first being the one to use."""
         return {f.name: tuple(f.metadata["env"]) for f in fields(Settings)}
-
-    def bootstrap(self) -> str:
-        """The broker list: the configured one, else the local broker started by `rtmsflow kafka up`."""
-        if self.kafka_bootstrap:
-            return self.kafka_bootstrap
-        from rtmsflow.broker import LocalKafka  # local import: the broker module is heavier
-
-        running = LocalKafka().status()
-        if running is None:
-            raise RuntimeError(
-                "no Kafka broker configured: set RTMSFLOW_KAFKA_BOOTSTRAP or run `rtmsflow kafka up`"
-            )
-        return running
 
     def cache_path(self) -> Path:
         """Where downloaded artefacts live: `cache_dir`, else ~/.cache/rtmsflow."""

@@ -22,7 +22,7 @@ from aiokafka import TopicPartition
 
 from rtmsflow.admin import admin_client, partition_counts
 from rtmsflow.children import die_with_parent
-from rtmsflow.kafka_client import make_consumer
+from rtmsflow.kafka_client import bootstrap_servers, make_consumer
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas import topics as t
@@ -267,7 +267,7 @@ def free_ports(n: int) -> list[int]:
 def stage_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every stage gets: this process's, the broker, and `extra` on top."""
     env = dict(os.environ)
-    env["RTMSFLOW_KAFKA_BOOTSTRAP"] = settings.bootstrap()
+    env["RTMSFLOW_KAFKA_BOOTSTRAP"] = bootstrap_servers(settings)
     env["RTMSFLOW_INGEST_END_STREAMS_ON_STOP"] = "1"
     env.update(extra or {})
     return env

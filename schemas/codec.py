@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from fastavro import schemaless_reader, schemaless_writer
@@ -20,9 +20,6 @@ from fastavro.validation import ValidationError, validate
 
 from schemas.catalog import SchemaLoadError, SchemaVersion, catalog, current_schema, schema_version
 from schemas.topics import spec_for
-
-if TYPE_CHECKING:
-    from rtmsflow.settings import Settings
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 SINGLE_OBJECT_HEADER_LEN = 10
@@ -99,9 +96,9 @@ class Codec:
     """Avro values of rtmsflow topics, in single-object encoding or, with `registry_url`, in
     Confluent framing (magic byte 0 + schema id).
 
-    `prefix` is the run's topic prefix (`Settings.topic_prefix`): topic names given to `encode` and
-    `decode` are broker names, and `prefix + base name` maps to the base topic's schema. A Codec holds
-    only caches; it needs no closing."""
+    The caller passes its settings' values: `registry_url` (empty: none) and `prefix`, the run's topic
+    prefix. Topic names given to `encode` and `decode` are broker names, and `prefix + base name` maps
+    to the base topic's schema. A Codec holds only caches; it needs no closing."""
 
     def __init__(self, registry_url: str | None = None, prefix: str = "", *, timeout_s: float = 10.0) -> None:
         self.registry_url = registry_url.rstrip("/") if registry_url else None
@@ -113,11 +110,6 @@ class Codec:
         self._schema_by_id: dict[int, SchemaVersion] = {}
         self._id_by_subject: dict[tuple[str, bytes], int] = {}  # (subject, fingerprint) -> id
         self._missing_ids: set[int] = set()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Codec:
-        """The codec a stage uses: the configured registry (if any) and topic prefix."""
-        return cls(settings.schema_registry_url or None, settings.topic_prefix)
 
     def __repr__(self) -> str:
         mode = f"registry={self.registry_url!r}" if self.registry_url else "single-object"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.catalog import SchemaVersion, catalog, current_schema, schema_history
+from schemas.deployment import DEFAULT_PARTITIONS, DEFAULT_RETENTION_DAYS
 from schemas.topics import (
     ALL_TOPICS,
     CONTROL_HEADER,
@@ -379,14 +380,9 @@ def _named_section(named: _Named) -> list[str]:
     return lines
 
 
-def render(partitions: int | None = None, retention_days: int | None = None) -> str:
-    """The text of docs/CONTRACT.md; partitions and retention default to the settings' defaults."""
-    if partitions is None or retention_days is None:
-        from rtmsflow.settings import Settings  # documentation only: schemas/ does not need the runtime
-
-        defaults = Settings()
-        partitions = defaults.partitions if partitions is None else partitions
-        retention_days = defaults.retention_days if retention_days is None else retention_days
+def render(partitions: int, retention_days: int) -> str:
+    """The text of docs/CONTRACT.md for a deployment with `partitions` per topic and data topics
+    keeping `retention_days` (docs/CONTRACT.md states `schemas.deployment`'s defaults)."""
     ordered = [s.name for s in ALL_TOPICS if s.tier is Tier.ORDERED and s.markers]
     gap_topics = [
         s.name
@@ -445,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/CONTRACT.md is out of date")
     args = parser.parse_args(argv)
-    text = render()
+    text = render(DEFAULT_PARTITIONS, DEFAULT_RETENTION_DAYS)
     path = target()
     current = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.check:

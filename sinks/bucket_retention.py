@@ -12,7 +12,7 @@ from pathlib import Path
 from sinks.bucket import Bucket
 from sinks.layout import LayoutError, date_dir_start_ms, encode_component, parse_stream_dir
 from sinks.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
-from sinks.stream_files import MEDIA_MANIFEST
+from sinks.media_stream_files import MEDIA_MANIFEST
 from sinks.transcript_stream import TRANSCRIPT_MANIFEST
 
 MANIFESTS = (MEDIA_MANIFEST, TRANSCRIPT_MANIFEST)

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Coroutine
 from typing import Any
 
 import click
 
-from rtmsflow.cli import env_help, load_settings, serving_port, with_options
+from rtmsflow.cli import announce_start, env_help, load_settings, metrics_port_option
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
 log = get_logger(__name__)
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run until SIGINT/SIGTERM, then let the coroutine's `finally` shut down in order."""
-
-    async def runner() -> None:
-        task = asyncio.ensure_future(main)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-
-    asyncio.run(runner())
-
-
-_port_option = click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help=env_help("Port of /health and /metrics (0 = a free port, logged at start).", "metrics_port"),
-)
 _idle_option = click.option(
     "--idle-timeout-s",
     type=click.FloatRange(min=0),
@@ -56,60 +32,46 @@ def sink() -> None:
     """Write the ordered topics into files: recordings and transcripts."""
 
 
-@sink.command()
-@click.option("--group", default=None, help=env_help("Consumer group.", "sink_media_group"))
-@_port_option
-@_idle_option
-@_data_dir_option
-def media(
-    group: str | None, metrics_port: int | None, idle_timeout_s: float | None, data_dir: str | None
-) -> None:
-    """rtms.audio + rtms.video -> audio.wav, audio-<participant>.wav, recording.mp4, deskshare.mp4."""
-    from sinks.media_sink import media_service
-    from sinks.stream_sink import run_service
+def _sink_command(name: str, group_setting: str, what: str, summary: str) -> click.Command:
+    """`rtmsflow sink <name>`: the live sink `sinks.kinds.SINKS[name]` in the consumer group of the
+    setting `group_setting`; `what` names it in the start-up log line, `summary` is its help."""
 
-    settings = with_options(
-        load_settings(),
-        sink_media_group=group,
-        metrics_port=metrics_port,
-        sink_idle_timeout_s=idle_timeout_s,
-        data_dir=data_dir,
-    )
-    service = media_service(settings, settings.sink_media_group)
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "media sink starting",
-        extra={"settings": settings.describe(), "group": service.group_id, "metrics_port": port},
-    )
-    _run(run_service(settings, service, port))
+    @click.option("--group", default=None, help=env_help("Consumer group.", group_setting))
+    @metrics_port_option()
+    @_idle_option
+    @_data_dir_option
+    def command(
+        group: str | None, metrics_port: int | None, idle_timeout_s: float | None, data_dir: str | None
+    ) -> None:
+        from rtmsflow.service import run_stage, run_until_signal
+        from sinks.kinds import SINKS
+
+        settings = load_settings(
+            **{group_setting: group},
+            metrics_port=metrics_port,
+            sink_idle_timeout_s=idle_timeout_s,
+            data_dir=data_dir,
+        )
+        service = SINKS[name].service(settings, getattr(settings, group_setting))
+        port = announce_start(log, what, settings, service.group_id)
+        run_until_signal(run_stage(service, settings.http_host, port))
+
+    command.__doc__ = summary
+    return sink.command(name)(command)
 
 
-@sink.command()
-@click.option("--group", default=None, help=env_help("Consumer group.", "sink_transcripts_group"))
-@_port_option
-@_idle_option
-@_data_dir_option
-def transcripts(
-    group: str | None, metrics_port: int | None, idle_timeout_s: float | None, data_dir: str | None
-) -> None:
-    """rtms.transcript -> transcript.txt (live), .jsonl, .vtt, .srt."""
-    from sinks.stream_sink import run_service
-    from sinks.transcript_sink import transcript_service
-
-    settings = with_options(
-        load_settings(),
-        sink_transcripts_group=group,
-        metrics_port=metrics_port,
-        sink_idle_timeout_s=idle_timeout_s,
-        data_dir=data_dir,
-    )
-    service = transcript_service(settings, settings.sink_transcripts_group)
-    port = serving_port(settings.metrics_port)
-    log.info(
-        "transcript sink starting",
-        extra={"settings": settings.describe(), "group": service.group_id, "metrics_port": port},
-    )
-    _run(run_service(settings, service, port))
+media = _sink_command(
+    "media",
+    "sink_media_group",
+    "media sink",
+    "rtms.audio + rtms.video -> audio.wav, audio-<participant>.wav, recording.mp4, deskshare.mp4.",
+)
+transcripts = _sink_command(
+    "transcripts",
+    "sink_transcripts_group",
+    "transcript sink",
+    "rtms.transcript -> transcript.txt (live), .jsonl, .vtt, .srt.",
+)
 
 
 def _ms(text: str | None) -> int | None:

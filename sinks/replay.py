@@ -16,20 +16,21 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.records import MeetingIndex
 from schemas.topics import AUDIO, CHAT, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.bucket import parse_target
-from sinks.media_sink import media_core
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 from sinks.stream_files import Finalized
 from sinks.stream_sink import SinkCore
-from sinks.transcript_sink import transcript_core
 
 log = get_logger(__name__)
 
 REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)
+_OPEN_END = (1 << 63) - 2  # a range's last offset that `read_ranges` cuts at the partition's end
 Progress = Callable[[int], None]
 
 
@@ -48,14 +49,17 @@ class ReadRange:
 def ranges_from_index(index: MeetingIndex, topics: Sequence[str] = REPLAYED_TOPICS) -> dict[str, ReadRange]:
     """Per topic (base name) the range covering every stream's records and marker, from the index.
 
-    A topic no stream has offsets for is left out (the caller scans it)."""
+    A topic no stream has offsets for is left out (the caller scans it). A stream whose marker the
+    index does not list yet (the processors index a marker once it is acknowledged, after the sinks
+    may have seen it) is read to the partition's current end: never a stream cut at a stale index."""
     out: dict[str, ReadRange] = {}
     for stream in index.get("streams") or []:
         for where in stream.get("offsets") or []:
             topic = where["topic"]
             if topic not in topics:
                 continue
-            last = max(where["last_offset"], where.get("end_offset") or -1)
+            marker = where.get("end_offset")
+            last = _OPEN_END if marker is None else max(where["last_offset"], marker)
             old = out.get(topic)
             start = where["first_offset"] if old is None else min(old.start, where["first_offset"])
             end = last + 1 if old is None else max(old.end, last + 1)
@@ -91,7 +95,7 @@ def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
     # RSS (8 MB / 64 MB: 120-153 MB, higher for longer meetings) at the same speed; a record
     # larger than that still comes (brokers return the first batch whatever its size).
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(),
+        bootstrap_servers=bootstrap_servers(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -116,7 +120,7 @@ async def read_indexes(settings: Settings, meeting_uuid: str | None = None) -> d
     """The latest `rtms.meetings` entry of one meeting (its partition only) or of every meeting;
     a tombstone removes the entry."""
     topic = MEETINGS.full_name(settings.topic_prefix)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     consumer = groupless_consumer(settings)
     await consumer.start()
     try:
@@ -232,10 +236,12 @@ async def _replay_meeting(
     progress: Progress | None,
     on_total: Callable[[int], None] | None,
 ) -> ReplayResult:
-    media = media_core(
+    media = MEDIA_SINK.core(
         settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, muxer_process=True, spool=spool
     )
-    transcripts = transcript_core(settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, spool=spool)
+    transcripts = TRANSCRIPT_SINK.core(
+        settings, out, rebuild_all=True, accept=meeting_uuid.__eq__, spool=spool
+    )
     try:
         return await _read_meeting(settings, meeting_uuid, index, media, transcripts, progress, on_total)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from sinks.atomic import fsync_dir, is_partial
 from sinks.layout import LayoutError, date_dir_start_ms, encode_component, parse_stream_dir
 from sinks.manifest import read_manifest
-from sinks.stream_files import MEDIA_MANIFEST
+from sinks.media_stream_files import MEDIA_MANIFEST
 from sinks.transcript_stream import TRANSCRIPT_MANIFEST
 
 _AGE = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")

@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
+from rtmsflow.clock import now_ms
 from rtmsflow.kafka_client import make_consumer, make_producer
 from rtmsflow.logs import Throttle, get_logger
+from rtmsflow.service import RebalanceListener, Stage
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, clip_payload, implausible
 from schemas.markers import MarkerError, read_marker
 from schemas.records import StreamEnd as MarkerEnd
-from schemas.topics import DEADLETTER, spec_for
+from schemas.topics import DEADLETTER, VIDEO, spec_for
 from sinks.layout import LayoutError, StreamLayout
 from sinks.mp4_recorder import MediaFrameError
 from sinks.outage import Outage
@@ -367,7 +368,7 @@ class SinkCore:
 
     def waiting_topic(self) -> str:
         """The broker topic whose records wait in memory (the media sink's video)."""
-        return self.topics.get("rtms.video", next(iter(self.topics.values())))
+        return self.topics.get(VIDEO.name, next(iter(self.topics.values())))
 
     def open_files(self) -> int:
         # a snapshot (list() holds the GIL): /health reads it while the worker thread feeds
@@ -406,14 +407,14 @@ class SinkCore:
                 "reason": reason,
                 "error": error,
                 "payload": payload,
-                "received_at_ms": time.time_ns() // 1_000_000,  # the dead letter's own time, not a file's
+                "received_at_ms": now_ms(),  # the dead letter's own time, not a file's
                 "source_partition": tp[1],
                 "source_offset": offset,
             }
         )
 
 
-class SinkService:
+class SinkService(Stage):
     """A sink as a service: a consumer group over the core's topics.
 
     Pauses a partition whose streams hold too much media waiting for another topic, commits after each
@@ -462,7 +463,7 @@ class SinkService:
             max_poll_interval_ms=600_000,
             partition_assignment_strategy=SINK_ASSIGNORS,
         )
-        self.consumer.subscribe(list(self.core.topics.values()), listener=_Listener(self))
+        self.consumer.subscribe(list(self.core.topics.values()), listener=RebalanceListener(self))
         await self.consumer.start()
         log.info("sink started", extra={"sink": self.core.name, "group": self.group_id})
 
@@ -625,7 +626,7 @@ class SinkService:
         for topic, value in lag.items():
             LAG.labels(self.core.name, spec_for(topic, self.settings.topic_prefix).name).set(value)
 
-    async def on_revoked(self) -> None:
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Eager rebalancing takes every partition away: commit what is finalized, drop the rest;
         # whoever gets a partition resumes from its commit and rebuilds the unfinished streams.
         async with self._lock:
@@ -635,50 +636,24 @@ class SinkService:
             self.core.abort_all()
             self._committed.clear()
 
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"sink": self.core.name, "count": len(assigned)})
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: SinkService) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.service.on_revoked()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"sink": self.service.core.name, "count": len(assigned)})
-
-
-async def serve_health(service: SinkService, host: str, port: int) -> web.AppRunner:
-    """/health and /metrics of a sink on `port`."""
-
-    async def health(request: web.Request) -> web.Response:
-        running = service.consumer is not None
-        outage = service.core.outage.current()
-        ok = running and service.storage_error is None and outage is None
-        body = {
+    def health(self) -> dict[str, Any]:
+        outage = self.core.outage.current()
+        ok = self.consumer is not None and self.storage_error is None and outage is None
+        body: dict[str, Any] = {
             "status": "ok"
             if ok
-            else (
-                "storage_error" if service.storage_error else "storage unavailable" if outage else "stopped"
-            ),
-            "sink": service.core.name,
-            "storage": {"where": service.core.storage.where, "outage": outage},
-            "open_streams": len(service.core.open),
-            "files_open": service.core.open_files(),
+            else ("storage_error" if self.storage_error else "storage unavailable" if outage else "stopped"),
+            "sink": self.core.name,
+            "storage": {"where": self.core.storage.where, "outage": outage},
+            "open_streams": len(self.core.open),
+            "files_open": self.core.open_files(),
         }
-        if service.storage_error is not None:
-            body["error"] = service.storage_error
-        return web.json_response(body, status=200 if ok else 503)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+        if self.storage_error is not None:
+            body["error"] = self.storage_error
+        return body
 
 
 def probe_storage(data_dir: Path) -> None:
@@ -693,15 +668,3 @@ def probe_storage(data_dir: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-async def run_service(settings: Settings, service: SinkService, metrics_port: int) -> None:
-    """Run a sink until cancelled, with /health and /metrics when `metrics_port` is set."""
-    runner = await serve_health(service, settings.http_host, metrics_port) if metrics_port else None
-    await service.start()
-    try:
-        await service.run()
-    finally:
-        await service.stop()
-        if runner is not None:
-            await runner.cleanup()

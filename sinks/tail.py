@@ -226,7 +226,7 @@ async def run_tail(
     """Print the meeting's transcript (and events) until cancelled, or as `once`/`until_end` say;
     with `captions`, the open utterance too from `rtms.transcript.partial`. Returns how many records
     of the meeting were printed or skipped as markers."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     topics = [TRANSCRIPT.full_name(settings.topic_prefix)]
     chat_name = CHAT.full_name(settings.topic_prefix)
     if events:

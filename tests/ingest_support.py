@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import read_control
@@ -36,9 +37,9 @@ async def read_topic(
     order. Values get `end_of_stream: False`; an end-of-stream marker (null value, StreamEnd header)
     reads as its StreamEnd fields plus `end_of_stream: True`; progress marks are left out, or with
     `marks` read as their StreamProgress fields plus `progress: True`."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap(), enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -81,7 +82,7 @@ def _value(codec: Codec, topic: str, value: bytes | None, headers: Any, marks: b
 
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
+from contextlib import AsyncExitStack, asynccontextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from emulator.media import MeetingSpec, SyntheticMeeting  # noqa: E402
@@ -121,7 +122,8 @@ class Stack:
     webhook: WebhookServer
     group: str
     backends: list[WebSocketBackend] = field(default_factory=list)
-    workers: list[tuple[SessionWorker, asyncio.Task[None]]] = field(default_factory=list)
+    workers: list[SessionWorker] = field(default_factory=list)
+    running: AsyncExitStack = field(default_factory=AsyncExitStack)  # the workers' `async with`
 
     def backend_factory(self, s: Settings, frames: FrameHandler) -> SessionBackend:
         config = client_config(s, backoff_base_s=0.2, video_resolution=1, video_fps=10)
@@ -133,15 +135,12 @@ class Stack:
         worker = SessionWorker(
             self.settings, group_id=self.group, backend_factory=self.backend_factory, session_timeout_ms=6000
         )
-        await worker.start()
-        self.workers.append((worker, asyncio.create_task(worker.run())))
+        self.workers.append(await self.running.enter_async_context(worker))
         return worker
 
     async def stop_workers(self) -> None:
-        for worker, task in self.workers:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await worker.stop()
+        """Stop every worker (the last started first)."""
+        await self.running.aclose()
         self.workers.clear()
 
     def stream(

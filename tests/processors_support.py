@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -15,8 +16,10 @@ from typing import Any, cast
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
+from processors.batch_loop import ProcessorLoop
 from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.children import die_with_parent
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import marker_headers, progress_headers
@@ -36,6 +39,11 @@ ORDERED = (
     "rtms.chat",
 )  # those with markers, per raw topic
 OUTPUTS = (*ORDERED, "rtms.transcript.partial")  # every topic of ordered output
+
+
+def processor_loop(settings: Settings, group: str | None = None) -> ProcessorLoop:
+    """The processors' loop in-process, in a group of its own unless `group` is given (`async with` runs it)."""
+    return ProcessorLoop(settings, group or f"proc-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000)
 
 
 @dataclass
@@ -197,8 +205,10 @@ def interleave(*streams: list[RawRecord], seed: int = 7) -> list[RawRecord]:
 
 async def write_raw(settings: Settings, records: list[RawRecord]) -> None:
     """Produce records to the raw topics (in the meeting's partition), acknowledged, in order."""
-    codec = Codec.from_settings(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), enable_idempotence=True, linger_ms=2)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings), enable_idempotence=True, linger_ms=2
+    )
     await producer.start()
     try:
         futures = []
@@ -222,7 +232,7 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
     """What one undisturbed run makes of the raw topics as they are now: the pure core fed every
     raw record of each partition in offset order, per raw topic. Keyed by ordered topic base name;
     values as `read_topic` gives them (markers as StreamEnd + end_of_stream)."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     cores: dict[int, PartitionCore] = {}
     out: dict[str, list[tuple[int, dict[str, Any]]]] = {
         t: [] for t in (*OUTPUTS, "rtms.late", "rtms.deadletter")
@@ -241,7 +251,7 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
             )
             for o in core.feed(base, offset, key, value, headers):
                 if o.value is None:
-                    end = read_marker(o.headers)
+                    end = read_marker(marker_headers(o.end)) if o.end is not None else None
                     assert end is not None
                     out[o.topic].append((partition, {**end, "end_of_stream": True}))
                 else:
@@ -254,7 +264,7 @@ async def undisturbed(settings: Settings, window_ms: int = 300) -> dict[str, lis
 async def _raw_records(settings: Settings, topic: str) -> list[tuple[int, int, Any, Any, Any]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(), enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False,
                                 auto_offset_reset="earliest")  # fmt: skip
     await consumer.start()
     try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import marker_headers
@@ -261,8 +262,8 @@ async def produce(
     settings: Settings, streams: Iterable[OrderedStream], topics: Iterable[str] | None = None
 ) -> None:
     """Write the streams' records (all topics, or `topics`) in order, in each meeting's partition."""
-    codec = Codec.from_settings(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), enable_idempotence=True,
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), enable_idempotence=True,
                                 max_request_size=8 << 20, linger_ms=5)  # fmt: skip
     await producer.start()
     try:

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from emulator.webhooks import StreamIdentity, WebhookSender
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from rtmsflow.stack import StageSpec, Supervisor, free_ports
 from schemas import topics as t
@@ -62,7 +63,7 @@ def stack_env(settings_env: dict[str, str], settings: Settings, data_dir: Path) 
     return {
         **worker_env(settings_env),
         "ZOOM_SECRET_TOKEN": WEBHOOK_SECRET,
-        "RTMSFLOW_KAFKA_BOOTSTRAP": settings.bootstrap(),
+        "RTMSFLOW_KAFKA_BOOTSTRAP": bootstrap_servers(settings),
         "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "RTMSFLOW_DATA_DIR": str(data_dir),
         "RTMSFLOW_INGEST_END_STREAMS_ON_STOP": "1",
@@ -456,9 +457,9 @@ def files_of(directory: Path) -> dict[str, bytes]:
 async def copy_raw(source: Settings, target: Settings) -> int:
     """Copy every raw topic of `source` to `target`'s prefix, partition for partition, in offset order,
     bytes and headers as they are (markers included); returns the records copied."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=source.bootstrap(), enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(source), enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20)  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap(), enable_idempotence=True,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(target), enable_idempotence=True,
                                 max_request_size=8 << 20, linger_ms=5)  # fmt: skip
     await consumer.start()
     await producer.start()

@@ -189,7 +189,8 @@ def test_an_app_without_the_chat_scope_goes_on_without_chat() -> None:
 
 
 def test_the_chat_lane_keeps_arrival_order_drops_repeats_and_forwards_the_marker() -> None:
-    codec = Codec.from_settings(Settings())
+    settings = Settings()
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     core = PartitionCore(0, codec.decode, LaneConfig(300))
     stamp = {"meeting_uuid": "m==", "rtms_stream_id": "s1", "stream_kind": "CHAT", "stream_started_ms": T0,
              "ingest_epoch": 1, "received_at_ms": T0}  # fmt: skip

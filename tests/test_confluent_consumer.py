@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import StringDeserializer
 
-from rtmsflow.kafka_client import make_producer
+from rtmsflow.kafka_client import bootstrap_servers, make_producer
 from rtmsflow.settings import Settings
 from schemas.catalog import current_schema
 from schemas.codec import Codec
@@ -154,7 +154,7 @@ async def test_confluent_avro_consumer_reads_our_utterances_and_sees_the_marker_
     finally:
         await producer.stop()
 
-    messages = await asyncio.to_thread(_read_all, settings.bootstrap(), schema_registry, topic, 4)
+    messages = await asyncio.to_thread(_read_all, bootstrap_servers(settings), schema_registry, topic, 4)
 
     assert len(messages) == 4
     partition = partition_for(MEETING, settings.partitions)
@@ -196,7 +196,7 @@ async def test_the_chat_topic_reads_with_the_same_confluent_consumer_code(
     finally:
         await producer.stop()
 
-    messages = await asyncio.to_thread(_read_all, settings.bootstrap(), schema_registry, topic, 3)
+    messages = await asyncio.to_thread(_read_all, bootstrap_servers(settings), schema_registry, topic, 3)
     values: list[Any] = [m.value() for m in messages]
     assert values[:2] == [_as_confluent_reads_it(dict(m), CHAT.schema) for m in (public, private)]
     assert values[0]["private"] is False and values[0]["recipients"] == [] and values[0]["message_id"] is None

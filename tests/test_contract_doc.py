@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from rtmsflow.settings import Settings
 from schemas import contract_doc
 from schemas.catalog import catalog, current_schema
 from schemas.topics import ALL_TOPICS, CONTROL_HEADER, SESSIONS, STREAM_END_HEADER, TRANSCRIPT
 
-DOC = contract_doc.render()
+DOC = contract_doc.render(Settings().partitions, Settings().retention_days)  # the runtime's defaults
 
 
 def _sections(text: str) -> dict[str, str]:

@@ -16,8 +16,7 @@ from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.markers import marker_headers
-from sinks.media_sink import media_core
-from sinks.transcript_sink import transcript_core
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 
 CODEC = Codec()
 I64 = (-(2**63), 2**63 - 1)
@@ -155,7 +154,7 @@ def ordered_records(draw: Any) -> tuple[str, dict[str, Any] | None, bytes | None
 def test_the_sinks_cores_never_raise(records: list, idle_end: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Settings(data_dir=str(Path(tmp)))
-        cores = [media_core(cfg, idle_timeout_s=0.0 if idle_end else 600.0), transcript_core(cfg)]
+        cores = [MEDIA_SINK.core(cfg, idle_timeout_s=0.0 if idle_end else 600.0), TRANSCRIPT_SINK.core(cfg)]
         offsets: dict[str, int] = {}
         for topic, value, raw, headers in records:
             offset = offsets[topic] = offsets.get(topic, -1) + 1

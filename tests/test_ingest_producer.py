@@ -60,7 +60,7 @@ class FakeProducer:
 def make_producer(chat_private: str = "drop", **kw: Any) -> tuple[FrameProducer, FakeProducer, Codec]:
     settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.", chat_private=chat_private)
     producer = FakeProducer()
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     return FrameProducer(settings, producer=producer, codec=codec, **kw), producer, codec  # type: ignore[arg-type]
 
 

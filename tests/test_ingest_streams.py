@@ -154,7 +154,7 @@ async def test_a_worker_killed_right_after_the_stop_is_stored_still_leads_to_the
             "STOPPED",
             "ENDED",
         ]
-        assert stack.workers[0][0].connections_opened == 0  # finished, never reconnected
+        assert stack.workers[0].connections_opened == 0  # finished, never reconnected
 
     for name in RAW:
         marker = raw[name][-1]

@@ -69,9 +69,9 @@ async def test_a_dropped_video_socket_lists_its_loss_as_a_loss_gap_however_short
     (loss,) = marks[0]["losses"]
     raw = [r for r in await _raw_records(stack.settings, stack.settings.topic_prefix + "rtms.raw.video")]
     frames = sorted(
-        Codec.from_settings(stack.settings).decode(stack.settings.topic_prefix + "rtms.raw.video", r[3])[
-            "timestamp_ms"
-        ]
+        Codec(stack.settings.schema_registry_url, stack.settings.topic_prefix).decode(
+            stack.settings.topic_prefix + "rtms.raw.video", r[3]
+        )["timestamp_ms"]
         for r in raw
         if r[3] is not None
     )
@@ -80,7 +80,7 @@ async def test_a_dropped_video_socket_lists_its_loss_as_a_loss_gap_however_short
     assert len(holes) == 1, (holes, [f - frames[0] for f in frames])
     ((before, after),) = holes
     assert (loss["start_ms"], loss["end_ms"]) == (before, after)
-    codec = Codec.from_settings(stack.settings)
+    codec = Codec(stack.settings.schema_registry_url, stack.settings.topic_prefix)
     hole = {"start_ms": before + 1000 // FPS, "length_ms": after - before - 1000 // FPS, "reason": "LOSS"}
     assert video_gaps(codec, stack.settings, raw, keep_marks=True) == [hole]
     # control: without ingest's knowledge, a hole within the 200 ms rule is taken for jitter

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from emulator.faults import Faults
-from processors.batch_loop import ProcessorLoop
 from rtmsflow.settings import Settings
 from tests.ingest_support import ingest_stack, small_meeting
 from tests.processors_support import (
@@ -22,23 +19,11 @@ from tests.processors_support import (
     StreamPlan,
     interleave,
     ordered,
+    processor_loop,
     undisturbed,
     wait_for,
     write_raw,
 )
-
-
-@asynccontextmanager
-async def running(settings: Settings, group: str | None = None) -> AsyncIterator[ProcessorLoop]:
-    loop = ProcessorLoop(settings, group or f"proc-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000)
-    await loop.start()
-    task = asyncio.create_task(loop.run())
-    try:
-        yield loop
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await loop.stop()
 
 
 async def markers_on_every_ordered_topic(settings: Settings, streams: int) -> bool:
@@ -63,7 +48,7 @@ async def test_shuffled_duplicated_gapped_streams_come_out_sorted_once_with_gaps
     records.insert(len(records) // 2, malformed)
     await write_raw(settings, records + one.markers() + two.markers())
 
-    async with running(settings):
+    async with processor_loop(settings):
         await wait_for(lambda: markers_on_every_ordered_topic(settings, 2), 60, "markers")
         audio = await ordered(settings, "rtms.audio")
         late = await ordered(settings, "rtms.late")
@@ -173,7 +158,7 @@ async def test_a_repeated_marker_is_a_no_op_and_records_after_it_go_to_late(
     records = plan.build()
     straggler = next(r for r in records if r.topic == "rtms.raw.audio")
     await write_raw(settings, records + plan.markers() + plan.markers()[:1] + [straggler])
-    async with running(settings):
+    async with processor_loop(settings):
         await wait_for(lambda: markers_on_every_ordered_topic(settings, 1), 60, "markers")
         await wait_for(lambda: ordered(settings, "rtms.late"), 30, "late record")
         audio = await ordered(settings, "rtms.audio")
@@ -197,7 +182,7 @@ async def test_behind_the_real_ingest_with_reorder_and_duplicate_faults(
         await stack.hooks.rtms_stopped(identity, reason)
         raw = await stack.wait_eos(identity.instance_id)
     assert handle.stats.reordered and handle.stats.duplicated  # the faults really happened
-    async with running(settings):
+    async with processor_loop(settings):
         await wait_for(lambda: markers_on_every_ordered_topic(settings, 1), 60, "markers")
         out = {base: await ordered(settings, base) for base in ORDERED}
     duplicates = 0
@@ -223,7 +208,7 @@ async def test_input_goes_on_while_a_commit_cycle_waits_and_nothing_is_committed
     first = StreamPlan("mtg-" + uuid.uuid4().hex[:8] + "==", "one", seconds=1.0, duplicates=0)
     second = StreamPlan("mtg-" + uuid.uuid4().hex[:8] + "==", "two", seconds=1.0, duplicates=0)
     gate, held = asyncio.Event(), asyncio.Event()
-    async with running(settings) as loop:
+    async with processor_loop(settings) as loop:
         assert loop.store is not None and loop.consumer is not None
         write = loop.store.write
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from processors.lanes import LaneConfig, PartitionCore
-from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.identity import identity_digest
 from schemas.markers import marker_headers, progress_headers
@@ -20,7 +19,7 @@ WORDS = ["one", "two", "three", "four", "five", "six"]
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    return Codec.from_settings(Settings())
+    return Codec()
 
 
 def fragments(shared_timestamp: bool) -> list[dict[str, Any]]:
@@ -220,7 +219,7 @@ def test_cameras_past_the_limit_are_dead_letters_not_lanes(codec: Codec) -> None
     dead = [o.value for o in out if o.topic == "rtms.deadletter"]
     assert [d["error"] for d in dead] == ["TooManyCameras", "TooManyCameras"]
     # the control: the cameras within the limit are lanes, and one of them goes on taking frames
-    cameras = {k[4] for st in core.streams.values() for k in st.lanes}
+    cameras = {lane.key.participant_id for st in core.streams.values() for lane in st.lanes.values()}
     assert cameras == set(range(1, MAX_CAMERA_LANES + 1))
     again = {**template, "participant_id": 1, "ingest_seq": 99, "timestamp_ms": T0 + 40}
     assert [

@@ -4,13 +4,11 @@ goes on, and every meeting's ordered output is what an undisturbed run gives."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import pytest
 
-from processors.batch_loop import ProcessorLoop
 from processors.meetings import MeetingBook, fit_index, participant_bytes
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
@@ -22,6 +20,7 @@ from tests.processors_support import (
     RawRecord,
     StreamPlan,
     ordered,
+    processor_loop,
     undisturbed,
     wait_for,
     write_raw,
@@ -119,10 +118,7 @@ async def test_a_meeting_with_500_long_named_participants_does_not_stop_the_proc
     await write_raw(settings, records + crowd)  # the markers later: the crowd must reach the index live
     await write_raw(settings, calm.build() + calm.markers())
 
-    loop = ProcessorLoop(settings, f"proc-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000)
-    await loop.start()
-    task = asyncio.create_task(loop.run())
-    try:
+    async with processor_loop(settings) as loop:
 
         async def indexes() -> dict[str, dict[str, Any]]:
             return {v["meeting_uuid"]: {k: x for k, x in v.items() if k != "end_of_stream"}
@@ -147,11 +143,7 @@ async def test_a_meeting_with_500_long_named_participants_does_not_stop_the_proc
             return [latest[big_id], latest[calm_id]] if ok else None
 
         big_index, calm_index = await wait_for(ended_indexes, 60, "both meetings' index records, ended")
-        assert not task.done()  # the loop is still running
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await loop.stop()
+        assert loop.run_task is not None and not loop.run_task.done()  # the loop is still running
 
     assert encoded_size(big_index) <= MAX_INDEX_BYTES
     assert 0 < len(big_index["participants"]) < 500 and big_index["streams"][0]["participants"] == []

@@ -7,9 +7,8 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -18,29 +17,16 @@ from ingest_support import read_topic
 from sink_support import from_meeting, produce, stream_dir, wait_for
 
 from emulator.media import MeetingSpec, SyntheticMeeting
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
-from sinks.media_sink import media_service
-from sinks.replay import groupless_consumer, ranges_from_index, read_ranges, replay_meeting
-from sinks.stream_sink import SinkService
-from sinks.transcript_sink import transcript_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
+from sinks.replay import ReadRange, groupless_consumer, ranges_from_index, read_ranges, replay_meeting
 
 pytestmark = pytest.mark.kafka
 MEETING = "rePlay/ME+==="
 OTHER = "0therMeeting=="
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[SinkService]:
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -48,7 +34,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 
 async def groups(settings: Settings) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
     await admin.start()
     try:
         return {g[0] for g in await admin.list_consumer_groups()}
@@ -75,7 +61,7 @@ async def test_replay_rebuilds_a_meeting_byte_identical_to_the_live_sinks(
     )
     await produce(settings, [first, second, other])
     dirs = [stream_dir(settings, s) for s in (first, second, other)]
-    async with running(media_service(settings, "live-m")), running(transcript_service(settings, "live-t")):
+    async with MEDIA_SINK.service(settings, "live-m"), TRANSCRIPT_SINK.service(settings, "live-t"):
         await wait_for(
             lambda: all(
                 (d / n).is_file() for d in dirs for n in ("manifest.json", "transcript.manifest.json")
@@ -138,10 +124,10 @@ async def test_replay_rebuilds_a_meeting_byte_identical_to_the_live_sinks(
     }
     ranges = ranges_from_index(index)  # type: ignore[arg-type]
     assert ranges[AUDIO.name].start == min(s["offsets"][0]["first_offset"] for s in streams)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings))
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -167,7 +153,7 @@ async def test_replay_reads_a_record_larger_than_its_fetch_sizes(
     the broker hands over a first batch larger than the fetch size, so a 3 MB frame is read whole."""
     topic = kafka_topics[VIDEO.name]
     big = bytes(range(256)) * (3 * 4096)  # 3 MB
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap(), max_request_size=8 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), max_request_size=8 << 20)
     await producer.start()
     try:
         for value in (b"before", big, b"after"):
@@ -185,3 +171,17 @@ async def test_replay_reads_a_record_larger_than_its_fetch_sizes(
         await consumer.stop()
     assert len(big) > 1 << 20  # larger than the partition fetch size
     assert count == 3 and seen == [b"before", big, b"after"]
+
+
+def test_a_stream_whose_marker_is_not_indexed_yet_is_read_to_the_partitions_end() -> None:
+    # The processors index a marker once it is acknowledged; a replay started right after the live
+    # sinks finalized may read an index without it and must not cut the stream there.
+    def index(end_offset: int | None) -> dict[str, Any]:
+        where = {"topic": AUDIO.name, "first_offset": 10, "last_offset": 40, "end_offset": end_offset}
+        return {"meeting_uuid": MEETING, "partition": 0, "streams": [{"offsets": [where]}]}
+
+    closed = ranges_from_index(index(41))  # type: ignore[arg-type]
+    assert closed[AUDIO.name] == ReadRange(10, 42)
+    open_range = ranges_from_index(index(None))  # type: ignore[arg-type]
+    assert open_range[AUDIO.name].start == 10
+    assert open_range[AUDIO.name].end > 2**62

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from click.testing import CliRunner
 
+from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import MEETINGS, SESSIONS, partition_for, session_key
@@ -110,9 +111,9 @@ async def test_forget_lists_then_deletes_files_and_tombstones_the_meeting(
     linked = StreamLayout(data, meeting, "s1", 1_747_316_541_000 + DAY).meeting_dir
     linked.parent.mkdir(parents=True)
     linked.symlink_to(victim.parent, target_is_directory=True)
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     sessions, meetings = kafka_topics[SESSIONS.name], kafka_topics[MEETINGS.name]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings))
     await producer.start()
     try:
         for m, stream in ((meeting, "s1"), (meeting, "s2"), (other, "s1")):

@@ -18,14 +18,13 @@ from sink_support import from_meeting
 from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.children import die_with_parent
 from rtmsflow.s3_server import LocalS3
-from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.topics import AUDIO
 from sinks.bucket import Bucket, S3Options, classify, parse_target
 from sinks.bucket_files import BucketStorage, Part, early_parts, plan_parts
 from sinks.layout import StreamLayout
+from sinks.media_stream_files import MediaStreamFiles
 from sinks.outage import Outage, OutageReason, OutageStopped
-from sinks.stream_files import MediaStreamFiles
 from sinks.stream_sink import SinkCore
 
 MIB = 1 << 20
@@ -319,7 +318,7 @@ def test_a_stream_whose_start_meets_a_stopped_outage_is_not_consumed(tmp_path: P
         SyntheticMeeting(MeetingSpec(seed=1, participants=1, duration_s=1, video=None)), "m==", "s1"
     )
     value, _ = stream.records[AUDIO.name][0]
-    codec = Codec.from_settings(Settings())
+    codec = Codec()
     core = SinkCore(
         "t", {AUDIO.name: AUDIO.name}, tmp_path, codec, MediaStreamFiles, is_finalized=is_finalized
     )

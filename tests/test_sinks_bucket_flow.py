@@ -17,16 +17,16 @@ import aiohttp
 import pytest
 from s3_support import BucketView, make_bucket_view
 from sink_support import from_meeting, produce, stream_dir, wait_for
-from test_sinks_restart import files_of, running, sinks, split
+from test_sinks_restart import files_of, sinks, split
 
 from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.jvm import free_port
 from rtmsflow.s3_server import LocalS3
+from rtmsflow.service import serve_health
 from rtmsflow.settings import Settings
-from sinks.media_sink import media_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 from sinks.replay import replay_meeting
-from sinks.stream_sink import SinkService, serve_health
-from sinks.transcript_sink import transcript_service
+from sinks.stream_sink import SinkService
 
 pytestmark = pytest.mark.kafka
 MEETING = "bUcket+9/Me=="
@@ -51,7 +51,7 @@ async def undisturbed(settings: Settings, reference: Path, streams: list[object]
     """Both sinks on disk, undisturbed, over the same topics: the bytes to compare with."""
     ref = dataclasses.replace(settings, data_dir=str(reference))
     dirs = [stream_dir(settings, s, reference) for s in streams]  # type: ignore[arg-type]
-    async with running(media_service(ref, f"{tag}-m")), running(transcript_service(ref, f"{tag}-t")):
+    async with MEDIA_SINK.service(ref, f"{tag}-m"), TRANSCRIPT_SINK.service(ref, f"{tag}-t"):
         await wait_for(
             lambda: all(
                 (d / n).is_file() for d in dirs for n in ("manifest.json", "transcript.manifest.json")
@@ -163,9 +163,9 @@ async def test_the_storage_server_dies_mid_meeting_and_returns_the_objects_are_c
         await produce(settings, [head])
         rel = relative(settings, stream)
         spool = Path(view.settings.spool_dir)
-        media = media_service(view.settings, "outage-m")
-        transcripts = transcript_service(view.settings, "outage-t")
-        async with running(media), running(transcripts):
+        media = MEDIA_SINK.service(view.settings, "outage-m")
+        transcripts = TRANSCRIPT_SINK.service(view.settings, "outage-t")
+        async with media, transcripts:
             await wait_for(
                 lambda: (
                     (spool / "media" / rel / ".recording.mp4.partial").is_file()

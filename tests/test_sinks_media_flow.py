@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import wave
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import av
@@ -25,25 +22,11 @@ from test_sinks_mp4 import (
 from emulator.clips import ClipParams, VideoClip, get_clip
 from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.settings import Settings
-from sinks.media_sink import media_service
+from sinks.kinds import MEDIA_SINK
 from sinks.media_timeline import SAMPLE_RATE
-from sinks.stream_sink import SinkService
 
 pytestmark = pytest.mark.kafka
 MEETING = "aB3+/xYz9Q==meeting"
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[SinkService]:
-    """The sink consuming in a task; stopped (in order) on exit."""
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 def wav_samples(path: Path) -> bytes:
@@ -57,7 +40,7 @@ async def record_streams(
 ) -> list[Path]:
     await produce(settings, streams)
     dirs = [stream_dir(settings, s) for s in streams]
-    async with running(media_service(settings, group_id="g-media")):
+    async with MEDIA_SINK.service(settings, "g-media"):
         await wait_for(lambda: all((d / "manifest.json").is_file() for d in dirs), 90, "the manifests")
     return dirs
 
@@ -193,7 +176,7 @@ def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_
 
     from schemas.codec import Codec
     from schemas.topics import AUDIO, VIDEO
-    from sinks.media_sink import media_core
+    from sinks.kinds import MEDIA_SINK
 
     settings = dataclasses.replace(Settings(), data_dir=str(tmp_path))
     camera = get_clip(ClipParams("camera", "360p", 25, 50, gop=25, flash_index=None))
@@ -203,8 +186,8 @@ def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_
     for at in range(0, 2000, 20):
         stream.audio(at, bytes(640))
     stream.end(2000)
-    core = media_core(settings)
-    codec = Codec.from_settings(settings)
+    core = MEDIA_SINK.core(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     for base in (VIDEO.name, AUDIO.name):  # all video first: it waits for the audio
         for offset, (value, headers) in enumerate(stream.records[base]):
             data = None if value is None else codec.encode(base, value)

@@ -12,9 +12,9 @@ import pytest
 
 from emulator.media import MeetingSpec, SyntheticMeeting
 from sinks.layout import StreamLayout
+from sinks.media_stream_files import MediaStreamFiles
 from sinks.mp4_recorder import MediaFrameError
 from sinks.participant_videos import MAX_PARTICIPANT_VIDEOS
-from sinks.stream_files import MediaStreamFiles
 
 T0 = 1_732_400_000_000
 FPS = 25

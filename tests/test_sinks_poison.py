@@ -3,14 +3,11 @@ the sink stays up, and a meeting running alongside gets the files an undisturbed
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,24 +22,11 @@ from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from sinks.media_sink import media_core, media_service
-from sinks.stream_sink import SinkCore, SinkService
-from sinks.transcript_sink import transcript_core, transcript_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
+from sinks.stream_sink import SinkCore
 
 pytestmark = pytest.mark.kafka
 GOOD, BAD = "gOOd+/mtg==", "bAd+/mtg=="
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[asyncio.Task[None]]:
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -51,7 +35,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 def undisturbed(core: SinkCore, settings: Settings, stream: OrderedStream) -> None:
     """Feed one stream's records alone to a core, no broker: the reference files."""
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     for base, records in stream.records.items():
         if base not in core.topics:
             continue
@@ -82,15 +66,16 @@ async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_o
     await produce(settings, [bad, good])  # the bad stream first: a sink must get past it
     d = stream_dir(settings, good)
     async with (
-        running(media_service(settings, "poison-m")) as media,
-        running(transcript_service(settings, "poison-t")) as transcripts,
+        MEDIA_SINK.service(settings, "poison-m") as media,
+        TRANSCRIPT_SINK.service(settings, "poison-t") as transcripts,
     ):
         await wait_for(
             lambda: (d / "manifest.json").is_file() and (d / "transcript.manifest.json").is_file(),
             90,
             "the good stream's files",
         )
-        assert not media.done() and not transcripts.done()  # both sinks still up
+        for sink in (media, transcripts):  # both sinks still up
+            assert sink.run_task is not None and not sink.run_task.done()
 
     letters = [v for _k, v, _p, _o in await read_topic(settings, kafka_topics["rtms.deadletter"])]
     assert letters and {v["meeting_uuid"] for v in letters} == {BAD}
@@ -106,7 +91,7 @@ async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_o
 
     reference = tmp_path / "reference"
     ref = dataclasses.replace(settings, data_dir=str(reference))
-    for core in (media_core(ref, rebuild_all=True), transcript_core(ref, rebuild_all=True)):
+    for core in (MEDIA_SINK.core(ref, rebuild_all=True), TRANSCRIPT_SINK.core(ref, rebuild_all=True)):
         undisturbed(core, ref, good)
     want = files_of(stream_dir(settings, good, reference))
     assert sorted(want) == sorted(files_of(d)) and "recording.mp4" in want  # positive control
@@ -116,7 +101,7 @@ async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_o
 def test_a_sink_dead_letter_carries_at_most_the_head_of_its_input(tmp_path: Path) -> None:
     from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES
 
-    core = media_core(Settings(data_dir=str(tmp_path)))
+    core = MEDIA_SINK.core(Settings(data_dir=str(tmp_path)))
     broker = core.topics["rtms.audio"]
     core.feed(broker, 0, 5, b"m==", b"\x00" * (3 << 20), None)  # 3 MiB that are not Avro
     core.feed(broker, 0, 6, b"m==", b"\x00" * 10, None)  # positive control: a small one, whole
@@ -188,7 +173,7 @@ async def test_a_full_disk_keeps_both_sinks_up_and_unhealthy_until_space_returns
 
     reference = tmp_path / "reference"
     ref = dataclasses.replace(settings, data_dir=str(reference))
-    for core in (media_core(ref, rebuild_all=True), transcript_core(ref, rebuild_all=True)):
+    for core in (MEDIA_SINK.core(ref, rebuild_all=True), TRANSCRIPT_SINK.core(ref, rebuild_all=True)):
         undisturbed(core, ref, good)
     want = files_of(stream_dir(settings, good, reference))
     got_files = {**copies["media"], **copies["transcripts"]}

@@ -4,14 +4,13 @@ undisturbed run's, and a stream finalized before the kill is skipped, not rebuil
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,7 @@ from sink_support import OrderedStream, from_meeting, produce, stream_dir, wait_
 from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.children import die_with_parent
 from rtmsflow.settings import Settings
-from sinks.media_sink import media_service
-from sinks.stream_sink import SinkService
-from sinks.transcript_sink import transcript_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 
 pytestmark = pytest.mark.kafka
 MEETING = "kIll+9/Me=="
@@ -41,18 +38,6 @@ def split(stream: OrderedStream, fraction: float) -> tuple[OrderedStream, Ordere
 
 def files_of(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[SinkService]:
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 @contextmanager
@@ -137,8 +122,8 @@ async def test_kill_9_mid_stream_and_restart_gives_byte_identical_files(
         )
 
     async with (
-        running(media_service(ref, "undisturbed-m")),
-        running(transcript_service(ref, "undisturbed-t")),
+        MEDIA_SINK.service(ref, "undisturbed-m"),
+        TRANSCRIPT_SINK.service(ref, "undisturbed-t"),
     ):
         ref_long, ref_short = stream_dir(settings, long, reference), stream_dir(settings, short, reference)
         await wait_for(

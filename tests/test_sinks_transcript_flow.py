@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import srt
@@ -15,24 +12,10 @@ from sink_support import OrderedStream, produce, stream_dir, wait_for
 
 from rtmsflow.settings import Settings
 from schemas.topics import CHAT, TRANSCRIPT
-from sinks.media_sink import media_service
-from sinks.stream_sink import SinkService
-from sinks.transcript_sink import transcript_service
+from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 
 pytestmark = pytest.mark.kafka
 MEETING = "Qm9vay8rPQ=="
-
-
-@asynccontextmanager
-async def running(service: SinkService) -> AsyncIterator[SinkService]:
-    await service.start()
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await service.stop()
 
 
 def conversation(stream_id: str) -> OrderedStream:
@@ -55,7 +38,7 @@ async def test_transcript_files_have_the_seed_line_format_and_parse(
     stream.end(5000, markers=TEXT)
     await produce(settings, [stream], TEXT)
     d = stream_dir(settings, stream)
-    async with running(transcript_service(settings, "g-tr")):
+    async with TRANSCRIPT_SINK.service(settings, "g-tr"):
         await wait_for(lambda: (d / "transcript.manifest.json").is_file(), 60, "the transcript manifest")
 
     assert (d / "transcript.txt").read_text(encoding="utf-8").splitlines() == [
@@ -120,7 +103,7 @@ async def test_a_marker_whose_counts_differ_says_it_did_not_match(
     stream.end(5000, markers=TEXT)
     await produce(settings, [stream], TEXT)
     d = stream_dir(settings, stream)
-    async with running(transcript_service(settings, "g-tr2")):
+    async with TRANSCRIPT_SINK.service(settings, "g-tr2"):
         await wait_for(lambda: (d / "transcript.manifest.json").is_file(), 60, "the transcript manifest")
     summary = json.loads((d / "transcript.manifest.json").read_text())["streams"][0]
     assert summary["ended"]["matched"] is False and summary["late_count"] == 2
@@ -137,7 +120,7 @@ async def test_streams_without_a_marker_finalize_after_the_idle_timeout_and_say_
     silent.end(5000, markers=[])  # its ingest died: no marker on any topic
     await produce(settings, [ended, silent])
     d_ended, d_silent = stream_dir(settings, ended), stream_dir(settings, silent)
-    async with running(transcript_service(quick, "g-idle-t")), running(media_service(quick, "g-idle-m")):
+    async with TRANSCRIPT_SINK.service(quick, "g-idle-t"), MEDIA_SINK.service(quick, "g-idle-m"):
         await wait_for(
             lambda: all(
                 p.is_file()
@@ -169,7 +152,7 @@ async def test_chat_interleaved_into_the_transcript_by_time_when_asked(
     await produce(settings, [stream], TEXT)
     d = stream_dir(settings, stream)
     interleaving = dataclasses.replace(settings, sink_chat_in_transcript=True)
-    async with running(transcript_service(interleaving, "g-tr-chat")):
+    async with TRANSCRIPT_SINK.service(interleaving, "g-tr-chat"):
         await wait_for(lambda: (d / "transcript.manifest.json").is_file(), 60, "the transcript manifest")
     assert (d / "transcript.txt").read_text(encoding="utf-8").splitlines() == [
         "[2025-05-15T13:42:21.000Z] John Doe: Hello everyone",

@@ -42,7 +42,7 @@ def utterance(meeting: str, seq: int, name: str | None, text: str, start: int) -
 async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_end(
     settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str]
 ) -> None:
-    codec = Codec.from_settings(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     transcript, events, chat = (
         kafka_topics["rtms.transcript"],
         kafka_topics["rtms.events"],

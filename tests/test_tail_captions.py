@@ -225,7 +225,7 @@ async def finish(proc: subprocess.Popen[bytes], screen: Screen, stderr: Path) ->
 
 class Writer:
     def __init__(self, settings: Settings, topics: dict[str, str]) -> None:
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec(settings.schema_registry_url, settings.topic_prefix)
         self.topics = topics
         self.part = partition_for(MEETING, settings.partitions)
         self.producer = make_producer(settings)
