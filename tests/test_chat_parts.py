@@ -21,7 +21,7 @@ from processors.lanes import LaneConfig, PartitionCore
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.limits import MAX_CHAT_TEXT_BYTES, clip_text
-from schemas.markers import marker_headers, read_marker
+from schemas.markers import marker_headers
 from sinks.chat_files import ChatLine, ChatWriter, format_chat_line, iter_chat_jsonl, write_interleaved
 from sinks.transcript_files import TranscriptWriter, Utterance
 
@@ -209,4 +209,4 @@ def test_the_chat_lane_keeps_arrival_order_drops_repeats_and_forwards_the_marker
     assert [c["text"] for c in chat] == [text for _, text in sent]  # as sent, not by timestamp
     assert [c["chat_id"] for c in chat] == ["s1/0", "s1/1", "s1/2"]
     (marker,) = [o for o in out if o.topic == "rtms.chat" and o.value is None]
-    assert read_marker(marker.headers or [])["counts"] == {"CHAT": 3, "DUPLICATE": 1, "LATE": 0}
+    assert marker.end is not None and marker.end["counts"] == {"CHAT": 3, "DUPLICATE": 1, "LATE": 0}
