@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS = Counter(
@@ -41,3 +45,50 @@ ACCEPT_ERRORS = Counter(
     "rtmsflow_ingest_accept_errors",
     "Connections the webhook endpoint could not accept (out of file descriptors).",
 )
+
+
+class QueuedCounts:
+    """FRAMES and BYTES by kind, added once per event-loop turn instead of twice per record (the
+    two `inc` were ~5 % of a worker's CPU); `report()` adds what is pending now."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[int]] = {}  # kind -> [records, bytes] not yet added
+        self.children: dict[str, tuple[Any, Any]] = {}
+        self.scheduled = False
+
+    def add(self, kind: str, size: int) -> None:
+        """Count one record of `kind` with `size` payload bytes (in the metrics by the loop's next turn)."""
+        counts = self.pending.get(kind)
+        if counts is None:
+            counts = self.pending[kind] = [0, 0]
+        counts[0] += 1
+        counts[1] += size
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.report)
+
+    def report(self) -> None:
+        self.scheduled = False
+        for kind, counts in self.pending.items():
+            if counts[0]:
+                children = self.children.get(kind)
+                if children is None:
+                    children = self.children[kind] = (FRAMES.labels(kind=kind), BYTES.labels(kind=kind))
+                children[0].inc(counts[0])
+                children[1].inc(counts[1])
+                counts[0] = counts[1] = 0
+
+
+def observe_many(histogram: Any, value: float, count: int) -> None:
+    """`count` observations of `value` in a Histogram child at the cost of one (a batch's records
+    share their latency). Uses the child's buckets as prometheus_client 0.20-0.26 keeps them; a
+    child without them gets `count` observe() calls."""
+    bounds, buckets, total = (
+        getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum")
+    )
+    if bounds is None or buckets is None or total is None or count < 1 or not value <= bounds[-1]:  # NaN
+        for _ in range(count):
+            histogram.observe(value)
+        return
+    total.inc(value * count)
+    buckets[bisect_left(bounds, value)].inc(count)  # the first bucket with value <= its bound

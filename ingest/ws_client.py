@@ -10,6 +10,7 @@ import dataclasses
 import random
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ class WebSocketBackend(TaskBackend):
         self.rng = rng
         self.session: StreamSession | None = None
         self.machine: RtmsClient | None = None
-        self._notices: asyncio.Queue[_Notice] = asyncio.Queue()
+        self._notices: deque[_Notice] = deque()  # one consumer, which waits on `_wake`: no asyncio.Queue
         self._slots = asyncio.Semaphore(INBOX_SLOTS)
         self._sockets: dict[tuple[str, int], ClientConnection] = {}
         self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -168,15 +169,16 @@ class WebSocketBackend(TaskBackend):
         timer per message (~25 µs on 3.11, per frame); here a queued notice is taken directly, and
         an empty queue is waited on with one wake-up future and one timer that is only re-armed
         when the deadline comes earlier (deadlines usually move later: every message pushes the
-        socket's idle deadline), so a timer firing early just means: look again."""
+        socket's idle deadline), so a timer firing early just means: look again. Only this task
+        changes the machine, so its next deadline is asked once, not again after each wake-up."""
         loop = asyncio.get_running_loop()
+        deadline = machine.next_deadline()
         while True:
-            deadline = machine.next_deadline()
             now = time.monotonic()
             if deadline is not None and deadline <= now:
                 return None
-            if not self._notices.empty():
-                return self._notices.get_nowait()
+            if self._notices:
+                return self._notices.popleft()
             if deadline is not None and (self._timer is None or self._timer_at > deadline):
                 if self._timer is not None:
                     self._timer.cancel()
@@ -198,7 +200,7 @@ class WebSocketBackend(TaskBackend):
 
     def _post(self, notice: _Notice) -> None:
         """Queue a notice for the loop and wake it."""
-        self._notices.put_nowait(notice)
+        self._notices.append(notice)
         self._wakeup()
 
     def _feed(self, machine: RtmsClient, notice: _Notice) -> list[Action]:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import orjson
+
 from rtms_protocol.constants import MsgType
 
 
@@ -150,12 +152,43 @@ def encode(msg: Message) -> str:
 
 def decode_json(raw: str | bytes | bytearray) -> dict[str, Any]:
     """JSON text (or UTF-8 bytes: Zoom's SDK accepts JSON in binary frames too) to an object with
-    an integer `msg_type`."""
+    an integer `msg_type`. The object is `json.loads`'s: orjson (3-4x faster) where it parses the
+    same, json where it refuses (lone surrogates, NaN, UTF-16, ...) or holds a float (orjson reads
+    an integer beyond 64 bits as one); json's error is the bad_json detail."""
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("bad_json", "", str(exc)) from None
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        obj = _json_loads(raw)
+    else:
+        if _has_float(obj):
+            obj = _json_loads(raw)
     if not isinstance(obj, dict):
         raise ProtocolError("not_object", "", type(obj).__name__)
     get(obj, "msg_type", int)
     return obj
+
+
+def _json_loads(raw: str | bytes | bytearray) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("bad_json", "", str(exc)) from None
+
+
+def _has_float(obj: Any) -> bool:
+    """Whether a parsed JSON value holds a float anywhere (a loop, not recursion: orjson takes
+    1024 levels of nesting)."""
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        cls = v.__class__
+        if cls is float:
+            return True
+        if cls is dict or cls is list:
+            for x in v.values() if cls is dict else v:
+                c = x.__class__
+                if c is float:
+                    return True
+                if c is dict or c is list:
+                    stack.append(x)
+    return False

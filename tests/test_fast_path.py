@@ -17,11 +17,13 @@ non-ASCII text, extra keys, truncated JSON, bytes that are not UTF-8, unknown or
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 import random
 from typing import Any
 
+import pybase64
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -209,6 +211,7 @@ _AAAA = {"msg_type": 14, "content": {"timestamp": 5, "data": "AAAA"}}
 @example(raw=json.dumps({"msg_type": 14, "content": {"timestamp": 10**30, "data": "", "length": 2.0}}))
 @example(raw=json.dumps({"msg_type": 14, "content": {"timestamp": 1, "data": "=="}}))
 @example(raw=json.dumps({"msg_type": 14, "content": {"timestamp": 1, "data": "QUJD\n"}}))
+@example(raw=json.dumps({"msg_type": 14, "content": {"timestamp": 1, "data": "QUJD="}}))  # pybase64 refuses
 @example(raw=json.dumps({"msg_type": 14, "content": {"timestamp": 1, "data": "AAAA", "channel_id": 3}}))
 def test_fast_path_accepts_exactly_what_the_full_parser_accepts_and_builds_the_same_value(
     raw: str | bytes,
@@ -287,3 +290,18 @@ def test_the_generators_reach_every_outcome_of_both_paths() -> None:
     kinds = {"AudioData", "VideoData", "TranscriptData", "ChatData"}
     errors = ("bad_json", "not_object", "missing_field", "bad_field", "bad_base64", "unknown_msg_type")
     assert kinds | {f"ProtocolError.{e}" for e in errors} <= received, sorted(received)
+
+
+@PROPERTY
+@given(
+    text=st.one_of(valid_b64, b64ish, garbage, padding_edges, st.text(alphabet="AQUJD=+/\n ", max_size=10))
+)
+@example(text="QUJD=")
+def test_pybase64_accepts_a_subset_of_what_strict_base64_accepts_and_decodes_it_alike(text: str) -> None:
+    """The fast path decodes with pybase64 and asks binascii's strict mode only when pybase64
+    refuses: that is the strict decoder's answer only if pybase64 never takes more."""
+    try:
+        fast = pybase64.b64decode(text, validate=True)
+    except ValueError:
+        return
+    assert binascii.a2b_base64(text, strict_mode=True) == fast
