@@ -22,6 +22,7 @@ from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.server import RTMSServer, StreamHandle
 from ingest.backend import (
     AudioData,
+    ChatData,
     DeadLetterData,
     EventData,
     StreamSession,
@@ -56,6 +57,9 @@ class Collector:
         self.others += 1
 
     async def event(self, session: StreamSession, event: EventData) -> None:
+        self.others += 1
+
+    async def chat(self, session: StreamSession, message: ChatData) -> None:
         self.others += 1
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:

@@ -31,8 +31,8 @@ from rtmsflow.kafka_client import bootstrap_servers
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_747_316_541_000
-RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events", "rtms.raw.chat")
+ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", "rtms.chat")
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 WORDS = ("so", "the", "numbers", "for", "this", "quarter", "look", "fine")
 TICK = os.sysconf("SC_CLK_TCK")

@@ -49,7 +49,7 @@ async def write_meeting(settings: Any, minutes: float, resolution: str, audio: s
     from emulator.clips import ClipParams, get_clip
     from schemas.codec import Codec
     from schemas.markers import marker_headers
-    from schemas.topics import AUDIO, TRANSCRIPT, VIDEO, partition_for
+    from schemas.topics import AUDIO, CHAT, TRANSCRIPT, VIDEO, partition_for
 
     fps, loop_frames = 25, 250
     clips = [
@@ -59,7 +59,7 @@ async def write_meeting(settings: Any, minutes: float, resolution: str, audio: s
     size = (clips[0].width, clips[0].height)
     codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     part = partition_for(MEETING, settings.partitions)
-    topic = {b: settings.topic_prefix + b for b in (AUDIO.name, VIDEO.name, TRANSCRIPT.name)}
+    topic = {b: settings.topic_prefix + b for b in (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)}
     pcm = audio_loop(audio)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), max_request_size=8 << 20, linger_ms=20,
                                 max_batch_size=1 << 20)  # fmt: skip
@@ -105,6 +105,7 @@ async def write_meeting(settings: Any, minutes: float, resolution: str, audio: s
             AUDIO.name: {"AUDIO": seq_a},
             VIDEO.name: {"VIDEO": frame},
             TRANSCRIPT.name: {"TRANSCRIPT": counts[topic[TRANSCRIPT.name]]},
+            CHAT.name: {},  # no chat: its marker alone (the transcript sink waits for it)
         }
         for base, c in kinds.items():
             end = {**common, "topic": base, "ended": "STOPPED", "counts": c, "complete": True}

@@ -203,6 +203,8 @@ class _Played:
     help="Cameras served at once with individual video (1: Zoom's V1, a new subscription replaces the last).",
 )
 @click.option("--transcript/--no-transcript", default=True, show_default=True, help="Zoom sends transcripts.")
+@click.option("--chat/--no-chat", default=True, show_default=True,
+              help="A chat script (public and private messages) for clients that ask for chat.")  # fmt: skip
 @click.option("--webhook", "webhook_url", required=True, help="Where to POST signed webhooks.")
 @click.option(
     "--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.01), help="Media time / real time."
@@ -259,6 +261,7 @@ def meeting(**options: Any) -> None:
                 fps=options["video_fps"],
                 transcripts=options["transcript"],
                 deskshare=options["deskshare"],
+                chat=options["chat"],
                 camera_off=options["camera_off"],
             )
             for i in range(options["meetings"])

@@ -97,3 +97,40 @@ def utterances(seed: int, participants: int, duration_ms: int) -> Iterator[Utter
         t = end + _grid(rng.uniform(300, 1_200))
         if participants > 1 and rng.random() < 0.85:
             speaker = (speaker + rng.randrange(1, participants)) % participants
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One line of the meeting's chat: `sender` and `recipients` are participant indices (no
+    recipients: to everyone); `offset_ms` is media time."""
+
+    index: int
+    offset_ms: int
+    sender: int
+    text: str
+    recipients: tuple[int, ...] = ()
+
+
+# The chat script: a message every few seconds, about one in three private to one participant.
+CHAT_EVERY_MS = (1_000, 4_000)
+_CHAT_LINES = (
+    "slides are in the shared folder", "can you hear me?", "+1", "link: https://example.com/doc?id=42",
+    "I'll take the action item", "brb", "agreed", "let's follow up offline", "what's the ETA?",
+    "Grüße aus Zürich — ça va? 👋", "see the numbers in row 7 & 8 <draft>",
+)  # fmt: skip
+
+
+def chat_messages(seed: int, participants: int, duration_ms: int) -> Iterator[ChatMessage]:
+    """The meeting's chat in time order; the same arguments always give the same messages."""
+    rng = random.Random(seed * 7_000_003 + participants)
+    t = _grid(rng.uniform(*CHAT_EVERY_MS))
+    index = 0
+    while t < duration_ms - TAIL_MS:
+        sender = rng.randrange(participants)
+        recipients: tuple[int, ...] = ()
+        if participants > 1 and rng.random() < 0.35:
+            recipients = ((sender + rng.randrange(1, participants)) % participants,)
+        text = rng.choice(_CHAT_LINES) if rng.random() < 0.6 else _sentence(rng, rng.randint(2, 12))
+        yield ChatMessage(index, t, sender, text, recipients)
+        index += 1
+        t += _grid(rng.uniform(*CHAT_EVERY_MS))

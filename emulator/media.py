@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from emulator.clips import RESOLUTIONS, ClipParams, VideoClip, get_clip
-from emulator.conversation import TRANSCRIPT_DELAY_MS, Participant, Utterance, make_participants, utterances
+from emulator.conversation import (
+    TRANSCRIPT_DELAY_MS,
+    ChatMessage,
+    Participant,
+    Utterance,
+    chat_messages,
+    make_participants,
+    utterances,
+)
 from emulator.voices import BEEP_MS, BYTES_PER_MS, add_beep, mix, voice_for, voice_loop
 
 __all__ = ["MediaItem", "MeetingSpec", "Participant", "SyntheticMeeting"]
 
-MediaKind = Literal["audio", "video", "deskshare", "transcript", "event"]
+MediaKind = Literal["audio", "video", "deskshare", "transcript", "chat", "event"]
 AudioMode = Literal["mixed", "multi"]
 
 # EVENT_UPDATE event types (RTMS protocol, section 2.8).
@@ -31,7 +39,7 @@ EV_VIDEO_ON = 8
 EV_VIDEO_OFF = 9
 
 # At equal offsets: events first (a speaker change precedes that speaker's audio), then media.
-_PRIORITY = {"event": 0, "audio": 1, "video": 2, "deskshare": 3, "transcript": 4}
+_PRIORITY = {"event": 0, "audio": 1, "video": 2, "deskshare": 3, "transcript": 4, "chat": 5}
 
 MAX_CLIP_MS = 10_000  # beep period (= video loop length) cap: keeps clip encode time and memory small
 
@@ -44,6 +52,8 @@ class MediaItem:
     * video / deskshare: `data` is one H.264 Annex-B access unit; `keyframe` marks IDRs (which
       carry SPS/PPS in-band).
     * transcript: `data` is the text; `start_ms`/`end_ms` bound the utterance (media time).
+    * chat: `data` is the text, from `user_id`; `event` holds `message_id` and `recipients`
+      ([{user_id, user_name}], empty: to everyone).
     * event: `event` is the EVENT_UPDATE `event` object without its `timestamp`.
     """
 
@@ -76,6 +86,7 @@ class MeetingSpec:
     beep_every_ms: int | None = 5_000
     transcripts: bool = True
     deskshare: bool = False
+    chat: bool = True  # a chat script (`emulator.conversation.chat_messages`) for chat subscribers
     # The last participant's camera is off for a stretch in the middle (`camera_off_window`).
     camera_off: bool = False
 
@@ -256,6 +267,7 @@ class SyntheticMeeting:
         events: bool = True,
         *,
         audio: bool = True,
+        chat: bool = False,
         start_ms: int = 0,
         cameras: bool = False,
     ) -> Iterator[MediaItem]:
@@ -263,7 +275,7 @@ class SyntheticMeeting:
 
         The flags select what the client receives (what it subscribed to); the spec says what
         the meeting has: video needs `spec.video`, deskshare `spec.deskshare`, transcripts
-        `spec.transcripts`. Events describe the meeting whatever was subscribed: joins and
+        `spec.transcripts`, chat `spec.chat`. Events describe the meeting whatever was subscribed: joins and
         leaves, active-speaker changes, camera on/off (if it has video), sharing start/stop.
         `send_rate_ms` defaults to `spec.audio_send_rate_ms`. `cameras`: the video is every
         participant's own camera (individual streams, `_cameras`) instead of the active speaker's.
@@ -283,6 +295,8 @@ class SyntheticMeeting:
             streams.append(self._screen(start_ms))
         if transcripts and self.spec.transcripts:
             streams.append(self._transcripts(start_ms))
+        if chat and self.spec.chat:
+            streams.append(self._chat(start_ms))
         for _offset, _prio, _seq, item in heapq.merge(*streams):
             yield item
 
@@ -468,3 +482,18 @@ class SyntheticMeeting:
                     end_ms=utt.end_ms,
                 ),
             )
+
+    def chat_messages(self) -> Iterator[ChatMessage]:
+        """The meeting's chat script, in time order (generated lazily)."""
+        return chat_messages(self.spec.seed, self.spec.participants, self.duration_ms)
+
+    def _chat(self, start_ms: int) -> Iterator[tuple[int, int, int, MediaItem]]:
+        people = self.participants
+        for msg in self.chat_messages():
+            if msg.offset_ms < start_ms:
+                continue
+            sender = people[msg.sender]
+            to = [{"user_id": people[r].user_id, "user_name": people[r].user_name} for r in msg.recipients]
+            extra = {"message_id": f"chat-{self.spec.seed}-{msg.index}", "recipients": to}
+            item = MediaItem("chat", msg.offset_ms, sender.user_id, sender.user_name, msg.text, event=extra)
+            yield msg.offset_ms, _PRIORITY["chat"], msg.index, item

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
-from emulator.wire import AUDIO, CHANNEL_NAMES, DESKSHARE, TRANSCRIPT, VIDEO
+from emulator.wire import AUDIO, CHANNEL_NAMES, CHAT, DESKSHARE, TRANSCRIPT, VIDEO
 from rtms_protocol import (
     AudioChannel,
     AudioParams,
@@ -25,7 +26,15 @@ from rtms_protocol import (
     VideoParams,
 )
 
-ChannelParams = AudioParams | VideoParams | TranscriptParams
+
+@dataclass(frozen=True)
+class ChatParams:
+    """`media_params.chat`: text is all there is (content_type 5)."""
+
+    content_type: int = ContentType.TEXT
+
+
+ChannelParams = AudioParams | VideoParams | TranscriptParams | ChatParams
 # (channel, validated params) -> what the source will really send
 Adjust = Callable[[int, ChannelParams], ChannelParams]
 
@@ -34,12 +43,14 @@ DEFAULTS: dict[int, ChannelParams] = {
     VIDEO: VideoParams(),
     DESKSHARE: VideoParams(data_opt=None),
     TRANSCRIPT: TranscriptParams(),
+    CHAT: ChatParams(),
 }
 _BIT_CHANNEL = {
     MediaType.AUDIO: AUDIO,
     MediaType.VIDEO: VIDEO,
     MediaType.DESKSHARE: DESKSHARE,
     MediaType.TRANSCRIPT: TRANSCRIPT,
+    MediaType.CHAT: CHAT,
 }
 
 
@@ -62,7 +73,13 @@ class Grant:
             video=p.get(VIDEO),  # type: ignore[arg-type]
             deskshare=p.get(DESKSHARE),  # type: ignore[arg-type]
             transcript=p.get(TRANSCRIPT),  # type: ignore[arg-type]
+            chat={"content_type": p[CHAT].content_type} if CHAT in p else None,  # type: ignore[union-attr]
         )
+
+
+def _chat_params(requested: dict[str, Any]) -> ChatParams:
+    content_type = requested.get("content_type", ContentType.TEXT)
+    return ChatParams(content_type if isinstance(content_type, int) else -1)
 
 
 def _fail(code: StatusCode, detail: str = "") -> Grant:
@@ -73,10 +90,8 @@ def channels_for(media_type: int) -> tuple[int, ...] | StatusCode:
     """The channels of a `media_type` bitmask (ALL = every channel), or the status code refusing it."""
     if media_type <= 0 or media_type >= 64:
         return StatusCode.MEDIA_TYPE_INVALID_VALUE
-    if media_type & MediaType.ALL:
-        return (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT)
-    if media_type & MediaType.CHAT:
-        return StatusCode.MEDIA_TYPE_CHAT_NOT_SUPPORT  # "not supported yet" (RTMS docs)
+    if media_type & MediaType.ALL:  # "everything the app's scopes allow": the emulator grants all
+        return (AUDIO, VIDEO, DESKSHARE, TRANSCRIPT, CHAT)
     return tuple(ch for bit, ch in _BIT_CHANNEL.items() if media_type & bit)
 
 
@@ -147,6 +162,7 @@ def negotiate(media_type: int, requested: MediaParams | None, adjust: Adjust | N
         VIDEO: requested.video if requested else None,
         DESKSHARE: requested.deskshare if requested else None,
         TRANSCRIPT: requested.transcript if requested else None,
+        CHAT: _chat_params(requested.chat) if requested and requested.chat else None,
     }
     granted: dict[int, ChannelParams] = {}
     for ch in channels:
@@ -156,6 +172,12 @@ def negotiate(media_type: int, requested: MediaParams | None, adjust: Adjust | N
             checked = check_audio(params)
         elif isinstance(params, VideoParams):
             checked = check_video(params, share=ch == DESKSHARE)
+        elif isinstance(params, ChatParams):
+            checked = (
+                params
+                if params.content_type == ContentType.TEXT
+                else StatusCode.INVALID_MEDIA_CHAT_CONTENT_TYPE
+            )
         else:
             checked = check_transcript(params)
         if isinstance(checked, StatusCode):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import rtms_protocol as rp
 from emulator.faults import Faults
 from emulator.negotiate import Adjust, ChannelParams, Grant, negotiate
-from emulator.wire import TRANSCRIPT, VIDEO
+from emulator.wire import CHANNEL_NAMES, TRANSCRIPT, VIDEO
 from rtms_protocol.session import SIGNALING  # a signaling socket's role; a media socket's is its URL key
 from rtmsflow.logs import get_logger
 
@@ -31,6 +31,7 @@ MEDIA_KEYS: dict[str, rp.MediaType | None] = {
     "video": rp.MediaType.VIDEO,
     "deskshare": rp.MediaType.DESKSHARE,
     "transcript": rp.MediaType.TRANSCRIPT,
+    "chat": rp.MediaType.CHAT,
     "all": None,
 }
 
@@ -149,7 +150,7 @@ class ServerSession(Generic[S]):
         self.phase = ServerPhase.WAITING
         self.paused = False
         self.signaling: S | None = None
-        self.media: list[S | None] = [None, None, None, None]  # by channel (emulator.wire)
+        self.media: list[S | None] = [None] * len(CHANNEL_NAMES)  # by channel (emulator.wire)
         self.grants: dict[int, ChannelParams] = {}
         self.subscribed: set[int] = set()
         self.roster: dict[int, str] = {}  # who is in the meeting, as the events played so far say
@@ -364,7 +365,7 @@ class ServerSession(Generic[S]):
         """The server "dies": abort every socket and wait for the client at a new URL."""
         sockets = self.sockets()
         self.signaling = None
-        self.media = [None, None, None, None]
+        self.media = [None] * len(CHANNEL_NAMES)
         actions: list[Action[S]] = [Abort(s) for s in sockets]
         if self.phase in (ServerPhase.CONNECTED, ServerPhase.ACTIVE):
             self.phase = ServerPhase.INTERRUPTED
@@ -485,7 +486,7 @@ class ServerSession(Generic[S]):
     def _interrupt_signaling(self, reason: rp.StopReason, now: float) -> list[Action[S]]:
         """Signaling is lost: media goes down with it; wait for a reconnection."""
         actions: list[Action[S]] = [Close(s, 1001, "signaling interrupted") for s in self._media_sockets()]
-        self.media = [None, None, None, None]
+        self.media = [None] * len(CHANNEL_NAMES)
         self.phase = ServerPhase.INTERRUPTED
         self.deadline = now + self.faults.signaling_reconnect_s
         self.deadline_reason = reason

@@ -9,7 +9,7 @@ from typing import Any
 
 from emulator.clips import RESOLUTIONS
 from emulator.negotiate import ChannelParams
-from emulator.wire import AUDIO, DESKSHARE, TRANSCRIPT, VIDEO, MediaItemLike
+from emulator.wire import AUDIO, CHAT, DESKSHARE, TRANSCRIPT, VIDEO, MediaItemLike
 from rtms_protocol import (
     AudioChannel,
     AudioParams,
@@ -107,6 +107,7 @@ class MeetingSource:
             deskshare=DESKSHARE in channels,
             events=True,
             audio=AUDIO in channels,
+            chat=CHAT in channels,
             start_ms=start_ms,
             cameras=cameras,
         )

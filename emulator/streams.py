@@ -37,6 +37,7 @@ from emulator.wire import (
     AUDIO,
     CHANNEL_NAMES,
     CHANNEL_OF,
+    CHAT,
     TRANSCRIPT,
     VIDEO,
     FrameEncoder,
@@ -158,8 +159,8 @@ class Stream:
         self._pos = 0
         self._next: Entry | None = None
         self._activating = False
-        self._buffers: tuple[deque[Entry], ...] = (deque(), deque(), deque(), deque())
-        self._held: list[Entry | None] = [None, None, None, None]
+        self._buffers: tuple[deque[Entry], ...] = tuple(deque() for _ in CHANNEL_NAMES)
+        self._held: list[Entry | None] = [None] * len(CHANNEL_NAMES)
         self._media_counter = 0
         self._reorder = faults.reorder_indices()
         self._duplicate = faults.duplicate_indices()
@@ -286,7 +287,7 @@ class Stream:
 
     def media_urls(self) -> dict[str, str]:
         base = self.server_urls.rsplit("/", 1)[0] + "/media/"
-        return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "all")}
+        return {key: base + key for key in ("audio", "video", "transcript", "deskshare", "chat", "all")}
 
     def _media_restored(self, channels: tuple[int, ...]) -> None:
         if self.phase is not ServerPhase.ACTIVE:
@@ -378,7 +379,7 @@ class Stream:
     def _go_active(self) -> None:
         assert self.base_ms is not None
         self._carry_out(self.machine.on_media_started(self.now_ms(), self.base_ms))
-        self._flush_buffers(tuple(range(4)))
+        self._flush_buffers(tuple(range(len(CHANNEL_NAMES))))
         self.active_event.set()
         self.pacer.wake(self)
 
@@ -554,7 +555,7 @@ class Stream:
             return  # individual-stream video: only the subscribed participants' cameras
         peer = self.media[ch]
         if peer is None or not active:
-            if ch == AUDIO or ch == TRANSCRIPT:
+            if ch == AUDIO or ch == TRANSCRIPT or ch == CHAT:  # held while the socket is down
                 buf = self._buffers[ch]
                 buf.append(entry)
                 stats.buffered += 1

@@ -12,14 +12,15 @@ from typing import Any, Protocol
 from rtms_protocol import MsgType
 
 # Media channels: index into per-stream arrays (one socket per channel, or one `all` socket).
-AUDIO, VIDEO, DESKSHARE, TRANSCRIPT = 0, 1, 2, 3
-CHANNEL_NAMES = ("audio", "video", "deskshare", "transcript")
+AUDIO, VIDEO, DESKSHARE, TRANSCRIPT, CHAT = 0, 1, 2, 3, 4
+CHANNEL_NAMES = ("audio", "video", "deskshare", "transcript", "chat")
 CHANNEL_OF = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 CHANNEL_MSG_TYPE = (
     MsgType.MEDIA_DATA_AUDIO,
     MsgType.MEDIA_DATA_VIDEO,
     MsgType.MEDIA_DATA_SHARE,
     MsgType.MEDIA_DATA_TRANSCRIPT,
+    MsgType.MEDIA_DATA_CHAT,
 )
 
 Piece = bytes | int  # int = media offset (ms) rendered as base_ms + offset
@@ -110,7 +111,7 @@ class FrameEncoder:
         if prefix is None:
             name = json.dumps(user_name, ensure_ascii=False)
             prefix = f'{{"msg_type":{msg_type},"content":{{"user_id":{user_id},"user_name":{name},'.encode()
-            if msg_type != CHANNEL_MSG_TYPE[TRANSCRIPT]:
+            if msg_type not in (CHANNEL_MSG_TYPE[TRANSCRIPT], CHANNEL_MSG_TYPE[CHAT]):
                 prefix += b'"data":"'
             if len(self._prefix) > 100_000:
                 self._prefix.clear()
@@ -118,8 +119,9 @@ class FrameEncoder:
         return prefix
 
     def pieces(self, channel: int, item: MediaItemLike, language: int | None = None) -> tuple[Piece, ...]:
-        """The wire pieces of a media item on `channel` (AUDIO..TRANSCRIPT); `language` is the
-        transcript's RTMS language code (omitted when None)."""
+        """The wire pieces of a media item on `channel` (AUDIO..CHAT); `language` is the
+        transcript's RTMS language code (omitted when None). A chat item's `event` holds its
+        `message_id` and `recipients` ([{user_id, user_name}], none: to everyone)."""
         msg_type = CHANNEL_MSG_TYPE[channel]
         prefix = self._user_prefix(msg_type, item.user_id, item.user_name)
         data = item.data
@@ -139,6 +141,21 @@ class FrameEncoder:
                 item.offset_ms,
                 lang + b',"data":' + body + b"}}",
             )
+        if channel == CHAT:  # rtms_protocol.ChatFrame's form: message_id and recipients when known
+            extra = (
+                {"message_id": item.event.get("message_id"), "recipients": item.event.get("recipients")}
+                if item.event
+                else {}
+            )
+            head = b"".join(
+                b"%s:%s,"
+                % (json.dumps(k).encode(), json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode())
+                for k, v in extra.items()
+                if v
+            )
+            text = data if isinstance(data, str) else data.decode()
+            body = json.dumps(text, ensure_ascii=False).encode()
+            return (prefix + head + b'"timestamp":', item.offset_ms, b',"data":' + body + b"}}")
         raw = data.encode() if isinstance(data, str) else data
         tail = self._tails.get(len(raw))
         if tail is None:

@@ -132,6 +132,18 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class ChatData:
+    """One in-meeting chat message (msg 18); `recipients` empty for a message to everyone."""
+
+    timestamp_ms: int
+    text: str
+    participant_id: int = 0
+    participant_name: str | None = None
+    message_id: str | None = None
+    recipients: tuple[Participant, ...] = ()
+
+
+@dataclass(frozen=True)
 class EventData:
     """A signaling message worth keeping: EVENT_UPDATE (6), STREAM_STATE (8), SESSION_STATE (9).
 
@@ -206,6 +218,9 @@ class FrameHandler(Protocol):
 
     async def event(self, session: StreamSession, event: EventData) -> None:
         """Queue one event / state update for `rtms.raw.events`."""
+
+    async def chat(self, session: StreamSession, message: ChatData) -> None:
+        """Queue one chat message for `rtms.raw.chat` (as the chat privacy setting says)."""
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
         """Queue unusable input for `rtms.deadletter` (and count it)."""

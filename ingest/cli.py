@@ -91,6 +91,7 @@ def http(host: str | None, port: int | None, path: str | None) -> None:
 @click.option(
     "--transcript/--no-transcript", default=None, help=env_help("Receive transcripts.", "rtms_transcript")
 )
+@click.option("--chat/--no-chat", default=None, help=env_help("Receive in-meeting chat.", "rtms_chat"))
 @click.option(
     "--transcript-language",
     type=click.IntRange(min=-1),
@@ -111,6 +112,7 @@ def worker(
     video_participants: int | None,
     deskshare: bool | None,
     transcript: bool | None,
+    chat: bool | None,
     transcript_language: int | None,
     metrics_port: int | None,
 ) -> None:
@@ -133,6 +135,7 @@ def worker(
         rtms_video_participants=video_participants,
         rtms_deskshare=deskshare,
         rtms_transcript=transcript,
+        rtms_chat=chat,
         transcript_language=transcript_language,
         metrics_port=metrics_port,
     )
@@ -145,6 +148,7 @@ def worker(
         video_fps=settings.rtms_video_fps,
         deskshare=settings.rtms_deskshare,
         transcript=settings.rtms_transcript,
+        chat=settings.rtms_chat,
     )
 
     factory = load_backend(settings.ingest_backend)

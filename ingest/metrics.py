@@ -17,6 +17,9 @@ WEBHOOKS = Counter(
 ACTIVE_MEETINGS = Gauge("rtmsflow_ingest_active_meetings", "RTMS streams this worker holds.")
 FRAMES = Counter("rtmsflow_ingest_frames", "Records queued for the raw topics, by kind.", ["kind"])
 BYTES = Counter("rtmsflow_ingest_bytes", "Payload bytes queued for the raw topics, by kind.", ["kind"])
+CHAT_PRIVATE_DROPPED = Counter(
+    "rtmsflow_ingest_chat_private_dropped", "Private chat messages not kept (RTMSFLOW_CHAT_PRIVATE=drop)."
+)
 DEAD_LETTERS = Counter("rtmsflow_ingest_dead_letters", "Inputs sent to rtms.deadletter, by error.", ["error"])
 RECONNECTS = Counter(
     "rtmsflow_ingest_reconnects",

@@ -21,6 +21,7 @@ from ingest import metrics
 from ingest.backend import (
     AudioData,
     AudioParams,
+    ChatData,
     DeadLetterData,
     EventData,
     MediaLost,
@@ -30,6 +31,7 @@ from ingest.backend import (
     VideoParams,
 )
 from ingest.batching import Batcher
+from ingest.chat_record import ChatRefused, chat_content
 from ingest.record_bytes import SAMPLES, RecordEncoder
 from rtmsflow.clock import now_ms
 from rtmsflow.h264 import H264Error, inspect_access_unit
@@ -39,7 +41,7 @@ from rtmsflow.settings import Settings
 from schemas.codec import Codec, EncodeError
 from schemas.limits import MAX_DEAD_LETTER_PAYLOAD_BYTES, MAX_VALUE_BYTES, clip_payload
 from schemas.markers import marker_headers, progress_headers
-from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
+from schemas.topics import DEADLETTER, RAW_AUDIO, RAW_CHAT, RAW_EVENTS, RAW_TRANSCRIPT, RAW_VIDEO, TopicSpec
 
 log = get_logger(__name__)
 
@@ -232,6 +234,13 @@ class FrameProducer:
             return
         await self._event(session, stream, event)
 
+    async def chat(self, session: StreamSession, message: ChatData) -> None:
+        stream = self._stream(session)
+        if stream.waiting is not None:
+            await self._wait(session, stream, self._chat, message, None)
+            return
+        await self._chat(session, stream, message)
+
     async def media_lost(self, session: StreamSession, lost: MediaLost) -> None:
         """A working media socket dropped: the media its topic misses until the socket is back is
         listed in band (a progress mark with `losses`) before the next frame on that topic."""
@@ -332,8 +341,7 @@ class FrameProducer:
         await self._send(session, stream, RAW_TRANSCRIPT, record, "transcript", len(frame.text.encode()))
 
     async def _event(self, session: StreamSession, stream: _Stream, event: EventData) -> None:
-        kind = "CHAT" if event.name == "chat" else "EVENT"
-        record = self._identity(session, stream, kind, event.timestamp_ms, event.participant_id)
+        record = self._identity(session, stream, "EVENT", event.timestamp_ms, event.participant_id)
         if not event.timestamp_ms:  # Zoom sent none: order by when we received it, and say so
             record["timestamp_ms"] = record["received_at_ms"]
         record.update(
@@ -349,6 +357,22 @@ class FrameProducer:
             body=event.body,
         )
         await self._send(session, stream, RAW_EVENTS, record, "event", len(event.body))
+
+    async def _chat(self, session: StreamSession, stream: _Stream, message: ChatData) -> None:
+        try:
+            content = chat_content(message, self.settings.chat_private)
+        except ChatRefused as exc:
+            letter = DeadLetterData(
+                f"ingest:{RAW_CHAT.name}", str(exc), exc.error, message.text.encode("utf-8", "replace")
+            )
+            await self.dead_letter(session, letter)
+            return
+        if content is None:  # a private message the privacy setting does not keep
+            metrics.CHAT_PRIVATE_DROPPED.inc()
+            return
+        record = self._identity(session, stream, "CHAT", message.timestamp_ms, message.participant_id)
+        record.update(participant_name=message.participant_name, channel_id=None, **content)
+        await self._send(session, stream, RAW_CHAT, record, "chat", len(content["text"].encode()))
 
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
         reason, payload = letter.reason, letter.payload
@@ -629,7 +653,7 @@ class FrameProducer:
                 await self._mark(session, stream, spec, stream.lost_at.pop(spec.name), ts)
             await stream.window.acquire(len(value))
             await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
-            if kind is not None and spec is not RAW_EVENTS:
+            if kind is not None and spec is not RAW_EVENTS and spec is not RAW_CHAT:
                 await self._progress(session, stream, spec, ts)
         if kind is not None:
             self._queued.add(kind, size)
@@ -743,12 +767,13 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("writing a stream's first records failed", exc_info=task.exception())
 
 
-_RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+_RAW = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT)
 _KINDS_OF: dict[str, tuple[str, ...]] = {
     RAW_AUDIO.name: ("AUDIO",),
     RAW_VIDEO.name: ("VIDEO", "DESKSHARE"),
     RAW_TRANSCRIPT.name: ("TRANSCRIPT",),
-    RAW_EVENTS.name: ("EVENT", "CHAT"),
+    RAW_EVENTS.name: ("EVENT",),
+    RAW_CHAT.name: ("CHAT",),
 }
 
 

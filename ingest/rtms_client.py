@@ -15,6 +15,7 @@ from ingest import metrics
 from ingest.allowlist import DisallowedUrl, check_url, split_server_urls
 from ingest.backend import (
     AudioData,
+    ChatData,
     DeadLetterData,
     EventData,
     MediaLost,
@@ -48,6 +49,7 @@ _MEDIA_KEYS: dict[str, MediaType] = {
     "video": MediaType.VIDEO,
     "deskshare": MediaType.DESKSHARE,
     "transcript": MediaType.TRANSCRIPT,
+    "chat": MediaType.CHAT,
 }
 _SUBSCRIBED_EVENTS = (
     EventType.ACTIVE_SPEAKER_CHANGE,
@@ -79,6 +81,7 @@ class ClientConfig:
     deskshare: bool = False
     transcript: bool = True
     transcript_language: int = -1  # RTMS language code as a hint; -1 = automatic
+    chat: bool = False  # in-meeting chat (media type 16, msg 18)
     buffer_data: bool | None = None  # None: Zoom's default (flush audio buffered before we connected)
     backoff_base_s: float = 3.0
     backoff_cap_s: float = 30.0
@@ -126,6 +129,8 @@ class ClientConfig:
                     codec=proto.PayloadType.JPG, resolution=proto.Resolution.HD, data_opt=None, fps=1
                 )
             )
+        if key == "chat":
+            return proto.MediaParams()  # the server's default (content_type 5, text)
         if self.transcript_language >= 0:
             return proto.MediaParams(transcript=proto.TranscriptParams(src_language=self.transcript_language))
         return proto.MediaParams(
@@ -139,6 +144,7 @@ class ClientConfig:
             "video": self.video,
             "deskshare": self.deskshare,
             "transcript": self.transcript,
+            "chat": self.chat,
         }
         return [key for key in _MEDIA_KEYS if flags[key]]
 
@@ -180,7 +186,7 @@ class Disconnect:
 class Deliver:
     """Hand a parsed value to the frame handler (in this order)."""
 
-    item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData | MediaLost
+    item: AudioData | VideoData | TranscriptData | ChatData | EventData | DeadLetterData | MediaLost
 
 
 @dataclass(frozen=True)
@@ -533,6 +539,8 @@ class RtmsClient:
             # anything unusual (a missing or mistyped field, bad base64) takes the full parser
             # below, which raises the same ProtocolError (so the same dead letter) as always
         try:
+            if msg_type == MsgType.MEDIA_DATA_CHAT:
+                return [Deliver(self.values.chat_item(proto.ChatFrame.from_dict(msg)))]
             if msg_type in proto.MEDIA_MSG_TYPES:
                 return [Deliver(self.values.media_item(proto.MediaFrame.from_dict(msg)))]
             if msg_type == MsgType.DATA_HAND_SHAKE_RESP:

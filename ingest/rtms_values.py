@@ -7,7 +7,6 @@ agree with (`tests/test_fast_path.py`)."""
 from __future__ import annotations
 
 import binascii
-import json
 from typing import Any
 
 import pybase64
@@ -16,6 +15,7 @@ import rtms_protocol as proto
 from ingest.backend import (
     AudioData,
     AudioParams,
+    ChatData,
     EventData,
     Participant,
     Product,
@@ -38,6 +38,11 @@ _EVENT_NAMES = {
     7: "media_interrupted",
     8: "video_on",
     9: "video_off",
+    10: "chat_group_create",
+    11: "chat_group_delete",
+    12: "chat_group_members_add",
+    13: "chat_group_members_delete",
+    14: "chat_group_member_status_update",
 }
 
 
@@ -146,8 +151,8 @@ class MediaValues:
             return VideoData("VIDEO", ts, payload, self.video, user_id, name or None)
         return VideoData("DESKSHARE", ts, payload, self.deskshare, user_id, name or None)
 
-    def media_item(self, frame: proto.MediaFrame) -> AudioData | VideoData | TranscriptData | EventData:
-        """The value of a parsed media frame (the full path; chat becomes an event)."""
+    def media_item(self, frame: proto.MediaFrame) -> AudioData | VideoData | TranscriptData | ChatData:
+        """The value of a parsed media frame (the full path)."""
         name = frame.user_name or None
         if frame.msg_type == MsgType.MEDIA_DATA_AUDIO:
             assert isinstance(frame.data, bytes)
@@ -169,9 +174,20 @@ class MediaValues:
                 start_time_ms=frame.start_time or 0,
                 end_time_ms=frame.end_time or 0,
             )
-        # chat (18): "not supported yet" by Zoom; kept as an event so nothing is lost
-        body = json.dumps(frame.to_dict(), separators=(",", ":"), ensure_ascii=False)
-        return EventData(int(frame.msg_type), "chat", frame.timestamp, body, None, frame.user_id, name)
+        # chat (18) takes `chat_item` (its own fields); a MediaFrame of it still becomes a message
+        assert isinstance(frame.data, str)
+        return ChatData(frame.timestamp, frame.data, frame.user_id, name)
+
+    def chat_item(self, frame: proto.ChatFrame) -> ChatData:
+        """A chat message (msg 18) as a value."""
+        return ChatData(
+            timestamp_ms=frame.timestamp,
+            text=frame.text,
+            participant_id=frame.user_id,
+            participant_name=frame.user_name or None,
+            message_id=frame.message_id,
+            recipients=tuple(Participant(p.user_id, p.user_name) for p in frame.recipients),
+        )
 
     def audio_metadata(self, msg: dict[str, Any], raw: str | bytes) -> EventData:
         """META_DATA_AUDIO, kept as an event."""

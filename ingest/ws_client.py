@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ingest.backend import (
     AudioData,
+    ChatData,
     DeadLetterData,
     EventData,
     FrameHandler,
@@ -46,6 +47,7 @@ def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
         "client_id": settings.zoom_client_id,
         "client_secret": settings.zoom_client_secret,
         "transcript_language": settings.transcript_language,
+        "chat": settings.rtms_chat,
         "allowed_hosts": settings.allowed_hosts,
         "allow_insecure_ws": settings.allow_insecure_ws,
         "video_individual": settings.rtms_video_mode == "individual",
@@ -244,7 +246,7 @@ class WebSocketBackend(TaskBackend):
         return outcome
 
     async def _deliver(
-        self, item: AudioData | VideoData | TranscriptData | EventData | DeadLetterData | MediaLost
+        self, item: AudioData | VideoData | TranscriptData | ChatData | EventData | DeadLetterData | MediaLost
     ) -> None:
         assert self.session is not None
         if isinstance(item, AudioData):
@@ -255,6 +257,8 @@ class WebSocketBackend(TaskBackend):
             await self.frames.transcript(self.session, item)
         elif isinstance(item, EventData):
             await self.frames.event(self.session, item)
+        elif isinstance(item, ChatData):
+            await self.frames.chat(self.session, item)
         elif isinstance(item, MediaLost):
             media_lost = getattr(self.frames, "media_lost", None)  # handlers written before it lack it
             if media_lost is not None:
@@ -359,6 +363,9 @@ class _Discard:
     async def event(self, session: StreamSession, event: EventData) -> None:
         pass
 
+    async def chat(self, session: StreamSession, message: ChatData) -> None:
+        pass
+
     async def dead_letter(self, session: StreamSession | None, letter: DeadLetterData) -> None:
         pass
 
@@ -391,7 +398,13 @@ async def close_stream(
     `config.close_timeout_s`, the close as long again. Used by the SDK backend after its SDK client
     is gone, so the handshake is not a duplicate."""
     cfg = dataclasses.replace(
-        config, audio=False, video=False, deskshare=False, transcript=False, client_agent=CLOSE_AGENT
+        config,
+        audio=False,
+        video=False,
+        deskshare=False,
+        transcript=False,
+        chat=False,
+        client_agent=CLOSE_AGENT,
     )
     backend = WebSocketBackend(settings, _Discard(), config=cfg, ssl_context=ssl_context)
     await backend.start(session)

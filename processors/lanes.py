@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
+from processors.chat import chat_message
 from processors.gaps import AudioGapTracker, GapReason, GapRecord, VideoGapTracker
 from processors.reorder import Fate, ReorderBuffer
 from processors.utterances import TranscriptPiece, Utterance, UtteranceAssembler
@@ -25,18 +26,29 @@ from schemas.records import StreamEnd
 # base topic names (the shell adds the run's prefix), all from schemas/topics.py
 RAW_AUDIO, RAW_VIDEO = topics.RAW_AUDIO.name, topics.RAW_VIDEO.name
 RAW_TRANSCRIPT, RAW_EVENTS = topics.RAW_TRANSCRIPT.name, topics.RAW_EVENTS.name
-RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+RAW_CHAT = topics.RAW_CHAT.name
+RAW_TOPICS = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT)
 AUDIO, VIDEO = topics.AUDIO.name, topics.VIDEO.name
-TRANSCRIPT, EVENTS = topics.TRANSCRIPT.name, topics.EVENTS.name
-ORDERED_OF = {RAW_AUDIO: AUDIO, RAW_VIDEO: VIDEO, RAW_TRANSCRIPT: TRANSCRIPT, RAW_EVENTS: EVENTS}
+TRANSCRIPT, EVENTS, CHAT = topics.TRANSCRIPT.name, topics.EVENTS.name, topics.CHAT.name
+ORDERED_OF = {
+    RAW_AUDIO: AUDIO,
+    RAW_VIDEO: VIDEO,
+    RAW_TRANSCRIPT: TRANSCRIPT,
+    RAW_EVENTS: EVENTS,
+    RAW_CHAT: CHAT,
+}
 TRANSCRIPT_PARTIAL = topics.TRANSCRIPT_PARTIAL.name
 LATE, DEADLETTER = topics.LATE.name, topics.DEADLETTER.name
 _KINDS_OF = {
     RAW_AUDIO: ("AUDIO",),
     RAW_VIDEO: ("VIDEO", "DESKSHARE"),
     RAW_TRANSCRIPT: ("TRANSCRIPT",),
-    RAW_EVENTS: ("EVENT", "CHAT"),
+    RAW_EVENTS: ("EVENT", "CHAT"),  # CHAT: chat kept as events by ingest before rtms.raw.chat
+    RAW_CHAT: ("CHAT",),
 }
+# lanes keyed by arrival order (raw offsets), without a window: see _TRANSCRIPT_ORDER; chat too,
+# a message's place is where Zoom sent it
+_ARRIVAL_ORDER = (RAW_TRANSCRIPT, RAW_CHAT)
 _FRAMES = (RAW_AUDIO, RAW_VIDEO)
 # Individual-video cameras (lanes) per stream: Zoom serves 4 at 720p; far more is hostile input.
 MAX_CAMERA_LANES = 16
@@ -141,7 +153,7 @@ class Lane:
                 self.restored_recent[digest] = ts
             cursor = state["cursor_ms"]
             self.mark_ms = state.get("mark_ms")
-        if self.topic == RAW_TRANSCRIPT:
+        if self.topic in _ARRIVAL_ORDER:
             # pieces keep their arrival order (keys are raw offsets, the window none): see _TRANSCRIPT_ORDER
             self.buffer: ReorderBuffer[_Item] = ReorderBuffer.resume(self.resume_key, 0, _TRANSCRIPT_HORIZON)
             for released in self.recent:  # those up to the resume key (the open utterance's are re-fed)
@@ -492,7 +504,7 @@ class PartitionCore:
                 out.append(self._dead(topic, offset, key, value, "TooManyCameras", why, None))
             return out
         order_ms = record["timestamp_ms"]
-        if topic == RAW_TRANSCRIPT:
+        if topic in _ARRIVAL_ORDER:
             order_ms = offset  # arrival order (_TRANSCRIPT_ORDER)
         elif order_ms < st.started_ms and topic in _FRAMES:
             # stamped before the stream's t = 0: no recording has a place for it (ingest fixes
@@ -537,7 +549,7 @@ class PartitionCore:
             fields = (st.meeting_uuid, st.rtms_stream_id, topic, kind, record["participant_id"], None)
             if fields not in st.lanes and _camera_lanes(st) >= MAX_CAMERA_LANES:
                 return None
-        elif topic in (RAW_TRANSCRIPT, RAW_EVENTS):
+        elif topic in (RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT):
             fields = (st.meeting_uuid, st.rtms_stream_id, topic, _KINDS_OF[topic][0], 0, None)
         else:
             fields = (st.meeting_uuid, st.rtms_stream_id, topic, kind, 0, None)
@@ -556,6 +568,8 @@ class PartitionCore:
                 self._piece(st, item, out)
             elif lane.topic == RAW_EVENTS:
                 self._event(st, lane, item, out)
+            elif lane.topic == RAW_CHAT:
+                self._chat(st, lane, item, out)
             else:
                 self._frame(st, lane, item, out)
 
@@ -613,6 +627,13 @@ class PartitionCore:
         st.count(EVENTS, event.get("stream_kind") or "EVENT")
         self.stats["out"] += 1
         out.append(Output(EVENTS, _key(st), event, stream=st.key))
+
+    def _chat(self, st: StreamState, lane: Lane, item: _Item, out: list[Output]) -> None:
+        record = chat_message(item.value, lane.seq)
+        lane.seq += 1
+        st.count(CHAT, "CHAT")
+        self.stats["out"] += 1
+        out.append(Output(CHAT, _key(st), record, stream=st.key))
 
     def _piece(self, st: StreamState, item: _Item, out: list[Output]) -> None:
         v = item.value

@@ -26,6 +26,7 @@ from rtms_protocol.constants import (
     TranscriptLanguage,
 )
 from rtms_protocol.messages import (
+    ChatFrame,
     ClientReadyAck,
     DataHandshakeRequest,
     DataHandshakeResponse,
@@ -64,6 +65,7 @@ __all__ = [
     "AudioChannel",
     "AudioParams",
     "AudioSampleRate",
+    "ChatFrame",
     "ClientReadyAck",
     "ContentType",
     "DataHandshakeRequest",

@@ -386,7 +386,7 @@ class VideoSubscriptionResponse(Message):
 
 @dataclass(frozen=True, slots=True)
 class MediaFrame(Message):
-    """A media message (14 audio, 15 video, 16 share, 17 transcript, 18 chat).
+    """A media message (14 audio, 15 video, 16 share, 17 transcript; 18 chat parses as `ChatFrame`).
 
     `data` is the decoded payload: bytes for audio/video/share (base64 on the wire), str for
     transcript/chat (plain text on the wire). Zoom's SDK drops frames without `user_name` or
@@ -461,6 +461,57 @@ class MediaFrame(Message):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ChatFrame(Message):
+    """A chat message (18). Zoom's pages name msg_type 18 and media type bit 16 but show no chat
+    packet; like a transcript piece, `content` carries `user_id`, `user_name`, `data` (the text) and
+    `timestamp`. `message_id` and `recipients` (absent or empty: a message to everyone) are
+    rtmsflow's assumption, optional on the way in."""
+
+    MSG_TYPE: ClassVar[MsgType] = MsgType.MEDIA_DATA_CHAT
+    timestamp: int
+    text: str
+    user_id: int = 0
+    user_name: str = ""
+    message_id: str | None = None
+    recipients: tuple[Participant, ...] = ()
+
+    @property
+    def private(self) -> bool:
+        """Sent to chosen participants rather than to everyone."""
+        return bool(self.recipients)
+
+    def to_dict(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"user_id": self.user_id, "user_name": self.user_name}
+        if self.message_id is not None:
+            content["message_id"] = self.message_id
+        if self.recipients:
+            content["recipients"] = _participants_json(self.recipients)
+        content["timestamp"] = self.timestamp
+        content["data"] = self.text
+        return {"msg_type": int(MsgType.MEDIA_DATA_CHAT), "content": content}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChatFrame:
+        if get(d, "msg_type", int) != MsgType.MEDIA_DATA_CHAT:
+            raise ProtocolError("bad_field", "msg_type")
+        c = get_obj(d, "content")
+        assert c is not None
+        p = "content."
+        recipients = c.get("recipients")
+        if recipients is not None and not isinstance(recipients, list):
+            raise ProtocolError("bad_field", "content.recipients")
+        text = get(c, "data", str, path=p)
+        return cls(
+            timestamp=get(c, "timestamp", int, path=p),
+            text=text,
+            user_id=get(c, "user_id", int, 0, p),
+            user_name=get(c, "user_name", str, "", p),
+            message_id=get(c, "message_id", str, None, p),
+            recipients=_participants(recipients or [], "content.recipients"),
+        )
+
+
 _PARSERS: dict[int, type[Message]] = {
     cls.MSG_TYPE: cls
     for cls in (
@@ -486,6 +537,7 @@ _PARSERS: dict[int, type[Message]] = {
     )
 }
 _PARSERS.update({t: MediaFrame for t in MEDIA_MSG_TYPES})
+_PARSERS[MsgType.MEDIA_DATA_CHAT] = ChatFrame
 
 
 def parse(raw: str | bytes | bytearray | dict[str, Any]) -> Message:

@@ -21,6 +21,8 @@ VIDEO_RESOLUTIONS: dict[str, int] = {"360p": 1, "720p": 2, "1080p": 3, "1440p": 
 VIDEO_MODES = ("active", "individual")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 INGEST_BACKENDS = ("websocket", "sdk")
+# what ingest keeps of private chat messages (RTMSFLOW_CHAT_PRIVATE)
+CHAT_PRIVATE_CHOICES = ("drop", "keep", "unaddressed")
 
 
 class SettingError(ValueError):
@@ -208,6 +210,12 @@ class Settings:
     rtms_deskshare: bool = _setting(False, "RTMSFLOW_RTMS_DESKSHARE", parse=_flag)
     rtms_transcript: bool = _setting(True, "RTMSFLOW_RTMS_TRANSCRIPT", parse=_flag)
     transcript_language: int = _setting(-1, "RTMSFLOW_TRANSCRIPT_LANGUAGE", parse=_integer(-1))
+    # In-meeting chat (media type 16): asked for when on; Zoom refuses it to an app without the
+    # chat scope and the stream goes on without it.
+    rtms_chat: bool = _setting(True, "RTMSFLOW_RTMS_CHAT", parse=_flag)
+    # What ingest keeps of private chat messages (to chosen participants): drop (public chat only),
+    # keep (with their recipients) or unaddressed (the message, flagged private, without recipients).
+    chat_private: str = _setting("drop", "RTMSFLOW_CHAT_PRIVATE", parse=_choice(*CHAT_PRIVATE_CHOICES))
     # Zoom's SDK backend: the SDK host's home (empty = <cache>/sdk), its SDK threads, poll
     # interval (ms) and Python interpreter (empty = this one).
     sdk_home: str = _setting("", "RTMSFLOW_SDK_HOME")
@@ -244,6 +252,9 @@ class Settings:
     # A sink finalizes a stream that had no record for this long (seconds) and no end-of-stream
     # marker (its ingest died for good); the manifest then says `idle_timeout`.
     sink_idle_timeout_s: float = _setting(600.0, "RTMSFLOW_SINK_IDLE_TIMEOUT_S", parse=_number(0.0))
+    # The transcript sink also writes the chat into transcript.txt, by time among the utterances
+    # (chat.txt and chat.jsonl are written either way).
+    sink_chat_in_transcript: bool = _setting(False, "RTMSFLOW_SINK_CHAT_IN_TRANSCRIPT", parse=_flag)
     # Media a sink may hold per partition while one topic waits for the other (video for audio);
     # past it the partition is paused until the other topic catches up.
     sink_buffer_bytes: int = _setting(64 << 20, "RTMSFLOW_SINK_BUFFER_BYTES", parse=_integer(1))

@@ -64,7 +64,7 @@ def stack_stages(settings: Settings, ports: Iterable[int]) -> list[StageSpec]:
             ("sink", "transcripts", "--group", s.sink_transcripts_group),
             transcripts,
             s.sink_transcripts_group,
-            (t.TRANSCRIPT.full_name(settings.topic_prefix),),
+            (t.TRANSCRIPT.full_name(settings.topic_prefix), t.CHAT.full_name(settings.topic_prefix)),
         ),
     ]
 

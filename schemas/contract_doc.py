@@ -20,6 +20,7 @@ from schemas.topics import (
     CONTROL_HEADER,
     END_OF_STREAM,
     PROGRESS,
+    RAW_CHAT,
     RAW_EVENTS,
     RETENTION,
     SESSIONS,
@@ -356,7 +357,7 @@ def _topic_section(spec: TopicSpec, sv: SchemaVersion, retention_days: int) -> l
     extras = []
     if spec.tier in _MARKER_TIERS and spec.markers:
         extras.append("[end-of-stream markers](#end-of-stream-markers) (null value)")
-    if spec.tier is Tier.RAW and spec is not RAW_EVENTS:
+    if spec.tier is Tier.RAW and spec not in (RAW_EVENTS, RAW_CHAT):
         extras.append("[progress marks](#progress-marks-raw-topics) (null value)")
     if any(f["name"] == "gap" for f in sv.schema["fields"]):
         extras.append("[gap records](#gap-records)")

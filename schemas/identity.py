@@ -23,7 +23,9 @@ CONTENT_FIELDS: dict[str, tuple[str, ...]] = {
     "DESKSHARE": ("payload",),
     "TRANSCRIPT": ("text", "language", "start_time_ms", "end_time_ms"),
     "EVENT": ("msg_type", "event_type", "name", "state", "reason", "rtms_session_id", "body"),
-    "CHAT": ("msg_type", "event_type", "name", "state", "reason", "rtms_session_id", "body"),
+    # rtms.raw.chat; `body` tells apart the chat messages ingest kept on rtms.raw.events before
+    # rtms.raw.chat existed (recipients are not hashed: id, text and sender name a message)
+    "CHAT": ("message_id", "text", "private", "body"),
 }
 KEY_FIELDS = ("meeting_uuid", "rtms_stream_id", "stream_kind", "participant_id", "channel_id", "timestamp_ms")
 

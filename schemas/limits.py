@@ -28,6 +28,11 @@ MAX_TIMESTAMP_MS = 4_102_444_800_000
 # days or years of silence.
 MAX_MEDIA_MS = 48 * 3_600_000
 MIN_MEDIA_MS = -3_600_000
+# A chat message's text (UTF-8 bytes): Zoom's in-meeting chat takes a few thousand characters;
+# longer text is cut here at a character boundary (flagged text_truncated), never dropped.
+MAX_CHAT_TEXT_BYTES = 16 << 10
+# Recipients named on one private chat message: more is not a chat group but a forged message.
+MAX_CHAT_RECIPIENTS = 1_000
 
 
 def timestamp_in_range(ms: int) -> bool:
@@ -38,6 +43,15 @@ def timestamp_in_range(ms: int) -> bool:
 def id_too_long(value: str) -> bool:
     """True for an id longer than MAX_ID_BYTES in UTF-8."""
     return len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES
+
+
+def clip_text(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` (valid Unicode: no lone surrogates) cut to at most `max_bytes` UTF-8 bytes at a
+    character boundary, and whether it was cut."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text, False
+    return data[:max_bytes].decode("utf-8", "ignore"), True
 
 
 def clip_payload(payload: bytes) -> bytes:

@@ -96,6 +96,48 @@ class AudioFrame(TypedDict):
     media: AudioParams
 
 
+class ChatRecipient(TypedDict):
+    """A participant a private chat message was sent to."""
+
+    # Zoom user id.
+    user_id: int
+    # Zoom user name, when sent. Default: null.
+    user_name: NotRequired[str | None]
+
+
+class ChatMessage(TypedDict):
+    """Topic rtms.chat: the chat messages of a stream in order (Zoom's order, as received), each once."""
+
+    # Meeting id; the record key.
+    meeting_uuid: str
+    # RTMS stream id.
+    rtms_stream_id: str
+    # Deterministic id, <rtms_stream_id>/<seq>: a re-run gives the same ids.
+    chat_id: str
+    # Position among this stream's chat messages, from 0.
+    seq: int
+    # Zoom's id of the message, when sent. Default: null.
+    message_id: NotRequired[str | None]
+    # Sender's Zoom user id (0 when unknown). Default: 0.
+    sender_id: NotRequired[int]
+    # Sender's name. Default: null.
+    sender_name: NotRequired[str | None]
+    # When Zoom's server took the message.
+    timestamp_ms: int
+    # t = 0 of the stream's media time (the message's place in a recording is timestamp_ms minus
+    # this).
+    stream_started_ms: int
+    # The message text.
+    text: str
+    # True when ingest cut the text to its limit. Default: false.
+    text_truncated: NotRequired[bool]
+    # True for a message to chosen participants, false for one to everyone. Default: false.
+    private: NotRequired[bool]
+    # Who a private message went to (empty for everyone, or when ingest drops recipients).
+    # Default: [].
+    recipients: NotRequired[list[ChatRecipient]]
+
+
 class DeadLetter(TypedDict):
     """Topic rtms.deadletter: input that could not be processed, kept with the reason. Nothing is dropped silently."""
 
@@ -384,6 +426,52 @@ class RawAudioFrame(TypedDict):
     payload: bytes
     # Granted audio parameters.
     media: AudioParams
+
+
+class RawChatMessage(TypedDict):
+    """One in-meeting chat message (RTMS msg 18) as received, typed; topic rtms.raw.chat. Which private messages are kept, and how, is ingest's RTMSFLOW_CHAT_PRIVATE setting."""
+
+    # Meeting (or webinar / session / engagement) id; the record key.
+    meeting_uuid: str
+    # RTMS stream id (from the started webhook). All state, order, markers and files are per
+    # (meeting, stream).
+    rtms_stream_id: str
+    # CHAT. Default: "UNKNOWN".
+    stream_kind: NotRequired[StreamKind]
+    # Zoom user_id of the sender (0 when Zoom did not send it). Default: 0.
+    participant_id: NotRequired[int]
+    # Zoom user_name of the sender, when sent. Default: null.
+    participant_name: NotRequired[str | None]
+    # Contact Center channel id (each party is on its own channel); null elsewhere. Default: null.
+    channel_id: NotRequired[str | None]
+    # RTMS timestamp: when Zoom's server took the message (ms since the epoch).
+    timestamp_ms: int
+    # t = 0 of the stream's media time: the event_ts of the stream's first rtms_started webhook. A
+    # recording's pts are timestamp_ms - stream_started_ms.
+    stream_started_ms: int
+    # Identifies one ingest holding of the stream: a new value each time a worker takes the stream
+    # (start, takeover after a crash or a rebalance).
+    ingest_epoch: int
+    # Orders the records of one (stream, kind) within one ingest_epoch as received, from 0, without
+    # holes.
+    ingest_seq: int
+    # Wall-clock time ingest received the frame.
+    received_at_ms: int
+    # Zoom's id of the message, when sent (the field name is rtmsflow's assumption: Zoom's pages do
+    # not give the message's fields). Default: null.
+    message_id: NotRequired[str | None]
+    # The message text (UTF-8), cut to schemas.limits.MAX_CHAT_TEXT_BYTES at a character boundary
+    # when longer (text_truncated).
+    text: str
+    # True when ingest cut the text to the limit. Default: false.
+    text_truncated: NotRequired[bool]
+    # True for a message to chosen participants (a private chat or chat group), false for one to
+    # everyone. Default: false.
+    private: NotRequired[bool]
+    # Who a private message went to, as Zoom named them; empty for a message to everyone, and empty
+    # when ingest keeps private messages without their recipients (RTMSFLOW_CHAT_PRIVATE).
+    # Default: [].
+    recipients: NotRequired[list[ChatRecipient]]
 
 
 class RawEvent(TypedDict):
@@ -751,12 +839,14 @@ class VideoFrame(TypedDict):
 # The TypedDict of each schema, by schema name (TopicSpec.schema).
 BY_SCHEMA: dict[str, type] = {
     "audio_frame": AudioFrame,
+    "chat_message": ChatMessage,
     "dead_letter": DeadLetter,
     "late_frame": LateFrame,
     "meeting_event": MeetingEvent,
     "meeting_index": MeetingIndex,
     "processor_state": ProcessorState,
     "raw_audio_frame": RawAudioFrame,
+    "raw_chat_message": RawChatMessage,
     "raw_event": RawEvent,
     "raw_transcript_frame": RawTranscriptFrame,
     "raw_video_frame": RawVideoFrame,

@@ -74,6 +74,7 @@ RAW_AUDIO = TopicSpec("rtms.raw.audio", "raw_audio_frame", Tier.RAW, _DATA)
 RAW_VIDEO = TopicSpec("rtms.raw.video", "raw_video_frame", Tier.RAW, _DATA)
 RAW_TRANSCRIPT = TopicSpec("rtms.raw.transcript", "raw_transcript_frame", Tier.RAW, _DATA)
 RAW_EVENTS = TopicSpec("rtms.raw.events", "raw_event", Tier.RAW, _DATA)
+RAW_CHAT = TopicSpec("rtms.raw.chat", "raw_chat_message", Tier.RAW, _DATA)
 AUDIO = TopicSpec("rtms.audio", "audio_frame", Tier.ORDERED, _DATA)
 VIDEO = TopicSpec("rtms.video", "video_frame", Tier.ORDERED, _DATA)
 TRANSCRIPT = TopicSpec("rtms.transcript", "transcript_utterance", Tier.ORDERED, _DATA)
@@ -88,6 +89,16 @@ TRANSCRIPT_PARTIAL = TopicSpec(
     markers=False,
 )
 EVENTS = TopicSpec("rtms.events", "meeting_event", Tier.ORDERED, _DATA)
+CHAT = TopicSpec(
+    "rtms.chat",
+    "chat_message",
+    Tier.ORDERED,
+    _DATA,
+    doc="The in-meeting chat of a stream (RTMS msg 18), in Zoom's order, each message once. Public "
+    "messages always; private ones as ingest's RTMSFLOW_CHAT_PRIVATE says (drop, the default: none; "
+    "keep: with their recipients; unaddressed: flagged private, without recipients). A consumer reads it "
+    "like rtms.transcript; the transcript sink writes chat.jsonl and chat.txt from it.",
+)
 LATE = TopicSpec("rtms.late", "late_frame", Tier.SIDE, _DATA)
 DEADLETTER = TopicSpec("rtms.deadletter", "dead_letter", Tier.SIDE, _DATA)
 PROCESSOR_STATE = TopicSpec("rtms.processor.state", "processor_state", Tier.CONTROL, _STATE)
@@ -99,16 +110,18 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     RAW_VIDEO,
     RAW_TRANSCRIPT,
     RAW_EVENTS,
+    RAW_CHAT,
     AUDIO,
     VIDEO,
     TRANSCRIPT,
     TRANSCRIPT_PARTIAL,
     EVENTS,
+    CHAT,
     LATE,
     DEADLETTER,
     PROCESSOR_STATE,
 )
-RAW_TOPICS: tuple[TopicSpec, ...] = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS)
+RAW_TOPICS: tuple[TopicSpec, ...] = (RAW_AUDIO, RAW_VIDEO, RAW_TRANSCRIPT, RAW_EVENTS, RAW_CHAT)
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 

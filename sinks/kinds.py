@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
-from schemas.topics import AUDIO, TRANSCRIPT, VIDEO, TopicSpec
+from schemas.topics import AUDIO, CHAT, TRANSCRIPT, VIDEO, TopicSpec
 from sinks.atomic import FileGroup
 from sinks.layout import StreamLayout
 from sinks.media_stream_files import MEDIA_MANIFEST, MediaStreamFiles
@@ -18,8 +18,9 @@ from sinks.stream_files import StreamFiles
 from sinks.stream_sink import SinkCore, SinkService
 from sinks.transcript_stream import TRANSCRIPT_MANIFEST, TranscriptStreamFiles
 
-# a stream's builder from its layout, the storage's file groups and `muxer_process` (media only)
-FilesFactory = Callable[[StreamLayout, Callable[..., FileGroup], bool], StreamFiles]
+# a stream's builder from its layout, the storage's file groups, the settings and `muxer_process`
+# (media only)
+FilesFactory = Callable[[StreamLayout, Callable[..., FileGroup], Settings, bool], StreamFiles]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class SinkKind:
         storage = open_storage(settings, data_dir, self.name, spool)
 
         def factory(layout: StreamLayout) -> StreamFiles:
-            return self.files(layout, storage.group, muxer_process)
+            return self.files(layout, storage.group, settings, muxer_process)
 
         def is_finalized(layout: StreamLayout) -> bool:
             return storage.is_finalized(layout, self.manifest)
@@ -75,20 +76,23 @@ class SinkKind:
         )
 
 
-def _media_files(layout: StreamLayout, groups: Callable[..., FileGroup], muxer_process: bool) -> StreamFiles:
+def _media_files(
+    layout: StreamLayout, groups: Callable[..., FileGroup], settings: Settings, muxer_process: bool
+) -> StreamFiles:
     return MediaStreamFiles(layout, muxer_process=muxer_process, groups=groups)
 
 
 def _transcript_files(
-    layout: StreamLayout, groups: Callable[..., FileGroup], muxer_process: bool
+    layout: StreamLayout, groups: Callable[..., FileGroup], settings: Settings, muxer_process: bool
 ) -> StreamFiles:
-    return TranscriptStreamFiles(layout, groups=groups)
+    return TranscriptStreamFiles(layout, groups=groups, chat_in_transcript=settings.sink_chat_in_transcript)
 
 
 # a stream is finalized on its markers on every topic (or the idle timeout); a video partition whose
 # streams hold more than `Settings.sink_buffer_bytes` is paused
 MEDIA_SINK = SinkKind("media", (AUDIO, VIDEO), MEDIA_MANIFEST, _media_files)
-# `transcript.txt` and `.jsonl` grow (under their temporary names) as utterances arrive; at the end
-# VTT and SRT are written from the jsonl, everything is published, `transcript.manifest.json` last
-TRANSCRIPT_SINK = SinkKind("transcripts", (TRANSCRIPT,), TRANSCRIPT_MANIFEST, _transcript_files)
+# `transcript.txt` and `.jsonl` grow (under their temporary names) as utterances arrive, `chat.txt`
+# and `.jsonl` as chat messages do; at the end VTT and SRT are written from the jsonl (and the chat
+# interleaved into `transcript.txt` if asked), everything is published, `transcript.manifest.json` last
+TRANSCRIPT_SINK = SinkKind("transcripts", (TRANSCRIPT, CHAT), TRANSCRIPT_MANIFEST, _transcript_files)
 SINKS = {kind.name: kind for kind in (MEDIA_SINK, TRANSCRIPT_SINK)}

@@ -21,7 +21,7 @@ from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.records import MeetingIndex
-from schemas.topics import AUDIO, MEETINGS, TRANSCRIPT, VIDEO, partition_for
+from schemas.topics import AUDIO, CHAT, MEETINGS, TRANSCRIPT, VIDEO, partition_for
 from sinks.bucket import parse_target
 from sinks.kinds import MEDIA_SINK, TRANSCRIPT_SINK
 from sinks.stream_files import Finalized
@@ -29,7 +29,7 @@ from sinks.stream_sink import SinkCore
 
 log = get_logger(__name__)
 
-REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name)
+REPLAYED_TOPICS = (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)
 _OPEN_END = (1 << 63) - 2  # a range's last offset that `read_ranges` cuts at the partition's end
 Progress = Callable[[int], None]
 

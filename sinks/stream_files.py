@@ -22,13 +22,13 @@ EndHow = Literal["marker", "idle_timeout"]
 
 
 def owns_media(name: str) -> bool:
-    """File names the media sink writes in a stream directory (everything but the transcript's)."""
-    return not name.startswith("transcript.")
+    """File names the media sink writes in a stream directory (everything but the transcript sink's)."""
+    return not owns_transcript(name)
 
 
 def owns_transcript(name: str) -> bool:
-    """File names the transcript sink writes."""
-    return name.startswith("transcript.")
+    """File names the transcript sink writes (its chat files too)."""
+    return name.startswith(("transcript.", "chat."))
 
 
 @dataclass(frozen=True)

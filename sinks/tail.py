@@ -1,4 +1,4 @@
-"""`rtmsflow tail --meeting <uuid>`: a meeting's transcript (and `--events`) live, as `transcript.txt` lines.
+"""`rtmsflow tail --meeting <uuid>`: a meeting's transcript and chat (and `--events`) live, as `transcript.txt` lines.
 
 Reads the meeting's partition of the ordered topics group-less (assign + seek: from the beginning, then
 follows). On a terminal the utterance being spoken shows on one caption line from `rtms.transcript.partial`
@@ -22,7 +22,8 @@ from rtmsflow.kafka_client import make_consumer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec, CodecError
 from schemas.markers import MarkerError, read_marker
-from schemas.topics import EVENTS, TRANSCRIPT, TRANSCRIPT_PARTIAL, partition_for
+from schemas.topics import CHAT, EVENTS, TRANSCRIPT, TRANSCRIPT_PARTIAL, partition_for
+from sinks.chat_files import ChatLine, format_chat_line
 from sinks.transcript_files import Utterance, format_txt_line, format_utc_ms
 
 CLEAR_LINE = "\r\x1b[2K"  # back to the line's start, erase it (ANSI EL 2)
@@ -127,9 +128,11 @@ class Tail:
         out: TextIO,
         *,
         partial_topic: str | None = None,
+        chat_topic: str | None = None,
         columns: Callable[[], int] = lambda: 80,
     ) -> None:
         self.meeting_uuid = meeting_uuid
+        self.chat_topic = chat_topic  # one of `topics`: its messages print as chat lines
         self.transcript_topic = topics[0]
         self.topics = frozenset(topics)
         self.out = out
@@ -173,6 +176,8 @@ class Tail:
                 if self.captions is not None:
                     self.captions.final(value)
                 self.print_line(format_txt_line(Utterance.from_record(value)))
+        elif topic == self.chat_topic:
+            self.print_line(format_chat_line(ChatLine.from_record(value)))
         else:
             self.print_line(format_event(value))
 
@@ -223,6 +228,7 @@ async def run_tail(
     of the meeting were printed or skipped as markers."""
     codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     topics = [TRANSCRIPT.full_name(settings.topic_prefix)]
+    chat_name = CHAT.full_name(settings.topic_prefix)
     if events:
         topics.append(EVENTS.full_name(settings.topic_prefix))
     partial = TRANSCRIPT_PARTIAL.full_name(settings.topic_prefix) if captions else None
@@ -233,16 +239,19 @@ async def run_tail(
     seen = 0
     try:
         async with admin_client(settings) as admin:
-            counts = await partition_counts(admin, [topics[0], *([partial] if partial else [])])
+            counts = await partition_counts(admin, [topics[0], chat_name, *([partial] if partial else [])])
         count = counts.get(topics[0])
         if not count:
             raise click.ClickException(f"topic {topics[0]} not found: run `rtmsflow topics create`")
+        chat = chat_name if chat_name in counts else None  # a broker from before chat: no chat
+        if chat is not None:
+            topics.append(chat)
         if partial and partial not in counts:
             click.echo(f"topic {partial} not found: finals only (`rtmsflow topics create`)", err=True)
             partial = None
         reading = [*topics, partial] if partial else topics
         await codec.prepare(reading)
-        tail = Tail(meeting_uuid, topics, out, partial_topic=partial, columns=columns)
+        tail = Tail(meeting_uuid, topics, out, partial_topic=partial, chat_topic=chat, columns=columns)
         part = partition_for(meeting_uuid, count)
         tps = [TopicPartition(t, part) for t in reading]
         consumer.assign(tps)
@@ -283,7 +292,8 @@ async def run_tail(
     help="On a terminal too, print final utterances only (no live caption line); always so off a terminal.",
 )
 def tail(meeting_uuid: str, events: bool, once: bool, until_end: bool, finals_only: bool) -> None:
-    """Print a meeting's transcript live from rtms.transcript (with --events, its events too); on a
+    """Print a meeting's transcript and chat live from rtms.transcript and rtms.chat (with --events, its
+    events too); on a
     terminal, the utterance being spoken is shown on a caption line from rtms.transcript.partial."""
     settings = load_settings()
     captions = not finals_only and sys.stdout.isatty()

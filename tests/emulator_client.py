@@ -170,7 +170,7 @@ class Client:
     ) -> None:
         """Handshake, open media, ready-ack and subscribe."""
         assert (await self.handshake())["status_code"] == 0
-        bits = {"audio": 1, "video": 2, "deskshare": 4, "transcript": 8, "all": 32}
+        bits = {"audio": 1, "video": 2, "deskshare": 4, "transcript": 8, "chat": 16, "all": 32}
         for kind in kinds:
             resp = await self.open_media(kind, bits[kind], params.get(kind))
             assert resp["status_code"] == 0, resp
@@ -188,6 +188,9 @@ class Client:
     async def send(self, msg: rp.Message) -> None:
         assert self.signaling is not None
         await self.signaling.ws.send(rp.encode(msg))
+
+    def chat(self, key: str = "chat") -> list[rp.ChatFrame]:
+        return [rp.ChatFrame.from_dict(m) for m in self.media[key].msgs if m.get("msg_type") == 18]
 
     def frames(self, key: str) -> list[rp.MediaFrame]:
         frames = [rp.parse(m) for m in self.media[key].msgs if m.get("msg_type") in (14, 15, 16, 17)]

@@ -93,7 +93,7 @@ from ingest.webhook import WebhookServer  # noqa: E402
 from ingest.worker import SessionWorker  # noqa: E402
 from ingest.ws_client import WebSocketBackend, client_config  # noqa: E402
 
-RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events", "rtms.raw.chat")
 
 
 def small_meeting(seed: int = 1, duration_s: float = 3.0, participants: int = 2) -> SyntheticMeeting:

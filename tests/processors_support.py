@@ -30,8 +30,14 @@ T0 = 1_732_400_000_000
 PCM = bytes(640)  # 20 ms of 16 kHz mono L16
 AUDIO_MEDIA = {"codec": "L16", "sample_rate": 16000, "channels": 1, "send_rate_ms": 20, "mixed": True}
 VIDEO_MEDIA = {"codec": "H264", "width": 640, "height": 360, "fps": 10, "mode": "ACTIVE_SPEAKER"}
-RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-ORDERED = ("rtms.audio", "rtms.video", "rtms.transcript", "rtms.events")  # those with markers, per raw topic
+RAW = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events", "rtms.raw.chat")
+ORDERED = (
+    "rtms.audio",
+    "rtms.video",
+    "rtms.transcript",
+    "rtms.events",
+    "rtms.chat",
+)  # those with markers, per raw topic
 OUTPUTS = (*ORDERED, "rtms.transcript.partial")  # every topic of ordered output
 
 
@@ -59,7 +65,7 @@ class RawRecord:
 
 @dataclass
 class StreamPlan:
-    """One synthetic stream: audio every 20 ms, video every 100 ms, transcript pieces and events."""
+    """One synthetic stream: audio every 20 ms, video every 100 ms, transcript pieces, events and chat."""
 
     meeting: str
     stream: str
@@ -110,10 +116,19 @@ class StreamPlan:
                            "received_at_ms": ts + 3, "msg_type": 6 if i else 0, "name": name,
                            "participants": [{"user_id": 1 + i % 2, "user_name": f"P{1 + i % 2}"}],
                            "body": f'{{"n":{i}}}'})  # fmt: skip
+        chat = []
+        for i in range(int(self.seconds * 2)):
+            ts = started + 150 + i * 500
+            private = i % 3 == 2
+            chat.append({**stamp, "stream_kind": "CHAT", "participant_id": 1 + i % 2, "participant_name": f"P{1 + i % 2}",
+                         "timestamp_ms": ts, "ingest_seq": i, "received_at_ms": ts + 4, "message_id": f"c{i}",
+                         "text": f"note {i}", "private": private,
+                         "recipients": [{"user_id": 2 - i % 2, "user_name": f"P{2 - i % 2}"}] if private else []})  # fmt: skip
         out: list[RawRecord] = []
         key = self.meeting.encode()
         for topic, items in (("rtms.raw.audio", audio), ("rtms.raw.video", video),
-                             ("rtms.raw.transcript", pieces), ("rtms.raw.events", events)):  # fmt: skip
+                             ("rtms.raw.transcript", pieces), ("rtms.raw.events", events),
+                             ("rtms.raw.chat", chat)):  # fmt: skip
             late, late_at = None, self.late_audio
             if topic == "rtms.raw.audio" and late_at is not None:
                 late = items.pop(late_at)

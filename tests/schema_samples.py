@@ -7,6 +7,7 @@ from typing import Any
 
 from schemas.records import (
     AudioFrame,
+    ChatMessage,
     DeadLetter,
     LateFrame,
     MeetingEvent,
@@ -14,6 +15,7 @@ from schemas.records import (
     Participant,
     ProcessorState,
     RawAudioFrame,
+    RawChatMessage,
     RawEvent,
     RawTranscriptFrame,
     RawVideoFrame,
@@ -97,6 +99,38 @@ _raw_transcript: RawTranscriptFrame = {
     "language": 9,
     "start_time_ms": T0,
     "end_time_ms": None,
+}
+_raw_chat: RawChatMessage = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "stream_kind": "CHAT",
+    "participant_id": 16778240,
+    "participant_name": "Ada Lovelace",
+    "timestamp_ms": T0 + 2500,
+    "stream_started_ms": T0 - 1000,
+    "ingest_epoch": EPOCH,
+    "ingest_seq": 0,
+    "received_at_ms": T0 + 2510,
+    "message_id": "msg-1",
+    "text": "Grüße — see the 🚂 slides",
+    "text_truncated": False,
+    "private": True,
+    "recipients": [{"user_id": 16779264, "user_name": "Charles Babbage"}],
+}
+_chat: ChatMessage = {
+    "meeting_uuid": MEETING,
+    "rtms_stream_id": STREAM,
+    "chat_id": f"{STREAM}/0",
+    "seq": 0,
+    "message_id": None,
+    "sender_id": 16778240,
+    "sender_name": "Ada Lovelace",
+    "timestamp_ms": T0 + 2500,
+    "stream_started_ms": T0 - 1000,
+    "text": "hello everyone",
+    "text_truncated": False,
+    "private": False,
+    "recipients": [],
 }
 _participants: list[Participant] = [
     {"user_id": 16778240, "user_name": "Ada Lovelace"},
@@ -290,6 +324,8 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     "raw_video_frame": [dict(_raw_video)],
     "raw_transcript_frame": [dict(_raw_transcript)],
     "raw_event": [dict(_raw_event), dict(_lifecycle)],
+    "raw_chat_message": [dict(_raw_chat)],
+    "chat_message": [dict(_chat)],
     "audio_frame": [dict(_audio), dict(_audio_gap)],
     "video_frame": [dict(_video), dict(_video_gap)],
     "meeting_event": [dict(_event)],

@@ -22,10 +22,14 @@ from rtmsflow.kafka_client import bootstrap_servers
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 from schemas.markers import marker_headers
-from schemas.topics import AUDIO, TRANSCRIPT, VIDEO, partition_for
+from schemas.topics import AUDIO, CHAT, TRANSCRIPT, VIDEO, partition_for
 
 ORIGIN = 1_747_316_541_000  # 2025-05-15T13:42:21.000Z
 Record = tuple[dict[str, Any] | None, list[tuple[str, bytes]]]  # (value or None for a marker, headers)
+
+
+# the ordered topics the sinks read, each ended by a marker
+ALL_MARKED = (AUDIO.name, VIDEO.name, TRANSCRIPT.name, CHAT.name)
 
 
 @dataclass
@@ -47,7 +51,7 @@ class OrderedStream:
     origin_ms: int = ORIGIN
     duration_ms: int = 0
     records: dict[str, list[Record]] = field(
-        default_factory=lambda: {AUDIO.name: [], VIDEO.name: [], TRANSCRIPT.name: []}
+        default_factory=lambda: {AUDIO.name: [], VIDEO.name: [], TRANSCRIPT.name: [], CHAT.name: []}
     )
     pcm: dict[str, bytearray] = field(default_factory=dict)  # WAV name -> samples expected
     video: list[bytes] = field(default_factory=list)  # VIDEO access units in order
@@ -156,9 +160,31 @@ class OrderedStream:
         self.records[TRANSCRIPT.name].append((record, []))
         self._count(TRANSCRIPT.name, "TRANSCRIPT")
 
-    def end(
-        self, duration_ms: int, markers: Sequence[str] = (AUDIO.name, VIDEO.name, TRANSCRIPT.name)
+    def chat(
+        self, offset_ms: int, sender: tuple[int, str], text: str, recipients: Sequence[tuple[int, str]] = ()
     ) -> None:
+        """A chat message (time in ms from t = 0); private when it names `recipients`."""
+        lane = self._lane("CHAT")
+        record = {
+            "meeting_uuid": self.meeting_uuid,
+            "rtms_stream_id": self.rtms_stream_id,
+            "chat_id": f"{self.rtms_stream_id}/{lane.seq}",
+            "seq": lane.seq,
+            "message_id": None,
+            "sender_id": sender[0],
+            "sender_name": sender[1],
+            "timestamp_ms": self.origin_ms + offset_ms,
+            "stream_started_ms": self.origin_ms,
+            "text": text,
+            "text_truncated": False,
+            "private": bool(recipients),
+            "recipients": [{"user_id": i, "user_name": n} for i, n in recipients],
+        }
+        lane.seq += 1
+        self.records[CHAT.name].append((record, []))
+        self._count(CHAT.name, "CHAT")
+
+    def end(self, duration_ms: int, markers: Sequence[str] = ALL_MARKED) -> None:
         """Trailing audio gaps to `duration_ms`, then the markers of `markers`' topics."""
         self.duration_ms = duration_ms
         for (kind, pid), lane in sorted(self._lanes.items()):
@@ -205,15 +231,15 @@ def from_meeting(
     pause: tuple[int, int] | None = None,
     audio_mode: str = "mixed",
     deskshare: bool = False,
-    markers: Sequence[str] = (AUDIO.name, VIDEO.name, TRANSCRIPT.name),
+    markers: Sequence[str] = ALL_MARKED,
 ) -> OrderedStream:
     """The ordered records of an emulator `SyntheticMeeting` (media offsets as its timeline says);
     `pause` = [start, end) ms with no audio or video (PAUSE gaps)."""
     spec = meeting.spec
     size = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}.get(spec.video or "", (1280, 720))
     out = OrderedStream(meeting_uuid, rtms_stream_id)
-    for item in meeting.timeline(audio_mode=audio_mode, deskshare=deskshare, events=False):
-        if pause and pause[0] <= item.offset_ms < pause[1] and item.kind != "transcript":
+    for item in meeting.timeline(audio_mode=audio_mode, deskshare=deskshare, events=False, chat=True):
+        if pause and pause[0] <= item.offset_ms < pause[1] and item.kind not in ("transcript", "chat"):
             continue
         if item.kind == "audio":
             who = None if audio_mode == "mixed" else (item.user_id, item.user_name)
@@ -225,6 +251,9 @@ def from_meeting(
             )
         elif item.kind == "transcript":
             out.utterance(item.start_ms, item.end_ms, (item.user_id, item.user_name), item.data)
+        elif item.kind == "chat":
+            to = [(p["user_id"], p["user_name"]) for p in (item.event or {}).get("recipients") or ()]
+            out.chat(item.offset_ms, (item.user_id, item.user_name), str(item.data), to)
     out.end(meeting.duration_ms, markers)
     return out
 

@@ -80,7 +80,7 @@ def system_stages(
     groups = {k: f"{tag}-{k}" for k in ("ingest", "processors", "sink-media", "sink-transcripts")}
     raw = tuple(spec.full_name(settings.topic_prefix) for spec in t.RAW_TOPICS)
     media = (t.AUDIO.full_name(settings.topic_prefix), t.VIDEO.full_name(settings.topic_prefix))
-    text = (t.TRANSCRIPT.full_name(settings.topic_prefix),)
+    text = (t.TRANSCRIPT.full_name(settings.topic_prefix), t.CHAT.full_name(settings.topic_prefix))
     ports = iter(free_ports((1 + workers if ingest else 0) + processors + 2 * sinks))
     stages = []
     if ingest:
@@ -300,8 +300,21 @@ async def raw_records(
     return out
 
 
-def assert_kafka_has_what_zoom_sent(sent: list[Any], raw: dict[str, list[dict[str, Any]]]) -> None:
-    """Every frame the emulator sent is on the raw topics exactly once, in the order it was sent."""
+def assert_kafka_has_what_zoom_sent(
+    sent: list[Any], raw: dict[str, list[dict[str, Any]]], *, private_chat: bool = False
+) -> None:
+    """Every frame the emulator sent is on the raw topics exactly once, in the order it was sent;
+    chat too with `private_chat` (RTMSFLOW_CHAT_PRIVATE=keep), else its public messages only."""
+    chat_sent = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == "chat"]
+    chat = frames_of(raw["rtms.raw.chat"])
+    chat_got = [(v["timestamp_ms"], v["participant_id"], v["text"]) for v in chat]
+    if private_chat:
+        assert chat_sent, "the emulator sent no chat"
+        assert chat_got == chat_sent and any(v["private"] and v["recipients"] for v in chat)
+    else:
+        assert not any(v["private"] for v in chat)
+        rest = iter(chat_sent)
+        assert all(g in rest for g in chat_got), "chat on rtms.raw.chat not as sent, in order, once"
     for channel, topic in (("audio", "rtms.raw.audio"), ("video", "rtms.raw.video"),
                            ("transcript", "rtms.raw.transcript")):  # fmt: skip
         want = [(f.timestamp, f.user_id, f.data) for f in sent if f.channel == channel]
@@ -336,7 +349,9 @@ def distinct(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- what a stream's files must hold ----------------------------------------------------------------
 
 
-def check_stream(stream_dir: Path, raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def check_stream(
+    stream_dir: Path, raw: dict[str, list[dict[str, Any]]], *, chat_in_transcript: bool = False
+) -> dict[str, Any]:
     """Check a finalized stream directory against the meeting's raw records; returns its manifest.
 
     * both manifests list exactly the files on disk, each with its size and SHA-256, and agree on
@@ -347,7 +362,7 @@ def check_stream(stream_dir: Path, raw: dict[str, list[dict[str, Any]]]) -> dict
     * `recording.mp4` has one H.264 and one AAC stream, decodes one picture per raw video frame,
       each at its stream time (the same clock as the audio: A/V sync), and lasts as long as the WAV;
     * the transcript holds every word of the raw transcript pieces once, in order, in utterances
-      numbered 0, 1, 2, ... without a repeat.
+      numbered 0, 1, 2, ... without a repeat; the chat files every raw chat message once, in order.
     """
     manifest = read_manifest(stream_dir / "manifest.json")
     text_manifest = read_manifest(stream_dir / "transcript.manifest.json")
@@ -414,8 +429,16 @@ def check_stream(stream_dir: Path, raw: dict[str, list[dict[str, Any]]]) -> dict
     assert all(u.final for u in utterances)
     words = " ".join(u.text for u in utterances).split()
     assert words == " ".join(p["text"] for p in pieces).split(), "transcript words missing, doubled or moved"
+    # the chat: each message ingest kept once, in the order sent, numbered 0, 1, 2, ...
+    messages = [json.loads(line) for line in (stream_dir / "chat.jsonl").read_text().splitlines()]
+    kept = distinct(raw["rtms.raw.chat"])
+    assert [m["chat_id"] for m in messages] == [f"{stream['rtms_stream_id']}/{n}" for n in range(len(kept))]
+    assert [(m["timestamp_ms"], m["sender_id"], m["text"], m["private"]) for m in messages] == [
+        (v["timestamp_ms"], v["participant_id"], v["text"], v["private"]) for v in kept
+    ], "chat messages missing, doubled or moved"
+    assert len((stream_dir / "chat.txt").read_text().splitlines()) == len(messages)
     txt = (stream_dir / "transcript.txt").read_text().splitlines()
-    assert len(txt) == len(utterances)
+    assert len(txt) == len(utterances) + (len(messages) if chat_in_transcript else 0)
     return manifest
 
 

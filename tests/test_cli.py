@@ -77,6 +77,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS": ("3", 3),
     "RTMSFLOW_RTMS_DESKSHARE": ("1", True),
     "RTMSFLOW_RTMS_TRANSCRIPT": ("off", False),
+    "RTMSFLOW_RTMS_CHAT": ("off", False),
+    "RTMSFLOW_CHAT_PRIVATE": ("keep", "keep"),
     "RTMSFLOW_TRANSCRIPT_LANGUAGE": ("9", 9),
     "RTMSFLOW_SDK_HOME": ("/srv/sdk", "/srv/sdk"),
     "RTMSFLOW_SDK_THREADS": ("2", 2),
@@ -91,6 +93,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "RTMSFLOW_SINK_MEDIA_GROUP": ("media-b", "media-b"),
     "RTMSFLOW_SINK_TRANSCRIPTS_GROUP": ("tr-b", "tr-b"),
     "RTMSFLOW_SINK_IDLE_TIMEOUT_S": ("30", 30.0),
+    "RTMSFLOW_SINK_CHAT_IN_TRANSCRIPT": ("yes", True),
     "RTMSFLOW_SINK_BUFFER_BYTES": ("1048576", 1048576),
 }
 
@@ -175,6 +178,7 @@ def test_an_empty_variable_counts_as_unset() -> None:
         ("RTMSFLOW_LOG_LEVEL", "LOUD", "one of DEBUG"),
         ("RTMSFLOW_ALLOW_INSECURE_WS", "maybe", "true or false"),
         ("RTMSFLOW_SINK_IDLE_TIMEOUT_S", "soon", "must be a number"),
+        ("RTMSFLOW_CHAT_PRIVATE", "everything", "one of drop, keep, unaddressed"),
         ("RTMSFLOW_WEBHOOK_PATH", "webhook", "starting with '/'"),
         ("RTMSFLOW_INGEST_BACKEND", "grpc", "one of websocket, sdk"),
     ],

@@ -48,6 +48,8 @@ HEADER_SCHEMAS = {"stream_end", "stream_progress"}  # values of control records'
 # schemas/history/<name>/v<N+1>.avsc and a new line here. (Contract v2 restarted history at v1.)
 RELEASED_FINGERPRINTS = {
     ("audio_frame", 1): "ff108be9fa262fbb",
+    ("chat_message", 1): "967700cb89b205cc",
+    ("raw_chat_message", 1): "4226059d8bdb95ac",
     ("dead_letter", 1): "fd5262b6bec07383",
     ("late_frame", 1): "05d45ca5d3b06f50",
     ("meeting_event", 1): "e552e6a4903dae14",

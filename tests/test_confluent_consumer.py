@@ -26,8 +26,8 @@ from rtmsflow.settings import Settings
 from schemas.catalog import current_schema
 from schemas.codec import Codec
 from schemas.markers import marker_headers, read_marker
-from schemas.records import StreamEnd, TranscriptUtterance
-from schemas.topics import TRANSCRIPT, partition_for
+from schemas.records import ChatMessage, StreamEnd, TranscriptUtterance
+from schemas.topics import CHAT, TRANSCRIPT, partition_for
 
 schema_registry = registry_fixture.schema_registry  # the session fixture, used by name
 
@@ -79,11 +79,11 @@ END: StreamEnd = {
 }
 
 
-def _as_confluent_reads_it(record: dict[str, Any]) -> dict[str, Any]:
+def _as_confluent_reads_it(record: dict[str, Any], schema: str = TRANSCRIPT.schema) -> dict[str, Any]:
     """What an Avro reader that honours logical types returns: every field (defaults filled in),
     timestamp-millis as an aware UTC datetime."""
     out: dict[str, Any] = {}
-    for field in current_schema(TRANSCRIPT.schema).schema["fields"]:
+    for field in current_schema(schema).schema["fields"]:
         value = record.get(field["name"], field.get("default"))
         ftype = field["type"]
         if isinstance(ftype, dict) and ftype.get("logicalType") == "timestamp-millis":
@@ -170,3 +170,36 @@ async def test_confluent_avro_consumer_reads_our_utterances_and_sees_the_marker_
     assert values[3] is None
     assert marker.headers() == headers
     assert read_marker(cast(list[tuple[str, bytes]], marker.headers())) == END
+
+
+@pytest.mark.kafka
+async def test_the_chat_topic_reads_with_the_same_confluent_consumer_code(
+    settings: Settings, kafka_topics: dict[str, str], schema_registry: str
+) -> None:
+    """`rtms.chat` is read like `rtms.transcript`: the same `_read_all`, a public and a private
+    message field for field (recipients as records), the marker as None with its headers."""
+    topic = kafka_topics[CHAT.name]
+    codec = Codec(schema_registry, settings.topic_prefix)
+    await codec.prepare([topic])
+    public: ChatMessage = {"meeting_uuid": MEETING, "rtms_stream_id": STREAM, "chat_id": f"{STREAM}/0", "seq": 0,
+                           "sender_id": 16778240, "sender_name": "Ada", "timestamp_ms": STARTED_MS + 3_000,
+                           "stream_started_ms": STARTED_MS, "text": "slides: https://example.com/d?x=1&y=2"}  # fmt: skip
+    private: ChatMessage = {**public, "chat_id": f"{STREAM}/1", "seq": 1, "message_id": "m-2", "text": "psst 👋",
+                            "private": True, "recipients": [{"user_id": 16779264, "user_name": None}]}  # fmt: skip
+    headers = marker_headers({**END, "topic": CHAT.name, "counts": {"CHAT": 2}})
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for message in (public, private):
+            await producer.send_and_wait(topic, codec.encode(topic, message), key=MEETING.encode())
+        await producer.send_and_wait(topic, None, key=MEETING.encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+    messages = await asyncio.to_thread(_read_all, bootstrap_servers(settings), schema_registry, topic, 3)
+    values: list[Any] = [m.value() for m in messages]
+    assert values[:2] == [_as_confluent_reads_it(dict(m), CHAT.schema) for m in (public, private)]
+    assert values[0]["private"] is False and values[0]["recipients"] == [] and values[0]["message_id"] is None
+    assert values[1]["recipients"] == [{"user_id": 16779264, "user_name": None}]
+    assert values[0]["timestamp_ms"] == datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC)
+    assert values[2] is None and messages[2].headers() == headers

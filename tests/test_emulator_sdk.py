@@ -145,6 +145,10 @@ async def test_zoom_sdk_receives_every_frame_and_subscribed_event(
     assert handle.granted["audio"] == rp.AudioParams(
         data_opt=1
     )  # what the SDK asked for: L16 16 kHz mono mixed
+    # The meeting has chat and the server offers it (server_urls.chat), but SDK 1.1.0 has no chat
+    # callback and never asks for media type 16: it joins and receives the rest as before.
+    assert list(meeting.chat_messages())
+    assert "chat" not in handle.granted and not sent(handle, "chat")
     for channel in ("audio", "video", "deskshare", "transcript"):
         want = sent(handle, channel)
         assert want, f"the meeting sent no {channel}"

@@ -14,6 +14,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import rtms_protocol as rp
+from emulator.media import MeetingSpec, SyntheticMeeting
+from emulator.negotiate import ChatParams
 from emulator.server import RTMSServer
 from emulator.timeline import TimelineCache
 from emulator.wire import FrameEncoder, render
@@ -81,6 +83,38 @@ async def test_every_frame_arrives_with_its_bytes_user_and_timestamp(server: RTM
         state_updates(sig, 9)[-1] == (rp.SessionState.STOPPED, 6) and sig.of_type(9)[-1]["stop_reason"] == 6
     )
     assert state_updates(sig, 8)[-1] == (rp.StreamState.TERMINATED, 6)
+    await client.close()
+
+
+async def test_a_chat_subscriber_gets_the_chat_script_public_and_private(server: RTMSServer) -> None:
+    meeting = SyntheticMeeting(
+        MeetingSpec(seed=2, participants=3, duration_s=9.0, video=None, beep_every_ms=None)
+    )
+    script = list(meeting.chat_messages())
+    assert any(m.recipients for m in script) and any(not m.recipients for m in script)
+    base = 1_700_000_000_000
+    handle = server.add_stream(MEETING, "s-chat", meeting, speed=8.0, base_ms=base, record=True)
+    client = Client(handle)
+    await client.join(kinds=("audio", "chat"))
+    assert handle.granted["chat"] == ChatParams()  # content_type 5, text
+    async with asyncio.timeout(30):
+        assert await handle.wait_done() == rp.StopReason.MEETING_ENDED
+    await client.media["chat"].wait_for(lambda: len(client.chat()) == len(script))
+    people = meeting.participants
+    assert client.chat() == [
+        rp.ChatFrame(
+            base + m.offset_ms,
+            m.text,
+            people[m.sender].user_id,
+            people[m.sender].user_name,
+            f"chat-2-{m.index}",
+            tuple(rp.Participant(people[r].user_id, people[r].user_name) for r in m.recipients),
+        )
+        for m in script
+    ]
+    assert [f.data for f in handle.sent if f.channel == "chat"] == [m.text for m in script]
+    assert client.frames("audio")  # the other socket carried its own media only
+    assert not [m for m in client.media["audio"].msgs if m.get("msg_type") == 18]
     await client.close()
 
 
@@ -195,8 +229,9 @@ async def test_media_handshake_refusals(server: RTMSServer) -> None:
     bad_lang = rp.MediaParams(transcript=rp.TranscriptParams(src_language=77))
     code = (await client.open_media("transcript", 8, bad_lang))["status_code"]
     assert code == rp.StatusCode.INVALID_MEDIA_TRANSCRIPT_SOURCE_LANGUAGE
-    chat = await client.open_media("all", 16)
-    assert chat["status_code"] == rp.StatusCode.MEDIA_TYPE_CHAT_NOT_SUPPORT
+    bad_chat = rp.MediaParams(chat={"content_type": 2})  # chat is text (5) or nothing
+    code = (await client.open_media("chat", 16, bad_chat))["status_code"]
+    assert code == rp.StatusCode.INVALID_MEDIA_CHAT_CONTENT_TYPE
     await client.close()
     # a data handshake without a signaling connection
     lone = Client(handle)

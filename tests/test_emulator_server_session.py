@@ -23,7 +23,7 @@ from emulator.server_session import (
     StartMedia,
 )
 from emulator.streams import StreamStats
-from emulator.wire import AUDIO, DESKSHARE, TRANSCRIPT, VIDEO
+from emulator.wire import AUDIO, CHAT, DESKSHARE, TRANSCRIPT, VIDEO
 from rtms_protocol.session import ClientSession
 
 MEETING, STREAM, SESSION_ID = "m==", "s-1", "0123456789abcdef0123456789abcdef"
@@ -143,12 +143,7 @@ def test_a_taken_channel_is_refused_16_or_15_with_the_all_socket_until_it_is_clo
     s.on_closing("audio")
     everything = s.on_handshake("all2", "all", c.media_hello("all", int(rp.MediaType.ALL)), T0, URLS)
     assert answer(everything)[1] == 0
-    assert s.media == ["all2", "all2", "all2", "all2"] and set(s.grants) == {
-        AUDIO,
-        VIDEO,
-        DESKSHARE,
-        TRANSCRIPT,
-    }
+    assert s.media == ["all2"] * 5 and set(s.grants) == {AUDIO, VIDEO, DESKSHARE, TRANSCRIPT, CHAT}
 
 
 def test_the_transcript_language_and_individual_video_come_from_the_grants() -> None:
@@ -212,7 +207,7 @@ def test_a_lost_signaling_socket_takes_media_down_and_waits_for_a_reconnection()
         Close("video", 1001, "signaling interrupted"),
         Notify("interrupted"),
     ]
-    assert s.phase is ServerPhase.INTERRUPTED and s.media == [None] * 4
+    assert s.phase is ServerPhase.INTERRUPTED and s.media == [None] * 5
     assert s.deadline == T0 + 1 + FAULTS.signaling_reconnect_s
     assert answer(s.on_handshake("sig2", SIGNALING, client().hello(), T0 + 2, URLS))[1] == 0
     assert s.phase is ServerPhase.CONNECTED

@@ -85,6 +85,8 @@ def full_path(client: RtmsClient, raw: str | bytes) -> Any:
         frame = proto.parse(raw)
     except ProtocolError as exc:
         return exc
+    if isinstance(frame, proto.ChatFrame):
+        return client.values.chat_item(frame)
     assert isinstance(frame, proto.MediaFrame)
     return client.values.media_item(frame)
 
@@ -285,7 +287,7 @@ def test_the_generators_reach_every_outcome_of_both_paths() -> None:
     wanted = {"fast", "not fast", "accepted", "undecodable:bad_json"}
     wanted |= {f"rejected:{r}" for r in ("missing_field", "bad_field", "bad_base64")}
     assert wanted <= fast_outcomes, sorted(fast_outcomes)
-    kinds = {"AudioData", "VideoData", "TranscriptData", "EventData"}
+    kinds = {"AudioData", "VideoData", "TranscriptData", "ChatData"}
     errors = ("bad_json", "not_object", "missing_field", "bad_field", "bad_base64", "unknown_msg_type")
     assert kinds | {f"ProtocolError.{e}" for e in errors} <= received, sorted(received)
 

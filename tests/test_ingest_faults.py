@@ -104,7 +104,7 @@ async def test_dropped_media_socket_is_reconnected_without_duplicates(
         handle.drop_media(channel, close_frame=False)
         raw = await finish(stack, identity, handle)
         assert handle.stats.signaling_handshakes == 1
-        assert handle.stats.media_handshakes == 4  # three sockets, one of them twice
+        assert handle.stats.media_handshakes == 5  # four sockets (audio, video, transcript, chat), one twice
         assert stack.backends[0].ready_count == 1
         assert_no_duplicates(raw)
         assert_same_frames(handle.sent, raw)

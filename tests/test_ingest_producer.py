@@ -10,7 +10,9 @@ from ingest import metrics
 from ingest.backend import (
     AudioData,
     AudioParams,
+    ChatData,
     EventData,
+    Participant,
     StreamSession,
     TranscriptData,
     VideoData,
@@ -55,8 +57,8 @@ class FakeProducer:
                 fut.set_result(None)
 
 
-def make_producer(**kw: Any) -> tuple[FrameProducer, FakeProducer, Codec]:
-    settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
+def make_producer(chat_private: str = "drop", **kw: Any) -> tuple[FrameProducer, FakeProducer, Codec]:
+    settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.", chat_private=chat_private)
     producer = FakeProducer()
     codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     return FrameProducer(settings, producer=producer, codec=codec, **kw), producer, codec  # type: ignore[arg-type]
@@ -125,25 +127,28 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
     frames, producer, codec = make_producer()
     await frames.audio(SESSION, audio(1000))
     await frames.transcript(SESSION, TranscriptData(1010, "x"))
+    await frames.chat(SESSION, ChatData(1020, "hi all", 16778240, "Ann"))
     eos = asyncio.create_task(frames.end_of_stream(SESSION, 6))
     await asyncio.sleep(0.05)
-    assert len(producer.sent) == 2  # nothing written while frames are unacknowledged
+    assert len(producer.sent) == 3  # nothing written while frames are unacknowledged
     producer.auto_ack = True
     producer.ack_all()
     await asyncio.wait_for(eos, 1)
-    assert [v for _, v, _, _ in producer.sent[2:]] == [None] * 4  # no value: no consumer mistakes it for data
-    markers = [read_marker(h) for h in producer.headers[2:]]
+    assert [v for _, v, _, _ in producer.sent[3:]] == [None] * 5  # no value: no consumer mistakes it for data
+    markers = [read_marker(h) for h in producer.headers[3:]]
     assert all(m is not None for m in markers)
     assert {m["stop_reason"] for m in markers if m} == {6} and {m["ended"] for m in markers if m} == {
         "STOPPED"
     }
-    assert [t for t, *_ in producer.sent[2:]] == [
+    assert [t for t, *_ in producer.sent[3:]] == [
         "p.rtms.raw.audio",
         "p.rtms.raw.video",
         "p.rtms.raw.transcript",
         "p.rtms.raw.events",
+        "p.rtms.raw.chat",
     ]
-    audio_end, video_end, text_end, events_end = (m for m in markers if m)
+    audio_end, video_end, text_end, events_end, chat_end = (m for m in markers if m)
+    assert chat_end["counts"] == {"CHAT": 1} and chat_end["last_timestamp_ms"] == 1020
     assert audio_end["counts"] == {"AUDIO": 1} and audio_end["last_timestamp_ms"] == 1000
     assert video_end["counts"] == {} and video_end["last_timestamp_ms"] is None
     assert text_end["counts"] == {"TRANSCRIPT": 1} and events_end["counts"] == {}
@@ -153,9 +158,10 @@ async def test_end_of_stream_waits_for_acks_then_marks_every_raw_topic_once() ->
         "rtms.raw.video",
         "rtms.raw.transcript",
         "rtms.raw.events",
+        "rtms.raw.chat",
     ]
     await frames.end_of_stream(SESSION, 6)  # idempotent
-    assert len(producer.sent) == 6
+    assert len(producer.sent) == 8
 
 
 async def test_a_frame_h264_cannot_parse_reaches_the_raw_topic_with_its_derived_fields_unknown() -> None:
@@ -193,3 +199,56 @@ async def test_records_waiting_for_room_go_to_kafka_in_ingest_seq_order() -> Non
     await asyncio.wait_for(asyncio.gather(large, small), 10)
     seqs = [codec.decode(t, v)["ingest_seq"] for t, v, _, _ in producer.sent]
     assert seqs == [0, 1, 2]  # the small one went behind the large one, not before it
+
+
+PRIVATE = ChatData(2000, "psst", 16778240, "Ann", "m-2", (Participant(16779264, "Bob"),))
+
+
+async def test_chat_goes_to_its_raw_topic_typed_and_private_messages_as_the_setting_says() -> None:
+    for policy, kept in (
+        ("drop", None),
+        ("keep", [{"user_id": 16779264, "user_name": "Bob"}]),
+        ("unaddressed", []),
+    ):
+        frames, producer, codec = make_producer(chat_private=policy)
+        producer.auto_ack = True
+        await frames.chat(SESSION, ChatData(1990, "hello all", 16778240, "Ann", "m-1"))
+        await frames.chat(SESSION, PRIVATE)
+        values = [codec.decode(t, v) for t, v, _, _ in producer.sent]
+        assert [t for t, *_ in producer.sent] == ["p.rtms.raw.chat"] * (1 if kept is None else 2), policy
+        public = values[0]
+        assert (public["stream_kind"], public["participant_id"], public["participant_name"]) == (
+            "CHAT",
+            16778240,
+            "Ann",
+        )
+        assert (public["text"], public["message_id"], public["private"], public["recipients"]) == (
+            "hello all",
+            "m-1",
+            False,
+            [],
+        )
+        if kept is not None:
+            assert (
+                values[1]["private"] is True
+                and values[1]["recipients"] == kept
+                and values[1]["ingest_seq"] == 1
+            )
+
+
+async def test_hostile_chat_is_cut_or_dead_lettered_with_its_meeting() -> None:
+    frames, producer, codec = make_producer(chat_private="keep")
+    producer.auto_ack = True
+    await frames.chat(SESSION, ChatData(2000, "é" * 20_000, 1, "Ann"))  # 40,000 bytes: cut at a character
+    await frames.chat(SESSION, ChatData(2001, "bad \ud800 text", 1, "Ann"))
+    await frames.chat(
+        SESSION, ChatData(2002, "x", 1, "Ann", None, tuple(Participant(i) for i in range(1001)))
+    )
+    (cut_topic, cut, *_), *dead = producer.sent
+    assert cut_topic == "p.rtms.raw.chat"
+    record = codec.decode(cut_topic, cut)
+    assert record["text_truncated"] is True and record["text"] == "é" * 8192
+    assert [t for t, *_ in dead] == ["p.rtms.deadletter"] * 2
+    letters = [codec.decode(t, v) for t, v, _, _ in dead]
+    assert [d["error"] for d in letters] == ["InvalidText", "TooManyRecipients"]
+    assert {d["meeting_uuid"] for d in letters} == {"meet=="}

@@ -97,7 +97,9 @@ async def test_a_restarted_stream_is_a_second_stream_each_complete_with_its_own_
             v["timestamp_ms"] for v in frames_of(mine["rtms.raw.events"]) if v["name"] == "first_packet"
         ]
         for topic in RAW:
-            assert {v["stream_started_ms"] for v in frames_of(mine[topic])} == {first_packet}, topic
+            started = {v["stream_started_ms"] for v in frames_of(mine[topic])}
+            # a short meeting's chat may hold no message ingest keeps (private ones are dropped)
+            assert started == {first_packet} or (topic == "rtms.raw.chat" and not started), topic
         assert min(v["timestamp_ms"] for v in frames_of(mine["rtms.raw.audio"])) >= first_packet
     # every record belongs to one of the two streams: nothing unattributed
     assert {v["rtms_stream_id"] for records in raw.values() for v in records} == {

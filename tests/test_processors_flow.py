@@ -55,6 +55,7 @@ async def test_shuffled_duplicated_gapped_streams_come_out_sorted_once_with_gaps
         dead = await ordered(settings, "rtms.deadletter")
         transcript = await ordered(settings, "rtms.transcript")
         events = await ordered(settings, "rtms.events")
+        chat = await ordered(settings, "rtms.chat")
         video = await ordered(settings, "rtms.video")
         index = await wait_for(lambda: ended_index(settings, meeting), 30, "index")
 
@@ -102,6 +103,15 @@ async def test_shuffled_duplicated_gapped_streams_come_out_sorted_once_with_gaps
         assert of_stream(transcript, stream)[-1]["end_of_stream"]
         ev = [v for v in of_stream(events, stream) if not v["end_of_stream"]]
         assert [v["timestamp_ms"] for v in ev] == sorted(v["timestamp_ms"] for v in ev) and len(ev) == 4
+        # chat: each message once, in the order it arrived, numbered from 0, the marker's counts
+        lines = of_stream(chat, stream)
+        sent = [r.value for r in plan.records if r.topic == "rtms.raw.chat" and r.value]
+        first_sent = list({v["message_id"]: v for v in sent}.values())  # a repeat keeps its first place
+        assert [v["message_id"] for v in lines[:-1]] == [v["message_id"] for v in first_sent]
+        assert [v["chat_id"] for v in lines[:-1]] == [f"{stream}/{i}" for i in range(len(first_sent))]
+        assert any(v["private"] and v["recipients"] for v in lines[:-1])
+        assert lines[-1]["end_of_stream"] and lines[-1]["counts"]["CHAT"] == len(first_sent)
+        assert lines[-1]["counts"]["DUPLICATE"] == len(sent) - len(first_sent) > 0
         vid = of_stream(video, stream)
         assert [v["timestamp_ms"] for v in vid[:-1]] == sorted({v["timestamp_ms"] for v in vid[:-1]})
     # the late frame is kept on rtms.late with where it came from; the malformed record is dead-lettered
@@ -127,6 +137,7 @@ async def test_shuffled_duplicated_gapped_streams_come_out_sorted_once_with_gaps
     expected_out = await undisturbed(settings)
     assert audio == expected_out["rtms.audio"] and transcript == expected_out["rtms.transcript"]
     assert video == expected_out["rtms.video"] and events == expected_out["rtms.events"]
+    assert chat == expected_out["rtms.chat"]
 
 
 async def ended_index(settings: Settings, meeting: str) -> dict[str, Any] | None:

@@ -25,7 +25,18 @@ Raw = tuple[str, int, bytes, bytes | None, list[tuple[str, bytes]]]
 def codec() -> Codec:
     codec = Codec()
     asyncio.run(
-        codec.prepare([*RAW, "rtms.audio", "rtms.video", "rtms.transcript", "rtms.events", LATE, DEADLETTER])
+        codec.prepare(
+            [
+                *RAW,
+                "rtms.audio",
+                "rtms.video",
+                "rtms.transcript",
+                "rtms.events",
+                "rtms.chat",
+                LATE,
+                DEADLETTER,
+            ]
+        )
     )
     return codec
 

@@ -232,12 +232,38 @@ def test_every_field_of_a_message_is_on_the_wire() -> None:
     silently dropped on encode and defaulted on parse."""
     checked = 0
     for cls in set(_PARSERS.values()):
-        if cls is p.MediaFrame:  # its own to_dict/from_dict (the one message shaped by its msg_type)
+        if cls in (
+            p.MediaFrame,
+            p.ChatFrame,
+        ):  # their own to_dict/from_dict (shaped by msg_type, optional parts)
             continue
         fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         assert {w.name for w in cls.WIRE} == fields, cls.__name__
         checked += 1
     assert checked == 19
+
+
+def test_a_chat_message_round_trips_with_its_recipients_and_a_public_one_names_none() -> None:
+    private = p.ChatFrame(
+        1700000000123, "see you ✓", 16778240, "Ann", "m-1", (p.Participant(16779264, "Bob"),)
+    )
+    wire = p.encode(private)
+    back = p.parse(wire)
+    assert back == private and back.private
+    public = p.ChatFrame(1700000000124, "hello all", 16778240, "Ann")
+    content = json.loads(p.encode(public))["content"]
+    assert content == {
+        "user_id": 16778240,
+        "user_name": "Ann",
+        "timestamp": 1700000000124,
+        "data": "hello all",
+    }
+    assert p.parse(p.encode(public)) == public and not public.private
+    # what a transcript-like chat packet without our optional fields parses to
+    bare = p.parse('{"msg_type":18,"content":{"user_id":7,"user_name":"Cy","data":"hi","timestamp":5}}')
+    assert bare == p.ChatFrame(5, "hi", 7, "Cy")
+    with pytest.raises(p.ProtocolError, match="content.recipients"):
+        p.parse('{"msg_type":18,"content":{"data":"hi","timestamp":5,"recipients":{"user_id":1}}}')
 
 
 def test_products_name_their_webhook_events_and_carry_the_avro_symbols() -> None:

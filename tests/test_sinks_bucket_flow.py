@@ -32,6 +32,8 @@ pytestmark = pytest.mark.kafka
 MEETING = "bUcket+9/Me=="
 MEDIA = ["audio.wav", "manifest.json", "recording.mp4"]
 TRANSCRIPT = [
+    "chat.jsonl",
+    "chat.txt",
     "transcript.jsonl",
     "transcript.manifest.json",
     "transcript.srt",

@@ -79,7 +79,12 @@ async def test_an_out_of_range_stream_start_is_dead_lettered_and_both_sinks_go_o
 
     letters = [v for _k, v, _p, _o in await read_topic(settings, kafka_topics["rtms.deadletter"])]
     assert letters and {v["meeting_uuid"] for v in letters} == {BAD}
-    assert {v["source"] for v in letters} == {"rtms.audio", "rtms.video", "rtms.transcript"}  # markers too
+    assert {v["source"] for v in letters} == {
+        "rtms.audio",
+        "rtms.video",
+        "rtms.transcript",
+        "rtms.chat",
+    }  # markers too
     assert all(
         "is not a time between 2000 and 2100" in v["reason"] and v["stage"] == "sinks" for v in letters
     )

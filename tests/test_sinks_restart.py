@@ -99,6 +99,8 @@ async def test_kill_9_mid_stream_and_restart_gives_byte_identical_files(
                 and (d_long / ".recording.mp4.partial").stat().st_size > 100_000
                 and (d_long / ".transcript.txt.partial").is_file()
                 and (d_long / ".transcript.txt.partial").stat().st_size > 0
+                and (d_long / ".chat.txt.partial").is_file()
+                and (d_long / ".chat.txt.partial").stat().st_size > 0
             ),
             90,
             "the short stream finalized and the long one half written",
@@ -142,6 +144,8 @@ async def test_kill_9_mid_stream_and_restart_gives_byte_identical_files(
             assert got[name] == want[name], f"{name} differs after kill -9 + restart"
     assert sorted(files_of(d_long)) == [
         "audio.wav",
+        "chat.jsonl",
+        "chat.txt",
         "manifest.json",
         "recording.mp4",
         "transcript.jsonl",
@@ -150,5 +154,6 @@ async def test_kill_9_mid_stream_and_restart_gives_byte_identical_files(
         "transcript.txt",
         "transcript.vtt",
     ]
+    assert len((d_long / "chat.txt").read_text().splitlines()) == len(long.records["rtms.chat"]) - 1 > 2
     # the stream finalized before the kill was skipped after it, not rebuilt
     assert {n: (d_short / n).stat().st_mtime_ns for n in short_manifests} == short_manifests

@@ -43,7 +43,11 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
     settings: Settings, settings_env: dict[str, str], kafka_topics: dict[str, str]
 ) -> None:
     codec = Codec(settings.schema_registry_url, settings.topic_prefix)
-    transcript, events = kafka_topics["rtms.transcript"], kafka_topics["rtms.events"]
+    transcript, events, chat = (
+        kafka_topics["rtms.transcript"],
+        kafka_topics["rtms.events"],
+        kafka_topics["rtms.chat"],
+    )
     part = partition_for(MEETING, settings.partitions)
     producer = make_producer(settings)
     await producer.start()
@@ -74,6 +78,10 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
             },
         )
         await send(transcript, MEETING, utterance(MEETING, 1, None, "Two\nlines", T0 + 2000))
+        message = {"meeting_uuid": MEETING, "rtms_stream_id": STREAM, "chat_id": f"{STREAM}/0", "seq": 0,
+                   "sender_id": 7, "sender_name": "Ada", "timestamp_ms": T0 + 2500, "stream_started_ms": T0 - 5000,
+                   "text": "link in chat", "private": True, "recipients": [{"user_id": 8, "user_name": "Bo"}]}  # fmt: skip
+        await send(chat, MEETING, message)
         end = {
             "meeting_uuid": MEETING,
             "rtms_stream_id": STREAM,
@@ -89,6 +97,7 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
         await send(
             events, MEETING, None, marker_headers({**end, "topic": "rtms.events", "counts": {"EVENT": 1}})
         )
+        await send(chat, MEETING, None, marker_headers({**end, "topic": "rtms.chat", "counts": {"CHAT": 1}}))
     finally:
         await producer.stop()
 
@@ -101,11 +110,12 @@ async def test_tail_prints_the_meetings_transcript_and_events_and_stops_at_the_e
     assert "[2025-05-15T13:42:21.000Z] John Doe: Hello everyone" in lines
     assert "[2025-05-15T13:42:23.000Z] Participant 16778241: Two lines" in lines
     assert "[2025-05-15T13:42:22.000Z] * participant_join: Ada" in lines
+    assert "[2025-05-15T13:42:23.500Z] Ada (chat, private to Bo): link in chat" in lines
     # the end line comes once, after the last utterance and the last event, whichever topic was read first
     assert lines[-1] == f"-- end of stream {STREAM} (stopped)"
     assert sum(line.startswith("-- end of stream") for line in lines) == 1
     assert not [line for line in lines if "not this meeting" in line]
-    assert len(lines) == 4
+    assert len(lines) == 5
 
 
 def test_a_stream_ends_for_tail_once_its_marker_came_on_every_topic_tailed() -> None:

@@ -263,6 +263,8 @@ async def test_tail_on_a_terminal_rewrites_the_open_utterance_and_prints_its_fin
             await screen.wait_for(lambda s: f"{LINE1}Ça va? 你好".encode() in s)
             await w.send("rtms.transcript", utterance(1, "Ça va? 你好, très bien", pieces=2))
             await w.send("rtms.transcript", None, marker_headers(END))
+            # the processors forward the stream's marker on rtms.chat too: the stream ends with both
+            await w.send("rtms.chat", None, marker_headers({**END, "topic": "rtms.chat", "counts": {}}))
             data = await finish(proc, screen, tmp_path / "stderr")
         finally:
             if proc.poll() is None:
@@ -299,6 +301,7 @@ async def test_tail_prints_finals_only_to_a_pipe_and_with_finals_only(
         await w.send("rtms.transcript.partial", partial(1, "Ça va", 1))  # open when the stream ends
         await w.send("rtms.transcript", utterance(1, "Ça va? 你好, très bien", pieces=2))
         await w.send("rtms.transcript", None, marker_headers(END))
+        await w.send("rtms.chat", None, marker_headers({**END, "topic": "rtms.chat", "counts": {}}))
         # a stream still open: captions would surely show this one, whatever order the topics are read in
         await w.send("rtms.transcript.partial", partial(0, "still speaking", 1, stream=OTHER_STREAM))
     finally:
