@@ -16,14 +16,11 @@ from sinks.atomic import FileGroup
 from sinks.layout import StreamLayout, participant_wav_name
 from sinks.manifest import (
     StreamTally,
-    build_manifest,
-    encode_manifest,
-    file_entries,
 )
 from sinks.media_timeline import SAMPLES_PER_MS
 from sinks.mp4_recorder import MediaFrameError, Mp4Recorder
 from sinks.participant_videos import ParticipantVideos, is_participant_video
-from sinks.stream_files import EndHow, Finalized, owns_media, stream_end
+from sinks.stream_files import EndHow, Finalized, owns_media, publish_stream, stream_end
 from sinks.wav_writer import HEADER_BYTES, MIXED_WAV_NAME, WavTracks
 
 MEDIA_MANIFEST = "manifest.json"
@@ -345,24 +342,16 @@ class MediaStreamFiles:
             self._reader = None
         wav_stats = wavs.close(self.origin_ms + end_ms)
         end = stream_end(how, self.markers, self.tally)
-        summary = self.tally.summary(end, start_ms=self.origin_ms, stop_ms=self.origin_ms + end_ms)
-        files = file_entries(self.group.partials())
-        manifest = build_manifest(self.layout.meeting_uuid, [summary], self.tally.participants, files)
-        manifest["audio_tracks"] = {
-            name: {"pcm_samples": s.pcm_samples, "silence_samples": s.silence_samples}
-            for name, s in wav_stats.items()
+        extra = {
+            "audio_tracks": {
+                name: {"pcm_samples": s.pcm_samples, "silence_samples": s.silence_samples}
+                for name, s in wav_stats.items()
+            },
+            "participant_silent_gaps": self.silent_gaps,
+            "records_after_end": self.after_end,
         }
-        manifest["participant_silent_gaps"] = self.silent_gaps
-        manifest["records_after_end"] = self.after_end
-        paths = self.group.publish(encode_manifest(manifest))
-        return Finalized(
-            self.layout.meeting_uuid,
-            self.layout.rtms_stream_id,
-            how,
-            end.matched,
-            paths,
-            sum(f.size for f in files),
-        )
+        span_ms = (self.origin_ms, self.origin_ms + end_ms)
+        return publish_stream(self.layout, self.group, how, end, self.tally, span_ms, extra)
 
     def abort(self) -> None:
         """Drop everything unfinished (a rebalance or a stop): the next owner rebuilds the stream."""

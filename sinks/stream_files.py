@@ -12,8 +12,9 @@ from pathlib import PurePath
 from typing import Any, Literal, Protocol
 
 from schemas.records import StreamEnd as MarkerEnd
+from sinks.atomic import FileGroup
 from sinks.layout import StreamLayout
-from sinks.manifest import StreamEnd, StreamTally
+from sinks.manifest import StreamEnd, StreamTally, build_manifest, encode_manifest, file_entries
 
 # Marker count kinds that are not records of the ordered topic: they go to late/duplicate counts.
 _SIDE_COUNTS = ("LATE", "DUPLICATE")
@@ -84,3 +85,24 @@ def stream_end(how: EndHow, markers: Mapping[str, MarkerEnd], tally: StreamTally
         reasons = [m["stop_reason"] for m in markers.values() if m.get("stop_reason") is not None]
         return StreamEnd.by_marker(counts, tally.frame_counts, reasons[0] if reasons else None)
     return StreamEnd.by_idle_timeout(tally.frame_counts)
+
+
+def publish_stream(
+    layout: StreamLayout,
+    group: FileGroup,
+    how: EndHow,
+    end: StreamEnd,
+    tally: StreamTally,
+    span_ms: tuple[int, int],
+    extra: Mapping[str, Any],
+) -> Finalized:
+    """Publish a stream's finished files with its manifest last; `extra` adds the builder's own
+    manifest fields. Shared by every builder."""
+    summary = tally.summary(end, start_ms=span_ms[0], stop_ms=span_ms[1])
+    files = file_entries(group.partials())
+    manifest = build_manifest(layout.meeting_uuid, [summary], tally.participants, files)
+    manifest.update(extra)
+    paths = group.publish(encode_manifest(manifest))
+    return Finalized(
+        layout.meeting_uuid, layout.rtms_stream_id, how, end.matched, paths, sum(f.size for f in files)
+    )

@@ -15,8 +15,8 @@ from schemas.topics import CHAT, TRANSCRIPT
 from sinks.atomic import FileGroup
 from sinks.chat_files import CHAT_JSONL_NAME, CHAT_TXT_NAME, ChatLine, ChatWriter, write_interleaved
 from sinks.layout import StreamLayout
-from sinks.manifest import StreamTally, build_manifest, encode_manifest, file_entries
-from sinks.stream_files import EndHow, Finalized, owns_transcript, stream_end
+from sinks.manifest import StreamTally
+from sinks.stream_files import EndHow, Finalized, owns_transcript, publish_stream, stream_end
 from sinks.transcript_files import (
     JSONL_NAME,
     SRT_NAME,
@@ -121,21 +121,8 @@ class TranscriptStreamFiles:
         )
         end = stream_end(how, self.markers, self.tally)
         stop = max(self.tally.stop_ms or self.origin_ms, self.origin_ms)
-        summary = self.tally.summary(end, start_ms=self.origin_ms, stop_ms=stop)
-        files = file_entries(self.group.partials())
-        manifest = build_manifest(self.layout.meeting_uuid, [summary], self.tally.participants, files)
-        manifest["cues"] = cues
-        manifest["chat_messages"] = self._chat.messages
-        manifest["records_after_end"] = self.after_end
-        paths = self.group.publish(encode_manifest(manifest))
-        return Finalized(
-            self.layout.meeting_uuid,
-            self.layout.rtms_stream_id,
-            how,
-            end.matched,
-            paths,
-            sum(f.size for f in files),
-        )
+        extra = {"cues": cues, "chat_messages": self._chat.messages, "records_after_end": self.after_end}
+        return publish_stream(self.layout, self.group, how, end, self.tally, (self.origin_ms, stop), extra)
 
     def abort(self) -> None:
         for writer in (self._writer, self._chat):
