@@ -6,15 +6,15 @@ utterances and the chat by time into one TXT (ties: speech first), streaming bot
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sinks.transcript_files import (
+    LineFiles,
     TranscriptError,
     Utterance,
     _open_text,
@@ -151,33 +151,13 @@ def _finals(utterances: Iterator[Utterance]) -> Iterator[Utterance]:
     return (u for u in utterances if u.final)
 
 
-class ChatWriter:
-    """`chat.txt` and `chat.jsonl`, appended as messages arrive; `add()` flushes, `close()` fsyncs
-    (idempotent), like `sinks.transcript_files.TranscriptWriter`."""
+class ChatWriter(LineFiles):
+    """`chat.txt` and `chat.jsonl`, appended as messages arrive."""
 
     def __init__(self, txt_path: Path, jsonl_path: Path) -> None:
-        self.txt_path = txt_path
-        self._txt: TextIO | None = _open_text(txt_path)
-        self._jsonl: TextIO | None = _open_text(jsonl_path)
+        super().__init__(txt_path, jsonl_path)
         self.messages = 0
 
     def add(self, line: ChatLine) -> None:
-        if self._txt is None or self._jsonl is None:
-            raise TranscriptError("writer is closed", str(self.txt_path))
-        self._jsonl.write(line.to_json_line())
-        self._jsonl.flush()
-        self._txt.write(format_chat_line(line))
-        self._txt.flush()
+        self.append(line.to_json_line(), format_chat_line(line))
         self.messages += 1
-
-    def close(self) -> None:
-        handles, self._txt, self._jsonl = (self._txt, self._jsonl), None, None
-        try:
-            for handle in handles:
-                if handle is not None:
-                    _sync(handle)
-        finally:
-            for handle in handles:
-                if handle is not None:
-                    with contextlib.suppress(OSError):
-                        handle.close()

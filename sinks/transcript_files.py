@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 TXT_NAME = "transcript.txt"
 JSONL_NAME = "transcript.jsonl"
@@ -228,32 +228,25 @@ def _sync(handle: TextIO) -> None:
     os.fsync(handle.fileno())
 
 
-class TranscriptWriter:
-    """The live part: `transcript.txt` and `transcript.jsonl`, appended as utterances arrive.
-
-    `add()` writes and flushes (a reader tailing the file sees each utterance at once); `close()`
-    fsyncs and is idempotent. Use `write_captions` on the closed jsonl for the VTT and SRT files.
-    """
+class LineFiles:
+    """A TXT file and its JSONL twin, appended line by line: `append()` writes and flushes (a reader
+    tailing the file sees each line at once); `close()` fsyncs and is idempotent."""
 
     def __init__(self, txt_path: Path, jsonl_path: Path) -> None:
         self.txt_path = txt_path
         self.jsonl_path = jsonl_path
         self._txt: TextIO | None = _open_text(txt_path)
         self._jsonl: TextIO | None = _open_text(jsonl_path)
-        self.utterances = 0
-        self.lines = 0
 
-    def add(self, utterance: Utterance) -> None:
-        """Append one utterance (to the TXT only when it is final)."""
+    def append(self, json_line: str, txt_line: str | None) -> None:
+        """Append a JSONL line, and a TXT line unless it is None."""
         if self._txt is None or self._jsonl is None:
             raise TranscriptError("writer is closed", str(self.txt_path))
-        self._jsonl.write(utterance.to_json_line())
+        self._jsonl.write(json_line)
         self._jsonl.flush()
-        self.utterances += 1
-        if utterance.final:
-            self._txt.write(format_txt_line(utterance))
+        if txt_line is not None:
+            self._txt.write(txt_line)
             self._txt.flush()
-            self.lines += 1
 
     def close(self) -> None:
         """Flush, fsync and close both files (both closed even when the first fails: a full disk)."""
@@ -268,10 +261,27 @@ class TranscriptWriter:
                     with contextlib.suppress(OSError):
                         handle.close()
 
-    def __enter__(self) -> TranscriptWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class TranscriptWriter(LineFiles):
+    """The live part: `transcript.txt` and `transcript.jsonl`, appended as utterances arrive. Use
+    `write_captions` on the closed jsonl for the VTT and SRT files."""
+
+    def __init__(self, txt_path: Path, jsonl_path: Path) -> None:
+        super().__init__(txt_path, jsonl_path)
+        self.utterances = 0
+        self.lines = 0
+
+    def add(self, utterance: Utterance) -> None:
+        """Append one utterance (to the TXT only when it is final)."""
+        self.append(utterance.to_json_line(), format_txt_line(utterance) if utterance.final else None)
+        self.utterances += 1
+        if utterance.final:
+            self.lines += 1
