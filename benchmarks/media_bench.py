@@ -20,7 +20,7 @@ from emulator.voices import VOICE_POOL
 
 
 def spec(seed: int, participants: int = 3, beep_every_ms: int = 1000) -> MeetingSpec:
-    """An hour-long 360p meeting (the shape of tests/test_emulator_media.py's, made long)."""
+    """An hour-long 360p meeting (the shape of tests/emulator/test_media.py's, made long)."""
     return MeetingSpec(
         seed=seed, participants=participants, duration_s=3600.0, video="360p", beep_every_ms=beep_every_ms
     )

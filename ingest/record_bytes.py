@@ -5,7 +5,7 @@ few longs and the payload, so `RecordEncoder` caches the encodings of the repeat
 and joins them with the per-record ones.
 It takes a subset of what `Codec.encode` takes (exact types, every key a schema field) and returns None
 for anything else, which the caller encodes with the codec: same bytes, same errors (`for_topic`
-checks a topic's layout against the codec once; tests/test_record_bytes.py compares the bytes)."""
+checks a topic's layout against the codec once; tests/ingest/test_record_bytes.py compares the bytes)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Turns a parsed message into `AudioData`, `VideoData`, `TranscriptData` or `EventData` with the media
 parameters Zoom granted (`MediaValues.grant`); the audio/video fast path lives beside the full path it must
-agree with (`tests/test_fast_path.py`)."""
+agree with (`tests/ingest/test_fast_path.py`)."""
 
 from __future__ import annotations
 

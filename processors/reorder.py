@@ -81,7 +81,7 @@ class ReorderBuffer(Generic[T]):
     Restart: `resume(last_emitted_key)` skips items at or below that key. Every input before the
     commit point is in the acknowledged output, late or a duplicate of it, so at or below the key; an
     item above it is released only by inputs at or after the commit point, which both runs see in the
-    same order. tests/test_processors_reorder.py checks this for any crash point.
+    same order. tests/processors/test_reorder.py checks this for any crash point.
 
     Memory: the items inside the window, plus the digests released in the last
     `dedupe_horizon_ms` of media time.

@@ -185,4 +185,4 @@ async def kafka_topics(settings: Settings) -> AsyncIterator[dict[str, str]]:
 
 
 # The local S3 server (s3proxy) for the tests that write to a bucket: started on first use only.
-from s3_support import s3_server, s3_target  # noqa: E402, F401
+from tests.support.s3 import s3_server, s3_target  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""The test suite: one package per source package, plus `system` (the whole pipeline) and `support`."""

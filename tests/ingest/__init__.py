@@ -1,0 +1,1 @@
+"""Tests of `ingest/`: the webhook, the RTMS client and SDK backends, the producer, the worker."""

@@ -1,0 +1,1 @@
+"""Tests of `processors/`: reorder, gaps, utterances, lanes, restart and the loop through the broker."""

@@ -1,0 +1,1 @@
+"""Tests of `sinks/`: writers, muxing, layout, the sinks through the broker, replay, retention, tail."""
