@@ -15,8 +15,11 @@ the 1 kHz beep's onset in decoded audio.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,9 +105,16 @@ class PipelineStack:
         stage.start()
         await stage.wait_healthy(90)
 
-    async def play(self, emulator_args: list[str], meeting_uuid: str, timeout_s: float = 120.0) -> MeetingRun:
-        """Play one meeting with `rtmsflow emulator meeting <emulator_args>`, wait until both sinks
-        have finalized it, and read what ingest received from the raw topics."""
+    async def play(
+        self,
+        emulator_args: list[str],
+        meeting_uuid: str,
+        timeout_s: float = 120.0,
+        during: Callable[[], Awaitable[None]] | None = None,
+    ) -> MeetingRun:
+        """Play one meeting with `rtmsflow emulator meeting <emulator_args>` (awaiting `during()` while
+        it plays), wait until both sinks have finalized it, and read what ingest received from the
+        raw topics."""
         webhook = f"http://127.0.0.1:{self.sup.stage('ingest-http').spec.port}/webhook"
         log_path = self.log_dir / f"emulator-{encode_component(meeting_uuid)}.log"
         with log_path.open("wb") as log:
@@ -115,6 +125,8 @@ class PipelineStack:
             )  # fmt: skip
             try:
                 async with asyncio.timeout(timeout_s):
+                    if during is not None:
+                        await during()
                     code = await emulator.wait()
             finally:
                 if emulator.returncode is None:
@@ -129,6 +141,15 @@ class PipelineStack:
         started = {v["stream_started_ms"] for name in RAW for v in raw[name]}
         assert len(started) == 1, started
         return MeetingRun(meeting_uuid, stream_dir, raw, started.pop(), self.log_dir)
+
+    def kill(self, stage_name: str) -> None:
+        """SIGKILL one stage's process; the supervisor starts it again."""
+        proc = self.sup.stage(stage_name).proc
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -9
+
+    def restarts(self) -> dict[str, int]:
+        return {s.spec.name: s.restarts_total for s in self.sup.stages if s.restarts_total}
 
     async def _wait_for_files(self, meeting_uuid: str, timeout_s: float) -> Path:
         """Until both sinks have finalized the meeting's stream; its directory."""

@@ -1,14 +1,17 @@
-"""Individual video through the whole stack: each participant's camera becomes its own MP4.
+"""Individual video and chat through the whole stack: each participant's camera becomes its own MP4.
 
-The worker asks RTMS for individual video (`RTMSFLOW_RTMS_VIDEO_MODE=individual`) and subscribes
-every participant's camera; the emulator plays three participants' cameras, distinct, the third's
-off for a stretch. The sinks write `video-<participant id>.mp4` each, holding exactly that
-participant's NAL units at their RTMS times, the camera-off stretch listed as a VIDEO_OFF gap of that
-participant; a replay of the meeting from the topics writes the same files byte for byte.
+The worker asks RTMS for individual video (`RTMSFLOW_RTMS_VIDEO_MODE=individual`) and subscribes every
+participant's camera; the emulator plays three participants' cameras, distinct, the third's off for a
+stretch, and a chat of public and private messages (kept: RTMSFLOW_CHAT_PRIVATE=keep). The sinks write
+`video-<participant id>.mp4` each, holding exactly that participant's NAL units at their RTMS times, the
+camera-off stretch a VIDEO_OFF gap of that participant, and `chat.jsonl`/`chat.txt`; the transcript
+sink is killed with SIGKILL mid-meeting; a replay from the topics writes the same files byte for byte.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -26,13 +29,14 @@ from rtmsflow.settings import Settings
 from schemas.topics import ALL_TOPICS
 from sinks.replay import replay_meeting
 from tests.system.pipeline import MeetingRun, PipelineStack, annexb_nal_units, avcc_nal_units
+from tests.system.support import wait_until
 
 pytestmark = pytest.mark.kafka
 
-SEED = 48
-DURATION_S = 7
+SEED = 51  # its chat: public and private messages, the first at 1.7 s
+DURATION_S = 10
 PARTICIPANTS = 3
-SPEED = 4
+SPEED = 2
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +59,7 @@ async def stack(
         "RTMSFLOW_DATA_DIR": settings.data_dir,
         "RTMSFLOW_RTMS_VIDEO_MODE": "individual",
         "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS": str(PARTICIPANTS),
+        "RTMSFLOW_CHAT_PRIVATE": "keep",
     }
     await ensure_topics(settings, ALL_TOPICS)
     try:
@@ -68,7 +73,26 @@ async def stack(
 async def meeting(stack: PipelineStack) -> MeetingRun:
     args = ["--participants", str(PARTICIPANTS), "--duration", str(DURATION_S), "--seed", str(SEED),
             "--speed", str(SPEED), "--camera-off", "--individual-videos", str(PARTICIPANTS)]  # fmt: skip
-    return await stack.play(args, f"cams-{uuid.uuid4().hex[:8]}==")
+    data = Path(stack.settings.data_dir)
+
+    def chat_written() -> bool:
+        for partial in data.glob("*/*/*/.chat.txt.partial"):
+            with contextlib.suppress(FileNotFoundError):  # renamed as we look: finalized
+                if partial.stat().st_size:
+                    return True
+        return False
+
+    def finalized() -> bool:
+        return any(data.glob("*/*/*/transcript.manifest.json"))
+
+    async def kill_the_transcript_sink_once_chat_is_written() -> None:
+        await wait_until(lambda: asyncio.to_thread(chat_written), 60)
+        assert not await asyncio.to_thread(finalized), "the meeting was finalized before the kill"
+        stack.kill("sink-transcripts")
+
+    return await stack.play(
+        args, f"cams-{uuid.uuid4().hex[:8]}==", during=kill_the_transcript_sink_once_chat_is_written
+    )
 
 
 def cameras(run: MeetingRun) -> dict[int, list[dict[str, Any]]]:
@@ -158,4 +182,8 @@ async def test_a_replay_writes_the_participant_videos_byte_for_byte(
     live = {p.name: p.read_bytes() for p in sorted(meeting.stream_dir.iterdir()) if p.is_file()}
     again = {p.name: p.read_bytes() for p in sorted(rebuilt.iterdir()) if p.is_file()}
     assert sum(name.startswith("video-") for name in live) == PARTICIPANTS
+    assert {"chat.jsonl", "chat.txt", "transcript.txt", "audio.wav", "recording.mp4"} <= set(live)
+    chat = [json.loads(line) for line in live["chat.jsonl"].splitlines()]
+    assert any(m["recipients"] for m in chat) and any(not m["recipients"] for m in chat)
+    assert stack.restarts() == {"sink-transcripts": 1}  # killed mid-meeting, started again
     assert again == live
