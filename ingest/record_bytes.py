@@ -1,11 +1,8 @@
 """The raw audio and video records' Avro bytes, joined from cached pieces instead of fastavro's encode.
 
-A raw frame is mostly repeats (the stream's identity, the participant, the granted media params) plus a
-few longs and the payload, so `RecordEncoder` caches the encodings of the repeating fields by value
-and joins them with the per-record ones.
-It takes a subset of what `Codec.encode` takes (exact types, every key a schema field) and returns None
-for anything else, which the caller encodes with the codec: same bytes, same errors (`for_topic`
-checks a topic's layout against the codec once; tests/ingest/test_record_bytes.py compares the bytes)."""
+`RecordEncoder` caches the encodings of a stream's repeating fields by value and joins them with the
+per-record longs and payload. It takes a subset of what `Codec.encode` takes and returns None for
+anything else, which the caller encodes with the codec: same bytes, same errors."""
 
 from __future__ import annotations
 
