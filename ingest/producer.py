@@ -202,25 +202,13 @@ class FrameProducer:
     # dict is built once per granted params object (the stream keeps it) instead of per frame;
     # the encoder only reads records, so sharing it is safe.
     async def audio(self, session: StreamSession, frame: AudioData) -> None:
-        stream = self._stream(session)
-        if stream.waiting is not None:
-            await self._wait(session, stream, self._audio, frame, frame.timestamp_ms)
-            return
-        await self._audio(session, stream, frame)
+        await self._submit(session, self._audio, frame, frame.timestamp_ms)
 
     async def video(self, session: StreamSession, frame: VideoData) -> None:
-        stream = self._stream(session)
-        if stream.waiting is not None:
-            await self._wait(session, stream, self._video, frame, frame.timestamp_ms)
-            return
-        await self._video(session, stream, frame)
+        await self._submit(session, self._video, frame, frame.timestamp_ms)
 
     async def transcript(self, session: StreamSession, frame: TranscriptData) -> None:
-        stream = self._stream(session)
-        if stream.waiting is not None:
-            await self._wait(session, stream, self._transcript, frame, None)
-            return
-        await self._transcript(session, stream, frame)
+        await self._submit(session, self._transcript, frame, None)
 
     async def event(self, session: StreamSession, event: EventData) -> None:
         stream = self._stream(session)
@@ -235,11 +223,17 @@ class FrameProducer:
         await self._event(session, stream, event)
 
     async def chat(self, session: StreamSession, message: ChatData) -> None:
+        await self._submit(session, self._chat, message, None)
+
+    def _submit(
+        self, session: StreamSession, write: Callable[[StreamSession, _Stream, Any], Awaitable[None]],
+        item: Any, media_ts: int | None,
+    ) -> Awaitable[None]:  # fmt: skip
+        """`write` the item now, or queue it behind the stream's records waiting for t = 0."""
         stream = self._stream(session)
         if stream.waiting is not None:
-            await self._wait(session, stream, self._chat, message, None)
-            return
-        await self._chat(session, stream, message)
+            return self._wait(session, stream, write, item, media_ts)
+        return write(session, stream, item)
 
     async def media_lost(self, session: StreamSession, lost: MediaLost) -> None:
         """A working media socket dropped: the media its topic misses until the socket is back is

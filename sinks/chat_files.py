@@ -21,6 +21,7 @@ from sinks.transcript_files import (
     _sync,
     format_txt_line,
     format_utc_ms,
+    iter_json_objects,
     iter_jsonl,
     one_line,
 )
@@ -118,17 +119,7 @@ def format_chat_line(line: ChatLine) -> str:
 
 def iter_chat_jsonl(path: Path) -> Iterator[ChatLine]:
     """Stream the messages of a `chat.jsonl` back, one line at a time."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise TranscriptError(f"not JSON ({exc.msg})", f"{path.name}:{number}") from exc
-            if not isinstance(record, dict):
-                raise TranscriptError("not an object", f"{path.name}:{number}")
-            yield ChatLine.from_record(record)
+    return (ChatLine.from_record(record) for record in iter_json_objects(path))
 
 
 def write_interleaved(transcript_jsonl: Path, chat_jsonl: Path, txt_path: Path) -> int:

@@ -176,6 +176,11 @@ def srt_cue(index: int, utterance: Utterance, origin_ms: int) -> str:
 
 def iter_jsonl(path: Path) -> Iterator[Utterance]:
     """Stream the utterances of a `transcript.jsonl` back, one line at a time."""
+    return (Utterance.from_record(record) for record in iter_json_objects(path))
+
+
+def iter_json_objects(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream a JSONL file's objects back, one line at a time (blank lines skipped)."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -186,7 +191,7 @@ def iter_jsonl(path: Path) -> Iterator[Utterance]:
                 raise TranscriptError(f"not JSON ({exc.msg})", f"{path.name}:{number}") from exc
             if not isinstance(record, dict):
                 raise TranscriptError("not an object", f"{path.name}:{number}")
-            yield Utterance.from_record(record)
+            yield record
 
 
 def cues_in_start_order(

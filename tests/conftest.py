@@ -1,31 +1,6 @@
-"""Shared fixtures: a real Kafka broker for the session, and per-test settings and topics.
-
-Fixtures
---------
-kafka_bootstrap (session) -> str
-    "host:port" of a real broker, chosen in this order:
-      1. `KAFKA_BOOTSTRAP` from the environment (a broker you run; nothing is started or stopped);
-      2. a testcontainers `KafkaContainer` (KRaft) if a Docker engine answers within 3 s;
-      3. `rtmsflow.broker.LocalKafka` -- the same single-node KRaft broker as `rtmsflow kafka up` --
-         in a temporary state dir, with jars from the shared cache (fetched once, if missing).
-    `RTMSFLOW_TEST_BROKER=local` (or `docker`) forces step 3 (or 2). What the session started, it
-    stops. The choice is printed ("Kafka broker: ...") at start and in the summary, and
-    `RTMSFLOW_KAFKA_BOOTSTRAP` is set for the session so subprocesses find the broker.
-
-settings (function) -> rtmsflow.settings.Settings
-    Defaults (not the developer's environment) with `kafka_bootstrap` set, a unique
-    `topic_prefix` ("t<12 hex>.") so tests never see each other's topics, and `data_dir` in the
-    test's tmp_path.
-
-settings_env (function) -> dict[str, str]
-    `os.environ` plus the `RTMSFLOW_*` variables of `settings`, for subprocesses a test starts.
-
-kafka_topics (function, async) -> dict[str, str]
-    Creates every topic of `schemas.topics.ALL_TOPICS` under `settings.topic_prefix` and maps each
-    base name ("rtms.raw.audio") to its broker name; deletes them after the test.
-
-Stages add their own fixtures in their own modules/conftest files; keep this one about the broker.
-"""
+"""Shared fixtures: a real Kafka broker for the session (`KAFKA_BOOTSTRAP`, else testcontainers if
+Docker answers, else the local KRaft broker; `RTMSFLOW_TEST_BROKER=local|docker` forces one), and
+per-test settings (unique topic prefix, data dir in tmp_path), their environment and topics."""
 
 from __future__ import annotations
 
@@ -88,7 +63,10 @@ def _docker_answers(timeout_s: float = 3.0) -> bool:
 def kafka_bootstrap(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The session's real Kafka broker (see the module docstring for how it is chosen)."""
+    """The session's real Kafka broker: `KAFKA_BOOTSTRAP` (nothing started), else a testcontainers
+    KRaft broker if Docker answers within 3 s, else `rtmsflow.broker.LocalKafka` in a temp state dir
+    (`RTMSFLOW_TEST_BROKER=local|docker` forces one). What it started it stops; the choice is printed
+    and `RTMSFLOW_KAFKA_BOOTSTRAP` set for subprocesses."""
     choice = os.environ.get("RTMSFLOW_TEST_BROKER", "").lower()
     external = os.environ.get("KAFKA_BOOTSTRAP", "")
     with pytest.MonkeyPatch.context() as env:

@@ -1,19 +1,8 @@
-"""Drive Zoom's official SDK (`rtms.Client`) against an RTMS URL and log every callback.
+"""Drive Zoom's official SDK (`rtms.Client`) against an RTMS URL and log every callback as a JSON line.
 
-Run in a subprocess (the SDK's C core can crash the process it runs in) from a scratch working
-directory that has a `logs/` folder (the SDK writes its log there):
-
-    python tests/emulator/sdk_driver.py '{"server_urls": ..., "meeting_uuid": ..., "rtms_stream_id": ...,
-                                 "client": ..., "secret": ..., "out": "events.jsonl", "timeout_s": 30,
-                                 "audio_data_opt": 1, "video_data_opt": 4, "subscribe_video": [16778240]}'
-
-With `video_data_opt` 4 (individual video) the driver calls `subscribe_video(uid, True)` for each of
-`subscribe_video` once the join is confirmed (from its main thread: SDK calls made inside a callback
-can deadlock). Each callback becomes one JSON line in `out`; payloads are logged as size + SHA-256. The driver
-registers `on_user_update` and `on_participant_video` before joining (the SDK subscribes to events
-2, 3, 4 and 8, 9 for those at join), never `on_session_update` (it can crash the SDK), and exits
-`linger_s` after `on_leave` (or at `timeout_s`).
-"""
+Run in a subprocess (the SDK's C core can crash its process) from a scratch directory with `logs/`:
+`python tests/emulator/sdk_driver.py '{"server_urls": ..., "client": ..., "secret": ..., "out": ...}'`
+(the keys: `main`'s argument). SDK calls are made from the main thread, never inside a callback."""
 
 from __future__ import annotations
 
@@ -27,6 +16,12 @@ from typing import Any
 
 
 def main(args: dict[str, Any]) -> int:
+    """Join with `args` (`server_urls`, `meeting_uuid`, `rtms_stream_id`, `client`, `secret`, `out`,
+    `timeout_s`, `audio_data_opt`, `video_data_opt`, `subscribe_video`: user ids), one JSON line per
+    callback in `out` (payloads as size + SHA-256). With `video_data_opt` 4 it calls
+    `subscribe_video(uid, True)` for each once the join is confirmed. It registers `on_user_update` and
+    `on_participant_video` before joining, never `on_session_update` (it can crash the SDK), and exits
+    `linger_s` after `on_leave` (or at `timeout_s`)."""
     import rtms
 
     out = open(args["out"], "w", buffering=1)  # noqa: SIM115 - closed by os._exit's flush below

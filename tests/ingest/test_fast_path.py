@@ -1,18 +1,7 @@
-"""The receive fast path accepts exactly what the full parser accepts.
-
-`MediaValues.fast_media_item` (`ingest.rtms_values`, an `RtmsClient`'s `values`) builds audio, video
-and deskshare values straight from the decoded JSON object, and leaves anything else (returns None)
-to the full parser, `rtms_protocol.parse`, which raises the `ProtocolError` that becomes the dead
-letter. Two properties, over generated messages both well-formed and malformed (missing and null
-fields, wrong JSON types, bool for int, floats and huge numbers, base64 garbage and edge padding,
-non-ASCII text, extra keys, truncated JSON, bytes that are not UTF-8, unknown or mistyped
-`msg_type`):
-
-* the fast path returns a value exactly when the full parser accepts the message, and the same
-  value the full path builds from it;
-* what the client does with a message on a media socket (one value delivered, or one dead letter
-  with its reason) is what the full parser says of it.
-"""
+"""The receive fast path (`MediaValues.fast_media_item`) accepts exactly what the full parser
+(`rtms_protocol.parse`) accepts, and builds the same value; what the client does with a message on a
+media socket (a value delivered, or a dead letter with its reason) is what the full parser says of
+it. Properties over generated well-formed and malformed messages."""
 
 from __future__ import annotations
 

@@ -63,7 +63,9 @@ async def test_queued_counts_reach_the_counters_by_the_loops_next_turn() -> None
     for size in (10, 20, 30):
         counts.add("test-kind", size)
     assert frames("test-kind") == before[0]  # not yet: pending until the loop turns
-    await asyncio.sleep(0)
+    turned = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turned.set)  # runs after the report scheduled by add()
+    await turned.wait()
     assert frames("test-kind") == before[0] + 3
     assert metrics.BYTES.labels(kind="test-kind")._value.get() == before[1] + 60
     counts.add("test-kind", 5)

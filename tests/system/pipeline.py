@@ -1,25 +1,20 @@
 """Emulated meetings through the whole stack as processes, and readers of the files they became.
 
-`PipelineStack` is what an operator does with `rtmsflow up` + `rtmsflow emulator meeting`:
-every stage (webhook endpoint, ingest worker, `rtmsflow process`, both sinks) runs as its own
-process under `rtmsflow.stack.Supervisor`, the emulator plays Zoom (signed webhooks, RTMS
-WebSockets), and the sinks finalize on the in-band markers. `play` returns the stream directory
-and what ingest received from the emulator: the meeting's records on the raw topics, read back from
-the broker and decoded with the codec, which is what the files are checked against.
-
-The readers turn the files back into comparable values: H.264 NAL units from Annex-B access units
-and from MP4 (length-prefixed) samples, the time of the white flash frame in decoded video and of
-the 1 kHz beep's onset in decoded audio.
-"""
+`PipelineStack` runs every stage as its own process under `rtmsflow.stack.Supervisor` (as `rtmsflow
+up` does) and `play`s a meeting with `rtmsflow emulator meeting`; the readers give NAL units from
+Annex-B and MP4 samples, the white flash frame's and the beep's times."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from emulator.voices import BEEP_HZ
+from rtmsflow.admin import delete_topics, ensure_topics
 from rtmsflow.settings import Settings
 from rtmsflow.stack import Supervisor, free_ports, stack_stages, stage_env
+from schemas.topics import ALL_TOPICS
 from sinks.layout import encode_component
 from tests.ingest.support import CLIENT_ID, CLIENT_SECRET, RAW, read_topic
 
@@ -165,6 +162,35 @@ class PipelineStack:
                 tails = "\n".join(f"--- {s.spec.name}\n{s.log_tail(15)}" for s in self.sup.stages)
                 raise AssertionError(f"the sinks did not finalize within {timeout_s:.0f}s\n{tails}")
             await asyncio.sleep(0.3)
+
+
+@asynccontextmanager
+async def pipeline_stack(
+    kafka_bootstrap: str, work: Path, partitions: int, env: dict[str, str] | None = None
+) -> AsyncIterator[PipelineStack]:
+    """A `PipelineStack` over fresh topics of its own (created here, deleted after), its files under
+    `work`; `env` adds settings (`RTMSFLOW_*`) for every stage."""
+    settings = dataclasses.replace(
+        Settings(),
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
+        data_dir=str(work / "data"),
+        partitions=partitions,
+    )
+    stage_settings = {
+        "RTMSFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "RTMSFLOW_PARTITIONS": str(settings.partitions),
+        "RTMSFLOW_REPLICATION": str(settings.replication),
+        "RTMSFLOW_DATA_DIR": settings.data_dir,
+        **(env or {}),
+    }
+    await ensure_topics(settings, ALL_TOPICS)
+    try:
+        async with PipelineStack(settings, stage_settings, work) as running:
+            yield running
+    finally:
+        await delete_topics(settings, [spec.full_name(settings.topic_prefix) for spec in ALL_TOPICS])
 
 
 # --- H.264 -------------------------------------------------------------------------------------------

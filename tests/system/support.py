@@ -1,16 +1,7 @@
-"""Helpers of the system tests: the whole stack as real processes over one test's topics, the
-emulator playing Zoom to it from the test's process, and the checks a stream's files must pass.
-
-`running_stack` starts the stages (`rtmsflow ingest http`, workers, processors, sinks: each its own
-process, several of a kind in one consumer group) under `rtmsflow.stack.Supervisor`, whose
-`watch()` restarts a stage that dies, exactly as `rtmsflow up` does. `Zoom` is the emulator's RTMS
-server plus its signed webhook sender aimed at the stack's webhook endpoint; it records every frame
-it sends. `check_stream` reads a finalized stream directory against the meeting's raw records.
-`copy_raw` + `running_stack(..., ingest=False)` re-run processors and sinks undisturbed over the
-*same* raw records under another topic prefix: the reference a disturbed run must equal byte for
-byte (an emulated meeting's timestamps come from the wall clock, so two live runs never have the
-same raw input; the same raw records must always give the same files).
-"""
+"""Helpers of the system tests: `running_stack` (every stage a process under the Supervisor, which
+restarts one that dies), `Zoom` (the emulator's server and webhook sender in the test's process,
+recording what it sends), `check_stream` (a stream's files against its raw records), and `copy_raw`
+(the same raw records under another prefix: the undisturbed reference a disturbed run must equal)."""
 
 from __future__ import annotations
 

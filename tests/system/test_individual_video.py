@@ -24,11 +24,8 @@ import av
 import pytest
 
 from emulator.conversation import make_participants
-from rtmsflow.admin import delete_topics, ensure_topics
-from rtmsflow.settings import Settings
-from schemas.topics import ALL_TOPICS
 from sinks.replay import replay_meeting
-from tests.system.pipeline import MeetingRun, PipelineStack, annexb_nal_units, avcc_nal_units
+from tests.system.pipeline import MeetingRun, PipelineStack, annexb_nal_units, avcc_nal_units, pipeline_stack
 from tests.system.support import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -44,29 +41,17 @@ async def stack(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[PipelineStack]:
     work = tmp_path_factory.mktemp("individual-video")
-    settings = dataclasses.replace(
-        Settings(),
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
-        data_dir=str(work / "data"),
-        partitions=2,
-    )
-    env = {
-        "RTMSFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "RTMSFLOW_PARTITIONS": str(settings.partitions),
-        "RTMSFLOW_REPLICATION": str(settings.replication),
-        "RTMSFLOW_DATA_DIR": settings.data_dir,
-        "RTMSFLOW_RTMS_VIDEO_MODE": "individual",
-        "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS": str(PARTICIPANTS),
-        "RTMSFLOW_CHAT_PRIVATE": "keep",
-    }
-    await ensure_topics(settings, ALL_TOPICS)
-    try:
-        async with PipelineStack(settings, env, work) as running:
-            yield running
-    finally:
-        await delete_topics(settings, [spec.full_name(settings.topic_prefix) for spec in ALL_TOPICS])
+    async with pipeline_stack(
+        kafka_bootstrap,
+        work,
+        2,
+        {
+            "RTMSFLOW_RTMS_VIDEO_MODE": "individual",
+            "RTMSFLOW_RTMS_VIDEO_PARTICIPANTS": str(PARTICIPANTS),
+            "RTMSFLOW_CHAT_PRIVATE": "keep",
+        },
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ participant's PCM at its stream time and silence elsewhere.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -31,9 +30,6 @@ import webvtt
 
 from emulator.conversation import make_participants
 from emulator.media import MeetingSpec, SyntheticMeeting
-from rtmsflow.admin import delete_topics, ensure_topics
-from rtmsflow.settings import Settings
-from schemas.topics import ALL_TOPICS
 from tests.system.pipeline import (
     MeetingRun,
     PipelineStack,
@@ -42,6 +38,7 @@ from tests.system.pipeline import (
     beep_onset_s,
     decode_packets,
     nal_type,
+    pipeline_stack,
 )
 
 pytestmark = pytest.mark.kafka
@@ -53,33 +50,14 @@ SPEED = 4
 
 
 # One stack for the whole module (each test checks one file's content): it takes ~20 s to start
-# and stop, so the settings and topics are made here, as the `settings` and `kafka_topics`
-# fixtures make them per test.
+# and stop, so it gets topics of its own (`pipeline_stack`) instead of the per-test fixtures'.
 @pytest.fixture(scope="module")
 async def stack(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[PipelineStack]:
     work = tmp_path_factory.mktemp("pipeline-files")
-    settings = dataclasses.replace(
-        Settings(),
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
-        data_dir=str(work / "data"),
-        partitions=4,
-    )
-    env = {
-        "RTMSFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "RTMSFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "RTMSFLOW_PARTITIONS": str(settings.partitions),
-        "RTMSFLOW_REPLICATION": str(settings.replication),
-        "RTMSFLOW_DATA_DIR": settings.data_dir,
-    }
-    await ensure_topics(settings, ALL_TOPICS)
-    try:
-        async with PipelineStack(settings, env, work) as running:
-            yield running
-    finally:
-        await delete_topics(settings, [spec.full_name(settings.topic_prefix) for spec in ALL_TOPICS])
+    async with pipeline_stack(kafka_bootstrap, work, 4) as running:
+        yield running
 
 
 MEETING_ARGS = ["--participants", str(PARTICIPANTS), "--duration", str(DURATION_S), "--seed", str(SEED),
