@@ -1,7 +1,7 @@
 """`WebSocketBackend`: the default session backend, a thin asyncio shell around `RtmsClient`.
 
-One task per WebSocket and one loop that feeds the state machine and carries out its actions; the readers
-share a bounded inbox, so a slow frame handler stops reading from Zoom (backpressure)."""
+Each WebSocket (`ingest.ws_socket`) hands its messages to one bounded inbox, and one loop feeds them to
+the state machine and carries out its actions; a full inbox pauses reading from Zoom (backpressure)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from ingest.backend import (
     AudioData,
@@ -31,14 +28,15 @@ from ingest.backend import (
     VideoData,
 )
 from ingest.rtms_client import Action, ClientConfig, Connect, Deliver, Disconnect, Finish, RtmsClient, Send
+from ingest.ws_socket import RtmsSocket
 from rtmsflow.clock import now_ms
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 32 << 20  # a base64 key frame of a large video can exceed websockets' 1 MiB default
-INBOX_SLOTS = 256  # socket messages waiting for the loop, all sockets of one stream together
+MAX_MESSAGE_BYTES = 32 << 20  # a base64 key frame of a large video can be several MiB
+INBOX_SLOTS = 256  # socket messages waiting for the loop, all sockets of one stream together; then reading pauses
 
 
 def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
@@ -57,7 +55,7 @@ def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
     return ClientConfig(**base)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Notice:
     """What a socket's reader or the owner tells the loop, for `_feed` to turn into an input."""
 
@@ -90,9 +88,10 @@ class WebSocketBackend(TaskBackend):
         self.session: StreamSession | None = None
         self.machine: RtmsClient | None = None
         self._notices: deque[_Notice] = deque()  # one consumer, which waits on `_wake`: no asyncio.Queue
-        self._slots = asyncio.Semaphore(INBOX_SLOTS)
-        self._sockets: dict[tuple[str, int], ClientConnection] = {}
-        self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._inbox_messages = 0  # message notices queued; at INBOX_SLOTS the sockets pause
+        self._paused: list[RtmsSocket] = []
+        self._sockets: dict[tuple[str, int], RtmsSocket] = {}
+        self._readers: dict[tuple[str, int], asyncio.Task[None]] = {}  # each waits for its socket's end
         self._closers: set[asyncio.Task[None]] = set()
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
         self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the machine's next deadline
@@ -145,7 +144,11 @@ class WebSocketBackend(TaskBackend):
                     continue
                 outcome = await self._carry_out(self._feed(machine, notice))
                 if notice.kind == "message":
-                    self._slots.release()
+                    self._inbox_messages -= 1
+                    if self._paused and self._inbox_messages <= INBOX_SLOTS // 2:
+                        for sock in self._paused:
+                            sock.resume()
+                        self._paused.clear()
                     if not ready and machine.ready_count:
                         ready = True
                         self._ready.set()
@@ -227,12 +230,9 @@ class WebSocketBackend(TaskBackend):
             if isinstance(action, Deliver):
                 await self._deliver(action.item)
             elif isinstance(action, Send):
-                ws = self._sockets.get((action.channel, action.conn))
-                if ws is not None:
-                    try:
-                        await ws.send(action.text)
-                    except ConnectionClosed:
-                        pass  # its reader reports the close
+                sock = self._sockets.get((action.channel, action.conn))
+                if sock is not None:
+                    sock.send_text(action.text)  # after the close started it is dropped; the close is reported
             elif isinstance(action, Connect):
                 key = (action.channel, action.conn)
                 self._readers[key] = asyncio.create_task(self._socket(action), name=f"ws:{action.channel}")
@@ -269,74 +269,70 @@ class WebSocketBackend(TaskBackend):
     # --- sockets -----------------------------------------------------------------------------------
 
     async def _socket(self, action: Connect) -> None:
-        """Connect, then report every message and the close to the loop."""
+        """Connect, then wait for the socket's end and report it; the socket itself posts the open
+        and every message (`_opened`, `_received`) as picows parses them."""
         key = (action.channel, action.conn)
-        ssl_arg: Any = self.ssl_context if action.url.startswith("wss://") and self.ssl_context else None
+        ssl_arg = self.ssl_context if action.url.startswith("wss://") else None
+        channel, conn = action.channel, action.conn
+        sock: RtmsSocket | None = None
         try:
-            ws = await connect(
+            sock = await RtmsSocket.open(
                 action.url,
-                ssl=ssl_arg,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,
-                open_timeout=self.config.handshake_timeout_s,
-                close_timeout=2,
-                user_agent_header="rtmsflow",
+                lambda s, data: self._received(s, channel, conn, data),
+                on_open=lambda s: self._opened(s, channel, conn),
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                ssl_context=ssl_arg,
+                timeout_s=self.config.handshake_timeout_s,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._post(_Notice("open_failed", action.channel, action.conn, repr(exc)))
+            self._readers.pop(key, None)
+            self._post(_Notice("open_failed", channel, conn, repr(exc)))
             return
-        self._sockets[key] = ws
-        self._post(_Notice("open", action.channel, action.conn))
         code: int | None = None
         try:
-            async for message in ws:
-                await self._slots.acquire()
-                self._post(_Notice("message", action.channel, action.conn, message, now_ms()))
-        except ConnectionClosed:
-            pass
+            code = await sock.closed()
         finally:
-            code = ws.close_code
-            self._sockets.pop(key, None)
+            if code is None:  # cancelled before the end: drop the connection
+                sock.abort()
+                code = sock.close_code
+            if self._sockets.get(key) is sock:
+                del self._sockets[key]
             self._readers.pop(key, None)
-            self._post(_Notice("closed", action.channel, action.conn, code))
+            self._post(_Notice("closed", channel, conn, code))
+
+    def _opened(self, sock: RtmsSocket, channel: str, conn: int) -> None:
+        self._sockets[(channel, conn)] = sock
+        self._post(_Notice("open", channel, conn))
+
+    def _received(self, sock: RtmsSocket, channel: str, conn: int, data: str | bytes) -> None:
+        self._post(_Notice("message", channel, conn, data, now_ms()))
+        self._inbox_messages += 1
+        if self._inbox_messages >= INBOX_SLOTS and not sock.paused:
+            sock.pause()
+            self._paused.append(sock)
 
     def _disconnect(self, channel: str, conn: int, code: int) -> None:
+        """Close the socket; what it still receives is dropped (its close is reported, and stale)."""
         key = (channel, conn)
-        ws = self._sockets.pop(key, None)
+        sock = self._sockets.pop(key, None)
         reader = self._readers.pop(key, None)
-
-        async def close() -> None:
-            if ws is not None:
-                try:
-                    await ws.close(code)
-                except Exception:
-                    pass
-            if reader is not None and not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-
-        task = asyncio.create_task(close())
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        if sock is not None:
+            sock.detached = True
+            sock.close(code)
+        elif reader is not None:
+            reader.cancel()  # still connecting
+        if reader is not None and not reader.done():
+            self._closers.add(reader)
+            reader.add_done_callback(self._closers.discard)
 
     def _drain(self, channel: str, conn: int, code: int) -> None:
-        """Start the closing handshake and leave the reader running: it reports every message the
-        server sent before its close frame, then the close (the client finishes on that)."""
-        ws = self._sockets.get((channel, conn))
-        if ws is None:
-            return
-
-        async def close() -> None:
-            try:
-                await ws.close(code)
-            except Exception:  # the reader reports how the socket ended
-                pass
-
-        task = asyncio.create_task(close())
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        """Start the closing handshake and keep reporting every message the server sent before its
+        close frame, then the close (the client finishes on that)."""
+        sock = self._sockets.get((channel, conn))
+        if sock is not None:
+            sock.close(code)
 
     async def _close_everything(self) -> None:
         for channel, conn in list(self._readers):
