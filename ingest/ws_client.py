@@ -28,7 +28,7 @@ from ingest.backend import (
     VideoData,
 )
 from ingest.rtms_client import Action, ClientConfig, Connect, Deliver, Disconnect, Finish, RtmsClient, Send
-from ingest.ws_socket import RtmsSocket
+from ingest.ws_socket import ABNORMAL_CLOSURE, RtmsSocket
 from rtmsflow.clock import now_ms
 from rtmsflow.logs import get_logger
 from rtmsflow.settings import Settings
@@ -288,7 +288,10 @@ class WebSocketBackend(TaskBackend):
             raise
         except Exception as exc:
             self._readers.pop(key, None)
-            self._post(_Notice("open_failed", channel, conn, repr(exc)))
+            if self._sockets.pop(key, None) is not None:  # it had opened: report its end instead
+                self._post(_Notice("closed", channel, conn, ABNORMAL_CLOSURE))
+            else:
+                self._post(_Notice("open_failed", channel, conn, repr(exc)))
             return
         code: int | None = None
         try:

@@ -60,17 +60,21 @@ class RtmsSocket(WSListener):
         """Connect and do the opening handshake within `timeout_s` (TCP, TLS and HTTP together).
         Redirects are not followed: the URL was checked against the allowlist."""
         sock = cls(on_message, max_message_bytes, on_open)
-        async with asyncio.timeout(timeout_s):
-            await ws_connect(
-                lambda: sock,
-                url,
-                ssl_context=ssl_context,
-                websocket_handshake_timeout=None,
-                max_frame_size=max_message_bytes,
-                extra_headers={"User-Agent": user_agent},
-                max_redirects=0,
-                enable_auto_pong=True,
-            )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ws_connect(
+                    lambda: sock,
+                    url,
+                    ssl_context=ssl_context,
+                    websocket_handshake_timeout=None,
+                    max_frame_size=max_message_bytes,
+                    extra_headers={"User-Agent": user_agent},
+                    max_redirects=0,
+                    enable_auto_pong=True,
+                )
+        except BaseException:
+            sock.abort()  # opened just before the time ran out, or cancelled: no connection left behind
+            raise
         return sock
 
     # --- picows callbacks --------------------------------------------------------------------------
