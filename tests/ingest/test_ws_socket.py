@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from ingest.ws_client import WebSocketBackend, client_config
 from ingest.ws_socket import RtmsSocket
 from rtmsflow.settings import Settings
 from tests.ingest.support import CLIENT_ID, CLIENT_SECRET, ingest_settings, small_meeting
+from tests.support.tls import make_test_cert
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 DEADLINE_S = 30  # only catches a hang
@@ -273,3 +276,49 @@ async def test_a_full_inbox_pauses_the_socket_and_every_frame_still_arrives_in_o
     assert not backend._paused
     sent = [f.timestamp for f in handle.sent if f.channel == "audio"]
     assert len(sent) > 50 and audio == sent
+
+
+async def test_the_backend_streams_over_wss_and_refuses_a_server_it_does_not_trust(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Zoom's media URLs are wss://: every audio frame arrives over TLS with the test CA trusted;
+    without it (the system's CAs) the connection is refused and nothing is delivered."""
+    from emulator.server import RTMSServer
+
+    cert, key = make_test_cert(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    meeting = await asyncio.to_thread(small_meeting, 6, 1.0)
+    s = ingest_settings(settings)
+
+    class Handler(ws_client._Discard):
+        def __init__(self) -> None:
+            self.heard: list[int] = []
+
+        async def audio(self, session: StreamSession, frame: AudioData) -> None:
+            self.heard.append(frame.timestamp_ms)
+
+    async with RTMSServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, ssl_context=server_ctx) as server:
+        handle = server.add_stream("tls==", "tls-stream", meeting, speed=4.0, record=True)
+        assert handle.server_urls.startswith("wss://")
+        trusted = Handler()
+        backend = WebSocketBackend(
+            s, trusted, config=client_config(s, video=False), ssl_context=ssl.create_default_context(cafile=str(cert))
+        )
+        await backend.start(StreamSession("tls==", "tls-stream", handle.server_urls, fresh=True))
+        async with asyncio.timeout(DEADLINE_S):
+            await handle.wait_done()
+            outcome = await backend.wait()
+        assert outcome.ended
+        sent = [f.timestamp for f in handle.sent if f.channel == "audio"]
+        assert len(sent) > 10 and trusted.heard == sent
+
+        handle2 = server.add_stream("tls2==", "tls-stream-2", meeting, speed=4.0)
+        untrusting = Handler()
+        config = client_config(s, video=False, handshake_timeout_s=2.0, max_attempts=1)
+        backend2 = WebSocketBackend(s, untrusting, config=config, ssl_context=ssl.create_default_context())
+        await backend2.start(StreamSession("tls2==", "tls-stream-2", handle2.server_urls, fresh=True))
+        async with asyncio.timeout(DEADLINE_S):
+            assert not await backend2.connected()
+        await backend2.stop()
+        assert untrusting.heard == []
