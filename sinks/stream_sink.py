@@ -432,12 +432,16 @@ class SinkService(Stage):
         group_id: str,
         buffer_bytes: int = 64 << 20,
         session_timeout_ms: int = 10_000,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self.settings = settings
         self.core = core
         self.group_id = group_id
         self.buffer_bytes = buffer_bytes
         self.session_timeout_ms = session_timeout_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.deadletter_topic = DEADLETTER.full_name(settings.topic_prefix)
@@ -462,6 +466,8 @@ class SinkService(Stage):
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=600_000,
             partition_assignment_strategy=SINK_ASSIGNORS,
+            fetch_min_bytes=self.fetch_min_bytes,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         self.consumer.subscribe(list(self.core.topics.values()), listener=RebalanceListener(self))
         await self.consumer.start()
