@@ -36,8 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-RAW_TOPICS = ("rtms.raw.audio", "rtms.raw.video", "rtms.raw.transcript", "rtms.raw.events")
-STREAM_END_HEADER = "rtmsflow.stream_end"
+from schemas.topics import RAW_TOPICS as _RAW_SPECS
+from schemas.topics import STREAM_END_HEADER
+
+RAW_TOPICS = tuple(spec.name for spec in _RAW_SPECS)  # every raw topic, chat included
 # Files a finalized stream must hold, with the least size that means "has content" (bytes).
 MEDIA_FILES = {"recording.mp4": 50_000, "audio.wav": 10_000, "manifest.json": 100}
 TRANSCRIPT_FILES = {"transcript.txt": 20, "transcript.vtt": 20, "transcript.srt": 20, "transcript.jsonl": 20}
