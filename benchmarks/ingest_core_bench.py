@@ -23,7 +23,7 @@ from emulator.wire import AUDIO, TRANSCRIPT, VIDEO, FrameEncoder
 from ingest.backend import StreamSession
 from ingest.producer import FrameProducer
 from ingest.rtms_client import SIGNALING, ClientConfig, Connect, RtmsClient
-from ingest.ws_client import WebSocketBackend, _Notice
+from ingest.ws_client import WebSocketBackend
 from rtmsflow.settings import Settings
 
 PARTICIPANTS = 3
@@ -145,13 +145,11 @@ async def one_pass(msgs: list[Message], meetings: int) -> tuple[float, int]:
         backend, conns = backends[msg.meeting]
         client = backend.machine
         assert client is not None
-        # what the reader task does per message, then one turn of the session loop (`_run`)
-        await backend._slots.acquire()
-        backend._post(_Notice("message", msg.kind, conns[msg.kind], msg.text, time.time_ns() // 1_000_000))
+        # what the socket's callback does per message, then one turn of the session loop (`_run`)
+        backend._received(msg.kind, conns[msg.kind], msg.text)
         notice = await backend._next_notice(client)
         assert notice is not None
-        await backend._carry_out(backend._feed(client, notice))
-        backend._slots.release()
+        await backend._turn(client, notice)
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     await frames.flush()

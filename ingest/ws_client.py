@@ -134,24 +134,10 @@ class WebSocketBackend(TaskBackend):
         assert self.machine is not None
         machine = self.machine
         outcome: SessionOutcome | None = None
-        ready = False
         try:
             outcome = await self._carry_out(machine.start(time.monotonic()))
             while outcome is None:
-                notice = await self._next_notice(machine)
-                if notice is None:  # a deadline passed before a notice came
-                    outcome = await self._carry_out(machine.on_tick(time.monotonic()))
-                    continue
-                outcome = await self._carry_out(self._feed(machine, notice))
-                if notice.kind == "message":
-                    self._inbox_messages -= 1
-                    if self._paused and self._inbox_messages <= INBOX_SLOTS // 2:
-                        for sock in self._paused:
-                            sock.resume()
-                        self._paused.clear()
-                    if not ready and machine.ready_count:
-                        ready = True
-                        self._ready.set()
+                outcome = await self._turn(machine, await self._next_notice(machine))
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
@@ -163,6 +149,25 @@ class WebSocketBackend(TaskBackend):
                 self._timer.cancel()
                 self._timer = None
             await self._close_everything()
+
+    async def _turn(self, machine: RtmsClient, notice: _Notice | None) -> SessionOutcome | None:
+        """One turn of the loop: a deadline that passed (None) or a notice; a message frees its
+        inbox slot (resuming paused sockets once half the inbox is free)."""
+        if notice is None:
+            return await self._carry_out(machine.on_tick(time.monotonic()))
+        if notice.kind != "message":
+            return await self._carry_out(self._feed(machine, notice))
+        outcome = await self._carry_out(
+            machine.on_message(notice.channel, notice.conn, notice.data, time.monotonic(), notice.wall_ms)
+        )
+        self._inbox_messages -= 1
+        if self._paused and self._inbox_messages <= INBOX_SLOTS // 2:
+            for sock in self._paused:
+                sock.resume()
+            self._paused.clear()
+        if not self._ready.is_set() and machine.ready_count:
+            self._ready.set()
+        return outcome
 
     async def _next_notice(self, machine: RtmsClient) -> _Notice | None:
         """The next notice, or None once the machine's next deadline has passed (a deadline already
@@ -207,9 +212,8 @@ class WebSocketBackend(TaskBackend):
         self._wakeup()
 
     def _feed(self, machine: RtmsClient, notice: _Notice) -> list[Action]:
+        """A notice other than a message as the machine's input."""
         now = time.monotonic()
-        if notice.kind == "message":
-            return machine.on_message(notice.channel, notice.conn, notice.data, now, notice.wall_ms)
         if notice.kind == "open":
             return machine.on_open(notice.channel, notice.conn, now)
         if notice.kind == "open_failed":
@@ -278,7 +282,7 @@ class WebSocketBackend(TaskBackend):
         try:
             sock = await RtmsSocket.open(
                 action.url,
-                lambda s, data: self._received(s, channel, conn, data),
+                lambda s, data: self._received(channel, conn, data),
                 on_open=lambda s: self._opened(s, channel, conn),
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 ssl_context=ssl_arg,
@@ -309,12 +313,15 @@ class WebSocketBackend(TaskBackend):
         self._sockets[(channel, conn)] = sock
         self._post(_Notice("open", channel, conn))
 
-    def _received(self, sock: RtmsSocket, channel: str, conn: int, data: str | bytes) -> None:
+    def _received(self, channel: str, conn: int, data: str | bytes) -> None:
+        """A socket's message (from its `data_received`): queue it; a full inbox pauses the socket."""
         self._post(_Notice("message", channel, conn, data, now_ms()))
         self._inbox_messages += 1
-        if self._inbox_messages >= INBOX_SLOTS and not sock.paused:
-            sock.pause()
-            self._paused.append(sock)
+        if self._inbox_messages >= INBOX_SLOTS:
+            sock = self._sockets.get((channel, conn))
+            if sock is not None and not sock.paused:
+                sock.pause()
+                self._paused.append(sock)
 
     def _disconnect(self, channel: str, conn: int, code: int) -> None:
         """Close the socket; what it still receives is dropped (its close is reported, and stale)."""
