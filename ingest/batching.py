@@ -1,15 +1,16 @@
 """Batches per (topic, partition) for `FrameProducer`, shipped in order by one task.
 
-A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record; the `Shipper`'s
-single task hands batches to `send_batch` in fill order (far cheaper than `send()` per record), and
-`Shipment.settle` tells each owner once how many records and bytes were acknowledged or failed."""
+A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record (one timer for
+all lanes: `Lingering`); the `Shipper`'s single task hands batches to `send_batch` in fill order (far
+cheaper than `send()` per record), and `Shipment.settle` tells each owner once how many records and
+bytes were acknowledged or failed."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -65,13 +66,66 @@ class Shipment:
 class Lane(Shipment):
     """The open batch of one (topic, partition)."""
 
-    __slots__ = ("batch", "timer", "due")
+    __slots__ = ("batch", "linger_until", "due")
 
-    def __init__(self, topic: str, partition: int, batch: Any, on_settled: Callable[[Shipment, bool], None]):
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        batch: Any,
+        on_settled: Callable[[Shipment, bool], None],
+        linger_s: float = 0.0,
+    ):
         super().__init__(topic, partition, on_settled)
         self.batch = batch
-        self.timer: asyncio.TimerHandle | None = None
+        self.linger_until = self.first_at + linger_s  # on the perf_counter clock
         self.due = False  # lingered long enough, waits for its partition's outstanding batch
+
+
+class Lingering:
+    """The lanes' linger with one timer: lanes in the order they opened, which is the order their
+    linger ends (they all linger alike), and one TimerHandle armed for the oldest one. A TimerHandle
+    per lane (made when it opens, cancelled when it ships full or flushed) cost more than the lane's
+    records. `expired(lane)` is called for each lane whose linger is over and that `is_open(lane)`
+    still says is open; a lane shipped before that is dropped from the queue when its time comes."""
+
+    def __init__(self, is_open: Callable[[Lane], bool], expired: Callable[[Lane], None]) -> None:
+        self.is_open = is_open
+        self.expired = expired
+        self.lanes: deque[Lane] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, lane: Lane) -> None:
+        self.lanes.append(lane)
+        if self.timer is None:
+            self._arm(lane.linger_until)
+
+    def cancel(self) -> None:
+        """Stop the timer and forget the lanes (they ship no more by themselves)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.lanes.clear()
+
+    def sweep(self) -> None:
+        """Expire every lane whose linger is over, oldest first; re-arm for the next one."""
+        self.timer = None
+        now = time.perf_counter()
+        lanes = self.lanes
+        while lanes:
+            lane = lanes[0]
+            if not self.is_open(lane):
+                lanes.popleft()  # shipped already (full or flushed)
+            elif lane.linger_until <= now:
+                lanes.popleft()
+                self.expired(lane)
+            else:
+                self._arm(lane.linger_until, now)
+                return
+
+    def _arm(self, at: float, now: float | None = None) -> None:
+        delay = at - (time.perf_counter() if now is None else now)
+        self.timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self.sweep)
 
 
 class Single(Shipment):
@@ -184,14 +238,17 @@ class Batcher:
         self.waiting: dict[tuple[str, int], deque[Shipment]] = {}
         self.partitions: dict[str, list[int]] = {}
         self.partition_of: dict[tuple[str, bytes], int] = {}
+        self.lingering = Lingering(self._is_open, self.lingered)
 
     async def stop(self) -> None:
         """Stop the shipper; what it had not handed to the producer fails."""
+        if not self.lanes:  # only shipped lanes left in the linger queue: no timer needed
+            self.lingering.cancel()
         if self.shipper is not None:
             await self.shipper.stop()
             self.shipper = None
 
-    async def append(
+    def append(
         self,
         owner: Owner,
         topic: str,
@@ -199,12 +256,44 @@ class Batcher:
         value: bytes | None,
         size: int,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Append a record to the open batch of its (topic, partition), opening one if needed.
-        A record with headers (a marker) goes alone, after the lane's batch."""
+        A record with headers (a marker) goes alone, after the lane's batch. Done at once (None)
+        once the partition of (topic, key) is known; the first time, an awaitable that looks it up
+        and appends (await it before appending anything else)."""
         part = self.partition_of.get((topic, key))
         if part is None:
-            part = await self.partition(topic, key)
+            return self._append_later(owner, topic, key, value, size, headers)
+        self.append_to(part, owner, topic, key, value, size, headers)
+        return None
+
+    async def _append_later(
+        self,
+        owner: Owner,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        part = await self.partition(topic, key)
+        self.append_to(part, owner, topic, key, value, size, headers)
+
+    def append_known(self, owner: Owner, topic: str, key: bytes, value: bytes, size: int) -> None:
+        """`append` of a record without headers whose partition is known (in `partition_of`)."""
+        self.append_to(self.partition_of[(topic, key)], owner, topic, key, value, size)
+
+    def append_to(
+        self,
+        part: int,
+        owner: Owner,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """`append` with the record's partition known."""
         lane = self.lanes.get((topic, part))
         if headers or len(key) + len(value or b"") > self.max_batch_bytes:
             if lane is not None:  # what came before it goes first
@@ -245,14 +334,17 @@ class Batcher:
         return part
 
     def open(self, topic: str, part: int) -> Lane:
-        lane = self.lanes[(topic, part)] = Lane(topic, part, self.producer().create_batch(), self.settled)
-        lane.timer = asyncio.get_running_loop().call_later(self.linger_s, self.lingered, lane)
+        lane = Lane(topic, part, self.producer().create_batch(), self.settled, self.linger_s)
+        self.lanes[(topic, part)] = lane
+        self.lingering.add(lane)
         return lane
+
+    def _is_open(self, lane: Lane) -> bool:
+        return self.lanes.get((lane.topic, lane.partition)) is lane
 
     def lingered(self, lane: Lane) -> None:
         """The lane's linger is over: ship it, unless its partition still has a batch at the
         producer; then it keeps filling and ships when that one settles."""
-        lane.timer = None
         if (lane.topic, lane.partition) in self.outstanding:
             lane.due = True
         else:
@@ -263,8 +355,6 @@ class Batcher:
         if self.lanes.get((lane.topic, lane.partition)) is not lane:
             return  # already shipped
         del self.lanes[(lane.topic, lane.partition)]
-        if lane.timer is not None:
-            lane.timer.cancel()
         lane.batch.close()
         self.dispatch(lane)
 

@@ -722,7 +722,9 @@ class FrameProducer:
         when Kafka acknowledges it. `value` None with `headers` is a control record (a marker)."""
         if self._batching and key is not None:
             try:
-                await self._batcher.append(stream, topic, key, value, size, headers)
+                waiting = self._batcher.append(stream, topic, key, value, size, headers)
+                if waiting is not None:  # its partition looked up first
+                    await waiting
             except BaseException:
                 stream.window.release(size)
                 raise

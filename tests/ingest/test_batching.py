@@ -1,0 +1,169 @@
+"""`ingest.batching` without a broker: the lanes' linger (one timer for every lane), a lane shipped
+full before its linger, a lane whose partition still has a batch at the producer; and
+`FrameProducer` queueing records at once, or in order behind one that waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ingest.batching import Batcher
+
+LINGER_S = 0.02
+
+
+class FakeBatch:
+    """What `Batcher` needs of aiokafka's `BatchBuilder`: `append` (None once full), `close`."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes, bytes | None]] = []
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: Any) -> object | None:
+        assert not self.closed
+        if len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class BatchingProducer:
+    """aiokafka's batch API: each shipped batch's future is resolved by the test (or at once)."""
+
+    def __init__(self, capacity: int = 1000, partitions: int = 4, auto_ack: bool = False) -> None:
+        self.capacity = capacity
+        self.partitions = partitions
+        self.auto_ack = auto_ack
+        self.shipped: list[tuple[str, int, FakeBatch, asyncio.Future[Any], float]] = []
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        assert batch.closed
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.auto_ack:
+            fut.set_result(None)
+        self.shipped.append((topic, partition, batch, fut, time.perf_counter()))
+        return fut
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.auto_ack:
+            fut.set_result(None)
+        batch = FakeBatch(1)
+        batch.append(key=key, value=value, timestamp=None)
+        batch.close()
+        self.shipped.append((topic, kw.get("partition", -1), batch, fut, time.perf_counter()))
+        return fut
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def flush(self) -> None:
+        pass
+
+    def ack_all(self) -> None:
+        for *_, fut, _ in self.shipped:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.pending: set[asyncio.Future[None]] = set()
+        self.acked = self.failed = 0
+
+    def settled(self, records: int, size: int, ok: bool) -> None:
+        if ok:
+            self.acked += records
+        else:
+            self.failed += records
+
+
+def make_batcher(producer: BatchingProducer) -> Batcher:
+    return Batcher(lambda: producer, LINGER_S, 1 << 20, lambda topic, seconds, records: None)
+
+
+async def append(batcher: Batcher, owner: Owner, topic: str, key: bytes, value: bytes = b"v") -> int:
+    """Append one record; its partition."""
+    waiting = batcher.append(owner, topic, key, value, len(value))
+    if waiting is not None:
+        await waiting
+    return batcher.partition_of[(topic, key)]
+
+
+async def until(condition: Any, timeout: float = 2.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        assert time.perf_counter() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+async def test_each_lane_ships_its_linger_after_its_first_record_in_the_order_they_opened() -> None:
+    producer = BatchingProducer(auto_ack=True)
+    batcher = make_batcher(producer)
+    owner = Owner()
+    keys = [b"meeting-%d==" % i for i in range(40)]
+    opened: dict[int, float] = {}  # id of a lane's batch -> when the lane opened
+    for i, key in enumerate(keys):
+        topic = ("t.audio", "t.video")[i % 2]
+        part = await append(batcher, owner, topic, key)
+        opened.setdefault(id(batcher.lanes[(topic, part)].batch), time.perf_counter())
+        assert batcher.lingering.timer is not None  # one timer, however many lanes are open
+        await asyncio.sleep(0.002)  # lanes open over ~80 ms: several lingers
+    await until(lambda: owner.acked == len(keys))
+    assert not batcher.lanes
+    assert sorted(id(batch) for _, _, batch, _, _ in producer.shipped) == sorted(opened)
+    for _, _, batch, _, at in producer.shipped:
+        assert at - opened[id(batch)] >= LINGER_S * 0.95  # not before its linger
+    order = [opened[id(batch)] for _, _, batch, _, _ in producer.shipped]
+    assert order == sorted(order)  # in the order they opened
+    await until(lambda: batcher.lingering.timer is None)  # nothing left: the timer is not re-armed
+    assert not batcher.lingering.lanes
+    await batcher.stop()
+
+
+async def test_a_lane_shipped_full_leaves_the_next_lane_of_its_partition_its_own_linger() -> None:
+    producer = BatchingProducer(capacity=2, partitions=1, auto_ack=True)
+    batcher = make_batcher(producer)
+    owner = Owner()
+    for _ in range(2):
+        await append(batcher, owner, "t.audio", b"m==")
+    await asyncio.sleep(LINGER_S / 2)
+    opened = time.perf_counter()
+    await append(batcher, owner, "t.audio", b"m==")  # full: the first lane ships, a new one opens
+    await until(lambda: len(producer.shipped) == 1)
+    assert producer.shipped[0][2].record_count() == 2
+    await until(lambda: len(producer.shipped) == 2)
+    # the first lane's linger passing did not ship the second lane early
+    assert producer.shipped[1][4] - opened >= LINGER_S * 0.95
+    await until(lambda: owner.acked == 3)
+    await batcher.stop()
+
+
+async def test_a_lingered_lane_waits_for_its_partitions_batch_at_the_producer() -> None:
+    producer = BatchingProducer(partitions=1)
+    batcher = make_batcher(producer)
+    owner = Owner()
+    await append(batcher, owner, "t.audio", b"m==")
+    await until(lambda: len(producer.shipped) == 1)  # lingered, shipped, not acknowledged
+    await append(batcher, owner, "t.audio", b"m==", b"second")
+    await append(batcher, owner, "t.audio", b"m==", b"third")
+    await asyncio.sleep(LINGER_S * 2)
+    assert len(producer.shipped) == 1  # its linger is over, but the partition has one out
+    producer.ack_all()
+    await until(lambda: len(producer.shipped) == 2)
+    assert producer.shipped[1][2].records == [(b"m==", b"second"), (b"m==", b"third")]
+    producer.ack_all()
+    await until(lambda: owner.acked == 3)
+    assert owner.failed == 0 and not owner.pending
+    await batcher.stop()
