@@ -8,7 +8,11 @@ import asyncio
 import time
 from typing import Any
 
+from ingest.backend import EventData, StreamSession
 from ingest.batching import Batcher
+from ingest.producer import FrameProducer
+from rtmsflow.settings import Settings
+from schemas.codec import Codec
 
 LINGER_S = 0.02
 
@@ -167,3 +171,38 @@ async def test_a_lingered_lane_waits_for_its_partitions_batch_at_the_producer() 
     await until(lambda: owner.acked == 3)
     assert owner.failed == 0 and not owner.pending
     await batcher.stop()
+
+
+SESSION = StreamSession("meet==", "stream-b", "wss://x.zoom.us", started_ms=900, fresh=True, media_origin_ms=900)
+
+
+def event(body_bytes: int) -> EventData:
+    return EventData(6, "active_speaker", 999, "x" * body_bytes, 2, 16778240, "Ann")
+
+
+async def test_a_record_that_need_not_wait_does_not_pass_one_that_waits_for_room() -> None:
+    """With batches: the third record fits the window at once, the second must wait for room;
+    the third is not queued before it (the quick path stays out while the ordered one waits)."""
+    settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
+    producer = BatchingProducer()
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
+    frames = FrameProducer(
+        settings, producer=producer, codec=codec, max_in_flight=10, max_in_flight_bytes=3_000,  # type: ignore[arg-type]
+        linger_s=LINGER_S,
+    )  # fmt: skip
+    await frames.start()
+    await frames.event(SESSION, event(2_000))  # in flight: ~2 KB of the 3 KB
+    large = asyncio.create_task(frames.event(SESSION, event(1_500)))
+    small = asyncio.create_task(frames.event(SESSION, event(10)))
+    await asyncio.sleep(0)  # both started: the large one waits for room, the small one behind it
+    await until(lambda: len(producer.shipped) == 1)
+    assert not large.done() and not small.done()
+    producer.auto_ack = True
+    producer.ack_all()
+    await asyncio.wait_for(asyncio.gather(large, small), 10)
+    await frames.flush()
+    topic = frames._topics["rtms.raw.events"]
+    values = [value for t, _, batch, _, _ in producer.shipped if t == topic for _, value in batch.records]
+    seqs = [codec.decode(topic, v)["ingest_seq"] for v in values]
+    assert seqs == [0, 1, 2]  # the small one went behind the large one, not before it
+    await frames.stop()
