@@ -129,8 +129,7 @@ class Lingering:
 
 
 class Single(Shipment):
-    """One record sent with `producer.send()` (too large for a batch, or a marker with headers), in
-    its lane's order."""
+    """One record sent with `producer.send()` (too large for a batch), in its lane's order."""
 
     __slots__ = ("headers", "key", "value")
 
@@ -258,7 +257,7 @@ class Batcher:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[None] | None:
         """Append a record to the open batch of its (topic, partition), opening one if needed.
-        A record with headers (a marker) goes alone, after the lane's batch. Done at once (None)
+        A record with headers (a marker) goes in the batch like the others. Done at once (None)
         once the partition of (topic, key) is known; the first time, an awaitable that looks it up
         and appends (await it before appending anything else)."""
         part = self.partition_of.get((topic, key))
@@ -295,7 +294,10 @@ class Batcher:
     ) -> None:
         """`append` with the record's partition known."""
         lane = self.lanes.get((topic, part))
-        if headers or len(key) + len(value or b"") > self.max_batch_bytes:
+        size_in_batch = len(key) + len(value or b"")
+        if headers:
+            size_in_batch += sum(len(name) + len(data) for name, data in headers)
+        if size_in_batch > self.max_batch_bytes:
             if lane is not None:  # what came before it goes first
                 self.ship(lane)
             single = Single(topic, part, key, value, self.settled, headers or [])
@@ -304,7 +306,12 @@ class Batcher:
             return
         if lane is None:
             lane = self.open(topic, part)
-        if lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
+        if headers:  # a marker: in its lane's batch like any record, in order
+            if lane.batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+                self.ship(lane)
+                lane = self.open(topic, part)
+                lane.batch.append(key=key, value=value, timestamp=None, headers=headers)
+        elif lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
             self.ship(lane)
             lane = self.open(topic, part)
             lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits

@@ -23,13 +23,15 @@ class FakeBatch:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.records: list[tuple[bytes, bytes | None]] = []
+        self.headers: list[Any] = []
         self.closed = False
 
-    def append(self, *, key: bytes, value: bytes | None, timestamp: Any) -> object | None:
+    def append(self, *, key: bytes, value: bytes | None, timestamp: Any, headers: Any = None) -> object | None:
         assert not self.closed
         if len(self.records) >= self.capacity:
             return None
         self.records.append((key, value))
+        self.headers.append(headers)
         return object()
 
     def close(self) -> None:
@@ -170,6 +172,22 @@ async def test_a_lingered_lane_waits_for_its_partitions_batch_at_the_producer() 
     producer.ack_all()
     await until(lambda: owner.acked == 3)
     assert owner.failed == 0 and not owner.pending
+    await batcher.stop()
+
+
+async def test_a_marker_goes_in_its_lanes_batch_between_the_records_around_it() -> None:
+    producer = BatchingProducer(partitions=1, auto_ack=True)
+    batcher = make_batcher(producer)
+    owner = Owner()
+    await append(batcher, owner, "t.audio", b"m==", b"before")
+    marker = [("rtmsflow.control", b"progress")]
+    assert batcher.append(owner, "t.audio", b"m==", None, 0, marker) is None
+    await append(batcher, owner, "t.audio", b"m==", b"after")
+    await until(lambda: owner.acked == 3)
+    assert len(producer.shipped) == 1  # one batch, not the lane cut in two around a send()
+    batch = producer.shipped[0][2]
+    assert batch.records == [(b"m==", b"before"), (b"m==", None), (b"m==", b"after")]
+    assert batch.headers == [None, marker, None]
     await batcher.stop()
 
 
