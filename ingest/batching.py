@@ -82,11 +82,14 @@ class Lane(Shipment):
         self.due = False  # lingered long enough, waits for its partition's outstanding batch
 
 
+SWEEP_S = 0.001  # `Lingering`'s timer fires at most this often: a lane ships 0-1 ms after its linger
+
+
 class Lingering:
     """The lanes' linger with one timer: lanes in the order they opened, which is the order their
-    linger ends (they all linger alike), and one TimerHandle armed for the oldest one. A TimerHandle
-    per lane (made when it opens, cancelled when it ships full or flushed) cost more than the lane's
-    records. `expired(lane)` is called for each lane whose linger is over and that `is_open(lane)`
+    linger ends (they all linger alike), and one TimerHandle armed for the oldest one, firing at
+    most every `SWEEP_S`. A TimerHandle per lane (made when it opens, cancelled when it ships full
+    or flushed, each a turn of the loop when it fires) cost more than the lane's records. `expired(lane)` is called for each lane whose linger is over and that `is_open(lane)`
     still says is open; a lane shipped before that is dropped from the queue when its time comes."""
 
     def __init__(self, is_open: Callable[[Lane], bool], expired: Callable[[Lane], None]) -> None:
@@ -119,8 +122,8 @@ class Lingering:
             elif lane.linger_until <= now:
                 lanes.popleft()
                 self.expired(lane)
-            else:
-                self._arm(lane.linger_until, now)
+            else:  # not before its linger; lanes due within SWEEP_S of each other ship together
+                self._arm(max(lane.linger_until, now + SWEEP_S), now)
                 return
 
     def _arm(self, at: float, now: float | None = None) -> None:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ingest.backend import EventData, StreamSession
-from ingest.batching import Batcher
+from ingest.batching import SWEEP_S, Batcher
 from ingest.producer import FrameProducer
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
@@ -118,6 +118,15 @@ async def until(condition: Any) -> None:
     raise AssertionError("timed out")
 
 
+async def spin(seconds: float) -> None:
+    """Let the loop turn for `seconds` without sleeping (timers fire as they are due)."""
+    until_at = time.perf_counter() + seconds
+    for _ in range(1_000_000):
+        if time.perf_counter() >= until_at:
+            return
+        await asyncio.sleep(0)
+
+
 async def test_each_lane_ships_its_linger_after_its_first_record_in_the_order_they_opened() -> None:
     producer = BatchingProducer(auto_ack=True)
     batcher = make_batcher(producer)
@@ -139,6 +148,29 @@ async def test_each_lane_ships_its_linger_after_its_first_record_in_the_order_th
     assert order == sorted(order)  # in the order they opened
     await until(lambda: batcher.lingering.timer is None)  # nothing left: the timer is not re-armed
     assert not batcher.lingering.lanes
+    await batcher.stop()
+
+
+async def test_lanes_whose_linger_ends_within_a_sweep_ship_on_one_timer() -> None:
+    producer = BatchingProducer(partitions=64, auto_ack=True)
+    batcher = make_batcher(producer)
+    owner = Owner()
+    sweeps = 0
+    sweep = batcher.lingering.sweep
+
+    def counted() -> None:
+        nonlocal sweeps
+        sweeps += 1
+        sweep()
+
+    batcher.lingering.sweep = counted  # type: ignore[method-assign]
+    started = time.perf_counter()
+    for i in range(240):  # a lane opened every ~0.15 ms (~36 ms), the loop turning meanwhile
+        await append(batcher, owner, f"t.{i % 4}", b"meeting-%d==" % i)
+        await spin(0.00015)
+    spread = time.perf_counter() - started
+    await until(lambda: owner.acked == 240)
+    assert sweeps <= spread / SWEEP_S + 5  # not one per lane
     await batcher.stop()
 
 
