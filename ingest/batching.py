@@ -23,7 +23,7 @@ log = get_logger(__name__)
 class Owner(Protocol):
     """Who gets told when its records are acknowledged (the producer's per-stream state)."""
 
-    pending: set[asyncio.Future[None]]
+    pending: set[Any]  # its shipments not settled yet (and whatever else its owner waits for)
 
     def settled(self, records: int, size: int, ok: bool) -> None: ...
 
@@ -32,34 +32,47 @@ class Shipment:
     """Records handed to the producer together, with who owns them. `done` resolves (always with
     None) once they are acknowledged or have failed; failures are reported to the owners."""
 
-    __slots__ = ("topic", "partition", "done", "owners", "records", "first_at", "on_settled")
+    __slots__ = ("topic", "partition", "over", "_done", "owners", "records", "first_at", "on_settled")
 
     def __init__(self, topic: str, partition: int, on_settled: Callable[[Shipment, bool], None]) -> None:
         self.topic = topic
         self.partition = partition
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.over = False  # settled
+        self._done: asyncio.Future[None] | None = None  # made when first asked for (a flush)
         self.owners: dict[Owner, list[int]] = {}  # owner -> [records, bytes]
         self.records = 0
         self.first_at = time.perf_counter()
         self.on_settled = on_settled
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Resolves once the shipment is settled. Made on demand: most shipments settle with
+        nobody waiting for them (a future each, and the running loop's lookup, cost more)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.over:
+                self._done.set_result(None)
+        return self._done
 
     def add(self, owner: Owner, size: int) -> None:
         self.records += 1
         counts = self.owners.get(owner)
         if counts is None:
             self.owners[owner] = [1, size]
-            owner.pending.add(self.done)
+            owner.pending.add(self)
         else:
             counts[0] += 1
             counts[1] += size
 
     def settle(self, ok: bool) -> None:
-        if self.done.done():
+        if self.over:
             return
+        self.over = True
         for owner, (records, size) in self.owners.items():
-            owner.pending.discard(self.done)
+            owner.pending.discard(self)
             owner.settled(records, size, ok)
-        self.done.set_result(None)
+        if self._done is not None:
+            self._done.set_result(None)
         self.on_settled(self, ok)
 
 

@@ -30,7 +30,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest.batching import Batcher
+from ingest.batching import Batcher, Shipment
 from ingest.chat_record import ChatRefused, chat_content
 from ingest.record_bytes import SAMPLES, RecordEncoder
 from rtmsflow.clock import now_ms
@@ -117,7 +117,7 @@ class _Stream:
     # the size the last SPS declared (the granted size until one is seen), and its `media` dict
     sps_size: tuple[int, int] | None = None
     seqs: dict[str, int] = field(default_factory=dict)
-    pending: set[asyncio.Future[Any]] = field(default_factory=set)
+    pending: set[Any] = field(default_factory=set)  # its `Shipment`s (or `send()` futures) not settled
     last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
     failures: int = 0
     key: bytes = b""  # the meeting UUID as the record key
@@ -441,7 +441,7 @@ class FrameProducer:
         self._queued.report()
         for stream in streams:
             if stream.pending:
-                await asyncio.wait(list(stream.pending))
+                await asyncio.wait([p.done if isinstance(p, Shipment) else p for p in stream.pending])
         if session is None:
             await self._producer().flush()
         for stream in streams:

@@ -264,3 +264,24 @@ async def test_a_record_that_need_not_wait_does_not_pass_one_that_waits_for_room
     seqs = [codec.decode(topic, v)["ingest_seq"] for v in values]
     assert seqs == [0, 1, 2]  # the small one went behind the large one, not before it
     await frames.stop()
+
+
+async def test_a_flush_waits_until_its_streams_batches_are_acknowledged() -> None:
+    settings = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
+    producer = BatchingProducer()
+    frames = FrameProducer(settings, producer=producer, linger_s=LINGER_S)  # type: ignore[arg-type]
+    await frames.start()
+    await frames.event(SESSION, event(10))
+    flushing = asyncio.create_task(frames.flush(SESSION))
+    await until(lambda: len(producer.shipped) == 1)  # shipped at once by the flush
+    await asyncio.sleep(LINGER_S)
+    assert not flushing.done()  # not acknowledged yet
+    producer.ack_all()
+    await asyncio.wait_for(flushing, 2)
+    await frames.event(SESSION, event(10))
+    frames._batcher.ship_all()
+    await until(lambda: len(producer.shipped) == 2)
+    producer.ack_all()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(frames.flush(SESSION), 2)  # settled before anyone waited: no wait
+    await frames.stop()
