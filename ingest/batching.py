@@ -1,15 +1,16 @@
 """Batches per (topic, partition) for `FrameProducer`, shipped in order by one task.
 
-A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record; the `Shipper`'s
-single task hands batches to `send_batch` in fill order (far cheaper than `send()` per record), and
-`Shipment.settle` tells each owner once how many records and bytes were acknowledged or failed."""
+A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record (one timer for
+all lanes: `Lingering`); the `Shipper`'s single task hands batches to `send_batch` in fill order (far
+cheaper than `send()` per record), and `Shipment.settle` tells each owner once how many records and
+bytes were acknowledged or failed."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -22,7 +23,7 @@ log = get_logger(__name__)
 class Owner(Protocol):
     """Who gets told when its records are acknowledged (the producer's per-stream state)."""
 
-    pending: set[asyncio.Future[None]]
+    pending: set[Any]  # its shipments not settled yet (and whatever else its owner waits for)
 
     def settled(self, records: int, size: int, ok: bool) -> None: ...
 
@@ -31,52 +32,120 @@ class Shipment:
     """Records handed to the producer together, with who owns them. `done` resolves (always with
     None) once they are acknowledged or have failed; failures are reported to the owners."""
 
-    __slots__ = ("topic", "partition", "done", "owners", "records", "first_at", "on_settled")
+    __slots__ = ("topic", "partition", "over", "_done", "owners", "records", "first_at", "on_settled")
 
     def __init__(self, topic: str, partition: int, on_settled: Callable[[Shipment, bool], None]) -> None:
         self.topic = topic
         self.partition = partition
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.over = False  # settled
+        self._done: asyncio.Future[None] | None = None  # made when first asked for (a flush)
         self.owners: dict[Owner, list[int]] = {}  # owner -> [records, bytes]
         self.records = 0
         self.first_at = time.perf_counter()
         self.on_settled = on_settled
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Resolves once the shipment is settled. Made on demand: most shipments settle with
+        nobody waiting for them (a future each, and the running loop's lookup, cost more)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.over:
+                self._done.set_result(None)
+        return self._done
 
     def add(self, owner: Owner, size: int) -> None:
         self.records += 1
         counts = self.owners.get(owner)
         if counts is None:
             self.owners[owner] = [1, size]
-            owner.pending.add(self.done)
+            owner.pending.add(self)
         else:
             counts[0] += 1
             counts[1] += size
 
     def settle(self, ok: bool) -> None:
-        if self.done.done():
+        if self.over:
             return
+        self.over = True
         for owner, (records, size) in self.owners.items():
-            owner.pending.discard(self.done)
+            owner.pending.discard(self)
             owner.settled(records, size, ok)
-        self.done.set_result(None)
+        if self._done is not None:
+            self._done.set_result(None)
         self.on_settled(self, ok)
 
 
 class Lane(Shipment):
     """The open batch of one (topic, partition)."""
 
-    __slots__ = ("batch", "timer", "due")
+    __slots__ = ("batch", "linger_until", "due")
 
-    def __init__(self, topic: str, partition: int, batch: Any, on_settled: Callable[[Shipment, bool], None]):
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        batch: Any,
+        on_settled: Callable[[Shipment, bool], None],
+        linger_s: float = 0.0,
+    ):
         super().__init__(topic, partition, on_settled)
         self.batch = batch
-        self.timer: asyncio.TimerHandle | None = None
+        self.linger_until = self.first_at + linger_s  # on the perf_counter clock
         self.due = False  # lingered long enough, waits for its partition's outstanding batch
 
 
+SWEEP_S = 0.001  # `Lingering`'s timer fires at most this often: a lane ships 0-1 ms after its linger
+
+
+class Lingering:
+    """The lanes' linger with one timer: lanes in the order they opened, which is the order their
+    linger ends (they all linger alike), and one TimerHandle armed for the oldest one, firing at
+    most every `SWEEP_S`. A TimerHandle per lane (made when it opens, cancelled when it ships full
+    or flushed, each a turn of the loop when it fires) cost more than the lane's records. `expired(lane)` is called for each lane whose linger is over and that `is_open(lane)`
+    still says is open; a lane shipped before that is dropped from the queue when its time comes."""
+
+    def __init__(self, is_open: Callable[[Lane], bool], expired: Callable[[Lane], None]) -> None:
+        self.is_open = is_open
+        self.expired = expired
+        self.lanes: deque[Lane] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, lane: Lane) -> None:
+        self.lanes.append(lane)
+        if self.timer is None:
+            self._arm(lane.linger_until)
+
+    def cancel(self) -> None:
+        """Stop the timer and forget the lanes (they ship no more by themselves)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.lanes.clear()
+
+    def sweep(self) -> None:
+        """Expire every lane whose linger is over, oldest first; re-arm for the next one."""
+        self.timer = None
+        now = time.perf_counter()
+        lanes = self.lanes
+        while lanes:
+            lane = lanes[0]
+            if not self.is_open(lane):
+                lanes.popleft()  # shipped already (full or flushed)
+            elif lane.linger_until <= now:
+                lanes.popleft()
+                self.expired(lane)
+            else:  # not before its linger; lanes due within SWEEP_S of each other ship together
+                self._arm(max(lane.linger_until, now + SWEEP_S), now)
+                return
+
+    def _arm(self, at: float, now: float | None = None) -> None:
+        delay = at - (time.perf_counter() if now is None else now)
+        self.timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self.sweep)
+
+
 class Single(Shipment):
-    """One record sent with `producer.send()` (too large for a batch, or a marker with headers), in
-    its lane's order."""
+    """One record sent with `producer.send()` (too large for a batch), in its lane's order."""
 
     __slots__ = ("headers", "key", "value")
 
@@ -184,14 +253,17 @@ class Batcher:
         self.waiting: dict[tuple[str, int], deque[Shipment]] = {}
         self.partitions: dict[str, list[int]] = {}
         self.partition_of: dict[tuple[str, bytes], int] = {}
+        self.lingering = Lingering(self._is_open, self.lingered)
 
     async def stop(self) -> None:
         """Stop the shipper; what it had not handed to the producer fails."""
+        if not self.lanes:  # only shipped lanes left in the linger queue: no timer needed
+            self.lingering.cancel()
         if self.shipper is not None:
             await self.shipper.stop()
             self.shipper = None
 
-    async def append(
+    def append(
         self,
         owner: Owner,
         topic: str,
@@ -199,14 +271,49 @@ class Batcher:
         value: bytes | None,
         size: int,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Append a record to the open batch of its (topic, partition), opening one if needed.
-        A record with headers (a marker) goes alone, after the lane's batch."""
+        A record with headers (a marker) goes in the batch like the others. Done at once (None)
+        once the partition of (topic, key) is known; the first time, an awaitable that looks it up
+        and appends (await it before appending anything else)."""
         part = self.partition_of.get((topic, key))
         if part is None:
-            part = await self.partition(topic, key)
+            return self._append_later(owner, topic, key, value, size, headers)
+        self.append_to(part, owner, topic, key, value, size, headers)
+        return None
+
+    async def _append_later(
+        self,
+        owner: Owner,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        part = await self.partition(topic, key)
+        self.append_to(part, owner, topic, key, value, size, headers)
+
+    def append_known(self, owner: Owner, topic: str, key: bytes, value: bytes, size: int) -> None:
+        """`append` of a record without headers whose partition is known (in `partition_of`)."""
+        self.append_to(self.partition_of[(topic, key)], owner, topic, key, value, size)
+
+    def append_to(
+        self,
+        part: int,
+        owner: Owner,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        size: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """`append` with the record's partition known."""
         lane = self.lanes.get((topic, part))
-        if headers or len(key) + len(value or b"") > self.max_batch_bytes:
+        size_in_batch = len(key) + len(value or b"")
+        if headers:
+            size_in_batch += sum(len(name) + len(data) for name, data in headers)
+        if size_in_batch > self.max_batch_bytes:
             if lane is not None:  # what came before it goes first
                 self.ship(lane)
             single = Single(topic, part, key, value, self.settled, headers or [])
@@ -215,7 +322,12 @@ class Batcher:
             return
         if lane is None:
             lane = self.open(topic, part)
-        if lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
+        if headers:  # a marker: in its lane's batch like any record, in order
+            if lane.batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+                self.ship(lane)
+                lane = self.open(topic, part)
+                lane.batch.append(key=key, value=value, timestamp=None, headers=headers)
+        elif lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
             self.ship(lane)
             lane = self.open(topic, part)
             lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits
@@ -245,14 +357,17 @@ class Batcher:
         return part
 
     def open(self, topic: str, part: int) -> Lane:
-        lane = self.lanes[(topic, part)] = Lane(topic, part, self.producer().create_batch(), self.settled)
-        lane.timer = asyncio.get_running_loop().call_later(self.linger_s, self.lingered, lane)
+        lane = Lane(topic, part, self.producer().create_batch(), self.settled, self.linger_s)
+        self.lanes[(topic, part)] = lane
+        self.lingering.add(lane)
         return lane
+
+    def _is_open(self, lane: Lane) -> bool:
+        return self.lanes.get((lane.topic, lane.partition)) is lane
 
     def lingered(self, lane: Lane) -> None:
         """The lane's linger is over: ship it, unless its partition still has a batch at the
         producer; then it keeps filling and ships when that one settles."""
-        lane.timer = None
         if (lane.topic, lane.partition) in self.outstanding:
             lane.due = True
         else:
@@ -263,8 +378,6 @@ class Batcher:
         if self.lanes.get((lane.topic, lane.partition)) is not lane:
             return  # already shipped
         del self.lanes[(lane.topic, lane.partition)]
-        if lane.timer is not None:
-            lane.timer.cancel()
         lane.batch.close()
         self.dispatch(lane)
 

@@ -30,7 +30,7 @@ from ingest.backend import (
     VideoData,
     VideoParams,
 )
-from ingest.batching import Batcher
+from ingest.batching import Batcher, Shipment
 from ingest.chat_record import ChatRefused, chat_content
 from ingest.record_bytes import SAMPLES, RecordEncoder
 from rtmsflow.clock import now_ms
@@ -67,11 +67,22 @@ class _Window:
         self.bytes = 0
         self._room = asyncio.Event()
 
+    def has_room(self, records: int, size: int) -> bool:
+        """Whether `records` more records of `size` bytes in all would be taken without waiting."""
+        return not self.records or (
+            self.records + records <= self.max_records and self.bytes + size <= self.max_bytes
+        )
+
     async def acquire(self, size: int) -> None:
         # a record larger than the byte budget still goes, alone
         while self.records and (self.records >= self.max_records or self.bytes + size > self.max_bytes):
             self._room.clear()
             await self._room.wait()
+        self.records += 1
+        self.bytes += size
+
+    def acquire_now(self, size: int) -> None:
+        """`acquire` where `has_room` said it would not wait."""
         self.records += 1
         self.bytes += size
 
@@ -106,7 +117,7 @@ class _Stream:
     # the size the last SPS declared (the granted size until one is seen), and its `media` dict
     sps_size: tuple[int, int] | None = None
     seqs: dict[str, int] = field(default_factory=dict)
-    pending: set[asyncio.Future[Any]] = field(default_factory=set)
+    pending: set[Any] = field(default_factory=set)  # its `Shipment`s (or `send()` futures) not settled
     last_ts: dict[str, int] = field(default_factory=dict)  # topic base name -> last RTMS timestamp
     failures: int = 0
     key: bytes = b""  # the meeting UUID as the record key
@@ -119,8 +130,10 @@ class _Stream:
     # asking for room until the record is queued. Without it a record that had to wait (for room,
     # or for the topic's partitions on its first record) was passed by one that did not: events
     # of one stream come from its sockets and from the worker, and under load rtms.raw.events
-    # held ingest_seq 2 before 1
+    # held ingest_seq 2 before 1. `ordered` counts the `_send`s holding or waiting for it: with
+    # none, a record that need not wait is queued at once without it (`FrameProducer._send_now`)
     order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ordered: int = 0
 
     def next_seq(self, kind: str) -> int:
         seq = self.seqs.get(kind, 0)
@@ -428,7 +441,7 @@ class FrameProducer:
         self._queued.report()
         for stream in streams:
             if stream.pending:
-                await asyncio.wait(list(stream.pending))
+                await asyncio.wait([p.done if isinstance(p, Shipment) else p for p in stream.pending])
         if session is None:
             await self._producer().flush()
         for stream in streams:
@@ -642,15 +655,53 @@ class FrameProducer:
             return
         ts = record["timestamp_ms"]
         stream.last_ts[spec.name] = ts
-        async with stream.order:  # no await between the seq and here: the order is the seq's
-            if stream.lost_at and spec.name in stream.lost_at:
-                await self._mark(session, stream, spec, stream.lost_at.pop(spec.name), ts)
-            await stream.window.acquire(len(value))
-            await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
-            if kind is not None and spec is not RAW_EVENTS and spec is not RAW_CHAT:
-                await self._progress(session, stream, spec, ts)
+        # no await between the seq and here: the order is the seq's
+        clocked = kind is not None and spec is not RAW_EVENTS and spec is not RAW_CHAT
+        if not self._send_now(stream, spec, topic, value):
+            stream.ordered += 1
+            try:
+                async with stream.order:
+                    if stream.lost_at and spec.name in stream.lost_at:
+                        await self._mark(session, stream, spec, stream.lost_at.pop(spec.name), ts)
+                    await stream.window.acquire(len(value))
+                    await self._track(stream, topic, stream.key, value, len(value), self._labels[topic])
+                    if clocked:
+                        for due in self._progress(stream, spec, ts):
+                            await self._mark(session, stream, due, ts)
+            finally:
+                stream.ordered -= 1
+        elif clocked and (marks := self._progress(stream, spec, ts)):
+            stream.ordered += 1  # nobody else holds or waits for the lock: taken without waiting
+            try:
+                async with stream.order:
+                    for due in marks:
+                        await self._mark(session, stream, due, ts)
+            finally:
+                stream.ordered -= 1
         if kind is not None:
             self._queued.add(kind, size)
+
+    def _send_now(self, stream: _Stream, spec: TopicSpec, topic: str, value: bytes) -> bool:
+        """Queue the record at once if that is what `_send`'s ordered path would do without waiting
+        for anything: no other `_send` of the stream under way, no loss to mark first, room in the
+        window (for it and the progress marks it may bring) and its partition known. False (nothing
+        done) otherwise: the ordered path takes it."""
+        key = stream.key
+        if (
+            stream.ordered
+            or not self._batching
+            or (stream.lost_at and spec.name in stream.lost_at)
+            or not stream.window.has_room(3, len(value))
+            or (topic, key) not in self._batcher.partition_of
+        ):
+            return False
+        stream.window.acquire_now(len(value))
+        try:
+            self._batcher.append_known(stream, topic, key, value, len(value))
+        except BaseException:
+            stream.window.release(len(value))
+            raise
+        return True
 
     def _fast_encode(self, topic: str, spec: TopicSpec, record: dict[str, Any]) -> bytes | None:
         """The value by `RecordEncoder` where the topic has one and the record is in its subset,
@@ -662,25 +713,29 @@ class FrameProducer:
             self._encoders[topic] = encoder
         return encoder.encode(record) if encoder is not None else None
 
-    async def _progress(self, session: StreamSession, stream: _Stream, spec: TopicSpec, ts: int) -> None:
-        """Advance the topic's media clock to a record just queued; write the progress marks due:
-        on the transcript topic (the stream's clock: it closes utterances) once the stream has
-        transcripts, and on a media topic only where it has several lanes (per-participant audio;
-        video with deskshare), since a lane is released by its own frames otherwise."""
+    def _progress(self, stream: _Stream, spec: TopicSpec, ts: int) -> tuple[TopicSpec, ...]:
+        """Advance the topic's media clock to a record just queued; the topics whose progress marks
+        are due now (to write in this order, at `ts`): the transcript topic (the stream's clock: it
+        closes utterances) once the stream has transcripts, and a media topic only where it has
+        several lanes (per-participant audio; video with deskshare), since a lane is released by
+        its own frames otherwise."""
         name = spec.name
         clock = stream.clock
         if spec is RAW_TRANSCRIPT:
             clock.setdefault(name, max(clock.get(RAW_AUDIO.name, ts), clock.get(RAW_VIDEO.name, ts)))
-            return
+            return ()
         if ts <= clock.get(name, ts - 1):
-            return
+            return ()
         clock[name] = ts
-        if (stream.per_participant if spec is RAW_AUDIO else len(stream.video_kinds) > 1) and (
+        own = (stream.per_participant if spec is RAW_AUDIO else len(stream.video_kinds) > 1) and (
             ts - stream.marked.get(name, 0) >= MARK_EVERY_MS
-        ):
-            await self._mark(session, stream, spec, ts)
-        if RAW_TRANSCRIPT.name in clock and ts - stream.marked.get(RAW_TRANSCRIPT.name, 0) >= MARK_EVERY_MS:
-            await self._mark(session, stream, RAW_TRANSCRIPT, ts)
+        )
+        stream_clock = (
+            RAW_TRANSCRIPT.name in clock and ts - stream.marked.get(RAW_TRANSCRIPT.name, 0) >= MARK_EVERY_MS
+        )
+        if own:
+            return (spec, RAW_TRANSCRIPT) if stream_clock else (spec,)
+        return (RAW_TRANSCRIPT,) if stream_clock else ()
 
     async def _mark(
         self,
@@ -722,7 +777,9 @@ class FrameProducer:
         when Kafka acknowledges it. `value` None with `headers` is a control record (a marker)."""
         if self._batching and key is not None:
             try:
-                await self._batcher.append(stream, topic, key, value, size, headers)
+                waiting = self._batcher.append(stream, topic, key, value, size, headers)
+                if waiting is not None:  # its partition looked up first
+                    await waiting
             except BaseException:
                 stream.window.release(size)
                 raise

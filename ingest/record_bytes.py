@@ -93,6 +93,7 @@ def _ranged(bits: int) -> Writer:
             raise _Unusual
         return avro_long(v)
 
+    write.bounds = (low, high)  # type: ignore[attr-defined]  # `_joiner` writes these inline
     return write
 
 
@@ -225,29 +226,50 @@ def _plan(fields: list[dict[str, Any]]) -> list[tuple[str, Writer, bytes | None]
     return plan
 
 
-Step = Callable[[tuple[Any, ...], list[bytes]], None]
 # fields that differ from record to record: written each time; the others in runs cached by value
 PER_RECORD = frozenset({"timestamp_ms", "ingest_seq", "received_at_ms"})
 
 
-def _steps(
+def _joiner(
+    header: bytes,
     before: list[tuple[str, Writer, bytes | None]],
     after: list[tuple[str, Writer, bytes | None]],
     nested: set[str],
-) -> list[Step]:
+) -> Callable[[tuple[Any, ...]], bytes]:
     """How to write a complete record's values (schema order, the payload between `before` and
-    `after`): runs of fields that repeat along a stream, cached by their values and exact types;
-    the per-record longs, the payload and each nested record (cached by itself) on their own."""
-    steps: list[Step] = []
+    `after`), as one function made for the schema (as `dataclasses` makes `__init__`): runs of
+    fields that repeat along a stream, cached by their values and exact types; the per-record longs
+    (checked and written inline), the payload and each nested record (cached by itself) on their
+    own. It raises `_Unusual` for a value not encoded here."""
     plan = [*before, None, *after]  # None: the payload
+    names: dict[str, Any] = {"_Unusual": _Unusual, "avro_long": avro_long, "_type": type, "_map": map}
+    lines = ["def join(values):"]
+    parts = ["header"]
+    names["header"] = header
     i = 0
     while i < len(plan):
         field = plan[i]
+        n = len(parts)
         if field is None:
-            steps.append(_payload_step(i))
+            lines += [
+                f"    p = values[{i}]",
+                "    if p.__class__ is not bytes:",
+                "        raise _Unusual",
+            ]
+            parts += ["avro_long(len(p))", "p"]
             i += 1
         elif field[0] in PER_RECORD or field[0] in nested:
-            steps.append(_value_step(i, field[1]))
+            write = field[1]
+            names[f"w{n}"] = write
+            bounds = getattr(write, "bounds", None)
+            if bounds is None:
+                lines.append(f"    b{n} = w{n}(values[{i}])")
+            else:  # a long: the usual int inline, anything else (an IntEnum, bad) by its writer
+                lines += [
+                    f"    v = values[{i}]",
+                    f"    b{n} = avro_long(v) if v.__class__ is int and {bounds[0]} <= v < {bounds[1]} else w{n}(v)",
+                ]
+            parts.append(f"b{n}")
             i += 1
         else:
             j = i
@@ -255,49 +277,36 @@ def _steps(
                 j < len(plan) and (f := plan[j]) is not None and f[0] not in PER_RECORD and f[0] not in nested
             ):
                 j += 1
-            steps.append(_run_step(i, j, [f[1] for f in plan[i:j] if f is not None]))
+            names[f"c{n}"] = _run_cache(j - i, [f[1] for f in plan[i:j] if f is not None])
+            lines.append(f"    b{n} = c{n}(values[{i}:{j}])")
+            parts.append(f"b{n}")
             i = j
-    return steps
+    lines.append(f"    return b''.join(({', '.join(parts)},))")
+    exec("\n".join(lines), names)  # noqa: S102 - source made above from the schema's field positions
+    join: Callable[[tuple[Any, ...]], bytes] = names["join"]
+    return join
 
 
-def _payload_step(i: int) -> Step:
-    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
-        payload = values[i]
-        if payload.__class__ is not bytes:
-            raise _Unusual
-        out.append(avro_long(len(payload)))
-        out.append(payload)
-
-    return step
-
-
-def _value_step(i: int, write: Writer) -> Step:
-    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
-        out.append(write(values[i]))
-
-    return step
-
-
-def _run_step(i: int, j: int, writers: list[Writer]) -> Step:
+def _run_cache(length: int, writers: list[Writer]) -> Callable[[tuple[Any, ...]], bytes]:
+    """The bytes of a run of fields, cached by their values and exact types (16000.0 equals 16000
+    as a key)."""
     cache: dict[tuple[Any, ...], tuple[tuple[type, ...], bytes]] = {}
 
-    def step(values: tuple[Any, ...], out: list[bytes]) -> None:
-        key = values[i:j]
+    def run(key: tuple[Any, ...]) -> bytes:
         types = tuple(map(type, key))
         try:
             hit = cache.get(key)
         except TypeError:  # an unhashable value
             raise _Unusual from None
         if hit is not None and hit[0] == types:
-            out.append(hit[1])
-            return
+            return hit[1]
         data = b"".join([write(v) for write, v in zip(writers, key, strict=True)])
         if len(cache) >= _CACHED_VALUES:
             cache.clear()
         cache[key] = (types, data)
-        out.append(data)
+        return data
 
-    return step
+    return run
 
 
 class RecordEncoder:
@@ -318,7 +327,7 @@ class RecordEncoder:
         nested = {
             f["name"] for f in fields if isinstance(f["type"], dict) and f["type"].get("type") == "record"
         }
-        self.steps = _steps(self.before, self.after, nested)
+        self.join = _joiner(header, self.before, self.after, nested)
 
     @classmethod
     def for_topic(cls, codec: Codec, topic: str, samples: list[dict[str, Any]]) -> RecordEncoder | None:
@@ -343,13 +352,10 @@ class RecordEncoder:
             except KeyError:
                 pass
             else:
-                parts = [self.header]
                 try:
-                    for step in self.steps:
-                        step(values, parts)
+                    return self.join(values)
                 except _Unusual:
                     return None
-                return b"".join(parts)
         payload = record.get(self.payload_name)
         if payload.__class__ is not bytes:
             return None

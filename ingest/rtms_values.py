@@ -65,6 +65,11 @@ STATE_MSGS = {
 # media frames taken by MediaValues.fast_media_item (transcripts and chat go the general way)
 FAST_MEDIA = frozenset({MsgType.MEDIA_DATA_AUDIO, MsgType.MEDIA_DATA_VIDEO, MsgType.MEDIA_DATA_SHARE})
 _OPTIONAL_INTS = ("length", "start_time", "end_time", "language")
+# the fast path's AudioData and VideoData are made with every field at once (their instance dict),
+# not through the frozen dataclass's __init__ (an object.__setattr__ per field: ~1 us a frame); the
+# same values (`tests/ingest/test_fast_path.py` compares them with the full path's), still frozen
+_new = object.__new__
+_fill = object.__setattr__
 _AUDIO_CODECS = {1: "L16", 2: "G711", 3: "G722", 4: "OPUS"}
 _VIDEO_CODECS = {5: "JPG", 6: "PNG", 7: "H264"}
 
@@ -146,10 +151,19 @@ class MediaValues:
             except (binascii.Error, ValueError):
                 return None
         if msg_type == MsgType.MEDIA_DATA_AUDIO:
-            return AudioData(ts, payload, self.audio, user_id, name or None, channel_id)
+            audio = _new(AudioData)
+            _fill(audio, "__dict__", {"timestamp_ms": ts, "payload": payload, "params": self.audio,
+                                      "participant_id": user_id, "participant_name": name or None,
+                                      "channel_id": channel_id})  # fmt: skip
+            return audio
+        video = _new(VideoData)
         if msg_type == MsgType.MEDIA_DATA_VIDEO:
-            return VideoData("VIDEO", ts, payload, self.video, user_id, name or None)
-        return VideoData("DESKSHARE", ts, payload, self.deskshare, user_id, name or None)
+            kind, params = "VIDEO", self.video
+        else:
+            kind, params = "DESKSHARE", self.deskshare
+        _fill(video, "__dict__", {"kind": kind, "timestamp_ms": ts, "payload": payload, "params": params,
+                                  "participant_id": user_id, "participant_name": name or None})  # fmt: skip
+        return video
 
     def media_item(self, frame: proto.MediaFrame) -> AudioData | VideoData | TranscriptData | ChatData:
         """The value of a parsed media frame (the full path)."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 import random
 from typing import Any
 
 import pybase64
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -217,6 +219,11 @@ def test_fast_path_accepts_exactly_what_the_full_parser_accepts_and_builds_the_s
     else:
         assert fast is not None, f"fast path left a well-formed frame to the full parser: {raw!r}"
         assert fast == full
+        # made without __init__, yet the same value in every way: fields, repr, hash, still frozen
+        assert type(fast) is type(full) and vars(fast) == vars(full) and repr(fast) == repr(full)
+        assert hash(fast) == hash(full)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.payload = b""  # type: ignore[misc]
 
 
 @PROPERTY
