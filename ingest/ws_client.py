@@ -179,7 +179,6 @@ class WebSocketBackend(TaskBackend):
         when the deadline comes earlier (deadlines usually move later: every message pushes the
         socket's idle deadline), so a timer firing early just means: look again. Only this task
         changes the machine, so its next deadline is asked once, not again after each wake-up."""
-        loop = asyncio.get_running_loop()
         deadline = machine.next_deadline()
         while True:
             now = time.monotonic()
@@ -187,6 +186,7 @@ class WebSocketBackend(TaskBackend):
                 return None
             if self._notices:
                 return self._notices.popleft()
+            loop = asyncio.get_running_loop()  # only when waiting: on 3.11 it costs a getpid()
             if deadline is not None and (self._timer is None or self._timer_at > deadline):
                 if self._timer is not None:
                     self._timer.cancel()
