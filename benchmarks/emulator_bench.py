@@ -100,7 +100,9 @@ async def _serve(conn: Connection, args: dict[str, Any]) -> None:
         m.prepare()
     gc.collect()
     gc.freeze()  # long-lived set-up objects leave the collector's scans (shorter gen-2 pauses)
-    async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET) as server:
+    # equal meetings joining over the ramp read one serialized timeline (as ingest_bench's do)
+    share_s = args["ramp"] + 10 if args["distinct"] < n else 0.0
+    async with RTMSServer(client_id=CLIENT_ID, client_secret=SECRET, timeline_share_s=share_s) as server:
         handles = [
             server.add_stream(f"bench{i}==", f"bench-stream-{i}", m, speed=args["speed"])
             for i, m in enumerate(meetings)

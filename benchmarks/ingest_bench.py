@@ -12,7 +12,9 @@ import array
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
+import math
 import os
 import resource
 import shutil
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from rtmsflow.kafka_client import bootstrap_servers
 CLIENT_ID, CLIENT_SECRET, WEBHOOK_SECRET = "bench-client", "bench-secret", "bench-webhook-secret"
 PARTICIPANTS = 3
 FPS = 25  # what the worker asks for (ClientConfig.video_fps)
-DECODES_PER_S = 3000  # latency sample budget of the reading consumer
+DECODES_PER_S = 3000  # latency samples a second: the reading consumer reads this many records
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HELD_BACKLOG_S = 1.0  # "held": the backlog grew by less, and stays below, this many seconds of traffic
 STATUS_EVERY_S = 0.2  # the emulator's status lines
@@ -113,10 +115,11 @@ async def emulator_main(args: argparse.Namespace) -> None:
     from emulator.webhooks import StreamIdentity, WebhookSender
 
     n = args.meetings
+    distinct = args.distinct or n
     meetings = [
         SyntheticMeeting(
             MeetingSpec(
-                seed=args.seed + i,
+                seed=args.seed + i % distinct,
                 participants=PARTICIPANTS,
                 duration_s=args.meeting_s,
                 video="720p",
@@ -131,12 +134,17 @@ async def emulator_main(args: argparse.Namespace) -> None:
             m.prepare()
 
     await asyncio.to_thread(prepare)
+    gc.collect()
+    gc.freeze()  # the clips and voices leave the collector's scans
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with (
-        RTMSServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as server,
+        # equal meetings whose media start within the connect time read one serialized timeline
+        RTMSServer(
+            client_id=CLIENT_ID, client_secret=CLIENT_SECRET, timeline_share_s=args.connect_s
+        ) as server,
         WebhookSender(args.webhook, WEBHOOK_SECRET, timeout_s=10.0) as hooks,
     ):
         identities, handles = [], []
@@ -203,7 +211,7 @@ class Sample:
     sent: int  # media frames the emulator sent (total so far)
     handed: int  # frames the worker handed to Kafka (rtmsflow_ingest_frames)
     acked: int  # records Kafka acknowledged (produce-latency count)
-    read: int  # media records our consumer read back
+    read: int  # media records readable on the raw topics (their end offsets)
     active: int  # meetings the emulator sees connected
     worker_cpu_s: float
     worker_main_cpu_s: float  # the worker process alone (without its SDK host)
@@ -217,15 +225,24 @@ class Sample:
 
 @dataclass
 class Latencies:
-    """Latency samples (ms) by second, from received_at_ms and from the RTMS timestamp."""
+    """Latency samples (ms) by second, from received_at_ms and from the RTMS timestamp; `read`:
+    media records readable on the raw topics (their end offsets, refreshed by `count_readable`)."""
 
     ingest: dict[int, array.array] = field(default_factory=dict)
     rtms: dict[int, array.array] = field(default_factory=dict)
     read: int = 0
+    count_readable: Callable[[], Awaitable[int]] | None = None
 
     def add(self, second: int, from_received: int, from_rtms: int) -> None:
         self.ingest.setdefault(second, array.array("l")).append(from_received)
         self.rtms.setdefault(second, array.array("l")).append(from_rtms)
+
+    async def refresh(self) -> int:
+        """`read` as of now (unchanged if the broker did not answer)."""
+        if self.count_readable is not None:
+            with contextlib.suppress(Exception):
+                self.read = await self.count_readable()
+        return self.read
 
     @staticmethod
     def between(series: dict[int, array.array], t0: int, t1: int) -> list[int]:
@@ -234,6 +251,19 @@ class Latencies:
             if t0 <= second < t1:
                 out.extend(values)
         return sorted(out)
+
+
+def sampled_partitions(
+    partitions: int, expected_per_s: float, budget_per_s: float = DECODES_PER_S
+) -> list[int]:
+    """Which partitions of each raw topic the reading consumer reads for latency: enough for about
+    `budget_per_s` records a second at `expected_per_s` records a second over all partitions,
+    spread evenly (meetings are hashed over partitions, so each partition is a sample of meetings)."""
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+    share = 1.0 if expected_per_s <= 0 else min(1.0, budget_per_s / expected_per_s)
+    k = max(1, min(partitions, math.ceil(share * partitions)))
+    return sorted({i * partitions // k for i in range(k)})
 
 
 def pct(values: list[int], q: float) -> float | None:
@@ -263,7 +293,8 @@ async def scrape(port: int) -> dict[str, float]:
 async def consume(
     settings: Any, meetings: int, lat: Latencies, stop: asyncio.Event, ready: asyncio.Event
 ) -> None:
-    """Read the raw media topics from their ends; decode a sample for latency, count the rest."""
+    """Sample latency on a few partitions of the raw media topics, read from their ends; count what
+    all of them hold from their end offsets (`lat.count_readable`), without reading it."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from schemas.codec import Codec
@@ -279,31 +310,36 @@ async def consume(
         fetch_max_wait_ms=50,
         max_partition_fetch_bytes=8 << 20,
         fetch_max_bytes=64 << 20,
+        check_crcs=False,  # the broker checked them; the bench only wants the timestamps
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        every_tp = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        sampled = sampled_partitions(settings.partitions, meetings * (50 + FPS))
+        tps = [TopicPartition(t, p) for t in topics for p in sampled]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
+        start = await consumer.end_offsets(every_tp)
+        base = sum(start.values())
+
+        async def count_readable() -> int:
+            return sum((await consumer.end_offsets(every_tp)).values()) - base
+
+        lat.count_readable = count_readable
         ready.set()
-        every = max(1, meetings * (50 + FPS) // DECODES_PER_S)
-        n = 0
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             t = now_ms()
             for tp, records in batch.items():
-                lat.read += len(records)
                 for r in records:
-                    n += 1
-                    if n % every:
-                        continue
                     if r.value is None:  # an end-of-stream marker
                         continue
                     value = codec.decode(tp.topic, r.value)
                     lat.add(t // 1000, t - value["received_at_ms"], t - value["timestamp_ms"])
     finally:
+        lat.count_readable = None
         await consumer.stop()
 
 
@@ -415,6 +451,10 @@ async def run_step(n: int, args: argparse.Namespace, bootstrap: str, broker_pid:
             f"http://127.0.0.1:{hook_port}/webhook",
             "--seed",
             str(args.seed),
+            "--distinct",
+            str(args.distinct),
+            "--connect-s",
+            str(args.connect_s),
             stdout=asyncio.subprocess.PIPE,
             stderr=emulator_err,
             preexec_fn=pinned(args.emulator_cpu),
@@ -507,6 +547,7 @@ async def _sample(
         m = await scrape(port)
     except Exception:
         m = {}
+    read = await lat.refresh()
     handed = sum(v for k, v in m.items() if k.startswith("rtmsflow_ingest_frames_total"))
     acked = sum(
         v
@@ -523,7 +564,7 @@ async def _sample(
         sent=sent,
         handed=int(handed),
         acked=int(acked),
-        read=lat.read,
+        read=read,
         active=int(status.get("states", {}).get("active", 0)),
         worker_cpu_s=proc_cpu_s(worker),
         worker_main_cpu_s=proc_cpu_s(worker, children=False),
@@ -722,6 +763,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "e.g. the emulator's, so the worker's core is its own (default: they float)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--distinct",
+        type=int,
+        default=10,
+        help="distinct meetings (seeds) the emulator plays round robin; equal ones share their wire text "
+        "(0: every meeting its own; default 10)",
+    )
     p.add_argument("--profile-worker", metavar="PATH", help="run the worker under cProfile (PATH.<meetings>)")
     # the emulator process's own arguments
     p.add_argument("--role", choices=("bench", "emulator"), default="bench", help=argparse.SUPPRESS)

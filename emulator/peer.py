@@ -16,25 +16,28 @@ from websockets.protocol import State
 import rtms_protocol as rp
 from emulator.wire import ws_text_frame
 
+_OPEN = State.OPEN
+
 
 class Peer:
     """One accepted WebSocket. Server-to-client frames are written straight to the transport
     (whole, unmasked frames, so they never interleave with the library's own control frames)."""
 
-    __slots__ = ("ws", "transport", "role", "_tasks")
+    __slots__ = ("ws", "protocol", "transport", "role", "_tasks")
 
     def __init__(self, ws: ServerConnection, role: str) -> None:
         self.ws = ws
+        self.protocol = ws.protocol
         self.transport = ws.transport
         self.role = role  # "signaling", or the media URL key ("audio", ..., "all")
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def open(self) -> bool:
-        return self.ws.protocol.state is State.OPEN and not self.transport.is_closing()
+        return self.protocol.state is _OPEN and not self.transport.is_closing()
 
     def write(self, data: bytes) -> bool:
-        if self.ws.protocol.state is not State.OPEN or self.transport.is_closing():
+        if self.protocol.state is not _OPEN or self.transport.is_closing():
             return False
         self.transport.write(data)
         return True
@@ -54,7 +57,7 @@ class Peer:
 
     def ignore_pings(self) -> None:
         """Stop answering WebSocket pings (the library answers them inside its protocol object)."""
-        protocol = self.ws.protocol
+        protocol = self.protocol
         send_frame = protocol.send_frame
 
         def send_unless_pong(frame: Frame) -> None:

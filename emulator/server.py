@@ -160,7 +160,12 @@ class RTMSServer:
     transcript,deskshare,all}`; after a failover the old token answers 404. Handshakes are refused as
     Zoom does (unknown stream 2, bad signature 3, second signaling connection 8, second media
     connection 16 / 15); Zoom's SDK's quirks are tolerated (Host without port, the `websocket`
-    subprotocol, X-WebSocket-Token, null media_params, JSON in binary frames)."""
+    subprotocol, X-WebSocket-Token, null media_params, JSON in binary frames).
+
+    `timeline_share_s` (load tests): streams of equal meetings (equal `MeetingSpec`s and
+    parameters) whose media start within this many seconds of the first one's read one serialized
+    timeline, so each frame's wire text is made once; it costs the memory of that many seconds of
+    the meeting. 0 (default): they share only while no stream has moved past the timeline's head."""
 
     def __init__(
         self,
@@ -171,6 +176,7 @@ class RTMSServer:
         client_secret: str,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout_s: float = 10.0,
+        timeline_share_s: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -183,7 +189,7 @@ class RTMSServer:
         self._streams: dict[str, Stream] = {}
         self._pacer: Pacer | None = None
         self._encoder = FrameEncoder()
-        self._timelines = TimelineCache()
+        self._timelines = TimelineCache(share_s=timeline_share_s)
 
     @property
     def url(self) -> str:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 LATE_MS = 20.0  # a frame sent more than this after its due time is counted late
+_ACTIVE, _TERMINATED, _WAITING = ServerPhase.ACTIVE, ServerPhase.TERMINATED, ServerPhase.WAITING
 
 
 @dataclass(frozen=True)
@@ -458,27 +459,33 @@ class Stream:
 
     def pump(self, now: float) -> float | None:
         """Send everything due at loop time `now`; return the next time something is due."""
-        if self.phase is ServerPhase.TERMINATED:
+        machine = self.machine
+        if machine.phase is _TERMINATED:
             return None
-        due = self.machine.next_deadline()
+        due = machine.next_deadline()
         if due is not None and now >= due:  # the reconnection deadline, keep-alives
-            self._carry_out(self.machine.on_tick(now, self.now_ms(now)))
-            if self.phase is ServerPhase.TERMINATED:
+            self._carry_out(machine.on_tick(now, self.now_ms(now)))
+            if machine.phase is _TERMINATED:
                 return None
-            due = self.machine.next_deadline()
-        wake = due if due is not None else float("inf")
-        if self.t0 is not None and self.phase is not ServerPhase.WAITING:
-            media_ms = self.media_ms(now)
+            due = machine.next_deadline()
+        t0 = self.t0
+        if t0 is None or machine.phase is _WAITING:
+            return due
+        speed = self.speed
+        media_ms = (now - t0) * 1000.0 * speed
+        entry = self._next
+        if entry is not None and entry.offset_ms <= media_ms + speed:  # up to 1 ms early
             self._play_due(media_ms)
-            if self.phase is ServerPhase.TERMINATED:
+            if machine.phase is _TERMINATED:
                 return None
-            if self._next is None:
-                self.terminate(rp.StopReason.MEETING_ENDED)
-                return None
-            wake = min(wake, self.t0 + self._next.offset_ms / (1000.0 * self.speed))
-            if self._offset_waiters:
-                self._release_waiters(media_ms)
-        return wake if wake != float("inf") else None
+            entry = self._next
+        if entry is None:
+            self.terminate(rp.StopReason.MEETING_ENDED)
+            return None
+        if self._offset_waiters:
+            self._release_waiters(media_ms)
+        wake = t0 + entry.offset_ms / (1000.0 * speed)
+        return wake if due is None or wake < due else due
 
     def _play_due(self, media_ms: float) -> None:
         limit = media_ms + 1.0 * self.speed  # up to 1 ms early
@@ -488,9 +495,10 @@ class Stream:
         timeline = self._timeline
         assert timeline is not None
         out: dict[Peer, list[bytes]] = {}
-        active = self.phase is ServerPhase.ACTIVE
+        machine = self.machine
+        active = machine.phase is _ACTIVE
         pos = self._pos
-        if active and not self.paused and not self._frame_faults and self.sent_log is None:
+        if active and not machine.paused and not self._frame_faults and self.sent_log is None:
             entry, pos = self._play_plain(entry, pos, limit, media_ms, out)
         while entry is not None and entry.offset_ms <= limit:
             if entry.channel == EVENT:
@@ -512,12 +520,13 @@ class Stream:
     ) -> tuple[Entry | None, int]:
         """The hot loop (no faults, no recording, not paused): `_play_media` + `_emit` inlined.
         Returns the first entry it did not play and its position."""
-        media, speed, base = self.media, self.speed, self.base_ms
+        machine = self.machine
+        media, speed, base = machine.media, self.speed, self.base_ms
         assert base is not None and self._timeline is not None
         get = self._timeline.get
         stats = self.stats
         sent = stats.sent
-        individual = self.machine.individual
+        individual = machine.individual
         late, max_late, nbytes = 0, stats.max_late_ms, 0
         while entry is not None and entry.offset_ms <= limit:
             ch = entry.channel

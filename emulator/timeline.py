@@ -1,11 +1,15 @@
 """A meeting's timeline, serialized once and shared by every stream that plays it.
 
 `SharedTimeline` turns each item into wire pieces once and drops it when every reader has passed it, so
-memory is bounded by how far apart the readers are, not by the meeting's length."""
+memory is bounded by how far apart the readers are, not by the meeting's length. With a share window
+(`TimelineCache(share_s=...)`) it keeps its head that long, so streams of equal meetings that start
+within the window read one timeline (load tests: the wire text of each frame is made once)."""
 
 from __future__ import annotations
 
 import itertools
+import math
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
@@ -33,7 +37,15 @@ class SharedTimeline:
     """A lazily filled window over one timeline; readers hold cursors (entry indices), and what
     every reader has passed is dropped at once (few live objects: cheap garbage collections)."""
 
-    def __init__(self, items: Iterator[MediaItemLike], encoder: FrameEncoder, language: int | None) -> None:
+    def __init__(
+        self,
+        items: Iterator[MediaItemLike],
+        encoder: FrameEncoder,
+        language: int | None,
+        hold_until: float = -math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`hold_until`: nothing is dropped before `clock()` reaches it (a reader can still start)."""
         self._items = items
         self._encoder = encoder
         self._language = language
@@ -42,6 +54,9 @@ class SharedTimeline:
         self._cursors: dict[int, int] = {}
         self._ids = itertools.count()
         self._done = False
+        self._hold_until = hold_until
+        self._clock = clock
+        self._holding = hold_until > -math.inf
 
     @property
     def trimmed(self) -> bool:
@@ -54,7 +69,8 @@ class SharedTimeline:
         return cursor
 
     def detach(self, cursor: int) -> None:
-        self._cursors.pop(cursor, None)
+        if self._cursors.pop(cursor, None) is not None and not self._holding:
+            self._trim()
 
     def get(self, index: int) -> Entry | None:
         """Entry `index` (None past the end)."""
@@ -79,8 +95,21 @@ class SharedTimeline:
     def release(self, cursor: int, index: int) -> None:
         """The reader `cursor` will not ask for entries below `index` again."""
         cursors = self._cursors
+        old = cursors.get(cursor, self._base)
         cursors[cursor] = index
-        low = index if len(cursors) == 1 else min(cursors.values())
+        if self._holding:
+            if self._clock() < self._hold_until:
+                return
+            self._holding = False
+        elif old > self._base:
+            return  # the head is held by another reader (the head is always the slowest reader)
+        self._trim()
+
+    def _trim(self) -> None:
+        cursors = self._cursors
+        if not cursors:
+            return
+        low = min(cursors.values()) if len(cursors) > 1 else next(iter(cursors.values()))
         entries = self._entries
         while self._base < low and entries:
             entries.popleft()
@@ -88,10 +117,14 @@ class SharedTimeline:
 
 
 class TimelineCache:
-    """Shared timelines by key; a timeline lives as long as a stream reads it."""
+    """Shared timelines by key; a timeline lives as long as a stream reads it. `share_s`: a timeline
+    keeps its head this long after it opened, so a stream opening the same key within that time reads
+    it too (0: only while no reader has moved past its head)."""
 
-    def __init__(self) -> None:
+    def __init__(self, share_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._timelines: weakref.WeakValueDictionary[Hashable, SharedTimeline] = weakref.WeakValueDictionary()
+        self._share_s = share_s
+        self._clock = clock
 
     def open(
         self,
@@ -103,6 +136,7 @@ class TimelineCache:
         """The live timeline for `key` if a reader can still start at its beginning, else a new one."""
         timeline = self._timelines.get(key)
         if timeline is None or timeline.trimmed:
-            timeline = SharedTimeline(make_items(), encoder, language)
+            hold = self._clock() + self._share_s if self._share_s > 0 else -math.inf
+            timeline = SharedTimeline(make_items(), encoder, language, hold, self._clock)
             self._timelines[key] = timeline
         return timeline

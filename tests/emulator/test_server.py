@@ -180,6 +180,37 @@ def test_shared_timeline_serializes_once_and_trims_behind_its_slowest_reader() -
     assert first.get(2000) is None  # past the end
 
 
+def test_shared_timeline_keeps_its_head_for_the_share_window() -> None:
+    encoder = FrameEncoder()
+    made = []
+    now = [100.0]
+
+    def make() -> Iterator[Item]:
+        made.append(1)
+        return iter([Item("audio", t, 0, "", bytes([t % 256]) * 640) for t in range(0, 40_000, 20)])
+
+    cache = TimelineCache(share_s=10.0, clock=lambda: now[0])
+    first = cache.open("k", make, encoder, None)
+    a = first.attach()
+    first.get(1500)
+    first.release(a, 1500)
+    assert not first.trimmed  # within the window: the head stays
+    now[0] = 109.0
+    assert cache.open("k", make, encoder, None) is first and len(made) == 1
+    b = first.attach()  # a late reader starts at the head
+    assert first.get(0) is not None
+    now[0] = 111.0
+    first.release(a, 1600)  # the window is over: trimmed behind the slowest reader (b)
+    assert not first.trimmed
+    first.get(300)
+    first.release(b, 300)
+    assert first.trimmed and first.get(300) is not None
+    first.detach(b)  # the slowest reader leaves: trimmed up to the next one
+    first.release(a, 1601)
+    assert first.get(1601) is not None
+    assert cache.open("k", make, encoder, None) is not first and len(made) == 2
+
+
 # --- handshakes and their refusals -------------------------------------------------------------------
 
 
