@@ -36,7 +36,9 @@ from rtmsflow.settings import Settings
 log = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 32 << 20  # a base64 key frame of a large video can be several MiB
-INBOX_SLOTS = 256  # socket messages waiting for the loop, all sockets of one stream together; then reading pauses
+INBOX_SLOTS = (
+    256  # socket messages waiting for the loop, all sockets of one stream together; then reading pauses
+)
 
 
 def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
@@ -236,7 +238,9 @@ class WebSocketBackend(TaskBackend):
             elif isinstance(action, Send):
                 sock = self._sockets.get((action.channel, action.conn))
                 if sock is not None:
-                    sock.send_text(action.text)  # after the close started it is dropped; the close is reported
+                    sock.send_text(
+                        action.text
+                    )  # after the close started it is dropped; the close is reported
             elif isinstance(action, Connect):
                 key = (action.channel, action.conn)
                 self._readers[key] = asyncio.create_task(self._socket(action), name=f"ws:{action.channel}")

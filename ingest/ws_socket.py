@@ -17,7 +17,12 @@ CLOSE_TIMEOUT_S = 2.0  # after our close frame, how long the server has to answe
 NO_STATUS = 1005
 ABNORMAL_CLOSURE = 1006
 
-_TEXT, _BINARY, _CONTINUATION, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE
+_TEXT, _BINARY, _CONTINUATION, _CLOSE = (
+    WSMsgType.TEXT,
+    WSMsgType.BINARY,
+    WSMsgType.CONTINUATION,
+    WSMsgType.CLOSE,
+)
 
 
 class RtmsSocket(WSListener):
@@ -126,7 +131,9 @@ class RtmsSocket(WSListener):
         if not transport.is_close_frame_sent:
             transport.send_close(WSCloseCode(code))
         if self._hang_up is None:
-            self._hang_up = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.disconnect, False)
+            self._hang_up = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT_S, transport.disconnect, False
+            )
 
     def abort(self) -> None:
         """Drop the connection without a handshake."""
@@ -160,7 +167,7 @@ class RtmsSocket(WSListener):
         handshake = self.transport.close_handshake if self.transport is not None else None
         if handshake is None or handshake.recv is None:
             return ABNORMAL_CLOSURE
-        code = int(handshake.recv.code)
+        code: int = handshake.recv.code.value
         return code if code else NO_STATUS
 
     # --- inside ----------------------------------------------------------------------------------
@@ -200,7 +207,7 @@ class RtmsSocket(WSListener):
         """The server's close frame: answer it (echoing its code) unless we started, then hang up."""
         if not transport.is_close_frame_sent:
             code = frame.get_close_code()
-            transport.send_close(code if int(code) else WSCloseCode.OK)
+            transport.send_close(code if code.value else WSCloseCode.OK)
         transport.disconnect()
 
     def _fail(self, code: WSCloseCode, reason: str) -> None:

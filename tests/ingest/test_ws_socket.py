@@ -65,8 +65,14 @@ async def raw_server(script: Script) -> AsyncIterator[str]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("sec-websocket-key"))
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        )
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
@@ -76,7 +82,9 @@ async def raw_server(script: Script) -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(lambda r, w: done.append(asyncio.ensure_future(handle(r, w))), "127.0.0.1", 0)
+    server = await asyncio.start_server(
+        lambda r, w: done.append(asyncio.ensure_future(handle(r, w))), "127.0.0.1", 0
+    )
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"ws://127.0.0.1:{port}/rtms"
@@ -88,7 +96,9 @@ async def raw_server(script: Script) -> AsyncIterator[str]:
 async def collect(url: str, **kw: Any) -> tuple[list[str | bytes], int, RtmsSocket]:
     """Connect, keep every message until the socket ends; the messages and the close code."""
     got: list[str | bytes] = []
-    sock = await RtmsSocket.open(url, lambda s, data: got.append(data), max_message_bytes=kw.pop("max_bytes", 1 << 20))
+    sock = await RtmsSocket.open(
+        url, lambda s, data: got.append(data), max_message_bytes=kw.pop("max_bytes", 1 << 20)
+    )
     async with asyncio.timeout(DEADLINE_S):
         code = await sock.closed()
     return got, code, sock
@@ -99,7 +109,9 @@ async def test_messages_arrive_whole_and_in_order_with_fragments_and_a_ping_betw
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(frame(TEXT, b"one"))
-        writer.write(frame(TEXT, b"he", fin=False) + frame(PING, b"p1") + frame(CONTINUATION, "llo é".encode()))
+        writer.write(
+            frame(TEXT, b"he", fin=False) + frame(PING, b"p1") + frame(CONTINUATION, "llo é".encode())
+        )
         writer.write(frame(BINARY, b"\x00\x01", fin=False) + frame(CONTINUATION, b"", fin=False))
         writer.write(frame(CONTINUATION, b"\x02"))
         writer.write(frame(CLOSE, close_payload(4001, b"bye")))
@@ -117,10 +129,16 @@ async def test_messages_arrive_whole_and_in_order_with_fragments_and_a_ping_betw
     ("frames", "code"),
     [
         ([frame(TEXT, b"\xff\xfeno")], 1007),  # a text message that is not UTF-8
-        ([frame(TEXT, b"a", fin=False), frame(CONTINUATION, b"\xc3")], 1007),  # split mid-character at the end
+        (
+            [frame(TEXT, b"a", fin=False), frame(CONTINUATION, b"\xc3")],
+            1007,
+        ),  # split mid-character at the end
         ([frame(CONTINUATION, b"x")], 1002),  # continuation with nothing to continue
         ([frame(TEXT, b"a", fin=False), frame(TEXT, b"b")], 1002),  # a new message inside a fragmented one
-        ([frame(BINARY, b"x" * 10, fin=False), frame(CONTINUATION, b"y" * 10)], 1009),  # over max_bytes in parts
+        (
+            [frame(BINARY, b"x" * 10, fin=False), frame(CONTINUATION, b"y" * 10)],
+            1009,
+        ),  # over max_bytes in parts
     ],
 )
 async def test_a_bad_message_closes_with_its_code_and_nothing_after_it_is_delivered(
@@ -247,6 +265,14 @@ async def test_a_full_inbox_pauses_the_socket_and_every_frame_still_arrives_in_o
     from emulator.server import RTMSServer
 
     monkeypatch.setattr(ws_client, "INBOX_SLOTS", 8)
+    paused = asyncio.Event()
+    pause = RtmsSocket.pause
+
+    def pause_and_tell(sock: RtmsSocket) -> None:
+        pause(sock)
+        paused.set()
+
+    monkeypatch.setattr(RtmsSocket, "pause", pause_and_tell)
     release = asyncio.Event()
     audio: list[int] = []
 
@@ -264,9 +290,8 @@ async def test_a_full_inbox_pauses_the_socket_and_every_frame_still_arrives_in_o
         backend = WebSocketBackend(s, Handler(), config=client_config(s, video=False))
         await backend.start(StreamSession("inbox==", "inbox-stream", handle.server_urls, fresh=True))
         async with asyncio.timeout(DEADLINE_S):
-            while not backend._paused:  # the inbox filled while the handler was blocked
-                await asyncio.sleep(0.01)
-            assert len(audio) == 1
+            await paused.wait()  # the inbox filled while the handler was blocked
+            assert backend._paused and len(audio) == 1
             release.set()
             await handle.wait_done()
             outcome = await backend.wait()
@@ -303,7 +328,10 @@ async def test_the_backend_streams_over_wss_and_refuses_a_server_it_does_not_tru
         assert handle.server_urls.startswith("wss://")
         trusted = Handler()
         backend = WebSocketBackend(
-            s, trusted, config=client_config(s, video=False), ssl_context=ssl.create_default_context(cafile=str(cert))
+            s,
+            trusted,
+            config=client_config(s, video=False),
+            ssl_context=ssl.create_default_context(cafile=str(cert)),
         )
         await backend.start(StreamSession("tls==", "tls-stream", handle.server_urls, fresh=True))
         async with asyncio.timeout(DEADLINE_S):
