@@ -237,10 +237,8 @@ class WebSocketBackend(TaskBackend):
                 await self._deliver(action.item)
             elif isinstance(action, Send):
                 sock = self._sockets.get((action.channel, action.conn))
-                if sock is not None:
-                    sock.send_text(
-                        action.text
-                    )  # after the close started it is dropped; the close is reported
+                if sock is not None:  # after the close started it is dropped; the close is reported
+                    sock.send_text(action.text)
             elif isinstance(action, Connect):
                 key = (action.channel, action.conn)
                 self._readers[key] = asyncio.create_task(self._socket(action), name=f"ws:{action.channel}")
