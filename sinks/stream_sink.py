@@ -366,6 +366,13 @@ class SinkCore:
         """Bytes held in memory by the streams of a partition (media waiting for another topic)."""
         return sum(e.files.buffered_bytes() for e in self.open.values() if e.partition == partition)
 
+    def buffered_by_partition(self) -> dict[int, int]:
+        """`buffered_bytes` of every partition with open streams, in one pass over the streams."""
+        out: dict[int, int] = {}
+        for e in self.open.values():
+            out[e.partition] = out.get(e.partition, 0) + e.files.buffered_bytes()
+        return out
+
     def waiting_topic(self) -> str:
         """The broker topic whose records wait in memory (the media sink's video)."""
         return self.topics.get(VIDEO.name, next(iter(self.topics.values())))
@@ -591,10 +598,11 @@ class SinkService(Stage):
         consumer = self._consumer()
         topic = self.core.waiting_topic()
         paused = consumer.paused()
+        buffered = self.core.buffered_by_partition()  # one pass over the streams, not one per partition
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
-            over = self.core.buffered_bytes(tp.topic, tp.partition) > self.buffer_bytes
+            over = buffered.get(tp.partition, 0) > self.buffer_bytes
             if over and tp not in paused:
                 consumer.pause(tp)
             elif not over and tp in paused:

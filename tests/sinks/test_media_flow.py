@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import wave
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from emulator.clips import ClipParams, VideoClip, get_clip
 from emulator.media import MeetingSpec, SyntheticMeeting
 from rtmsflow.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import AUDIO, VIDEO
 from sinks.kinds import MEDIA_SINK
 from sinks.media_timeline import SAMPLE_RATE
 from tests.sinks.support import OrderedStream, from_meeting, produce, stream_dir, wait_for
@@ -172,10 +175,6 @@ async def test_a_record_that_cannot_be_muxed_is_dead_lettered_and_the_stream_fin
 def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_path: Path) -> None:
     """No broker: every video record arrives before any audio (the order that once crashed the
     sink), so the bad access unit is rejected while an audio record is being fed."""
-    import dataclasses
-
-    from schemas.codec import Codec
-    from schemas.topics import AUDIO, VIDEO
     from sinks.kinds import MEDIA_SINK
 
     settings = dataclasses.replace(Settings(), data_dir=str(tmp_path))
@@ -199,3 +198,44 @@ def test_queued_video_rejected_while_audio_is_fed_is_dead_lettered_as_video(tmp_
     assert [f.how for f in core.finalized] == ["marker"]
     frames, errors = decode_video(stream_dir(settings, stream) / "recording.mp4")
     assert errors == [] and len(frames) == 49
+
+
+def test_video_waiting_for_audio_is_tallied_per_partition_for_the_back_pressure(tmp_path: Path) -> None:
+    """Video held until its audio arrives is what the sink pauses a partition for: the tally of all
+    partitions in one pass equals each partition's own sum, and falls to nothing once the audio came."""
+
+    settings = dataclasses.replace(Settings(), data_dir=str(tmp_path))
+    camera = get_clip(ClipParams("camera", "360p", 25, 50, gop=25, flash_index=None))
+    core = MEDIA_SINK.core(settings)
+    codec = Codec(settings.schema_registry_url, settings.topic_prefix)
+    streams = {0: OrderedStream("m0==", "s0"), 3: OrderedStream("m3==", "s3"), 5: OrderedStream("m5==", "s5")}
+    for partition, stream in streams.items():
+        frames = camera.frames[: 10 + partition]  # a different amount held per partition
+        for i, (data, key) in enumerate(zip(frames, camera.keyframes, strict=False)):
+            stream.frame("VIDEO", 40 * i, data, key, (640, 360), 25)
+        for at in range(0, 40 * len(frames), 20):
+            stream.audio(at, bytes(640))
+        for offset, (value, headers) in enumerate(stream.records[VIDEO.name]):
+            core.feed(
+                VIDEO.name,
+                partition,
+                offset,
+                stream.meeting_uuid.encode(),
+                codec.encode(VIDEO.name, value),
+                headers,
+            )
+    held = core.buffered_by_partition()
+    assert set(held) == {0, 3, 5} and all(n > 0 for n in held.values())
+    assert held == {p: core.buffered_bytes(VIDEO.name, p) for p in (0, 3, 5)}
+    assert held[5] > held[0]  # more frames waiting
+    for partition, stream in streams.items():  # the audio comes: the video can be written
+        for offset, (value, headers) in enumerate(stream.records[AUDIO.name]):
+            core.feed(
+                AUDIO.name,
+                partition,
+                offset,
+                stream.meeting_uuid.encode(),
+                codec.encode(AUDIO.name, value),
+                headers,
+            )
+    assert core.buffered_by_partition() == {0: 0, 3: 0, 5: 0}
