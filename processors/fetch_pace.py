@@ -1,13 +1,16 @@
 """How long the raw consumer's fetches wait at the broker: batched while records flow, at once when idle.
 
-A fetch costs the worker the same whatever it carries: aiokafka encodes all of the worker's raw topic
-partitions into the request and decodes each of them from the response (120 at 24 partitions x 5 raw
-topics), and each fetch is a consumer batch, so an output batch per output partition and a produce
-request. With the broker's answer at the first byte (`fetch_min_bytes=1`), live input made a fetch
-per few records: ~165 a second for 20 live streams, about 2.5 CPU ms each, four fifths of the
-worker's CPU. While records flow a fetch asks for `LIVE_MIN_BYTES` and waits at most `LIVE_WAIT_MS`
-for them, so there are at most ~1000 / `LIVE_WAIT_MS` a second, each carrying that much more input
-(a backlog still fills a fetch at once); a frame waits at most that long more at the broker.
+A fetch costs the worker about the same whatever it carries: aiokafka encodes all of the worker's raw
+topic partitions into the request and decodes each of them from the response (120 at 24 partitions x
+5 raw topics), and each fetch is a consumer batch, so an output batch per output partition and a
+produce request. With the broker's answer at the first byte (`fetch_min_bytes=1`), live input made a
+fetch per ~9 records: ~165 a second for 20 live streams, over half of the worker's CPU. While records
+flow a fetch asks for `LIVE_MIN_BYTES` and waits at most `LIVE_WAIT_MS` for them, so there are at
+most ~1000 / `LIVE_WAIT_MS` a second (~25 for those 20 streams), each carrying that much more input
+(a backlog still fills a fetch at once). The price is latency: a frame that closes a reorder window
+waits up to `LIVE_WAIT_MS` more at the broker, and the bigger batch takes longer to go through
+(processor_bench's latency run, 20 streams: the worker's CPU 22.8 -> 11.3 ms per stream-second, the
+added latency p50 313 -> 333 ms).
 
 A wait that ends in an empty answer costs a fetch as well: the same settings with no input would
 fetch every `LIVE_WAIT_MS` for nothing. So once a poll finds no record the fetches go back to the
