@@ -177,6 +177,7 @@ async def produce_real_time(w: Writer, mix: Mix) -> dict[str, float]:
     """Each stream's 20 ms steps at their real-time instants (phases spread over 20 ms)."""
     buckets = [[i for i in range(mix.streams) if i % 10 == b] for b in range(10)]
     start = time.monotonic() + 0.2
+    start_wall_ms = time.time() * 1000 + 200
     behind = 0.0
     for k in range(int(mix.seconds * 50) * 10):
         due = start + k * 0.002
@@ -189,7 +190,8 @@ async def produce_real_time(w: Writer, mix: Mix) -> dict[str, float]:
             await w.step(i, k // 10, keep_times=True)
     wall = time.monotonic() - start
     await w.markers()
-    return {"rate_per_s": round(w.sent / wall), "max_behind_ms": round(behind * 1000, 1)}
+    return {"rate_per_s": round(w.sent / wall), "max_behind_ms": round(behind * 1000, 1),
+            "start_wall_ms": start_wall_ms, "wall_s": wall}  # fmt: skip
 
 
 class Watcher:
@@ -465,6 +467,9 @@ async def latency(base: Any, mix: Mix, cpu: str, warm_up: bool = True) -> dict[s
                     gc.enable()
                 await watching
                 probe.sample()
+                start_wall_ms, wall_s = pace.pop("start_wall_ms"), pace.pop("wall_s")
+                # the worker's CPU while the streams played (from /proc, interpolated at both ends)
+                live_cpu_s = probe.cpu_at(start_wall_ms + wall_s * 1000) - probe.cpu_at(start_wall_ms)
                 cycles = await cycle_figures(port)
                 raw = await w.raw_times()
             finally:
@@ -495,6 +500,8 @@ async def latency(base: Any, mix: Mix, cpu: str, warm_up: bool = True) -> dict[s
             "rest_own_p99_ms": at(own_rest, 0.99), **cycles,
             **{f"{kind.lower()}_p{q}_ms": at(xs, q / 100) for kind, xs in by_kind.items() for q in (50, 99)},
             "worker_cpu_util": round((probe.samples[-1][1] - cpu0) / mix.seconds, 2),
+            "worker_cpu_ms_per_s": round(1000 * live_cpu_s / wall_s, 1),
+            "worker_cpu_ms_per_stream_s": round(1000 * live_cpu_s / (wall_s * mix.streams), 3),
             "peak_rss_mb": round(probe.hwm_kb / 1024, 1), **load.figures(),
         }  # fmt: skip
     finally:
@@ -643,7 +650,8 @@ def summary(kind: str, r: dict[str, Any]) -> str:
                 f"the worker's own share (after the frame closing the window arrived): p50 {r['own_p50_ms']} ms, "
                 f"p99 {r['own_p99_ms']} ms (the rest {r['rest_own_p99_ms']} ms), max {r['own_max_ms']} ms; "
                 f"{r['cycles']} commit cycles, mean {r['cycle_mean_ms']} ms, {r['cycles_over_500ms']} over 0.5 s; "
-                f"worker CPU {r['worker_cpu_util']}, RSS peak {r['peak_rss_mb']} MB; "
+                f"worker CPU {r['worker_cpu_util']}, {r['worker_cpu_ms_per_stream_s']} ms per stream-second "
+                f"({r['worker_cpu_ms_per_s']} ms/s while the streams played), RSS peak {r['peak_rss_mb']} MB; "
                 f"machine busy {r['machine_busy']}, load {r['loadavg_1m']}")  # fmt: skip
     return (f"{r['shell']}, {r['streams']} streams x {r['seconds']:g} s: {r['raw_records']:,} raw -> "
             f"{r['out_records']:,} out, {r['events_per_s']:,} events/s, {r['events_per_cpu_s']:,} per CPU-s "

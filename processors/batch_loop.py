@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter, Gauge, Histogram
 
+from processors.fetch_pace import FetchPace
 from processors.frame_splice import FrameSplicer
 from processors.lanes import (
     DEADLETTER,
@@ -134,6 +135,7 @@ class ProcessorLoop(Stage):
         self.cycle_task: asyncio.Task[None] | None = None  # the background cycle (see `_snapshot`)
         self.dirty: set[int] = set()
         self.consumer: AIOKafkaConsumer | None = None
+        self.pace: FetchPace | None = None  # the fetches' wait at the broker (live or idle)
         self.producer: AIOKafkaProducer | None = None
         self.state_producer: AIOKafkaProducer | None = None
         self.store: StateStore | None = None
@@ -186,6 +188,7 @@ class ProcessorLoop(Stage):
         )
         self.consumer.subscribe([self.topic(t) for t in RAW_TOPICS], listener=RebalanceListener(self))
         await self.consumer.start()
+        self.pace = FetchPace(self.consumer)
         self.started = True
         log.info(
             "processors started",
@@ -196,9 +199,12 @@ class ProcessorLoop(Stage):
     async def run(self) -> None:
         """Process until cancelled."""
         consumer = self._consumer()
+        pace = self.pace
+        assert pace is not None
         prefix_len = len(self.prefix)
         while True:
             batch = await consumer.getmany(timeout_ms=100, max_records=5_000)
+            pace.polled(bool(batch))
             async with self.lock:
                 for tp, records in batch.items():
                     core = self.cores.get(tp.partition)

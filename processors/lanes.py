@@ -133,6 +133,8 @@ class Lane:
         # (ts, digest) released within the horizon, mirrored from the buffer's own memory so a restart
         # can label a re-read duplicate as the undisturbed run would (ReorderBuffer keeps it private)
         self.recent: deque[tuple[int, bytes]] = deque()
+        # the same entries as the state stores them (`_RECENT`): packed once each, not every cycle
+        self.recent_packed: deque[bytes] = deque()
         self.restored_recent: dict[bytes, int] = {}
         self.resume_key: tuple[int, bytes] | None = None
         # progress marks: the lane's media clock, and known losses [start, end) not yet passed,
@@ -150,6 +152,7 @@ class Lane:
             for i in range(0, len(blob), _RECENT.size):
                 ts, digest = _RECENT.unpack_from(blob, i)
                 self.recent.append((ts, digest))
+                self.recent_packed.append(blob[i : i + _RECENT.size])
                 self.restored_recent[digest] = ts
             cursor = state["cursor_ms"]
             self.mark_ms = state.get("mark_ms")
@@ -206,7 +209,7 @@ class Lane:
             "channel_id": self.key.channel_id,
             "resume_ts": None if last is None else last[0],
             "resume_digest": None if last is None else last[1],
-            "recent": b"".join(_RECENT.pack(ts, d) for ts, d in self.recent),
+            "recent": b"".join(self.recent_packed),
             "seq": self.seq,
             "cursor_ms": cursor,
             "last_epoch": self.last_epoch,
@@ -245,11 +248,13 @@ class Lane:
     def remember(self, item: _Item) -> None:
         """Mirror ReorderBuffer's memory of released digests (same horizon rule)."""
         self.held_offsets.pop(item.digest, None)
-        recent = self.recent
+        recent, packed = self.recent, self.recent_packed
         recent.append((item.timestamp_ms, item.digest))
+        packed.append(_RECENT.pack(item.timestamp_ms, item.digest))
         horizon = item.timestamp_ms - self.buffer.dedupe_horizon_ms
         while len(recent) > 1 and recent[0][0] < horizon:
             recent.popleft()
+            packed.popleft()
 
     def relabel_skipped(self, item: _Item) -> Fate:
         """The fate the undisturbed run gave an input the resumed buffer skipped (it was read after
