@@ -2,14 +2,7 @@
 
     python -m benchmarks.emulator_core_bench --meetings 200 --distinct 10 --seconds 10
 
-`--meetings` streams (3 participants, mixed L16 audio, 720p H.264 at 25 fps, transcripts; `--distinct`
-contents round robin, sharing their timeline as in ingest_bench; 0: each its own) are joined over real
-WebSockets as ingest joins them; once all stream, every socket write is counted instead of made and the
-pacer is stepped by hand on a fake clock, 1 ms a step, for `--seconds` of media. Reported: CPU
-(`time.process_time`) per meeting-second and per frame. The machine's other load changes the figure only
-by its cores' speed, not by late frames batched into fewer pumps. Left out: the sends, ~5-10 µs of system
-time each, one per frame (~75 a meeting-second), ~0.4-0.8 ms per meeting-second in the real server.
-Not in BENCHMARKS.md's table or "How each bench measures" yet.
+How it measures: BENCHMARKS.md, "How each bench measures", emulator_core_bench.
 """
 
 from __future__ import annotations
