@@ -1,9 +1,8 @@
 """A meeting's timeline, serialized once and shared by every stream that plays it.
 
-`SharedTimeline` turns each item into wire pieces once and drops it when every reader has passed it, so
-memory is bounded by how far apart the readers are, not by the meeting's length. With a share window
-(`TimelineCache(share_s=...)`) it keeps its head that long, so streams of equal meetings that start
-within the window read one timeline (load tests: the wire text of each frame is made once)."""
+`SharedTimeline` turns each item into wire pieces once and drops it when every reader has passed it
+(memory bounded by how far apart the readers are). With a share window (`TimelineCache(share_s=...)`)
+streams of equal meetings that start within it read one timeline (load tests)."""
 
 from __future__ import annotations
 

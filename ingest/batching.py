@@ -1,9 +1,8 @@
 """Batches per (topic, partition) for `FrameProducer`, shipped in order by one task.
 
-A `Lane` per (topic, partition) is shipped when full or `linger_s` after its first record (one timer for
-all lanes: `Lingering`); the `Shipper`'s single task hands batches to `send_batch` in fill order (far
-cheaper than `send()` per record), and `Shipment.settle` tells each owner once how many records and
-bytes were acknowledged or failed."""
+A `Lane` ships when full or `linger_s` after its first record (one timer for all lanes: `Lingering`);
+the `Shipper`'s task hands batches to `send_batch` in fill order, and `Shipment.settle` tells each
+owner once how many records and bytes were acknowledged or failed."""
 
 from __future__ import annotations
 
