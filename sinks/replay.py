@@ -288,7 +288,7 @@ async def _read_meeting(
             # video waits in memory for audio: let audio catch up before reading more video
             return (
                 {video_tp}
-                if media.buffered_bytes(video_tp.topic, partition) > settings.sink_buffer_bytes
+                if media.buffered_by_partition().get(partition, 0) > settings.sink_buffer_bytes
                 else set()
             )
 

@@ -362,12 +362,9 @@ class SinkCore:
                     out[tp] = min(out[tp], first)
         return out
 
-    def buffered_bytes(self, topic: str, partition: int) -> int:
-        """Bytes held in memory by the streams of a partition (media waiting for another topic)."""
-        return sum(e.files.buffered_bytes() for e in self.open.values() if e.partition == partition)
-
     def buffered_by_partition(self) -> dict[int, int]:
-        """`buffered_bytes` of every partition with open streams, in one pass over the streams."""
+        """Bytes held in memory per partition by its open streams (media waiting for another
+        topic), in one pass over the streams."""
         out: dict[int, int] = {}
         for e in self.open.values():
             out[e.partition] = out.get(e.partition, 0) + e.files.buffered_bytes()

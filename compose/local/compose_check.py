@@ -1,23 +1,8 @@
 """The checks `scripts/compose-check` runs from the project's venv against the compose stack.
 
-Each subcommand prints one JSON object on stdout and exits 0 when its check holds, 1 otherwise
-(with the reason in the JSON's `problems`). They talk to the stack only the way a user would: Kafka
-and HTTP on 127.0.0.1, and the files in the sinks' data volume.
-
-    settings COMPOSE_FILE            every setting of rtmsflow/settings.py is passed to the stages
-                                     by COMPOSE_FILE, or named in NOT_PASSED with the reason
-    ports N                          N distinct free TCP ports on 127.0.0.1
-    wait-http URL [--timeout S]      until GET URL answers 200
-    wait-kafka BOOTSTRAP             until the broker answers ApiVersions
-    raw BOOTSTRAP MEETING [--partitions N]
-                                     records and end-of-stream markers of MEETING in the raw topics
-                                     (and each raw topic has N partitions: RTMSFLOW_PARTITIONS)
-    groups BOOTSTRAP GROUP=N...      each consumer group has N members, each owning partitions
-    files DATA_DIR MEETING           the sinks' files of MEETING: present, non-trivial, decodable
-    prometheus URL DASHBOARD [--jobs JOB=N,...]
-                                     N targets of each job, all up; every dashboard query evaluates
-                                     (key ones non-empty)
-"""
+Each subcommand (`--help` lists them) prints one JSON object and exits 0 when its check holds, 1
+otherwise (the reason in its `problems`). They reach the stack only as a user would: Kafka and HTTP
+on 127.0.0.1, the sinks' data volume and the bucket."""
 
 from __future__ import annotations
 
@@ -459,39 +444,50 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("settings")
+    p = sub.add_parser(
+        "settings",
+        help="every setting of rtmsflow/settings.py is passed by COMPOSE_FILE, or named in NOT_PASSED",
+    )
     p.add_argument("compose_file", type=Path)
-    p = sub.add_parser("ports")
+    p = sub.add_parser("ports", help="N distinct free TCP ports on 127.0.0.1")
     p.add_argument("count", type=int)
-    p = sub.add_parser("wait-http")
+    p = sub.add_parser("wait-http", help="until GET URL answers 200")
     p.add_argument("url")
     p.add_argument("--timeout", type=float, default=120.0)
-    p = sub.add_parser("wait-kafka")
+    p = sub.add_parser("wait-kafka", help="until the broker answers ApiVersions")
     p.add_argument("bootstrap")
     p.add_argument("--timeout", type=float, default=120.0)
-    p = sub.add_parser("wait-s3")
+    p = sub.add_parser("wait-s3", help="until the S3 endpoint lists its buckets with these credentials")
     p.add_argument("endpoint")
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--timeout", type=float, default=120.0)
-    p = sub.add_parser("bucket")
+    p = sub.add_parser(
+        "bucket",
+        help="every object under URI (s3://bucket/prefix) into OUT, with the uploads still open there",
+    )
     p.add_argument("endpoint")
     p.add_argument("uri")
     p.add_argument("out", type=Path)
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
-    p = sub.add_parser("raw")
+    p = sub.add_parser(
+        "raw", help="records and end-of-stream markers of MEETING in every raw topic (and N partitions each)"
+    )
     p.add_argument("bootstrap")
     p.add_argument("meeting")
     p.add_argument("--partitions", type=int)
-    p = sub.add_parser("groups")
+    p = sub.add_parser("groups", help="each consumer group has N members, each owning partitions")
     p.add_argument("bootstrap")
     p.add_argument("wanted", nargs="+", help="GROUP=MEMBERS")
-    p = sub.add_parser("files")
+    p = sub.add_parser("files", help="the sinks' files of MEETING: present, non-trivial, decodable")
     p.add_argument("data_dir", type=Path)
     p.add_argument("meeting")
     p.add_argument("--duration", type=float, required=True)
-    p = sub.add_parser("prometheus")
+    p = sub.add_parser(
+        "prometheus",
+        help="N targets of each job, all up; every dashboard query evaluates (key ones non-empty)",
+    )
     p.add_argument("url")
     p.add_argument("dashboard", type=Path)
     p.add_argument(

@@ -5,6 +5,7 @@ full before its linger, a lane whose partition still has a batch at the producer
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -109,13 +110,14 @@ async def append(batcher: Batcher, owner: Owner, topic: str, key: bytes, value: 
     return batcher.partition_of[(topic, key)]
 
 
-async def until(condition: Any) -> None:
-    """Poll `condition` for up to ~2 s (the lanes' timer runs on the loop meanwhile)."""
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("timed out")
+async def until(condition: Any, timeout_s: float = 30.0) -> None:
+    """Wait until `condition` holds, looking every loop turn (the lanes' timer runs meanwhile); the
+    deadline only catches a hang."""
+    async with asyncio.timeout(timeout_s):
+        for _ in itertools.count():
+            if condition():
+                return
+            await asyncio.sleep(0.001)
 
 
 async def spin(seconds: float) -> None:
@@ -200,8 +202,9 @@ async def test_a_lingered_lane_waits_for_its_partitions_batch_at_the_producer() 
     await until(lambda: len(producer.shipped) == 1)  # lingered, shipped, not acknowledged
     await append(batcher, owner, "t.audio", b"m==", b"second")
     await append(batcher, owner, "t.audio", b"m==", b"third")
-    await asyncio.sleep(LINGER_S * 2)
-    assert len(producer.shipped) == 1  # its linger is over, but the partition has one out
+    lane = batcher.lanes[("t.audio", 0)]
+    await until(lambda: lane.due)  # its linger is over...
+    assert len(producer.shipped) == 1  # ...but the partition has one out: it waits
     producer.ack_all()
     await until(lambda: len(producer.shipped) == 2)
     assert producer.shipped[1][2].records == [(b"m==", b"second"), (b"m==", b"third")]
@@ -282,6 +285,14 @@ async def test_a_flush_waits_until_its_streams_batches_are_acknowledged() -> Non
     frames._batcher.ship_all()
     await until(lambda: len(producer.shipped) == 2)
     producer.ack_all()
-    await asyncio.sleep(0)
-    await asyncio.wait_for(frames.flush(SESSION), 2)  # settled before anyone waited: no wait
+    await until(lambda: not any(stream.pending for stream in frames._streams.values()))
+    flush = frames.flush(SESSION)
+    try:  # settled before anyone waited: the flush returns without suspending once
+        flush.send(None)
+    except StopIteration:
+        pass
+    else:
+        raise AssertionError("the flush waited for batches already acknowledged")
+    finally:
+        flush.close()
     await frames.stop()
