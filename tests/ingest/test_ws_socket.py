@@ -93,15 +93,25 @@ async def raw_server(script: Script) -> AsyncIterator[str]:
         await asyncio.gather(*done, return_exceptions=True)
 
 
+class Heard:
+    """An `on_message` that keeps every message and tells when the first one came."""
+
+    def __init__(self) -> None:
+        self.got: list[str | bytes] = []
+        self.first = asyncio.Event()
+
+    def __call__(self, sock: RtmsSocket, data: str | bytes) -> None:
+        self.got.append(data)
+        self.first.set()
+
+
 async def collect(url: str, **kw: Any) -> tuple[list[str | bytes], int, RtmsSocket]:
     """Connect, keep every message until the socket ends; the messages and the close code."""
-    got: list[str | bytes] = []
-    sock = await RtmsSocket.open(
-        url, lambda s, data: got.append(data), max_message_bytes=kw.pop("max_bytes", 1 << 20)
-    )
+    heard = Heard()
+    sock = await RtmsSocket.open(url, heard, max_message_bytes=kw.pop("max_bytes", 1 << 20))
     async with asyncio.timeout(DEADLINE_S):
         code = await sock.closed()
-    return got, code, sock
+    return heard.got, code, sock
 
 
 async def test_messages_arrive_whole_and_in_order_with_fragments_and_a_ping_between() -> None:
@@ -188,21 +198,15 @@ async def test_our_close_ends_when_the_server_answers_and_keeps_delivering_until
         await writer.drain()
         await reader.read()  # until we hang up
 
-    got: list[str | bytes] = []
-    first = asyncio.Event()
-
-    def on_message(sock: RtmsSocket, data: str | bytes) -> None:
-        got.append(data)
-        first.set()
-
+    heard = Heard()
     async with raw_server(script) as url:
-        sock = await RtmsSocket.open(url, on_message, max_message_bytes=1 << 20)
+        sock = await RtmsSocket.open(url, heard, max_message_bytes=1 << 20)
         async with asyncio.timeout(DEADLINE_S):
-            await first.wait()
+            await heard.first.wait()
             sock.close(4000)
             code = await sock.closed()
     assert seen == [(CLOSE, close_payload(4000))]
-    assert got == ["first", "sent before the server's close"]
+    assert heard.got == ["first", "sent before the server's close"]
     assert code == 4000
 
 
@@ -215,11 +219,11 @@ async def test_our_close_hangs_up_when_the_server_never_answers(monkeypatch: pyt
         seen.append(await read_frame(reader))
         await reader.read()  # never answers; returns when we hang up
 
-    opened = asyncio.Event()
+    heard = Heard()
     async with raw_server(script) as url:
-        sock = await RtmsSocket.open(url, lambda s, d: opened.set(), max_message_bytes=1 << 20)
+        sock = await RtmsSocket.open(url, heard, max_message_bytes=1 << 20)
         async with asyncio.timeout(DEADLINE_S):
-            await opened.wait()
+            await heard.first.wait()
             sock.close(1000)
             code = await sock.closed()
     assert seen == [(CLOSE, close_payload(1000))]
@@ -235,17 +239,11 @@ async def test_pause_stops_reading_and_resume_delivers_what_waited() -> None:
         writer.write(frame(TEXT, b"2") + frame(CLOSE, close_payload(1000)))
         await read_frame(reader)
 
-    got: list[str | bytes] = []
-    one = asyncio.Event()
-
-    def on_message(sock: RtmsSocket, data: str | bytes) -> None:
-        got.append(data)
-        one.set()
-
+    heard = Heard()
     async with raw_server(script) as url:
-        sock = await RtmsSocket.open(url, on_message, max_message_bytes=1 << 20)
+        sock = await RtmsSocket.open(url, heard, max_message_bytes=1 << 20)
         async with asyncio.timeout(DEADLINE_S):
-            await one.wait()
+            await heard.first.wait()
             assert sock.transport is not None
             assert sock.transport.underlying_transport.is_reading()
             sock.pause()
@@ -254,7 +252,7 @@ async def test_pause_stops_reading_and_resume_delivers_what_waited() -> None:
             sock.resume()
             assert sock.transport.underlying_transport.is_reading()
             code = await sock.closed()
-    assert got == ["1", "2"] and code == 1000
+    assert heard.got == ["1", "2"] and code == 1000
 
 
 async def test_a_full_inbox_pauses_the_socket_and_every_frame_still_arrives_in_order(
