@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner
 
+from ingest.record_batch import RecordBatch
 from rtmsflow.logs import get_logger
 
 log = get_logger(__name__)
@@ -84,7 +85,7 @@ class Lane(Shipment):
         self,
         topic: str,
         partition: int,
-        batch: Any,
+        batch: RecordBatch,
         on_settled: Callable[[Shipment, bool], None],
         linger_s: float = 0.0,
     ):
@@ -321,15 +322,15 @@ class Batcher:
             return
         if lane is None:
             lane = self.open(topic, part)
-        if headers:  # a marker: in its lane's batch like any record, in order
-            if lane.batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+        if value is not None and not headers:  # a frame
+            if not lane.batch.append_plain(key, value):  # full
                 self.ship(lane)
                 lane = self.open(topic, part)
-                lane.batch.append(key=key, value=value, timestamp=None, headers=headers)
-        elif lane.batch.append(key=key, value=value, timestamp=None) is None:  # full
+                lane.batch.append_plain(key, value)  # a first record always fits
+        elif lane.batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # a marker
             self.ship(lane)
             lane = self.open(topic, part)
-            lane.batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+            lane.batch.append(timestamp=None, key=key, value=value, headers=headers)
         lane.add(owner, size)
 
     def ship_all(self) -> None:
@@ -356,7 +357,7 @@ class Batcher:
         return part
 
     def open(self, topic: str, part: int) -> Lane:
-        lane = Lane(topic, part, self.producer().create_batch(), self.settled, self.linger_s)
+        lane = Lane(topic, part, RecordBatch(self.max_batch_bytes), self.settled, self.linger_s)
         self.lanes[(topic, part)] = lane
         self.lingering.add(lane)
         return lane

@@ -525,7 +525,7 @@ class FrameProducer:
     def _use(self, producer: AIOKafkaProducer | None) -> None:
         self._batching = producer is not None and all(
             callable(getattr(producer, name, None))
-            for name in ("create_batch", "send_batch", "partitions_for")
+            for name in ("send_batch", "partitions_for")
         )
 
     def _acknowledged(self, topic: str, seconds: float, records: int) -> None:

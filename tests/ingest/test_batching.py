@@ -9,54 +9,35 @@ import itertools
 import time
 from typing import Any
 
+from aiokafka.record.default_records import DefaultRecordBatch
+
 from ingest.backend import EventData, StreamSession
 from ingest.batching import SWEEP_S, Batcher
 from ingest.producer import FrameProducer
+from ingest.record_batch import RecordBatch
 from rtmsflow.settings import Settings
 from schemas.codec import Codec
 
 LINGER_S = 0.02
 
 
-class FakeBatch:
-    """What `Batcher` needs of aiokafka's `BatchBuilder`: `append` (None once full), `close`."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.records: list[tuple[bytes, bytes | None]] = []
-        self.headers: list[Any] = []
-        self.closed = False
-
-    def append(
-        self, *, key: bytes, value: bytes | None, timestamp: Any, headers: Any = None
-    ) -> object | None:
-        assert not self.closed
-        if len(self.records) >= self.capacity:
-            return None
-        self.records.append((key, value))
-        self.headers.append(headers)
-        return object()
-
-    def close(self) -> None:
-        self.closed = True
-
-    def record_count(self) -> int:
-        return len(self.records)
+def records(batch: RecordBatch) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """A shipped batch's records (key, value, headers), read back by aiokafka's own batch reader."""
+    data = bytes(batch._build())
+    read = DefaultRecordBatch(data)
+    assert read.validate_crc()
+    return [(r.key, r.value, list(r.headers)) for r in read]
 
 
 class BatchingProducer:
     """aiokafka's batch API: each shipped batch's future is resolved by the test (or at once)."""
 
-    def __init__(self, capacity: int = 1000, partitions: int = 4, auto_ack: bool = False) -> None:
-        self.capacity = capacity
+    def __init__(self, partitions: int = 4, auto_ack: bool = False) -> None:
         self.partitions = partitions
         self.auto_ack = auto_ack
-        self.shipped: list[tuple[str, int, FakeBatch, asyncio.Future[Any], float]] = []
+        self.shipped: list[tuple[str, int, RecordBatch, asyncio.Future[Any], float]] = []
 
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch(self.capacity)
-
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         assert batch.closed
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.auto_ack:
@@ -68,8 +49,8 @@ class BatchingProducer:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.auto_ack:
             fut.set_result(None)
-        batch = FakeBatch(1)
-        batch.append(key=key, value=value, timestamp=None)
+        batch = RecordBatch(1 << 20)  # the record as a batch of one, to read like the others
+        batch.append(timestamp=None, key=key, value=value, headers=kw.get("headers"))
         batch.close()
         self.shipped.append((topic, kw.get("partition", -1), batch, fut, time.perf_counter()))
         return fut
@@ -98,8 +79,8 @@ class Owner:
             self.failed += records
 
 
-def make_batcher(producer: BatchingProducer) -> Batcher:
-    return Batcher(lambda: producer, LINGER_S, 1 << 20, lambda topic, seconds, records: None)
+def make_batcher(producer: BatchingProducer, max_batch_bytes: int = 1 << 20) -> Batcher:
+    return Batcher(lambda: producer, LINGER_S, max_batch_bytes, lambda topic, seconds, records: None)
 
 
 async def append(batcher: Batcher, owner: Owner, topic: str, key: bytes, value: bytes = b"v") -> int:
@@ -177,8 +158,9 @@ async def test_lanes_whose_linger_ends_within_a_sweep_ship_on_one_timer() -> Non
 
 
 async def test_a_lane_shipped_full_leaves_the_next_lane_of_its_partition_its_own_linger() -> None:
-    producer = BatchingProducer(capacity=2, partitions=1, auto_ack=True)
-    batcher = make_batcher(producer)
+    producer = BatchingProducer(partitions=1, auto_ack=True)
+    # a header and two of these records (11-12 bytes each: key "m==", value "v") fit; a third not
+    batcher = make_batcher(producer, max_batch_bytes=90)
     owner = Owner()
     for _ in range(2):
         await append(batcher, owner, "t.audio", b"m==")
@@ -207,7 +189,7 @@ async def test_a_lingered_lane_waits_for_its_partitions_batch_at_the_producer() 
     assert len(producer.shipped) == 1  # ...but the partition has one out: it waits
     producer.ack_all()
     await until(lambda: len(producer.shipped) == 2)
-    assert producer.shipped[1][2].records == [(b"m==", b"second"), (b"m==", b"third")]
+    assert records(producer.shipped[1][2]) == [(b"m==", b"second", []), (b"m==", b"third", [])]
     producer.ack_all()
     await until(lambda: owner.acked == 3)
     assert owner.failed == 0 and not owner.pending
@@ -225,8 +207,7 @@ async def test_a_marker_goes_in_its_lanes_batch_between_the_records_around_it() 
     await until(lambda: owner.acked == 3)
     assert len(producer.shipped) == 1  # one batch, not the lane cut in two around a send()
     batch = producer.shipped[0][2]
-    assert batch.records == [(b"m==", b"before"), (b"m==", None), (b"m==", b"after")]
-    assert batch.headers == [None, marker, None]
+    assert records(batch) == [(b"m==", b"before", []), (b"m==", None, marker), (b"m==", b"after", [])]
     await batcher.stop()
 
 
@@ -262,7 +243,11 @@ async def test_a_record_that_need_not_wait_does_not_pass_one_that_waits_for_room
     await frames.flush()
     topic = frames._topics["rtms.raw.events"]
     values = [
-        v for t, _, batch, _, _ in producer.shipped if t == topic for _, v in batch.records if v is not None
+        v
+        for t, _, batch, _, _ in producer.shipped
+        if t == topic
+        for _, v, _ in records(batch)
+        if v is not None
     ]
     seqs = [codec.decode(topic, v)["ingest_seq"] for v in values]
     assert seqs == [0, 1, 2]  # the small one went behind the large one, not before it
