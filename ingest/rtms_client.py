@@ -266,19 +266,28 @@ class RtmsClient:
         """The earliest time `on_tick` has something to do (None = only socket events matter)."""
         if self.phase is ClientPhase.DRAINING:
             return self.close_deadline
-        times: list[float] = []
-        if self.retry_at is not None:
-            times.append(self.retry_at)
-        if self.close_deadline is not None:
-            times.append(self.close_deadline)
+        # a running minimum, no list (asked once per received message); the earliest idle deadline is
+        # the earliest last_rx plus the timeout (float addition is monotonic: the very same float)
+        due = self.retry_at
+        t = self.close_deadline
+        if t is not None and (due is None or t < due):
+            due = t
         for slot in self.media.values():
-            if slot.retry_at is not None:
-                times.append(slot.retry_at)
-        for sock in self.sockets.values():
-            times.append(sock.last_rx + self.config.idle_timeout_s)
-            if not sock.ready:
-                times.append(sock.deadline)
-        return min(times) if times else None
+            t = slot.retry_at
+            if t is not None and (due is None or t < due):
+                due = t
+        if self.sockets:
+            last_rx = None
+            for sock in self.sockets.values():
+                if last_rx is None or sock.last_rx < last_rx:
+                    last_rx = sock.last_rx
+                if not sock.ready and (due is None or sock.deadline < due):
+                    due = sock.deadline
+            assert last_rx is not None
+            t = last_rx + self.config.idle_timeout_s
+            if due is None or t < due:
+                due = t
+        return due
 
     # --- inputs ------------------------------------------------------------------------------------
 
