@@ -4,7 +4,7 @@
 `messages` (one dataclass per message, `parse`), `signing` (HMAC signatures), `session` (the client's
 handshakes). Everything is re-exported here: `import rtms_protocol as proto`."""
 
-from rtms_protocol.codec import Message, ProtocolError, Wire, decode_json, encode
+from rtms_protocol.codec import Message, ProtocolError, Wire, decode_json, encode, orjson_object
 from rtms_protocol.constants import (
     MEDIA_MSG_TYPES,
     PROTOCOL_VERSION,
@@ -109,6 +109,7 @@ __all__ = [
     "decode_json",
     "encode",
     "handshake_signature",
+    "orjson_object",
     "parse",
     "signatures_equal",
     "url_validation_token",

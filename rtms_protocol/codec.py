@@ -155,17 +155,22 @@ def decode_json(raw: str | bytes | bytearray) -> dict[str, Any]:
     an integer `msg_type`. The object is `json.loads`'s: orjson (3-4x faster) where it parses the
     same, json where it refuses (lone surrogates, NaN, UTF-16, ...) or holds a float (orjson reads
     an integer beyond 64 bits as one); json's error is the bad_json detail."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    obj = orjson_object(raw)
+    if obj is None or _has_float(obj):
         obj = _json_loads(raw)
-    else:
-        if _has_float(obj):
-            obj = _json_loads(raw)
     if not isinstance(obj, dict):
         raise ProtocolError("not_object", "", type(obj).__name__)
     get(obj, "msg_type", int)
     return obj
+
+
+def orjson_object(raw: str | bytes | bytearray) -> Any:
+    """orjson's object of `raw`, unchecked (an integer beyond 64 bits is a float in it), or None where
+    orjson refuses (or for `null`). For a reader that rejects any float where it wants an int."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _json_loads(raw: str | bytes | bytearray) -> Any:

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import rtms_protocol as proto
 from ingest.backend import DeadLetterData, StreamSession
-from ingest.rtms_client import SIGNALING, ClientConfig, ClientPhase, Connect, Deliver, RtmsClient
-from rtms_protocol import MsgType, ProtocolError
+from ingest.rtms_client import SIGNALING, ClientConfig, ClientPhase, Connect, Deliver, RtmsClient, Send
+from rtms_protocol import MsgType, ProtocolError, decode_json
+from rtms_protocol.session import keep_alive_reply
 
 SESSION = StreamSession("meet==", "stream-1", "ws://127.0.0.1:9/signaling")
 CONFIG = ClientConfig("cid", "csecret", deskshare=True)
@@ -99,6 +100,8 @@ wrong_for_str: st.SearchStrategy[Any] = st.one_of(
 valid_b64 = st.binary(max_size=48).map(lambda b: base64.b64encode(b).decode("ascii"))
 b64ish = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=14)
 garbage = st.text(max_size=12)  # any characters: whitespace, '-', '_', non-ASCII
+# an unknown field's value: a float in it sends decode_json to json.loads, not the fast path
+unknown_values = ints | st.floats() | st.text(max_size=4)
 padding_edges = st.sampled_from(
     ["", "=", "==", "AA=", "AAA=", "AAAA=", "AAAA==", "AA==AA==", "A===", "AAAA\n"]
 )
@@ -137,9 +140,7 @@ def contents(draw: st.DrawFn, text_data: bool) -> dict[str, Any]:
         if draw(st.booleans()):
             content[key] = value(st.text(max_size=8), wrong_for_str)
     if draw(st.integers(0, 4)) == 0:
-        content[draw(st.sampled_from(["extra", "data_type", "DATA", "msg_type"]))] = draw(
-            ints | st.text(max_size=4)
-        )
+        content[draw(st.sampled_from(["extra", "data_type", "DATA", "msg_type"]))] = draw(unknown_values)
     return content
 
 
@@ -157,7 +158,7 @@ def messages(draw: st.DrawFn, msg_types: st.SearchStrategy[Any]) -> dict[str, An
         text_data = msg_type in (MsgType.MEDIA_DATA_TRANSCRIPT, MsgType.MEDIA_DATA_CHAT)
         msg["content"] = draw(contents(text_data))
     if draw(st.integers(0, 4)) == 0:
-        msg["extra"] = draw(ints | st.text(max_size=4))
+        msg["extra"] = draw(unknown_values)
     return msg
 
 
@@ -301,3 +302,87 @@ def test_pybase64_accepts_a_subset_of_what_strict_base64_accepts_and_decodes_it_
     except ValueError:
         return
     assert binascii.a2b_base64(text, strict_mode=True) == fast
+
+
+# --- the receive path takes orjson's object unchecked -------------------------------------------------
+
+_BIG = 2**64  # orjson reads it as a float, json as an int
+_RECEIVED = [
+    {"msg_type": 14, "content": {"timestamp": _BIG, "data": "AAAA"}},  # json's int: delivered
+    {"msg_type": 15, "content": {"timestamp": _BIG, "data": "AAAA", "user_id": "7"}},  # bad_field
+    {"msg_type": 14, "content": {"timestamp": 5, "data": "AAAA", "user_id": _BIG, "user_name": 3}},
+    {"msg_type": 16, "content": {"timestamp": 10**30, "data": "@@"}},  # bad_base64
+    {"msg_type": 14, "content": {"timestamp": 5, "data": "AAAA", "length": _BIG}},
+    {"msg_type": 14, "content": {"timestamp": 5, "data": "AAAA", "extra": 1.5}},
+    {"msg_type": 15, "content": {"timestamp": 5, "data": "AAAA", "extra": _BIG}, "extra": [0.25]},
+    {"msg_type": _BIG, "content": {"timestamp": 5, "data": "AAAA"}},  # unknown msg type
+]
+
+
+@pytest.mark.parametrize("obj", _RECEIVED)
+def test_a_frame_with_a_float_in_orjson_s_object_is_received_as_the_full_parser_says(
+    obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big integer where the fast path wants an int (a float in orjson's object) sends the frame
+    to decode_json and the full parser; a float elsewhere is the fast path's. Either way the client
+    delivers what the full parser makes of the frame, or its dead letter."""
+    client, conns = ready_client()
+    raw = json.dumps(obj)
+    full = full_path(client, raw)
+    if isinstance(full, ProtocolError):
+        letter = DeadLetterData("ws:media/video", str(full), f"ProtocolError.{full.reason}", raw.encode())
+        expected = [Deliver(letter)]
+    else:
+        expected = [Deliver(full)]
+    exact: list[str | bytes] = []
+    monkeypatch.setattr(proto, "decode_json", lambda raw: exact.append(raw) or decode_json(raw))
+    assert client.on_message("video", conns["video"], raw, 101.0, 2_000) == expected
+    used = [v for k, v in obj["content"].items() if k != "extra"] + [obj["msg_type"]]
+    beyond_64_bits = any(type(v) is int and not -(2**63) <= v < 2**64 for v in used)
+    assert exact == ([raw] if beyond_64_bits else [])  # the fast path refused a big int only
+
+
+def test_the_big_integer_frame_is_delivered_with_json_s_int() -> None:
+    """Control for the cases above: they include a delivery and dead letters, and the big
+    timestamp is delivered as json's int, not orjson's float."""
+    client, conns = ready_client()
+    items = [
+        client.on_message("audio", conns["audio"], json.dumps(obj), 101.0, 2_000)[0].item for obj in _RECEIVED
+    ]
+    assert type(items[0].timestamp_ms) is int and items[0].timestamp_ms == _BIG  # type: ignore[union-attr]
+    errors = {i.error for i in items if isinstance(i, DeadLetterData)}
+    assert errors == {f"ProtocolError.{r}" for r in ("bad_field", "bad_base64", "unknown_msg_type")}
+    assert sum(not isinstance(i, DeadLetterData) for i in items) == 4
+
+
+def test_the_fast_path_is_taken_for_a_normal_frame_and_not_for_a_big_timestamp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Positive control: a normal frame is delivered without decode_json (and so without its float
+    walk), and the spy does see the frames the fast path refuses."""
+    client, conns = ready_client()
+    exact: list[str | bytes] = []
+    monkeypatch.setattr(proto, "decode_json", lambda raw: exact.append(raw) or decode_json(raw))
+    normal = json.dumps({"msg_type": 14, "content": {"user_id": 7, "timestamp": 5, "data": "AAAA"}}).encode()
+    [delivered] = client.on_message("audio", conns["audio"], normal, 101.0, 2_000)
+    assert isinstance(delivered, Deliver) and delivered.item == full_path(client, normal) and exact == []
+    big = json.dumps({"msg_type": 14, "content": {"timestamp": _BIG, "data": "AAAA"}})
+    client.on_message("audio", conns["audio"], big, 101.0, 2_000)
+    keep_alive = json.dumps({"msg_type": 12, "timestamp": 5})
+    reply = Send("audio", conns["audio"], keep_alive_reply(decode_json(keep_alive)))
+    assert client.on_message("audio", conns["audio"], keep_alive, 101.0, 2_000) == [reply]
+    assert exact == [big, keep_alive]
+
+
+def test_a_deeply_nested_float_beside_a_frame_no_longer_ends_the_session() -> None:
+    """json.loads raises RecursionError ~1000 levels deep, where orjson (1024 levels) parses: such a
+    frame with a float used to escape on_message (the session failed); now the fast path delivers it
+    as it does without the float (a decision, not the exact path's answer)."""
+    client, conns = ready_client()
+    frame = {"msg_type": 14, "content": {"timestamp": 5, "data": "AAAA"}}
+    deep = json.dumps(frame)[:-1] + ', "extra": ' + "[" * 1020 + "1.5" + "]" * 1020 + "}"
+    with pytest.raises(RecursionError):
+        decode_json(deep)
+    assert client.on_message("audio", conns["audio"], deep, 101.0, 2_000) == [
+        Deliver(full_path(client, json.dumps(frame)))
+    ]

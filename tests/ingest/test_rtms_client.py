@@ -10,6 +10,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rtms_protocol as proto
 from ingest.backend import (
@@ -664,3 +666,106 @@ def test_individual_video_subscribes_the_active_speaker_named_by_an_event() -> N
     h = ready_client(INDIVIDUAL)
     speaker = {"msg_type": 6, "event": {"event_type": 2, "timestamp": 5, "user_id": 21, "user_name": "S"}}
     assert subscriptions(h.recv(SIGNALING, speaker)) == [(21, True)]
+
+
+# --- next_deadline against a plain reference over the states a random session reaches --------------
+
+
+def reference_deadline(m: RtmsClient) -> tuple[float | None, str]:
+    """next_deadline written plainly (a list and min), and which kind of deadline it is."""
+    if m.phase is ClientPhase.DRAINING:
+        return m.close_deadline, "draining"
+    times: list[tuple[float, str]] = []
+    if m.retry_at is not None:
+        times.append((m.retry_at, "retry"))
+    if m.close_deadline is not None:
+        times.append((m.close_deadline, "close"))
+    times += [(s.retry_at, "media retry") for s in m.media.values() if s.retry_at is not None]
+    for sock in m.sockets.values():
+        times.append((sock.last_rx + m.config.idle_timeout_s, "idle"))
+        if not sock.ready:
+            times.append((sock.deadline, "handshake"))
+    return min(times, key=lambda t: t[0]) if times else (None, "none")
+
+
+_CHANNELS = (SIGNALING, "audio", "video", "transcript")
+_STEPS = st.one_of(
+    st.tuples(st.just("tick"), st.sampled_from([0.0, 0.3, 1.0, 4.0, 9.0, 30.0, 66.0])),
+    st.tuples(
+        st.sampled_from(["open", "fail", "ok", "retry", "refuse", "frame", "close"]),
+        st.sampled_from(_CHANNELS),
+    ),
+    st.tuples(st.sampled_from(["stop", "leave", "reconnect", "terminate", "closed"]), st.just("")),
+    st.just(("settle", "")),
+)
+_ANSWERS = {"ok": 0, "retry": 8, "refuse": 1}  # handshake status codes: signaling, then media
+_MEDIA_ANSWERS = {"ok": 0, "retry": 15, "refuse": 1}
+
+
+def play(h: Harness, step: tuple[str, Any]) -> None:
+    """One thing a server, the clock or the caller does to the client (stale conns included)."""
+    kind, arg = step
+    m, conn = h.machine, h.conns.get(arg, 0)
+    if kind == "tick":
+        h.tick(arg)
+    elif kind == "settle":  # open and answer every socket waiting for that (signaling, then media)
+        for _ in range(2):
+            for channel, sock in list(m.sockets.items()):
+                if not sock.ready:
+                    play(h, ("open", channel))
+                    play(h, ("ok", channel))
+    elif kind == "open":
+        h.run(m.on_open(arg, conn, h.now))
+    elif kind == "fail":
+        h.run(m.on_open_failed(arg, conn, "refused", h.now))
+    elif kind in _ANSWERS and arg == SIGNALING:
+        urls = {"server_urls": MEDIA_URLS}
+        answer = {"msg_type": 2, "status_code": _ANSWERS[kind], "media_server": urls}
+        h.run(m.on_message(arg, conn, json.dumps(answer), h.now, 1_000))
+    elif kind in _ANSWERS:
+        answer = {"msg_type": 4, "status_code": _MEDIA_ANSWERS[kind], "payload_encrypted": False}
+        h.run(m.on_message(arg, conn, json.dumps(answer), h.now, 1_000))
+    elif kind == "frame":
+        h.run(m.on_message(arg, conn, json.dumps(AUDIO_FRAME), h.now, 1_000))
+    elif kind == "close":
+        h.run(m.on_closed(arg, conn, 1006, h.now))
+    elif kind in ("stop", "leave"):
+        h.run(m.request_stop(h.now, close_stream=kind == "stop"))
+    elif kind == "reconnect":
+        h.run(m.request_reconnect(h.now))
+    elif kind == "terminate":
+        state = {"msg_type": 8, "state": 4, "reason": 6, "timestamp": 50}
+        h.run(m.on_message(SIGNALING, h.conns.get(SIGNALING, 0), json.dumps(state), h.now, 1_000))
+    else:
+        h.run(m.on_message(SIGNALING, h.conns.get(SIGNALING, 0), '{"msg_type": 22}', h.now, 1_000))
+
+
+def session_walk(steps: list[tuple[str, Any]], kinds: set[str]) -> None:
+    """Start a client, play `steps`, and compare next_deadline to the reference after each."""
+    h = Harness(RtmsClient(SESSION, CONFIG, random.Random(3)))
+    h.run(h.machine.start(h.now))
+    for step in steps:
+        play(h, step)
+        due, kind = reference_deadline(h.machine)
+        assert h.machine.next_deadline() == due, (step, kind)
+        kinds.add(kind)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(steps=st.lists(_STEPS, min_size=10, max_size=40))
+def test_next_deadline_is_the_plain_minimum_in_every_state_a_session_reaches(steps: list[Any]) -> None:
+    session_walk(steps, set())
+
+
+def test_the_session_walks_reach_every_kind_of_deadline() -> None:
+    """Positive control for the property above: each kind of deadline is the earliest in some state
+    the walks reach. Derandomized, so it cannot flake."""
+    kinds: set[str] = set()
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @given(steps=st.lists(_STEPS, min_size=10, max_size=40))
+    def walk(steps: list[Any]) -> None:
+        session_walk(steps, kinds)
+
+    walk()
+    assert kinds == {"draining", "retry", "close", "media retry", "idle", "handshake", "none"}, kinds

@@ -14,7 +14,7 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rtms_protocol import ProtocolError, decode_json
+from rtms_protocol import ProtocolError, decode_json, orjson_object
 from rtms_protocol.codec import _has_float, get
 
 PROPERTY = settings(
@@ -128,3 +128,50 @@ def test_the_generator_reaches_both_parsers_and_every_outcome() -> None:
     classify()
     wanted = {"orjson", "orjson: float", "orjson refused", "object", "bad_json", "not_object", "bad_field"}
     assert wanted <= seen, sorted(seen)
+
+
+def same_but_floats(fast: Any, exact: Any) -> bool:
+    """Whether orjson's object `fast` is json's `exact` but where `fast` holds a float (which json
+    may hold as an int: an integer beyond 64 bits); dicts compared key by key, in order."""
+    if fast.__class__ is float:
+        return exact.__class__ in (int, float) and float(exact) == fast
+    if fast.__class__ is not exact.__class__:
+        return False
+    if fast.__class__ is dict:
+        return list(fast) == list(exact) and all(same_but_floats(fast[k], exact[k]) for k in fast)
+    if fast.__class__ is list:
+        return len(fast) == len(exact) and all(map(same_but_floats, fast, exact))
+    return bool(fast == exact)
+
+
+@PROPERTY
+@given(raw=wire())
+@example(raw='{"msg_type": 14, "content": {"timestamp": 18446744073709551616, "x": 1.5}}')
+@example(raw='{"msg_type": 14, "msg_type": 15, "x": 0.5}')
+def test_orjson_object_is_json_loads_object_but_at_its_floats(raw: str | bytes) -> None:
+    """What lets a reader that takes no float where it wants an int (the receive fast path) use
+    `orjson_object` unchecked: where orjson parses, json parses too, to the same object but at
+    orjson's floats."""
+    fast = orjson_object(raw)
+    if fast is None:
+        return  # refused (or `null`): such a reader falls back to decode_json
+    assert same_but_floats(fast, json.loads(raw)), raw
+
+
+def test_orjson_object_is_unchecked_and_none_where_orjson_refuses() -> None:
+    big = '{"msg_type": 14, "content": {"timestamp": 18446744073709551616}}'
+    assert orjson_object(big) == {"msg_type": 14, "content": {"timestamp": 2.0**64}}
+    assert type(orjson_object(big)["content"]["timestamp"]) is float  # decode_json's is an int
+    assert orjson_object(b'{"msg_type": 14}') == {"msg_type": 14}
+    assert orjson_object("[1, 2]") == [1, 2]  # no object check either
+    for refused in ('{"msg_type": 14', '{"x": NaN}', b'\xef\xbb\xbf{"msg_type": 14}', '"\\ud800"', "null"):
+        assert orjson_object(refused) is None, refused
+
+
+def test_same_but_floats_tells_objects_apart() -> None:
+    """Control for the property above: the comparison fails where the objects differ."""
+    assert same_but_floats({"a": [2.0**64, 1.5]}, {"a": [2**64, 1.5]})
+    assert not same_but_floats({"a": [1]}, {"a": [2]})
+    assert not same_but_floats({"a": 1.0}, {"a": "1"})
+    assert not same_but_floats({"a": 1, "b": 2}, {"b": 2, "a": 1})
+    assert not same_but_floats({"a": 1}, {"a": True})
