@@ -32,7 +32,7 @@ from ingest.backend import (
 )
 from ingest.batching import Batcher, Shipment
 from ingest.chat_record import ChatRefused, chat_content
-from ingest.record_bytes import SAMPLES, RecordEncoder
+from ingest.record_bytes import SAMPLES, Prepared, RecordEncoder
 from rtmsflow.clock import now_ms
 from rtmsflow.h264 import H264Error, inspect_access_unit
 from rtmsflow.kafka_client import make_producer
@@ -126,6 +126,9 @@ class _Stream:
     media: dict[str, Any] = field(default_factory=dict)
     video_media_of: VideoParams | None = None
     video_media: dict[str, Any] = field(default_factory=dict)
+    # the stream's records by what they share but their per-record longs and payload (`_value`);
+    # cleared when a `media` dict is replaced
+    prepared: dict[tuple[Any, ...], Prepared | None] = field(default_factory=dict)
     # records go to Kafka in the order they got their ingest_seq: `_send` holds this (FIFO) from
     # asking for room until the record is queued. Without it a record that had to wait (for room,
     # or for the topic's partitions on its first record) was passed by one that did not: events
@@ -260,6 +263,7 @@ class FrameProducer:
         params = frame.params
         if stream.media_of is not params:
             stream.media_of, stream.media = params, _audio_params(params)
+            stream.prepared.clear()
             stream.per_participant = not params.mixed
         seqs = stream.seqs
         seq = seqs.get("AUDIO", 0)
@@ -281,7 +285,9 @@ class FrameProducer:
             "payload": frame.payload,
             "media": stream.media,
         }
-        await self._send(session, stream, RAW_AUDIO, record, "audio", len(frame.payload))
+        shared = ("AUDIO", frame.participant_id, frame.participant_name, frame.channel_id, stream.started_ms)
+        value = self._value(stream, RAW_AUDIO, record, shared)
+        await self._send(session, stream, RAW_AUDIO, record, "audio", len(frame.payload), value)
 
     async def _video(self, session: StreamSession, stream: _Stream, frame: VideoData) -> None:
         params = frame.params
@@ -308,6 +314,7 @@ class FrameProducer:
                     stream.video_media_of = None
         if stream.video_media_of is not params:
             stream.video_media_of, stream.video_media = params, _video_params(params, stream.sps_size)
+            stream.prepared.clear()
         kind = frame.kind
         seqs = stream.seqs
         seq = seqs.get(kind, 0)
@@ -333,7 +340,17 @@ class FrameProducer:
             "access_unit_parsed": parsed,
         }
         stream.video_kinds.add(kind)
-        await self._send(session, stream, RAW_VIDEO, record, _KIND_LABELS[kind], len(frame.payload))
+        shared = (
+            kind,
+            frame.participant_id,
+            frame.participant_name,
+            stream.started_ms,
+            keyframe,
+            parameter_sets,
+            parsed,
+        )
+        value = self._value(stream, RAW_VIDEO, record, shared)
+        await self._send(session, stream, RAW_VIDEO, record, _KIND_LABELS[kind], len(frame.payload), value)
 
     async def _transcript(self, session: StreamSession, stream: _Stream, frame: TranscriptData) -> None:
         record = self._identity(session, stream, "TRANSCRIPT", frame.timestamp_ms, frame.participant_id)
@@ -524,8 +541,7 @@ class FrameProducer:
 
     def _use(self, producer: AIOKafkaProducer | None) -> None:
         self._batching = producer is not None and all(
-            callable(getattr(producer, name, None))
-            for name in ("send_batch", "partitions_for")
+            callable(getattr(producer, name, None)) for name in ("send_batch", "partitions_for")
         )
 
     def _acknowledged(self, topic: str, seconds: float, records: int) -> None:
@@ -635,10 +651,12 @@ class FrameProducer:
         record: dict[str, Any],
         kind: str | None,
         size: int,
+        encoded: bytes | None = None,
     ) -> None:
+        """Queue one record (`encoded`: its value, when the caller has it already)."""
         topic = self._topics[spec.name]
         try:
-            value = self._fast_encode(topic, spec, record) or self.codec.encode(topic, record)
+            value = encoded or self._fast_encode(topic, spec, record) or self.codec.encode(topic, record)
             refused = None
             if len(value) > MAX_VALUE_BYTES:  # the broker would refuse it: the frame would vanish
                 refused = (f"record of {len(value)} bytes over the raw topics' limit of {MAX_VALUE_BYTES}",
@@ -703,15 +721,37 @@ class FrameProducer:
             raise
         return True
 
-    def _fast_encode(self, topic: str, spec: TopicSpec, record: dict[str, Any]) -> bytes | None:
-        """The value by `RecordEncoder` where the topic has one and the record is in its subset,
-        else None (the codec encodes it: same bytes, or the EncodeError)."""
+    def _encoder(self, topic: str, spec: TopicSpec) -> RecordEncoder | None:
         encoder = self._encoders.get(topic, _NO_ENCODER)
         if encoder is _NO_ENCODER:
             samples = SAMPLES.get(spec.name)
             encoder = RecordEncoder.for_topic(self.codec, topic, samples) if samples else None
             self._encoders[topic] = encoder
+        return encoder
+
+    def _fast_encode(self, topic: str, spec: TopicSpec, record: dict[str, Any]) -> bytes | None:
+        """The value by `RecordEncoder` where the topic has one and the record is in its subset,
+        else None (the codec encodes it: same bytes, or the EncodeError)."""
+        encoder = self._encoder(topic, spec)
         return encoder.encode(record) if encoder is not None else None
+
+    def _value(
+        self, stream: _Stream, spec: TopicSpec, record: dict[str, Any], shared: tuple[Any, ...]
+    ) -> bytes | None:
+        """A media record's value from what the stream's records with the same `shared` values (every
+        field but the per-record longs, the payload and the stream's constants) have prepared; None
+        where there is no quicker path (`_send` encodes it)."""
+        prepared = stream.prepared.get(shared, _NO_ENCODER)
+        if prepared is _NO_ENCODER:
+            if len(stream.prepared) >= _PREPARED_PER_STREAM:
+                stream.prepared.clear()
+            encoder = self._encoder(self._topics[spec.name], spec)
+            prepared = stream.prepared[shared] = encoder.prepare(record) if encoder is not None else None
+        if prepared is None:
+            return None
+        return prepared.encode(
+            record["timestamp_ms"], record["ingest_seq"], record["received_at_ms"], record["payload"]
+        )
 
     def _progress(self, stream: _Stream, spec: TopicSpec, ts: int) -> tuple[TopicSpec, ...]:
         """Advance the topic's media clock to a record just queued; the topics whose progress marks
@@ -808,7 +848,8 @@ class FrameProducer:
 
 
 _KIND_LABELS = {"VIDEO": "video", "DESKSHARE": "deskshare"}
-_NO_ENCODER: Any = object()  # `_encoders` has no entry for the topic yet
+_NO_ENCODER: Any = object()  # `_encoders` (`prepared`) has no entry for the topic (values) yet
+_PREPARED_PER_STREAM = 256  # prepared records a stream keeps (participants x frame flags), cleared when full
 # the raw topic whose media a dropped media socket (by its RTMS media type) loses
 _LOSS_TOPICS = {"audio": RAW_AUDIO, "video": RAW_VIDEO, "deskshare": RAW_VIDEO}
 

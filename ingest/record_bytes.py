@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.codec import CONFLUENT_HEADER_LEN, SINGLE_OBJECT_HEADER_LEN, Codec
 
-__all__ = ["SAMPLES", "RecordEncoder", "avro_long"]
+__all__ = ["SAMPLES", "Prepared", "RecordEncoder", "avro_long"]
 
 _MISSING: Any = object()
 _CACHED_VALUES = 4096  # per field cache (strings, long prefixes, nested records), cleared when full
@@ -309,6 +309,29 @@ def _run_cache(length: int, writers: list[Writer]) -> Callable[[tuple[Any, ...]]
     return run
 
 
+_LONG_MIN, _LONG_MAX = -(1 << 63), 1 << 63
+_SLOTS = ("timestamp_ms", "ingest_seq", "received_at_ms")  # the per-record longs, in schema order
+
+
+class Prepared:
+    """The bytes of one record's fields other than its per-record longs and payload, ready to be
+    joined with them: the records of a stream that share those fields (`RecordEncoder.prepare`)."""
+
+    __slots__ = ("segments",)
+
+    def __init__(self, segments: list[bytes]) -> None:
+        self.segments = segments  # before the timestamp, the seq, received_at, the payload; after it
+
+    def encode(self, timestamp_ms: int, ingest_seq: int, received_at_ms: int, payload: bytes) -> bytes | None:
+        """The record's value with these in their places, or None for a timestamp that is not a long
+        (the codec says what it is). `ingest_seq` and `received_at_ms` are the producer's own."""
+        if timestamp_ms.__class__ is not int or not _LONG_MIN <= timestamp_ms < _LONG_MAX:
+            return None
+        s = self.segments
+        return b"".join((s[0], avro_long(timestamp_ms), s[1], avro_long(ingest_seq), s[2],
+                         avro_long(received_at_ms), s[3], avro_long(len(payload)), payload, s[4]))  # fmt: skip
+
+
 class RecordEncoder:
     """Encodes the records of one raw frame topic (payload as `bytes`) by joining cached pieces."""
 
@@ -342,6 +365,40 @@ class RecordEncoder:
         if any(encoder.encode(s) != e for s, e in zip(samples, expected, strict=True)):
             return None
         return encoder
+
+    def prepare(self, record: Mapping[str, Any]) -> Prepared | None:
+        """The record's fields but its per-record longs and payload, written once for the records
+        that share them; None for a record not in the subset encoded here, or a schema whose
+        per-record longs are not all before the payload in this order."""
+        if len(record) != self.field_count:
+            return None
+        try:
+            values = self.values(record)
+        except KeyError:
+            return None
+        if record[self.payload_name].__class__ is not bytes:
+            return None
+        segments: list[bytes] = []
+        current = [self.header]
+        slots: list[str] = []
+        try:
+            for field, v in zip([*self.before, None, *self.after], values, strict=True):
+                if field is None or field[0] in PER_RECORD:
+                    slots.append(self.payload_name if field is None else field[0])
+                    segments.append(b"".join(current))
+                    current = []
+                    if field is not None:
+                        if getattr(field[1], "bounds", None) != (_LONG_MIN, _LONG_MAX):
+                            return None  # not a long: `Prepared.encode` writes longs
+                        field[1](v)  # a long it can write
+                else:
+                    current.append(field[1](v))
+        except _Unusual:
+            return None
+        segments.append(b"".join(current))
+        if tuple(slots) != (*_SLOTS, self.payload_name):
+            return None
+        return Prepared(segments)
 
     def encode(self, record: Mapping[str, Any]) -> bytes | None:
         """The record's value bytes, or None when it is not in the subset encoded here (then

@@ -223,3 +223,113 @@ def test_a_cached_media_record_is_not_reused_for_an_equal_value_of_another_type(
     assert encoder.encode(sample) is not None  # caches its media record
     for odd in ({"sample_rate": 16000.0}, {"mixed": 1}):
         assert encoder.encode({**sample, "media": {**sample["media"], **odd}}) is None
+
+
+def full(topic: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every schema field (the producer's records have them all)."""
+    defaults = {"participant_name": None, "channel_id": None}
+    if topic == "rtms.raw.video":
+        defaults |= {"keyframe": False, "has_parameter_sets": False, "access_unit_parsed": True}
+    return {**defaults, **record}
+
+
+@PROPERTY
+@given(case=records(), again=st.tuples(longs, longs, longs, st.binary(max_size=300)))
+@example(
+    case=("rtms.raw.audio", full("rtms.raw.audio", SAMPLES["rtms.raw.audio"][0])),
+    again=(2**63 - 1, 0, -1, b""),
+)
+def test_a_prepared_record_joins_the_codecs_bytes_for_other_longs_and_payloads(
+    case: tuple[str, dict[str, Any]], again: tuple[int, int, int, bytes]
+) -> None:
+    topic, record = case
+    encoder = ENCODERS[topic]
+    assert encoder is not None
+    prepared = encoder.prepare(record)
+    if prepared is None:
+        return
+    assert encoder.encode(record) is not None  # only what the encoder joins is prepared
+    ts, seq, received, payload = again
+    other = {**record, "timestamp_ms": ts, "ingest_seq": seq, "received_at_ms": received, "payload": payload}
+    assert prepared.encode(ts, seq, received, payload) == CODEC.encode(topic, other), f"{other!r}"
+
+
+@PROPERTY
+@given(topic=st.sampled_from(TOPICS), data=st.data())
+def test_every_well_formed_full_record_is_prepared(topic: str, data: st.DataObject) -> None:
+    record = full(topic, data.draw(well_formed[topic]))
+    encoder = ENCODERS[topic]
+    assert encoder is not None
+    prepared = encoder.prepare(record)
+    assert prepared is not None
+    args = (record["timestamp_ms"], record["ingest_seq"], record["received_at_ms"], record["payload"])
+    assert prepared.encode(*args) == CODEC.encode(topic, record)
+
+
+def test_a_prepared_record_leaves_a_timestamp_that_is_not_a_long_to_the_codec() -> None:
+    encoder = ENCODERS["rtms.raw.audio"]
+    assert encoder is not None
+    prepared = encoder.prepare(SAMPLES["rtms.raw.audio"][0])
+    assert prepared is not None
+    assert prepared.encode(5, 1, 2, b"x") is not None  # positive control
+    for odd in (2**63, -(2**63) - 1, True, 5.0):
+        assert prepared.encode(odd, 1, 2, b"x") is None  # type: ignore[arg-type]
+    assert encoder.prepare({**SAMPLES["rtms.raw.audio"][0], "ingest_seq": 2**63}) is None
+    incomplete = dict(SAMPLES["rtms.raw.audio"][0])
+    del incomplete["channel_id"]
+    assert encoder.encode(incomplete) is not None and encoder.prepare(incomplete) is None
+
+
+async def test_a_streams_prepared_records_follow_what_changes_along_it() -> None:
+    """Participants, names, granted params, keyframes and parameter sets change along a stream: each
+    value the producer sends decodes to the frame it was made from (the prepared records are told
+    apart by everything that varies)."""
+    settings_ = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
+    sent: list[tuple[str, bytes]] = []
+
+    class Producer:
+        async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> Any:
+            if value is not None:
+                sent.append((topic, value))
+            acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            acked.set_result(None)
+            return acked
+
+    codec = Codec(settings_.schema_registry_url, settings_.topic_prefix)
+    frames = FrameProducer(settings_, producer=Producer(), codec=codec)  # type: ignore[arg-type]
+    session = StreamSession("meet==", "s-1", "wss://x", started_ms=900, media_origin_ms=900)
+    rates = [
+        AudioParams(channels=AudioChannel.MONO),
+        AudioParams(sample_rate=48000, channels=AudioChannel.MONO),
+    ]
+    idr, p_frame = b"\x00\x00\x01\x65\x88\x84", b"\x00\x00\x01\x41\x9a\x02"
+    sps_pps = b"\x00\x00\x00\x01\x67\x42\xc0\x1f\xda\x01\x40\x16\xe8\x06\xd0\xa1\x35\x00\x00\x00\x01\x68\xce\x06\xe2"
+    # one object per grant, as `MediaValues` makes them (a new one is a change)
+    granted_video = [VideoParams(), VideoParams(fps=15)]
+    expected: list[dict[str, Any]] = []
+    for i in range(40):
+        ts = 1000 + 20 * i
+        who, name = [(7, "Ann"), (8, "Bob"), (7, "Ann B."), (9, None)][i % 4]
+        params = rates[i // 20]
+        payload = bytes([i]) * (i % 5)
+        await frames.audio(session, AudioData(ts, payload, params, who, name, "ch" if i % 3 else None))
+        expected.append({"stream_kind": "AUDIO", "timestamp_ms": ts, "participant_id": who,
+                         "participant_name": name, "channel_id": "ch" if i % 3 else None, "payload": payload,
+                         "media": {"sample_rate": params.sample_rate}})  # fmt: skip
+        kind = "DESKSHARE" if i % 7 == 0 else "VIDEO"
+        shape = (i // 4) % 4  # each participant sees every shape
+        video = [idr, p_frame, sps_pps + idr, b"\x01"][shape]
+        await frames.video(session, VideoData(kind, ts, video, granted_video[i // 30], who, name))
+        expected.append({"stream_kind": kind, "timestamp_ms": ts, "participant_id": who, "participant_name": name,
+                         "payload": video, "keyframe": shape in (0, 2), "has_parameter_sets": shape == 2,
+                         "access_unit_parsed": shape != 3, "media": {"fps": granted_video[i // 30].fps}})  # fmt: skip
+    assert len(sent) == len(expected)
+    seqs: dict[str, int] = {}
+    for (topic, value), want in zip(sent, expected, strict=True):
+        got = codec.decode(topic, value)
+        media = want.pop("media", {})
+        assert {k: got[k] for k in want} == want
+        assert {k: got["media"][k] for k in media} == media
+        assert got["ingest_seq"] == seqs.get(want["stream_kind"], 0)
+        seqs[want["stream_kind"]] = got["ingest_seq"] + 1
+        assert codec.encode(topic, got) == value
