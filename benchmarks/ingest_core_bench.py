@@ -140,6 +140,7 @@ async def one_pass(msgs: list[Message], meetings: int) -> tuple[float, int]:
     frames = FrameProducer(settings, producer=fake)  # type: ignore[arg-type]
     await frames.start()
     backends = [ready_backend(frames, settings, m) for m in range(meetings)]
+    loop = asyncio.get_running_loop()
     started = time.process_time()
     for i, msg in enumerate(msgs):
         backend, conns = backends[msg.meeting]
@@ -147,7 +148,7 @@ async def one_pass(msgs: list[Message], meetings: int) -> tuple[float, int]:
         assert client is not None
         # what the socket's callback does per message, then one turn of the session loop (`_run`)
         backend._received(msg.kind, conns[msg.kind], msg.text)
-        notice = await backend._next_notice(client)
+        notice = await backend._next_notice(client, loop)
         assert notice is not None
         await backend._turn(client, notice)
         if i % YIELD_EVERY == YIELD_EVERY - 1:

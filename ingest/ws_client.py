@@ -136,10 +136,11 @@ class WebSocketBackend(TaskBackend):
         assert self.machine is not None
         machine = self.machine
         outcome: SessionOutcome | None = None
+        loop = asyncio.get_running_loop()  # asked once: on 3.11 each call costs a getpid()
         try:
             outcome = await self._carry_out(machine.start(time.monotonic()))
             while outcome is None:
-                outcome = await self._turn(machine, await self._next_notice(machine))
+                outcome = await self._turn(machine, await self._next_notice(machine, loop))
             return outcome
         except asyncio.CancelledError:
             return SessionOutcome(ended=False, detail="cancelled")
@@ -171,7 +172,7 @@ class WebSocketBackend(TaskBackend):
             self._ready.set()
         return outcome
 
-    async def _next_notice(self, machine: RtmsClient) -> _Notice | None:
+    async def _next_notice(self, machine: RtmsClient, loop: asyncio.AbstractEventLoop) -> _Notice | None:
         """The next notice, or None once the machine's next deadline has passed (a deadline already
         passed wins over a queued notice).
 
@@ -188,7 +189,6 @@ class WebSocketBackend(TaskBackend):
                 return None
             if self._notices:
                 return self._notices.popleft()
-            loop = asyncio.get_running_loop()  # only when waiting: on 3.11 it costs a getpid()
             if deadline is not None and (self._timer is None or self._timer_at > deadline):
                 if self._timer is not None:
                     self._timer.cancel()
