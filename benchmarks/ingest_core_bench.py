@@ -16,12 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.producer.message_accumulator import BatchBuilder
-
 from emulator.media import MeetingSpec, SyntheticMeeting
 from emulator.wire import AUDIO, TRANSCRIPT, VIDEO, FrameEncoder
 from ingest.backend import StreamSession
 from ingest.producer import FrameProducer
+from ingest.record_batch import RecordBatch
 from ingest.rtms_client import SIGNALING, ClientConfig, Connect, RtmsClient
 from ingest.ws_client import WebSocketBackend
 from rtmsflow.settings import Settings
@@ -65,19 +64,17 @@ def messages(meetings: int, seconds: float, seed: int = 1) -> list[Message]:
 
 
 class AckingProducer:
-    """What `FrameProducer` needs of aiokafka's producer for its batch path: real batches
-    (`BatchBuilder`, the same record format as aiokafka's accumulator), acknowledged at once."""
+    """What `FrameProducer` needs of aiokafka's producer for its batch path: its batches built into
+    their bytes as aiokafka's sender builds them, and acknowledged at once."""
 
     def __init__(self) -> None:
         self.records = 0
         self.batches = 0
 
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(1 << 20, 0)  # max_batch_size 1 MiB, no compression (make_producer)
-
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         self.batches += 1
         self.records += batch.record_count()
+        batch._build()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -100,7 +97,7 @@ def _acked() -> asyncio.Future[Any]:
 
 
 def ready_backend(
-    frames: FrameProducer, settings: Settings, meeting: int
+    frames: FrameProducer, settings: Settings, meeting: int, config: ClientConfig | None = None
 ) -> tuple[WebSocketBackend, dict[str, int]]:
     """A `WebSocketBackend` whose machine went through the signaling and data handshakes (READY),
     with no socket: messages are posted to its inbox by hand; and its sockets' connection numbers."""
@@ -108,7 +105,7 @@ def ready_backend(
         f"bench-meeting-{meeting:04d}==", f"stream-{meeting}", "ws://127.0.0.1:9/signaling",
         started_ms=T0_MS, fresh=True, media_origin_ms=T0_MS,
     )  # fmt: skip
-    config = ClientConfig("cid", "csecret", video_fps=FPS)
+    config = config or ClientConfig("cid", "csecret", video_fps=FPS)
     backend = WebSocketBackend(settings, frames, config=config, rng=random.Random(meeting))
     client = RtmsClient(session, config, random.Random(meeting))
     backend.session, backend.machine = session, client

@@ -39,6 +39,7 @@ MAX_MESSAGE_BYTES = 32 << 20  # a base64 key frame of a large video can be sever
 INBOX_SLOTS = (
     256  # socket messages waiting for the loop, all sockets of one stream together; then reading pauses
 )
+_FRAMES = (AudioData, VideoData)  # what a media frame's message delivers (it moves no deadline nearer)
 
 
 def client_config(settings: Settings, **overrides: Any) -> ClientConfig:
@@ -98,6 +99,9 @@ class WebSocketBackend(TaskBackend):
         self._wake: asyncio.Future[None] | None = None  # the loop waits on it when the queue is empty
         self._timer: asyncio.TimerHandle | None = None  # wakes the loop for the machine's next deadline
         self._timer_at = 0.0
+        # the machine's next deadline as last asked, or earlier (a media frame only moves it later)
+        self._deadline: float | None = None
+        self._deadline_kept = False
         self._ready = asyncio.Event()  # set once the machine first reached READY
 
     # --- SessionBackend ---------------------------------------------------------------------------
@@ -157,12 +161,19 @@ class WebSocketBackend(TaskBackend):
         """One turn of the loop: a deadline that passed (None) or a notice; a message frees its
         inbox slot (resuming paused sockets once half the inbox is free)."""
         if notice is None:
+            self._deadline_kept = False
             return await self._carry_out(machine.on_tick(time.monotonic()))
         if notice.kind != "message":
+            self._deadline_kept = False
             return await self._carry_out(self._feed(machine, notice))
-        outcome = await self._carry_out(
-            machine.on_message(notice.channel, notice.conn, notice.data, time.monotonic(), notice.wall_ms)
+        actions = machine.on_message(
+            notice.channel, notice.conn, notice.data, time.monotonic(), notice.wall_ms
         )
+        if self._deadline_kept and not (
+            len(actions) == 1 and isinstance(actions[0], Deliver) and type(actions[0].item) in _FRAMES
+        ):  # anything but a media frame may have brought a deadline nearer
+            self._deadline_kept = False
+        outcome = await self._carry_out(actions)
         self._inbox_messages -= 1
         if self._paused and self._inbox_messages <= INBOX_SLOTS // 2:
             for sock in self._paused:
@@ -181,12 +192,18 @@ class WebSocketBackend(TaskBackend):
         an empty queue is waited on with one wake-up future and one timer that is only re-armed
         when the deadline comes earlier (deadlines usually move later: every message pushes the
         socket's idle deadline), so a timer firing early just means: look again. Only this task
-        changes the machine, so its next deadline is asked once, not again after each wake-up."""
-        deadline = machine.next_deadline()
+        changes the machine; its next deadline is kept across turns that only took a media frame
+        (which moves no deadline nearer) and asked again when the kept one has passed."""
+        if not self._deadline_kept:
+            self._deadline, self._deadline_kept = machine.next_deadline(), True
+        deadline = self._deadline
         while True:
             now = time.monotonic()
             if deadline is not None and deadline <= now:
-                return None
+                deadline = self._deadline = machine.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self._deadline_kept = False
+                    return None
             if self._notices:
                 return self._notices.popleft()
             if deadline is not None and (self._timer is None or self._timer_at > deadline):
