@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from crc32c import crc32c
 
+from ingest.record_bytes import avro_long
+
 HEADER_BYTES = 61  # base offset .. record count
 _CRC_FROM = 21  # the CRC covers attributes .. the end
 # base offset, batch length, partition leader epoch, magic, crc
@@ -20,26 +22,11 @@ _HEAD = struct.Struct(">qiibI")
 _TAIL = struct.Struct(">hiqqqhii")
 
 
-def _varint(n: int) -> bytes:
-    """Kafka's signed varint (zig-zag, as protobuf's sint64)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_SMALL = 1 << 13  # 0 .. 8191: one or two bytes, from a table
-_VARINTS = [_varint(n) for n in range(_SMALL)]
-_NULL = _varint(-1)
+# Kafka's record varints are Avro's longs (zig-zag varints): 0 .. 8191 from a table, one or two bytes
+_SMALL = 1 << 13
+_VARINTS = [avro_long(n) for n in range(_SMALL)]
+_NULL = avro_long(-1)
 _BLANK_HEADER = bytes(HEADER_BYTES)
-
-
-def varint(n: int) -> bytes:
-    """The varint of `n` (a table lookup for the small non-negative ones records are made of)."""
-    return _VARINTS[n] if 0 <= n < _SMALL else _varint(n)
 
 
 class RecordBatch:
@@ -84,34 +71,26 @@ class RecordBatch:
         if self._closed:
             return None
         ts = time.time_ns() // 1_000_000 if timestamp is None else timestamp
-        if self.count:
-            delta = ts - self.first_ts
-            ts_delta = _VARINTS[delta] if 0 <= delta < _SMALL else _varint(delta)
-        else:
-            ts_delta = b"\x00"
         offset = self.count
-        offset_delta = _VARINTS[offset] if offset < _SMALL else _varint(offset)
-        if key is None:
-            key_len, key_size = _NULL, 0
-        else:
-            key_size = len(key)
-            key_len = _VARINTS[key_size] if key_size < _SMALL else _varint(key_size)
-        if value is None:
-            value_len, value_size = _NULL, 0
-        else:
-            value_size = len(value)
-            value_len = _VARINTS[value_size] if value_size < _SMALL else _varint(value_size)
-        header_parts = _headers(headers) if headers else (b"\x00",)
-        body = 1 + len(ts_delta) + len(offset_delta) + len(key_len) + key_size + len(value_len) + value_size
-        body += sum(map(len, header_parts))
-        length = _VARINTS[body] if body < _SMALL else _varint(body)
+        first_ts = self.first_ts if offset else ts
+        pieces = [
+            b"\x00",  # attributes
+            avro_long(ts - first_ts),
+            avro_long(offset),
+            _NULL if key is None else avro_long(len(key)),
+            key or b"",
+            _NULL if value is None else avro_long(len(value)),
+            value or b"",
+            *(_headers(headers) if headers else (b"\x00",)),
+        ]
+        body = sum(map(len, pieces))
+        length = avro_long(body)
         if offset and self.size + len(length) + body > self.limit:
             return None
-        self.parts += (length, b"\x00", ts_delta, offset_delta, key_len, key or b"", value_len, value or b"")
-        self.parts += header_parts
+        self.parts.append(length)
+        self.parts += pieces
         self.size += len(length) + body
-        if not offset:
-            self.first_ts = ts
+        self.first_ts = first_ts
         if ts > self.max_ts:
             self.max_ts = ts
         self.count = offset + 1
@@ -125,17 +104,17 @@ class RecordBatch:
         offset = self.count
         if offset:
             delta = ts - self.first_ts
-            ts_delta = _VARINTS[delta] if 0 <= delta < _SMALL else _varint(delta)
-            offset_delta = _VARINTS[offset] if offset < _SMALL else _varint(offset)
+            ts_delta = _VARINTS[delta] if 0 <= delta < _SMALL else avro_long(delta)
+            offset_delta = _VARINTS[offset] if offset < _SMALL else avro_long(offset)
         else:
             self.first_ts = ts
             ts_delta = offset_delta = b"\x00"
         key_size = len(key)
         value_size = len(value)
-        key_len = _VARINTS[key_size] if key_size < _SMALL else _varint(key_size)
-        value_len = _VARINTS[value_size] if value_size < _SMALL else _varint(value_size)
+        key_len = _VARINTS[key_size] if key_size < _SMALL else avro_long(key_size)
+        value_len = _VARINTS[value_size] if value_size < _SMALL else avro_long(value_size)
         body = 2 + len(ts_delta) + len(offset_delta) + len(key_len) + key_size + len(value_len) + value_size
-        length = _VARINTS[body] if body < _SMALL else _varint(body)
+        length = _VARINTS[body] if body < _SMALL else avro_long(body)
         size = self.size + len(length) + body
         if offset and size > self.limit:
             return False
@@ -183,9 +162,9 @@ class RecordBatch:
 
 
 def _headers(headers: Sequence[tuple[str, bytes | None]]) -> list[bytes]:
-    parts = [varint(len(headers))]
+    parts = [avro_long(len(headers))]
     for name, data in headers:
         raw = name.encode()
-        parts += (varint(len(raw)), raw)
-        parts += (_NULL,) if data is None else (varint(len(data)), data)
+        parts += (avro_long(len(raw)), raw)
+        parts += (_NULL,) if data is None else (avro_long(len(data)), data)
     return parts

@@ -184,19 +184,29 @@ def test_a_long_is_avros_zigzag_varint() -> None:
         assert avro_long(n) == reference(n), n
 
 
+SETTINGS = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
+
+
+class AckingSends:
+    """A producer without the batch API: each `send()` acknowledged at once, its values kept (a
+    marker's, None, left out)."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, value: bytes | None, key: Any = None, headers: Any = None) -> Any:
+        if value is not None:
+            self.values.append((topic, value))
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+
 async def test_the_producers_raw_values_are_the_codecs_bytes() -> None:
-    settings_ = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
-    sent: list[tuple[str, bytes]] = []
-
-    class Producer:
-        async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> Any:
-            sent.append((topic, value))
-            acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            acked.set_result(None)
-            return acked
-
-    codec = Codec(settings_.schema_registry_url, settings_.topic_prefix)
-    frames = FrameProducer(settings_, producer=Producer(), codec=codec)  # type: ignore[arg-type]
+    producer = AckingSends()
+    codec = Codec(SETTINGS.schema_registry_url, SETTINGS.topic_prefix)
+    frames = FrameProducer(SETTINGS, producer=producer, codec=codec)  # type: ignore[arg-type]
+    sent = producer.values
     session = StreamSession("meet==", "s-1", "wss://x", started_ms=900, media_origin_ms=900)
     granted = AudioParams(channels=AudioChannel.MONO)  # as `MediaValues.grant` builds it
     encoded: list[str] = []
@@ -284,19 +294,10 @@ async def test_a_streams_prepared_records_follow_what_changes_along_it() -> None
     """Participants, names, granted params, keyframes and parameter sets change along a stream: each
     value the producer sends decodes to the frame it was made from (the prepared records are told
     apart by everything that varies)."""
-    settings_ = Settings(kafka_bootstrap="unused:9092", topic_prefix="p.")
-    sent: list[tuple[str, bytes]] = []
-
-    class Producer:
-        async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> Any:
-            if value is not None:
-                sent.append((topic, value))
-            acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            acked.set_result(None)
-            return acked
-
-    codec = Codec(settings_.schema_registry_url, settings_.topic_prefix)
-    frames = FrameProducer(settings_, producer=Producer(), codec=codec)  # type: ignore[arg-type]
+    producer = AckingSends()
+    codec = Codec(SETTINGS.schema_registry_url, SETTINGS.topic_prefix)
+    frames = FrameProducer(SETTINGS, producer=producer, codec=codec)  # type: ignore[arg-type]
+    sent = producer.values
     session = StreamSession("meet==", "s-1", "wss://x", started_ms=900, media_origin_ms=900)
     rates = [
         AudioParams(channels=AudioChannel.MONO),

@@ -209,21 +209,19 @@ def test_video_waiting_for_audio_is_tallied_per_partition_for_the_back_pressure(
     core = MEDIA_SINK.core(settings)
     codec = Codec(settings.schema_registry_url, settings.topic_prefix)
     streams = {0: OrderedStream("m0==", "s0"), 3: OrderedStream("m3==", "s3"), 5: OrderedStream("m5==", "s5")}
+
+    def feed(partition: int, stream: OrderedStream, topic: str) -> None:
+        key = stream.meeting_uuid.encode()
+        for offset, (value, headers) in enumerate(stream.records[topic]):
+            core.feed(topic, partition, offset, key, codec.encode(topic, value), headers)
+
     for partition, stream in streams.items():
         frames = camera.frames[: 10 + partition]  # a different amount held per partition
         for i, (data, key) in enumerate(zip(frames, camera.keyframes, strict=False)):
             stream.frame("VIDEO", 40 * i, data, key, (640, 360), 25)
         for at in range(0, 40 * len(frames), 20):
             stream.audio(at, bytes(640))
-        for offset, (value, headers) in enumerate(stream.records[VIDEO.name]):
-            core.feed(
-                VIDEO.name,
-                partition,
-                offset,
-                stream.meeting_uuid.encode(),
-                codec.encode(VIDEO.name, value),
-                headers,
-            )
+        feed(partition, stream, VIDEO.name)
     held = core.buffered_by_partition()
     assert set(held) == {0, 3, 5} and all(n > 0 for n in held.values())
     each = {
@@ -232,13 +230,5 @@ def test_video_waiting_for_audio_is_tallied_per_partition_for_the_back_pressure(
     assert held == each
     assert held[5] > held[0]  # more frames waiting
     for partition, stream in streams.items():  # the audio comes: the video can be written
-        for offset, (value, headers) in enumerate(stream.records[AUDIO.name]):
-            core.feed(
-                AUDIO.name,
-                partition,
-                offset,
-                stream.meeting_uuid.encode(),
-                codec.encode(AUDIO.name, value),
-                headers,
-            )
+        feed(partition, stream, AUDIO.name)
     assert core.buffered_by_partition() == {0: 0, 3: 0, 5: 0}
